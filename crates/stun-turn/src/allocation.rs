@@ -1,0 +1,358 @@
+//! The state of one TURN allocation and the allocation quotas (RFC 8656 sections 7 to 12).
+//!
+//! No sockets and no clock: every method takes `now`. The server shell owns the relay socket and
+//! asks this state whether a datagram may pass and how to frame it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// RFC 8656 section 3.2: allocations live 10 minutes unless refreshed.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+/// The longest lifetime granted, as the RFC's recommended maximum (and coturn's default).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// RFC 8656 section 9: permissions last 5 minutes.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 section 12: channel bindings last 10 minutes.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Channel numbers accepted. RFC 8656 narrowed the range to 0x4000..=0x4FFF; RFC 5766 clients
+/// (and coturn) use up to 0x7FFF, so natkit accepts the older, wider range.
+pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
+/// The lifetime granted for a requested one (RFC 8656 sections 7.2 and 7.3): the request capped at
+/// [`MAX_LIFETIME`], raised to [`DEFAULT_LIFETIME`]. Zero means "delete" and is handled by the
+/// caller for Refresh requests.
+pub fn granted_lifetime(requested: Option<Duration>) -> Duration {
+    match requested {
+        None => DEFAULT_LIFETIME,
+        Some(d) => d.min(MAX_LIFETIME).max(DEFAULT_LIFETIME),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+/// Why a ChannelBind was refused (all answered with 400 Bad Request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelBindError {
+    #[error("channel number {0:#06x} is outside 0x4000..=0x7fff")]
+    InvalidNumber(u16),
+    #[error("channel {number:#06x} is bound to another peer")]
+    NumberBoundElsewhere { number: u16 },
+    #[error("peer {peer} is bound to channel {number:#06x}")]
+    PeerBoundElsewhere { peer: SocketAddr, number: u16 },
+}
+
+/// Permissions, channel bindings and expiry of one allocation.
+#[derive(Debug, Clone)]
+pub struct AllocState {
+    expires: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, Channel>,
+    by_peer: HashMap<SocketAddr, u16>,
+}
+
+impl AllocState {
+    pub fn new(lifetime: Duration, now: Instant) -> Self {
+        AllocState {
+            expires: now + lifetime,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            by_peer: HashMap::new(),
+        }
+    }
+
+    pub fn refresh(&mut self, lifetime: Duration, now: Instant) {
+        self.expires = now + lifetime;
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        now >= self.expires
+    }
+
+    /// Seconds left, for the LIFETIME attribute of a retransmitted Allocate response.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires.saturating_duration_since(now)
+    }
+
+    /// Installs or refreshes a permission (RFC 8656 section 9: keyed by IP only).
+    pub fn add_permission(&mut self, ip: IpAddr, now: Instant) {
+        self.permissions.insert(ip, now + PERMISSION_LIFETIME);
+    }
+
+    pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|&exp| now < exp)
+    }
+
+    /// Binds or refreshes a channel; a binding also installs or refreshes the peer's permission.
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), ChannelBindError> {
+        if !CHANNEL_RANGE.contains(&number) {
+            return Err(ChannelBindError::InvalidNumber(number));
+        }
+        if let Some(c) = self.channels.get(&number) {
+            if c.peer != peer && now < c.expires {
+                return Err(ChannelBindError::NumberBoundElsewhere { number });
+            }
+        }
+        if let Some(&other) = self.by_peer.get(&peer) {
+            let live = self.channels.get(&other).is_some_and(|c| now < c.expires);
+            if other != number && live {
+                return Err(ChannelBindError::PeerBoundElsewhere {
+                    peer,
+                    number: other,
+                });
+            }
+        }
+        if let Some(old) = self.channels.insert(
+            number,
+            Channel {
+                peer,
+                expires: now + CHANNEL_LIFETIME,
+            },
+        ) {
+            if old.peer != peer {
+                self.by_peer.remove(&old.peer);
+            }
+        }
+        if let Some(stale) = self.by_peer.insert(peer, number) {
+            if stale != number {
+                self.channels.remove(&stale);
+            }
+        }
+        self.add_permission(peer.ip(), now);
+        Ok(())
+    }
+
+    /// The peer bound to `number`, if the binding is alive.
+    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        self.channels
+            .get(&number)
+            .filter(|c| now < c.expires)
+            .map(|c| c.peer)
+    }
+
+    /// The channel bound to `peer`, if the binding is alive.
+    pub fn peer_channel(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let number = *self.by_peer.get(&peer)?;
+        self.channel_peer(number, now).map(|_| number)
+    }
+
+    /// Drops expired permissions and channel bindings.
+    pub fn prune(&mut self, now: Instant) {
+        self.permissions.retain(|_, exp| now < *exp);
+        self.channels.retain(|_, c| now < c.expires);
+        let channels = &self.channels;
+        self.by_peer.retain(|_, n| channels.contains_key(n));
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize, usize) {
+        (self.permissions.len(), self.channels.len(), self.by_peer.len())
+    }
+}
+
+/// Which quota an Allocate hit (answered with 486 Allocation Quota Reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaExceeded {
+    #[error("user already holds {limit} allocations")]
+    User { limit: u32 },
+    #[error("relay already holds {limit} allocations")]
+    Total { limit: u32 },
+}
+
+impl QuotaExceeded {
+    pub fn scope(self) -> &'static str {
+        match self {
+            QuotaExceeded::User { .. } => "user",
+            QuotaExceeded::Total { .. } => "total",
+        }
+    }
+}
+
+/// Allocation counts per user and in total. A limit of 0 means unlimited.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    user_limit: u32,
+    total_limit: u32,
+    per_user: HashMap<String, u32>,
+    total: u32,
+}
+
+impl Quotas {
+    pub fn new(user_limit: u32, total_limit: u32) -> Self {
+        Quotas {
+            user_limit,
+            total_limit,
+            ..Default::default()
+        }
+    }
+
+    /// Counts one more allocation for `user`, or says which quota it would exceed.
+    pub fn acquire(&mut self, user: &str) -> Result<(), QuotaExceeded> {
+        if self.total_limit != 0 && self.total >= self.total_limit {
+            return Err(QuotaExceeded::Total {
+                limit: self.total_limit,
+            });
+        }
+        let held = self.per_user.get(user).copied().unwrap_or(0);
+        if self.user_limit != 0 && held >= self.user_limit {
+            return Err(QuotaExceeded::User {
+                limit: self.user_limit,
+            });
+        }
+        *self.per_user.entry(user.to_owned()).or_insert(0) += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Returns an allocation of `user`. Users with none left are forgotten.
+    pub fn release(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    pub fn users(&self) -> usize {
+        self.per_user.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn lifetime_table() {
+        let cases = [
+            (None, 600),
+            (Some(0), 600),
+            (Some(30), 600),
+            (Some(600), 600),
+            (Some(1200), 1200),
+            (Some(3600), 3600),
+            (Some(86400), 3600),
+        ];
+        for (req, want) in cases {
+            assert_eq!(granted_lifetime(req.map(secs)), secs(want), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_and_refresh() {
+        let t0 = Instant::now();
+        let mut a = AllocState::new(secs(600), t0);
+        assert!(!a.is_expired(t0 + secs(599)));
+        assert!(a.is_expired(t0 + secs(600)));
+        a.refresh(secs(600), t0 + secs(500));
+        assert!(!a.is_expired(t0 + secs(1099)));
+        assert_eq!(a.remaining(t0 + secs(1000)), secs(100));
+    }
+
+    #[test]
+    fn permissions_are_per_ip_and_expire() {
+        let t0 = Instant::now();
+        let mut a = AllocState::new(secs(600), t0);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(!a.has_permission(ip, t0));
+        a.add_permission(ip, t0);
+        assert!(a.has_permission(ip, t0 + secs(299)));
+        assert!(!a.has_permission(ip, t0 + secs(300)));
+        assert!(!a.has_permission("198.51.100.2".parse().unwrap(), t0));
+        a.add_permission(ip, t0 + secs(200));
+        assert!(a.has_permission(ip, t0 + secs(499)));
+    }
+
+    #[test]
+    fn channel_binding_rules() {
+        let t0 = Instant::now();
+        let p1: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        let p2: SocketAddr = "198.51.100.2:2000".parse().unwrap();
+        let mut a = AllocState::new(secs(600), t0);
+
+        assert_eq!(a.bind_channel(0x3fff, p1, t0), Err(ChannelBindError::InvalidNumber(0x3fff)));
+        assert_eq!(a.bind_channel(0x8000, p1, t0), Err(ChannelBindError::InvalidNumber(0x8000)));
+        assert_eq!(a.bind_channel(0x4000, p1, t0), Ok(()));
+        // binding installs a permission
+        assert!(a.has_permission(p1.ip(), t0));
+        // refresh of the same binding is fine
+        assert_eq!(a.bind_channel(0x4000, p1, t0 + secs(10)), Ok(()));
+        // the number is taken by p1
+        assert_eq!(
+            a.bind_channel(0x4000, p2, t0),
+            Err(ChannelBindError::NumberBoundElsewhere { number: 0x4000 })
+        );
+        // p1 is already on 0x4000
+        assert_eq!(
+            a.bind_channel(0x4001, p1, t0),
+            Err(ChannelBindError::PeerBoundElsewhere { peer: p1, number: 0x4000 })
+        );
+        assert_eq!(a.channel_peer(0x4000, t0), Some(p1));
+        assert_eq!(a.peer_channel(p1, t0), Some(0x4000));
+        assert_eq!(a.peer_channel(p2, t0), None);
+
+        // after expiry both the number and the peer are free again
+        let later = t0 + secs(10) + CHANNEL_LIFETIME;
+        assert_eq!(a.channel_peer(0x4000, later), None);
+        assert_eq!(a.bind_channel(0x4000, p2, later), Ok(()));
+        assert_eq!(a.bind_channel(0x4001, p1, later), Ok(()));
+        assert_eq!(a.channel_peer(0x4000, later), Some(p2));
+        assert_eq!(a.peer_channel(p1, later), Some(0x4001));
+        assert_eq!(a.sizes(), (2, 2, 2));
+        a.prune(later + CHANNEL_LIFETIME);
+        assert_eq!(a.sizes(), (0, 0, 0));
+    }
+
+    #[test]
+    fn quotas_table() {
+        let mut q = Quotas::new(2, 3);
+        let steps: [(&str, bool, Result<(), QuotaExceeded>); 8] = [
+            ("alice", true, Ok(())),
+            ("alice", true, Ok(())),
+            ("alice", true, Err(QuotaExceeded::User { limit: 2 })),
+            ("bob", true, Ok(())),
+            ("carol", true, Err(QuotaExceeded::Total { limit: 3 })),
+            ("alice", false, Ok(())),
+            ("carol", true, Ok(())),
+            ("carol", true, Err(QuotaExceeded::Total { limit: 3 })),
+        ];
+        for (i, (user, acquire, want)) in steps.into_iter().enumerate() {
+            if acquire {
+                assert_eq!(q.acquire(user), want, "step {i}");
+            } else {
+                q.release(user);
+            }
+        }
+        assert_eq!(q.total(), 3);
+        q.release("alice");
+        q.release("bob");
+        q.release("carol");
+        q.release("nobody");
+        assert_eq!((q.total(), q.users()), (0, 0));
+
+        let mut unlimited = Quotas::new(0, 0);
+        for _ in 0..10_000 {
+            unlimited.acquire("x").unwrap();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `natkit-relay`: the standalone STUN/TURN relay.
+//!
+//! `natkit-relay [flags]` serves until SIGTERM or ctrl-c; `natkit-relay credentials --user U`
+//! prints ICE server JSON with a fresh time-limited credential for the configured secret.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use natkit_stun_turn::config::{self, RelayArgs, Settings};
+use natkit_stun_turn::credentials::{self, IceServers};
+use natkit_stun_turn::http;
+use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::Relay;
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "natkit-relay", version, about = "natkit STUN/TURN relay")]
+struct Cli {
+    /// TOML configuration file (keys as the flags, with underscores)
+    #[arg(long, global = true, value_name = "FILE", env = "NATKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text (filter with RUST_LOG)
+    #[arg(long, global = true, env = "NATKIT_LOG_JSON")]
+    log_json: bool,
+    #[command(flatten)]
+    relay: RelayArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print ICE server JSON with a time-limited TURN credential
+    Credentials {
+        /// User id written into the username (<expiry>:<user>)
+        #[arg(long)]
+        user: String,
+        /// Seconds the credential stays valid
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Host name or IP for the URLs [default: the relay's public or listen address]
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(cli: &Cli) -> Result<Settings> {
+    let settings = config::load(cli.relay.clone(), cli.config.as_ref())
+        .context("invalid configuration")?;
+    if settings.relay.secrets.is_none() {
+        bail!(
+            "no TURN secret configured: set {} or --secret-file FILE (one secret per line)",
+            config::SECRET_ENV
+        );
+    }
+    Ok(settings)
+}
+
+fn print_credentials(settings: &Settings, user: &str, ttl: u64, host: Option<String>) -> Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let secrets = settings.relay.secrets.as_ref().expect("checked in load");
+    let cred = credentials::mint(secrets.current(), user, ttl, now)
+        .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
+    let relay = &settings.relay;
+    let host = host.unwrap_or_else(|| match (relay.public_ip, relay.listen.ip()) {
+        (Some(ip), _) => ip.to_string(),
+        (None, ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => hostname_fallback(),
+    });
+    let ice = IceServers::for_relay(&host, relay.listen.port(), cred);
+    println!("{}", serde_json::to_string(&ice)?);
+    Ok(())
+}
+
+/// With a wildcard listen address and no public IP, the URL needs a name clients can reach.
+fn hostname_fallback() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let metrics = RelayMetrics::new();
+    let listen = settings.relay.listen;
+    let relay = Relay::bind(settings.relay, metrics.clone())
+        .await
+        .with_context(|| format!("cannot start the relay on {listen}; is another TURN server (coturn?) using the port?"))?;
+    let a = relay.addresses().clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\""))?;
+            let mut rx = stop_rx.clone();
+            info!(metrics = %format!("http://{}/metrics", listener.local_addr()?), "metrics serving");
+            Some(tokio::spawn(http::serve_metrics(listener, metrics, async move {
+                let _ = rx.changed().await;
+            })))
+        }
+        None => None,
+    };
+    eprintln!(
+        "natkit-relay: STUN/TURN on udp {} (RFC 5780 alternate port {}{}), relayed addresses on {}",
+        a.primary,
+        a.alt_port,
+        a.alt_ip.map(|(x, y)| format!(", alternate IP {x} and {y}")).unwrap_or_default(),
+        a.relay_ip
+    );
+    let mut rx = stop_rx;
+    let relay_task = tokio::spawn(relay.run(async move {
+        let _ = rx.changed().await;
+    }));
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    relay_task.await.context("relay task failed")?;
+    if let Some(t) = metrics_task {
+        t.await.context("metrics task failed")?.context("metrics server failed")?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let settings = load(&cli)?;
+    match cli.command {
+        Some(Command::Credentials { user, ttl, host }) => print_credentials(&settings, &user, ttl, host),
+        None => tokio::runtime::Runtime::new()
+            .context("cannot start the tokio runtime")?
+            .block_on(serve(settings)),
+    }
+}

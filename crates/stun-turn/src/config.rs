@@ -1,0 +1,507 @@
+//! Relay configuration: command-line flags, `NATKIT_*` environment variables and an optional TOML
+//! file, merged with precedence flags > environment > file > defaults by [`RawSettings::merge`],
+//! then validated into a typed [`Settings`] before any socket is bound.
+//!
+//! Every key has the same name in all three places: `--relay-ports`, `NATKIT_RELAY_PORTS`,
+//! `relay_ports`. The secret is the exception on purpose: it comes from `NATKIT_TURN_SECRET` or
+//! from `secret_file`, never from a flag (flags show up in `ps` and shell history).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::credentials::{Secret, Secrets};
+use crate::error::ConfigError;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
+pub const DEFAULT_ALT_PORT: u16 = 3479;
+pub const DEFAULT_RELAY_PORTS: RangeInclusive<u16> = 49152..=65535;
+pub const DEFAULT_REALM: &str = "natkit";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
+/// Environment variable holding the current TURN secret.
+pub const SECRET_ENV: &str = "NATKIT_TURN_SECRET";
+
+/// The relay's flags, shared by `natkit-relay` and (later) `natkit-signal`'s embedded relay.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RelayArgs {
+    /// UDP address for STUN/TURN [default: 0.0.0.0:3478]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// RFC 5780 alternate port on the same IP [default: 3479]
+    #[arg(long, value_name = "PORT")]
+    pub alt_port: Option<String>,
+    /// RFC 5780 alternate IP; without it change-IP tests get 420
+    #[arg(long, value_name = "IP")]
+    pub alt_ip: Option<String>,
+    /// Address written into XOR-RELAYED-ADDRESS, for hosts behind 1:1 NAT (coturn's external-ip)
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<String>,
+    /// Relayed port range [default: 49152-65535]
+    #[arg(long, value_name = "MIN-MAX")]
+    pub relay_ports: Option<String>,
+    /// Authentication realm [default: natkit]
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// File with one TURN secret per line; the first mints, all verify (rotation)
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<String>,
+    /// Peers to allow even if denied by default (CIDR, repeatable)
+    #[arg(long, value_name = "CIDR")]
+    pub allow_peer: Vec<String>,
+    /// Peers to refuse (CIDR, repeatable), e.g. your private network
+    #[arg(long, value_name = "CIDR")]
+    pub deny_peer: Vec<String>,
+    /// Allocations one user may hold at once, 0 = unlimited [default: 10]
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<String>,
+    /// Allocations the relay holds at once, 0 = unlimited [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub total_quota: Option<String>,
+    /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9641]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+/// Unvalidated settings from one source. `None` means "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSettings {
+    pub listen: Option<String>,
+    pub alt_port: Option<String>,
+    pub alt_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub relay_ports: Option<String>,
+    pub realm: Option<String>,
+    pub secret_file: Option<String>,
+    pub allow_peer: Option<Vec<String>>,
+    pub deny_peer: Option<Vec<String>>,
+    pub user_quota: Option<String>,
+    pub total_quota: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+/// The TOML file's shape. Unknown keys are an error, so a typo does not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub listen: Option<String>,
+    pub alt_port: Option<u16>,
+    pub alt_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub relay_ports: Option<String>,
+    pub realm: Option<String>,
+    pub secret_file: Option<String>,
+    pub allow_peer: Option<Vec<String>>,
+    pub deny_peer: Option<Vec<String>>,
+    pub user_quota: Option<u32>,
+    pub total_quota: Option<u32>,
+    pub metrics_listen: Option<String>,
+}
+
+impl From<RelayArgs> for RawSettings {
+    fn from(a: RelayArgs) -> Self {
+        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        RawSettings {
+            listen: a.listen,
+            alt_port: a.alt_port,
+            alt_ip: a.alt_ip,
+            public_ip: a.public_ip,
+            relay_ports: a.relay_ports,
+            realm: a.realm,
+            secret_file: a.secret_file,
+            allow_peer: list(a.allow_peer),
+            deny_peer: list(a.deny_peer),
+            user_quota: a.user_quota,
+            total_quota: a.total_quota,
+            metrics_listen: a.metrics_listen,
+        }
+    }
+}
+
+impl From<FileSettings> for RawSettings {
+    fn from(f: FileSettings) -> Self {
+        RawSettings {
+            listen: f.listen,
+            alt_port: f.alt_port.map(|v| v.to_string()),
+            alt_ip: f.alt_ip,
+            public_ip: f.public_ip,
+            relay_ports: f.relay_ports,
+            realm: f.realm,
+            secret_file: f.secret_file,
+            allow_peer: f.allow_peer,
+            deny_peer: f.deny_peer,
+            user_quota: f.user_quota.map(|v| v.to_string()),
+            total_quota: f.total_quota.map(|v| v.to_string()),
+            metrics_listen: f.metrics_listen,
+        }
+    }
+}
+
+impl FileSettings {
+    /// Parses TOML text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    pub fn load(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+impl RawSettings {
+    /// Reads `NATKIT_*` variables from `vars` (pass `std::env::vars()`). Lists are comma-separated.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut s = RawSettings::default();
+        let list = |v: &str| {
+            Some(
+                v.split(',')
+                    .map(|x| x.trim().to_owned())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
+            )
+        };
+        for (k, v) in vars {
+            match k.as_str() {
+                "NATKIT_LISTEN" => s.listen = Some(v),
+                "NATKIT_ALT_PORT" => s.alt_port = Some(v),
+                "NATKIT_ALT_IP" => s.alt_ip = Some(v),
+                "NATKIT_PUBLIC_IP" => s.public_ip = Some(v),
+                "NATKIT_RELAY_PORTS" => s.relay_ports = Some(v),
+                "NATKIT_REALM" => s.realm = Some(v),
+                "NATKIT_SECRET_FILE" => s.secret_file = Some(v),
+                "NATKIT_ALLOW_PEER" => s.allow_peer = list(&v),
+                "NATKIT_DENY_PEER" => s.deny_peer = list(&v),
+                "NATKIT_USER_QUOTA" => s.user_quota = Some(v),
+                "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
+                "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Field by field, the first source that sets a key wins: flags, then environment, then file.
+    pub fn merge(flags: RawSettings, env: RawSettings, file: RawSettings) -> RawSettings {
+        macro_rules! pick {
+            ($($f:ident),*) => {
+                RawSettings { $($f: flags.$f.or(env.$f).or(file.$f)),* }
+            };
+        }
+        pick!(
+            listen,
+            alt_port,
+            alt_ip,
+            public_ip,
+            relay_ports,
+            realm,
+            secret_file,
+            allow_peer,
+            deny_peer,
+            user_quota,
+            total_quota,
+            metrics_listen
+        )
+    }
+
+    /// Validates into typed settings. `secret_env` is the value of `NATKIT_TURN_SECRET`;
+    /// `read` reads the secret file (a parameter so tests need no files).
+    pub fn resolve(
+        self,
+        secret_env: Option<String>,
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = parse("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        let alt_port: u16 = match self.alt_port {
+            Some(v) => parse("alt_port", &v)?,
+            None => DEFAULT_ALT_PORT,
+        };
+        let alt_ip: Option<IpAddr> = self.alt_ip.map(|v| parse("alt_ip", &v)).transpose()?;
+        let public_ip: Option<IpAddr> =
+            self.public_ip.map(|v| parse("public_ip", &v)).transpose()?;
+        let relay_ports = match self.relay_ports {
+            Some(v) => parse_range(&v)?,
+            None => DEFAULT_RELAY_PORTS,
+        };
+        let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
+        if realm.is_empty() || realm.len() > 127 {
+            return Err(ConfigError::invalid("realm", "must be 1 to 127 bytes"));
+        }
+        let nets = |key: &'static str, v: Option<Vec<String>>| -> Result<Vec<IpNet>, ConfigError> {
+            v.unwrap_or_default()
+                .iter()
+                .map(|s| parse_cidr(key, s))
+                .collect()
+        };
+        let allow_peers = nets("allow_peer", self.allow_peer)?;
+        let deny_peers = nets("deny_peer", self.deny_peer)?;
+        let user_quota: u32 = match self.user_quota {
+            Some(v) => parse("user_quota", &v)?,
+            None => 10,
+        };
+        let total_quota: u32 = match self.total_quota {
+            Some(v) => parse("total_quota", &v)?,
+            None => 10_000,
+        };
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            Some("off") => None,
+            Some(v) => Some(parse("metrics_listen", v)?),
+            None => Some(DEFAULT_METRICS_LISTEN.parse().expect("valid default")),
+        };
+
+        if alt_port != 0 && alt_port == listen.port() {
+            return Err(ConfigError::invalid("alt_port", "must differ from the listen port"));
+        }
+        if let Some(ip) = alt_ip {
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "alt_ip",
+                    format!("needs a concrete listen address, not {}", listen.ip()),
+                ));
+            }
+            if ip == listen.ip() {
+                return Err(ConfigError::invalid("alt_ip", "must differ from the listen IP"));
+            }
+        }
+
+        let mut secrets = Vec::new();
+        if let Some(s) = secret_env.filter(|s| !s.is_empty()) {
+            secrets.push(Secret::new(s.trim().to_owned()).map_err(|_| {
+                ConfigError::invalid("NATKIT_TURN_SECRET", "is only whitespace")
+            })?);
+        }
+        if let Some(path) = &self.secret_file {
+            let text = read(path).map_err(|source| ConfigError::ReadSecret {
+                path: path.clone(),
+                source,
+            })?;
+            let before = secrets.len();
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                secrets.push(Secret::new(line)?);
+            }
+            if secrets.len() == before {
+                return Err(ConfigError::invalid("secret_file", format!("{path} holds no secret")));
+            }
+        }
+        let secrets = if secrets.is_empty() {
+            None
+        } else {
+            Some(Secrets::new(secrets)?)
+        };
+
+        Ok(Settings {
+            relay: RelayConfig {
+                listen,
+                alt_port,
+                alt_ip,
+                public_ip,
+                relay_ports,
+                realm,
+                secrets,
+                allow_peers,
+                deny_peers,
+                user_quota,
+                total_quota,
+            },
+            metrics_listen,
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("{v:?}: {e}")))
+}
+
+fn parse_cidr(key: &'static str, v: &str) -> Result<IpNet, ConfigError> {
+    let v = v.trim();
+    // A bare address means that single host.
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    v.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| ConfigError::invalid(key, format!("{v:?} is not a CIDR like 10.0.0.0/8")))
+}
+
+fn parse_range(v: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let bad = || ConfigError::invalid("relay_ports", format!("{v:?} is not MIN-MAX, e.g. 49152-65535"));
+    let (lo, hi) = v.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(ConfigError::invalid(
+            "relay_ports",
+            format!("{v:?}: need 1 <= MIN <= MAX <= 65535"),
+        ));
+    }
+    Ok(lo..=hi)
+}
+
+/// Validated relay configuration. Build it from [`RawSettings::resolve`] or by hand when embedding.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// RFC 5780 alternate port; 0 picks a free one (tests).
+    pub alt_port: u16,
+    pub alt_ip: Option<IpAddr>,
+    pub public_ip: Option<IpAddr>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub realm: String,
+    /// `None` until a secret is configured; `natkit-relay` refuses to start without one,
+    /// `natkit-signal` generates one.
+    pub secrets: Option<Secrets>,
+    pub allow_peers: Vec<IpNet>,
+    pub deny_peers: Vec<IpNet>,
+    /// 0 = unlimited.
+    pub user_quota: u32,
+    /// 0 = unlimited.
+    pub total_quota: u32,
+}
+
+/// Everything `natkit-relay` needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub relay: RelayConfig,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Convenience for binaries: merge flags, the process environment and `--config` into [`Settings`].
+pub fn load(args: RelayArgs, config_file: Option<&PathBuf>) -> Result<Settings, ConfigError> {
+    let file = match config_file {
+        Some(p) => FileSettings::load(&p.to_string_lossy())?.into(),
+        None => RawSettings::default(),
+    };
+    let env = RawSettings::from_env(std::env::vars());
+    RawSettings::merge(args.into(), env, file)
+        .resolve(std::env::var(SECRET_ENV).ok(), |p| std::fs::read_to_string(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_file(_: &str) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    }
+
+    #[test]
+    fn precedence_flags_env_file_defaults() {
+        let flags = RawSettings {
+            listen: Some("127.0.0.1:1000".into()),
+            ..Default::default()
+        };
+        let env = RawSettings::from_env([
+            ("NATKIT_LISTEN".to_string(), "127.0.0.1:2000".to_string()),
+            ("NATKIT_REALM".to_string(), "env-realm".to_string()),
+            ("NATKIT_DENY_PEER".to_string(), "10.0.0.0/8, 192.168.0.0/16".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ]);
+        let file: RawSettings = FileSettings::parse(
+            "listen = \"127.0.0.1:3000\"\nrealm = \"file-realm\"\nalt_port = 4000\nuser_quota = 3\n",
+            "t.toml",
+        )
+        .unwrap()
+        .into();
+        let s = RawSettings::merge(flags, env, file)
+            .resolve(Some("sekret".into()), no_file)
+            .unwrap();
+        assert_eq!(s.relay.listen, "127.0.0.1:1000".parse().unwrap()); // flag
+        assert_eq!(s.relay.realm, "env-realm"); // env over file
+        assert_eq!(s.relay.alt_port, 4000); // file
+        assert_eq!(s.relay.user_quota, 3); // file
+        assert_eq!(s.relay.total_quota, 10_000); // default
+        assert_eq!(s.relay.deny_peers.len(), 2);
+        assert_eq!(s.relay.relay_ports, DEFAULT_RELAY_PORTS);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9641".parse().unwrap()));
+        assert_eq!(s.relay.secrets.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: [(RawSettings, &str); 11] = [
+            (RawSettings { listen: Some("nope".into()), ..Default::default() }, "listen"),
+            (RawSettings { alt_port: Some("70000".into()), ..Default::default() }, "alt_port"),
+            (RawSettings { alt_port: Some("3478".into()), ..Default::default() }, "alt_port"),
+            (RawSettings { alt_ip: Some("1.2.3".into()), ..Default::default() }, "alt_ip"),
+            // alt ip with a wildcard listen address cannot work
+            (RawSettings { alt_ip: Some("192.0.2.2".into()), ..Default::default() }, "alt_ip"),
+            (RawSettings { public_ip: Some("x".into()), ..Default::default() }, "public_ip"),
+            (RawSettings { relay_ports: Some("5000".into()), ..Default::default() }, "relay_ports"),
+            (RawSettings { relay_ports: Some("6000-5000".into()), ..Default::default() }, "relay_ports"),
+            (RawSettings { allow_peer: Some(vec!["10.0.0.0/33".into()]), ..Default::default() }, "allow_peer"),
+            (RawSettings { user_quota: Some("-1".into()), ..Default::default() }, "user_quota"),
+            (RawSettings { metrics_listen: Some("9641".into()), ..Default::default() }, "metrics_listen"),
+        ];
+        for (raw, key) in cases {
+            let err = raw.clone().resolve(Some("s".into()), no_file).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("{key}:")), "{raw:?} gave {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn secrets_from_env_and_file_in_order() {
+        let raw = RawSettings {
+            secret_file: Some("/run/secrets/turn".into()),
+            ..Default::default()
+        };
+        let read = |p: &str| {
+            assert_eq!(p, "/run/secrets/turn");
+            Ok("# rotated 2026-11-01\nnew-one\n\n  old-one  \n".to_string())
+        };
+        let s = raw.clone().resolve(Some("env-one".into()), read).unwrap();
+        let secrets = s.relay.secrets.unwrap();
+        assert_eq!(secrets.len(), 3);
+        assert_eq!(secrets.current(), &Secret::new("env-one").unwrap());
+        let s = raw.clone().resolve(None, read).unwrap();
+        assert_eq!(s.relay.secrets.unwrap().current(), &Secret::new("new-one").unwrap());
+
+        let err = raw.clone().resolve(None, no_file).unwrap_err().to_string();
+        assert!(err.starts_with("secret_file /run/secrets/turn:"), "{err}");
+        let err = raw.resolve(None, |_| Ok("# only a comment\n".into())).unwrap_err().to_string();
+        assert!(err.starts_with("secret_file:"), "{err}");
+        // No secret anywhere is not an error here: the binary decides what that means.
+        assert!(RawSettings::default().resolve(None, no_file).unwrap().relay.secrets.is_none());
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys_and_secrets() {
+        for text in ["secret = \"x\"\n", "lisen = \"1.2.3.4:1\"\n", "alt_port = \"x\"\n"] {
+            assert!(FileSettings::parse(text, "f.toml").is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn cidr_forms() {
+        assert_eq!(parse_cidr("k", "10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("k", "127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(parse_cidr("k", "::1").unwrap().to_string(), "::1/128");
+        assert!(parse_cidr("k", "banana").is_err());
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off() {
+        let raw = RawSettings {
+            metrics_listen: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(raw.resolve(None, no_file).unwrap().metrics_listen, None);
+    }
+}

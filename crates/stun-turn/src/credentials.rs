@@ -1,0 +1,352 @@
+//! TURN REST API credentials (draft-uberti-behave-turn-rest, coturn's `use-auth-secret`).
+//!
+//! A credential is minted from a shared secret, a user id and a time to live:
+//!
+//! ```text
+//! username = "<unix-expiry>:<user-id>"
+//! password = base64(HMAC-SHA1(secret, username))
+//! ```
+//!
+//! The relay recomputes the password from the username, so it keeps no per-user state. Several
+//! secrets can be configured at once: the first one mints, every one verifies, so an operator can
+//! rotate a secret while credentials minted with the old one are still alive.
+//!
+//! Everything here is pure: callers pass `now` as seconds since the Unix epoch.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha1::Sha1;
+
+use crate::error::CredentialError;
+
+/// Separator between expiry and user id, as coturn's default (`-C ':'`).
+pub const SEPARATOR: char = ':';
+
+/// A shared TURN secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret; empty or whitespace-only secrets are refused.
+    pub fn new(value: impl Into<String>) -> Result<Self, CredentialError> {
+        let value = value.into();
+        if value.trim().is_empty() {
+            return Err(CredentialError::EmptySecret);
+        }
+        Ok(Secret(value))
+    }
+
+    /// A fresh random secret (32 random bytes, base64), for deployments that did not configure one.
+    pub fn generate() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Secret(BASE64.encode(bytes))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The ordered set of secrets a relay accepts. The first one mints new credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secrets(Vec<Secret>);
+
+impl Secrets {
+    pub fn new(secrets: Vec<Secret>) -> Result<Self, CredentialError> {
+        if secrets.is_empty() {
+            return Err(CredentialError::NoSecret);
+        }
+        Ok(Secrets(secrets))
+    }
+
+    /// The secret that mints new credentials.
+    pub fn current(&self) -> &Secret {
+        &self.0[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A minted TURN credential. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    pub username: String,
+    #[serde(rename = "credential")]
+    pub password: String,
+    /// Seconds the credential stays valid, counted from when it was minted.
+    #[serde(skip)]
+    pub ttl: u64,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// One `RTCIceServer` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+}
+
+/// The JSON an `RTCPeerConnection` configuration accepts, plus the credential's TTL:
+/// `{"iceServers":[{"urls":[...],"username":"...","credential":"..."}],"ttl":N}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IceServers {
+    #[serde(rename = "iceServers")]
+    pub ice_servers: Vec<IceServer>,
+    pub ttl: u64,
+}
+
+impl IceServers {
+    /// STUN and TURN (UDP) URLs for a relay at `host:port`, with `credential` on the entry.
+    pub fn for_relay(host: &str, port: u16, credential: Credential) -> Self {
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => host.to_owned(),
+        };
+        IceServers {
+            ttl: credential.ttl,
+            ice_servers: vec![IceServer {
+                urls: vec![
+                    format!("stun:{host}:{port}"),
+                    format!("turn:{host}:{port}?transport=udp"),
+                ],
+                credential: Some(credential),
+            }],
+        }
+    }
+}
+
+/// The password coturn derives for `username`: base64(HMAC-SHA1(secret, username)).
+pub fn password_for(secret: &Secret, username: &str) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC-SHA1 takes keys of any length");
+    mac.update(username.as_bytes());
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// Mints a credential for `user_id` valid for `ttl` seconds from `now`.
+///
+/// The user id may be empty (coturn then sees a username that is only the expiry) but may not
+/// contain the separator, which would make the username ambiguous.
+pub fn mint(
+    secret: &Secret,
+    user_id: &str,
+    ttl: u64,
+    now: u64,
+) -> Result<Credential, CredentialError> {
+    if user_id.contains(SEPARATOR) {
+        return Err(CredentialError::UserIdHasSeparator {
+            user_id: user_id.to_owned(),
+        });
+    }
+    if ttl == 0 {
+        return Err(CredentialError::ZeroTtl);
+    }
+    let expiry = now.checked_add(ttl).ok_or(CredentialError::TtlTooLarge { ttl })?;
+    let username = if user_id.is_empty() {
+        expiry.to_string()
+    } else {
+        format!("{expiry}{SEPARATOR}{user_id}")
+    };
+    let password = password_for(secret, &username);
+    Ok(Credential {
+        username,
+        password,
+        ttl,
+    })
+}
+
+/// A username that parsed and has not expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidUsername<'a> {
+    pub expiry: u64,
+    /// The part after the separator; the whole username's expiry when there is none.
+    pub user_id: &'a str,
+}
+
+/// Parses a TURN REST API username and checks its expiry against `now`.
+///
+/// A credential is valid up to and including its expiry second, as in coturn.
+pub fn check_username(username: &str, now: u64) -> Result<ValidUsername<'_>, CredentialError> {
+    let (expiry, user_id) = match username.split_once(SEPARATOR) {
+        Some((expiry, user_id)) => (expiry, user_id),
+        None => (username, ""),
+    };
+    let expiry: u64 = expiry
+        .parse()
+        .map_err(|_| CredentialError::MalformedUsername {
+            username: username.to_owned(),
+        })?;
+    if expiry < now {
+        return Err(CredentialError::Expired {
+            username: username.to_owned(),
+            expired_secs_ago: now - expiry,
+        });
+    }
+    Ok(ValidUsername { expiry, user_id })
+}
+
+/// The passwords `username` may legitimately carry, one per configured secret, in order.
+pub fn candidate_passwords<'s>(
+    secrets: &'s Secrets,
+    username: &'s str,
+) -> impl Iterator<Item = String> + 's {
+    secrets.iter().map(move |s| password_for(s, username))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s).unwrap()
+    }
+
+    /// Known answers: computed independently with
+    /// `printf %s USERNAME | openssl dgst -sha1 -hmac SECRET -binary | base64`, the same derivation
+    /// coturn performs for `use-auth-secret` (and that `turnutils_uclient -W` performs as client;
+    /// the loopback tests run that client against natkit).
+    #[test]
+    fn known_answers_match_coturn_derivation() {
+        let cases = [
+            ("north", "1700000000:alice", "Cd/49soE35ICqcJF/bCTn8Z4OyE="),
+            ("logen", "1700000000", "87MybcFdjE+HUcpSFUKeZkiVmf8="),
+            ("s3cr3t with spaces", "4102444800:bob", "tX1wYU3S9hTp3ZJt2jgzoAZ7ouU="),
+        ];
+        for (sec, username, want) in cases {
+            assert_eq!(password_for(&secret(sec), username), want, "{sec} {username}");
+        }
+    }
+
+    #[test]
+    fn mint_builds_username_and_password() {
+        let c = mint(&secret("north"), "alice", 300, 1_699_999_700).unwrap();
+        assert_eq!(c.username, "1700000000:alice");
+        assert_eq!(c.password, "Cd/49soE35ICqcJF/bCTn8Z4OyE=");
+        assert_eq!(c.ttl, 300);
+        let anonymous = mint(&secret("logen"), "", 1, 1_699_999_999).unwrap();
+        assert_eq!(anonymous.username, "1700000000");
+    }
+
+    #[test]
+    fn mint_rejects_bad_input() {
+        let s = secret("x");
+        assert_eq!(
+            mint(&s, "a:b", 10, 0),
+            Err(CredentialError::UserIdHasSeparator {
+                user_id: "a:b".into()
+            })
+        );
+        assert_eq!(mint(&s, "a", 0, 0), Err(CredentialError::ZeroTtl));
+        assert_eq!(
+            mint(&s, "a", u64::MAX, 1),
+            Err(CredentialError::TtlTooLarge { ttl: u64::MAX })
+        );
+    }
+
+    #[test]
+    fn expiry_boundaries() {
+        // (username, now, expected outcome)
+        let cases: [(&str, u64, Result<(u64, &str), &str>); 8] = [
+            ("100:alice", 99, Ok((100, "alice"))),
+            ("100:alice", 100, Ok((100, "alice"))), // valid through its expiry second
+            ("100:alice", 101, Err("expired")),
+            ("100", 50, Ok((100, ""))),
+            ("100:", 50, Ok((100, ""))),
+            ("100:a:b", 50, Ok((100, "a:b"))),
+            ("alice:100", 50, Err("malformed")),
+            ("", 50, Err("malformed")),
+        ];
+        for (username, now, want) in cases {
+            let got = check_username(username, now);
+            match (got, want) {
+                (Ok(v), Ok((expiry, user))) => {
+                    assert_eq!((v.expiry, v.user_id), (expiry, user), "{username}@{now}")
+                }
+                (Err(CredentialError::Expired { .. }), Err("expired")) => {}
+                (Err(CredentialError::MalformedUsername { .. }), Err("malformed")) => {}
+                (got, want) => panic!("{username}@{now}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_old_and_new_secret_both_verify() {
+        let old = secret("old-secret");
+        let new = secret("new-secret");
+        let minted_old = mint(&old, "alice", 600, 1000).unwrap();
+        let minted_new = mint(&new, "alice", 600, 1000).unwrap();
+        let rotated = Secrets::new(vec![new.clone(), old.clone()]).unwrap();
+        assert_eq!(rotated.current(), &new);
+        for c in [&minted_old, &minted_new] {
+            assert!(candidate_passwords(&rotated, &c.username).any(|p| p == c.password));
+        }
+        let only_new = Secrets::new(vec![new]).unwrap();
+        assert!(!candidate_passwords(&only_new, &minted_old.username).any(|p| p == minted_old.password));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = secret("hunter2");
+        let c = mint(&s, "alice", 60, 0).unwrap();
+        let shown = format!("{s:?} {c:?} {:?}", Secrets::new(vec![s.clone()]).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains(&c.password), "{shown}");
+    }
+
+    #[test]
+    fn ice_servers_json_shape() {
+        let c = mint(&secret("north"), "alice", 300, 1_699_999_700).unwrap();
+        let json = serde_json::to_value(IceServers::for_relay("203.0.113.5", 3478, c)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "iceServers": [{
+                    "urls": ["stun:203.0.113.5:3478", "turn:203.0.113.5:3478?transport=udp"],
+                    "username": "1700000000:alice",
+                    "credential": "Cd/49soE35ICqcJF/bCTn8Z4OyE="
+                }],
+                "ttl": 300
+            })
+        );
+        let c = mint(&secret("north"), "a", 1, 0).unwrap();
+        let v6 = IceServers::for_relay("2001:db8::1", 3478, c);
+        assert_eq!(v6.ice_servers[0].urls[0], "stun:[2001:db8::1]:3478");
+    }
+
+    #[test]
+    fn empty_secrets_refused() {
+        assert_eq!(Secret::new("  "), Err(CredentialError::EmptySecret));
+        assert_eq!(Secrets::new(vec![]), Err(CredentialError::NoSecret));
+    }
+}

@@ -1,0 +1,94 @@
+//! Errors of the relay library. Messages are lowercase and never contain a secret or a password.
+
+use std::net::SocketAddr;
+
+/// Minting or checking a TURN REST API credential failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// No secret configured: set `NATKIT_TURN_SECRET` or point `secret_file` at a file.
+    #[error("no turn secret configured")]
+    NoSecret,
+    /// A secret was empty; check the secret file for blank lines or the variable for a typo.
+    #[error("turn secret is empty")]
+    EmptySecret,
+    /// The user id would make the username ambiguous; pick an id without ':'.
+    #[error("user id {user_id:?} contains ':', which separates expiry from user id")]
+    UserIdHasSeparator { user_id: String },
+    /// A zero TTL mints a credential that is already expired.
+    #[error("ttl must be at least 1 second")]
+    ZeroTtl,
+    #[error("ttl {ttl} overflows the expiry timestamp")]
+    TtlTooLarge { ttl: u64 },
+    /// The username is not `<unix-expiry>[:<user-id>]`.
+    #[error("username {username:?} is not <unix-expiry>:<user-id>")]
+    MalformedUsername { username: String },
+    /// The credential's expiry has passed; the client must fetch a fresh one.
+    #[error("credential {username:?} expired {expired_secs_ago} s ago")]
+    Expired {
+        username: String,
+        expired_secs_ago: u64,
+    },
+}
+
+/// Starting or running the relay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Another process holds the port, or the address is not on this host.
+    #[error("cannot bind udp {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read local address of a bound socket: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// RFC 5780 needs two concrete addresses; a wildcard primary address cannot be told apart.
+    #[error("--alt-ip {alt_ip} needs a concrete --listen address, not {listen}")]
+    AltIpNeedsConcreteListen {
+        listen: SocketAddr,
+        alt_ip: std::net::IpAddr,
+    },
+    #[error("--alt-ip {alt_ip} must differ from the listen address")]
+    AltIpSameAsListen { alt_ip: std::net::IpAddr },
+    #[error("alt port {port} must differ from the listen port")]
+    AltPortSameAsListen { port: u16 },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The configuration could not be turned into a valid relay configuration.
+/// Every variant names the key so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: String, message: String },
+    #[error("secret_file {path}: {source}")]
+    ReadSecret {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! natkit's embeddable STUN/TURN relay.
+//!
+//! A UDP TURN server (RFC 8656) that accepts time-limited TURN REST API credentials, answers RFC
+//! 5780 NAT behaviour discovery, refuses to relay towards addresses it must not reach and exports
+//! Prometheus metrics. It is the `natkit-relay` binary and the relay that `natkit-signal` embeds.
+//!
+//! # Layout
+//! - [`credentials`]: minting and checking TURN REST API credentials (pure, shared with
+//!   natkit-signal).
+//! - [`nonce`]: stateless nonces, so unauthenticated floods cost no memory (pure).
+//! - [`policy`]: which peers may be relayed to (pure).
+//! - [`rfc5780`]: which socket answers a Binding request with CHANGE-REQUEST (pure).
+//! - [`allocation`]: permissions, channel bindings, lifetimes and quotas (pure).
+//! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
+//! - [`server`]: the async shell that owns the sockets; [`http`]: the metrics endpoint.
+//! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
+//!
+//! # Embedding
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use natkit_stun_turn::{config::RawSettings, metrics::RelayMetrics, server::Relay};
+//! let settings = RawSettings { listen: Some("127.0.0.1:0".into()), alt_port: Some("0".into()),
+//!     ..Default::default() }.resolve(Some("secret".into()), |_| unreachable!())?;
+//! let relay = Relay::bind(settings.relay, RelayMetrics::new()).await?;
+//! println!("TURN on {}", relay.addresses().primary);
+//! relay.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Out of scope
+//! TCP and TLS transports (RFC 6062, TURN over TLS), IPv6 relayed addresses for IPv4 clients
+//! (RFC 6156 dual allocation), port reservations (RESERVATION-TOKEN, EVEN-PORT with R bit),
+//! DONT-FRAGMENT, MESSAGE-INTEGRITY-SHA256 and the RFC 8489 password algorithms.
+//!
+//! # RFC sections
+//! RFC 8489 sections 6.3 (420 for unknown comprehension-required attributes), 9.2 (long-term
+//! credentials, stale nonces), 14.2 (XOR addresses); RFC 8656 sections 7 (Allocate, 437, 442, 486,
+//! 508), 8 (Refresh), 9 and 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData);
+//! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
+
+pub mod allocation;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod nonce;
+pub mod policy;
+pub mod rfc5780;
+pub mod server;
+pub mod wire;
+
+pub use error::{ConfigError, CredentialError, RelayError};

@@ -1,0 +1,939 @@
+//! The relay's async shell: it owns the UDP sockets, the clock and the per-allocation tasks.
+//!
+//! Decisions are delegated to the pure modules ([`crate::credentials`], [`crate::nonce`],
+//! [`crate::policy`], [`crate::rfc5780`], [`crate::allocation`]). Each datagram is handled by
+//! [`Shared::handle`], which returns an [`Action`] and touches no socket itself except to bind a
+//! new relay socket for an Allocate.
+//!
+//! Why not `turn::server::Server`: it stores a nonce per unauthenticated request and never
+//! evicts them (a flood grows memory without bound), answers expired and forged credentials with
+//! 400 instead of 401, has no hook for a peer policy, quotas or RFC 5780, and truncates datagrams
+//! at 1500 bytes. natkit keeps the `turn`/`stun` crates' wire types and replaces the server.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stun::addr::MappedAddress;
+use stun::attributes::*;
+use stun::agent::TransactionId;
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use stun::uattrs::UnknownAttributes;
+use stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+use turn::proto::channum::ChannelNumber;
+use turn::proto::data::Data;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6};
+use turn::proto::reqtrans::RequestedTransport;
+use turn::proto::PROTO_UDP;
+
+use crate::allocation::{granted_lifetime, AllocState, Quotas};
+use crate::config::RelayConfig;
+use crate::credentials::{self, Secrets};
+use crate::error::{CredentialError, RelayError};
+use crate::metrics::{AuthFailure, RelayMetrics};
+use crate::nonce::{NonceCheck, NonceKey};
+use crate::policy::{Decision, PeerPolicy};
+use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
+use crate::wire;
+
+/// Largest UDP payload; datagrams are never truncated.
+const MAX_DATAGRAM: usize = 65_536;
+const SOFTWARE: &str = concat!("natkit-relay ", env!("CARGO_PKG_VERSION"));
+
+/// Where a running relay listens, as it tells clients.
+#[derive(Debug, Clone)]
+pub struct RelayAddresses {
+    /// The STUN/TURN socket.
+    pub primary: SocketAddr,
+    /// The RFC 5780 socket on the alternate port.
+    pub alt_port: SocketAddr,
+    /// The RFC 5780 sockets on the alternate IP, if configured.
+    pub alt_ip: Option<(SocketAddr, SocketAddr)>,
+    /// The IP written into XOR-RELAYED-ADDRESS.
+    pub relay_ip: IpAddr,
+}
+
+/// A bound relay, ready to [`run`](Relay::run).
+pub struct Relay {
+    shared: Arc<Shared>,
+    addresses: RelayAddresses,
+}
+
+struct Shared {
+    realm: String,
+    secrets: Secrets,
+    nonce_key: NonceKey,
+    policy: PeerPolicy,
+    relay_bind_ip: IpAddr,
+    relay_ip: IpAddr,
+    relay_ports: RangeInclusive<u16>,
+    have_alt_ip: bool,
+    /// Socket and the address it reports in RESPONSE-ORIGIN/OTHER-ADDRESS, per RFC 5780 slot.
+    sockets: HashMap<Slot, (Arc<UdpSocket>, SocketAddr)>,
+    table: Mutex<Table>,
+    metrics: RelayMetrics,
+}
+
+struct Table {
+    allocations: HashMap<SocketAddr, Arc<Allocation>>,
+    quotas: Quotas,
+}
+
+struct Allocation {
+    username: String,
+    user: String,
+    key: Vec<u8>,
+    allocate_tid: TransactionId,
+    relay_socket: Arc<UdpSocket>,
+    relayed: SocketAddr,
+    state: Arc<Mutex<AllocState>>,
+    task: AbortHandle,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the shell does with one datagram.
+enum Action {
+    None,
+    Reply { from: Slot, to: SocketAddr, bytes: Vec<u8> },
+    /// Relay `buf[range]` to `to` from an allocation's relay socket.
+    Relay { socket: Arc<UdpSocket>, to: SocketAddr, range: std::ops::Range<usize> },
+    /// Relay a payload that had to be copied out of a STUN message (Send indication).
+    RelayOwned { socket: Arc<UdpSocket>, to: SocketAddr, payload: Vec<u8> },
+}
+
+struct Authed {
+    username: String,
+    user: String,
+    key: Vec<u8>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
+    let std = StdUdpSocket::bind(addr).map_err(|source| RelayError::Bind { addr, source })?;
+    std.set_nonblocking(true)
+        .map_err(|source| RelayError::Bind { addr, source })?;
+    UdpSocket::from_std(std)
+        .map(Arc::new)
+        .map_err(|source| RelayError::Bind { addr, source })
+}
+
+/// The source address the kernel would pick towards the outside, for a wildcard listener with no
+/// `--public-ip`. Connecting a UDP socket sends nothing.
+fn default_route_ip() -> Option<IpAddr> {
+    let s = StdUdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("203.0.113.1:9").ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+impl Relay {
+    /// Binds every socket the configuration asks for. Nothing is served until [`Relay::run`].
+    pub async fn bind(cfg: RelayConfig, metrics: RelayMetrics) -> Result<Relay, RelayError> {
+        let secrets = cfg.secrets.clone().unwrap_or_else(|| {
+            Secrets::new(vec![credentials::Secret::generate()]).expect("one secret")
+        });
+        let primary = bind_udp(cfg.listen)?;
+        let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
+        if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
+            return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
+        }
+        let alt_port = bind_udp(SocketAddr::new(cfg.listen.ip(), cfg.alt_port))?;
+        let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
+
+        // The address clients see: public IP, else the concrete listen IP, else the default route.
+        let origin_ip = cfg.public_ip.unwrap_or_else(|| {
+            if cfg.listen.ip().is_unspecified() {
+                default_route_ip().unwrap_or_else(|| {
+                    warn!("no default route and no --public-ip: advertising 127.0.0.1");
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                })
+            } else {
+                cfg.listen.ip()
+            }
+        });
+
+        let mut sockets = HashMap::new();
+        sockets.insert(
+            Slot::PRIMARY,
+            (primary, SocketAddr::new(origin_ip, primary_addr.port())),
+        );
+        sockets.insert(
+            Slot::ALT_PORT,
+            (alt_port, SocketAddr::new(origin_ip, alt_port_addr.port())),
+        );
+        let mut alt_ip_addrs = None;
+        if let Some(alt_ip) = cfg.alt_ip {
+            if cfg.listen.ip().is_unspecified() {
+                return Err(RelayError::AltIpNeedsConcreteListen {
+                    listen: cfg.listen,
+                    alt_ip,
+                });
+            }
+            if alt_ip == cfg.listen.ip() {
+                return Err(RelayError::AltIpSameAsListen { alt_ip });
+            }
+            let a = bind_udp(SocketAddr::new(alt_ip, primary_addr.port()))?;
+            let b = bind_udp(SocketAddr::new(alt_ip, alt_port_addr.port()))?;
+            let a_addr = a.local_addr().map_err(RelayError::LocalAddr)?;
+            let b_addr = b.local_addr().map_err(RelayError::LocalAddr)?;
+            sockets.insert(Slot::ALT_IP, (a, a_addr));
+            sockets.insert(Slot::ALT_BOTH, (b, b_addr));
+            alt_ip_addrs = Some((a_addr, b_addr));
+        }
+
+        let mut own_ips = vec![cfg.listen.ip(), origin_ip];
+        own_ips.extend(cfg.alt_ip);
+        own_ips.extend(cfg.public_ip);
+        let policy = PeerPolicy::new(
+            cfg.allow_peers.clone(),
+            cfg.deny_peers.clone(),
+            own_ips,
+            cfg.relay_ports.clone(),
+        );
+        let addresses = RelayAddresses {
+            primary: SocketAddr::new(origin_ip, primary_addr.port()),
+            alt_port: SocketAddr::new(origin_ip, alt_port_addr.port()),
+            alt_ip: alt_ip_addrs,
+            relay_ip: origin_ip,
+        };
+        let shared = Arc::new(Shared {
+            realm: cfg.realm.clone(),
+            secrets,
+            nonce_key: NonceKey::random(),
+            policy,
+            relay_bind_ip: cfg.listen.ip(),
+            relay_ip: origin_ip,
+            relay_ports: cfg.relay_ports.clone(),
+            have_alt_ip: cfg.alt_ip.is_some(),
+            sockets,
+            table: Mutex::new(Table {
+                allocations: HashMap::new(),
+                quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
+            }),
+            metrics,
+        });
+        Ok(Relay { shared, addresses })
+    }
+
+    pub fn addresses(&self) -> &RelayAddresses {
+        &self.addresses
+    }
+
+    /// The secrets in use (generated when the configuration had none).
+    pub fn secrets(&self) -> &Secrets {
+        &self.shared.secrets
+    }
+
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.shared.metrics
+    }
+
+    /// Serves until `shutdown` completes, then closes every allocation and socket.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (&slot, (socket, _)) in &self.shared.sockets {
+            tasks.spawn(serve_socket(
+                Arc::clone(&self.shared),
+                slot,
+                Arc::clone(socket),
+                stop_rx.clone(),
+            ));
+        }
+        tasks.spawn(janitor(Arc::clone(&self.shared), stop_rx));
+        info!(
+            primary = %self.addresses.primary,
+            alt_port = %self.addresses.alt_port,
+            alt_ip = ?self.addresses.alt_ip,
+            relay_ip = %self.addresses.relay_ip,
+            "relay serving"
+        );
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let closed = {
+            let mut table = self.shared.table.lock().expect("table lock");
+            let n = table.allocations.len();
+            table.allocations.clear();
+            n
+        };
+        self.shared.metrics.allocations_active.set(0);
+        info!(closed_allocations = closed, "relay stopped");
+    }
+}
+
+async fn serve_socket(
+    shared: Arc<Shared>,
+    slot: Slot,
+    socket: Arc<UdpSocket>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, src) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux; keep serving.
+                    debug!(error = %e, "recv error");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let action = shared.handle(slot, &buf[..n], src, Instant::now(), unix_now());
+        shared.execute(action, &buf).await;
+    }
+}
+
+/// Expires allocations, permissions and channel bindings once a second.
+async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.changed() => return,
+        }
+        let now = Instant::now();
+        let expired: Vec<Arc<Allocation>> = {
+            let mut table = shared.table.lock().expect("table lock");
+            let mut gone = Vec::new();
+            table.allocations.retain(|_, a| {
+                let mut st = a.state.lock().expect("state lock");
+                if st.is_expired(now) {
+                    gone.push(Arc::clone(a));
+                    false
+                } else {
+                    st.prune(now);
+                    true
+                }
+            });
+            for a in &gone {
+                table.quotas.release(&a.user);
+            }
+            gone
+        };
+        for a in expired {
+            shared.metrics.allocations_active.dec();
+            info!(user = %a.user, relayed = %a.relayed, "allocation expired");
+        }
+    }
+}
+
+/// Reads datagrams from peers on one relay socket and forwards them to the client.
+async fn relay_task(
+    socket: Arc<UdpSocket>,
+    primary: Arc<UdpSocket>,
+    client: SocketAddr,
+    state: Arc<Mutex<AllocState>>,
+    policy_metrics: RelayMetrics,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(error = %e, "relay socket recv error");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let channel = {
+            let st = state.lock().expect("state lock");
+            if !st.has_permission(peer.ip(), now) {
+                None
+            } else {
+                Some(st.peer_channel(peer, now))
+            }
+        };
+        let out = match channel {
+            None => {
+                policy_metrics.drop("no_permission");
+                continue;
+            }
+            Some(Some(number)) if n <= u16::MAX as usize => {
+                let mut framed = Vec::with_capacity(n + 4);
+                framed.extend_from_slice(&wire::channel_data_header(number, n));
+                framed.extend_from_slice(&buf[..n]);
+                framed
+            }
+            Some(_) => wire::build(
+                TransactionId::new(),
+                MessageType::new(METHOD_DATA, CLASS_INDICATION),
+                vec![
+                    Box::new(XorMappedAddressAs(peer, ATTR_XOR_PEER_ADDRESS)),
+                    Box::new(Data(buf[..n].to_vec())),
+                ],
+            ),
+        };
+        match primary.send_to(&out, client).await {
+            Ok(_) => policy_metrics.relayed("peer_to_client", n),
+            Err(e) => debug!(error = %e, %client, "send to client failed"),
+        }
+    }
+}
+
+/// An XOR address attribute of any type (XOR-PEER-ADDRESS, XOR-RELAYED-ADDRESS, ...).
+struct XorMappedAddressAs(SocketAddr, AttrType);
+
+impl Setter for XorMappedAddressAs {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        XorMappedAddress {
+            ip: self.0.ip(),
+            port: self.0.port(),
+        }
+        .add_to_as(m, self.1)
+    }
+}
+
+/// A plain address attribute of any type (MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS).
+struct MappedAddressAs(SocketAddr, AttrType);
+
+impl Setter for MappedAddressAs {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        MappedAddress {
+            ip: self.0.ip(),
+            port: self.0.port(),
+        }
+        .add_to_as(m, self.1)
+    }
+}
+
+impl Shared {
+    async fn execute(&self, action: Action, buf: &[u8]) {
+        match action {
+            Action::None => {}
+            Action::Reply { from, to, bytes } => {
+                if let Some((socket, _)) = self.sockets.get(&from) {
+                    if let Err(e) = socket.send_to(&bytes, to).await {
+                        debug!(error = %e, %to, "reply failed");
+                    }
+                }
+            }
+            Action::Relay { socket, to, range } => {
+                let len = range.len();
+                match socket.send_to(&buf[range], to).await {
+                    Ok(_) => self.metrics.relayed("client_to_peer", len),
+                    Err(e) => debug!(error = %e, %to, "relay to peer failed"),
+                }
+            }
+            Action::RelayOwned { socket, to, payload } => match socket.send_to(&payload, to).await
+            {
+                Ok(_) => self.metrics.relayed("client_to_peer", payload.len()),
+                Err(e) => debug!(error = %e, %to, "relay to peer failed"),
+            },
+        }
+    }
+
+    fn reply(&self, from: Slot, to: SocketAddr, bytes: Vec<u8>) -> Action {
+        Action::Reply { from, to, bytes }
+    }
+
+    /// Decides what to do with one datagram received on `slot` from `src`.
+    fn handle(&self, slot: Slot, buf: &[u8], src: SocketAddr, now: Instant, unix: u64) -> Action {
+        let Some(&first) = buf.first() else {
+            self.metrics.drop("not_stun");
+            return Action::None;
+        };
+        if wire::is_channel_data(first) {
+            if slot != Slot::PRIMARY {
+                self.metrics.drop("unexpected");
+                return Action::None;
+            }
+            return self.handle_channel_data(buf, src, now);
+        }
+        if first & 0xc0 != 0 || !is_message(buf) {
+            self.metrics.drop("not_stun");
+            return Action::None;
+        }
+        let mut m = Message::new();
+        m.raw = buf.to_vec();
+        if m.decode().is_err() {
+            self.metrics.drop("malformed");
+            return Action::None;
+        }
+        if m.contains(ATTR_FINGERPRINT) && FINGERPRINT.check(&m).is_err() {
+            self.metrics.drop("bad_fingerprint");
+            return Action::None;
+        }
+        let unknown = wire::unknown_required(&m);
+        if m.typ.class == CLASS_REQUEST {
+            if !unknown.is_empty() {
+                debug!(%src, ?unknown, "420 unknown comprehension-required attributes");
+                let bytes = wire::error(&m, 420, vec![Box::new(UnknownAttributes(unknown))]);
+                return self.reply(slot, src, bytes);
+            }
+            if m.typ.method == METHOD_BINDING {
+                return self.handle_binding(slot, &m, src);
+            }
+            if slot != Slot::PRIMARY {
+                self.metrics.drop("unexpected");
+                return Action::None;
+            }
+            let bytes = match m.typ.method {
+                METHOD_ALLOCATE => self.handle_allocate(&mut m, src, now, unix),
+                METHOD_REFRESH => self.handle_refresh(&mut m, src, now, unix),
+                METHOD_CREATE_PERMISSION => self.handle_create_permission(&mut m, src, now, unix),
+                METHOD_CHANNEL_BIND => self.handle_channel_bind(&mut m, src, now, unix),
+                _ => wire::error(&m, 400, vec![]),
+            };
+            return self.reply(Slot::PRIMARY, src, bytes);
+        }
+        if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND && slot == Slot::PRIMARY {
+            if !unknown.is_empty() {
+                self.metrics.drop("malformed");
+                return Action::None;
+            }
+            return self.handle_send(&m, src, now);
+        }
+        // Responses, other indications (Binding keepalives included): nothing to answer.
+        self.metrics.drop("unexpected");
+        Action::None
+    }
+
+    fn handle_binding(&self, slot: Slot, m: &Message, src: SocketAddr) -> Action {
+        self.metrics.binding_requests.inc();
+        let change = match m.get(ATTR_CHANGE_REQUEST) {
+            Ok(v) => match ChangeRequest::parse(&v) {
+                Some(c) => c,
+                None => return self.reply(slot, src, wire::error(m, 400, vec![])),
+            },
+            Err(_) => ChangeRequest::default(),
+        };
+        let plan = match rfc5780::plan(slot, change, self.have_alt_ip) {
+            Ok(p) => p,
+            Err(PlanError::NoAlternateIp) => {
+                let bytes = wire::error(
+                    m,
+                    420,
+                    vec![Box::new(UnknownAttributes(vec![ATTR_CHANGE_REQUEST]))],
+                );
+                return self.reply(slot, src, bytes);
+            }
+        };
+        let Some((_, origin)) = self.sockets.get(&plan.respond_from) else {
+            return self.reply(slot, src, wire::error(m, 500, vec![]));
+        };
+        let mut attrs: Vec<Box<dyn Setter>> = vec![
+            Box::new(XorMappedAddress {
+                ip: src.ip(),
+                port: src.port(),
+            }),
+            Box::new(MappedAddressAs(src, ATTR_MAPPED_ADDRESS)),
+            Box::new(MappedAddressAs(*origin, ATTR_RESPONSE_ORIGIN)),
+        ];
+        if let Some(other) = plan.other_address.and_then(|s| self.sockets.get(&s)) {
+            attrs.push(Box::new(MappedAddressAs(other.1, ATTR_OTHER_ADDRESS)));
+        }
+        attrs.push(Box::new(TextAttribute::new(ATTR_SOFTWARE, SOFTWARE.to_owned())));
+        let bytes = wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs);
+        self.reply(plan.respond_from, src, bytes)
+    }
+
+    fn challenge(&self, m: &Message, code: u16, src: SocketAddr, unix: u64) -> Vec<u8> {
+        wire::error(
+            m,
+            code,
+            vec![
+                Box::new(TextAttribute::new(ATTR_REALM, self.realm.clone())),
+                Box::new(TextAttribute::new(ATTR_NONCE, self.nonce_key.issue(src, unix))),
+            ],
+        )
+    }
+
+    fn auth_failed(&self, reason: AuthFailure) {
+        self.metrics.auth_failures.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// The long-term credential mechanism (RFC 8489 section 9.2.4) with TURN REST API usernames.
+    fn authenticate(&self, m: &mut Message, src: SocketAddr, unix: u64) -> Result<Authed, Vec<u8>> {
+        if !m.contains(ATTR_MESSAGE_INTEGRITY) {
+            return Err(self.challenge(m, 401, src, unix));
+        }
+        let text = |t| TextAttribute::get_from_as(m, t).map(|a| a.text);
+        let (Ok(username), Ok(_realm), Ok(nonce)) =
+            (text(ATTR_USERNAME), text(ATTR_REALM), text(ATTR_NONCE))
+        else {
+            self.auth_failed(AuthFailure::MissingAttribute);
+            return Err(wire::error(m, 400, vec![]));
+        };
+        if self.nonce_key.verify(&nonce, src, unix) != NonceCheck::Valid {
+            self.auth_failed(AuthFailure::StaleNonce);
+            return Err(self.challenge(m, 438, src, unix));
+        }
+        let user = match credentials::check_username(&username, unix) {
+            Ok(v) => v.user_id.to_owned(),
+            Err(e) => {
+                let reason = match e {
+                    CredentialError::Expired { .. } => AuthFailure::Expired,
+                    _ => AuthFailure::MalformedUsername,
+                };
+                self.auth_failed(reason);
+                debug!(%src, error = %e, "401");
+                return Err(self.challenge(m, 401, src, unix));
+            }
+        };
+        let passwords: Vec<String> =
+            credentials::candidate_passwords(&self.secrets, &username).collect();
+        for password in passwords {
+            let mi = MessageIntegrity::new_long_term_integrity(
+                username.clone(),
+                self.realm.clone(),
+                password,
+            );
+            if mi.check(m).is_ok() {
+                let user = if user.is_empty() { username.clone() } else { user };
+                return Ok(Authed {
+                    username,
+                    user,
+                    key: mi.0,
+                });
+            }
+        }
+        self.auth_failed(AuthFailure::BadIntegrity);
+        debug!(%src, %username, "401 bad message integrity");
+        Err(self.challenge(m, 401, src, unix))
+    }
+
+    fn allocation(&self, src: SocketAddr) -> Option<Arc<Allocation>> {
+        self.table
+            .lock()
+            .expect("table lock")
+            .allocations
+            .get(&src)
+            .cloned()
+    }
+
+    /// Authenticates a request on an existing allocation (Refresh, CreatePermission, ChannelBind).
+    fn authenticate_on_allocation(
+        &self,
+        m: &mut Message,
+        src: SocketAddr,
+        unix: u64,
+    ) -> Result<(Arc<Allocation>, Vec<u8>), Vec<u8>> {
+        let auth = self.authenticate(m, src, unix)?;
+        let Some(a) = self.allocation(src) else {
+            return Err(wire::error(m, 437, vec![]));
+        };
+        if a.username != auth.username {
+            self.auth_failed(AuthFailure::WrongCredentials);
+            return Err(wire::error(m, 441, vec![]));
+        }
+        Ok((a, auth.key))
+    }
+
+    fn success(&self, m: &Message, mut attrs: Vec<Box<dyn Setter>>, key: Vec<u8>) -> Vec<u8> {
+        attrs.push(Box::new(TextAttribute::new(ATTR_SOFTWARE, SOFTWARE.to_owned())));
+        attrs.push(Box::new(MessageIntegrity(key)));
+        wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs)
+    }
+
+    fn allocate_success(&self, m: &Message, a: &Allocation, lifetime: Duration, src: SocketAddr) -> Vec<u8> {
+        self.success(
+            m,
+            vec![
+                Box::new(RelayedAddress {
+                    ip: a.relayed.ip(),
+                    port: a.relayed.port(),
+                }),
+                Box::new(Lifetime(lifetime)),
+                Box::new(XorMappedAddress {
+                    ip: src.ip(),
+                    port: src.port(),
+                }),
+            ],
+            a.key.clone(),
+        )
+    }
+
+    fn handle_allocate(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
+        let auth = match self.authenticate(m, src, unix) {
+            Ok(a) => a,
+            Err(reply) => return reply,
+        };
+        if let Some(a) = self.allocation(src) {
+            // A retransmitted Allocate whose success response was lost gets the same answer.
+            if a.allocate_tid == m.transaction_id && a.username == auth.username {
+                let remaining = a.state.lock().expect("state lock").remaining(now);
+                return self.allocate_success(m, &a, remaining, src);
+            }
+            return wire::error(m, 437, vec![]);
+        }
+        let mut transport = RequestedTransport::default();
+        if transport.get_from(m).is_err() {
+            return wire::error(m, 400, vec![]);
+        }
+        if transport.protocol != PROTO_UDP {
+            return wire::error(m, 442, vec![]);
+        }
+        // EVEN-PORT: one byte whose top bit (R) asks for the next port to be reserved.
+        let even = m.get(ATTR_EVEN_PORT).ok();
+        let want_even = even.is_some();
+        let reserve = even.is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
+        if m.contains(ATTR_RESERVATION_TOKEN) || reserve {
+            // natkit does not reserve port pairs (RFC 8656 section 7.2 step 5 and 6).
+            return wire::error(m, 508, vec![]);
+        }
+        let mut family = RequestedAddressFamily::default();
+        if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
+            if family.get_from(m).is_err() {
+                return wire::error(m, 440, vec![]);
+            }
+            let ours_v6 = self.relay_ip.is_ipv6();
+            if (family == REQUESTED_FAMILY_IPV6) != ours_v6
+                || (family == REQUESTED_FAMILY_IPV4) == ours_v6
+            {
+                return wire::error(m, 440, vec![]);
+            }
+        }
+
+        let mut lifetime_attr = Lifetime::default();
+        let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
+        let lifetime = granted_lifetime(requested);
+
+        if let Err(q) = self.table.lock().expect("table lock").quotas.acquire(&auth.user) {
+            self.metrics.quota_rejections.with_label_values(&[q.scope()]).inc();
+            info!(user = %auth.user, error = %q, "486 allocation quota reached");
+            return wire::error(m, 486, vec![]);
+        }
+        let relay_socket = match self.bind_relay_port(want_even) {
+            Some(s) => s,
+            None => {
+                self.table.lock().expect("table lock").quotas.release(&auth.user);
+                warn!(range = ?self.relay_ports, "508 no free relay port");
+                return wire::error(m, 508, vec![]);
+            }
+        };
+        let port = match relay_socket.local_addr() {
+            Ok(a) => a.port(),
+            Err(_) => {
+                self.table.lock().expect("table lock").quotas.release(&auth.user);
+                return wire::error(m, 500, vec![]);
+            }
+        };
+        let relayed = SocketAddr::new(self.relay_ip, port);
+        let state = Arc::new(Mutex::new(AllocState::new(lifetime, now)));
+        let primary = Arc::clone(&self.sockets[&Slot::PRIMARY].0);
+        let task = tokio::spawn(relay_task(
+            Arc::clone(&relay_socket),
+            primary,
+            src,
+            Arc::clone(&state),
+            self.metrics.clone(),
+        ))
+        .abort_handle();
+        let a = Arc::new(Allocation {
+            username: auth.username,
+            user: auth.user,
+            key: auth.key,
+            allocate_tid: m.transaction_id,
+            relay_socket,
+            relayed,
+            state,
+            task,
+        });
+        let reply = self.allocate_success(m, &a, lifetime, src);
+        info!(user = %a.user, client = %src, %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
+        self.table
+            .lock()
+            .expect("table lock")
+            .allocations
+            .insert(src, a);
+        self.metrics.allocations_created.inc();
+        self.metrics.allocations_active.inc();
+        reply
+    }
+
+    /// Binds a socket on a free port of the relay range, starting at a random port.
+    fn bind_relay_port(&self, even: bool) -> Option<Arc<UdpSocket>> {
+        let (lo, hi) = (*self.relay_ports.start() as u32, *self.relay_ports.end() as u32);
+        let span = hi - lo + 1;
+        let start = rand::random::<u32>() % span;
+        for i in 0..span {
+            let port = (lo + (start + i) % span) as u16;
+            if even && port % 2 != 0 {
+                continue;
+            }
+            if let Ok(s) = bind_udp(SocketAddr::new(self.relay_bind_ip, port)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn remove_allocation(&self, src: SocketAddr) {
+        let removed = {
+            let mut table = self.table.lock().expect("table lock");
+            let a = table.allocations.remove(&src);
+            if let Some(a) = &a {
+                table.quotas.release(&a.user);
+            }
+            a
+        };
+        if let Some(a) = removed {
+            self.metrics.allocations_active.dec();
+            info!(user = %a.user, relayed = %a.relayed, "allocation deleted by client");
+        }
+    }
+
+    fn handle_refresh(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
+        let (a, key) = match self.authenticate_on_allocation(m, src, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let mut family = RequestedAddressFamily::default();
+        if family.get_from(m).is_ok() && (family == REQUESTED_FAMILY_IPV6) != a.relayed.is_ipv6() {
+            return wire::error(m, 443, vec![]);
+        }
+        let mut lifetime_attr = Lifetime::default();
+        let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
+        let granted = if requested == Some(Duration::ZERO) {
+            self.remove_allocation(src);
+            Duration::ZERO
+        } else {
+            let l = granted_lifetime(requested);
+            a.state.lock().expect("state lock").refresh(l, now);
+            l
+        };
+        self.success(m, vec![Box::new(Lifetime(granted))], key)
+    }
+
+    /// Checks peers against the policy; on refusal counts it and returns the 403.
+    fn refuse_peers(&self, m: &Message, peers: &[SocketAddr], a: &Allocation) -> Option<Vec<u8>> {
+        for &p in peers {
+            if p.is_ipv4() != a.relayed.is_ipv4() {
+                return Some(wire::error(m, 443, vec![]));
+            }
+            if let Decision::Deny(reason) = self.policy.decide(p) {
+                self.metrics
+                    .peer_refused
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                info!(user = %a.user, peer = %p, reason = reason.as_str(), "403 peer refused");
+                return Some(wire::error(m, 403, vec![]));
+            }
+        }
+        None
+    }
+
+    fn handle_create_permission(
+        &self,
+        m: &mut Message,
+        src: SocketAddr,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
+        let (a, key) = match self.authenticate_on_allocation(m, src, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let peers = match wire::peer_addresses(m) {
+            Some(p) if !p.is_empty() => p,
+            _ => return wire::error(m, 400, vec![]),
+        };
+        if let Some(reply) = self.refuse_peers(m, &peers, &a) {
+            return reply;
+        }
+        {
+            let mut st = a.state.lock().expect("state lock");
+            for p in &peers {
+                st.add_permission(p.ip(), now);
+            }
+        }
+        debug!(user = %a.user, ?peers, "permission installed");
+        self.success(m, vec![], key)
+    }
+
+    fn handle_channel_bind(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
+        let (a, key) = match self.authenticate_on_allocation(m, src, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let mut number = ChannelNumber::default();
+        let peers = wire::peer_addresses(m);
+        let (Ok(()), Some([peer])) = (number.get_from(m), peers.as_deref()) else {
+            return wire::error(m, 400, vec![]);
+        };
+        if let Some(reply) = self.refuse_peers(m, &[*peer], &a) {
+            return reply;
+        }
+        let bound = a.state.lock().expect("state lock").bind_channel(number.0, *peer, now);
+        match bound {
+            Ok(()) => {
+                debug!(user = %a.user, channel = number.0, %peer, "channel bound");
+                self.success(m, vec![], key)
+            }
+            Err(e) => {
+                debug!(user = %a.user, error = %e, "400 channel bind");
+                wire::error(m, 400, vec![])
+            }
+        }
+    }
+
+    fn handle_send(&self, m: &Message, src: SocketAddr, now: Instant) -> Action {
+        let Some(a) = self.allocation(src) else {
+            self.metrics.drop("no_allocation");
+            return Action::None;
+        };
+        let peers = wire::peer_addresses(m);
+        let (Some([peer]), Ok(data)) = (peers.as_deref(), m.get(ATTR_DATA)) else {
+            self.metrics.drop("malformed");
+            return Action::None;
+        };
+        if let Decision::Deny(reason) = self.policy.decide(*peer) {
+            self.metrics.peer_refused.with_label_values(&[reason.as_str()]).inc();
+            return Action::None;
+        }
+        if !a.state.lock().expect("state lock").has_permission(peer.ip(), now) {
+            self.metrics.drop("no_permission");
+            return Action::None;
+        }
+        Action::RelayOwned {
+            socket: Arc::clone(&a.relay_socket),
+            to: *peer,
+            payload: data,
+        }
+    }
+
+    fn handle_channel_data(&self, buf: &[u8], src: SocketAddr, now: Instant) -> Action {
+        let Some((number, payload)) = wire::parse_channel_data(buf) else {
+            self.metrics.drop("malformed");
+            return Action::None;
+        };
+        let Some(a) = self.allocation(src) else {
+            self.metrics.drop("no_allocation");
+            return Action::None;
+        };
+        let Some(peer) = a.state.lock().expect("state lock").channel_peer(number, now) else {
+            self.metrics.drop("no_permission");
+            return Action::None;
+        };
+        Action::Relay {
+            socket: Arc::clone(&a.relay_socket),
+            to: peer,
+            range: 4..4 + payload.len(),
+        }
+    }
+}
