@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(s.relay.secrets.unwrap().current(), &Secret::new("new-one").unwrap());
 
         let err = raw.clone().resolve(None, no_file).unwrap_err().to_string();
-        assert!(err.starts_with("secret_file /run/secrets/turn:"), "{err}");
+        assert!(err.starts_with("secret_file /run/secrets/turn: cannot read"), "{err}");
         let err = raw.resolve(None, |_| Ok("# only a comment\n".into())).unwrap_err().to_string();
         assert!(err.starts_with("secret_file:"), "{err}");
         // No secret anywhere is not an error here: the binary decides what that means.

@@ -34,13 +34,13 @@ pub enum CredentialError {
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// Another process holds the port, or the address is not on this host.
-    #[error("cannot bind udp {addr}: {source}")]
+    #[error("cannot bind udp {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read local address of a bound socket: {0}")]
+    #[error("cannot read local address of a bound socket")]
     LocalAddr(#[source] std::io::Error),
     /// RFC 5780 needs two concrete addresses; a wildcard primary address cannot be told apart.
     #[error("--alt-ip {alt_ip} needs a concrete --listen address, not {listen}")]
@@ -52,7 +52,7 @@ pub enum RelayError {
     AltIpSameAsListen { alt_ip: std::net::IpAddr },
     #[error("alt port {port} must differ from the listen port")]
     AltPortSameAsListen { port: u16 },
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: SocketAddr,
         #[source]
@@ -66,7 +66,7 @@ pub enum RelayError {
 pub enum ConfigError {
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     ReadFile {
         path: String,
         #[source]
@@ -74,7 +74,7 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     ParseFile { path: String, message: String },
-    #[error("secret_file {path}: {source}")]
+    #[error("secret_file {path}: cannot read")]
     ReadSecret {
         path: String,
         #[source]

@@ -89,7 +89,12 @@ struct Shared {
 struct Table {
     allocations: HashMap<SocketAddr, Arc<Allocation>>,
     quotas: Quotas,
+    /// Odd ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 section 14.9).
+    reservations: HashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
 }
+
+/// How long a reserved port is held, as RFC 8656 section 7.2 suggests.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 struct Allocation {
     username: String,
@@ -116,6 +121,26 @@ enum Action {
     Relay { socket: Arc<UdpSocket>, to: SocketAddr, range: std::ops::Range<usize> },
     /// Relay a payload that had to be copied out of a STUN message (Send indication).
     RelayOwned { socket: Arc<UdpSocket>, to: SocketAddr, payload: Vec<u8> },
+}
+
+/// Which relay port an Allocate asks for.
+#[derive(Debug, Clone, Copy)]
+enum PortRequest {
+    Any,
+    Even,
+    /// EVEN-PORT with R: an even port, and the next one reserved under a token.
+    EvenPair,
+    Reserved([u8; 8]),
+}
+
+/// An attribute written as raw bytes.
+struct RawAttr(AttrType, Vec<u8>);
+
+impl Setter for RawAttr {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
 }
 
 struct Authed {
@@ -148,6 +173,21 @@ fn default_route_ip() -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
+/// The address clients see: `public_ip`, else the concrete listen IP, else the IP of the default
+/// route, else loopback (with a warning).
+pub fn advertised_ip(cfg: &RelayConfig) -> IpAddr {
+    cfg.public_ip.unwrap_or_else(|| {
+        if cfg.listen.ip().is_unspecified() {
+            default_route_ip().unwrap_or_else(|| {
+                warn!("no default route and no --public-ip: advertising 127.0.0.1");
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            })
+        } else {
+            cfg.listen.ip()
+        }
+    })
+}
+
 impl Relay {
     /// Binds every socket the configuration asks for. Nothing is served until [`Relay::run`].
     pub async fn bind(cfg: RelayConfig, metrics: RelayMetrics) -> Result<Relay, RelayError> {
@@ -162,18 +202,7 @@ impl Relay {
         let alt_port = bind_udp(SocketAddr::new(cfg.listen.ip(), cfg.alt_port))?;
         let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
 
-        // The address clients see: public IP, else the concrete listen IP, else the default route.
-        let origin_ip = cfg.public_ip.unwrap_or_else(|| {
-            if cfg.listen.ip().is_unspecified() {
-                default_route_ip().unwrap_or_else(|| {
-                    warn!("no default route and no --public-ip: advertising 127.0.0.1");
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                })
-            } else {
-                cfg.listen.ip()
-            }
-        });
-
+        let origin_ip = advertised_ip(&cfg);
         let mut sockets = HashMap::new();
         sockets.insert(
             Slot::PRIMARY,
@@ -231,6 +260,7 @@ impl Relay {
             table: Mutex::new(Table {
                 allocations: HashMap::new(),
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
+                reservations: HashMap::new(),
             }),
             metrics,
         });
@@ -277,6 +307,7 @@ impl Relay {
             let mut table = self.shared.table.lock().expect("table lock");
             let n = table.allocations.len();
             table.allocations.clear();
+            table.reservations.clear();
             n
         };
         self.shared.metrics.allocations_active.set(0);
@@ -333,6 +364,7 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             for a in &gone {
                 table.quotas.release(&a.user);
             }
+            table.reservations.retain(|_, (_, exp)| now < *exp);
             gone
         };
         for a in expired {
@@ -650,22 +682,29 @@ impl Shared {
         wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs)
     }
 
-    fn allocate_success(&self, m: &Message, a: &Allocation, lifetime: Duration, src: SocketAddr) -> Vec<u8> {
-        self.success(
-            m,
-            vec![
-                Box::new(RelayedAddress {
-                    ip: a.relayed.ip(),
-                    port: a.relayed.port(),
-                }),
-                Box::new(Lifetime(lifetime)),
-                Box::new(XorMappedAddress {
-                    ip: src.ip(),
-                    port: src.port(),
-                }),
-            ],
-            a.key.clone(),
-        )
+    fn allocate_success(
+        &self,
+        m: &Message,
+        a: &Allocation,
+        lifetime: Duration,
+        src: SocketAddr,
+        token: Option<[u8; 8]>,
+    ) -> Vec<u8> {
+        let mut attrs: Vec<Box<dyn Setter>> = vec![
+            Box::new(RelayedAddress {
+                ip: a.relayed.ip(),
+                port: a.relayed.port(),
+            }),
+            Box::new(Lifetime(lifetime)),
+            Box::new(XorMappedAddress {
+                ip: src.ip(),
+                port: src.port(),
+            }),
+        ];
+        if let Some(t) = token {
+            attrs.push(Box::new(RawAttr(ATTR_RESERVATION_TOKEN, t.to_vec())));
+        }
+        self.success(m, attrs, a.key.clone())
     }
 
     fn handle_allocate(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
@@ -677,7 +716,7 @@ impl Shared {
             // A retransmitted Allocate whose success response was lost gets the same answer.
             if a.allocate_tid == m.transaction_id && a.username == auth.username {
                 let remaining = a.state.lock().expect("state lock").remaining(now);
-                return self.allocate_success(m, &a, remaining, src);
+                return self.allocate_success(m, &a, remaining, src, None);
             }
             return wire::error(m, 437, vec![]);
         }
@@ -690,12 +729,20 @@ impl Shared {
         }
         // EVEN-PORT: one byte whose top bit (R) asks for the next port to be reserved.
         let even = m.get(ATTR_EVEN_PORT).ok();
-        let want_even = even.is_some();
-        let reserve = even.is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
-        if m.contains(ATTR_RESERVATION_TOKEN) || reserve {
-            // natkit does not reserve port pairs (RFC 8656 section 7.2 step 5 and 6).
-            return wire::error(m, 508, vec![]);
+        let reserve = even.as_ref().is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
+        let token = m.get(ATTR_RESERVATION_TOKEN).ok();
+        if token.is_some() && (even.is_some() || m.contains(ATTR_REQUESTED_ADDRESS_FAMILY)) {
+            return wire::error(m, 400, vec![]);
         }
+        let want = match token {
+            Some(t) => match <[u8; 8]>::try_from(t.as_slice()) {
+                Ok(t) => PortRequest::Reserved(t),
+                Err(_) => return wire::error(m, 400, vec![]),
+            },
+            None if reserve => PortRequest::EvenPair,
+            None if even.is_some() => PortRequest::Even,
+            None => PortRequest::Any,
+        };
         let mut family = RequestedAddressFamily::default();
         if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
             if family.get_from(m).is_err() {
@@ -718,7 +765,7 @@ impl Shared {
             info!(user = %auth.user, error = %q, "486 allocation quota reached");
             return wire::error(m, 486, vec![]);
         }
-        let relay_socket = match self.bind_relay_port(want_even) {
+        let (relay_socket, token) = match self.relay_socket_for(want, now) {
             Some(s) => s,
             None => {
                 self.table.lock().expect("table lock").quotas.release(&auth.user);
@@ -754,7 +801,7 @@ impl Shared {
             state,
             task,
         });
-        let reply = self.allocate_success(m, &a, lifetime, src);
+        let reply = self.allocate_success(m, &a, lifetime, src, token);
         info!(user = %a.user, client = %src, %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
         self.table
             .lock()
@@ -766,18 +813,58 @@ impl Shared {
         reply
     }
 
-    /// Binds a socket on a free port of the relay range, starting at a random port.
-    fn bind_relay_port(&self, even: bool) -> Option<Arc<UdpSocket>> {
+    /// A relay socket as the Allocate asked for, and the token of a reserved next port if any.
+    fn relay_socket_for(
+        &self,
+        want: PortRequest,
+        now: Instant,
+    ) -> Option<(Arc<UdpSocket>, Option<[u8; 8]>)> {
+        match want {
+            PortRequest::Any => self.bind_relay_port(false, false).map(|(s, _)| (s, None)),
+            PortRequest::Even => self.bind_relay_port(true, false).map(|(s, _)| (s, None)),
+            PortRequest::EvenPair => {
+                let (s, next) = self.bind_relay_port(true, true)?;
+                let token: [u8; 8] = rand::random();
+                let next = next.expect("pair requested");
+                let mut table = self.table.lock().expect("table lock");
+                table
+                    .reservations
+                    .insert(token, (next, now + RESERVATION_LIFETIME));
+                Some((s, Some(token)))
+            }
+            PortRequest::Reserved(token) => {
+                let mut table = self.table.lock().expect("table lock");
+                match table.reservations.remove(&token) {
+                    Some((s, exp)) if now < exp => Some((s, None)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Binds a socket on a free port of the relay range, starting at a random port; with `pair`,
+    /// also the port after it (for an even port and its reserved successor).
+    fn bind_relay_port(
+        &self,
+        even: bool,
+        pair: bool,
+    ) -> Option<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
         let (lo, hi) = (*self.relay_ports.start() as u32, *self.relay_ports.end() as u32);
         let span = hi - lo + 1;
         let start = rand::random::<u32>() % span;
         for i in 0..span {
-            let port = (lo + (start + i) % span) as u16;
-            if even && port % 2 != 0 {
+            let port = lo + (start + i) % span;
+            if (even && port % 2 != 0) || (pair && port + 1 > hi) {
                 continue;
             }
-            if let Ok(s) = bind_udp(SocketAddr::new(self.relay_bind_ip, port)) {
-                return Some(s);
+            let Ok(s) = bind_udp(SocketAddr::new(self.relay_bind_ip, port as u16)) else {
+                continue;
+            };
+            if !pair {
+                return Some((s, None));
+            }
+            if let Ok(next) = bind_udp(SocketAddr::new(self.relay_bind_ip, (port + 1) as u16)) {
+                return Some((s, Some(next)));
             }
         }
         None

@@ -12,7 +12,7 @@ use natkit_stun_turn::config::{self, RelayArgs, Settings};
 use natkit_stun_turn::credentials::{self, IceServers};
 use natkit_stun_turn::http;
 use natkit_stun_turn::metrics::RelayMetrics;
-use natkit_stun_turn::server::Relay;
+use natkit_stun_turn::server::{self, Relay};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -76,23 +76,10 @@ fn print_credentials(settings: &Settings, user: &str, ttl: u64, host: Option<Str
     let cred = credentials::mint(secrets.current(), user, ttl, now)
         .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
     let relay = &settings.relay;
-    let host = host.unwrap_or_else(|| match (relay.public_ip, relay.listen.ip()) {
-        (Some(ip), _) => ip.to_string(),
-        (None, ip) if !ip.is_unspecified() => ip.to_string(),
-        _ => hostname_fallback(),
-    });
+    let host = host.unwrap_or_else(|| server::advertised_ip(relay).to_string());
     let ice = IceServers::for_relay(&host, relay.listen.port(), cred);
     println!("{}", serde_json::to_string(&ice)?);
     Ok(())
-}
-
-/// With a wildcard listen address and no public IP, the URL needs a name clients can reach.
-fn hostname_fallback() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 async fn shutdown_signal() {
@@ -152,14 +139,27 @@ async fn serve(settings: Settings) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_logging(cli.log_json);
+fn run(cli: Cli) -> Result<()> {
     let settings = load(&cli)?;
     match cli.command {
-        Some(Command::Credentials { user, ttl, host }) => print_credentials(&settings, &user, ttl, host),
+        Some(Command::Credentials { user, ttl, host }) => {
+            print_credentials(&settings, &user, ttl, host)
+        }
         None => tokio::runtime::Runtime::new()
             .context("cannot start the tokio runtime")?
             .block_on(serve(settings)),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context, then each cause, joined by ": ".
+            eprintln!("natkit-relay: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,242 @@
+//! Shared helpers for the relay's loopback tests: an in-process relay on 127.0.0.1:0 with a
+//! shutdown handle, a raw STUN client that asserts exact error codes, and tool lookup that fails
+//! loudly when a third-party client is missing.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::credentials::{self, Credential, Secret};
+use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::{Relay, RelayAddresses};
+use stun::agent::TransactionId;
+use stun::attributes::*;
+use stun::error_code::ErrorCodeAttribute;
+use stun::integrity::MessageIntegrity;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "loopback-test-secret";
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn mint(secret: &str, user: &str, ttl: u64) -> Credential {
+    credentials::mint(&Secret::new(secret).unwrap(), user, ttl, now()).unwrap()
+}
+
+/// An expired credential signed with the right secret.
+pub fn expired(secret: &str, user: &str) -> Credential {
+    credentials::mint(&Secret::new(secret).unwrap(), user, 10, now() - 100).unwrap()
+}
+
+pub struct TestRelay {
+    pub addrs: RelayAddresses,
+    pub metrics: RelayMetrics,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestRelay {
+    /// Starts a relay on loopback with `SECRET` (plus `extra`'s settings).
+    pub async fn start(extra: RawSettings) -> TestRelay {
+        Self::start_with_secret(extra, SECRET).await
+    }
+
+    pub async fn start_with_secret(extra: RawSettings, secret: &str) -> TestRelay {
+        let raw = RawSettings::merge(
+            extra,
+            RawSettings::default(),
+            RawSettings {
+                listen: Some("127.0.0.1:0".into()),
+                alt_port: Some("0".into()),
+                ..Default::default()
+            },
+        );
+        let settings = raw
+            .resolve(Some(secret.into()), |p| std::fs::read_to_string(p))
+            .expect("valid test settings");
+        let metrics = RelayMetrics::new();
+        let relay = Relay::bind(settings.relay, metrics.clone()).await.expect("bind relay");
+        let addrs = relay.addresses().clone();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(relay.run(async move {
+            let _ = rx.await;
+        }));
+        TestRelay {
+            addrs,
+            metrics,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs.primary
+    }
+
+    /// Stops the relay and waits until it has closed every socket.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+
+    /// The value of one metric series in the Prometheus text, e.g.
+    /// `natkit_relay_relayed_packets_total{direction="client_to_peer"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics.render(), series)
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {series} missing from:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A STUN request of `method` with `attrs`, optionally signed with long-term credentials.
+pub fn request(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>) -> Message {
+    let mut all: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(method, CLASS_REQUEST)),
+    ];
+    all.extend(attrs);
+    if let Some(a) = auth {
+        all.push(Box::new(TextAttribute::new(ATTR_USERNAME, a.username.clone())));
+        all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
+        all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
+        all.push(Box::new(MessageIntegrity::new_long_term_integrity(
+            a.username.clone(),
+            a.realm.clone(),
+            a.password.clone(),
+        )));
+    }
+    let mut m = Message::new();
+    m.build(&all).unwrap();
+    m
+}
+
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub username: String,
+    pub password: String,
+    pub realm: String,
+    pub nonce: String,
+}
+
+pub fn error_code(m: &Message) -> Option<u16> {
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).ok().map(|_| e.code.0)
+}
+
+pub fn text(m: &Message, t: AttrType) -> Option<String> {
+    TextAttribute::get_from_as(m, t).ok().map(|a| a.text)
+}
+
+pub fn requested_transport_udp() -> Box<dyn Setter> {
+    Box::new(turn::proto::reqtrans::RequestedTransport {
+        protocol: turn::proto::PROTO_UDP,
+    })
+}
+
+pub fn xor_peer(addr: SocketAddr) -> Box<dyn Setter> {
+    Box::new(turn::proto::peeraddr::PeerAddress {
+        ip: addr.ip(),
+        port: addr.port(),
+    })
+}
+
+/// A raw STUN client on its own socket: one 5-tuple towards the relay.
+pub struct StunClient {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl StunClient {
+    pub async fn new(server: SocketAddr) -> Self {
+        StunClient {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// Sends `m` and returns the response with its transaction id (3 tries, 1 s each).
+    pub async fn transact(&self, m: &Message) -> Message {
+        self.try_transact(m)
+            .await
+            .unwrap_or_else(|| panic!("no response from {} to {:?}", self.server, m.typ))
+    }
+
+    pub async fn try_transact(&self, m: &Message) -> Option<Message> {
+        for _ in 0..3 {
+            self.sock.send_to(&m.raw, self.server).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                let mut buf = vec![0u8; 65536];
+                let r = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await;
+                let Ok(Ok((n, _))) = r else { break };
+                let mut resp = Message::new();
+                resp.raw = buf[..n].to_vec();
+                if resp.decode().is_ok() && resp.transaction_id == m.transaction_id {
+                    return Some(resp);
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends an unauthenticated request to learn realm and nonce (expects 401).
+    pub async fn challenge(&self, cred: &Credential) -> Auth {
+        let r = self
+            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
+            .await;
+        assert_eq!(error_code(&r), Some(401), "first Allocate must be challenged");
+        Auth {
+            username: cred.username.clone(),
+            password: cred.password.clone(),
+            realm: text(&r, ATTR_REALM).expect("401 carries REALM"),
+            nonce: text(&r, ATTR_NONCE).expect("401 carries NONCE"),
+        }
+    }
+
+    /// Challenge, then Allocate with `cred`; returns the final response.
+    pub async fn allocate(&self, cred: &Credential) -> (Message, Auth) {
+        let auth = self.challenge(cred).await;
+        let r = self
+            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+            .await;
+        (r, auth)
+    }
+}
+
+/// Path of a third-party tool. Missing tools fail the test: `.ci/run` and `tests/run` install
+/// them, and a test that silently skipped would prove nothing.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install Debian's coturn package (apt-get install -y coturn), as tests/run does");
+}
