@@ -1,0 +1,240 @@
+//! Interoperability with coturn (Debian's `coturn` package): its client and NAT discovery tool
+//! against natkit, and its server against credentials natkit mints.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use natkit_stun_turn::config::RawSettings;
+use stun::message::*;
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn run(cmd: &mut Command, secs: u64) -> String {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(secs), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish in {secs} s"))
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Parses uclient's closing "tot_send_msgs=N, tot_recv_msgs=M" line.
+fn uclient_totals(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
+        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
+    let num = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+    };
+    (num("tot_send_msgs="), num("tot_recv_msgs="))
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
+    let relay = TestRelay::start(RawSettings {
+        allow_peer: Some(vec!["127.0.0.1".into()]),
+        ..Default::default()
+    })
+    .await;
+    let peer_port = free_udp_port();
+    let _peer = Command::new(tool("turnutils_peer"))
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // -W: TURN REST API secret; uclient derives username and password as coturn does.
+    // Default mode asks for an RTP/RTCP pair (EVEN-PORT with reservation) and binds channels.
+    let out = run(
+        Command::new(tool("turnutils_uclient")).args([
+            "-W", SECRET, "-u", "uclient", "-e", "127.0.0.1", "-r", &peer_port.to_string(),
+            "-n", "20", "-m", "2", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+        ]),
+        60,
+    )
+    .await;
+    let (sent, received) = uclient_totals(&out);
+    assert!(sent >= 40, "uclient sent {sent}:\n{out}");
+    assert_eq!(sent, received, "every message must come back through the relay:\n{out}");
+    assert!(out.contains("Total lost packets 0 "), "{out}");
+    assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
+
+    // The same client with a wrong secret is refused.
+    let out = run(
+        Command::new(tool("turnutils_uclient")).args([
+            "-W", "not-the-secret", "-u", "uclient", "-e", "127.0.0.1", "-r", &peer_port.to_string(),
+            "-n", "2", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+        ]),
+        60,
+    )
+    .await;
+    assert!(out.contains("Cannot complete Allocation"), "wrong secret must be refused:\n{out}");
+    assert!(relay.metric("natkit_relay_auth_failures_total{reason=\"bad_integrity\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn coturn_uclient_client_to_client_needs_no_allow_list() {
+    // -y: uclient's clients relay to each other's relayed addresses on the same server.
+    let relay = TestRelay::start(RawSettings::default()).await;
+    let out = run(
+        Command::new(tool("turnutils_uclient")).args([
+            "-y", "-W", SECRET, "-u", "pair", "-n", "20", "-m", "2",
+            "-p", &relay.addr().port().to_string(), "127.0.0.1",
+        ]),
+        60,
+    )
+    .await;
+    let (sent, received) = uclient_totals(&out);
+    assert!(sent >= 40 && sent == received, "sent {sent} received {received}:\n{out}");
+    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"loopback\"}"), 0.0);
+}
+
+#[tokio::test]
+async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
+    let relay = TestRelay::start(RawSettings {
+        alt_ip: Some("127.0.0.2".into()),
+        ..Default::default()
+    })
+    .await;
+    let out = run(
+        Command::new(tool("turnutils_natdiscovery")).args([
+            "-m", "-f", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+        ]),
+        30,
+    )
+    .await;
+    // Loopback has no NAT: both behaviours are endpoint-independent.
+    assert!(out.contains("NAT with Endpoint Independent Mapping!"), "{out}");
+    assert!(out.contains("NAT with Endpoint Independent Filtering!"), "{out}");
+    // CHANGE-REQUEST answers really came from the changed addresses.
+    let (p, alt) = (relay.addr().port(), relay.addrs.alt_port.port());
+    assert!(out.contains(&format!("Response origin: : 127.0.0.2:{alt}")), "{out}");
+    assert!(out.contains(&format!("Response origin: : 127.0.0.2:{p}")), "{out}");
+    assert!(out.contains(&format!("Other addr: : 127.0.0.2:{alt}")), "{out}");
+    assert!(relay.metric("natkit_relay_binding_requests_total") >= 4.0);
+}
+
+#[tokio::test]
+async fn one_address_relay_never_claims_an_other_address() {
+    let relay = TestRelay::start(RawSettings::default()).await;
+    let out = run(
+        Command::new(tool("turnutils_natdiscovery")).args([
+            "-m", "-f", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+        ]),
+        30,
+    )
+    .await;
+    assert!(!out.contains("Other addr"), "{out}");
+    assert!(!out.contains("NAT with"), "no verdict may be claimed without an alternate IP:\n{out}");
+    // What a one-IP relay does answer: change-port from the alternate port, change-IP with 420.
+    let c = StunClient::new(relay.addr()).await;
+    let mut port = request(METHOD_BINDING, vec![], None);
+    port.add(stun::attributes::ATTR_CHANGE_REQUEST, &[0, 0, 0, 2]);
+    c.sock.send_to(&port.raw, relay.addr()).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (_, from) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, relay.addrs.alt_port);
+    let mut ip = request(METHOD_BINDING, vec![], None);
+    ip.add(stun::attributes::ATTR_CHANGE_REQUEST, &[0, 0, 0, 4]);
+    assert_eq!(error_code(&c.transact(&ip).await), Some(420));
+}
+
+/// coturn's `turnserver` with `use-auth-secret`, on loopback; killed on drop.
+struct Coturn {
+    _child: tokio::process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_coturn(secret: &str) -> Coturn {
+    let port = free_udp_port();
+    let dir = std::env::temp_dir().join(format!("natkit-coturn-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new(tool("turnserver"))
+        .args([
+            "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp",
+            "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+            &format!("--listening-port={port}"),
+            "--use-auth-secret", &format!("--static-auth-secret={secret}"),
+            "--realm=natkit", "--allow-loopback-peers",
+            "--min-port=40000", "--max-port=40999",
+            &format!("--pidfile={}/turnserver.pid", dir.display()),
+            &format!("--userdb={}/turndb", dir.display()),
+            "--log-file=stdout", "--simple-log",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start turnserver");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe = StunClient::new(addr).await;
+    for _ in 0..50 {
+        if probe.try_transact(&request(METHOD_BINDING, vec![], None)).await.is_some() {
+            return Coturn { _child: child, addr, _dir: TempDir(dir) };
+        }
+    }
+    panic!("turnserver did not answer on {addr}");
+}
+
+#[tokio::test]
+async fn coturn_server_accepts_natkit_minted_credentials() {
+    let coturn = start_coturn(SECRET).await;
+    // The raw client: natkit's credential allocates on coturn...
+    let c = StunClient::new(coturn.addr).await;
+    let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "coturn refused a natkit credential");
+    // ...an expired one and one for another secret do not.
+    for cred in [expired(SECRET, "alice"), mint("other", "alice", 600)] {
+        let c = StunClient::new(coturn.addr).await;
+        let (r, _) = c.allocate(&cred).await;
+        assert_eq!(r.typ.class, CLASS_ERROR_RESPONSE, "{cred:?}");
+    }
+    // And the turn crate's client relays through coturn with a natkit credential.
+    let cred = mint(SECRET, "bob", 600);
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: coturn.addr.to_string(),
+        turn_serv_addr: coturn.addr.to_string(),
+        username: cred.username.clone(),
+        password: cred.password.clone(),
+        realm: "natkit".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    let conn = client.allocate().await.expect("allocate on coturn");
+    assert_eq!(util::Conn::local_addr(&conn).unwrap().ip().to_string(), "127.0.0.1");
+    client.close().await.unwrap();
+}
