@@ -156,7 +156,11 @@ impl AllocState {
 
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize, usize) {
-        (self.permissions.len(), self.channels.len(), self.by_peer.len())
+        (
+            self.permissions.len(),
+            self.channels.len(),
+            self.by_peer.len(),
+        )
     }
 }
 
@@ -290,8 +294,14 @@ mod tests {
         let p2: SocketAddr = "198.51.100.2:2000".parse().unwrap();
         let mut a = AllocState::new(secs(600), t0);
 
-        assert_eq!(a.bind_channel(0x3fff, p1, t0), Err(ChannelBindError::InvalidNumber(0x3fff)));
-        assert_eq!(a.bind_channel(0x8000, p1, t0), Err(ChannelBindError::InvalidNumber(0x8000)));
+        assert_eq!(
+            a.bind_channel(0x3fff, p1, t0),
+            Err(ChannelBindError::InvalidNumber(0x3fff))
+        );
+        assert_eq!(
+            a.bind_channel(0x8000, p1, t0),
+            Err(ChannelBindError::InvalidNumber(0x8000))
+        );
         assert_eq!(a.bind_channel(0x4000, p1, t0), Ok(()));
         // binding installs a permission
         assert!(a.has_permission(p1.ip(), t0));
@@ -305,7 +315,10 @@ mod tests {
         // p1 is already on 0x4000
         assert_eq!(
             a.bind_channel(0x4001, p1, t0),
-            Err(ChannelBindError::PeerBoundElsewhere { peer: p1, number: 0x4000 })
+            Err(ChannelBindError::PeerBoundElsewhere {
+                peer: p1,
+                number: 0x4000
+            })
         );
         assert_eq!(a.channel_peer(0x4000, t0), Some(p1));
         assert_eq!(a.peer_channel(p1, t0), Some(0x4000));

@@ -258,7 +258,10 @@ impl RawSettings {
         };
 
         if alt_port != 0 && alt_port == listen.port() {
-            return Err(ConfigError::invalid("alt_port", "must differ from the listen port"));
+            return Err(ConfigError::invalid(
+                "alt_port",
+                "must differ from the listen port",
+            ));
         }
         if let Some(ip) = alt_ip {
             if listen.ip().is_unspecified() {
@@ -268,15 +271,20 @@ impl RawSettings {
                 ));
             }
             if ip == listen.ip() {
-                return Err(ConfigError::invalid("alt_ip", "must differ from the listen IP"));
+                return Err(ConfigError::invalid(
+                    "alt_ip",
+                    "must differ from the listen IP",
+                ));
             }
         }
 
         let mut secrets = Vec::new();
         if let Some(s) = secret_env.filter(|s| !s.is_empty()) {
-            secrets.push(Secret::new(s.trim().to_owned()).map_err(|_| {
-                ConfigError::invalid("NATKIT_TURN_SECRET", "is only whitespace")
-            })?);
+            secrets.push(
+                Secret::new(s.trim().to_owned()).map_err(|_| {
+                    ConfigError::invalid("NATKIT_TURN_SECRET", "is only whitespace")
+                })?,
+            );
         }
         if let Some(path) = &self.secret_file {
             let text = read(path).map_err(|source| ConfigError::ReadSecret {
@@ -291,7 +299,10 @@ impl RawSettings {
                 secrets.push(Secret::new(line)?);
             }
             if secrets.len() == before {
-                return Err(ConfigError::invalid("secret_file", format!("{path} holds no secret")));
+                return Err(ConfigError::invalid(
+                    "secret_file",
+                    format!("{path} holds no secret"),
+                ));
             }
         }
         let secrets = if secrets.is_empty() {
@@ -340,7 +351,12 @@ fn parse_cidr(key: &'static str, v: &str) -> Result<IpNet, ConfigError> {
 }
 
 fn parse_range(v: &str) -> Result<RangeInclusive<u16>, ConfigError> {
-    let bad = || ConfigError::invalid("relay_ports", format!("{v:?} is not MIN-MAX, e.g. 49152-65535"));
+    let bad = || {
+        ConfigError::invalid(
+            "relay_ports",
+            format!("{v:?} is not MIN-MAX, e.g. 49152-65535"),
+        )
+    };
     let (lo, hi) = v.trim().split_once('-').ok_or_else(bad)?;
     let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
@@ -388,8 +404,9 @@ pub fn load(args: RelayArgs, config_file: Option<&PathBuf>) -> Result<Settings, 
         None => RawSettings::default(),
     };
     let env = RawSettings::from_env(std::env::vars());
-    RawSettings::merge(args.into(), env, file)
-        .resolve(std::env::var(SECRET_ENV).ok(), |p| std::fs::read_to_string(p))
+    RawSettings::merge(args.into(), env, file).resolve(std::env::var(SECRET_ENV).ok(), |p| {
+        std::fs::read_to_string(p)
+    })
 }
 
 #[cfg(test)]
@@ -397,7 +414,10 @@ mod tests {
     use super::*;
 
     fn no_file(_: &str) -> std::io::Result<String> {
-        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        ))
     }
 
     #[test]
@@ -409,7 +429,10 @@ mod tests {
         let env = RawSettings::from_env([
             ("NATKIT_LISTEN".to_string(), "127.0.0.1:2000".to_string()),
             ("NATKIT_REALM".to_string(), "env-realm".to_string()),
-            ("NATKIT_DENY_PEER".to_string(), "10.0.0.0/8, 192.168.0.0/16".to_string()),
+            (
+                "NATKIT_DENY_PEER".to_string(),
+                "10.0.0.0/8, 192.168.0.0/16".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ]);
         let file: RawSettings = FileSettings::parse(
@@ -435,18 +458,84 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases: [(RawSettings, &str); 11] = [
-            (RawSettings { listen: Some("nope".into()), ..Default::default() }, "listen"),
-            (RawSettings { alt_port: Some("70000".into()), ..Default::default() }, "alt_port"),
-            (RawSettings { alt_port: Some("3478".into()), ..Default::default() }, "alt_port"),
-            (RawSettings { alt_ip: Some("1.2.3".into()), ..Default::default() }, "alt_ip"),
+            (
+                RawSettings {
+                    listen: Some("nope".into()),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                RawSettings {
+                    alt_port: Some("70000".into()),
+                    ..Default::default()
+                },
+                "alt_port",
+            ),
+            (
+                RawSettings {
+                    alt_port: Some("3478".into()),
+                    ..Default::default()
+                },
+                "alt_port",
+            ),
+            (
+                RawSettings {
+                    alt_ip: Some("1.2.3".into()),
+                    ..Default::default()
+                },
+                "alt_ip",
+            ),
             // alt ip with a wildcard listen address cannot work
-            (RawSettings { alt_ip: Some("192.0.2.2".into()), ..Default::default() }, "alt_ip"),
-            (RawSettings { public_ip: Some("x".into()), ..Default::default() }, "public_ip"),
-            (RawSettings { relay_ports: Some("5000".into()), ..Default::default() }, "relay_ports"),
-            (RawSettings { relay_ports: Some("6000-5000".into()), ..Default::default() }, "relay_ports"),
-            (RawSettings { allow_peer: Some(vec!["10.0.0.0/33".into()]), ..Default::default() }, "allow_peer"),
-            (RawSettings { user_quota: Some("-1".into()), ..Default::default() }, "user_quota"),
-            (RawSettings { metrics_listen: Some("9641".into()), ..Default::default() }, "metrics_listen"),
+            (
+                RawSettings {
+                    alt_ip: Some("192.0.2.2".into()),
+                    ..Default::default()
+                },
+                "alt_ip",
+            ),
+            (
+                RawSettings {
+                    public_ip: Some("x".into()),
+                    ..Default::default()
+                },
+                "public_ip",
+            ),
+            (
+                RawSettings {
+                    relay_ports: Some("5000".into()),
+                    ..Default::default()
+                },
+                "relay_ports",
+            ),
+            (
+                RawSettings {
+                    relay_ports: Some("6000-5000".into()),
+                    ..Default::default()
+                },
+                "relay_ports",
+            ),
+            (
+                RawSettings {
+                    allow_peer: Some(vec!["10.0.0.0/33".into()]),
+                    ..Default::default()
+                },
+                "allow_peer",
+            ),
+            (
+                RawSettings {
+                    user_quota: Some("-1".into()),
+                    ..Default::default()
+                },
+                "user_quota",
+            ),
+            (
+                RawSettings {
+                    metrics_listen: Some("9641".into()),
+                    ..Default::default()
+                },
+                "metrics_listen",
+            ),
         ];
         for (raw, key) in cases {
             let err = raw.clone().resolve(Some("s".into()), no_file).unwrap_err();
@@ -471,27 +560,51 @@ mod tests {
         assert_eq!(secrets.len(), 3);
         assert_eq!(secrets.current(), &Secret::new("env-one").unwrap());
         let s = raw.clone().resolve(None, read).unwrap();
-        assert_eq!(s.relay.secrets.unwrap().current(), &Secret::new("new-one").unwrap());
+        assert_eq!(
+            s.relay.secrets.unwrap().current(),
+            &Secret::new("new-one").unwrap()
+        );
 
         let err = raw.clone().resolve(None, no_file).unwrap_err().to_string();
-        assert!(err.starts_with("secret_file /run/secrets/turn: cannot read"), "{err}");
-        let err = raw.resolve(None, |_| Ok("# only a comment\n".into())).unwrap_err().to_string();
+        assert!(
+            err.starts_with("secret_file /run/secrets/turn: cannot read"),
+            "{err}"
+        );
+        let err = raw
+            .resolve(None, |_| Ok("# only a comment\n".into()))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("secret_file:"), "{err}");
         // No secret anywhere is not an error here: the binary decides what that means.
-        assert!(RawSettings::default().resolve(None, no_file).unwrap().relay.secrets.is_none());
+        assert!(RawSettings::default()
+            .resolve(None, no_file)
+            .unwrap()
+            .relay
+            .secrets
+            .is_none());
     }
 
     #[test]
     fn file_rejects_unknown_keys_and_secrets() {
-        for text in ["secret = \"x\"\n", "lisen = \"1.2.3.4:1\"\n", "alt_port = \"x\"\n"] {
+        for text in [
+            "secret = \"x\"\n",
+            "lisen = \"1.2.3.4:1\"\n",
+            "alt_port = \"x\"\n",
+        ] {
             assert!(FileSettings::parse(text, "f.toml").is_err(), "{text}");
         }
     }
 
     #[test]
     fn cidr_forms() {
-        assert_eq!(parse_cidr("k", "10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_cidr("k", "127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(
+            parse_cidr("k", "10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_cidr("k", "127.0.0.1").unwrap().to_string(),
+            "127.0.0.1/32"
+        );
         assert_eq!(parse_cidr("k", "::1").unwrap().to_string(), "::1/128");
         assert!(parse_cidr("k", "banana").is_err());
     }

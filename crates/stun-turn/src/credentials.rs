@@ -172,7 +172,9 @@ pub fn mint(
     if ttl == 0 {
         return Err(CredentialError::ZeroTtl);
     }
-    let expiry = now.checked_add(ttl).ok_or(CredentialError::TtlTooLarge { ttl })?;
+    let expiry = now
+        .checked_add(ttl)
+        .ok_or(CredentialError::TtlTooLarge { ttl })?;
     let username = if user_id.is_empty() {
         expiry.to_string()
     } else {
@@ -241,10 +243,18 @@ mod tests {
         let cases = [
             ("north", "1700000000:alice", "Cd/49soE35ICqcJF/bCTn8Z4OyE="),
             ("logen", "1700000000", "87MybcFdjE+HUcpSFUKeZkiVmf8="),
-            ("s3cr3t with spaces", "4102444800:bob", "tX1wYU3S9hTp3ZJt2jgzoAZ7ouU="),
+            (
+                "s3cr3t with spaces",
+                "4102444800:bob",
+                "tX1wYU3S9hTp3ZJt2jgzoAZ7ouU=",
+            ),
         ];
         for (sec, username, want) in cases {
-            assert_eq!(password_for(&secret(sec), username), want, "{sec} {username}");
+            assert_eq!(
+                password_for(&secret(sec), username),
+                want,
+                "{sec} {username}"
+            );
         }
     }
 
@@ -312,7 +322,9 @@ mod tests {
             assert!(candidate_passwords(&rotated, &c.username).any(|p| p == c.password));
         }
         let only_new = Secrets::new(vec![new]).unwrap();
-        assert!(!candidate_passwords(&only_new, &minted_old.username).any(|p| p == minted_old.password));
+        assert!(
+            !candidate_passwords(&only_new, &minted_old.username).any(|p| p == minted_old.password)
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl NonceKey {
             want.push_str(&format!("{b:02x}"));
         }
         // Constant-time enough: both are fixed-length hex of a MAC the attacker cannot choose.
-        if want.as_bytes() != nonce[16..].as_bytes() {
+        if want.as_bytes() != &nonce.as_bytes()[16..] {
             return NonceCheck::Invalid;
         }
         if expiry < now {
@@ -101,12 +101,30 @@ mod tests {
         let n = key.issue(a, 1000);
         let cases = [
             (&key, n.as_str(), a, 1000, NonceCheck::Valid),
-            (&key, n.as_str(), a, 1000 + NONCE_LIFETIME_SECS, NonceCheck::Valid),
-            (&key, n.as_str(), a, 1001 + NONCE_LIFETIME_SECS, NonceCheck::Stale),
+            (
+                &key,
+                n.as_str(),
+                a,
+                1000 + NONCE_LIFETIME_SECS,
+                NonceCheck::Valid,
+            ),
+            (
+                &key,
+                n.as_str(),
+                a,
+                1001 + NONCE_LIFETIME_SECS,
+                NonceCheck::Stale,
+            ),
             (&key, n.as_str(), b, 1000, NonceCheck::Invalid),
             (&other_key, n.as_str(), a, 1000, NonceCheck::Invalid),
             (&key, "", a, 1000, NonceCheck::Invalid),
-            (&key, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", a, 1000, NonceCheck::Invalid),
+            (
+                &key,
+                "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+                a,
+                1000,
+                NonceCheck::Invalid,
+            ),
             (&key, "ééééééééééééééee", a, 1000, NonceCheck::Invalid),
         ];
         for (k, nonce, client, now, want) in cases {

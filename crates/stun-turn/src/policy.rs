@@ -252,6 +252,9 @@ mod tests {
     fn allow_list_opens_builtin_denials() {
         let p = PeerPolicy::new(nets(&["127.0.0.0/8"]), vec![], vec![], 1..=2);
         assert_eq!(p.decide("127.0.0.1:9".parse().unwrap()), Allow);
-        assert_eq!(p.decide("169.254.169.254:80".parse().unwrap()), Deny(LinkLocal));
+        assert_eq!(
+            p.decide("169.254.169.254:80".parse().unwrap()),
+            Deny(LinkLocal)
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! change-port requests, refuses change-IP requests with 420 (Unknown Attribute, as RFC 5780
 //! section 7.2 asks of servers that cannot honour them) and omits OTHER-ADDRESS rather than
 //! naming an address it does not have. What a one-IP deployment can still detect is described in
-//! `docs/rfc5780.md`.
+//! `docs/relay.md`.
 
 /// Identifies one of the four RFC 5780 sockets relative to the primary address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use stun::addr::MappedAddress;
-use stun::attributes::*;
 use stun::agent::TransactionId;
+use stun::attributes::*;
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::*;
@@ -34,7 +34,9 @@ use turn::proto::channum::ChannelNumber;
 use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
-use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6};
+use turn::proto::reqfamily::{
+    RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6,
+};
 use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::PROTO_UDP;
 
@@ -116,11 +118,23 @@ impl Drop for Allocation {
 /// What the shell does with one datagram.
 enum Action {
     None,
-    Reply { from: Slot, to: SocketAddr, bytes: Vec<u8> },
+    Reply {
+        from: Slot,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// Relay `buf[range]` to `to` from an allocation's relay socket.
-    Relay { socket: Arc<UdpSocket>, to: SocketAddr, range: std::ops::Range<usize> },
+    Relay {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+        range: std::ops::Range<usize>,
+    },
     /// Relay a payload that had to be copied out of a STUN message (Send indication).
-    RelayOwned { socket: Arc<UdpSocket>, to: SocketAddr, payload: Vec<u8> },
+    RelayOwned {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+        payload: Vec<u8>,
+    },
 }
 
 /// Which relay port an Allocate asks for.
@@ -471,8 +485,11 @@ impl Shared {
                     Err(e) => debug!(error = %e, %to, "relay to peer failed"),
                 }
             }
-            Action::RelayOwned { socket, to, payload } => match socket.send_to(&payload, to).await
-            {
+            Action::RelayOwned {
+                socket,
+                to,
+                payload,
+            } => match socket.send_to(&payload, to).await {
                 Ok(_) => self.metrics.relayed("client_to_peer", payload.len()),
                 Err(e) => debug!(error = %e, %to, "relay to peer failed"),
             },
@@ -579,7 +596,10 @@ impl Shared {
         if let Some(other) = plan.other_address.and_then(|s| self.sockets.get(&s)) {
             attrs.push(Box::new(MappedAddressAs(other.1, ATTR_OTHER_ADDRESS)));
         }
-        attrs.push(Box::new(TextAttribute::new(ATTR_SOFTWARE, SOFTWARE.to_owned())));
+        attrs.push(Box::new(TextAttribute::new(
+            ATTR_SOFTWARE,
+            SOFTWARE.to_owned(),
+        )));
         let bytes = wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs);
         self.reply(plan.respond_from, src, bytes)
     }
@@ -590,13 +610,19 @@ impl Shared {
             code,
             vec![
                 Box::new(TextAttribute::new(ATTR_REALM, self.realm.clone())),
-                Box::new(TextAttribute::new(ATTR_NONCE, self.nonce_key.issue(src, unix))),
+                Box::new(TextAttribute::new(
+                    ATTR_NONCE,
+                    self.nonce_key.issue(src, unix),
+                )),
             ],
         )
     }
 
     fn auth_failed(&self, reason: AuthFailure) {
-        self.metrics.auth_failures.with_label_values(&[reason.as_str()]).inc();
+        self.metrics
+            .auth_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// The long-term credential mechanism (RFC 8489 section 9.2.4) with TURN REST API usernames.
@@ -636,7 +662,11 @@ impl Shared {
                 password,
             );
             if mi.check(m).is_ok() {
-                let user = if user.is_empty() { username.clone() } else { user };
+                let user = if user.is_empty() {
+                    username.clone()
+                } else {
+                    user
+                };
                 return Ok(Authed {
                     username,
                     user,
@@ -677,7 +707,10 @@ impl Shared {
     }
 
     fn success(&self, m: &Message, mut attrs: Vec<Box<dyn Setter>>, key: Vec<u8>) -> Vec<u8> {
-        attrs.push(Box::new(TextAttribute::new(ATTR_SOFTWARE, SOFTWARE.to_owned())));
+        attrs.push(Box::new(TextAttribute::new(
+            ATTR_SOFTWARE,
+            SOFTWARE.to_owned(),
+        )));
         attrs.push(Box::new(MessageIntegrity(key)));
         wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs)
     }
@@ -707,7 +740,13 @@ impl Shared {
         self.success(m, attrs, a.key.clone())
     }
 
-    fn handle_allocate(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
+    fn handle_allocate(
+        &self,
+        m: &mut Message,
+        src: SocketAddr,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
         let auth = match self.authenticate(m, src, unix) {
             Ok(a) => a,
             Err(reply) => return reply,
@@ -729,7 +768,9 @@ impl Shared {
         }
         // EVEN-PORT: one byte whose top bit (R) asks for the next port to be reserved.
         let even = m.get(ATTR_EVEN_PORT).ok();
-        let reserve = even.as_ref().is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
+        let reserve = even
+            .as_ref()
+            .is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
         let token = m.get(ATTR_RESERVATION_TOKEN).ok();
         if token.is_some() && (even.is_some() || m.contains(ATTR_REQUESTED_ADDRESS_FAMILY)) {
             return wire::error(m, 400, vec![]);
@@ -760,15 +801,28 @@ impl Shared {
         let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
         let lifetime = granted_lifetime(requested);
 
-        if let Err(q) = self.table.lock().expect("table lock").quotas.acquire(&auth.user) {
-            self.metrics.quota_rejections.with_label_values(&[q.scope()]).inc();
+        if let Err(q) = self
+            .table
+            .lock()
+            .expect("table lock")
+            .quotas
+            .acquire(&auth.user)
+        {
+            self.metrics
+                .quota_rejections
+                .with_label_values(&[q.scope()])
+                .inc();
             info!(user = %auth.user, error = %q, "486 allocation quota reached");
             return wire::error(m, 486, vec![]);
         }
         let (relay_socket, token) = match self.relay_socket_for(want, now) {
             Some(s) => s,
             None => {
-                self.table.lock().expect("table lock").quotas.release(&auth.user);
+                self.table
+                    .lock()
+                    .expect("table lock")
+                    .quotas
+                    .release(&auth.user);
                 warn!(range = ?self.relay_ports, "508 no free relay port");
                 return wire::error(m, 508, vec![]);
             }
@@ -776,7 +830,11 @@ impl Shared {
         let port = match relay_socket.local_addr() {
             Ok(a) => a.port(),
             Err(_) => {
-                self.table.lock().expect("table lock").quotas.release(&auth.user);
+                self.table
+                    .lock()
+                    .expect("table lock")
+                    .quotas
+                    .release(&auth.user);
                 return wire::error(m, 500, vec![]);
             }
         };
@@ -849,7 +907,10 @@ impl Shared {
         even: bool,
         pair: bool,
     ) -> Option<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
-        let (lo, hi) = (*self.relay_ports.start() as u32, *self.relay_ports.end() as u32);
+        let (lo, hi) = (
+            *self.relay_ports.start() as u32,
+            *self.relay_ports.end() as u32,
+        );
         let span = hi - lo + 1;
         let start = rand::random::<u32>() % span;
         for i in 0..span {
@@ -953,7 +1014,13 @@ impl Shared {
         self.success(m, vec![], key)
     }
 
-    fn handle_channel_bind(&self, m: &mut Message, src: SocketAddr, now: Instant, unix: u64) -> Vec<u8> {
+    fn handle_channel_bind(
+        &self,
+        m: &mut Message,
+        src: SocketAddr,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
         let (a, key) = match self.authenticate_on_allocation(m, src, unix) {
             Ok(v) => v,
             Err(reply) => return reply,
@@ -966,7 +1033,11 @@ impl Shared {
         if let Some(reply) = self.refuse_peers(m, &[*peer], &a) {
             return reply;
         }
-        let bound = a.state.lock().expect("state lock").bind_channel(number.0, *peer, now);
+        let bound = a
+            .state
+            .lock()
+            .expect("state lock")
+            .bind_channel(number.0, *peer, now);
         match bound {
             Ok(()) => {
                 debug!(user = %a.user, channel = number.0, %peer, "channel bound");
@@ -990,10 +1061,18 @@ impl Shared {
             return Action::None;
         };
         if let Decision::Deny(reason) = self.policy.decide(*peer) {
-            self.metrics.peer_refused.with_label_values(&[reason.as_str()]).inc();
+            self.metrics
+                .peer_refused
+                .with_label_values(&[reason.as_str()])
+                .inc();
             return Action::None;
         }
-        if !a.state.lock().expect("state lock").has_permission(peer.ip(), now) {
+        if !a
+            .state
+            .lock()
+            .expect("state lock")
+            .has_permission(peer.ip(), now)
+        {
             self.metrics.drop("no_permission");
             return Action::None;
         }
@@ -1013,7 +1092,12 @@ impl Shared {
             self.metrics.drop("no_allocation");
             return Action::None;
         };
-        let Some(peer) = a.state.lock().expect("state lock").channel_peer(number, now) else {
+        let Some(peer) = a
+            .state
+            .lock()
+            .expect("state lock")
+            .channel_peer(number, now)
+        else {
             self.metrics.drop("no_permission");
             return Action::None;
         };

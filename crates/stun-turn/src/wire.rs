@@ -56,7 +56,11 @@ pub fn unknown_required(m: &Message) -> Vec<AttrType> {
 /// Builds a message with `m`'s transaction id and method, the given class and attributes, and a
 /// FINGERPRINT. Attributes are added in order, so MESSAGE-INTEGRITY must come last in `attrs`.
 pub fn respond(m: &Message, class: MessageClass, attrs: Vec<Box<dyn Setter>>) -> Vec<u8> {
-    build(m.transaction_id, MessageType::new(m.typ.method, class), attrs)
+    build(
+        m.transaction_id,
+        MessageType::new(m.typ.method, class),
+        attrs,
+    )
 }
 
 pub fn build(tid: TransactionId, typ: MessageType, attrs: Vec<Box<dyn Setter>>) -> Vec<u8> {
@@ -176,11 +180,8 @@ mod tests {
         for addr in ["192.0.2.1:3478", "[2001:db8::7]:9", "0.0.0.0:0"] {
             let addr: SocketAddr = addr.parse().unwrap();
             let mut m = Message::new();
-            m.build(&[
-                Box::new(TransactionId::new()),
-                Box::new(BINDING_REQUEST),
-            ])
-            .unwrap();
+            m.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+                .unwrap();
             XorMappedAddress {
                 ip: addr.ip(),
                 port: addr.port(),

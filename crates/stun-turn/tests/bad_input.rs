@@ -47,12 +47,21 @@ async fn garbage_is_dropped_silently() {
     let mut attr_overrun = binding_bytes();
     attr_overrun.extend_from_slice(&[0x80, 0x22, 0x00, 0xff, b'x']); // SOFTWARE claiming 255 bytes
     attr_overrun[3] = 5;
-    let mut bad_fingerprint = request(METHOD_BINDING, vec![Box::new(stun::fingerprint::FINGERPRINT)], None).raw;
+    let mut bad_fingerprint = request(
+        METHOD_BINDING,
+        vec![Box::new(stun::fingerprint::FINGERPRINT)],
+        None,
+    )
+    .raw;
     let last = bad_fingerprint.len() - 1;
     bad_fingerprint[last] ^= 1;
     let response_class = {
         let mut m = Message::new();
-        m.build(&[Box::new(stun::agent::TransactionId::new()), Box::new(BINDING_SUCCESS)]).unwrap();
+        m.build(&[
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(BINDING_SUCCESS),
+        ])
+        .unwrap();
         m.raw
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -64,18 +73,31 @@ async fn garbage_is_dropped_silently() {
         ("attribute longer than message", attr_overrun),
         ("bad fingerprint", bad_fingerprint),
         ("a response sent to the server", response_class),
-        ("ChannelData without allocation", vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]),
+        (
+            "ChannelData without allocation",
+            vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4],
+        ),
         ("truncated ChannelData", vec![0x40, 0x00, 0x00, 0x40, 1]),
         ("oversized junk, 65000 bytes", vec![0xAB; 65000]),
         ("RTP-looking junk", vec![0x80; 200]),
     ];
     for (what, bytes) in &cases {
-        assert_eq!(poke(&relay, bytes).await, None, "{what} must be dropped without answer");
+        assert_eq!(
+            poke(&relay, bytes).await,
+            None,
+            "{what} must be dropped without answer"
+        );
     }
     assert!(relay.metric("natkit_relay_dropped_packets_total{reason=\"not_stun\"}") >= 4.0);
     assert!(relay.metric("natkit_relay_dropped_packets_total{reason=\"malformed\"}") >= 3.0);
-    assert_eq!(relay.metric("natkit_relay_dropped_packets_total{reason=\"bad_fingerprint\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_dropped_packets_total{reason=\"no_allocation\"}"), 1.0);
+    assert_eq!(
+        relay.metric("natkit_relay_dropped_packets_total{reason=\"bad_fingerprint\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_dropped_packets_total{reason=\"no_allocation\"}"),
+        1.0
+    );
     still_serving(&relay).await;
 }
 
@@ -91,7 +113,11 @@ async fn unknown_comprehension_required_attribute_gets_420() {
         assert_eq!(error_code(&r), Some(420), "{method:?}");
         let mut unknown = UnknownAttributes(vec![]);
         stun::message::Getter::get_from(&mut unknown, &r).unwrap();
-        assert_eq!(unknown.0, vec![AttrType(0x0099)], "only the required one is listed");
+        assert_eq!(
+            unknown.0,
+            vec![AttrType(0x0099)],
+            "only the required one is listed"
+        );
     }
     // Comprehension-optional alone is fine.
     let mut m = request(METHOD_BINDING, vec![], None);
@@ -125,7 +151,12 @@ async fn fuzzed_requests_never_stop_the_relay() {
     let (_, auth) = c.allocate(&mint(SECRET, "fuzz", 600)).await;
     let peer = xor_peer("198.51.100.1:9".parse().unwrap());
     let seeds: Vec<Vec<u8>> = vec![
-        request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)).raw,
+        request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp()],
+            Some(&auth),
+        )
+        .raw,
         request(METHOD_CREATE_PERMISSION, vec![peer], Some(&auth)).raw,
         request(
             METHOD_CHANNEL_BIND,
@@ -171,7 +202,11 @@ async fn fuzzed_requests_never_stop_the_relay() {
                 b[at] = rng.random();
                 b.extend((0..rng.random_range(0..64)).map(|_| rng.random::<u8>()));
             }
-            _ => b = (0..rng.random_range(0..600)).map(|_| rng.random::<u8>()).collect(),
+            _ => {
+                b = (0..rng.random_range(0..600))
+                    .map(|_| rng.random::<u8>())
+                    .collect()
+            }
         }
         sock.send_to(&b, relay.addr()).await.unwrap();
         if i % 500 == 0 {

@@ -15,11 +15,17 @@ use tokio::net::UdpSocket;
 use tokio::process::Command;
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn run(cmd: &mut Command, secs: u64) -> String {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(secs), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("{cmd:?} did not finish in {secs} s"))
@@ -40,7 +46,11 @@ fn uclient_totals(out: &str) -> (u64, u64) {
         .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
     let num = |key: &str| -> u64 {
         let rest = &line[line.find(key).unwrap() + key.len()..];
-        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+        rest.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap()
     };
     (num("tot_send_msgs="), num("tot_recv_msgs="))
 }
@@ -65,28 +75,58 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     // Default mode asks for an RTP/RTCP pair (EVEN-PORT with reservation) and binds channels.
     let out = run(
         Command::new(tool("turnutils_uclient")).args([
-            "-W", SECRET, "-u", "uclient", "-e", "127.0.0.1", "-r", &peer_port.to_string(),
-            "-n", "20", "-m", "2", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+            "-W",
+            SECRET,
+            "-u",
+            "uclient",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-n",
+            "20",
+            "-m",
+            "2",
+            "-p",
+            &relay.addr().port().to_string(),
+            "127.0.0.1",
         ]),
         60,
     )
     .await;
     let (sent, received) = uclient_totals(&out);
     assert!(sent >= 40, "uclient sent {sent}:\n{out}");
-    assert_eq!(sent, received, "every message must come back through the relay:\n{out}");
+    assert_eq!(
+        sent, received,
+        "every message must come back through the relay:\n{out}"
+    );
     assert!(out.contains("Total lost packets 0 "), "{out}");
     assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
 
     // The same client with a wrong secret is refused.
     let out = run(
         Command::new(tool("turnutils_uclient")).args([
-            "-W", "not-the-secret", "-u", "uclient", "-e", "127.0.0.1", "-r", &peer_port.to_string(),
-            "-n", "2", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+            "-W",
+            "not-the-secret",
+            "-u",
+            "uclient",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-n",
+            "2",
+            "-p",
+            &relay.addr().port().to_string(),
+            "127.0.0.1",
         ]),
         60,
     )
     .await;
-    assert!(out.contains("Cannot complete Allocation"), "wrong secret must be refused:\n{out}");
+    assert!(
+        out.contains("Cannot complete Allocation"),
+        "wrong secret must be refused:\n{out}"
+    );
     assert!(relay.metric("natkit_relay_auth_failures_total{reason=\"bad_integrity\"}") >= 1.0);
 }
 
@@ -96,15 +136,31 @@ async fn coturn_uclient_client_to_client_needs_no_allow_list() {
     let relay = TestRelay::start(RawSettings::default()).await;
     let out = run(
         Command::new(tool("turnutils_uclient")).args([
-            "-y", "-W", SECRET, "-u", "pair", "-n", "20", "-m", "2",
-            "-p", &relay.addr().port().to_string(), "127.0.0.1",
+            "-y",
+            "-W",
+            SECRET,
+            "-u",
+            "pair",
+            "-n",
+            "20",
+            "-m",
+            "2",
+            "-p",
+            &relay.addr().port().to_string(),
+            "127.0.0.1",
         ]),
         60,
     )
     .await;
     let (sent, received) = uclient_totals(&out);
-    assert!(sent >= 40 && sent == received, "sent {sent} received {received}:\n{out}");
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"loopback\"}"), 0.0);
+    assert!(
+        sent >= 40 && sent == received,
+        "sent {sent} received {received}:\n{out}"
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"loopback\"}"),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -116,19 +172,38 @@ async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
     .await;
     let out = run(
         Command::new(tool("turnutils_natdiscovery")).args([
-            "-m", "-f", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+            "-m",
+            "-f",
+            "-p",
+            &relay.addr().port().to_string(),
+            "127.0.0.1",
         ]),
         30,
     )
     .await;
     // Loopback has no NAT: both behaviours are endpoint-independent.
-    assert!(out.contains("NAT with Endpoint Independent Mapping!"), "{out}");
-    assert!(out.contains("NAT with Endpoint Independent Filtering!"), "{out}");
+    assert!(
+        out.contains("NAT with Endpoint Independent Mapping!"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NAT with Endpoint Independent Filtering!"),
+        "{out}"
+    );
     // CHANGE-REQUEST answers really came from the changed addresses.
     let (p, alt) = (relay.addr().port(), relay.addrs.alt_port.port());
-    assert!(out.contains(&format!("Response origin: : 127.0.0.2:{alt}")), "{out}");
-    assert!(out.contains(&format!("Response origin: : 127.0.0.2:{p}")), "{out}");
-    assert!(out.contains(&format!("Other addr: : 127.0.0.2:{alt}")), "{out}");
+    assert!(
+        out.contains(&format!("Response origin: : 127.0.0.2:{alt}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Response origin: : 127.0.0.2:{p}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Other addr: : 127.0.0.2:{alt}")),
+        "{out}"
+    );
     assert!(relay.metric("natkit_relay_binding_requests_total") >= 4.0);
 }
 
@@ -137,13 +212,20 @@ async fn one_address_relay_never_claims_an_other_address() {
     let relay = TestRelay::start(RawSettings::default()).await;
     let out = run(
         Command::new(tool("turnutils_natdiscovery")).args([
-            "-m", "-f", "-p", &relay.addr().port().to_string(), "127.0.0.1",
+            "-m",
+            "-f",
+            "-p",
+            &relay.addr().port().to_string(),
+            "127.0.0.1",
         ]),
         30,
     )
     .await;
     assert!(!out.contains("Other addr"), "{out}");
-    assert!(!out.contains("NAT with"), "no verdict may be claimed without an alternate IP:\n{out}");
+    assert!(
+        !out.contains("NAT with"),
+        "no verdict may be claimed without an alternate IP:\n{out}"
+    );
     // What a one-IP relay does answer: change-port from the alternate port, change-IP with 420.
     let c = StunClient::new(relay.addr()).await;
     let mut port = request(METHOD_BINDING, vec![], None);
@@ -180,15 +262,24 @@ async fn start_coturn(secret: &str) -> Coturn {
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new(tool("turnserver"))
         .args([
-            "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp",
-            "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
             &format!("--listening-port={port}"),
-            "--use-auth-secret", &format!("--static-auth-secret={secret}"),
-            "--realm=natkit", "--allow-loopback-peers",
-            "--min-port=40000", "--max-port=40999",
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+            "--realm=natkit",
+            "--allow-loopback-peers",
+            "--min-port=40000",
+            "--max-port=40999",
             &format!("--pidfile={}/turnserver.pid", dir.display()),
             &format!("--userdb={}/turndb", dir.display()),
-            "--log-file=stdout", "--simple-log",
+            "--log-file=stdout",
+            "--simple-log",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -198,8 +289,16 @@ async fn start_coturn(secret: &str) -> Coturn {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let probe = StunClient::new(addr).await;
     for _ in 0..50 {
-        if probe.try_transact(&request(METHOD_BINDING, vec![], None)).await.is_some() {
-            return Coturn { _child: child, addr, _dir: TempDir(dir) };
+        if probe
+            .try_transact(&request(METHOD_BINDING, vec![], None))
+            .await
+            .is_some()
+        {
+            return Coturn {
+                _child: child,
+                addr,
+                _dir: TempDir(dir),
+            };
         }
     }
     panic!("turnserver did not answer on {addr}");
@@ -211,7 +310,10 @@ async fn coturn_server_accepts_natkit_minted_credentials() {
     // The raw client: natkit's credential allocates on coturn...
     let c = StunClient::new(coturn.addr).await;
     let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "coturn refused a natkit credential");
+    assert_eq!(
+        r.typ.class, CLASS_SUCCESS_RESPONSE,
+        "coturn refused a natkit credential"
+    );
     // ...an expired one and one for another secret do not.
     for cred in [expired(SECRET, "alice"), mint("other", "alice", 600)] {
         let c = StunClient::new(coturn.addr).await;
@@ -235,6 +337,9 @@ async fn coturn_server_accepts_natkit_minted_credentials() {
     .unwrap();
     client.listen().await.unwrap();
     let conn = client.allocate().await.expect("allocate on coturn");
-    assert_eq!(util::Conn::local_addr(&conn).unwrap().ip().to_string(), "127.0.0.1");
+    assert_eq!(
+        util::Conn::local_addr(&conn).unwrap().ip().to_string(),
+        "127.0.0.1"
+    );
     client.close().await.unwrap();
 }

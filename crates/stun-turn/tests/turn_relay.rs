@@ -81,7 +81,10 @@ async fn turn_client_relays_to_allowed_peer_and_back_with_live_metrics() {
     let peer = echo_peer().await;
     let cred = mint(SECRET, "alice", 600);
     let client = turn_client(relay.addr(), &cred.username, &cred.password).await;
-    let conn = client.allocate().await.expect("allocation with REST credentials");
+    let conn = client
+        .allocate()
+        .await
+        .expect("allocation with REST credentials");
     let relayed = conn.local_addr().unwrap();
     assert_eq!(relayed.ip(), relay.addrs.relay_ip);
 
@@ -98,9 +101,14 @@ async fn turn_client_relays_to_allowed_peer_and_back_with_live_metrics() {
     let sent = relay.metric("natkit_relay_relayed_packets_total{direction=\"client_to_peer\"}");
     let back = relay.metric("natkit_relay_relayed_packets_total{direction=\"peer_to_client\"}");
     assert!(sent >= 20.0 && back >= 20.0, "sent {sent} back {back}");
-    assert!(relay.metric("natkit_relay_relayed_bytes_total{direction=\"peer_to_client\"}") >= 130.0);
+    assert!(
+        relay.metric("natkit_relay_relayed_bytes_total{direction=\"peer_to_client\"}") >= 130.0
+    );
     let page = relay.metrics.render();
-    assert!(!page.contains("alice") && !page.contains("127.0.0.1"), "no per-user or per-address labels");
+    assert!(
+        !page.contains("alice") && !page.contains("127.0.0.1"),
+        "no per-user or per-address labels"
+    );
     client.close().await.unwrap();
     relay.shutdown().await;
 }
@@ -151,11 +159,26 @@ async fn forbidden_peers_get_403_and_are_counted() {
         let r = c.transact(&request(method, attrs, Some(&auth))).await;
         assert_eq!(error_code(&r), Some(403), "{peer}");
     }
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"loopback\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"self\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"link_local\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"multicast\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_peer_refused_total{reason=\"unspecified\"}"), 1.0);
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"loopback\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"self\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"link_local\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"multicast\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"unspecified\"}"),
+        1.0
+    );
     // A public-looking peer is fine.
     let ok = c
         .transact(&request(
@@ -195,11 +218,23 @@ async fn loopback_peer_allowed_when_operator_says_so() {
 async fn expired_and_forged_credentials_get_401() {
     let relay = TestRelay::start(RawSettings::default()).await;
     let cases = [
-        ("expired", expired(SECRET, "alice"), "natkit_relay_auth_failures_total{reason=\"expired\"}"),
-        ("forged", mint("some-other-secret", "alice", 600), "natkit_relay_auth_failures_total{reason=\"bad_integrity\"}"),
+        (
+            "expired",
+            expired(SECRET, "alice"),
+            "natkit_relay_auth_failures_total{reason=\"expired\"}",
+        ),
+        (
+            "forged",
+            mint("some-other-secret", "alice", 600),
+            "natkit_relay_auth_failures_total{reason=\"bad_integrity\"}",
+        ),
         (
             "malformed",
-            natkit_stun_turn::credentials::Credential { username: "alice".into(), password: "x".into(), ttl: 1 },
+            natkit_stun_turn::credentials::Credential {
+                username: "alice".into(),
+                password: "x".into(),
+                ttl: 1,
+            },
             "natkit_relay_auth_failures_total{reason=\"malformed_username\"}",
         ),
     ];
@@ -207,7 +242,10 @@ async fn expired_and_forged_credentials_get_401() {
         let c = StunClient::new(relay.addr()).await;
         let (r, _) = c.allocate(&cred).await;
         assert_eq!(error_code(&r), Some(401), "{what}");
-        assert!(text(&r, ATTR_NONCE).is_some(), "{what}: 401 carries a fresh nonce");
+        assert!(
+            text(&r, ATTR_NONCE).is_some(),
+            "{what}: 401 carries a fresh nonce"
+        );
         assert_eq!(relay.metric(series), 1.0, "{what}");
     }
     // The turn crate's client gives up on the same expired credential.
@@ -232,7 +270,12 @@ async fn old_and_new_secret_both_work_during_rotation() {
         "env-secret",
     )
     .await;
-    for (secret, ok) in [("env-secret", true), ("new-secret", true), ("old-secret", true), ("retired", false)] {
+    for (secret, ok) in [
+        ("env-secret", true),
+        ("new-secret", true),
+        ("old-secret", true),
+        ("retired", false),
+    ] {
         let c = StunClient::new(relay.addr()).await;
         let (r, _) = c.allocate(&mint(secret, "rotating", 600)).await;
         if ok {
@@ -252,19 +295,31 @@ async fn stale_or_foreign_nonce_gets_438_then_works() {
     let mut auth = c.challenge(&cred).await;
     auth.nonce = "0000000000000000ffffffffffffffff".into();
     let r = c
-        .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+        .transact(&request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp()],
+            Some(&auth),
+        ))
         .await;
     assert_eq!(error_code(&r), Some(438));
     auth.nonce = text(&r, ATTR_NONCE).unwrap();
     let r = c
-        .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+        .transact(&request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp()],
+            Some(&auth),
+        ))
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
 
     // A nonce issued to another 5-tuple is not accepted from this one.
     let other = StunClient::new(relay.addr()).await;
     let r = other
-        .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+        .transact(&request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp()],
+            Some(&auth),
+        ))
         .await;
     assert_eq!(error_code(&r), Some(438));
 }
@@ -284,12 +339,21 @@ async fn quotas_per_user_and_total_answer_486() {
     let a2 = StunClient::new(relay.addr()).await;
     assert_eq!(error_code(&a2.allocate(&alice).await.0), Some(486));
     let b = StunClient::new(relay.addr()).await;
-    assert_eq!(b.allocate(&mint(SECRET, "bob", 600)).await.0.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(
+        b.allocate(&mint(SECRET, "bob", 600)).await.0.typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
     let c = StunClient::new(relay.addr()).await;
     let carol = mint(SECRET, "carol", 600);
     assert_eq!(error_code(&c.allocate(&carol).await.0), Some(486));
-    assert_eq!(relay.metric("natkit_relay_quota_rejections_total{scope=\"user\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_quota_rejections_total{scope=\"total\"}"), 1.0);
+    assert_eq!(
+        relay.metric("natkit_relay_quota_rejections_total{scope=\"user\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_quota_rejections_total{scope=\"total\"}"),
+        1.0
+    );
 
     // Alice deletes her allocation (Refresh with lifetime 0): room for carol.
     let r = a1
@@ -309,7 +373,11 @@ async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
     let relay = TestRelay::start(RawSettings::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let auth = c.challenge(&mint(SECRET, "alice", 600)).await;
-    let req = request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth));
+    let req = request(
+        METHOD_ALLOCATE,
+        vec![requested_transport_udp()],
+        Some(&auth),
+    );
     let first = c.transact(&req).await;
     let again = c.transact(&req).await;
     let relayed = |m: &Message| {
@@ -319,7 +387,11 @@ async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
     };
     assert_eq!(relayed(&first), relayed(&again));
     let other = c
-        .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+        .transact(&request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp()],
+            Some(&auth),
+        ))
         .await;
     assert_eq!(error_code(&other), Some(437));
     assert_eq!(relay.metric("natkit_relay_allocations_created_total"), 1.0);
@@ -330,20 +402,34 @@ async fn allocate_protocol_errors() {
     let relay = TestRelay::start(RawSettings::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let auth = c.challenge(&mint(SECRET, "alice", 600)).await;
-    let tcp: Box<dyn Setter> = Box::new(turn::proto::reqtrans::RequestedTransport { protocol: turn::proto::Protocol(6) });
+    let tcp: Box<dyn Setter> = Box::new(turn::proto::reqtrans::RequestedTransport {
+        protocol: turn::proto::Protocol(6),
+    });
     let dont_fragment = |m: &mut Message| m.add(ATTR_DONT_FRAGMENT, &[]);
-    let r = c.transact(&request(METHOD_ALLOCATE, vec![], Some(&auth))).await;
+    let r = c
+        .transact(&request(METHOD_ALLOCATE, vec![], Some(&auth)))
+        .await;
     assert_eq!(error_code(&r), Some(400), "missing REQUESTED-TRANSPORT");
-    let r = c.transact(&request(METHOD_ALLOCATE, vec![tcp], Some(&auth))).await;
+    let r = c
+        .transact(&request(METHOD_ALLOCATE, vec![tcp], Some(&auth)))
+        .await;
     assert_eq!(error_code(&r), Some(442), "TCP relaying");
     let mut m = request(METHOD_ALLOCATE, vec![requested_transport_udp()], None);
     dont_fragment(&mut m);
     let r = c.transact(&m).await;
     assert_eq!(error_code(&r), Some(420), "DONT-FRAGMENT is not supported");
     // Refresh, CreatePermission and ChannelBind without an allocation: 437.
-    for method in [METHOD_REFRESH, METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND] {
+    for method in [
+        METHOD_REFRESH,
+        METHOD_CREATE_PERMISSION,
+        METHOD_CHANNEL_BIND,
+    ] {
         let r = c
-            .transact(&request(method, vec![xor_peer("198.51.100.1:1".parse().unwrap())], Some(&auth)))
+            .transact(&request(
+                method,
+                vec![xor_peer("198.51.100.1:1".parse().unwrap())],
+                Some(&auth),
+            ))
             .await;
         assert_eq!(error_code(&r), Some(437), "{method:?}");
     }
@@ -357,7 +443,11 @@ async fn another_users_credentials_cannot_touch_an_allocation() {
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     let eve = c.challenge(&mint(SECRET, "eve", 600)).await;
     let r = c
-        .transact(&request(METHOD_REFRESH, vec![Box::new(Lifetime(Duration::ZERO))], Some(&eve)))
+        .transact(&request(
+            METHOD_REFRESH,
+            vec![Box::new(Lifetime(Duration::ZERO))],
+            Some(&eve),
+        ))
         .await;
     assert_eq!(error_code(&r), Some(441));
     assert_eq!(relay.metric("natkit_relay_allocations_active"), 1.0);
@@ -374,7 +464,10 @@ async fn peer_datagrams_without_permission_are_dropped() {
     stranger.send_to(b"unsolicited", relayed).await.unwrap();
     let mut buf = [0u8; 100];
     let r = tokio::time::timeout(Duration::from_millis(500), conn.recv_from(&mut buf)).await;
-    assert!(r.is_err(), "a peer without permission must not reach the client");
+    assert!(
+        r.is_err(),
+        "a peer without permission must not reach the client"
+    );
     // Wait for the relay task to have counted it (it runs concurrently with this test).
     for _ in 0..50 {
         if relay.metric("natkit_relay_dropped_packets_total{reason=\"no_permission\"}") >= 1.0 {

@@ -50,7 +50,10 @@ enum Command {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
@@ -59,8 +62,8 @@ fn init_logging(json: bool) {
 }
 
 fn load(cli: &Cli) -> Result<Settings> {
-    let settings = config::load(cli.relay.clone(), cli.config.as_ref())
-        .context("invalid configuration")?;
+    let settings =
+        config::load(cli.relay.clone(), cli.config.as_ref()).context("invalid configuration")?;
     if settings.relay.secrets.is_none() {
         bail!(
             "no TURN secret configured: set {} or --secret-file FILE (one secret per line)",
@@ -70,7 +73,12 @@ fn load(cli: &Cli) -> Result<Settings> {
     Ok(settings)
 }
 
-fn print_credentials(settings: &Settings, user: &str, ttl: u64, host: Option<String>) -> Result<()> {
+fn print_credentials(
+    settings: &Settings,
+    user: &str,
+    ttl: u64,
+    host: Option<String>,
+) -> Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let secrets = settings.relay.secrets.as_ref().expect("checked in load");
     let cred = credentials::mint(secrets.current(), user, ttl, now)
@@ -105,25 +113,31 @@ async fn serve(settings: Settings) -> Result<()> {
         .with_context(|| format!("cannot start the relay on {listen}; is another TURN server (coturn?) using the port?"))?;
     let a = relay.addresses().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut metrics_url = "off".to_owned();
     let metrics_task = match settings.metrics_listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\""))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")
+            })?;
+            metrics_url = format!("http://{}/metrics", listener.local_addr()?);
             let mut rx = stop_rx.clone();
-            info!(metrics = %format!("http://{}/metrics", listener.local_addr()?), "metrics serving");
-            Some(tokio::spawn(http::serve_metrics(listener, metrics, async move {
-                let _ = rx.changed().await;
-            })))
+            Some(tokio::spawn(http::serve_metrics(
+                listener,
+                metrics,
+                async move {
+                    let _ = rx.changed().await;
+                },
+            )))
         }
         None => None,
     };
     eprintln!(
-        "natkit-relay: STUN/TURN on udp {} (RFC 5780 alternate port {}{}), relayed addresses on {}",
+        "natkit-relay: STUN/TURN on udp {} (RFC 5780 alternate port {}{}), relayed addresses on {}, metrics {}",
         a.primary,
         a.alt_port,
         a.alt_ip.map(|(x, y)| format!(", alternate IP {x} and {y}")).unwrap_or_default(),
-        a.relay_ip
+        a.relay_ip,
+        metrics_url
     );
     let mut rx = stop_rx;
     let relay_task = tokio::spawn(relay.run(async move {
@@ -134,7 +148,9 @@ async fn serve(settings: Settings) -> Result<()> {
     let _ = stop_tx.send(true);
     relay_task.await.context("relay task failed")?;
     if let Some(t) = metrics_task {
-        t.await.context("metrics task failed")?.context("metrics server failed")?;
+        t.await
+            .context("metrics task failed")?
+            .context("metrics server failed")?;
     }
     Ok(())
 }

@@ -23,7 +23,10 @@ use tokio::task::JoinHandle;
 pub const SECRET: &str = "loopback-test-secret";
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn mint(secret: &str, user: &str, ttl: u64) -> Credential {
@@ -62,7 +65,9 @@ impl TestRelay {
             .resolve(Some(secret.into()), |p| std::fs::read_to_string(p))
             .expect("valid test settings");
         let metrics = RelayMetrics::new();
-        let relay = Relay::bind(settings.relay, metrics.clone()).await.expect("bind relay");
+        let relay = Relay::bind(settings.relay, metrics.clone())
+            .await
+            .expect("bind relay");
         let addrs = relay.addresses().clone();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(relay.run(async move {
@@ -103,7 +108,10 @@ impl Drop for TestRelay {
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .unwrap_or_else(|| panic!("metric {series} missing from:\n{text}"))
         .trim()
         .parse()
@@ -118,7 +126,10 @@ pub fn request(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>)
     ];
     all.extend(attrs);
     if let Some(a) = auth {
-        all.push(Box::new(TextAttribute::new(ATTR_USERNAME, a.username.clone())));
+        all.push(Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            a.username.clone(),
+        )));
         all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
         all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
         all.push(Box::new(MessageIntegrity::new_long_term_integrity(
@@ -208,9 +219,17 @@ impl StunClient {
     /// Sends an unauthenticated request to learn realm and nonce (expects 401).
     pub async fn challenge(&self, cred: &Credential) -> Auth {
         let r = self
-            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
+            .transact(&request(
+                METHOD_ALLOCATE,
+                vec![requested_transport_udp()],
+                None,
+            ))
             .await;
-        assert_eq!(error_code(&r), Some(401), "first Allocate must be challenged");
+        assert_eq!(
+            error_code(&r),
+            Some(401),
+            "first Allocate must be challenged"
+        );
         Auth {
             username: cred.username.clone(),
             password: cred.password.clone(),
@@ -223,7 +242,11 @@ impl StunClient {
     pub async fn allocate(&self, cred: &Credential) -> (Message, Auth) {
         let auth = self.challenge(cred).await;
         let r = self
-            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], Some(&auth)))
+            .transact(&request(
+                METHOD_ALLOCATE,
+                vec![requested_transport_udp()],
+                Some(&auth),
+            ))
             .await;
         (r, auth)
     }
