@@ -1,0 +1,564 @@
+//! The probe's async shell: sockets, timers and STUN transactions. Decisions are made by
+//! [`crate::classify`].
+//!
+//! With one RFC 5780 server, three independent suites run at once, each on its own fresh socket
+//! so one test's mapping cannot bias another's result:
+//! - mapping tests I, II, III (RFC 5780 section 4.3) from one socket, since they compare the
+//!   mappings of that socket towards different destinations;
+//! - filtering test II (CHANGE-REQUEST IP and port) after a test I from a second socket;
+//! - filtering test III (CHANGE-REQUEST port) after a test I from a third socket.
+//!
+//! Answers are checked, not believed: a CHANGE-REQUEST answer counts only if its packet source is
+//! the changed address (and RESPONSE-ORIGIN agrees); OTHER-ADDRESS must differ from the server's
+//! address in both IP and port.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stun::addr::MappedAddress;
+use stun::agent::TransactionId;
+use stun::attributes::*;
+use stun::error_code::ErrorCodeAttribute;
+use stun::fingerprint::FINGERPRINT;
+use stun::message::*;
+use stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+use tracing::debug;
+
+use crate::classify::{self, MultiObservations, Observations, Outcome};
+use crate::error::ProbeError;
+use crate::report::{NatReport, TestRecord};
+use crate::rto::{schedule, RttEstimator};
+
+/// Default STUN port.
+pub const DEFAULT_PORT: u16 = 3478;
+
+/// What to probe.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeConfig {
+    /// `host`, `host:port`, `ip`, `ip:port` or `[v6]:port`. One RFC 5780 server, or several plain
+    /// STUN servers.
+    pub servers: Vec<String>,
+    /// Also test hairpinning.
+    pub hairpin: bool,
+    /// Also test how long an idle mapping survives, up to this long.
+    pub lifetime: Option<Duration>,
+}
+
+struct Answer {
+    msg: Message,
+    from: SocketAddr,
+}
+
+impl Answer {
+    fn error_code(&self) -> Option<u16> {
+        let mut e = ErrorCodeAttribute::default();
+        e.get_from(&self.msg).ok().map(|_| e.code.0)
+    }
+
+    fn mapped(&self) -> Option<SocketAddr> {
+        let mut x = XorMappedAddress::default();
+        if x.get_from(&self.msg).is_ok() {
+            return Some(SocketAddr::new(x.ip, x.port));
+        }
+        self.addr(ATTR_MAPPED_ADDRESS)
+    }
+
+    fn addr(&self, t: AttrType) -> Option<SocketAddr> {
+        let mut a = MappedAddress::default();
+        a.get_from_as(&self.msg, t).ok()?;
+        Some(SocketAddr::new(a.ip, a.port))
+    }
+}
+
+/// A STUN client context shared by the suites: the RTT estimate adapts across all of them.
+struct Ctx {
+    rtt: Mutex<RttEstimator>,
+    local_ip: IpAddr,
+}
+
+impl Ctx {
+    async fn socket(&self) -> Result<UdpSocket, ProbeError> {
+        let addr = SocketAddr::new(self.local_ip, 0);
+        UdpSocket::bind(addr)
+            .await
+            .map_err(|source| ProbeError::Bind { addr, source })
+    }
+
+    /// Sends `req` to `to` on the RFC 8489 schedule (adapted to the RTT) and returns the first
+    /// message carrying its transaction id, from any source.
+    async fn transact(&self, sock: &UdpSocket, to: SocketAddr, req: &Message) -> Option<Answer> {
+        let rto = self.rtt.lock().expect("rtt lock").rto();
+        let plan = schedule(rto);
+        let start = tokio::time::Instant::now();
+        let mut sent = 0usize;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            while sent < plan.sends.len() && start.elapsed() >= plan.sends[sent] {
+                if let Err(e) = sock.send_to(&req.raw, to).await {
+                    debug!(error = %e, %to, "send failed");
+                }
+                sent += 1;
+            }
+            let deadline = start
+                + if sent < plan.sends.len() {
+                    plan.sends[sent]
+                } else {
+                    plan.give_up
+                };
+            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+                Ok(Ok((n, from))) => {
+                    let mut msg = Message::new();
+                    msg.raw = buf[..n].to_vec();
+                    if msg.decode().is_err() || msg.transaction_id != req.transaction_id {
+                        continue;
+                    }
+                    if sent == 1 {
+                        // Karn's rule: only unambiguous samples.
+                        self.rtt.lock().expect("rtt lock").sample(start.elapsed());
+                    }
+                    return Some(Answer { msg, from });
+                }
+                Ok(Err(e)) => {
+                    // ICMP errors (port unreachable) surface here; keep waiting out the schedule.
+                    debug!(error = %e, "recv error");
+                    tokio::time::sleep_until(deadline).await;
+                }
+                Err(_) if sent >= plan.sends.len() => return None,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn binding(change: Option<[u8; 4]>) -> Message {
+    let mut m = Message::new();
+    m.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+        .expect("binding request encodes");
+    if let Some(flags) = change {
+        m.add(ATTR_CHANGE_REQUEST, &flags);
+    }
+    FINGERPRINT.add_to(&mut m).expect("fingerprint");
+    m
+}
+
+const CHANGE_IP_AND_PORT: [u8; 4] = [0, 0, 0, 6];
+const CHANGE_PORT: [u8; 4] = [0, 0, 0, 2];
+
+/// Splits `host[:port]` / `[v6]:port` and resolves it to one IPv4 address.
+async fn resolve(server: &str) -> Result<SocketAddr, ProbeError> {
+    let with_port = if server.parse::<SocketAddr>().is_ok() {
+        server.to_owned()
+    } else if server.parse::<IpAddr>().is_ok() || !server.contains(':') {
+        let host = server.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{DEFAULT_PORT}"),
+            _ => format!("{host}:{DEFAULT_PORT}"),
+        }
+    } else {
+        server.to_owned()
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|source| ProbeError::Resolve {
+            server: server.to_owned(),
+            source,
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .copied()
+        .ok_or_else(|| ProbeError::NoIpv4 {
+            server: server.to_owned(),
+        })
+}
+
+/// The interface address the kernel uses towards `server` (connecting a UDP socket sends nothing).
+fn local_ip_towards(server: SocketAddr) -> Result<IpAddr, ProbeError> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|source| ProbeError::Bind {
+        addr: "0.0.0.0:0".parse().expect("valid"),
+        source,
+    })?;
+    s.connect(server)
+        .and_then(|_| s.local_addr())
+        .map(|a| a.ip())
+        .map_err(|source| ProbeError::NoRoute { server, source })
+}
+
+/// Runs the probe and classifies the NAT. Errors only for bad input; "UDP blocked" is a verdict.
+pub async fn probe(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
+    if cfg.servers.is_empty() {
+        return Err(ProbeError::NoServer);
+    }
+    let mut servers = Vec::new();
+    for s in &cfg.servers {
+        servers.push(resolve(s).await?);
+    }
+    let started = Instant::now();
+    let ctx = Arc::new(Ctx {
+        rtt: Mutex::new(RttEstimator::default()),
+        local_ip: local_ip_towards(servers[0])?,
+    });
+    let mut report = if servers.len() == 1 {
+        rfc5780(&ctx, servers[0], cfg).await?
+    } else {
+        multi(&ctx, &servers).await?
+    };
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Mapping tests II and III from the socket that ran test I.
+async fn mapping_suite(
+    ctx: &Ctx,
+    sock: &UdpSocket,
+    server: SocketAddr,
+    other: Option<SocketAddr>,
+    m1: SocketAddr,
+    warnings: &Mutex<Vec<String>>,
+) -> (Outcome<SocketAddr>, Outcome<SocketAddr>) {
+    let Some(other) = other else {
+        let why = "server gave no usable OTHER-ADDRESS".to_string();
+        return (Outcome::NotRun(why.clone()), Outcome::NotRun(why));
+    };
+    let one = |dest: SocketAddr, a: Option<Answer>, name: &str| -> Outcome<SocketAddr> {
+        match a {
+            None => Outcome::NoResponse,
+            Some(a) if a.from != dest => {
+                warnings
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{name}: answer to {dest} came from {}", a.from));
+                Outcome::NotRun(format!("answer came from {}, not {dest}", a.from))
+            }
+            Some(a) => match a.mapped() {
+                Some(m) => Outcome::Got(m),
+                None => Outcome::NotRun(format!(
+                    "answer without a mapped address (error {:?})",
+                    a.error_code()
+                )),
+            },
+        }
+    };
+    let dest2 = SocketAddr::new(other.ip(), server.port());
+    let m2 = one(
+        dest2,
+        ctx.transact(sock, dest2, &binding(None)).await,
+        "mapping test II",
+    );
+    let m3 = match &m2 {
+        Outcome::Got(m2) if *m2 == m1 => {
+            Outcome::NotRun("not needed: mapping unchanged in test II".into())
+        }
+        Outcome::Got(_) => one(
+            other,
+            ctx.transact(sock, other, &binding(None)).await,
+            "mapping test III",
+        ),
+        _ => Outcome::NotRun("mapping test II gave no mapping".into()),
+    };
+    (m2, m3)
+}
+
+/// Test I then a CHANGE-REQUEST from a fresh socket; `expect` is where a genuine answer comes from.
+async fn filtering_test(
+    ctx: &Ctx,
+    server: SocketAddr,
+    change: [u8; 4],
+    expect: Expect,
+    name: &str,
+    warnings: &Mutex<Vec<String>>,
+) -> Result<Outcome<()>, ProbeError> {
+    let sock = ctx.socket().await?;
+    if ctx.transact(&sock, server, &binding(None)).await.is_none() {
+        return Ok(Outcome::NotRun(
+            "no answer to test I from a fresh socket".into(),
+        ));
+    }
+    let Some(a) = ctx.transact(&sock, server, &binding(Some(change))).await else {
+        return Ok(Outcome::NoResponse);
+    };
+    if let Some(code) = a.error_code() {
+        return Ok(Outcome::NotRun(format!(
+            "server cannot honour the change (error {code})"
+        )));
+    }
+    let genuine = match expect {
+        Expect::Exactly(addr) => a.from == addr,
+        Expect::SameIpOtherPort => a.from.ip() == server.ip() && a.from.port() != server.port(),
+    };
+    let warn = |w: String| warnings.lock().expect("lock").push(w);
+    if !genuine {
+        let w = if a.from == server {
+            format!("{name}: the server ignored CHANGE-REQUEST (answered from {server})")
+        } else {
+            format!(
+                "{name}: CHANGE-REQUEST answer came from {}, expected {expect:?}",
+                a.from
+            )
+        };
+        warn(w.clone());
+        return Ok(Outcome::NotRun(w));
+    }
+    if let Some(origin) = a.addr(ATTR_RESPONSE_ORIGIN) {
+        if origin != a.from {
+            let w = format!(
+                "{name}: RESPONSE-ORIGIN {origin} does not match packet source {}",
+                a.from
+            );
+            warn(w.clone());
+            return Ok(Outcome::NotRun(w));
+        }
+    }
+    Ok(Outcome::Got(()))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Exactly(SocketAddr),
+    SameIpOtherPort,
+}
+
+async fn rfc5780(
+    ctx: &Arc<Ctx>,
+    server: SocketAddr,
+    cfg: &ProbeConfig,
+) -> Result<NatReport, ProbeError> {
+    let warnings = Mutex::new(Vec::new());
+    let sock = ctx.socket().await?;
+    let local = sock.local_addr().map_err(|source| ProbeError::Bind {
+        addr: SocketAddr::new(ctx.local_ip, 0),
+        source,
+    })?;
+    let t1 = ctx.transact(&sock, server, &binding(None)).await;
+    let (mapping1, other) = match &t1 {
+        None => (Outcome::NoResponse, None),
+        Some(a) => {
+            if a.from != server {
+                warnings
+                    .lock()
+                    .expect("lock")
+                    .push(format!("answer to {server} came from {}", a.from));
+            }
+            match a.mapped() {
+                Some(m) => {
+                    let other = a.addr(ATTR_OTHER_ADDRESS).filter(|o| {
+                        let ok = o.ip() != server.ip() && o.port() != server.port();
+                        if !ok {
+                            warnings.lock().expect("lock").push(format!(
+                                "OTHER-ADDRESS {o} does not differ from {server} in both IP and port; not believed"
+                            ));
+                        }
+                        ok
+                    });
+                    (Outcome::Got(m), other)
+                }
+                None => (
+                    Outcome::NotRun(format!(
+                        "answer without a mapped address (error {:?})",
+                        a.error_code()
+                    )),
+                    None,
+                ),
+            }
+        }
+    };
+    let obs = match mapping1.got().copied() {
+        None => Observations {
+            local,
+            mapping1: mapping1.clone(),
+            mapping2: Outcome::NotRun("no answer to test I".into()),
+            mapping3: Outcome::NotRun("no answer to test I".into()),
+            filtering2: Outcome::NotRun("no answer to test I".into()),
+            filtering3: Outcome::NotRun("no answer to test I".into()),
+        },
+        Some(m1) => {
+            let f2 = async {
+                match other {
+                    Some(o) => {
+                        filtering_test(
+                            ctx,
+                            server,
+                            CHANGE_IP_AND_PORT,
+                            Expect::Exactly(o),
+                            "filtering test II",
+                            &warnings,
+                        )
+                        .await
+                    }
+                    None => Ok(Outcome::NotRun(
+                        "server gave no usable OTHER-ADDRESS".into(),
+                    )),
+                }
+            };
+            let f3_expect = other
+                .map(|o| Expect::Exactly(SocketAddr::new(server.ip(), o.port())))
+                .unwrap_or(Expect::SameIpOtherPort);
+            let f3 = filtering_test(
+                ctx,
+                server,
+                CHANGE_PORT,
+                f3_expect,
+                "filtering test III",
+                &warnings,
+            );
+            let m = mapping_suite(ctx, &sock, server, other, m1, &warnings);
+            let ((m2, m3), f2, f3) = tokio::join!(m, f2, f3);
+            Observations {
+                local,
+                mapping1: mapping1.clone(),
+                mapping2: m2,
+                mapping3: m3,
+                filtering2: f2?,
+                filtering3: f3?,
+            }
+        }
+    };
+    let verdict = classify::classify(&obs);
+    let mapped = obs.mapping1.got().copied();
+    let hairpinning = match (cfg.hairpin, mapped) {
+        (true, Some(m)) => Some(hairpin(ctx, &sock, m).await),
+        _ => None,
+    };
+    let mapping_lifetime_s = match (cfg.lifetime, mapped) {
+        (Some(max), Some(_)) => lifetime(ctx, server, max).await?,
+        _ => None,
+    };
+    let tests = vec![
+        TestRecord::from_outcome("mapping-1", &obs.mapping1),
+        TestRecord::from_outcome("mapping-2", &obs.mapping2),
+        TestRecord::from_outcome("mapping-3", &obs.mapping3),
+        TestRecord::from_outcome("filtering-2", &obs.filtering2.map_unit()),
+        TestRecord::from_outcome("filtering-3", &obs.filtering3.map_unit()),
+    ];
+    Ok(NatReport {
+        nat_type: verdict.nat_type,
+        mapping: verdict.mapping,
+        filtering: verdict.filtering,
+        local_address: local,
+        mapped_address: mapped,
+        port_preserved: mapped.map(|m| m.port() == local.port()),
+        force_turn: verdict.force_turn,
+        reason: verdict.reason,
+        elapsed_ms: 0,
+        servers: vec![server],
+        other_address: other,
+        hairpinning,
+        mapping_lifetime_s,
+        tests,
+        warnings: warnings.into_inner().expect("lock"),
+    })
+}
+
+/// Sends a Binding request from `sock` to its own mapped address: if the NAT hairpins, the
+/// request comes back to the same socket.
+async fn hairpin(ctx: &Ctx, sock: &UdpSocket, mapped: SocketAddr) -> bool {
+    let req = binding(None);
+    match ctx.transact(sock, mapped, &req).await {
+        Some(a) => a.msg.typ == BINDING_REQUEST,
+        None => false,
+    }
+}
+
+/// Idles a fresh mapping for doubling periods and checks it is unchanged; returns the longest.
+async fn lifetime(ctx: &Ctx, server: SocketAddr, max: Duration) -> Result<Option<u64>, ProbeError> {
+    let sock = ctx.socket().await?;
+    let Some(first) = ctx
+        .transact(&sock, server, &binding(None))
+        .await
+        .and_then(|a| a.mapped())
+    else {
+        return Ok(None);
+    };
+    let mut kept = None;
+    let mut wait = Duration::from_secs(1);
+    while wait <= max {
+        tokio::time::sleep(wait).await;
+        match ctx
+            .transact(&sock, server, &binding(None))
+            .await
+            .and_then(|a| a.mapped())
+        {
+            Some(m) if m == first => kept = Some(wait.as_secs()),
+            _ => break,
+        }
+        wait *= 2;
+    }
+    Ok(kept)
+}
+
+async fn multi(ctx: &Arc<Ctx>, servers: &[SocketAddr]) -> Result<NatReport, ProbeError> {
+    let sock = ctx.socket().await?;
+    let local = sock.local_addr().map_err(|source| ProbeError::Bind {
+        addr: SocketAddr::new(ctx.local_ip, 0),
+        source,
+    })?;
+    let mut warnings = Vec::new();
+    let mut mappings = Vec::new();
+    for &s in servers {
+        let o = match ctx.transact(&sock, s, &binding(None)).await {
+            None => Outcome::NoResponse,
+            Some(a) => {
+                if a.from != s {
+                    warnings.push(format!("answer to {s} came from {}", a.from));
+                }
+                match a.mapped() {
+                    Some(m) => Outcome::Got(m),
+                    None => {
+                        Outcome::NotRun(format!("no mapped address (error {:?})", a.error_code()))
+                    }
+                }
+            }
+        };
+        mappings.push((s, o));
+    }
+    let obs = MultiObservations { local, mappings };
+    let v = classify::classify_multi(&obs);
+    let mapped = obs.mappings.iter().find_map(|(_, m)| m.got().copied());
+    let mut tests: Vec<TestRecord> = obs
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, (_, o))| TestRecord::from_outcome(&format!("server-{}", i + 1), o))
+        .collect();
+    for name in ["filtering-2", "filtering-3"] {
+        tests.push(TestRecord {
+            name: name.into(),
+            result: "not-run",
+            detail: Some("plain STUN servers cannot answer from another address".into()),
+        });
+    }
+    Ok(NatReport {
+        nat_type: v.nat_type,
+        mapping: v.mapping,
+        filtering: v.filtering,
+        local_address: local,
+        mapped_address: mapped,
+        port_preserved: mapped.map(|m| m.port() == local.port()),
+        force_turn: v.force_turn,
+        reason: v.reason,
+        elapsed_ms: 0,
+        servers: servers.to_vec(),
+        other_address: None,
+        hairpinning: None,
+        mapping_lifetime_s: None,
+        tests,
+        warnings,
+    })
+}
+
+trait MapUnit {
+    fn map_unit(&self) -> Outcome<&'static str>;
+}
+
+impl MapUnit for Outcome<()> {
+    fn map_unit(&self) -> Outcome<&'static str> {
+        match self {
+            Outcome::Got(()) => Outcome::Got(""),
+            Outcome::NoResponse => Outcome::NoResponse,
+            Outcome::NotRun(w) => Outcome::NotRun(w.clone()),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The NAT lab: for every topology, `nat-probe --json` in the client namespace must report the
+//! right mapping, filtering, NAT type and TURN decision, against natkit-relay and against coturn's
+//! turnserver (both with two public addresses), and keep its verdict under 10% packet loss.
+//! Needs root: fails under CI without it, skips with a message elsewhere.
+
+use std::process::{Command, Stdio};
+
+use natkit_lab::{
+    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
+};
+use serde_json::Value;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_nat-probe");
+
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Natkit,
+    Coturn,
+}
+
+impl Server {
+    /// Starts the server in the lab's server namespace and returns its primary port.
+    fn start(self, lab: &mut Lab) -> u16 {
+        match self {
+            Server::Natkit => {
+                let mut cmd = lab
+                    .server
+                    .cmd(workspace_bin("natkit-relay").to_str().unwrap());
+                cmd.env("NATKIT_TURN_SECRET", "lab-secret")
+                    .args([
+                        "--listen",
+                        &format!("{SERVER_IP}:3478"),
+                        "--alt-ip",
+                        SERVER_ALT_IP,
+                        "--metrics-listen",
+                        "off",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                lab.spawn(&mut cmd);
+                wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
+                3478
+            }
+            Server::Coturn => {
+                let dir = std::env::temp_dir().join(format!("natkit-lab-{}", lab.server.name));
+                std::fs::create_dir_all(&dir).unwrap();
+                let mut cmd = lab.server.cmd("turnserver");
+                cmd.args([
+                    "-n",
+                    "--no-cli",
+                    "--no-tls",
+                    "--no-dtls",
+                    "--no-tcp",
+                    &format!("--listening-ip={SERVER_IP}"),
+                    &format!("--listening-ip={SERVER_ALT_IP}"),
+                    "--listening-port=3480",
+                    "--use-auth-secret",
+                    "--static-auth-secret=lab-secret",
+                    "--realm=natkit",
+                    &format!("--pidfile={}/pid", dir.display()),
+                    &format!("--userdb={}/db", dir.display()),
+                    "--log-file=stdout",
+                    "--simple-log",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+                lab.spawn(&mut cmd);
+                // coturn's RFC 5780 alternate port is its listening port + 1.
+                wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3481"));
+                3480
+            }
+        }
+    }
+}
+
+fn probe(lab: &Lab, site: usize, port: u16) -> Value {
+    let out = lab.sites[site]
+        .client
+        .cmd(PROBE)
+        .args(["--json", &format!("{SERVER_IP}:{port}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nat-probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// (mapping, filtering, nat_type, force_turn) for each topology.
+fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
+    let ei = Value::from("endpoint-independent");
+    let ad = Value::from("address-dependent");
+    let apd = Value::from("address-and-port-dependent");
+    match nat {
+        Nat::OpenInternet => (ei.clone(), ei, "open-internet", false),
+        Nat::PortRestrictedCone => (ei, apd, "port-restricted-cone", false),
+        Nat::Symmetric => (apd.clone(), apd, "symmetric", true),
+        Nat::FullCone => (ei.clone(), ei, "full-cone", false),
+        Nat::RestrictedCone => (ei, ad, "restricted-cone", false),
+        Nat::AddressDependentMapping => (ad, apd, "symmetric", true),
+        Nat::UdpBlocked => (Value::Null, Value::Null, "udp-blocked", true),
+        Nat::DoubleNat => (ei, apd, "port-restricted-cone", false),
+    }
+}
+
+fn check(nat: Nat, server: Server, report: &Value) {
+    let (mapping, filtering, nat_type, force_turn) = expected(nat);
+    let ctx = format!("{} against {server:?}: {report}", nat.name());
+    assert_eq!(report["mapping"], mapping, "{ctx}");
+    assert_eq!(report["filtering"], filtering, "{ctx}");
+    assert_eq!(report["nat_type"], nat_type, "{ctx}");
+    assert_eq!(report["force_turn"], force_turn, "{ctx}");
+    assert_eq!(report["warnings"], Value::Array(vec![]), "{ctx}");
+    let local = report["local_address"].as_str().unwrap();
+    assert!(
+        local.starts_with("198.51.100."),
+        "local address must be the interface's, not the wildcard: {ctx}"
+    );
+}
+
+fn topology(nat: Nat) {
+    if !require_root(nat.name()) {
+        return;
+    }
+    for server in [Server::Natkit, Server::Coturn] {
+        let mut lab = Lab::new();
+        let site = lab.add_site(nat);
+        let port = server.start(&mut lab);
+        let report = probe(&lab, site, port);
+        check(nat, server, &report);
+        eprintln!(
+            "{} vs {server:?}: {} in {} ms",
+            nat.name(),
+            report["nat_type"],
+            report["elapsed_ms"]
+        );
+    }
+}
+
+#[test]
+fn open_internet() {
+    topology(Nat::OpenInternet);
+}
+#[test]
+fn masquerade_is_port_restricted_cone() {
+    topology(Nat::PortRestrictedCone);
+}
+#[test]
+fn masquerade_random_fully_is_symmetric() {
+    topology(Nat::Symmetric);
+}
+#[test]
+fn snat_dnat_is_full_cone() {
+    topology(Nat::FullCone);
+}
+#[test]
+fn nft_address_filter_is_restricted_cone() {
+    topology(Nat::RestrictedCone);
+}
+#[test]
+fn nft_hash_mapping_is_address_dependent() {
+    topology(Nat::AddressDependentMapping);
+}
+#[test]
+fn udp_blocked() {
+    topology(Nat::UdpBlocked);
+}
+#[test]
+fn double_nat_behind_cgn() {
+    topology(Nat::DoubleNat);
+}
+
+#[test]
+fn verdicts_survive_ten_percent_loss() {
+    if !require_root("verdicts_survive_ten_percent_loss") {
+        return;
+    }
+    for nat in [Nat::PortRestrictedCone, Nat::Symmetric, Nat::RestrictedCone] {
+        let mut lab = Lab::new();
+        let site = lab.add_site(nat);
+        lab.loss(site, 10);
+        let port = Server::Natkit.start(&mut lab);
+        for _ in 0..5 {
+            check(nat, Server::Natkit, &probe(&lab, site, port));
+        }
+    }
+}
+
+#[test]
+fn namespaces_are_removed_when_a_test_fails() {
+    if !require_root("namespaces_are_removed_when_a_test_fails") {
+        return;
+    }
+    let id = std::sync::Mutex::new(String::new());
+    let r = std::panic::catch_unwind(|| {
+        let mut lab = Lab::new();
+        *id.lock().unwrap() = format!("{}-", lab.id());
+        lab.add_site(Nat::Symmetric);
+        panic!("simulated test failure");
+    });
+    assert!(r.is_err());
+    let mine = id.into_inner().unwrap();
+    assert!(mine.len() > 1);
+    let after = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap()
+        .stdout;
+    let after = String::from_utf8_lossy(&after);
+    assert!(!after.contains(&mine), "namespaces left behind:\n{after}");
+}

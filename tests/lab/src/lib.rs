@@ -1,0 +1,420 @@
+//! natkit's NAT lab: network namespaces joined by veth pairs, with real Linux NAT rules.
+//!
+//! ```text
+//!   site k client ──lan── site k router ──wan──┐
+//!   198.51.100.(16k+10)   NAT rules      203.0.113.(100+k)
+//!                                               ├── br0 in the "inet" namespace
+//!   server 203.0.113.1 and 203.0.113.2 ────────┘
+//! ```
+//!
+//! Every address is in a documentation range (the client LANs in 198.51.100.0/24, one /28 per
+//! site; the "internet" in 203.0.113.0/24; the carrier-grade NAT segment in 100.64.0.0/10), and
+//! lives only in namespaces the lab creates. Dropping a [`Lab`] kills the processes it started and
+//! deletes its namespaces, so a failing test cleans up as it unwinds.
+//!
+//! Needs root (`ip netns`, iptables, nftables). [`require_root`] makes a test fail loudly under
+//! `CI` and skip with a message elsewhere.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const SERVER_IP: &str = "203.0.113.1";
+pub const SERVER_ALT_IP: &str = "203.0.113.2";
+
+/// How a site's router treats UDP: one topology per behaviour of the nat-probe issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Routed, no NAT, no firewall.
+    OpenInternet,
+    /// MASQUERADE: endpoint-independent mapping, address-and-port-dependent filtering.
+    PortRestrictedCone,
+    /// MASQUERADE --random-fully: address-and-port-dependent mapping (symmetric).
+    Symmetric,
+    /// Static SNAT + DNAT: endpoint-independent mapping and filtering (full cone).
+    FullCone,
+    /// SNAT with preserved ports and an nftables set of (peer address, port) entries updated on
+    /// the way out: address-dependent filtering (restricted cone).
+    RestrictedCone,
+    /// nftables SNAT whose port is a hash of the internal endpoint and the destination address
+    /// (not its port): address-dependent mapping.
+    AddressDependentMapping,
+    /// MASQUERADE with UDP dropped in FORWARD.
+    UdpBlocked,
+    /// A home MASQUERADE behind a carrier-grade MASQUERADE in 100.64.0.0/10.
+    DoubleNat,
+}
+
+impl Nat {
+    pub const ALL: [Nat; 8] = [
+        Nat::OpenInternet,
+        Nat::PortRestrictedCone,
+        Nat::Symmetric,
+        Nat::FullCone,
+        Nat::RestrictedCone,
+        Nat::AddressDependentMapping,
+        Nat::UdpBlocked,
+        Nat::DoubleNat,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nat::OpenInternet => "open-internet",
+            Nat::PortRestrictedCone => "masquerade",
+            Nat::Symmetric => "masquerade-random-fully",
+            Nat::FullCone => "snat-dnat-full-cone",
+            Nat::RestrictedCone => "nft-address-filter",
+            Nat::AddressDependentMapping => "nft-hash-mapping",
+            Nat::UdpBlocked => "udp-blocked",
+            Nat::DoubleNat => "double-nat-cgn",
+        }
+    }
+}
+
+/// Is this process root? Under `CI`, not being root is a failure; elsewhere the caller skips.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY-free check: /proc/self/status carries the effective uid.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid_root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if euid_root {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: the NAT lab needs root, and CI must run it (run tests/run as root)");
+    }
+    eprintln!("{test}: SKIPPED, the NAT lab needs root (run tests/run as root)");
+    false
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+fn ip(args: &[&str]) {
+    sh(Command::new("ip").args(args));
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    fn create(name: String) -> Netns {
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// A command to run inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command inside the namespace, panicking on failure.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        sh(self.cmd(program).args(args))
+    }
+
+    /// Loads an nftables ruleset given as text.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = self
+            .cmd("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft failed in {}:\n{}\n{ruleset}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn forwarding(&self) {
+        self.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Connects `a` (interface `a_if`) and `b` (`b_if`) with a veth pair created inside them.
+fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    ip(&[
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// One client site behind a router.
+pub struct Site {
+    pub nat: Nat,
+    pub client: Netns,
+    /// The router on the public segment (the carrier-grade NAT for [`Nat::DoubleNat`]).
+    pub router: Netns,
+    /// The home router of a double NAT.
+    pub home: Option<Netns>,
+    pub client_ip: String,
+    pub public_ip: String,
+}
+
+/// A lab: the internet bridge, the server with two public addresses, and client sites.
+pub struct Lab {
+    /// Processes started in the lab; killed before the namespaces go.
+    procs: Vec<Child>,
+    pub sites: Vec<Site>,
+    pub server: Netns,
+    inet: Netns,
+    id: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    pub fn new() -> Lab {
+        let id = format!(
+            "nk{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let inet = Netns::create(format!("{id}-inet"));
+        inet.ip(&["link", "add", "br0", "type", "bridge"]);
+        inet.ip(&["link", "set", "br0", "up"]);
+        let server = Netns::create(format!("{id}-srv"));
+        veth(&server, "eth0", &inet, "srv");
+        inet.ip(&["link", "set", "srv", "master", "br0"]);
+        server.ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", "eth0"]);
+        server.ip(&["addr", "add", &format!("{SERVER_ALT_IP}/24"), "dev", "eth0"]);
+        Lab {
+            procs: Vec::new(),
+            sites: Vec::new(),
+            server,
+            inet,
+            id,
+        }
+    }
+
+    /// The prefix of this lab's namespace names.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds a client site behind `nat` and returns its index.
+    pub fn add_site(&mut self, nat: Nat) -> usize {
+        let k = self.sites.len() + 1;
+        let public_ip = format!("203.0.113.{}", 100 + k);
+        let base = 16 * k;
+        let lan_router = format!("198.51.100.{}", base + 1);
+        let client_ip = format!("198.51.100.{}", base + 10);
+        let lan = format!("198.51.100.{base}/28");
+
+        let router = Netns::create(format!("{}-r{k}", self.id));
+        let client = Netns::create(format!("{}-c{k}", self.id));
+        veth(&router, "wan", &self.inet, &format!("r{k}"));
+        self.inet
+            .ip(&["link", "set", &format!("r{k}"), "master", "br0"]);
+        router.ip(&["addr", "add", &format!("{public_ip}/24"), "dev", "wan"]);
+        router.forwarding();
+        // The server routes each site's LAN via its router (only used without NAT).
+        self.server.ip(&["route", "add", &lan, "via", &public_ip]);
+
+        let home = if nat == Nat::DoubleNat {
+            // client -> home router (NAT into 100.64.0.0/10) -> carrier-grade NAT (router).
+            let home = Netns::create(format!("{}-h{k}", self.id));
+            veth(&home, "wan", &router, "lan");
+            router.ip(&["addr", "add", "100.64.0.1/10", "dev", "lan"]);
+            home.ip(&["addr", "add", "100.64.0.2/10", "dev", "wan"]);
+            home.ip(&["route", "add", "default", "via", "100.64.0.1"]);
+            home.forwarding();
+            veth(&client, "eth0", &home, "lan");
+            home.ip(&["addr", "add", &format!("{lan_router}/28"), "dev", "lan"]);
+            masquerade(&home, false);
+            masquerade(&router, false);
+            Some(home)
+        } else {
+            veth(&client, "eth0", &router, "lan");
+            router.ip(&["addr", "add", &format!("{lan_router}/28"), "dev", "lan"]);
+            None
+        };
+        client.ip(&["addr", "add", &format!("{client_ip}/28"), "dev", "eth0"]);
+        client.ip(&["route", "add", "default", "via", &lan_router]);
+
+        match nat {
+            Nat::OpenInternet | Nat::DoubleNat => {}
+            Nat::PortRestrictedCone => masquerade(&router, false),
+            Nat::Symmetric => masquerade(&router, true),
+            Nat::UdpBlocked => {
+                masquerade(&router, false);
+                router.run("iptables", &["-A", "FORWARD", "-p", "udp", "-j", "DROP"]);
+            }
+            Nat::FullCone => {
+                router.run("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "SNAT", "--to-source", &public_ip]);
+                router.run("iptables", &["-t", "nat", "-A", "PREROUTING", "-i", "wan", "-j", "DNAT", "--to-destination", &client_ip]);
+            }
+            Nat::RestrictedCone => router.nft(&format!(
+                "table ip lab {{
+                    set seen {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 120s; }}
+                    chain forward_lab {{ type filter hook forward priority 0;
+                        oifname \"wan\" meta l4proto udp update @seen {{ ip daddr . udp sport timeout 120s }}
+                    }}
+                    chain pre {{ type nat hook prerouting priority -100;
+                        iifname \"wan\" meta l4proto udp ip saddr . udp dport @seen dnat to {client_ip}
+                    }}
+                    chain post {{ type nat hook postrouting priority 100;
+                        oifname \"wan\" snat to {public_ip}
+                    }}
+                    chain input_lab {{ type filter hook input priority 0;
+                        iifname \"wan\" meta l4proto udp drop
+                    }}
+                }}"
+            )),
+            Nat::AddressDependentMapping => router.nft(&format!(
+                "table ip lab {{
+                    chain post {{ type nat hook postrouting priority 100;
+                        oifname \"wan\" meta l4proto udp snat to {public_ip}:jhash ip saddr . udp sport . ip daddr mod 20000 offset 40000
+                    }}
+                    chain input_lab {{ type filter hook input priority 0;
+                        iifname \"wan\" meta l4proto udp drop
+                    }}
+                }}"
+            )),
+        }
+        self.sites.push(Site {
+            nat,
+            client,
+            router,
+            home,
+            client_ip,
+            public_ip,
+        });
+        self.sites.len() - 1
+    }
+
+    /// Drops `percent`% of UDP datagrams forwarded by a site's router, in both directions
+    /// (random loss with nftables' `numgen random`; this kernel has no netem).
+    pub fn loss(&self, site: usize, percent: u32) {
+        self.sites[site].router.nft(&format!(
+            "table ip loss {{
+                chain forward_loss {{ type filter hook forward priority -10;
+                    meta l4proto udp numgen random mod 100 < {percent} drop
+                }}
+            }}"
+        ));
+    }
+
+    /// Starts a long-running process in `ns`; it is killed when the lab is dropped.
+    pub fn spawn(&mut self, cmd: &mut Command) -> &mut Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        self.procs.push(child);
+        self.procs.last_mut().unwrap()
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        // Namespaces are deleted by their own Drop (sites, server, inet).
+    }
+}
+
+/// MASQUERADE out of `wan`, dropping unsolicited inbound UDP at the router itself so that such
+/// packets never create conntrack entries that would later clash with outbound mappings.
+fn masquerade(router: &Netns, random_fully: bool) {
+    let mut args = vec![
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "wan",
+        "-j",
+        "MASQUERADE",
+    ];
+    if random_fully {
+        args.push("--random-fully");
+    }
+    router.run("iptables", &args);
+    router.run(
+        "iptables",
+        &["-A", "INPUT", "-i", "wan", "-p", "udp", "-j", "DROP"],
+    );
+}
+
+/// Path of a binary built in this workspace (next to the running test's `deps/` directory).
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run the tests through tests/run (cargo builds every workspace binary)",
+        p.display()
+    );
+    p
+}
+
+/// Waits until something listens on UDP `addr` inside `ns` (polls `ss`, 10 s at most).
+pub fn wait_udp_listening(ns: &Netns, addr: &str) {
+    for _ in 0..200 {
+        let out = ns.run("ss", &["-Hnlu", "src", addr]);
+        if !out.stdout.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on udp {addr} in {}", ns.name);
+}
