@@ -248,6 +248,11 @@ async fn mapping_suite(
         ctx.transact(sock, dest2, &binding(None)).await,
         "mapping test II",
     );
+    if m2 == Outcome::NoResponse {
+        warnings.lock().expect("lock").push(format!(
+            "mapping test II: no answer from {dest2} although {server} answered; the OTHER-ADDRESS {other} may not exist"
+        ));
+    }
     let m3 = match &m2 {
         Outcome::Got(m2) if *m2 == m1 => {
             Outcome::NotRun("not needed: mapping unchanged in test II".into())
@@ -341,6 +346,12 @@ async fn rfc5780(
                     .lock()
                     .expect("lock")
                     .push(format!("answer to {server} came from {}", a.from));
+            }
+            if let Some(origin) = a.addr(ATTR_RESPONSE_ORIGIN).filter(|o| *o != a.from) {
+                warnings.lock().expect("lock").push(format!(
+                    "mapping test I: RESPONSE-ORIGIN {origin} does not match packet source {}",
+                    a.from
+                ));
             }
             match a.mapped() {
                 Some(m) => {

@@ -1,0 +1,275 @@
+//! `nat-probe` as users run it, on loopback: against natkit-relay with two addresses, against
+//! several plain servers, against a lying server, and with bad arguments.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use natkit_lab::workspace_bin;
+use serde_json::Value;
+use stun::addr::MappedAddress;
+use stun::attributes::*;
+use stun::message::*;
+use stun::xoraddr::XorMappedAddress;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_nat-probe");
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// natkit-relay on 127.0.0.1:port, optionally with 127.0.0.2 as alternate IP.
+fn relay(alt_ip: bool) -> (Killed, u16) {
+    for _ in 0..20 {
+        let port = free_port("127.0.0.1");
+        let alt = free_port("127.0.0.1");
+        let mut cmd = Command::new(workspace_bin("natkit-relay"));
+        cmd.env("NATKIT_TURN_SECRET", "s")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--alt-port",
+                &alt.to_string(),
+            ])
+            .args(["--metrics-listen", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if alt_ip {
+            cmd.args(["--alt-ip", "127.0.0.2"]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        // Ready when it answers; a port race with another test makes it exit: try another.
+        for _ in 0..100 {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut m = Message::new();
+            m.build(&[
+                Box::new(stun::agent::TransactionId::new()),
+                Box::new(BINDING_REQUEST),
+            ])
+            .unwrap();
+            s.send_to(&m.raw, ("127.0.0.1", port)).unwrap();
+            if s.recv_from(&mut [0u8; 512]).is_ok() {
+                return (Killed(child), port);
+            }
+        }
+        let _ = child.kill();
+    }
+    panic!("natkit-relay did not start");
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(PROBE).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn loopback_is_open_internet_with_stable_json_keys() {
+    let (_relay, port) = relay(true);
+    let r = json(&["--json", "--hairpin", &format!("127.0.0.1:{port}")]);
+    assert_eq!(r["nat_type"], "open-internet");
+    assert_eq!(r["mapping"], "endpoint-independent");
+    assert_eq!(r["filtering"], "endpoint-independent");
+    assert_eq!(r["force_turn"], false);
+    assert_eq!(r["port_preserved"], true);
+    assert_eq!(r["hairpinning"], true);
+    assert_eq!(r["local_address"], r["mapped_address"]);
+    assert!(r["local_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(r["elapsed_ms"].as_u64().unwrap() < 1000);
+    assert!(r["reason"].as_str().unwrap().len() > 10);
+    // The documented keys, all present.
+    for key in [
+        "nat_type",
+        "mapping",
+        "filtering",
+        "local_address",
+        "mapped_address",
+        "port_preserved",
+        "force_turn",
+        "reason",
+        "elapsed_ms",
+        "servers",
+        "other_address",
+        "hairpinning",
+        "mapping_lifetime_s",
+        "tests",
+        "warnings",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key}: {r}");
+    }
+    let (code, out, _) = run(&[&format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("NAT type:   open-internet"), "{out}");
+    assert!(out.contains("Direct connection possible"), "{out}");
+}
+
+#[test]
+fn one_address_server_leaves_filtering_undetermined() {
+    let (_relay, port) = relay(false);
+    let r = json(&["--json", &format!("127.0.0.1:{port}")]);
+    assert_eq!(r["filtering"], Value::Null, "{r}");
+    assert_eq!(r["nat_type"], "unknown", "{r}");
+    assert_eq!(r["other_address"], Value::Null);
+    let tests = r["tests"].as_array().unwrap();
+    let f2 = tests.iter().find(|t| t["name"] == "filtering-2").unwrap();
+    assert_eq!(f2["result"], "not-run");
+}
+
+#[test]
+fn several_plain_servers_compare_mappings() {
+    let (_a, pa) = relay(false);
+    let (_b, pb) = relay(false);
+    let r = json(&[
+        "--json",
+        &format!("127.0.0.1:{pa}"),
+        &format!("127.0.0.1:{pb}"),
+    ]);
+    assert_eq!(r["servers"].as_array().unwrap().len(), 2);
+    assert_eq!(r["filtering"], Value::Null);
+    assert_eq!(r["force_turn"], false);
+    let names: Vec<&str> = r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["server-1", "server-2", "filtering-2", "filtering-3"]
+    );
+}
+
+/// A STUN server that answers every Binding request from its own socket, claims an OTHER-ADDRESS
+/// it does not have and ignores CHANGE-REQUEST: the probe must warn and not believe it.
+fn lying_server() -> (std::thread::JoinHandle<()>, SocketAddr) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let mut req = Message::new();
+            req.raw = buf[..n].to_vec();
+            if req.decode().is_err() {
+                continue;
+            }
+            let mut m = Message::new();
+            m.build(&[
+                Box::new(req.transaction_id),
+                Box::new(BINDING_SUCCESS),
+                Box::new(XorMappedAddress {
+                    ip: from.ip(),
+                    port: from.port(),
+                }),
+            ])
+            .unwrap();
+            MappedAddress {
+                ip: "127.0.0.2".parse().unwrap(),
+                port: addr.port() + 1,
+            }
+            .add_to_as(&mut m, ATTR_OTHER_ADDRESS)
+            .unwrap();
+            // Claims the answer came from the alternate address.
+            MappedAddress {
+                ip: "127.0.0.2".parse().unwrap(),
+                port: addr.port() + 1,
+            }
+            .add_to_as(&mut m, ATTR_RESPONSE_ORIGIN)
+            .unwrap();
+            let _ = sock.send_to(&m.raw, from);
+        }
+    });
+    (h, addr)
+}
+
+#[test]
+fn server_faking_change_request_is_reported_not_believed() {
+    let (_h, addr) = lying_server();
+    let r = json(&["--json", &addr.to_string()]);
+    // Believing it would give "full-cone"/"open-internet" with endpoint-independent filtering.
+    assert_eq!(r["filtering"], Value::Null, "{r}");
+    assert_ne!(r["nat_type"], "open-internet");
+    let warnings = r["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("ignored CHANGE-REQUEST")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("may not exist")),
+        "the fake OTHER-ADDRESS never answers: {warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("RESPONSE-ORIGIN")),
+        "RESPONSE-ORIGIN claims an address the answer did not come from: {warnings:?}"
+    );
+    // (mapping stays "endpoint-independent": on loopback mapped == local, no test II needed.)
+}
+
+#[test]
+fn silence_is_udp_blocked_with_exit_zero() {
+    // A bound socket that never answers.
+    let quiet = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = quiet.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let r = json(&["--json", &format!("127.0.0.1:{port}")]);
+    assert_eq!(r["nat_type"], "udp-blocked");
+    assert_eq!(r["force_turn"], true);
+    assert_eq!(r["mapping"], Value::Null);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_arguments_exit_two_with_a_message() {
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "SERVER"),
+        (
+            &["no-such-host.invalid"],
+            "cannot resolve STUN server \"no-such-host.invalid\"",
+        ),
+        (&["127.0.0.1:99999"], "cannot resolve"),
+        (&["--bogus", "127.0.0.1"], "--bogus"),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
