@@ -273,3 +273,13 @@ fn bad_arguments_exit_two_with_a_message() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn lifetime_reports_the_longest_idle_period_the_mapping_survived() {
+    let (_relay, port) = relay(true);
+    // Idles 1 s then 2 s; loopback keeps the "mapping", so the answer is the longest period tried.
+    let r = json(&["--json", "--lifetime", "2", &format!("127.0.0.1:{port}")]);
+    assert_eq!(r["mapping_lifetime_s"], 2, "{r}");
+    assert_eq!(r["hairpinning"], Value::Null, "not asked for");
+    assert!(r["elapsed_ms"].as_u64().unwrap() >= 3000);
+}
