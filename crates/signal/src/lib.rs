@@ -1,5 +1,24 @@
-//! natkit-signal: the WebSocket signaling server (rooms, trickle ICE, time-limited ICE
-//! credentials) that embeds the relay from `natkit-stun-turn`.
+//! natkit-signal: the WebSocket signaling server operators put on the internet.
 //!
-//! Not built yet: this crate is an empty library until the signaling issue lands. It ships no
-//! binary, so nothing here pretends to work.
+//! Rooms with addressed messages (offer, answer, trickle ICE candidates), optional signed join
+//! tokens, limits, and fresh time-limited TURN credentials for every peer from the relay it embeds
+//! (`natkit-stun-turn`) or from external relays sharing the TURN secret.
+//!
+//! # Layout
+//! - [`protocol`]: the JSON messages (documented in `docs/protocol.md`).
+//! - [`rooms`]: routing as a pure state machine (message in, addressed messages out).
+//! - [`token`]: signed, expiring, room-scoped join tokens (pure).
+//! - [`limits`]: the per-connection rate limiter (pure).
+//! - [`config`]: flags, environment and TOML, validated before anything binds.
+//! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
+//!
+//! # Out of scope
+//! Persistence (rooms live in memory), clustering several signaling servers, TLS termination
+//! (put a reverse proxy in front).
+
+pub mod config;
+pub mod limits;
+pub mod protocol;
+pub mod rooms;
+pub mod server;
+pub mod token;

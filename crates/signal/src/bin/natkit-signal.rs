@@ -1,0 +1,158 @@
+//! `natkit-signal`: with no flags, the whole natkit suite on one machine: signaling on
+//! 0.0.0.0:8080 and the embedded STUN/TURN relay on UDP 3478 (RFC 5780 alternate port 3479).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use natkit_signal::config::{self, SignalArgs};
+use natkit_signal::server::{self, AppState, IceConfig};
+use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::{advertised_ip, Relay};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "natkit-signal", version, about = "natkit signaling server with the embedded STUN/TURN relay")]
+struct Cli {
+    /// TOML configuration file (signal keys at the top, relay keys under [relay])
+    #[arg(long, global = true, value_name = "FILE", env = "NATKIT_SIGNAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines (filter with RUST_LOG)
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(flatten)]
+    args: SignalArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mint a join token for ROOM with the token secret (NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file)
+    Token {
+        #[arg(long)]
+        room: String,
+        /// Seconds the token stays valid
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
+}
+
+async fn serve(loaded: config::Loaded) -> Result<()> {
+    let config::Loaded { signal, relay, generated_secret } = loaded;
+    let registry = prometheus::Registry::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let secrets = relay.secrets.clone().expect("load fills the secret");
+    let mut relay_task = None;
+    let mut relay_addr = None;
+    if signal.embedded_relay {
+        if generated_secret {
+            warn!("no TURN secret configured: generated one for this run; TURN credentials stop working when the server restarts (set NATKIT_TURN_SECRET)");
+        }
+        let listen = relay.listen;
+        let r = Relay::bind(relay.clone(), RelayMetrics::with_registry(registry.clone()))
+            .await
+            .with_context(|| format!("cannot start the embedded relay on udp {listen}; is coturn or natkit-relay running? (or use --no-relay)"))?;
+        relay_addr = Some(r.addresses().clone());
+        let mut rx = stop_rx.clone();
+        relay_task = Some(tokio::spawn(r.run(async move {
+            let _ = rx.changed().await;
+        })));
+    }
+    let ice = IceConfig {
+        relay: relay_addr.as_ref().map(|a| (a.primary.ip().to_string(), a.primary.port())),
+        urls: signal.ice_urls.clone(),
+        secrets,
+        ttl: signal.credential_ttl,
+    };
+    let listener = tokio::net::TcpListener::bind(signal.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick another --listen", signal.listen))?;
+    let http = listener.local_addr()?;
+    let state = AppState::new(signal, ice, registry, stop_rx.clone());
+    let shown = if http.ip().is_unspecified() {
+        format!("http://{}:{}", advertised_ip(&relay), http.port())
+    } else {
+        format!("http://{http}")
+    };
+    let ws = shown.replacen("http://", "ws://", 1);
+    eprintln!("natkit-signal: web page and signaling on {shown}/ (WebSocket {ws}/v1/ws, metrics {shown}/metrics)");
+    match &relay_addr {
+        Some(a) => eprintln!(
+            "natkit-signal: embedded STUN/TURN relay on udp {} (RFC 5780 alternate port {}), relayed addresses on {}",
+            a.primary, a.alt_port, a.relay_ip
+        ),
+        None => eprintln!("natkit-signal: no embedded relay; peers get the --ice-server URLs"),
+    }
+    let mut rx = stop_rx.clone();
+    let http_task = tokio::spawn(server::serve(listener, state, async move {
+        let _ = rx.changed().await;
+    }));
+    shutdown_signal().await;
+    info!("shutting down: telling peers, closing allocations");
+    let _ = stop_tx.send(true);
+    http_task.await.context("http task")?.context("http server failed")?;
+    if let Some(t) = relay_task {
+        t.await.context("relay task")?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Token { room, ttl }) => {
+            let loaded = config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+            let secret = loaded
+                .signal
+                .token
+                .context("no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE")?;
+            anyhow::ensure!(natkit_signal::rooms::valid_name(&room), "room {room:?}: use 1-64 characters of A-Z a-z 0-9 . _ ~ -");
+            println!("{}", secret.mint(&room, ttl, now()));
+            Ok(())
+        }
+        None => {
+            let loaded = config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+            tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?.block_on(serve(loaded))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if cli.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natkit-signal: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! natkit-signal configuration: flags > `NATKIT_SIGNAL_*` environment > TOML file > defaults,
+//! merged in [`SignalRaw::merge`] and validated by [`SignalRaw::resolve`] before anything binds.
+//!
+//! The embedded relay keeps the relay's own keys: a `[relay]` table in the TOML file, the relay's
+//! `NATKIT_*` variables (`NATKIT_TURN_SECRET`, `NATKIT_PUBLIC_IP`, ...), and the flags
+//! `--relay-listen`, `--public-ip`, `--relay-ports`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use natkit_stun_turn::config::{FileSettings, RawSettings, RelayConfig};
+use natkit_stun_turn::credentials::Secrets;
+use serde::Deserialize;
+
+use crate::token::TokenSecret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("relay: {0}")]
+    Relay(#[from] natkit_stun_turn::ConfigError),
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> SignalConfigError {
+    SignalConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Flags of `natkit-signal`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SignalArgs {
+    /// HTTP and WebSocket address [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Do not run the embedded STUN/TURN relay (list external ones with --ice-server)
+    #[arg(long)]
+    pub no_relay: bool,
+    /// ICE server URL handed to peers (repeatable), e.g. turn:relay.example.org:3478; TURN URLs
+    /// get credentials from the shared TURN secret
+    #[arg(long, value_name = "URL")]
+    pub ice_server: Vec<String>,
+    /// Embedded relay's UDP address [default: 0.0.0.0:3478]
+    #[arg(long, value_name = "ADDR")]
+    pub relay_listen: Option<String>,
+    /// Embedded relay's public IP (XOR-RELAYED-ADDRESS and ICE URLs)
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<String>,
+    /// Embedded relay's port range [default: 49152-65535]
+    #[arg(long, value_name = "MIN-MAX")]
+    pub relay_ports: Option<String>,
+    /// File holding the join-token secret; with it, joins and /v1/ice-servers need a token
+    #[arg(long, value_name = "FILE")]
+    pub token_secret_file: Option<String>,
+    /// Lifetime of the TURN credentials handed to peers, seconds [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub credential_ttl: Option<String>,
+    /// Largest WebSocket frame accepted, bytes; larger ones close with 1009 [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<String>,
+    /// Messages per second per connection (bursts of twice that) [default: 50]
+    #[arg(long, value_name = "N")]
+    pub messages_per_second: Option<String>,
+    /// Peers per room, 0 = unlimited [default: 16]
+    #[arg(long, value_name = "N")]
+    pub peers_per_room: Option<String>,
+    /// Rooms per server, 0 = unlimited [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_rooms: Option<String>,
+    /// Concurrent WebSocket connections [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Seconds between WebSocket pings [default: 20]
+    #[arg(long, value_name = "SECS")]
+    pub ping_interval: Option<String>,
+    /// Seconds without any frame (pong included) before a peer is dropped [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<String>,
+}
+
+/// Unvalidated signal settings from one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignalRaw {
+    pub listen: Option<String>,
+    pub no_relay: Option<bool>,
+    pub ice_servers: Option<Vec<String>>,
+    pub token_secret_file: Option<String>,
+    pub credential_ttl: Option<String>,
+    pub max_frame_bytes: Option<String>,
+    pub messages_per_second: Option<String>,
+    pub peers_per_room: Option<String>,
+    pub max_rooms: Option<String>,
+    pub max_connections: Option<String>,
+    pub ping_interval: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+/// The TOML file: signal keys at the top, relay keys under `[relay]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalFile {
+    pub listen: Option<String>,
+    pub no_relay: Option<bool>,
+    pub ice_servers: Option<Vec<String>>,
+    pub token_secret_file: Option<String>,
+    pub credential_ttl: Option<u64>,
+    pub max_frame_bytes: Option<usize>,
+    pub messages_per_second: Option<u32>,
+    pub peers_per_room: Option<usize>,
+    pub max_rooms: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub ping_interval: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub relay: Option<FileSettings>,
+}
+
+impl SignalFile {
+    pub fn parse(text: &str, path: &str) -> Result<Self, SignalConfigError> {
+        toml::from_str(text).map_err(|e| SignalConfigError::File {
+            path: path.into(),
+            message: e.message().into(),
+        })
+    }
+
+    /// Splits into signal and relay settings.
+    pub fn split(self) -> (SignalRaw, RawSettings) {
+        let s = |v: Option<u64>| v.map(|v| v.to_string());
+        let z = |v: Option<usize>| v.map(|v| v.to_string());
+        (
+            SignalRaw {
+                listen: self.listen,
+                no_relay: self.no_relay,
+                ice_servers: self.ice_servers,
+                token_secret_file: self.token_secret_file,
+                credential_ttl: s(self.credential_ttl),
+                max_frame_bytes: z(self.max_frame_bytes),
+                messages_per_second: self.messages_per_second.map(|v| v.to_string()),
+                peers_per_room: z(self.peers_per_room),
+                max_rooms: z(self.max_rooms),
+                max_connections: z(self.max_connections),
+                ping_interval: s(self.ping_interval),
+                idle_timeout: s(self.idle_timeout),
+            },
+            self.relay.map(Into::into).unwrap_or_default(),
+        )
+    }
+}
+
+impl SignalArgs {
+    /// Splits into signal and relay settings.
+    pub fn split(self) -> (SignalRaw, RawSettings) {
+        (
+            SignalRaw {
+                listen: self.listen,
+                no_relay: self.no_relay.then_some(true),
+                ice_servers: (!self.ice_server.is_empty()).then_some(self.ice_server),
+                token_secret_file: self.token_secret_file,
+                credential_ttl: self.credential_ttl,
+                max_frame_bytes: self.max_frame_bytes,
+                messages_per_second: self.messages_per_second,
+                peers_per_room: self.peers_per_room,
+                max_rooms: self.max_rooms,
+                max_connections: self.max_connections,
+                ping_interval: self.ping_interval,
+                idle_timeout: self.idle_timeout,
+            },
+            RawSettings {
+                listen: self.relay_listen,
+                public_ip: self.public_ip,
+                relay_ports: self.relay_ports,
+                ..Default::default()
+            },
+        )
+    }
+}
+
+impl SignalRaw {
+    /// `NATKIT_SIGNAL_*` variables (`NATKIT_SIGNAL_ICE_SERVERS` is comma-separated).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut s = SignalRaw::default();
+        for (k, v) in vars {
+            let Some(k) = k.strip_prefix("NATKIT_SIGNAL_") else { continue };
+            match k {
+                "LISTEN" => s.listen = Some(v),
+                "NO_RELAY" => s.no_relay = Some(matches!(v.as_str(), "1" | "true" | "yes")),
+                "ICE_SERVERS" => {
+                    s.ice_servers = Some(v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect())
+                }
+                "TOKEN_SECRET_FILE" => s.token_secret_file = Some(v),
+                "CREDENTIAL_TTL" => s.credential_ttl = Some(v),
+                "MAX_FRAME_BYTES" => s.max_frame_bytes = Some(v),
+                "MESSAGES_PER_SECOND" => s.messages_per_second = Some(v),
+                "PEERS_PER_ROOM" => s.peers_per_room = Some(v),
+                "MAX_ROOMS" => s.max_rooms = Some(v),
+                "MAX_CONNECTIONS" => s.max_connections = Some(v),
+                "PING_INTERVAL" => s.ping_interval = Some(v),
+                "IDLE_TIMEOUT" => s.idle_timeout = Some(v),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    pub fn merge(flags: SignalRaw, env: SignalRaw, file: SignalRaw) -> SignalRaw {
+        macro_rules! pick {
+            ($($f:ident),*) => { SignalRaw { $($f: flags.$f.or(env.$f).or(file.$f)),* } };
+        }
+        pick!(
+            listen, no_relay, ice_servers, token_secret_file, credential_ttl, max_frame_bytes,
+            messages_per_second, peers_per_room, max_rooms, max_connections, ping_interval,
+            idle_timeout
+        )
+    }
+
+    /// Validates. `token_env` is `NATKIT_SIGNAL_TOKEN_SECRET`; `read` reads secret files.
+    pub fn resolve(
+        self,
+        token_env: Option<String>,
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<SignalSettings, SignalConfigError> {
+        fn num<T: std::str::FromStr>(key: &'static str, v: Option<String>, default: T) -> Result<T, SignalConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match v {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|e| invalid(key, format!("{v:?}: {e}"))),
+            }
+        }
+        let listen: SocketAddr = num("listen", self.listen, "0.0.0.0:8080".parse().expect("valid"))?;
+        let credential_ttl: u64 = num("credential_ttl", self.credential_ttl, 3600)?;
+        if credential_ttl == 0 {
+            return Err(invalid("credential_ttl", "must be at least 1 second"));
+        }
+        let max_frame_bytes: usize = num("max_frame_bytes", self.max_frame_bytes, 65536)?;
+        if max_frame_bytes < 1024 {
+            return Err(invalid("max_frame_bytes", "must be at least 1024 (SDP offers are several KiB)"));
+        }
+        let messages_per_second: u32 = num("messages_per_second", self.messages_per_second, 50)?;
+        if messages_per_second == 0 {
+            return Err(invalid("messages_per_second", "must be at least 1"));
+        }
+        let ping: u64 = num("ping_interval", self.ping_interval, 20)?;
+        let idle: u64 = num("idle_timeout", self.idle_timeout, 60)?;
+        if ping == 0 || idle <= ping {
+            return Err(invalid("idle_timeout", format!("must exceed ping_interval ({ping} s), and ping_interval must be at least 1")));
+        }
+        let ice_servers = self.ice_servers.unwrap_or_default();
+        for u in &ice_servers {
+            if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:")) {
+                return Err(invalid("ice_server", format!("{u:?} is not a stun:, turn: or turns: URL")));
+            }
+        }
+        let token = match (token_env.filter(|s| !s.trim().is_empty()), &self.token_secret_file) {
+            (Some(s), _) => TokenSecret::new(&s),
+            (None, Some(path)) => {
+                let text = read(path).map_err(|e| invalid("token_secret_file", format!("{path}: {e}")))?;
+                Some(TokenSecret::new(&text).ok_or_else(|| invalid("token_secret_file", format!("{path} is empty")))?)
+            }
+            (None, None) => None,
+        };
+        Ok(SignalSettings {
+            listen,
+            embedded_relay: !self.no_relay.unwrap_or(false),
+            ice_urls: ice_servers,
+            token,
+            credential_ttl,
+            max_frame_bytes,
+            messages_per_second,
+            peers_per_room: num("peers_per_room", self.peers_per_room, 16)?,
+            max_rooms: num("max_rooms", self.max_rooms, 10_000)?,
+            max_connections: num("max_connections", self.max_connections, 20_000)?,
+            ping_interval: Duration::from_secs(ping),
+            idle_timeout: Duration::from_secs(idle),
+        })
+    }
+}
+
+/// Validated signal settings.
+#[derive(Debug, Clone)]
+pub struct SignalSettings {
+    pub listen: SocketAddr,
+    pub embedded_relay: bool,
+    /// Extra ICE server URLs (external relays, public STUN servers).
+    pub ice_urls: Vec<String>,
+    pub token: Option<TokenSecret>,
+    pub credential_ttl: u64,
+    pub max_frame_bytes: usize,
+    pub messages_per_second: u32,
+    pub peers_per_room: usize,
+    pub max_rooms: usize,
+    pub max_connections: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Everything the binary needs: signal settings and the relay's.
+pub struct Loaded {
+    pub signal: SignalSettings,
+    pub relay: RelayConfig,
+    /// True when no TURN secret was configured and one must be generated.
+    pub generated_secret: bool,
+}
+
+/// Loads flags, environment and `--config` for the binary.
+pub fn load(args: SignalArgs, config: Option<&std::path::Path>) -> Result<Loaded, SignalConfigError> {
+    let (sig_file, relay_file) = match config {
+        Some(p) => {
+            let path = p.to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(p).map_err(|e| SignalConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            SignalFile::parse(&text, &path)?.split()
+        }
+        None => Default::default(),
+    };
+    let (sig_flags, relay_flags) = args.split();
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let signal = SignalRaw::merge(sig_flags, SignalRaw::from_env(vars.clone()), sig_file)
+        .resolve(std::env::var("NATKIT_SIGNAL_TOKEN_SECRET").ok(), |p| std::fs::read_to_string(p))?;
+    let mut relay = RawSettings::merge(relay_flags, RawSettings::from_env(vars), relay_file)
+        .resolve(std::env::var(natkit_stun_turn::config::SECRET_ENV).ok(), |p| {
+            std::fs::read_to_string(p)
+        })?
+        .relay;
+    let generated_secret = relay.secrets.is_none();
+    if generated_secret {
+        relay.secrets = Some(
+            Secrets::new(vec![natkit_stun_turn::credentials::Secret::generate()]).expect("one secret"),
+        );
+    }
+    let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"));
+    if !signal.embedded_relay && needs_secret && generated_secret {
+        return Err(invalid(
+            "ice_server",
+            "turn: URLs need the relay's secret: set NATKIT_TURN_SECRET or [relay] secret_file",
+        ));
+    }
+    Ok(Loaded {
+        signal,
+        relay,
+        generated_secret,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none(_: &str) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no"))
+    }
+
+    #[test]
+    fn precedence_and_defaults() {
+        let flags = SignalRaw { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let env = SignalRaw::from_env([
+            ("NATKIT_SIGNAL_LISTEN".into(), "127.0.0.1:2".into()),
+            ("NATKIT_SIGNAL_PEERS_PER_ROOM".into(), "2".into()),
+            ("NATKIT_SIGNAL_ICE_SERVERS".into(), "stun:a:3478, turn:b:3478".into()),
+        ]);
+        let (file, relay) = SignalFile::parse(
+            "peers_per_room = 5\nmax_rooms = 7\nno_relay = true\n[relay]\nrelay_ports = \"50000-50100\"\n",
+            "f.toml",
+        )
+        .unwrap()
+        .split();
+        let s = SignalRaw::merge(flags, env, file).resolve(None, none).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(s.peers_per_room, 2);
+        assert_eq!(s.max_rooms, 7);
+        assert!(!s.embedded_relay);
+        assert_eq!(s.ice_urls, ["stun:a:3478", "turn:b:3478"]);
+        assert_eq!(s.messages_per_second, 50);
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert!(s.token.is_none());
+        assert_eq!(relay.relay_ports.as_deref(), Some("50000-50100"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: [(SignalRaw, &str); 6] = [
+            (SignalRaw { listen: Some("x".into()), ..Default::default() }, "listen:"),
+            (SignalRaw { credential_ttl: Some("0".into()), ..Default::default() }, "credential_ttl:"),
+            (SignalRaw { max_frame_bytes: Some("10".into()), ..Default::default() }, "max_frame_bytes:"),
+            (SignalRaw { ping_interval: Some("30".into()), idle_timeout: Some("30".into()), ..Default::default() }, "idle_timeout:"),
+            (SignalRaw { ice_servers: Some(vec!["http://x".into()]), ..Default::default() }, "ice_server:"),
+            (SignalRaw { token_secret_file: Some("/nope".into()), ..Default::default() }, "token_secret_file:"),
+        ];
+        for (raw, key) in cases {
+            let e = raw.clone().resolve(None, none).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{raw:?}: {e}");
+        }
+        assert!(SignalFile::parse("lisen = 1\n", "f").is_err());
+    }
+}

@@ -1,0 +1,399 @@
+//! The HTTP/WebSocket shell: axum routes, one task per WebSocket connection, the clock, and ICE
+//! credential minting. Routing decisions are [`crate::rooms`]'s.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use natkit_stun_turn::credentials::{self, IceServers, Secrets};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::SignalSettings;
+use crate::limits::TokenBucket;
+use crate::protocol::{self, error, ClientMsg, ErrorCode, ServerMsg};
+use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
+
+/// Messages queued for one connection before it counts as too slow and loses messages.
+const OUT_QUEUE: usize = 256;
+/// WebSocket close code for a frame over the size limit (RFC 6455 section 7.4.1).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code when the server shuts down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+static INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// Where peers get ICE servers from.
+#[derive(Clone)]
+pub struct IceConfig {
+    /// The embedded relay, as clients reach it.
+    pub relay: Option<(String, u16)>,
+    /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
+    pub urls: Vec<String>,
+    pub secrets: Secrets,
+    pub ttl: u64,
+}
+
+impl IceConfig {
+    /// Fresh ICE servers for `user`: the `iceServers` array of an RTCConfiguration.
+    pub fn mint(&self, user: &str, now: u64) -> Value {
+        let cred = credentials::mint(self.secrets.current(), user, self.ttl, now)
+            .expect("peer ids contain no ':' and ttl > 0");
+        let mut servers = Vec::new();
+        if let Some((host, port)) = &self.relay {
+            let v = serde_json::to_value(IceServers::for_relay(host, *port, cred.clone())).expect("json");
+            servers.extend(v["iceServers"].as_array().cloned().unwrap_or_default());
+        }
+        let (turn, stun): (Vec<&String>, Vec<&String>) = self.urls.iter().partition(|u| u.starts_with("turn"));
+        if !stun.is_empty() {
+            servers.push(json!({ "urls": stun }));
+        }
+        if !turn.is_empty() {
+            servers.push(json!({ "urls": turn, "username": cred.username, "credential": cred.password }));
+        }
+        Value::Array(servers)
+    }
+}
+
+#[derive(Clone)]
+pub struct SignalMetrics {
+    pub peers_connected: IntGauge,
+    pub rooms: IntGauge,
+    pub messages_relayed: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub credentials_issued: IntCounter,
+}
+
+impl SignalMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
+        let peers_connected = IntGauge::new("natkit_signal_peers_connected", "WebSocket connections open.").expect("metric");
+        let rooms = IntGauge::new("natkit_signal_rooms", "Rooms with at least one peer.").expect("metric");
+        let messages_relayed = IntCounterVec::new(
+            Opts::new("natkit_signal_messages_relayed_total", "Signaling messages delivered to their addressee, by type."),
+            &["type"],
+        )
+        .expect("metric");
+        let rejected = IntCounterVec::new(
+            Opts::new("natkit_signal_rejected_messages_total", "Messages refused, by reason."),
+            &["reason"],
+        )
+        .expect("metric");
+        let credentials_issued = IntCounter::new("natkit_signal_credentials_issued_total", "TURN credentials handed out.").expect("metric");
+        for t in ["offer", "answer", "candidate"] {
+            messages_relayed.with_label_values(&[t]);
+        }
+        for c in ErrorCode::ALL {
+            rejected.with_label_values(&[c.as_str()]);
+        }
+        for r in ["frame-too-big", "slow-consumer"] {
+            rejected.with_label_values(&[r]);
+        }
+        reg(Box::new(peers_connected.clone()));
+        reg(Box::new(rooms.clone()));
+        reg(Box::new(messages_relayed.clone()));
+        reg(Box::new(rejected.clone()));
+        reg(Box::new(credentials_issued.clone()));
+        SignalMetrics { peers_connected, rooms, messages_relayed, rejected, credentials_issued }
+    }
+}
+
+pub struct AppState {
+    settings: SignalSettings,
+    ice: IceConfig,
+    rooms: Mutex<Rooms>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Message>>>,
+    next_conn: AtomicU64,
+    conn_slots: Arc<Semaphore>,
+    registry: Registry,
+    pub metrics: SignalMetrics,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn peer_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    (0..10).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl AppState {
+    /// `registry` gets the signal metrics (share the relay's to serve one page).
+    pub fn new(settings: SignalSettings, ice: IceConfig, registry: Registry, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let metrics = SignalMetrics::new(&registry);
+        Arc::new(AppState {
+            rooms: Mutex::new(Rooms::new(RoomLimits { peers_per_room: settings.peers_per_room, rooms: settings.max_rooms })),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            settings,
+            ice,
+            registry,
+            metrics,
+            shutdown,
+        })
+    }
+
+    fn deliver(&self, outs: Vec<Out>) {
+        if outs.is_empty() {
+            return;
+        }
+        let conns = self.conns.lock().expect("conns lock");
+        for o in outs {
+            let Some(tx) = conns.get(&o.to) else { continue };
+            let text = serde_json::to_string(&o.msg).expect("server messages serialise");
+            if tx.try_send(Message::Text(text.into())).is_err() {
+                self.metrics.rejected.with_label_values(&["slow-consumer"]).inc();
+            }
+        }
+    }
+
+    fn reject(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
+        self.deliver(vec![Out { to: conn, msg: error(code, message) }]);
+    }
+
+    fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
+        let msg = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                if let ServerMsg::Error { code, .. } = &e {
+                    self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
+                }
+                self.deliver(vec![Out { to: conn, msg: e }]);
+                return;
+            }
+        };
+        let outs = match msg {
+            ClientMsg::Join { room, peer_id: requested, token } => {
+                if let Some(secret) = &self.settings.token {
+                    if let Err(e) = secret.authorize(token.as_deref().or(url_token), &room, unix_now()) {
+                        debug!(conn, error = %e, "join refused");
+                        return self.reject(conn, ErrorCode::Unauthorized, "a valid token for this room is required");
+                    }
+                }
+                let generated = peer_id();
+                let user = requested.clone().unwrap_or_else(|| generated.clone());
+                let ctx = JoinContext { generated_id: generated, ice_servers: self.ice.mint(&user, unix_now()), ttl: self.ice.ttl };
+                let mut rooms = self.rooms.lock().expect("rooms lock");
+                let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
+                self.metrics.rooms.set(rooms.room_count() as i64);
+                drop(rooms);
+                if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome { .. })) {
+                    self.metrics.credentials_issued.inc();
+                    info!(conn, room = %room, "peer joined");
+                }
+                outs
+            }
+            other => {
+                let kind = protocol::relayed_type(&other);
+                let outs = self.rooms.lock().expect("rooms lock").route(conn, other);
+                if let (Some(kind), Some(first)) = (kind, outs.first()) {
+                    if first.to != conn {
+                        self.metrics.messages_relayed.with_label_values(&[kind]).inc();
+                    }
+                }
+                outs
+            }
+        };
+        for o in &outs {
+            if o.to == conn {
+                if let ServerMsg::Error { code, .. } = &o.msg {
+                    self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
+                }
+            }
+        }
+        self.deliver(outs);
+    }
+
+    fn disconnect(&self, conn: ConnId) {
+        self.conns.lock().expect("conns lock").remove(&conn);
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let outs = rooms.leave(conn);
+        self.metrics.rooms.set(rooms.room_count() as i64);
+        drop(rooms);
+        self.deliver(outs);
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+async fn ice_servers(State(st): State<Arc<AppState>>, Query(q): Query<TokenQuery>, headers: HeaderMap) -> Response {
+    if let Some(secret) = &st.settings.token {
+        let token = q.token.or_else(|| bearer(&headers));
+        let ok = token.as_deref().map(|t| secret.verify(t, unix_now()).is_ok()).unwrap_or(false);
+        if !ok {
+            st.metrics.rejected.with_label_values(&["unauthorized"]).inc();
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "unauthorized", "message": "a valid token is required (?token= or Authorization: Bearer)"})),
+            )
+                .into_response();
+        }
+    }
+    st.metrics.credentials_issued.inc();
+    let user = format!("http-{}", peer_id());
+    Json(json!({ "iceServers": st.ice.mint(&user, unix_now()), "ttl": st.ice.ttl })).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut buf = Vec::new();
+    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &st.registry.gather(), &mut buf).expect("encode");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}
+
+async fn ws(ws: WebSocketUpgrade, Query(q): Query<TokenQuery>, State(st): State<Arc<AppState>>) -> Response {
+    if *st.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let Ok(permit) = Arc::clone(&st.conn_slots).try_acquire_owned() else {
+        st.metrics.rejected.with_label_values(&["server-full"]).inc();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "server-full", "message": "too many connections"}))).into_response();
+    };
+    // tungstenite's own limit sits above ours so that over-limit frames reach us and get 1009.
+    let limit = st.settings.max_frame_bytes * 4 + 4096;
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
+        connection(st, socket, q.token).await;
+        drop(permit);
+    })
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>) {
+    let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
+    st.conns.lock().expect("conns lock").insert(conn, tx.clone());
+    st.metrics.peers_connected.inc();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let s = &st.settings;
+    let mut bucket = TokenBucket::new(s.messages_per_second, s.messages_per_second * 2, Instant::now());
+    let mut ping = tokio::time::interval(s.ping_interval);
+    ping.tick().await;
+    let mut last_seen = Instant::now();
+    let mut shutdown = st.shutdown.clone();
+    let why = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let frame = match frame {
+                    None => break "closed",
+                    Some(Err(e)) => {
+                        debug!(conn, error = %e, "websocket error");
+                        // Usually a frame above even tungstenite's limit.
+                        let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
+                        break "error";
+                    }
+                    Some(Ok(f)) => f,
+                };
+                last_seen = Instant::now();
+                match frame {
+                    Message::Text(t) => {
+                        if t.len() > s.max_frame_bytes {
+                            st.metrics.rejected.with_label_values(&["frame-too-big"]).inc();
+                            let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
+                            break "frame too big";
+                        }
+                        if !bucket.allow(last_seen) {
+                            st.reject(conn, ErrorCode::RateLimited, format!("more than {} messages per second", s.messages_per_second));
+                            continue;
+                        }
+                        st.handle_text(conn, t.as_str(), url_token.as_deref());
+                    }
+                    Message::Binary(b) => {
+                        if b.len() > s.max_frame_bytes {
+                            st.metrics.rejected.with_label_values(&["frame-too-big"]).inc();
+                            let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
+                            break "frame too big";
+                        }
+                        st.reject(conn, ErrorCode::BadJson, "binary frames are not supported; send JSON text");
+                    }
+                    Message::Close(_) => break "closed by peer",
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > s.idle_timeout {
+                    let _ = tx.try_send(close(CLOSE_GOING_AWAY, "idle timeout"));
+                    break "idle timeout";
+                }
+                let _ = tx.try_send(Message::Ping(Vec::new().into()));
+            }
+            _ = shutdown.changed() => {
+                let bye = serde_json::to_string(&error(ErrorCode::ShuttingDown, "the server is shutting down")).expect("json");
+                let _ = tx.try_send(Message::Text(bye.into()));
+                let _ = tx.try_send(close(CLOSE_GOING_AWAY, "server shutting down"));
+                break "shutdown";
+            }
+        }
+    };
+    debug!(conn, why, "connection ends");
+    st.disconnect(conn);
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    st.metrics.peers_connected.dec();
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/v1/ws", get(ws))
+        .route("/v1/ice-servers", get(ice_servers))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` completes; connected peers are told
+/// and closed with 1001 (the `shutdown` receiver given to [`AppState::new`] must fire first).
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let r = axum::serve(listener, router(Arc::clone(&state))).with_graceful_shutdown(shutdown).await;
+    // Give connection tasks a moment to send their close frames.
+    for _ in 0..50 {
+        if state.metrics.peers_connected.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if state.metrics.peers_connected.get() != 0 {
+        warn!(open = state.metrics.peers_connected.get(), "connections still open at shutdown");
+    }
+    r
+}
