@@ -8,7 +8,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use natkit_lab::{require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP};
+use natkit_lab::{
+    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
+};
 
 const RUNS: usize = 5;
 
@@ -22,19 +24,36 @@ fn main() {
         return;
     }
     let probe = env!("CARGO_BIN_EXE_nat-probe");
-    let natdiscovery = ["/usr/bin/turnutils_natdiscovery", "/usr/local/bin/turnutils_natdiscovery"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("turnutils_natdiscovery missing: apt-get install coturn");
-    println!("time to verdict, median of {RUNS} runs (natkit-relay with two addresses as the server)");
-    println!("{:<26} {:>22} {:>14} {:>30} {:>8}", "topology", "nat-probe verdict", "nat-probe", "turnutils_natdiscovery -m -f", "ratio");
+    let natdiscovery = [
+        "/usr/bin/turnutils_natdiscovery",
+        "/usr/local/bin/turnutils_natdiscovery",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("turnutils_natdiscovery missing: apt-get install coturn");
+    println!(
+        "time to verdict, median of {RUNS} runs (natkit-relay with two addresses as the server)"
+    );
+    println!(
+        "{:<26} {:>22} {:>14} {:>30} {:>8}",
+        "topology", "nat-probe verdict", "nat-probe", "turnutils_natdiscovery -m -f", "ratio"
+    );
     for nat in Nat::ALL {
         let mut lab = Lab::new();
         let site = lab.add_site(nat);
-        let mut relay = lab.server.cmd(workspace_bin("natkit-relay").to_str().unwrap());
+        let mut relay = lab
+            .server
+            .cmd(workspace_bin("natkit-relay").to_str().unwrap());
         relay
             .env("NATKIT_TURN_SECRET", "bench")
-            .args(["--listen", &format!("{SERVER_IP}:3478"), "--alt-ip", SERVER_ALT_IP, "--metrics-listen", "off"])
+            .args([
+                "--listen",
+                &format!("{SERVER_IP}:3478"),
+                "--alt-ip",
+                SERVER_ALT_IP,
+                "--metrics-listen",
+                "off",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         lab.spawn(&mut relay);
@@ -45,7 +64,11 @@ fn main() {
         let mut verdict = String::new();
         for _ in 0..RUNS {
             let t = Instant::now();
-            let out = client.cmd(probe).args(["--json", SERVER_IP]).output().unwrap();
+            let out = client
+                .cmd(probe)
+                .args(["--json", SERVER_IP])
+                .output()
+                .unwrap();
             ours.push(t.elapsed());
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             verdict = v["nat_type"].as_str().unwrap().to_owned();

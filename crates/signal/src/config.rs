@@ -183,12 +183,19 @@ impl SignalRaw {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut s = SignalRaw::default();
         for (k, v) in vars {
-            let Some(k) = k.strip_prefix("NATKIT_SIGNAL_") else { continue };
+            let Some(k) = k.strip_prefix("NATKIT_SIGNAL_") else {
+                continue;
+            };
             match k {
                 "LISTEN" => s.listen = Some(v),
                 "NO_RELAY" => s.no_relay = Some(matches!(v.as_str(), "1" | "true" | "yes")),
                 "ICE_SERVERS" => {
-                    s.ice_servers = Some(v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect())
+                    s.ice_servers = Some(
+                        v.split(',')
+                            .map(|x| x.trim().to_owned())
+                            .filter(|x| !x.is_empty())
+                            .collect(),
+                    )
                 }
                 "TOKEN_SECRET_FILE" => s.token_secret_file = Some(v),
                 "CREDENTIAL_TTL" => s.credential_ttl = Some(v),
@@ -210,8 +217,17 @@ impl SignalRaw {
             ($($f:ident),*) => { SignalRaw { $($f: flags.$f.or(env.$f).or(file.$f)),* } };
         }
         pick!(
-            listen, no_relay, ice_servers, token_secret_file, credential_ttl, max_frame_bytes,
-            messages_per_second, peers_per_room, max_rooms, max_connections, ping_interval,
+            listen,
+            no_relay,
+            ice_servers,
+            token_secret_file,
+            credential_ttl,
+            max_frame_bytes,
+            messages_per_second,
+            peers_per_room,
+            max_rooms,
+            max_connections,
+            ping_interval,
             idle_timeout
         )
     }
@@ -222,23 +238,37 @@ impl SignalRaw {
         token_env: Option<String>,
         read: impl Fn(&str) -> std::io::Result<String>,
     ) -> Result<SignalSettings, SignalConfigError> {
-        fn num<T: std::str::FromStr>(key: &'static str, v: Option<String>, default: T) -> Result<T, SignalConfigError>
+        fn num<T: std::str::FromStr>(
+            key: &'static str,
+            v: Option<String>,
+            default: T,
+        ) -> Result<T, SignalConfigError>
         where
             T::Err: std::fmt::Display,
         {
             match v {
                 None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|e| invalid(key, format!("{v:?}: {e}"))),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|e| invalid(key, format!("{v:?}: {e}"))),
             }
         }
-        let listen: SocketAddr = num("listen", self.listen, "0.0.0.0:8080".parse().expect("valid"))?;
+        let listen: SocketAddr = num(
+            "listen",
+            self.listen,
+            "0.0.0.0:8080".parse().expect("valid"),
+        )?;
         let credential_ttl: u64 = num("credential_ttl", self.credential_ttl, 3600)?;
         if credential_ttl == 0 {
             return Err(invalid("credential_ttl", "must be at least 1 second"));
         }
         let max_frame_bytes: usize = num("max_frame_bytes", self.max_frame_bytes, 65536)?;
         if max_frame_bytes < 1024 {
-            return Err(invalid("max_frame_bytes", "must be at least 1024 (SDP offers are several KiB)"));
+            return Err(invalid(
+                "max_frame_bytes",
+                "must be at least 1024 (SDP offers are several KiB)",
+            ));
         }
         let messages_per_second: u32 = num("messages_per_second", self.messages_per_second, 50)?;
         if messages_per_second == 0 {
@@ -247,19 +277,34 @@ impl SignalRaw {
         let ping: u64 = num("ping_interval", self.ping_interval, 20)?;
         let idle: u64 = num("idle_timeout", self.idle_timeout, 60)?;
         if ping == 0 || idle <= ping {
-            return Err(invalid("idle_timeout", format!("must exceed ping_interval ({ping} s), and ping_interval must be at least 1")));
+            return Err(invalid(
+                "idle_timeout",
+                format!(
+                    "must exceed ping_interval ({ping} s), and ping_interval must be at least 1"
+                ),
+            ));
         }
         let ice_servers = self.ice_servers.unwrap_or_default();
         for u in &ice_servers {
             if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:")) {
-                return Err(invalid("ice_server", format!("{u:?} is not a stun:, turn: or turns: URL")));
+                return Err(invalid(
+                    "ice_server",
+                    format!("{u:?} is not a stun:, turn: or turns: URL"),
+                ));
             }
         }
-        let token = match (token_env.filter(|s| !s.trim().is_empty()), &self.token_secret_file) {
+        let token = match (
+            token_env.filter(|s| !s.trim().is_empty()),
+            &self.token_secret_file,
+        ) {
             (Some(s), _) => TokenSecret::new(&s),
             (None, Some(path)) => {
-                let text = read(path).map_err(|e| invalid("token_secret_file", format!("{path}: {e}")))?;
-                Some(TokenSecret::new(&text).ok_or_else(|| invalid("token_secret_file", format!("{path} is empty")))?)
+                let text =
+                    read(path).map_err(|e| invalid("token_secret_file", format!("{path}: {e}")))?;
+                Some(
+                    TokenSecret::new(&text)
+                        .ok_or_else(|| invalid("token_secret_file", format!("{path} is empty")))?,
+                )
             }
             (None, None) => None,
         };
@@ -307,7 +352,10 @@ pub struct Loaded {
 }
 
 /// Loads flags, environment and `--config` for the binary.
-pub fn load(args: SignalArgs, config: Option<&std::path::Path>) -> Result<Loaded, SignalConfigError> {
+pub fn load(
+    args: SignalArgs,
+    config: Option<&std::path::Path>,
+) -> Result<Loaded, SignalConfigError> {
     let (sig_file, relay_file) = match config {
         Some(p) => {
             let path = p.to_string_lossy().into_owned();
@@ -322,16 +370,20 @@ pub fn load(args: SignalArgs, config: Option<&std::path::Path>) -> Result<Loaded
     let (sig_flags, relay_flags) = args.split();
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let signal = SignalRaw::merge(sig_flags, SignalRaw::from_env(vars.clone()), sig_file)
-        .resolve(std::env::var("NATKIT_SIGNAL_TOKEN_SECRET").ok(), |p| std::fs::read_to_string(p))?;
-    let mut relay = RawSettings::merge(relay_flags, RawSettings::from_env(vars), relay_file)
-        .resolve(std::env::var(natkit_stun_turn::config::SECRET_ENV).ok(), |p| {
+        .resolve(std::env::var("NATKIT_SIGNAL_TOKEN_SECRET").ok(), |p| {
             std::fs::read_to_string(p)
-        })?
+        })?;
+    let mut relay = RawSettings::merge(relay_flags, RawSettings::from_env(vars), relay_file)
+        .resolve(
+            std::env::var(natkit_stun_turn::config::SECRET_ENV).ok(),
+            |p| std::fs::read_to_string(p),
+        )?
         .relay;
     let generated_secret = relay.secrets.is_none();
     if generated_secret {
         relay.secrets = Some(
-            Secrets::new(vec![natkit_stun_turn::credentials::Secret::generate()]).expect("one secret"),
+            Secrets::new(vec![natkit_stun_turn::credentials::Secret::generate()])
+                .expect("one secret"),
         );
     }
     let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"));
@@ -358,11 +410,17 @@ mod tests {
 
     #[test]
     fn precedence_and_defaults() {
-        let flags = SignalRaw { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let flags = SignalRaw {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
         let env = SignalRaw::from_env([
             ("NATKIT_SIGNAL_LISTEN".into(), "127.0.0.1:2".into()),
             ("NATKIT_SIGNAL_PEERS_PER_ROOM".into(), "2".into()),
-            ("NATKIT_SIGNAL_ICE_SERVERS".into(), "stun:a:3478, turn:b:3478".into()),
+            (
+                "NATKIT_SIGNAL_ICE_SERVERS".into(),
+                "stun:a:3478, turn:b:3478".into(),
+            ),
         ]);
         let (file, relay) = SignalFile::parse(
             "peers_per_room = 5\nmax_rooms = 7\nno_relay = true\n[relay]\nrelay_ports = \"50000-50100\"\n",
@@ -370,7 +428,9 @@ mod tests {
         )
         .unwrap()
         .split();
-        let s = SignalRaw::merge(flags, env, file).resolve(None, none).unwrap();
+        let s = SignalRaw::merge(flags, env, file)
+            .resolve(None, none)
+            .unwrap();
         assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.peers_per_room, 2);
         assert_eq!(s.max_rooms, 7);
@@ -385,12 +445,49 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases: [(SignalRaw, &str); 6] = [
-            (SignalRaw { listen: Some("x".into()), ..Default::default() }, "listen:"),
-            (SignalRaw { credential_ttl: Some("0".into()), ..Default::default() }, "credential_ttl:"),
-            (SignalRaw { max_frame_bytes: Some("10".into()), ..Default::default() }, "max_frame_bytes:"),
-            (SignalRaw { ping_interval: Some("30".into()), idle_timeout: Some("30".into()), ..Default::default() }, "idle_timeout:"),
-            (SignalRaw { ice_servers: Some(vec!["http://x".into()]), ..Default::default() }, "ice_server:"),
-            (SignalRaw { token_secret_file: Some("/nope".into()), ..Default::default() }, "token_secret_file:"),
+            (
+                SignalRaw {
+                    listen: Some("x".into()),
+                    ..Default::default()
+                },
+                "listen:",
+            ),
+            (
+                SignalRaw {
+                    credential_ttl: Some("0".into()),
+                    ..Default::default()
+                },
+                "credential_ttl:",
+            ),
+            (
+                SignalRaw {
+                    max_frame_bytes: Some("10".into()),
+                    ..Default::default()
+                },
+                "max_frame_bytes:",
+            ),
+            (
+                SignalRaw {
+                    ping_interval: Some("30".into()),
+                    idle_timeout: Some("30".into()),
+                    ..Default::default()
+                },
+                "idle_timeout:",
+            ),
+            (
+                SignalRaw {
+                    ice_servers: Some(vec!["http://x".into()]),
+                    ..Default::default()
+                },
+                "ice_server:",
+            ),
+            (
+                SignalRaw {
+                    token_secret_file: Some("/nope".into()),
+                    ..Default::default()
+                },
+                "token_secret_file:",
+            ),
         ];
         for (raw, key) in cases {
             let e = raw.clone().resolve(None, none).unwrap_err().to_string();

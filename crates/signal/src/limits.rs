@@ -44,7 +44,19 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(10, 3, t0);
         // (offset ms, expected)
-        let steps = [(0, true), (0, true), (0, true), (0, false), (50, false), (100, true), (100, false), (1000, true), (1000, true), (1000, true), (1000, false)];
+        let steps = [
+            (0, true),
+            (0, true),
+            (0, true),
+            (0, false),
+            (50, false),
+            (100, true),
+            (100, false),
+            (1000, true),
+            (1000, true),
+            (1000, true),
+            (1000, false),
+        ];
         for (i, (ms, want)) in steps.into_iter().enumerate() {
             assert_eq!(b.allow(t0 + Duration::from_millis(ms)), want, "step {i}");
         }

@@ -16,10 +16,19 @@ pub enum ClientMsg {
         #[serde(default)]
         token: Option<String>,
     },
-    Offer { to: String, sdp: String },
-    Answer { to: String, sdp: String },
+    Offer {
+        to: String,
+        sdp: String,
+    },
+    Answer {
+        to: String,
+        sdp: String,
+    },
     /// `candidate: null` means end-of-candidates.
-    Candidate { to: String, candidate: Value },
+    Candidate {
+        to: String,
+        candidate: Value,
+    },
     Leave,
     Ping,
 }
@@ -35,12 +44,28 @@ pub enum ServerMsg {
         ice_servers: Value,
         ttl: u64,
     },
-    PeerJoined { peer_id: String },
-    PeerLeft { peer_id: String },
-    Offer { from: String, sdp: String },
-    Answer { from: String, sdp: String },
-    Candidate { from: String, candidate: Value },
-    Error { code: ErrorCode, message: String },
+    PeerJoined {
+        peer_id: String,
+    },
+    PeerLeft {
+        peer_id: String,
+    },
+    Offer {
+        from: String,
+        sdp: String,
+    },
+    Answer {
+        from: String,
+        sdp: String,
+    },
+    Candidate {
+        from: String,
+        candidate: Value,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Pong,
 }
 
@@ -120,14 +145,21 @@ pub fn parse(text: &str) -> Result<ClientMsg, ServerMsg> {
     let v: Value = serde_json::from_str(text)
         .map_err(|e| error(ErrorCode::BadJson, format!("not JSON: {e}")))?;
     let Some(t) = v.get("type").and_then(Value::as_str).map(str::to_owned) else {
-        return Err(error(ErrorCode::BadJson, "expected an object with a string \"type\""));
+        return Err(error(
+            ErrorCode::BadJson,
+            "expected an object with a string \"type\"",
+        ));
     };
     const KNOWN: [&str; 6] = ["join", "offer", "answer", "candidate", "leave", "ping"];
     if !KNOWN.contains(&t.as_str()) {
         let t: String = t.chars().take(32).collect();
-        return Err(error(ErrorCode::UnknownType, format!("unknown message type {t:?}")));
+        return Err(error(
+            ErrorCode::UnknownType,
+            format!("unknown message type {t:?}"),
+        ));
     }
-    serde_json::from_value(v).map_err(|e| error(ErrorCode::BadJson, format!("bad {t} message: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| error(ErrorCode::BadJson, format!("bad {t} message: {e}")))
 }
 
 /// The type label used by metrics (`natkit_signal_messages_relayed_total{type}`).
@@ -148,10 +180,36 @@ mod tests {
     #[test]
     fn parse_table() {
         let cases: [(&str, Result<ClientMsg, ErrorCode>); 9] = [
-            (r#"{"type":"join","room":"r1"}"#, Ok(ClientMsg::Join { room: "r1".into(), peer_id: None, token: None })),
-            (r#"{"type":"join","room":"r1","peer_id":"p"}"#, Ok(ClientMsg::Join { room: "r1".into(), peer_id: Some("p".into()), token: None })),
-            (r#"{"type":"candidate","to":"b","candidate":null}"#, Ok(ClientMsg::Candidate { to: "b".into(), candidate: Value::Null })),
-            (r#"{"type":"offer","to":"b","sdp":"v=0"}"#, Ok(ClientMsg::Offer { to: "b".into(), sdp: "v=0".into() })),
+            (
+                r#"{"type":"join","room":"r1"}"#,
+                Ok(ClientMsg::Join {
+                    room: "r1".into(),
+                    peer_id: None,
+                    token: None,
+                }),
+            ),
+            (
+                r#"{"type":"join","room":"r1","peer_id":"p"}"#,
+                Ok(ClientMsg::Join {
+                    room: "r1".into(),
+                    peer_id: Some("p".into()),
+                    token: None,
+                }),
+            ),
+            (
+                r#"{"type":"candidate","to":"b","candidate":null}"#,
+                Ok(ClientMsg::Candidate {
+                    to: "b".into(),
+                    candidate: Value::Null,
+                }),
+            ),
+            (
+                r#"{"type":"offer","to":"b","sdp":"v=0"}"#,
+                Ok(ClientMsg::Offer {
+                    to: "b".into(),
+                    sdp: "v=0".into(),
+                }),
+            ),
             (r#"{"type":"ping"}"#, Ok(ClientMsg::Ping)),
             ("not json", Err(ErrorCode::BadJson)),
             (r#"["type","join"]"#, Err(ErrorCode::BadJson)),
@@ -170,9 +228,23 @@ mod tests {
     #[test]
     fn server_messages_serialise_as_documented() {
         let cases = [
-            (ServerMsg::PeerJoined { peer_id: "a".into() }, json!({"type":"peer-joined","peer_id":"a"})),
-            (ServerMsg::Candidate { from: "a".into(), candidate: Value::Null }, json!({"type":"candidate","from":"a","candidate":null})),
-            (error(ErrorCode::RoomFull, "full"), json!({"type":"error","code":"room-full","message":"full"})),
+            (
+                ServerMsg::PeerJoined {
+                    peer_id: "a".into(),
+                },
+                json!({"type":"peer-joined","peer_id":"a"}),
+            ),
+            (
+                ServerMsg::Candidate {
+                    from: "a".into(),
+                    candidate: Value::Null,
+                },
+                json!({"type":"candidate","from":"a","candidate":null}),
+            ),
+            (
+                error(ErrorCode::RoomFull, "full"),
+                json!({"type":"error","code":"room-full","message":"full"}),
+            ),
             (ServerMsg::Pong, json!({"type":"pong"})),
         ];
         for (m, want) in cases {

@@ -97,27 +97,51 @@ impl Rooms {
             rooms: 0,
         });
         if self.members.contains_key(&conn) {
-            return Self::reply(conn, ErrorCode::AlreadyJoined, "this connection already joined a room");
+            return Self::reply(
+                conn,
+                ErrorCode::AlreadyJoined,
+                "this connection already joined a room",
+            );
         }
         if !valid_name(room) {
-            return Self::reply(conn, ErrorCode::BadRoom, "room names are 1-64 characters of A-Z a-z 0-9 . _ ~ -");
+            return Self::reply(
+                conn,
+                ErrorCode::BadRoom,
+                "room names are 1-64 characters of A-Z a-z 0-9 . _ ~ -",
+            );
         }
         let peer_id = requested_id.unwrap_or(&ctx.generated_id).to_owned();
         if !valid_name(&peer_id) {
-            return Self::reply(conn, ErrorCode::BadPeerId, "peer ids are 1-64 characters of A-Z a-z 0-9 . _ ~ -");
+            return Self::reply(
+                conn,
+                ErrorCode::BadPeerId,
+                "peer ids are 1-64 characters of A-Z a-z 0-9 . _ ~ -",
+            );
         }
         match self.rooms.get(room) {
             Some(peers) => {
                 if limits.peers_per_room != 0 && peers.len() >= limits.peers_per_room {
-                    return Self::reply(conn, ErrorCode::RoomFull, format!("room holds at most {} peers", limits.peers_per_room));
+                    return Self::reply(
+                        conn,
+                        ErrorCode::RoomFull,
+                        format!("room holds at most {} peers", limits.peers_per_room),
+                    );
                 }
                 if peers.contains_key(&peer_id) {
-                    return Self::reply(conn, ErrorCode::BadPeerId, format!("peer id {peer_id:?} is taken in this room"));
+                    return Self::reply(
+                        conn,
+                        ErrorCode::BadPeerId,
+                        format!("peer id {peer_id:?} is taken in this room"),
+                    );
                 }
             }
             None => {
                 if limits.rooms != 0 && self.rooms.len() >= limits.rooms {
-                    return Self::reply(conn, ErrorCode::ServerFull, format!("server holds at most {} rooms", limits.rooms));
+                    return Self::reply(
+                        conn,
+                        ErrorCode::ServerFull,
+                        format!("server holds at most {} rooms", limits.rooms),
+                    );
                 }
             }
         }
@@ -159,8 +183,20 @@ impl Rooms {
             return Self::reply(conn, ErrorCode::NotJoined, "join a room first");
         };
         let (to, deliver) = match msg {
-            ClientMsg::Offer { to, sdp } => (to, ServerMsg::Offer { from: member.peer_id.clone(), sdp }),
-            ClientMsg::Answer { to, sdp } => (to, ServerMsg::Answer { from: member.peer_id.clone(), sdp }),
+            ClientMsg::Offer { to, sdp } => (
+                to,
+                ServerMsg::Offer {
+                    from: member.peer_id.clone(),
+                    sdp,
+                },
+            ),
+            ClientMsg::Answer { to, sdp } => (
+                to,
+                ServerMsg::Answer {
+                    from: member.peer_id.clone(),
+                    sdp,
+                },
+            ),
             ClientMsg::Candidate { to, candidate } => (
                 to,
                 ServerMsg::Candidate {
@@ -169,16 +205,32 @@ impl Rooms {
                 },
             ),
             ClientMsg::Leave => return self.leave(conn),
-            ClientMsg::Ping => return vec![Out { to: conn, msg: ServerMsg::Pong }],
+            ClientMsg::Ping => {
+                return vec![Out {
+                    to: conn,
+                    msg: ServerMsg::Pong,
+                }]
+            }
             ClientMsg::Join { .. } => {
-                return Self::reply(conn, ErrorCode::AlreadyJoined, "this connection already joined a room")
+                return Self::reply(
+                    conn,
+                    ErrorCode::AlreadyJoined,
+                    "this connection already joined a room",
+                )
             }
         };
         match self.rooms.get(&member.room).and_then(|p| p.get(&to)) {
-            Some(&target) if target != conn => vec![Out { to: target, msg: deliver }],
+            Some(&target) if target != conn => vec![Out {
+                to: target,
+                msg: deliver,
+            }],
             _ => {
                 let to: String = to.chars().take(64).collect();
-                Self::reply(conn, ErrorCode::UnknownPeer, format!("no peer {to:?} in this room"))
+                Self::reply(
+                    conn,
+                    ErrorCode::UnknownPeer,
+                    format!("no peer {to:?} in this room"),
+                )
             }
         }
     }
@@ -236,41 +288,110 @@ mod tests {
 
     #[test]
     fn join_relay_leave_sequence() {
-        let mut r = Rooms::new(RoomLimits { peers_per_room: 2, rooms: 2 });
+        let mut r = Rooms::new(RoomLimits {
+            peers_per_room: 2,
+            rooms: 2,
+        });
         // (step, effects as (connection, type))
         let welcome_a = r.join(1, "room1", None, ctx("a"));
         assert_eq!(codes(&welcome_a), [(1, "welcome".into())]);
         assert!(matches!(&welcome_a[0].msg, ServerMsg::Welcome { peers, .. } if peers.is_empty()));
         let welcome_b = r.join(2, "room1", Some("bob"), ctx("ignored"));
-        assert_eq!(codes(&welcome_b), [(1, "peer-joined".into()), (2, "welcome".into())]);
-        assert!(matches!(&welcome_b[1].msg, ServerMsg::Welcome { peers, peer_id, .. } if peers == &["a"] && peer_id == "bob"));
+        assert_eq!(
+            codes(&welcome_b),
+            [(1, "peer-joined".into()), (2, "welcome".into())]
+        );
+        assert!(
+            matches!(&welcome_b[1].msg, ServerMsg::Welcome { peers, peer_id, .. } if peers == &["a"] && peer_id == "bob")
+        );
 
         let cases: Vec<(ConnId, ClientMsg, Vec<(ConnId, &str)>)> = vec![
-            (2, ClientMsg::Offer { to: "a".into(), sdp: "o".into() }, vec![(1, "offer")]),
-            (1, ClientMsg::Answer { to: "bob".into(), sdp: "a".into() }, vec![(2, "answer")]),
-            (1, ClientMsg::Candidate { to: "bob".into(), candidate: Value::Null }, vec![(2, "candidate")]),
-            (1, ClientMsg::Offer { to: "carol".into(), sdp: "o".into() }, vec![(1, "error:unknown-peer")]),
-            (1, ClientMsg::Offer { to: "a".into(), sdp: "o".into() }, vec![(1, "error:unknown-peer")]),
-            (9, ClientMsg::Offer { to: "a".into(), sdp: "o".into() }, vec![(9, "error:not-joined")]),
+            (
+                2,
+                ClientMsg::Offer {
+                    to: "a".into(),
+                    sdp: "o".into(),
+                },
+                vec![(1, "offer")],
+            ),
+            (
+                1,
+                ClientMsg::Answer {
+                    to: "bob".into(),
+                    sdp: "a".into(),
+                },
+                vec![(2, "answer")],
+            ),
+            (
+                1,
+                ClientMsg::Candidate {
+                    to: "bob".into(),
+                    candidate: Value::Null,
+                },
+                vec![(2, "candidate")],
+            ),
+            (
+                1,
+                ClientMsg::Offer {
+                    to: "carol".into(),
+                    sdp: "o".into(),
+                },
+                vec![(1, "error:unknown-peer")],
+            ),
+            (
+                1,
+                ClientMsg::Offer {
+                    to: "a".into(),
+                    sdp: "o".into(),
+                },
+                vec![(1, "error:unknown-peer")],
+            ),
+            (
+                9,
+                ClientMsg::Offer {
+                    to: "a".into(),
+                    sdp: "o".into(),
+                },
+                vec![(9, "error:not-joined")],
+            ),
             (1, ClientMsg::Ping, vec![(1, "pong")]),
         ];
         for (conn, msg, want) in cases {
             let got = codes(&r.route(conn, msg.clone()));
-            let want: Vec<(ConnId, String)> = want.into_iter().map(|(c, s)| (c, s.to_owned())).collect();
+            let want: Vec<(ConnId, String)> =
+                want.into_iter().map(|(c, s)| (c, s.to_owned())).collect();
             assert_eq!(got, want, "{conn} {msg:?}");
         }
         // `from` is added and the payload passes through untouched.
-        let out = r.route(2, ClientMsg::Candidate { to: "a".into(), candidate: json!({"candidate":"c","sdpMid":"0","sdpMLineIndex":0}) });
+        let out = r.route(
+            2,
+            ClientMsg::Candidate {
+                to: "a".into(),
+                candidate: json!({"candidate":"c","sdpMid":"0","sdpMLineIndex":0}),
+            },
+        );
         assert_eq!(
             serde_json::to_value(&out[0].msg).unwrap(),
             json!({"type":"candidate","from":"bob","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}})
         );
 
         // Limits: room full, second room fine, third room refused.
-        assert_eq!(codes(&r.join(3, "room1", None, ctx("c"))), [(3, "error:room-full".into())]);
-        assert_eq!(codes(&r.join(3, "room2", None, ctx("c"))), [(3, "welcome".into())]);
-        assert_eq!(codes(&r.join(4, "room3", None, ctx("d"))), [(4, "error:server-full".into())]);
-        assert_eq!(codes(&r.join(3, "room2", None, ctx("c"))), [(3, "error:already-joined".into())]);
+        assert_eq!(
+            codes(&r.join(3, "room1", None, ctx("c"))),
+            [(3, "error:room-full".into())]
+        );
+        assert_eq!(
+            codes(&r.join(3, "room2", None, ctx("c"))),
+            [(3, "welcome".into())]
+        );
+        assert_eq!(
+            codes(&r.join(4, "room3", None, ctx("d"))),
+            [(4, "error:server-full".into())]
+        );
+        assert_eq!(
+            codes(&r.join(3, "room2", None, ctx("c"))),
+            [(3, "error:already-joined".into())]
+        );
 
         // Leaving tells the room; an empty room disappears.
         assert_eq!(codes(&r.leave(1)), [(2, "peer-left".into())]);
@@ -281,7 +402,10 @@ mod tests {
 
     #[test]
     fn names_and_ids_are_validated() {
-        let mut r = Rooms::new(RoomLimits { peers_per_room: 0, rooms: 0 });
+        let mut r = Rooms::new(RoomLimits {
+            peers_per_room: 0,
+            rooms: 0,
+        });
         let long = "x".repeat(65);
         let cases: [(&str, Option<&str>, &str); 6] = [
             ("", None, "error:bad-room"),
@@ -299,13 +423,29 @@ mod tests {
 
     #[test]
     fn rooms_are_isolated() {
-        let mut r = Rooms::new(RoomLimits { peers_per_room: 0, rooms: 0 });
+        let mut r = Rooms::new(RoomLimits {
+            peers_per_room: 0,
+            rooms: 0,
+        });
         r.join(1, "a", Some("x"), ctx("x"));
         r.join(2, "a", Some("y"), ctx("y"));
         let out = r.join(3, "b", Some("x"), ctx("x"));
-        assert_eq!(codes(&out), [(3, "welcome".into())], "no peer-joined crosses rooms");
+        assert_eq!(
+            codes(&out),
+            [(3, "welcome".into())],
+            "no peer-joined crosses rooms"
+        );
         // Same peer id in another room is another peer.
-        assert_eq!(codes(&r.route(3, ClientMsg::Offer { to: "y".into(), sdp: "s".into() })), [(3, "error:unknown-peer".into())]);
+        assert_eq!(
+            codes(&r.route(
+                3,
+                ClientMsg::Offer {
+                    to: "y".into(),
+                    sdp: "s".into()
+                }
+            )),
+            [(3, "error:unknown-peer".into())]
+        );
         assert_eq!(codes(&r.leave(3)), []);
     }
 }

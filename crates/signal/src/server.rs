@@ -54,15 +54,19 @@ impl IceConfig {
             .expect("peer ids contain no ':' and ttl > 0");
         let mut servers = Vec::new();
         if let Some((host, port)) = &self.relay {
-            let v = serde_json::to_value(IceServers::for_relay(host, *port, cred.clone())).expect("json");
+            let v = serde_json::to_value(IceServers::for_relay(host, *port, cred.clone()))
+                .expect("json");
             servers.extend(v["iceServers"].as_array().cloned().unwrap_or_default());
         }
-        let (turn, stun): (Vec<&String>, Vec<&String>) = self.urls.iter().partition(|u| u.starts_with("turn"));
+        let (turn, stun): (Vec<&String>, Vec<&String>) =
+            self.urls.iter().partition(|u| u.starts_with("turn"));
         if !stun.is_empty() {
             servers.push(json!({ "urls": stun }));
         }
         if !turn.is_empty() {
-            servers.push(json!({ "urls": turn, "username": cred.username, "credential": cred.password }));
+            servers.push(
+                json!({ "urls": turn, "username": cred.username, "credential": cred.password }),
+            );
         }
         Value::Array(servers)
     }
@@ -79,20 +83,36 @@ pub struct SignalMetrics {
 
 impl SignalMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
-        let peers_connected = IntGauge::new("natkit_signal_peers_connected", "WebSocket connections open.").expect("metric");
-        let rooms = IntGauge::new("natkit_signal_rooms", "Rooms with at least one peer.").expect("metric");
+        let reg =
+            |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
+        let peers_connected = IntGauge::new(
+            "natkit_signal_peers_connected",
+            "WebSocket connections open.",
+        )
+        .expect("metric");
+        let rooms =
+            IntGauge::new("natkit_signal_rooms", "Rooms with at least one peer.").expect("metric");
         let messages_relayed = IntCounterVec::new(
-            Opts::new("natkit_signal_messages_relayed_total", "Signaling messages delivered to their addressee, by type."),
+            Opts::new(
+                "natkit_signal_messages_relayed_total",
+                "Signaling messages delivered to their addressee, by type.",
+            ),
             &["type"],
         )
         .expect("metric");
         let rejected = IntCounterVec::new(
-            Opts::new("natkit_signal_rejected_messages_total", "Messages refused, by reason."),
+            Opts::new(
+                "natkit_signal_rejected_messages_total",
+                "Messages refused, by reason.",
+            ),
             &["reason"],
         )
         .expect("metric");
-        let credentials_issued = IntCounter::new("natkit_signal_credentials_issued_total", "TURN credentials handed out.").expect("metric");
+        let credentials_issued = IntCounter::new(
+            "natkit_signal_credentials_issued_total",
+            "TURN credentials handed out.",
+        )
+        .expect("metric");
         for t in ["offer", "answer", "candidate"] {
             messages_relayed.with_label_values(&[t]);
         }
@@ -107,7 +127,13 @@ impl SignalMetrics {
         reg(Box::new(messages_relayed.clone()));
         reg(Box::new(rejected.clone()));
         reg(Box::new(credentials_issued.clone()));
-        SignalMetrics { peers_connected, rooms, messages_relayed, rejected, credentials_issued }
+        SignalMetrics {
+            peers_connected,
+            rooms,
+            messages_relayed,
+            rejected,
+            credentials_issued,
+        }
     }
 }
 
@@ -124,20 +150,33 @@ pub struct AppState {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn peer_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    (0..10).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..10)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl AppState {
     /// `registry` gets the signal metrics (share the relay's to serve one page).
-    pub fn new(settings: SignalSettings, ice: IceConfig, registry: Registry, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        settings: SignalSettings,
+        ice: IceConfig,
+        registry: Registry,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         let metrics = SignalMetrics::new(&registry);
         Arc::new(AppState {
-            rooms: Mutex::new(Rooms::new(RoomLimits { peers_per_room: settings.peers_per_room, rooms: settings.max_rooms })),
+            rooms: Mutex::new(Rooms::new(RoomLimits {
+                peers_per_room: settings.peers_per_room,
+                rooms: settings.max_rooms,
+            })),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -158,14 +197,23 @@ impl AppState {
             let Some(tx) = conns.get(&o.to) else { continue };
             let text = serde_json::to_string(&o.msg).expect("server messages serialise");
             if tx.try_send(Message::Text(text.into())).is_err() {
-                self.metrics.rejected.with_label_values(&["slow-consumer"]).inc();
+                self.metrics
+                    .rejected
+                    .with_label_values(&["slow-consumer"])
+                    .inc();
             }
         }
     }
 
     fn reject(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
-        self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
-        self.deliver(vec![Out { to: conn, msg: error(code, message) }]);
+        self.metrics
+            .rejected
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.deliver(vec![Out {
+            to: conn,
+            msg: error(code, message),
+        }]);
     }
 
     fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
@@ -173,28 +221,48 @@ impl AppState {
             Ok(m) => m,
             Err(e) => {
                 if let ServerMsg::Error { code, .. } = &e {
-                    self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[code.as_str()])
+                        .inc();
                 }
                 self.deliver(vec![Out { to: conn, msg: e }]);
                 return;
             }
         };
         let outs = match msg {
-            ClientMsg::Join { room, peer_id: requested, token } => {
+            ClientMsg::Join {
+                room,
+                peer_id: requested,
+                token,
+            } => {
                 if let Some(secret) = &self.settings.token {
-                    if let Err(e) = secret.authorize(token.as_deref().or(url_token), &room, unix_now()) {
+                    if let Err(e) =
+                        secret.authorize(token.as_deref().or(url_token), &room, unix_now())
+                    {
                         debug!(conn, error = %e, "join refused");
-                        return self.reject(conn, ErrorCode::Unauthorized, "a valid token for this room is required");
+                        return self.reject(
+                            conn,
+                            ErrorCode::Unauthorized,
+                            "a valid token for this room is required",
+                        );
                     }
                 }
                 let generated = peer_id();
                 let user = requested.clone().unwrap_or_else(|| generated.clone());
-                let ctx = JoinContext { generated_id: generated, ice_servers: self.ice.mint(&user, unix_now()), ttl: self.ice.ttl };
+                let ctx = JoinContext {
+                    generated_id: generated,
+                    ice_servers: self.ice.mint(&user, unix_now()),
+                    ttl: self.ice.ttl,
+                };
                 let mut rooms = self.rooms.lock().expect("rooms lock");
                 let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
                 self.metrics.rooms.set(rooms.room_count() as i64);
                 drop(rooms);
-                if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome { .. })) {
+                if outs
+                    .iter()
+                    .any(|o| matches!(o.msg, ServerMsg::Welcome { .. }))
+                {
                     self.metrics.credentials_issued.inc();
                     info!(conn, room = %room, "peer joined");
                 }
@@ -205,7 +273,10 @@ impl AppState {
                 let outs = self.rooms.lock().expect("rooms lock").route(conn, other);
                 if let (Some(kind), Some(first)) = (kind, outs.first()) {
                     if first.to != conn {
-                        self.metrics.messages_relayed.with_label_values(&[kind]).inc();
+                        self.metrics
+                            .messages_relayed
+                            .with_label_values(&[kind])
+                            .inc();
                     }
                 }
                 outs
@@ -214,7 +285,10 @@ impl AppState {
         for o in &outs {
             if o.to == conn {
                 if let ServerMsg::Error { code, .. } = &o.msg {
-                    self.metrics.rejected.with_label_values(&[code.as_str()]).inc();
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[code.as_str()])
+                        .inc();
                 }
             }
         }
@@ -245,12 +319,22 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn ice_servers(State(st): State<Arc<AppState>>, Query(q): Query<TokenQuery>, headers: HeaderMap) -> Response {
+async fn ice_servers(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(secret) = &st.settings.token {
         let token = q.token.or_else(|| bearer(&headers));
-        let ok = token.as_deref().map(|t| secret.verify(t, unix_now()).is_ok()).unwrap_or(false);
+        let ok = token
+            .as_deref()
+            .map(|t| secret.verify(t, unix_now()).is_ok())
+            .unwrap_or(false);
         if !ok {
-            st.metrics.rejected.with_label_values(&["unauthorized"]).inc();
+            st.metrics
+                .rejected
+                .with_label_values(&["unauthorized"])
+                .inc();
             return (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"error": "unauthorized", "message": "a valid token is required (?token= or Authorization: Bearer)"})),
@@ -265,35 +349,59 @@ async fn ice_servers(State(st): State<Arc<AppState>>, Query(q): Query<TokenQuery
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let mut buf = Vec::new();
-    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &st.registry.gather(), &mut buf).expect("encode");
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &st.registry.gather(),
+        &mut buf,
+    )
+    .expect("encode");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
 }
 
-async fn ws(ws: WebSocketUpgrade, Query(q): Query<TokenQuery>, State(st): State<Arc<AppState>>) -> Response {
+async fn ws(
+    ws: WebSocketUpgrade,
+    Query(q): Query<TokenQuery>,
+    State(st): State<Arc<AppState>>,
+) -> Response {
     if *st.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let Ok(permit) = Arc::clone(&st.conn_slots).try_acquire_owned() else {
-        st.metrics.rejected.with_label_values(&["server-full"]).inc();
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "server-full", "message": "too many connections"}))).into_response();
+        st.metrics
+            .rejected
+            .with_label_values(&["server-full"])
+            .inc();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "server-full", "message": "too many connections"})),
+        )
+            .into_response();
     };
     // tungstenite's own limit sits above ours so that over-limit frames reach us and get 1009.
     let limit = st.settings.max_frame_bytes * 4 + 4096;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
-        connection(st, socket, q.token).await;
-        drop(permit);
-    })
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            connection(st, socket, q.token).await;
+            drop(permit);
+        })
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
-    st.conns.lock().expect("conns lock").insert(conn, tx.clone());
+    st.conns
+        .lock()
+        .expect("conns lock")
+        .insert(conn, tx.clone());
     st.metrics.peers_connected.inc();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -305,7 +413,11 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
         let _ = sink.close().await;
     });
     let s = &st.settings;
-    let mut bucket = TokenBucket::new(s.messages_per_second, s.messages_per_second * 2, Instant::now());
+    let mut bucket = TokenBucket::new(
+        s.messages_per_second,
+        s.messages_per_second * 2,
+        Instant::now(),
+    );
     let mut ping = tokio::time::interval(s.ping_interval);
     ping.tick().await;
     let mut last_seen = Instant::now();
@@ -383,8 +495,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` completes; connected peers are told
 /// and closed with 1001 (the `shutdown` receiver given to [`AppState::new`] must fire first).
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let r = axum::serve(listener, router(Arc::clone(&state))).with_graceful_shutdown(shutdown).await;
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let r = axum::serve(listener, router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown)
+        .await;
     // Give connection tasks a moment to send their close frames.
     for _ in 0..50 {
         if state.metrics.peers_connected.get() == 0 {
@@ -393,7 +511,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     if state.metrics.peers_connected.get() != 0 {
-        warn!(open = state.metrics.peers_connected.get(), "connections still open at shutdown");
+        warn!(
+            open = state.metrics.peers_connected.get(),
+            "connections still open at shutdown"
+        );
     }
     r
 }

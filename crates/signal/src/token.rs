@@ -93,14 +93,38 @@ mod tests {
         let other = TokenSecret::new("other").unwrap();
         let t = key.mint("room1", 60, 1000);
         let tampered = t.replacen("v1.1060.", "v1.9999.", 1);
-        let cases: [(&TokenSecret, Option<&str>, &str, u64, Result<(), TokenError>); 8] = [
+        let cases: [(
+            &TokenSecret,
+            Option<&str>,
+            &str,
+            u64,
+            Result<(), TokenError>,
+        ); 8] = [
             (&key, Some(&t), "room1", 1000, Ok(())),
             (&key, Some(&t), "room1", 1060, Ok(())),
             (&key, Some(&t), "room1", 1061, Err(TokenError::Expired(1))),
             (&key, Some(&t), "room2", 1000, Err(TokenError::WrongRoom)),
-            (&other, Some(&t), "room1", 1000, Err(TokenError::BadSignature)),
-            (&key, Some(&tampered), "room1", 1000, Err(TokenError::BadSignature)),
-            (&key, Some("garbage"), "room1", 1000, Err(TokenError::Malformed)),
+            (
+                &other,
+                Some(&t),
+                "room1",
+                1000,
+                Err(TokenError::BadSignature),
+            ),
+            (
+                &key,
+                Some(&tampered),
+                "room1",
+                1000,
+                Err(TokenError::BadSignature),
+            ),
+            (
+                &key,
+                Some("garbage"),
+                "room1",
+                1000,
+                Err(TokenError::Malformed),
+            ),
             (&key, None, "room1", 1000, Err(TokenError::Missing)),
         ];
         for (k, tok, room, now, want) in cases {

@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
-#[command(name = "natkit-signal", version, about = "natkit signaling server with the embedded STUN/TURN relay")]
+#[command(
+    name = "natkit-signal",
+    version,
+    about = "natkit signaling server with the embedded STUN/TURN relay"
+)]
 struct Cli {
     /// TOML configuration file (signal keys at the top, relay keys under [relay])
     #[arg(long, global = true, value_name = "FILE", env = "NATKIT_SIGNAL_CONFIG")]
@@ -42,7 +46,10 @@ enum Command {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 async fn shutdown_signal() {
@@ -58,7 +65,11 @@ async fn shutdown_signal() {
 }
 
 async fn serve(loaded: config::Loaded) -> Result<()> {
-    let config::Loaded { signal, relay, generated_secret } = loaded;
+    let config::Loaded {
+        signal,
+        relay,
+        generated_secret,
+    } = loaded;
     let registry = prometheus::Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let secrets = relay.secrets.clone().expect("load fills the secret");
@@ -79,7 +90,9 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         })));
     }
     let ice = IceConfig {
-        relay: relay_addr.as_ref().map(|a| (a.primary.ip().to_string(), a.primary.port())),
+        relay: relay_addr
+            .as_ref()
+            .map(|a| (a.primary.ip().to_string(), a.primary.port())),
         urls: signal.ice_urls.clone(),
         secrets,
         ttl: signal.credential_ttl,
@@ -110,7 +123,10 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     shutdown_signal().await;
     info!("shutting down: telling peers, closing allocations");
     let _ = stop_tx.send(true);
-    http_task.await.context("http task")?.context("http server failed")?;
+    http_task
+        .await
+        .context("http task")?
+        .context("http server failed")?;
     if let Some(t) = relay_task {
         t.await.context("relay task")?;
     }
@@ -120,25 +136,32 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Token { room, ttl }) => {
-            let loaded = config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
-            let secret = loaded
-                .signal
-                .token
-                .context("no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE")?;
-            anyhow::ensure!(natkit_signal::rooms::valid_name(&room), "room {room:?}: use 1-64 characters of A-Z a-z 0-9 . _ ~ -");
+            let loaded =
+                config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+            let secret = loaded.signal.token.context(
+                "no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE",
+            )?;
+            anyhow::ensure!(
+                natkit_signal::rooms::valid_name(&room),
+                "room {room:?}: use 1-64 characters of A-Z a-z 0-9 . _ ~ -"
+            );
             println!("{}", secret.mint(&room, ttl, now()));
             Ok(())
         }
         None => {
-            let loaded = config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
-            tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?.block_on(serve(loaded))
+            let loaded =
+                config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+            tokio::runtime::Runtime::new()
+                .context("cannot start the tokio runtime")?
+                .block_on(serve(loaded))
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

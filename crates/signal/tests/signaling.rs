@@ -1,0 +1,568 @@
+//! Loopback tests with real WebSocket clients against an in-process natkit-signal with its
+//! embedded relay on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use natkit_signal::config::{SignalRaw, SignalSettings};
+use natkit_signal::server::{self, AppState, IceConfig};
+use natkit_signal::token::TokenSecret;
+use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::Relay;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Suite {
+    http: SocketAddr,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    relay: SocketAddr,
+    registry: prometheus::Registry,
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
+    let defaults = SignalRaw {
+        listen: Some("127.0.0.1:0".into()),
+        ping_interval: Some("1".into()),
+        idle_timeout: Some("3".into()),
+        ..Default::default()
+    };
+    let settings: SignalSettings = SignalRaw::merge(extra, SignalRaw::default(), defaults)
+        .resolve(token.map(str::to_owned), |_| unreachable!())
+        .unwrap();
+    let relay_cfg = RawSettings {
+        listen: Some("127.0.0.1:0".into()),
+        alt_port: Some("0".into()),
+        ..Default::default()
+    }
+    .resolve(Some("signal-test-secret".into()), |_| unreachable!())
+    .unwrap()
+    .relay;
+    let registry = prometheus::Registry::new();
+    let (stop, stop_rx) = watch::channel(false);
+    let relay = Relay::bind(relay_cfg, RelayMetrics::with_registry(registry.clone()))
+        .await
+        .unwrap();
+    let relay_addr = relay.addresses().primary;
+    let ice = IceConfig {
+        relay: Some((relay_addr.ip().to_string(), relay_addr.port())),
+        urls: vec![],
+        secrets: relay.secrets().clone(),
+        ttl: settings.credential_ttl,
+    };
+    let mut rx = stop_rx.clone();
+    tokio::spawn(relay.run(async move {
+        let _ = rx.changed().await;
+    }));
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .unwrap();
+    let http = listener.local_addr().unwrap();
+    let state = AppState::new(settings, ice, registry.clone(), stop_rx.clone());
+    let mut rx = stop_rx;
+    tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
+        let _ = rx.changed().await;
+    }));
+    Suite {
+        http,
+        state,
+        stop,
+        relay: relay_addr,
+        registry,
+    }
+}
+
+impl Suite {
+    async fn connect(&self, query: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws{query}", self.http))
+            .await
+            .unwrap();
+        ws
+    }
+
+    async fn join(&self, room: &str, id: Option<&str>) -> (Ws, Value) {
+        let mut ws = self.connect("").await;
+        let mut j = json!({"type":"join","room":room});
+        if let Some(id) = id {
+            j["peer_id"] = json!(id);
+        }
+        send(&mut ws, &j).await;
+        let w = recv(&mut ws).await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        (ws, w)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &self.registry.gather(),
+            &mut buf,
+        )
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{series} missing"))
+            .parse()
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(self.http).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        let code: u16 = body[9..12].parse().unwrap();
+        let json = body.split_once("\r\n\r\n").unwrap().1;
+        (code, serde_json::from_str(json).unwrap_or(Value::Null))
+    }
+}
+
+async fn send(ws: &mut Ws, v: &Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON message (pings are answered by tungstenite while reading).
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no message within 5 s")
+            .expect("stream ended")
+            .expect("websocket error");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Asserts nothing but pings arrives for `ms`.
+async fn quiet(ws: &mut Ws, ms: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        assert!(
+            matches!(m, Message::Ping(_) | Message::Pong(_)),
+            "unexpected {m:?}"
+        );
+    }
+}
+
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(6), ws.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Close(c))) => return c.map(|c| c.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
+    let s = start(SignalRaw::default(), None).await;
+    let (mut a, wa) = s.join("room1", Some("alice")).await;
+    assert_eq!(wa["peers"], json!([]));
+    assert!(wa["ice_servers"][0]["urls"][1]
+        .as_str()
+        .unwrap()
+        .starts_with("turn:127.0.0.1:"));
+    assert!(wa["ice_servers"][0]["username"]
+        .as_str()
+        .unwrap()
+        .ends_with(":alice"));
+    let (mut b, wb) = s.join("room1", None).await;
+    let bob = wb["peer_id"].as_str().unwrap().to_owned();
+    assert_eq!(wb["peers"], json!(["alice"]));
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-joined","peer_id": bob})
+    );
+    let (mut c, _) = s.join("room2", Some("alice")).await;
+
+    // The later joiner offers; candidates trickle; null ends them.
+    send(
+        &mut b,
+        &json!({"type":"offer","to":"alice","sdp":"v=0 offer"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"offer","from": bob,"sdp":"v=0 offer"})
+    );
+    send(
+        &mut a,
+        &json!({"type":"answer","to": bob,"sdp":"v=0 answer"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut b).await,
+        json!({"type":"answer","from":"alice","sdp":"v=0 answer"})
+    );
+    let cand = json!({"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0});
+    send(
+        &mut a,
+        &json!({"type":"candidate","to": bob,"candidate": cand}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut b).await,
+        json!({"type":"candidate","from":"alice","candidate": cand})
+    );
+    send(
+        &mut a,
+        &json!({"type":"candidate","to": bob,"candidate": null}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut b).await,
+        json!({"type":"candidate","from":"alice","candidate": null})
+    );
+
+    quiet(&mut c, 300).await;
+    assert_eq!(
+        s.metric("natkit_signal_messages_relayed_total{type=\"candidate\"}"),
+        2.0
+    );
+    assert_eq!(
+        s.metric("natkit_signal_messages_relayed_total{type=\"offer\"}"),
+        1.0
+    );
+    assert_eq!(s.metric("natkit_signal_rooms"), 2.0);
+    assert_eq!(s.metric("natkit_signal_peers_connected"), 3.0);
+    assert_eq!(s.metric("natkit_signal_credentials_issued_total"), 3.0);
+
+    // Disconnecting tells the room.
+    drop(b);
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-left","peer_id": bob})
+    );
+    quiet(&mut c, 200).await;
+}
+
+#[tokio::test]
+async fn every_error_code_is_returned_and_the_connection_stays_open() {
+    let s = start(
+        SignalRaw {
+            peers_per_room: Some("1".into()),
+            max_rooms: Some("2".into()),
+            messages_per_second: Some("5".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let mut ws = s.connect("").await;
+    let cases: Vec<(Message, &str)> = vec![
+        (Message::Text("{nope".into()), "bad-json"),
+        (
+            Message::Text(r#"{"type":"teleport"}"#.into()),
+            "unknown-type",
+        ),
+        (
+            Message::Text(r#"{"type":"offer","to":"x","sdp":"s"}"#.into()),
+            "not-joined",
+        ),
+        (Message::Binary(vec![1, 2, 3].into()), "bad-json"),
+        (
+            Message::Text(r#"{"type":"join","room":"bad room"}"#.into()),
+            "bad-room",
+        ),
+    ];
+    for (m, code) in cases {
+        ws.send(m.clone()).await.unwrap();
+        let r = recv(&mut ws).await;
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{m:?}"
+        );
+        assert!(r["message"].as_str().unwrap().len() > 5);
+        tokio::time::sleep(Duration::from_millis(210)).await; // stay under the rate limit
+    }
+    send(&mut ws, &json!({"type":"join","room":"full"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    tokio::time::sleep(Duration::from_millis(210)).await;
+    send(&mut ws, &json!({"type":"join","room":"other"})).await;
+    assert_eq!(recv(&mut ws).await["code"], "already-joined");
+    tokio::time::sleep(Duration::from_millis(210)).await;
+    send(&mut ws, &json!({"type":"offer","to":"ghost","sdp":"s"})).await;
+    assert_eq!(recv(&mut ws).await["code"], "unknown-peer");
+
+    let (mut second, _) = (s.connect("").await, ());
+    send(&mut second, &json!({"type":"join","room":"full"})).await;
+    assert_eq!(recv(&mut second).await["code"], "room-full");
+    send(&mut second, &json!({"type":"join","room":"r2"})).await;
+    assert_eq!(recv(&mut second).await["type"], "welcome");
+    let mut third = s.connect("").await;
+    send(&mut third, &json!({"type":"join","room":"r3"})).await;
+    assert_eq!(recv(&mut third).await["code"], "server-full");
+
+    // Rate limit: a burst of 30 pings gets some answers and some rate-limited errors.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for _ in 0..30 {
+        send(&mut ws, &json!({"type":"ping"})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        let r = recv(&mut ws).await;
+        if r["code"] == "rate-limited" {
+            limited += 1;
+        } else {
+            assert_eq!(r["type"], "pong");
+        }
+    }
+    assert!(limited >= 15, "only {limited} limited");
+    // Still open and serving after all of that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send(&mut ws, &json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"rate-limited\"}") >= 15.0);
+    assert_eq!(
+        s.metric("natkit_signal_rejected_messages_total{reason=\"bad-json\"}"),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let s = start(
+        SignalRaw {
+            max_frame_bytes: Some("2048".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let (mut a, _) = s.join("r", Some("a")).await;
+    let (mut b, _) = s.join("r", Some("b")).await;
+    let _ = recv(&mut a).await; // peer-joined
+    let big = json!({"type":"offer","to":"a","sdp":"x".repeat(5000)});
+    send(&mut b, &big).await;
+    assert_eq!(close_code(&mut b).await, Some(CloseCode::Size));
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-left","peer_id":"b"})
+    );
+    // Far above tungstenite's own limit too.
+    let (mut c, _) = s.join("r", Some("c")).await;
+    let _ = recv(&mut a).await;
+    let _ = c.send(Message::Text("y".repeat(200_000).into())).await;
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-left","peer_id":"c"})
+    );
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"frame-too-big\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_frames_does_not_disturb_other_peers() {
+    let s = start(
+        SignalRaw {
+            messages_per_second: Some("1000".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let (mut a, _) = s.join("calm", Some("a")).await;
+    let (mut b, _) = s.join("calm", Some("b")).await;
+    let _ = recv(&mut a).await;
+    let flooder = tokio::spawn({
+        let url = format!("ws://{}/v1/ws", s.http);
+        async move {
+            let (mut f, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            for i in 0..5000u32 {
+                let junk = match i % 4 {
+                    0 => "{".to_string(),
+                    1 => r#"{"type":"offer","to":"a","sdp":"x"}"#.to_string(),
+                    2 => format!(r#"{{"type":"{i}"}}"#),
+                    _ => "\u{0}\u{1}".to_string(),
+                };
+                if f.send(Message::Text(junk.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    for i in 0..100 {
+        send(
+            &mut b,
+            &json!({"type":"offer","to":"a","sdp": format!("sdp {i}")}),
+        )
+        .await;
+        let got = recv(&mut a).await;
+        assert_eq!(
+            got,
+            json!({"type":"offer","from":"b","sdp": format!("sdp {i}")})
+        );
+    }
+    flooder.await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_peers_are_dropped_by_ping_timeout() {
+    let s = start(SignalRaw::default(), None).await; // ping 1 s, idle 3 s
+    let (mut a, _) = s.join("r", Some("a")).await;
+    let (_silent, _) = s.join("r", Some("silent")).await; // never read again: never answers pings
+    assert_eq!(recv(&mut a).await["type"], "peer-joined");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-left","peer_id":"silent"})
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // `a` reads, so it answers pings and stays.
+    send(&mut a, &json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut a).await["type"], "pong");
+}
+
+async fn turn_allocate(
+    relay: SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<(), turn::Error> {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: relay.to_string(),
+        turn_serv_addr: relay.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "natkit".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await?;
+    client.listen().await?;
+    let r = client.allocate().await.map(|_| ());
+    client.close().await?;
+    r
+}
+
+#[tokio::test]
+async fn ice_server_credentials_allocate_on_the_embedded_relay_until_they_expire() {
+    let s = start(
+        SignalRaw {
+            credential_ttl: Some("2".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let (code, body) = s.get("/v1/ice-servers").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["ttl"], 2);
+    let server = &body["iceServers"][0];
+    let (user, pass) = (
+        server["username"].as_str().unwrap(),
+        server["credential"].as_str().unwrap(),
+    );
+    turn_allocate(s.relay, user, pass)
+        .await
+        .expect("fresh credentials allocate");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        turn_allocate(s.relay, user, pass).await.is_err(),
+        "expired credentials must be refused"
+    );
+    assert!(s.metric("natkit_relay_auth_failures_total{reason=\"expired\"}") >= 1.0);
+    // The welcome's credentials are the same kind.
+    let (_ws, w) = s.join("r", Some("p")).await;
+    let srv = &w["ice_servers"][0];
+    turn_allocate(
+        s.relay,
+        srv["username"].as_str().unwrap(),
+        srv["credential"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn tokens_gate_joins_and_ice_servers() {
+    let s = start(SignalRaw::default(), Some("token-secret")).await;
+    let key = TokenSecret::new("token-secret").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = key.mint("r1", 60, now);
+    let cases: [(Value, &str, &str); 4] = [
+        (json!({"type":"join","room":"r1"}), "", "unauthorized"),
+        (
+            json!({"type":"join","room":"r2","token": good}),
+            "",
+            "unauthorized",
+        ),
+        (
+            json!({"type":"join","room":"r1","token": key.mint("r1", 1, now - 10)}),
+            "",
+            "unauthorized",
+        ),
+        (
+            json!({"type":"join","room":"r1","token": good}),
+            "",
+            "welcome",
+        ),
+    ];
+    for (join, query, want) in cases {
+        let mut ws = s.connect(query).await;
+        send(&mut ws, &join).await;
+        let r = recv(&mut ws).await;
+        let got = if r["type"] == "error" {
+            r["code"].as_str().unwrap()
+        } else {
+            r["type"].as_str().unwrap()
+        };
+        assert_eq!(got, want, "{join}");
+    }
+    // The token can ride on the URL instead.
+    let mut ws = s.connect(&format!("?token={good}")).await;
+    send(&mut ws, &json!({"type":"join","room":"r1"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    assert_eq!(s.get("/v1/ice-servers").await.0, 401);
+    assert_eq!(s.get("/v1/ice-servers?token=forged").await.0, 401);
+    let (code, body) = s.get(&format!("/v1/ice-servers?token={good}")).await;
+    assert_eq!(code, 200);
+    assert!(body["iceServers"][0]["credential"].is_string());
+}
+
+#[tokio::test]
+async fn shutdown_tells_connected_peers() {
+    let s = start(SignalRaw::default(), None).await;
+    let (mut a, _) = s.join("r", Some("a")).await;
+    s.stop.send(true).unwrap();
+    assert_eq!(recv(&mut a).await["code"], "shutting-down");
+    assert_eq!(close_code(&mut a).await, Some(CloseCode::Away));
+    let _ = &s.state;
+}
