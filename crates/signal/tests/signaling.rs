@@ -1,185 +1,19 @@
 //! Loopback tests with real WebSocket clients against an in-process natkit-signal with its
 //! embedded relay on 127.0.0.1.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use natkit_signal::config::{SignalRaw, SignalSettings};
-use natkit_signal::server::{self, AppState, IceConfig};
+use common::*;
+use futures_util::SinkExt;
+use natkit_signal::config::SignalRaw;
 use natkit_signal::token::TokenSecret;
-use natkit_stun_turn::config::RawSettings;
-use natkit_stun_turn::metrics::RelayMetrics;
-use natkit_stun_turn::server::Relay;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-struct Suite {
-    http: SocketAddr,
-    state: Arc<AppState>,
-    stop: watch::Sender<bool>,
-    relay: SocketAddr,
-    registry: prometheus::Registry,
-}
-
-impl Drop for Suite {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
-    let defaults = SignalRaw {
-        listen: Some("127.0.0.1:0".into()),
-        ping_interval: Some("1".into()),
-        idle_timeout: Some("3".into()),
-        ..Default::default()
-    };
-    let settings: SignalSettings = SignalRaw::merge(extra, SignalRaw::default(), defaults)
-        .resolve(token.map(str::to_owned), |_| unreachable!())
-        .unwrap();
-    let relay_cfg = RawSettings {
-        listen: Some("127.0.0.1:0".into()),
-        alt_port: Some("0".into()),
-        ..Default::default()
-    }
-    .resolve(Some("signal-test-secret".into()), |_| unreachable!())
-    .unwrap()
-    .relay;
-    let registry = prometheus::Registry::new();
-    let (stop, stop_rx) = watch::channel(false);
-    let relay = Relay::bind(relay_cfg, RelayMetrics::with_registry(registry.clone()))
-        .await
-        .unwrap();
-    let relay_addr = relay.addresses().primary;
-    let ice = IceConfig {
-        relay: Some((relay_addr.ip().to_string(), relay_addr.port())),
-        urls: vec![],
-        secrets: relay.secrets().clone(),
-        ttl: settings.credential_ttl,
-    };
-    let mut rx = stop_rx.clone();
-    tokio::spawn(relay.run(async move {
-        let _ = rx.changed().await;
-    }));
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .unwrap();
-    let http = listener.local_addr().unwrap();
-    let state = AppState::new(settings, ice, registry.clone(), stop_rx.clone());
-    let mut rx = stop_rx;
-    tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
-        let _ = rx.changed().await;
-    }));
-    Suite {
-        http,
-        state,
-        stop,
-        relay: relay_addr,
-        registry,
-    }
-}
-
-impl Suite {
-    async fn connect(&self, query: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws{query}", self.http))
-            .await
-            .unwrap();
-        ws
-    }
-
-    async fn join(&self, room: &str, id: Option<&str>) -> (Ws, Value) {
-        let mut ws = self.connect("").await;
-        let mut j = json!({"type":"join","room":room});
-        if let Some(id) = id {
-            j["peer_id"] = json!(id);
-        }
-        send(&mut ws, &j).await;
-        let w = recv(&mut ws).await;
-        assert_eq!(w["type"], "welcome", "{w}");
-        (ws, w)
-    }
-
-    fn metric(&self, series: &str) -> f64 {
-        let mut buf = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &self.registry.gather(),
-            &mut buf,
-        )
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{series} missing"))
-            .parse()
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(self.http).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.unwrap();
-        let code: u16 = body[9..12].parse().unwrap();
-        let json = body.split_once("\r\n\r\n").unwrap().1;
-        (code, serde_json::from_str(json).unwrap_or(Value::Null))
-    }
-}
-
-async fn send(ws: &mut Ws, v: &Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next JSON message (pings are answered by tungstenite while reading).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("no message within 5 s")
-            .expect("stream ended")
-            .expect("websocket error");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
-}
-
-/// Asserts nothing but pings arrives for `ms`.
-async fn quiet(ws: &mut Ws, ms: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
-        assert!(
-            matches!(m, Message::Ping(_) | Message::Pong(_)),
-            "unexpected {m:?}"
-        );
-    }
-}
-
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(6), ws.next())
-            .await
-            .expect("no close in time")
-        {
-            Some(Ok(Message::Close(c))) => return c.map(|c| c.code),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
 
 #[tokio::test]
 async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
