@@ -379,8 +379,13 @@ async fn ws(
     };
     // tungstenite's own limit sits above ours so that over-limit frames reach us and get 1009.
     let limit = st.settings.max_frame_bytes * 4 + 4096;
+    // tungstenite's defaults (128 KiB read and write buffers per connection) would make 10k
+    // peers cost 2.5 GiB; signaling frames are small, and buffers grow when a frame needs it.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit * 2)
         .on_upgrade(move |socket| async move {
             connection(st, socket, q.token).await;
             drop(permit);
