@@ -523,3 +523,56 @@ pub async fn serve(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natkit_stun_turn::credentials::{candidate_passwords, Secret};
+
+    #[test]
+    fn ice_servers_for_embedded_and_external_relays() {
+        let secrets = Secrets::new(vec![Secret::new("shared").unwrap()]).unwrap();
+        let external = IceConfig {
+            relay: None,
+            urls: vec![
+                "stun:stun.example.org:3478".into(),
+                "turn:relay.example.org:3478".into(),
+                "turns:relay.example.org:5349".into(),
+            ],
+            secrets: secrets.clone(),
+            ttl: 600,
+        };
+        let v = external.mint("peer1", 1000);
+        assert_eq!(v[0], json!({"urls": ["stun:stun.example.org:3478"]}));
+        assert_eq!(
+            v[1]["urls"],
+            json!([
+                "turn:relay.example.org:3478",
+                "turns:relay.example.org:5349"
+            ])
+        );
+        assert_eq!(v[1]["username"], "1600:peer1");
+        let password = v[1]["credential"].as_str().unwrap();
+        assert!(
+            candidate_passwords(&secrets, "1600:peer1").any(|p| p == password),
+            "the relay sharing the secret accepts it"
+        );
+
+        let embedded = IceConfig {
+            relay: Some(("203.0.113.5".into(), 3478)),
+            urls: vec![],
+            secrets,
+            ttl: 60,
+        };
+        let v = embedded.mint("p", 0);
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(
+            v[0]["urls"],
+            json!([
+                "stun:203.0.113.5:3478",
+                "turn:203.0.113.5:3478?transport=udp"
+            ])
+        );
+        assert_eq!(v[0]["username"], "60:p");
+    }
+}

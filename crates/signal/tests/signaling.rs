@@ -400,3 +400,56 @@ async fn shutdown_tells_connected_peers() {
     assert_eq!(close_code(&mut a).await, Some(CloseCode::Away));
     let _ = &s.state;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503() {
+    let s = start(
+        SignalRaw {
+            max_connections: Some("1".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let (_a, _) = s.join("r", Some("a")).await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 503),
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"server-full\"}") >= 1.0);
+}
+
+#[test]
+fn token_subcommand_mints_tokens_the_server_accepts() {
+    let bin = env!("CARGO_BIN_EXE_natkit-signal");
+    let out = std::process::Command::new(bin)
+        .env("NATKIT_SIGNAL_TOKEN_SECRET", "cli-secret")
+        .args(["token", "--room", "standup", "--ttl", "120"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = TokenSecret::new("cli-secret").unwrap();
+    assert_eq!(key.authorize(Some(token.trim()), "standup", now), Ok(()));
+    assert!(key
+        .authorize(Some(token.trim()), "standup", now + 121)
+        .is_err());
+    let out = std::process::Command::new(bin)
+        .env_remove("NATKIT_SIGNAL_TOKEN_SECRET")
+        .args(["token", "--room", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NATKIT_SIGNAL_TOKEN_SECRET"));
+}
