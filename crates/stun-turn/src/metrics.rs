@@ -56,6 +56,20 @@ pub const DROP_REASONS: [&str; 6] = [
     "unexpected",      // responses, unknown indications, non-Binding on RFC 5780 sockets
 ];
 
+/// The packet and byte counters of one relay direction.
+#[derive(Clone)]
+pub(crate) struct DirectionCounters {
+    packets: IntCounter,
+    bytes: IntCounter,
+}
+
+impl DirectionCounters {
+    pub(crate) fn relayed(&self, bytes: usize) {
+        self.packets.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
 #[derive(Clone)]
 pub struct RelayMetrics {
     registry: Registry,
@@ -172,11 +186,12 @@ impl RelayMetrics {
         String::from_utf8(buf).expect("prometheus text is utf-8")
     }
 
-    pub(crate) fn relayed(&self, direction: &str, bytes: usize) {
-        self.relayed_packets.with_label_values(&[direction]).inc();
-        self.relayed_bytes
-            .with_label_values(&[direction])
-            .inc_by(bytes as u64);
+    /// Counters of one direction, resolved once: the per-packet path must not hash labels.
+    pub(crate) fn direction(&self, direction: &str) -> DirectionCounters {
+        DirectionCounters {
+            packets: self.relayed_packets.with_label_values(&[direction]),
+            bytes: self.relayed_bytes.with_label_values(&[direction]),
+        }
     }
 
     pub(crate) fn drop(&self, reason: &str) {

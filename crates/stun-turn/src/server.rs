@@ -86,6 +86,7 @@ struct Shared {
     sockets: HashMap<Slot, (Arc<UdpSocket>, SocketAddr)>,
     table: Mutex<Table>,
     metrics: RelayMetrics,
+    client_to_peer: crate::metrics::DirectionCounters,
 }
 
 struct Table {
@@ -276,6 +277,7 @@ impl Relay {
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
                 reservations: HashMap::new(),
             }),
+            client_to_peer: metrics.direction("client_to_peer"),
             metrics,
         });
         Ok(Relay { shared, addresses })
@@ -388,55 +390,96 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+thread_local! {
+    /// Receive buffer of the relay tasks on this worker thread, with 4 bytes of headroom so a
+    /// ChannelData header is written in front of the payload without copying. Shared by all
+    /// allocations: an idle allocation holds no buffer.
+    static RELAY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 4 + MAX_DATAGRAM]);
+}
+
+/// What one datagram from a peer turned into.
+enum PeerDatagram {
+    Sent,
+    /// The client's socket was not writable right now: send this when it is.
+    Pending(Vec<u8>, usize),
+    Dropped,
+}
+
 /// Reads datagrams from peers on one relay socket and forwards them to the client.
+///
+/// Waits for readiness, then drains the socket into [`RELAY_BUF`] and sends synchronously, so
+/// the common case does no allocation, no copy and no await per datagram.
 async fn relay_task(
     socket: Arc<UdpSocket>,
     primary: Arc<UdpSocket>,
     client: SocketAddr,
     state: Arc<Mutex<AllocState>>,
-    policy_metrics: RelayMetrics,
+    metrics: RelayMetrics,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let counters = metrics.direction("peer_to_client");
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(v) => v,
-            Err(e) => {
-                debug!(error = %e, "relay socket recv error");
-                continue;
+        if socket.readable().await.is_err() {
+            return;
+        }
+        loop {
+            let outcome = RELAY_BUF.with_borrow_mut(|buf| {
+                let (n, peer) = match socket.try_recv_from(&mut buf[4..]) {
+                    Ok(v) => v,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                    Err(e) => {
+                        // ICMP errors surface here; keep serving.
+                        debug!(error = %e, "relay socket recv error");
+                        return Some(PeerDatagram::Dropped);
+                    }
+                };
+                let now = Instant::now();
+                let channel = {
+                    let st = state.lock().expect("state lock");
+                    if !st.has_permission(peer.ip(), now) {
+                        metrics.drop("no_permission");
+                        return Some(PeerDatagram::Dropped);
+                    }
+                    st.peer_channel(peer, now)
+                };
+                let framed: &[u8] = match channel {
+                    Some(number) if n <= u16::MAX as usize => {
+                        buf[..4].copy_from_slice(&wire::channel_data_header(number, n));
+                        &buf[..4 + n]
+                    }
+                    _ => {
+                        let msg = wire::build(
+                            TransactionId::new(),
+                            MessageType::new(METHOD_DATA, CLASS_INDICATION),
+                            vec![
+                                Box::new(XorMappedAddressAs(peer, ATTR_XOR_PEER_ADDRESS)),
+                                Box::new(Data(buf[4..4 + n].to_vec())),
+                            ],
+                        );
+                        return Some(match primary.try_send_to(&msg, client) {
+                            Ok(_) => {
+                                counters.relayed(n);
+                                PeerDatagram::Sent
+                            }
+                            Err(_) => PeerDatagram::Pending(msg, n),
+                        });
+                    }
+                };
+                Some(match primary.try_send_to(framed, client) {
+                    Ok(_) => {
+                        counters.relayed(n);
+                        PeerDatagram::Sent
+                    }
+                    Err(_) => PeerDatagram::Pending(framed.to_vec(), n),
+                })
+            });
+            match outcome {
+                None => break,
+                Some(PeerDatagram::Pending(bytes, n)) => match primary.send_to(&bytes, client).await {
+                    Ok(_) => counters.relayed(n),
+                    Err(e) => debug!(error = %e, %client, "send to client failed"),
+                },
+                Some(_) => {}
             }
-        };
-        let now = Instant::now();
-        let channel = {
-            let st = state.lock().expect("state lock");
-            if !st.has_permission(peer.ip(), now) {
-                None
-            } else {
-                Some(st.peer_channel(peer, now))
-            }
-        };
-        let out = match channel {
-            None => {
-                policy_metrics.drop("no_permission");
-                continue;
-            }
-            Some(Some(number)) if n <= u16::MAX as usize => {
-                let mut framed = Vec::with_capacity(n + 4);
-                framed.extend_from_slice(&wire::channel_data_header(number, n));
-                framed.extend_from_slice(&buf[..n]);
-                framed
-            }
-            Some(_) => wire::build(
-                TransactionId::new(),
-                MessageType::new(METHOD_DATA, CLASS_INDICATION),
-                vec![
-                    Box::new(XorMappedAddressAs(peer, ATTR_XOR_PEER_ADDRESS)),
-                    Box::new(Data(buf[..n].to_vec())),
-                ],
-            ),
-        };
-        match primary.send_to(&out, client).await {
-            Ok(_) => policy_metrics.relayed("peer_to_client", n),
-            Err(e) => debug!(error = %e, %client, "send to client failed"),
         }
     }
 }
@@ -481,7 +524,7 @@ impl Shared {
             Action::Relay { socket, to, range } => {
                 let len = range.len();
                 match socket.send_to(&buf[range], to).await {
-                    Ok(_) => self.metrics.relayed("client_to_peer", len),
+                    Ok(_) => self.client_to_peer.relayed(len),
                     Err(e) => debug!(error = %e, %to, "relay to peer failed"),
                 }
             }
@@ -490,7 +533,7 @@ impl Shared {
                 to,
                 payload,
             } => match socket.send_to(&payload, to).await {
-                Ok(_) => self.metrics.relayed("client_to_peer", payload.len()),
+                Ok(_) => self.client_to_peer.relayed(payload.len()),
                 Err(e) => debug!(error = %e, %to, "relay to peer failed"),
             },
         }

@@ -1,0 +1,100 @@
+//! Just enough TURN client for load: Allocate (with the 401 challenge) and ChannelBind.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use natkit_stun_turn::credentials::{self, Secret};
+use stun::agent::TransactionId;
+use stun::attributes::*;
+use stun::error_code::ErrorCodeAttribute;
+use stun::integrity::MessageIntegrity;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use tokio::net::UdpSocket;
+use turn::proto::channum::ChannelNumber;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqtrans::RequestedTransport;
+
+pub struct Auth {
+    username: String,
+    password: String,
+    realm: String,
+    nonce: String,
+}
+
+fn build(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>) -> Message {
+    let mut all: Vec<Box<dyn Setter>> = vec![Box::new(TransactionId::new()), Box::new(MessageType::new(method, CLASS_REQUEST))];
+    all.extend(attrs);
+    if let Some(a) = auth {
+        all.push(Box::new(TextAttribute::new(ATTR_USERNAME, a.username.clone())));
+        all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
+        all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
+        all.push(Box::new(MessageIntegrity::new_long_term_integrity(a.username.clone(), a.realm.clone(), a.password.clone())));
+    }
+    let mut m = Message::new();
+    m.build(&all).expect("request encodes");
+    m
+}
+
+/// Sends `m` on the connected socket and waits for the matching response (5 tries, 500 ms).
+async fn transact(sock: &UdpSocket, m: &Message) -> anyhow::Result<Message> {
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..5 {
+        sock.send(&m.raw).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            let mut r = Message::new();
+            r.raw = buf[..n].to_vec();
+            if r.decode().is_ok() && r.transaction_id == m.transaction_id {
+                return Ok(r);
+            }
+        }
+    }
+    anyhow::bail!("no answer to {:?}", m.typ)
+}
+
+fn code(m: &Message) -> Option<u16> {
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).ok().map(|_| e.code.0)
+}
+
+/// An allocation: its 5-tuple socket (connected to the server), credentials and relayed address.
+pub struct Allocation {
+    pub sock: UdpSocket,
+    pub relayed: SocketAddr,
+    auth: Auth,
+}
+
+/// Allocates on `server` with a REST credential for `user` minted from `secret`.
+pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(server).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let cred = credentials::mint(&Secret::new(secret)?, user, 3600, now)?;
+    let udp = || -> Box<dyn Setter> { Box::new(RequestedTransport { protocol: turn::proto::PROTO_UDP }) };
+    let r = transact(&sock, &build(METHOD_ALLOCATE, vec![udp()], None)).await?;
+    anyhow::ensure!(code(&r) == Some(401), "expected a 401 challenge, got {:?}", code(&r));
+    let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
+    let auth = Auth { username: cred.username, password: cred.password, realm: text(ATTR_REALM)?, nonce: text(ATTR_NONCE)? };
+    let r = transact(&sock, &build(METHOD_ALLOCATE, vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))], Some(&auth))).await?;
+    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "allocate failed with {:?}", code(&r));
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(&r)?;
+    Ok(Allocation { sock, relayed: SocketAddr::new(relayed.ip, relayed.port), auth })
+}
+
+impl Allocation {
+    /// Binds `channel` to `peer` (which also installs the permission).
+    pub async fn bind(&self, channel: u16, peer: SocketAddr) -> anyhow::Result<()> {
+        let m = build(
+            METHOD_CHANNEL_BIND,
+            vec![Box::new(ChannelNumber(channel)), Box::new(PeerAddress { ip: peer.ip(), port: peer.port() })],
+            Some(&self.auth),
+        );
+        let r = transact(&self.sock, &m).await?;
+        anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "channel bind failed with {:?}", code(&r));
+        Ok(())
+    }
+}

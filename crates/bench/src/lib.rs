@@ -1,0 +1,17 @@
+//! natkit-bench: drives any TURN server that accepts TURN REST API credentials.
+//!
+//! # Layout
+//! - [`proc_stats`]: a server's CPU seconds and resident memory from `/proc`.
+//! - [`client`]: just enough TURN client to allocate and bind a channel (401 dance included).
+//! - [`echo`]: the UDP echo peer every relayed packet bounces off.
+//! - [`load`]: the relay load (ChannelData at a rate or with a bounded window) and the
+//!   allocation-rate load; [`forwarder`]: a plain UDP forwarder, the physical ceiling.
+//!
+//! The generator measures from the outside: delivered round trips, loss, round-trip time, and the
+//! server's CPU time and RSS read from `/proc/<pid>`.
+
+pub mod client;
+pub mod echo;
+pub mod forwarder;
+pub mod load;
+pub mod proc_stats;

@@ -1,0 +1,113 @@
+//! `natkit-bench`: load for TURN relays.
+//!
+//! ```text
+//! natkit-bench relay --server 127.0.0.1:3478 --secret S --server-pid PID --allocations 100 --size 100 [--rate PPS | --window N] [--send]
+//! natkit-bench alloc-rate --server 127.0.0.1:3478 --secret S --count 5000 --concurrency 64
+//! natkit-bench forwarder --listen 127.0.0.1:0 --peer 127.0.0.1:9
+//! ```
+//! The relay load bounces off a built-in UDP echo peer on 127.0.0.1 (the relay must allow
+//! loopback peers: `--allow-peer 127.0.0.1`, coturn `--allow-loopback-peers`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use natkit_bench::load::{self, LoadConfig, Pacing, Target};
+
+#[derive(Parser)]
+#[command(name = "natkit-bench", about = "Load generator for TURN relays")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Relayed ChannelData (or Send indications) through N allocations to an echo peer
+    Relay {
+        #[arg(long)]
+        server: SocketAddr,
+        /// TURN REST API secret (or NATKIT_TURN_SECRET)
+        #[arg(long, env = "NATKIT_TURN_SECRET")]
+        secret: String,
+        /// The server's pid, for CPU and memory figures
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long, default_value_t = 10)]
+        allocations: usize,
+        /// Payload bytes per datagram (at least 16)
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Total datagrams per second (paced); without it, flat out with --window
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Packets in flight per allocation when not paced
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Send indications instead of ChannelData
+        #[arg(long)]
+        send: bool,
+        /// Treat --server as a plain UDP forwarder (no TURN)
+        #[arg(long)]
+        plain: bool,
+        /// The echo peer's address when --plain (the forwarder's --peer)
+        #[arg(long)]
+        echo: Option<SocketAddr>,
+    },
+    /// Allocations per second until --count, failures counted
+    AllocRate {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long, env = "NATKIT_TURN_SECRET")]
+        secret: String,
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Run a plain UDP forwarder (the physical ceiling of a user-space relay)
+    Forwarder {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long)]
+        peer: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Relay { server, secret, server_pid, allocations, size, rate, window, seconds, send, plain, echo } => {
+            anyhow::ensure!(size >= 16, "--size must be at least 16 (sequence number and timestamp)");
+            let echo = match (plain, echo) {
+                (true, Some(e)) => e,
+                (true, None) => anyhow::bail!("--plain needs --echo (the forwarder's peer)"),
+                (false, _) => natkit_bench::echo::start(),
+            };
+            let target = if plain { Target::Plain { forwarder: server } } else { Target::Turn { server, secret } };
+            let cfg = LoadConfig {
+                target,
+                echo,
+                allocations,
+                payload: size,
+                pacing: rate.map(Pacing::Rate).unwrap_or(Pacing::Window(window)),
+                duration: Duration::from_secs(seconds),
+                send_indications: send,
+                server_pid,
+            };
+            let report = load::run(&cfg).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Cmd::AllocRate { server, secret, count, concurrency } => {
+            let r = load::allocation_rate(server, &secret, count, concurrency).await;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Cmd::Forwarder { listen, peer } => {
+            natkit_bench::forwarder::run(listen, peer, |a| eprintln!("natkit-bench: forwarding {a} <-> {peer}")).await?;
+        }
+    }
+    Ok(())
+}
