@@ -106,7 +106,10 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Cmd::Forwarder { listen, peer } => {
-            natkit_bench::forwarder::run(listen, peer, |a| eprintln!("natkit-bench: forwarding {a} <-> {peer}")).await?;
+            tokio::task::spawn_blocking(move || {
+                natkit_bench::forwarder::run(listen, peer, |a| eprintln!("natkit-bench: forwarding {a} <-> {peer}"))
+            })
+            .await??;
         }
     }
     Ok(())

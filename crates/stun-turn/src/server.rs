@@ -339,19 +339,32 @@ async fn serve_socket(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
+        tokio::select! {
+            r = socket.readable() => if r.is_err() { continue },
+            _ = stop.changed() => return,
+        }
+        // Drain what is queued (bounded, so a flood cannot starve the stop signal).
+        for _ in 0..256 {
+            let (n, src) = match socket.try_recv_from(&mut buf) {
                 Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on Linux; keep serving.
                     debug!(error = %e, "recv error");
                     continue;
                 }
-            },
-            _ = stop.changed() => return,
-        };
-        let action = shared.handle(slot, &buf[..n], src, Instant::now(), unix_now());
-        shared.execute(action, &buf).await;
+            };
+            let action = shared.handle(slot, &buf[..n], src, Instant::now(), unix_now());
+            shared.execute(action, &buf).await;
+        }
+    }
+}
+
+/// Sends now if the socket is writable, else waits for it.
+async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match socket.try_send_to(bytes, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
+        r => r,
     }
 }
 
@@ -516,14 +529,14 @@ impl Shared {
             Action::None => {}
             Action::Reply { from, to, bytes } => {
                 if let Some((socket, _)) = self.sockets.get(&from) {
-                    if let Err(e) = socket.send_to(&bytes, to).await {
+                    if let Err(e) = send(socket, &bytes, to).await {
                         debug!(error = %e, %to, "reply failed");
                     }
                 }
             }
             Action::Relay { socket, to, range } => {
                 let len = range.len();
-                match socket.send_to(&buf[range], to).await {
+                match send(&socket, &buf[range], to).await {
                     Ok(_) => self.client_to_peer.relayed(len),
                     Err(e) => debug!(error = %e, %to, "relay to peer failed"),
                 }
