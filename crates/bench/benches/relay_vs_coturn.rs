@@ -4,7 +4,10 @@
 //!
 //! `cargo build --release --bins && cargo bench -p natkit-bench --bench relay_vs_coturn`
 //! Environment: `NATKIT_BENCH_ALLOCS=1,10,100,1000`, `NATKIT_BENCH_SIZES=100,1000`,
-//! `NATKIT_BENCH_SECONDS=3`, `NATKIT_BENCH_INFLIGHT=128` (packets in flight over all allocations).
+//! `NATKIT_BENCH_SECONDS=3`, `NATKIT_BENCH_INFLIGHT_BYTES=65536` (payload bytes in flight over all
+//! allocations, at most 128 packets: enough to keep a server busy, little enough that no socket
+//! buffer on loopback overflows, so loss measures the server).
+//! After each cell, natkit is run again paced at the rate coturn sustained, for the loss target.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -34,13 +37,21 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn release_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(p.exists(), "build it first: cargo build --release --bins ({} missing)", p.display());
+    assert!(
+        p.exists(),
+        "build it first: cargo build --release --bins ({} missing)",
+        p.display()
+    );
     p
 }
 
@@ -51,8 +62,24 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
         Server::Natkit => Command::new(release_bin("natkit-relay"))
             .env("NATKIT_TURN_SECRET", SECRET)
             .env("RUST_LOG", "warn")
-            .args(["--listen", &addr.to_string(), "--alt-port", "0", "--metrics-listen", "off"])
-            .args(["--allow-peer", "127.0.0.1", "--user-quota", "0", "--total-quota", "0", "--relay-ports", "10000-29999"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--alt-port",
+                "0",
+                "--metrics-listen",
+                "off",
+            ])
+            .args([
+                "--allow-peer",
+                "127.0.0.1",
+                "--user-quota",
+                "0",
+                "--total-quota",
+                "0",
+                "--relay-ports",
+                "10000-29999",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,10 +88,28 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
             let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
             std::fs::create_dir_all(&dir).unwrap();
             Command::new("turnserver")
-                .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+                .args([
+                    "-n",
+                    "--no-cli",
+                    "--no-tls",
+                    "--no-dtls",
+                    "--no-tcp",
+                    "--listening-ip=127.0.0.1",
+                    "--relay-ip=127.0.0.1",
+                ])
                 .arg(format!("--listening-port={port}"))
-                .args(["--use-auth-secret", &format!("--static-auth-secret={SECRET}"), "--realm=natkit", "--allow-loopback-peers"])
-                .args(["--min-port=10000", "--max-port=29999", "--no-stdout-log", "--log-file=/dev/null"])
+                .args([
+                    "--use-auth-secret",
+                    &format!("--static-auth-secret={SECRET}"),
+                    "--realm=natkit",
+                    "--allow-loopback-peers",
+                ])
+                .args([
+                    "--min-port=10000",
+                    "--max-port=29999",
+                    "--no-stdout-log",
+                    "--log-file=/dev/null",
+                ])
                 .arg(format!("--pidfile={}/pid", dir.display()))
                 .arg(format!("--userdb={}/db", dir.display()))
                 .stdout(Stdio::null())
@@ -73,7 +118,13 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
                 .expect("turnserver (apt-get install coturn)")
         }
         Server::Forwarder => Command::new(release_bin("natkit-bench"))
-            .args(["forwarder", "--listen", &addr.to_string(), "--peer", &echo.to_string()])
+            .args([
+                "forwarder",
+                "--listen",
+                &addr.to_string(),
+                "--peer",
+                &echo.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,9 +140,14 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
             continue;
         }
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut m = stun::message::Message::new();
-        m.build(&[Box::new(stun::agent::TransactionId::new()), Box::new(stun::message::BINDING_REQUEST)]).unwrap();
+        m.build(&[
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(stun::message::BINDING_REQUEST),
+        ])
+        .unwrap();
         s.send_to(&m.raw, addr).unwrap();
         if s.recv_from(&mut [0u8; 1500]).is_ok() {
             return Proc { child, addr };
@@ -101,29 +157,41 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
 }
 
 fn env_list(key: &str, default: &str) -> Vec<usize> {
-    std::env::var(key).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().parse().unwrap()).collect()
+    std::env::var(key)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
 }
 
 fn main() {
     let allocs = env_list("NATKIT_BENCH_ALLOCS", "1,10,100,1000");
     let sizes = env_list("NATKIT_BENCH_SIZES", "100,1000");
     let seconds = env_list("NATKIT_BENCH_SECONDS", "3")[0] as u64;
-    let inflight = env_list("NATKIT_BENCH_INFLIGHT", "128")[0];
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let inflight_bytes = env_list("NATKIT_BENCH_INFLIGHT_BYTES", "65536")[0];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let echo = natkit_bench::echo::start();
-    println!("relay benchmark: flat out, {inflight} packets in flight over all allocations, {seconds} s per cell, loopback, 2 cores shared by load and server");
+    println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, 2 cores shared by load and server");
     println!(
         "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8} {:>12}",
         "allocs", "bytes", "server", "relayed pps", "CPU s/Mpkt", "p99 us", "loss %", "RSS/alloc B"
     );
     for &n in &allocs {
         for &size in &sizes {
+            let inflight = (inflight_bytes / size).clamp(1, 128);
             let mut reports: Vec<(Server, LoadReport)> = Vec::new();
             for server in [Server::Natkit, Server::Coturn, Server::Forwarder] {
                 let p = start(server, echo);
                 let target = match server {
                     Server::Forwarder => Target::Plain { forwarder: p.addr },
-                    _ => Target::Turn { server: p.addr, secret: SECRET.into() },
+                    _ => Target::Turn {
+                        server: p.addr,
+                        secret: SECRET.into(),
+                    },
                 };
                 let cfg = LoadConfig {
                     target,
@@ -131,11 +199,14 @@ fn main() {
                     allocations: n,
                     payload: size,
                     pacing: Pacing::Window((inflight / n).max(1)),
+                    inflight,
                     duration: Duration::from_secs(seconds),
                     send_indications: false,
                     server_pid: Some(p.child.id()),
                 };
-                let r = rt.block_on(load::run(&cfg)).unwrap_or_else(|e| panic!("{server:?} {n}x{size}: {e:#}"));
+                let r = rt
+                    .block_on(load::run(&cfg))
+                    .unwrap_or_else(|e| panic!("{server:?} {n}x{size}: {e:#}"));
                 println!(
                     "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>12.0}",
                     n,
@@ -145,11 +216,45 @@ fn main() {
                     r.cpu_s_per_million,
                     r.rtt_p99_us,
                     r.loss_pct,
-                    if server == Server::Forwarder { f64::NAN } else { r.rss_per_allocation_bytes }
+                    if server == Server::Forwarder {
+                        f64::NAN
+                    } else {
+                        r.rss_per_allocation_bytes
+                    }
                 );
                 reports.push((server, r));
             }
             let (nk, ct) = (&reports[0].1, &reports[1].1);
+            // Both servers paced (open loop) at the rate coturn sustained flat out: datagrams
+            // sent per second = half the relayed ones. The loss target is judged here.
+            for server in [Server::Natkit, Server::Coturn] {
+                let p = start(server, echo);
+                let cfg = LoadConfig {
+                    target: Target::Turn {
+                        server: p.addr,
+                        secret: SECRET.into(),
+                    },
+                    echo,
+                    allocations: n,
+                    payload: size,
+                    pacing: Pacing::Rate((ct.relayed_pps / 2.0) as u64),
+                    inflight,
+                    duration: Duration::from_secs(seconds),
+                    send_indications: false,
+                    server_pid: Some(p.child.id()),
+                };
+                let r = rt.block_on(load::run(&cfg)).expect("paced run");
+                println!(
+                    "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3}   (paced at coturn's flat-out rate)",
+                    n,
+                    size,
+                    format!("{server:?}@rate").to_lowercase(),
+                    r.relayed_pps,
+                    r.cpu_s_per_million,
+                    r.rtt_p99_us,
+                    r.loss_pct
+                );
+            }
             println!(
                 "{:>6} {:>6} {:<10} {:>11.2}x {:>11.2}x {:>8.2}x {:>8} {:>11.2}x",
                 n,
@@ -168,6 +273,12 @@ fn main() {
     for server in [Server::Natkit, Server::Coturn] {
         let p = start(server, echo);
         let r = rt.block_on(load::allocation_rate(p.addr, SECRET, 5000, 64));
-        println!("{:<10} {:>10.0} allocations/s, {} failed of {}", format!("{server:?}").to_lowercase(), r.per_second, r.failed, r.requested);
+        println!(
+            "{:<10} {:>10.0} allocations/s, {} failed of {}",
+            format!("{server:?}").to_lowercase(),
+            r.per_second,
+            r.failed,
+            r.requested
+        );
     }
 }

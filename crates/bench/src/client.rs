@@ -25,13 +25,23 @@ pub struct Auth {
 }
 
 fn build(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>) -> Message {
-    let mut all: Vec<Box<dyn Setter>> = vec![Box::new(TransactionId::new()), Box::new(MessageType::new(method, CLASS_REQUEST))];
+    let mut all: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(method, CLASS_REQUEST)),
+    ];
     all.extend(attrs);
     if let Some(a) = auth {
-        all.push(Box::new(TextAttribute::new(ATTR_USERNAME, a.username.clone())));
+        all.push(Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            a.username.clone(),
+        )));
         all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
         all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
-        all.push(Box::new(MessageIntegrity::new_long_term_integrity(a.username.clone(), a.realm.clone(), a.password.clone())));
+        all.push(Box::new(MessageIntegrity::new_long_term_integrity(
+            a.username.clone(),
+            a.realm.clone(),
+            a.password.clone(),
+        )));
     }
     let mut m = Message::new();
     m.build(&all).expect("request encodes");
@@ -71,18 +81,49 @@ pub struct Allocation {
 pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     sock.connect(server).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let cred = credentials::mint(&Secret::new(secret)?, user, 3600, now)?;
-    let udp = || -> Box<dyn Setter> { Box::new(RequestedTransport { protocol: turn::proto::PROTO_UDP }) };
+    let udp = || -> Box<dyn Setter> {
+        Box::new(RequestedTransport {
+            protocol: turn::proto::PROTO_UDP,
+        })
+    };
     let r = transact(&sock, &build(METHOD_ALLOCATE, vec![udp()], None)).await?;
-    anyhow::ensure!(code(&r) == Some(401), "expected a 401 challenge, got {:?}", code(&r));
+    anyhow::ensure!(
+        code(&r) == Some(401),
+        "expected a 401 challenge, got {:?}",
+        code(&r)
+    );
     let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
-    let auth = Auth { username: cred.username, password: cred.password, realm: text(ATTR_REALM)?, nonce: text(ATTR_NONCE)? };
-    let r = transact(&sock, &build(METHOD_ALLOCATE, vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))], Some(&auth))).await?;
-    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "allocate failed with {:?}", code(&r));
+    let auth = Auth {
+        username: cred.username,
+        password: cred.password,
+        realm: text(ATTR_REALM)?,
+        nonce: text(ATTR_NONCE)?,
+    };
+    let r = transact(
+        &sock,
+        &build(
+            METHOD_ALLOCATE,
+            vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))],
+            Some(&auth),
+        ),
+    )
+    .await?;
+    anyhow::ensure!(
+        r.typ.class == CLASS_SUCCESS_RESPONSE,
+        "allocate failed with {:?}",
+        code(&r)
+    );
     let mut relayed = RelayedAddress::default();
     relayed.get_from(&r)?;
-    Ok(Allocation { sock, relayed: SocketAddr::new(relayed.ip, relayed.port), auth })
+    Ok(Allocation {
+        sock,
+        relayed: SocketAddr::new(relayed.ip, relayed.port),
+        auth,
+    })
 }
 
 impl Allocation {
@@ -90,11 +131,21 @@ impl Allocation {
     pub async fn bind(&self, channel: u16, peer: SocketAddr) -> anyhow::Result<()> {
         let m = build(
             METHOD_CHANNEL_BIND,
-            vec![Box::new(ChannelNumber(channel)), Box::new(PeerAddress { ip: peer.ip(), port: peer.port() })],
+            vec![
+                Box::new(ChannelNumber(channel)),
+                Box::new(PeerAddress {
+                    ip: peer.ip(),
+                    port: peer.port(),
+                }),
+            ],
             Some(&self.auth),
         );
         let r = transact(&self.sock, &m).await?;
-        anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "channel bind failed with {:?}", code(&r));
+        anyhow::ensure!(
+            r.typ.class == CLASS_SUCCESS_RESPONSE,
+            "channel bind failed with {:?}",
+            code(&r)
+        );
         Ok(())
     }
 }

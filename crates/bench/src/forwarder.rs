@@ -8,7 +8,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 /// Forwards datagrams between clients reaching `listen` and `peer`, until the process ends.
-pub fn run(listen: SocketAddr, peer: SocketAddr, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+pub fn run(
+    listen: SocketAddr,
+    peer: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
     let front = Arc::new(UdpSocket::bind(listen)?);
     ready(front.local_addr()?);
     let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();

@@ -35,6 +35,8 @@ pub struct LoadConfig {
     pub allocations: usize,
     pub payload: usize,
     pub pacing: Pacing,
+    /// With `Pacing::Window`: packets in flight over all allocations together.
+    pub inflight: usize,
     pub duration: Duration,
     /// Send indications instead of ChannelData (TURN only).
     pub send_indications: bool,
@@ -102,7 +104,11 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
                     Target::Plain { forwarder } => {
                         let sock = UdpSocket::bind("127.0.0.1:0").await?;
                         sock.connect(forwarder).await?;
-                        Ok(Flow { sock, header: vec![], send_indication_peer: None })
+                        Ok(Flow {
+                            sock,
+                            header: vec![],
+                            send_indication_peer: None,
+                        })
                     }
                 }
             }));
@@ -123,8 +129,14 @@ fn packet(flow: &Flow, payload: usize, seq: u64, epoch: Instant) -> Vec<u8> {
         let mut m = stun::message::Message::new();
         m.build(&[
             Box::new(stun::agent::TransactionId::new()),
-            Box::new(stun::message::MessageType::new(stun::message::METHOD_SEND, stun::message::CLASS_INDICATION)),
-            Box::new(turn::proto::peeraddr::PeerAddress { ip: peer.ip(), port: peer.port() }),
+            Box::new(stun::message::MessageType::new(
+                stun::message::METHOD_SEND,
+                stun::message::CLASS_INDICATION,
+            )),
+            Box::new(turn::proto::peeraddr::PeerAddress {
+                ip: peer.ip(),
+                port: peer.port(),
+            }),
             Box::new(turn::proto::data::Data(body)),
         ])
         .expect("send indication");
@@ -153,7 +165,14 @@ struct FlowResult {
     rtts_us: Vec<u32>,
 }
 
-async fn drive(flow: Arc<Flow>, cfg: LoadConfig, epoch: Instant, end: Instant, per_flow_interval: Option<Duration>) -> FlowResult {
+async fn drive(
+    flow: Arc<Flow>,
+    cfg: LoadConfig,
+    epoch: Instant,
+    end: Instant,
+    per_flow_interval: Option<Duration>,
+    inflight: Arc<tokio::sync::Semaphore>,
+) -> FlowResult {
     let plain = matches!(cfg.target, Target::Plain { .. });
     let mut buf = vec![0u8; 65536];
     let (mut sent, mut received, mut rtts) = (0u64, 0u64, Vec::new());
@@ -164,23 +183,46 @@ async fn drive(flow: Arc<Flow>, cfg: LoadConfig, epoch: Instant, end: Instant, p
     };
     match per_flow_interval {
         None => {
-            let Pacing::Window(w) = cfg.pacing else { unreachable!() };
-            for _ in 0..w {
-                let p = send(&mut sent);
-                let _ = flow.sock.send(&p).await;
-            }
+            // Bounded window: at most `w` packets of this flow and at most `inflight` permits'
+            // worth over all flows are outstanding; a 50 ms silence counts a packet as lost.
+            let Pacing::Window(w) = cfg.pacing else {
+                unreachable!()
+            };
+            let mut outstanding = 0usize;
             while Instant::now() < end {
-                match tokio::time::timeout(Duration::from_millis(50), flow.sock.recv(&mut buf)).await {
+                while outstanding < w {
+                    match inflight.clone().try_acquire_owned() {
+                        Ok(p) => p.forget(),
+                        Err(_) if outstanding == 0 => {
+                            match inflight.clone().acquire_owned().await {
+                                Ok(p) => p.forget(),
+                                Err(_) => break,
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                    let p = send(&mut sent);
+                    let _ = flow.sock.send(&p).await;
+                    outstanding += 1;
+                }
+                match tokio::time::timeout(Duration::from_millis(50), flow.sock.recv(&mut buf))
+                    .await
+                {
                     Ok(Ok(n)) => {
                         if let Some(ns) = stamp(&buf[..n], plain) {
                             received += 1;
-                            rtts.push(((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32);
+                            rtts.push(
+                                ((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000)
+                                    as u32,
+                            );
                         }
                     }
-                    _ => {} // a lost packet: the window refills below
+                    _ => {}
                 }
-                let p = send(&mut sent);
-                let _ = flow.sock.send(&p).await;
+                if outstanding > 0 {
+                    outstanding -= 1;
+                    inflight.add_permits(1);
+                }
             }
         }
         Some(every) => {
@@ -212,7 +254,11 @@ async fn drive(flow: Arc<Flow>, cfg: LoadConfig, epoch: Instant, end: Instant, p
             rtts.push(((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32);
         }
     }
-    FlowResult { sent, received, rtts_us: rtts }
+    FlowResult {
+        sent,
+        received,
+        rtts_us: rtts,
+    }
 }
 
 /// Creates the allocations, runs the traffic, and measures.
@@ -226,15 +272,27 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
     let rss_after = pid.map(proc_stats::rss_kib).unwrap_or(0);
 
     let per_flow_interval = match cfg.pacing {
-        Pacing::Rate(r) => Some(Duration::from_secs_f64(cfg.allocations as f64 / r.max(1) as f64)),
+        Pacing::Rate(r) => Some(Duration::from_secs_f64(
+            cfg.allocations as f64 / r.max(1) as f64,
+        )),
         Pacing::Window(_) => None,
     };
     let epoch = Instant::now();
     let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let end = epoch + cfg.duration;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(cfg.inflight.max(1)));
     let tasks: Vec<_> = flows
         .iter()
-        .map(|f| tokio::spawn(drive(Arc::clone(f), cfg.clone(), epoch, end, per_flow_interval)))
+        .map(|f| {
+            tokio::spawn(drive(
+                Arc::clone(f),
+                cfg.clone(),
+                epoch,
+                end,
+                per_flow_interval,
+                Arc::clone(&inflight),
+            ))
+        })
         .collect();
     let results = join_all(tasks).await;
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
@@ -243,7 +301,11 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
     let received: u64 = results.iter().map(|r| r.received).sum();
     let mut rtts: Vec<u32> = results.into_iter().flat_map(|r| r.rtts_us).collect();
     rtts.sort_unstable();
-    let pct = |p: f64| rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0) as u64;
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0) as u64
+    };
     let relayed = received * 2;
     Ok(LoadReport {
         allocations: cfg.allocations,
@@ -251,13 +313,22 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         sent,
         received,
         relayed_pps: relayed as f64 / elapsed,
-        loss_pct: if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 },
+        loss_pct: if sent == 0 {
+            0.0
+        } else {
+            100.0 * (sent.saturating_sub(received)) as f64 / sent as f64
+        },
         rtt_p50_us: pct(0.5),
         rtt_p99_us: pct(0.99),
-        cpu_s_per_million: if relayed == 0 { f64::NAN } else { (cpu1 - cpu0) / relayed as f64 * 1e6 },
+        cpu_s_per_million: if relayed == 0 {
+            f64::NAN
+        } else {
+            (cpu1 - cpu0) / relayed as f64 * 1e6
+        },
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
-        rss_per_allocation_bytes: (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / cfg.allocations as f64,
+        rss_per_allocation_bytes: (rss_after.saturating_sub(rss_before)) as f64 * 1024.0
+            / cfg.allocations as f64,
         setup_ms,
     })
 }
@@ -271,7 +342,12 @@ pub struct AllocRateReport {
 }
 
 /// Creates `count` allocations with `concurrency` in flight; all stay alive until the end.
-pub async fn allocation_rate(server: SocketAddr, secret: &str, count: usize, concurrency: usize) -> AllocRateReport {
+pub async fn allocation_rate(
+    server: SocketAddr,
+    secret: &str,
+    count: usize,
+    concurrency: usize,
+) -> AllocRateReport {
     let t = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(count);
@@ -286,5 +362,10 @@ pub async fn allocation_rate(server: SocketAddr, secret: &str, count: usize, con
     let results = join_all(tasks).await;
     let elapsed = t.elapsed().as_secs_f64();
     let succeeded = results.iter().filter(|r| r.is_ok()).count();
-    AllocRateReport { requested: count, succeeded, failed: count - succeeded, per_second: succeeded as f64 / elapsed }
+    AllocRateReport {
+        requested: count,
+        succeeded,
+        failed: count - succeeded,
+        per_second: succeeded as f64 / elapsed,
+    }
 }

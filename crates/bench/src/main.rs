@@ -45,6 +45,9 @@ enum Cmd {
         /// Packets in flight per allocation when not paced
         #[arg(long, default_value_t = 8)]
         window: usize,
+        /// Packets in flight over all allocations when not paced
+        #[arg(long, default_value_t = 128)]
+        inflight: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
         /// Send indications instead of ChannelData
@@ -80,20 +83,41 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Relay { server, secret, server_pid, allocations, size, rate, window, seconds, send, plain, echo } => {
-            anyhow::ensure!(size >= 16, "--size must be at least 16 (sequence number and timestamp)");
+        Cmd::Relay {
+            server,
+            secret,
+            server_pid,
+            allocations,
+            size,
+            rate,
+            window,
+            inflight,
+            seconds,
+            send,
+            plain,
+            echo,
+        } => {
+            anyhow::ensure!(
+                size >= 16,
+                "--size must be at least 16 (sequence number and timestamp)"
+            );
             let echo = match (plain, echo) {
                 (true, Some(e)) => e,
                 (true, None) => anyhow::bail!("--plain needs --echo (the forwarder's peer)"),
                 (false, _) => natkit_bench::echo::start(),
             };
-            let target = if plain { Target::Plain { forwarder: server } } else { Target::Turn { server, secret } };
+            let target = if plain {
+                Target::Plain { forwarder: server }
+            } else {
+                Target::Turn { server, secret }
+            };
             let cfg = LoadConfig {
                 target,
                 echo,
                 allocations,
                 payload: size,
                 pacing: rate.map(Pacing::Rate).unwrap_or(Pacing::Window(window)),
+                inflight,
                 duration: Duration::from_secs(seconds),
                 send_indications: send,
                 server_pid,
@@ -101,13 +125,20 @@ async fn main() -> Result<()> {
             let report = load::run(&cfg).await?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Cmd::AllocRate { server, secret, count, concurrency } => {
+        Cmd::AllocRate {
+            server,
+            secret,
+            count,
+            concurrency,
+        } => {
             let r = load::allocation_rate(server, &secret, count, concurrency).await;
             println!("{}", serde_json::to_string(&r)?);
         }
         Cmd::Forwarder { listen, peer } => {
             tokio::task::spawn_blocking(move || {
-                natkit_bench::forwarder::run(listen, peer, |a| eprintln!("natkit-bench: forwarding {a} <-> {peer}"))
+                natkit_bench::forwarder::run(listen, peer, |a| {
+                    eprintln!("natkit-bench: forwarding {a} <-> {peer}")
+                })
             })
             .await??;
         }

@@ -5,12 +5,9 @@
 //! Prints a table; asserts nothing about time (the machine is noisy), only that nat-probe's
 //! verdicts are the lab's expected ones.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use natkit_lab::{
-    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
-};
+use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 
 const RUNS: usize = 5;
 
@@ -41,23 +38,7 @@ fn main() {
     for nat in Nat::ALL {
         let mut lab = Lab::new();
         let site = lab.add_site(nat);
-        let mut relay = lab
-            .server
-            .cmd(workspace_bin("natkit-relay").to_str().unwrap());
-        relay
-            .env("NATKIT_TURN_SECRET", "bench")
-            .args([
-                "--listen",
-                &format!("{SERVER_IP}:3478"),
-                "--alt-ip",
-                SERVER_ALT_IP,
-                "--metrics-listen",
-                "off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        lab.spawn(&mut relay);
-        wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
+        lab.start_natkit_relay("bench");
         let client = &lab.sites[site].client;
 
         let mut ours = Vec::new();

@@ -200,30 +200,30 @@ fn decide(nat: NatType, mapping: Option<Behaviour>, blocked: bool) -> (bool, Str
     }
 }
 
+/// The verdict when no mapping was seen: UDP blocked if nothing answered at all, else unknown.
+fn unanswered(blocked: bool, why: &str) -> Verdict {
+    let (nat_type, (force_turn, reason)) = if blocked {
+        (NatType::UdpBlocked, decide(NatType::UdpBlocked, None, true))
+    } else {
+        (NatType::Unknown, (false, why.to_owned()))
+    };
+    Verdict {
+        nat_type,
+        mapping: None,
+        filtering: None,
+        no_nat: None,
+        force_turn,
+        reason,
+    }
+}
+
 /// Classifies RFC 5780 observations.
 pub fn classify(o: &Observations) -> Verdict {
     let Some(&m1) = o.mapping1.got() else {
-        let blocked = o.mapping1 == Outcome::NoResponse;
-        let (force_turn, reason) = if blocked {
-            decide(NatType::UdpBlocked, None, true)
-        } else {
-            (
-                false,
-                "the first Binding request gave no usable answer".into(),
-            )
-        };
-        return Verdict {
-            nat_type: if blocked {
-                NatType::UdpBlocked
-            } else {
-                NatType::Unknown
-            },
-            mapping: None,
-            filtering: None,
-            no_nat: None,
-            force_turn,
-            reason,
-        };
+        return unanswered(
+            o.mapping1 == Outcome::NoResponse,
+            "the first Binding request gave no usable answer",
+        );
     };
     let no_nat = m1 == o.local;
     let mapping = mapping_behaviour(o, m1);
@@ -250,23 +250,7 @@ pub fn classify_multi(o: &MultiObservations) -> Verdict {
         .collect();
     if seen.is_empty() {
         let blocked = o.mappings.iter().all(|(_, m)| *m == Outcome::NoResponse);
-        let (force_turn, reason) = if blocked {
-            decide(NatType::UdpBlocked, None, true)
-        } else {
-            (false, "no server gave a usable answer".into())
-        };
-        return Verdict {
-            nat_type: if blocked {
-                NatType::UdpBlocked
-            } else {
-                NatType::Unknown
-            },
-            mapping: None,
-            filtering: None,
-            no_nat: None,
-            force_turn,
-            reason,
-        };
+        return unanswered(blocked, "no server gave a usable answer");
     }
     let no_nat = seen.iter().all(|(_, m)| *m == o.local);
     let all_same = seen.iter().all(|(_, m)| *m == seen[0].1);

@@ -5,9 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use natkit_lab::{
-    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
-};
+use natkit_lab::{require_root, wait_udp_listening, Lab, Nat, SERVER_ALT_IP, SERVER_IP};
 use serde_json::Value;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_nat-probe");
@@ -22,25 +20,7 @@ impl Server {
     /// Starts the server in the lab's server namespace and returns its primary port.
     fn start(self, lab: &mut Lab) -> u16 {
         match self {
-            Server::Natkit => {
-                let mut cmd = lab
-                    .server
-                    .cmd(workspace_bin("natkit-relay").to_str().unwrap());
-                cmd.env("NATKIT_TURN_SECRET", "lab-secret")
-                    .args([
-                        "--listen",
-                        &format!("{SERVER_IP}:3478"),
-                        "--alt-ip",
-                        SERVER_ALT_IP,
-                        "--metrics-listen",
-                        "off",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                lab.spawn(&mut cmd);
-                wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
-                3478
-            }
+            Server::Natkit => lab.start_natkit_relay("lab-secret"),
             Server::Coturn => {
                 let dir = std::env::temp_dir().join(format!("natkit-lab-{}", lab.server.name));
                 std::fs::create_dir_all(&dir).unwrap();

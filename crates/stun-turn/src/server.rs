@@ -360,6 +360,22 @@ async fn serve_socket(
     }
 }
 
+/// Completes on SIGTERM or ctrl-c: the shutdown future the binaries hand to `run`/`serve`.
+pub async fn terminate_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
 /// Sends now if the socket is writable, else waits for it.
 async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
     match socket.try_send_to(bytes, to) {
@@ -487,10 +503,12 @@ async fn relay_task(
             });
             match outcome {
                 None => break,
-                Some(PeerDatagram::Pending(bytes, n)) => match primary.send_to(&bytes, client).await {
-                    Ok(_) => counters.relayed(n),
-                    Err(e) => debug!(error = %e, %client, "send to client failed"),
-                },
+                Some(PeerDatagram::Pending(bytes, n)) => {
+                    match primary.send_to(&bytes, client).await {
+                        Ok(_) => counters.relayed(n),
+                        Err(e) => debug!(error = %e, %client, "send to client failed"),
+                    }
+                }
                 Some(_) => {}
             }
         }

@@ -345,6 +345,26 @@ impl Lab {
         ));
     }
 
+    /// Starts natkit-relay in the server namespace on 203.0.113.1:3478 with 203.0.113.2 as the
+    /// RFC 5780 alternate address, and waits until it listens. Returns the primary port.
+    pub fn start_natkit_relay(&mut self, secret: &str) -> u16 {
+        let bin = workspace_bin("natkit-relay");
+        let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
+        cmd.env("NATKIT_TURN_SECRET", secret)
+            .args([
+                "--listen",
+                &format!("{SERVER_IP}:3478"),
+                "--alt-ip",
+                SERVER_ALT_IP,
+            ])
+            .args(["--metrics-listen", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.spawn(&mut cmd);
+        wait_udp_listening(&self.server, &format!("{SERVER_ALT_IP}:3479"));
+        3478
+    }
+
     /// Starts a long-running process in `ns`; it is killed when the lab is dropped.
     pub fn spawn(&mut self, cmd: &mut Command) -> &mut Child {
         let child = cmd

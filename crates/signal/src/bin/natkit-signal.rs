@@ -52,18 +52,6 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
-}
-
 async fn serve(loaded: config::Loaded) -> Result<()> {
     let config::Loaded {
         signal,
@@ -120,7 +108,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let http_task = tokio::spawn(server::serve(listener, state, async move {
         let _ = rx.changed().await;
     }));
-    shutdown_signal().await;
+    natkit_stun_turn::server::terminate_signal().await;
     info!("shutting down: telling peers, closing allocations");
     let _ = stop_tx.send(true);
     http_task

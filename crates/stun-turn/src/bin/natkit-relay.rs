@@ -90,21 +90,6 @@ fn print_credentials(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
-}
-
 async fn serve(settings: Settings) -> Result<()> {
     let metrics = RelayMetrics::new();
     let listen = settings.relay.listen;
@@ -143,7 +128,7 @@ async fn serve(settings: Settings) -> Result<()> {
     let relay_task = tokio::spawn(relay.run(async move {
         let _ = rx.changed().await;
     }));
-    shutdown_signal().await;
+    natkit_stun_turn::server::terminate_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     relay_task.await.context("relay task failed")?;
