@@ -171,13 +171,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Socket buffer size asked for on every relay socket (the kernel doubles it: 4 MiB, as coturn
+/// ends up with): bursts are absorbed
+/// instead of dropped. The kernel caps it at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER: usize = 2 << 20;
+
 fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
-    let std = StdUdpSocket::bind(addr).map_err(|source| RelayError::Bind { addr, source })?;
-    std.set_nonblocking(true)
-        .map_err(|source| RelayError::Bind { addr, source })?;
-    UdpSocket::from_std(std)
-        .map(Arc::new)
-        .map_err(|source| RelayError::Bind { addr, source })
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| RelayError::Bind { addr, source };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // Best effort: a smaller cap only means the kernel default.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&addr.into()).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    UdpSocket::from_std(s.into()).map(Arc::new).map_err(err)
 }
 
 /// The source address the kernel would pick towards the outside, for a wildcard listener with no
