@@ -205,19 +205,15 @@ async fn drive(
                     let _ = flow.sock.send(&p).await;
                     outstanding += 1;
                 }
-                match tokio::time::timeout(Duration::from_millis(50), flow.sock.recv(&mut buf))
-                    .await
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(50), flow.sock.recv(&mut buf)).await
                 {
-                    Ok(Ok(n)) => {
-                        if let Some(ns) = stamp(&buf[..n], plain) {
-                            received += 1;
-                            rtts.push(
-                                ((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000)
-                                    as u32,
-                            );
-                        }
+                    if let Some(ns) = stamp(&buf[..n], plain) {
+                        received += 1;
+                        rtts.push(
+                            ((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32,
+                        );
                     }
-                    _ => {}
                 }
                 if outstanding > 0 {
                     outstanding -= 1;

@@ -255,3 +255,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Any text, valid-looking or not, parses to a message or to a documented error; never panics.
+    #[test]
+    fn parse_is_total_on_mutated_and_random_input() {
+        let seeds = [
+            r#"{"type":"join","room":"r1","peer_id":"p","token":"v1.1.cg.x"}"#,
+            r#"{"type":"candidate","to":"b","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
+            r#"{"type":"offer","to":"b","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0"}"#,
+            r#"{"type":"leave"}"#,
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for i in 0..50_000 {
+            let mut b = seeds[i % seeds.len()].as_bytes().to_vec();
+            match rng.random_range(0..3) {
+                0 => {
+                    for _ in 0..rng.random_range(1..6) {
+                        let at = rng.random_range(0..b.len());
+                        b[at] = rng.random();
+                    }
+                }
+                1 => b.truncate(rng.random_range(0..b.len())),
+                _ => {
+                    b = (0..rng.random_range(0..200))
+                        .map(|_| rng.random())
+                        .collect()
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            match parse(&text) {
+                Ok(_) => {}
+                Err(ServerMsg::Error { code, message }) => {
+                    assert!(
+                        matches!(code, ErrorCode::BadJson | ErrorCode::UnknownType),
+                        "{text:?}"
+                    );
+                    assert!(message.len() < 400, "error messages stay short: {message}");
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    }
+}
