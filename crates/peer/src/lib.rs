@@ -1,4 +1,17 @@
-//! natkit-peer: a WebRTC data-channel peer that runs the NAT probe and forces relay-only ICE
-//! when the NAT calls for it.
+//! natkit-peer: a WebRTC data-channel peer (webrtc 0.21) that asks nat-probe what its NAT does,
+//! forces relay-only ICE when the NAT calls for it, and connects through natkit-signal.
 //!
-//! Not built yet: this crate is an empty library until the peer issue lands. It ships no binary.
+//! # Layout
+//! - [`policy`]: relay-only or not, from `--relay` and the probe report (pure).
+//! - [`signaling`]: the natkit-signal client.
+//! - [`peer`]: the connection: probe, policy, offer/answer by convention, trickle ICE both ways,
+//!   the data channel, `--echo` and `--send`; [`events`]: what it reports.
+//!
+//! # Not yet
+//! Signaling reconnects, TURN credential renewal with ICE restart, `--chat`: see the open
+//! natkit-peer issue.
+
+pub mod events;
+pub mod peer;
+pub mod policy;
+pub mod signaling;

@@ -1,0 +1,92 @@
+//! `natkit-peer --signal ws://HOST:8080 --room ROOM (--echo | --send TEXT) [--relay auto|always|never]`
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use natkit_peer::events::Event;
+use natkit_peer::peer::{run, Mode, PeerConfig};
+use natkit_peer::policy::RelayMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "natkit-peer",
+    version,
+    about = "WebRTC data-channel peer that falls back to TURN when its NAT needs it"
+)]
+struct Cli {
+    /// natkit-signal URL, e.g. ws://203.0.113.5:8080
+    #[arg(long)]
+    signal: String,
+    #[arg(long)]
+    room: String,
+    /// Join token (when the server requires tokens)
+    #[arg(long, env = "NATKIT_PEER_TOKEN")]
+    token: Option<String>,
+    /// Peer id to ask for
+    #[arg(long)]
+    peer_id: Option<String>,
+    /// auto: probe the NAT and relay only when it needs TURN
+    #[arg(long, value_enum, default_value_t = RelayMode::Auto)]
+    relay: RelayMode,
+    /// Answer every data-channel message with the same text
+    #[arg(long, conflicts_with = "send", required_unless_present = "send")]
+    echo: bool,
+    /// Send TEXT once connected, print the reply, exit 0
+    #[arg(long, value_name = "TEXT")]
+    send: Option<String>,
+    /// Seconds before a failed attempt ends with a non-zero exit (an echo peer stops then)
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// One JSON object per line per event
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = PeerConfig {
+        signal: cli.signal,
+        room: cli.room,
+        peer_id: cli.peer_id,
+        token: cli.token,
+        relay: cli.relay,
+        mode: match cli.send {
+            Some(t) => Mode::Send(t),
+            None => Mode::Echo,
+        },
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let json = cli.json;
+    let emit = move |e: Event| {
+        if json {
+            println!("{}", serde_json::to_string(&e).expect("events serialise"));
+        } else {
+            println!("{}", e.human());
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("natkit-peer: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&cfg, &emit)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            emit(Event::Failed {
+                stage: f.stage,
+                message: f.message.clone(),
+            });
+            eprintln!("natkit-peer: error: {} failed: {}", f.stage, f.message);
+            ExitCode::FAILURE
+        }
+    }
+}

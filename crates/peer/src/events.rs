@@ -1,0 +1,69 @@
+//! What `natkit-peer --json` prints: one JSON object per line per event.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The nat-probe report (its fields inline).
+    Probe(Value),
+    Policy {
+        ice_transport_policy: &'static str,
+        reason: String,
+    },
+    Joined {
+        peer_id: String,
+        room: String,
+        peers: Vec<String>,
+    },
+    Connected {
+        local_candidate_type: String,
+        remote_candidate_type: String,
+        elapsed_ms: u64,
+    },
+    Message {
+        data: String,
+    },
+    Closed {
+        reason: String,
+    },
+    /// A failed attempt: `stage` is `signaling`, `ice`, `dtls`, `relay` or `timeout`.
+    Failed {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+impl Event {
+    /// The line a person reads without `--json`.
+    pub fn human(&self) -> String {
+        match self {
+            Event::Probe(v) => format!(
+                "probe: {} NAT (mapping {}, filtering {})",
+                v["nat_type"].as_str().unwrap_or("?"),
+                v["mapping"].as_str().unwrap_or("not determined"),
+                v["filtering"].as_str().unwrap_or("not determined")
+            ),
+            Event::Policy {
+                ice_transport_policy,
+                reason,
+            } => format!("ICE policy {ice_transport_policy}: {reason}"),
+            Event::Joined {
+                peer_id,
+                room,
+                peers,
+            } => format!("joined {room} as {peer_id}; {} other peer(s)", peers.len()),
+            Event::Connected {
+                local_candidate_type,
+                remote_candidate_type,
+                elapsed_ms,
+            } => {
+                format!("connected in {elapsed_ms} ms: local {local_candidate_type} <-> remote {remote_candidate_type}")
+            }
+            Event::Message { data } => format!("message: {data}"),
+            Event::Closed { reason } => format!("closed: {reason}"),
+            Event::Failed { stage, message } => format!("failed ({stage}): {message}"),
+        }
+    }
+}

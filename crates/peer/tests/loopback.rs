@@ -1,0 +1,187 @@
+//! natkit-peer as users run it, on loopback: two peers through a real natkit-signal with its
+//! embedded relay, directly and relay-only, and failures that name their stage.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use natkit_lab::workspace_bin;
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(tcp: bool) -> u16 {
+    if tcp {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// natkit-signal on loopback with its relay; returns the ws:// URL.
+fn signal() -> (Killed, String) {
+    let http = free_port(true);
+    let udp = free_port(false);
+    let child = Command::new(workspace_bin("natkit-signal"))
+        .env("NATKIT_TURN_SECRET", "peer-test")
+        .env("NATKIT_ALT_PORT", "0")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--relay-listen",
+            &format!("127.0.0.1:{udp}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+            return (Killed(child), format!("ws://127.0.0.1:{http}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("natkit-signal did not start");
+}
+
+fn peer(url: &str, room: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(PEER);
+    c.env("RUST_LOG", "off")
+        .args(["--signal", url, "--room", room, "--json"])
+        .args(extra);
+    c
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn find<'a>(evs: &'a [Value], name: &str) -> &'a Value {
+    evs.iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {evs:?}"))
+}
+
+/// An echo peer and a sender in one room; returns the sender's events.
+fn exchange(relay: &str) -> Vec<Value> {
+    let (_sig, url) = signal();
+    let room = format!("r{}", free_port(false));
+    let _echo = Killed(
+        peer(
+            &url,
+            &room,
+            &["--echo", "--relay", relay, "--timeout", "40"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the echo peer joins first
+    let out = peer(
+        &url,
+        &room,
+        &[
+            "--send",
+            "hello natkit",
+            "--relay",
+            relay,
+            "--timeout",
+            "30",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "sender failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    events(&out.stdout)
+}
+
+#[test]
+fn two_peers_exchange_a_message_directly() {
+    let evs = exchange("auto");
+    assert_eq!(find(&evs, "message")["data"], "hello natkit");
+    let probe = find(&evs, "probe");
+    assert_eq!(
+        probe["mapped_address"], probe["local_address"],
+        "loopback has no NAT"
+    );
+    assert_eq!(find(&evs, "policy")["ice_transport_policy"], "all");
+    let c = find(&evs, "connected");
+    assert_ne!(c["local_candidate_type"], "relay", "{c}");
+    assert_ne!(c["local_candidate_type"], "unknown", "{c}");
+    assert_eq!(find(&evs, "closed")["reason"], "done");
+}
+
+#[test]
+fn relay_always_goes_through_the_embedded_relay() {
+    let evs = exchange("always");
+    assert_eq!(find(&evs, "policy")["ice_transport_policy"], "relay");
+    assert!(
+        evs.iter().all(|e| e["event"] != "probe"),
+        "no probe when relay is forced"
+    );
+    let c = find(&evs, "connected");
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    assert_eq!(c["remote_candidate_type"], "relay", "{c}");
+    assert_eq!(find(&evs, "message")["data"], "hello natkit");
+}
+
+#[test]
+fn failures_name_their_stage_and_exit_non_zero() {
+    // No signaling server.
+    let dead = format!("ws://127.0.0.1:{}", free_port(true));
+    let out = peer(&dead, "x", &["--send", "hi", "--timeout", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(find(&events(&out.stdout), "failed")["stage"], "signaling");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signaling failed"));
+    // Nobody to talk to: the attempt times out at ICE with a message that says so.
+    let (_sig, url) = signal();
+    let started = std::time::Instant::now();
+    let out = peer(
+        &url,
+        "empty-room",
+        &["--send", "hi", "--timeout", "3", "--relay", "never"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let failed = find(&events(&out.stdout), "failed").clone();
+    assert_eq!(failed["stage"], "ice", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("no working candidate pair"),
+        "{failed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Bad arguments.
+    let out = Command::new(PEER)
+        .args(["--signal", "ws://x", "--room", "r"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--echo or --send is required");
+}
