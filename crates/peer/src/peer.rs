@@ -13,7 +13,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
-    StatsSelector,
+    SettingEngineBuilder, StatsSelector,
 };
 
 use crate::events::Event;
@@ -186,7 +186,15 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         peers: peers.clone(),
     });
 
-    let servers = ice_servers(&ice_json);
+    let mut servers = ice_servers(&ice_json);
+    if cfg.relay == RelayMode::Never {
+        // `never` means no TURN at all: with TURN URLs, ICE would still fall back to relay pairs.
+        for s in &mut servers {
+            s.urls
+                .retain(|u| !u.starts_with("turn:") && !u.starts_with("turns:"));
+        }
+        servers.retain(|s| !s.urls.is_empty());
+    }
     let report = match (cfg.relay, stun_target(&servers)) {
         (RelayMode::Auto, Some(target)) => match probe(&ProbeConfig {
             servers: vec![target.clone()],
@@ -231,6 +239,14 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_handler(Arc::new(Handler(ev_tx.clone())))
+            .with_setting_engine(
+                // A remote relay candidate that checks in before its trickled description arrives
+                // is learned as peer-reflexive, whose priority beats server-reflexive: give such
+                // candidates the relay wait too, so a working direct pair is nominated first.
+                SettingEngineBuilder::new()
+                    .with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
+                    .build(),
+            )
             .with_runtime(runtime)
             .with_udp_addrs(vec![format!("{local_ip}:0")])
             .build()

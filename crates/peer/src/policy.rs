@@ -9,7 +9,7 @@ pub enum RelayMode {
     Auto,
     /// Always `iceTransportPolicy: relay`.
     Always,
-    /// Never force relay (TURN candidates may still be used by ICE).
+    /// Never relay: TURN servers are left out, only direct paths are tried.
     Never,
 }
 

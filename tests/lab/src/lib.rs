@@ -258,8 +258,11 @@ impl Lab {
             .ip(&["link", "set", &format!("r{k}"), "master", "br0"]);
         router.ip(&["addr", "add", &format!("{public_ip}/24"), "dev", "wan"]);
         router.forwarding();
-        // The server routes each site's LAN via its router (only used without NAT).
-        self.server.ip(&["route", "add", &lan, "via", &public_ip]);
+        // Only a site without NAT has a routable LAN; NATed LANs stay unreachable from the
+        // "internet", as private networks are.
+        if nat == Nat::OpenInternet {
+            self.server.ip(&["route", "add", &lan, "via", &public_ip]);
+        }
 
         let home = if nat == Nat::DoubleNat {
             // client -> home router (NAT into 100.64.0.0/10) -> carrier-grade NAT (router).

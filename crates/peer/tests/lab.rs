@@ -1,0 +1,199 @@
+//! Two sites behind real Linux NATs and natkit-signal (with its relay on 203.0.113.1 and .2) in the
+//! server namespace: `natkit-peer --echo` at one site, `natkit-peer --send` at the other, and the
+//! selected candidate pair must be the expected path. Needs root (fails under CI without it).
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use natkit_lab::{
+    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
+};
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+
+struct Run {
+    sender_ok: bool,
+    sender: Vec<Value>,
+    echo: Vec<Value>,
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn find<'a>(evs: &'a [Value], name: &str) -> Option<&'a Value> {
+    evs.iter().find(|e| e["event"] == name)
+}
+
+fn local_type(evs: &[Value]) -> String {
+    find(evs, "connected")
+        .map(|c| c["local_candidate_type"].as_str().unwrap_or("?").to_owned())
+        .unwrap_or_else(|| "not connected".into())
+}
+
+/// Echo peer at a site behind `a`, sender at a site behind `b`.
+fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
+    let mut lab = Lab::new();
+    let sa = lab.add_site(a);
+    let sb = lab.add_site(b);
+    let mut sig = lab
+        .server
+        .cmd(workspace_bin("natkit-signal").to_str().unwrap());
+    sig.env("NATKIT_TURN_SECRET", "lab")
+        .env("NATKIT_ALT_IP", SERVER_ALT_IP)
+        .env("RUST_LOG", "warn")
+        .args([
+            "--listen",
+            &format!("{SERVER_IP}:8080"),
+            "--relay-listen",
+            &format!("{SERVER_IP}:3478"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(&mut sig);
+    wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
+    let url = format!("ws://{SERVER_IP}:8080");
+    let room = lab.id().to_owned();
+    let echo: Child = lab.sites[sa]
+        .client
+        .cmd(PEER)
+        .env("RUST_LOG", "off")
+        .args([
+            "--signal", &url, "--room", &room, "--json", "--echo", "--relay", relay_a,
+        ])
+        .args(["--timeout", &(timeout + 5).to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the echo peer joins (and probes) first
+    let log = std::env::var("NATKIT_LAB_PEER_LOG").unwrap_or_else(|_| "off".into());
+    let out = lab.sites[sb]
+        .client
+        .cmd(PEER)
+        .env("RUST_LOG", &log)
+        .args([
+            "--signal", &url, "--room", &room, "--json", "--send", "hello", "--relay", relay_b,
+        ])
+        .args(["--timeout", &timeout.to_string()])
+        .output()
+        .unwrap();
+    let mut echo = echo;
+    let _ = echo.kill();
+    let echo_out = echo.wait_with_output().unwrap();
+    if log != "off" {
+        std::fs::write("/tmp/natkit-lab-peer.log", &out.stderr).unwrap();
+    }
+    Run {
+        sender_ok: out.status.success(),
+        sender: events(&out.stdout),
+        echo: events(&echo_out.stdout),
+    }
+}
+
+fn assert_delivered(r: &Run, what: &str) {
+    assert!(r.sender_ok, "{what}: sender failed: {:?}", r.sender);
+    assert_eq!(
+        find(&r.sender, "message").map(|m| m["data"].clone()),
+        Some(Value::from("hello")),
+        "{what}: {:?}",
+        r.sender
+    );
+}
+
+#[test]
+fn symmetric_and_symmetric_auto_both_relayed() {
+    if !require_root("symmetric_and_symmetric_auto_both_relayed") {
+        return;
+    }
+    let r = pair(Nat::Symmetric, Nat::Symmetric, "auto", "auto", 30);
+    assert_delivered(&r, "symmetric+symmetric");
+    assert_eq!(
+        find(&r.sender, "policy").unwrap()["ice_transport_policy"],
+        "relay",
+        "{:?}",
+        r.sender
+    );
+    assert_eq!(local_type(&r.sender), "relay", "{:?}", r.sender);
+    assert_eq!(local_type(&r.echo), "relay", "{:?}", r.echo);
+}
+
+#[test]
+fn port_restricted_pair_auto_connects_directly() {
+    if !require_root("port_restricted_pair_auto_connects_directly") {
+        return;
+    }
+    let r = pair(
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+        "auto",
+        "auto",
+        30,
+    );
+    assert_delivered(&r, "prc+prc");
+    assert_eq!(
+        find(&r.sender, "policy").unwrap()["ice_transport_policy"],
+        "all"
+    );
+    assert_ne!(local_type(&r.sender), "relay", "{:?}", r.sender);
+    assert_ne!(local_type(&r.echo), "relay", "{:?}", r.echo);
+}
+
+#[test]
+fn symmetric_and_port_restricted_auto_relays_the_symmetric_side() {
+    if !require_root("symmetric_and_port_restricted_auto_relays_the_symmetric_side") {
+        return;
+    }
+    let r = pair(Nat::PortRestrictedCone, Nat::Symmetric, "auto", "auto", 30);
+    assert_delivered(&r, "prc+symmetric");
+    assert_eq!(
+        local_type(&r.sender),
+        "relay",
+        "the symmetric side: {:?}",
+        r.sender
+    );
+}
+
+#[test]
+fn open_internet_and_symmetric_auto_connect() {
+    if !require_root("open_internet_and_symmetric_auto_connect") {
+        return;
+    }
+    let r = pair(Nat::OpenInternet, Nat::Symmetric, "auto", "auto", 30);
+    assert_delivered(&r, "open+symmetric");
+}
+
+#[test]
+fn relay_always_connects_through_relay() {
+    if !require_root("relay_always_connects_through_relay") {
+        return;
+    }
+    let r = pair(
+        Nat::PortRestrictedCone,
+        Nat::FullCone,
+        "always",
+        "always",
+        30,
+    );
+    assert_delivered(&r, "always");
+    assert_eq!(local_type(&r.sender), "relay");
+    assert_eq!(local_type(&r.echo), "relay");
+}
+
+#[test]
+fn symmetric_pair_with_relay_never_fails_clearly() {
+    if !require_root("symmetric_pair_with_relay_never_fails_clearly") {
+        return;
+    }
+    let r = pair(Nat::Symmetric, Nat::Symmetric, "never", "never", 12);
+    assert!(
+        !r.sender_ok,
+        "two symmetric NATs must not connect without TURN: {:?}",
+        r.sender
+    );
+    let failed = find(&r.sender, "failed").expect("a failed event");
+    assert_eq!(failed["stage"], "ice", "{failed}");
+}
