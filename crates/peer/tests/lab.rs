@@ -12,6 +12,19 @@ use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 
+/// Kills the process when dropped, also when a test panics: a process in a deleted namespace
+/// would otherwise outlive the test.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 struct Run {
     sender_ok: bool,
     sender: Vec<Value>,
@@ -58,7 +71,7 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
     wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
     let url = format!("ws://{SERVER_IP}:8080");
     let room = lab.id().to_owned();
-    let echo: Child = lab.sites[sa]
+    let echo = lab.sites[sa]
         .client
         .cmd(PEER)
         .env("RUST_LOG", "off")
@@ -69,6 +82,7 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut echo = KillOnDrop(Some(echo));
     std::thread::sleep(Duration::from_millis(1500)); // the echo peer joins (and probes) first
     let log = std::env::var("NATKIT_LAB_PEER_LOG").unwrap_or_else(|_| "off".into());
     let out = lab.sites[sb]
@@ -81,9 +95,9 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
         .args(["--timeout", &timeout.to_string()])
         .output()
         .unwrap();
-    let mut echo = echo;
-    let _ = echo.kill();
-    let echo_out = echo.wait_with_output().unwrap();
+    let mut child = echo.0.take().expect("echo peer");
+    let _ = child.kill();
+    let echo_out = child.wait_with_output().unwrap();
     if log != "off" {
         std::fs::write("/tmp/natkit-lab-peer.log", &out.stderr).unwrap();
     }

@@ -37,22 +37,24 @@ fn free_port(tcp: bool) -> u16 {
 fn signal() -> (Killed, String) {
     let http = free_port(true);
     let udp = free_port(false);
-    let child = Command::new(workspace_bin("natkit-signal"))
-        .env("NATKIT_TURN_SECRET", "peer-test")
-        .env("NATKIT_ALT_PORT", "0")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--relay-listen",
-            &format!("127.0.0.1:{udp}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Killed(
+        Command::new(workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "peer-test")
+            .env("NATKIT_ALT_PORT", "0")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{http}"),
+                "--relay-listen",
+                &format!("127.0.0.1:{udp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
-            return (Killed(child), format!("ws://127.0.0.1:{http}"));
+            return (child, format!("ws://127.0.0.1:{http}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
