@@ -220,3 +220,96 @@ async fn two_chromium_tabs_chat_relay_only_through_the_embedded_relay() {
         0.0
     );
 }
+
+/// Chromium and natkit-peer (webrtc-rs) in one room, relay-only through the embedded relay.
+/// `peer_first`: natkit-peer echoes and the page offers; else the page echoes and the peer offers.
+async fn chromium_and_natkit_peer(peer_first: bool) {
+    let s = start(SignalRaw::default(), None).await;
+    let room = if peer_first {
+        "interop-page-offers"
+    } else {
+        "interop-peer-offers"
+    };
+    let peer_bin = natkit_lab::workspace_bin("natkit-peer");
+    let url = format!("ws://{}", s.http);
+    let peer = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(&peer_bin);
+        c.env("RUST_LOG", "off")
+            .args([
+                "--signal",
+                &url,
+                "--room",
+                room,
+                "--json",
+                "--relay",
+                "always",
+                "--timeout",
+                "40",
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+    let mut b = Browser::launch().await;
+    let page_url = |extra: &str| format!("http://{}/?room={room}&relay=1{extra}", s.http);
+    if peer_first {
+        let _echo = peer(&["--echo"]).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let tab = b.open(&page_url("&send=hello-from-chromium")).await;
+        for _ in 0..300 {
+            let st = b.state(&tab).await;
+            if st["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == "hello-from-chromium"))
+                && st["selected"].is_object()
+            {
+                assert_eq!(st["selected"]["local"], "relay", "{st}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no echo from natkit-peer: {}", b.state(&tab).await);
+    } else {
+        let tab = b.open(&page_url("&echo=1")).await;
+        for _ in 0..100 {
+            if b.state(&tab).await["peerId"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            peer(&["--send", "hello-from-webrtc-rs"]).output(),
+        )
+        .await
+        .expect("natkit-peer finished")
+        .unwrap();
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert!(out.status.success(), "{events:?}");
+        let connected = events
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .expect("connected");
+        assert_eq!(connected["local_candidate_type"], "relay", "{connected}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "message" && e["data"] == "hello-from-webrtc-rs"),
+            "{events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chromium_offers_to_natkit_peer_through_the_relay() {
+    chromium_and_natkit_peer(true).await;
+}
+
+#[tokio::test]
+async fn natkit_peer_offers_to_chromium_through_the_relay() {
+    chromium_and_natkit_peer(false).await;
+}
