@@ -126,7 +126,7 @@ fn local_ip_towards(host: &str) -> Option<IpAddr> {
     s.local_addr().ok().map(|a| a.ip())
 }
 
-/// Candidate types of the nominated, succeeded pair.
+/// Candidate types of the nominated pair (local, remote).
 async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, String)> {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let pair = report.iter().find_map(|e| match e {
@@ -146,10 +146,10 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, String)>
             _ => None,
         })
     };
-    Some((
-        kind(&pair.local_candidate_id, true)?,
-        kind(&pair.remote_candidate_id, false)?,
-    ))
+    // Remote candidates that arrived inside the SDP (aiortc) have no stats entry in webrtc 0.21:
+    // the remote type is then reported as "unknown" rather than guessed.
+    let remote = kind(&pair.remote_candidate_id, false).unwrap_or_else(|| "unknown".into());
+    Some((kind(&pair.local_candidate_id, true)?, remote))
 }
 
 /// Runs one attempt. `emit` receives every event as it happens.
