@@ -27,6 +27,8 @@ pub enum Mode {
     Echo,
     /// Send the text, wait for the reply, print it, and finish.
     Send(String),
+    /// Send each line read from standard input; print what arrives; finish at end of input.
+    Chat,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +285,25 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     let (dc_tx, mut dc_rx) = mpsc::unbounded_channel::<(Arc<dyn DataChannel>, DataChannelEvent)>();
     let mut channel: Option<Arc<dyn DataChannel>> = None;
 
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<String>>();
+    if cfg.mode == Mode::Chat {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if line_tx.send(Some(l)).is_err() {
+                    return;
+                }
+            }
+            let _ = line_tx.send(None);
+        });
+    }
+    let mut unsent: Vec<String> = Vec::new();
+    let mut input_done = false;
+    // --chat at end of input: one second more for the last replies, then done.
+    let mut end_at: Option<tokio::time::Instant> = None;
+    let grace = || Some(tokio::time::Instant::now() + Duration::from_secs(1));
+
     let outcome = loop {
         let stage = if !connected {
             if policy.relay_only {
@@ -296,8 +317,8 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
             "timeout"
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                if cfg.mode == Mode::Echo && connected {
+            _ = tokio::time::sleep_until(end_at.unwrap_or(deadline)) => {
+                if end_at.is_some() || (!matches!(cfg.mode, Mode::Send(_)) && connected) {
                     break Ok(()); // an echo peer that served its session ends at its timeout
                 }
                 let what = match stage {
@@ -340,7 +361,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                         }
                     }
                     "peer-left" if m["peer_id"].as_str() == remote.as_deref() => {
-                        break if cfg.mode == Mode::Echo && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                        break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
                     }
                     "error" => tracing::warn!(message = %m, "signaling error"),
                     _ => {}
@@ -382,11 +403,23 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                 }
                 None => break Err(fail("ice", "the peer connection stopped")),
             },
+            Some(line) = line_rx.recv() => match (line, &channel) {
+                (Some(l), Some(dc)) if channel_open => { let _ = dc.send_text(&l).await; }
+                (Some(l), _) => unsent.push(l),
+                (None, _) if channel_open => end_at = grace(),
+                (None, _) => input_done = true,
+            },
             Some((dc, e)) = dc_rx.recv() => match e {
                 DataChannelEvent::OnOpen => {
                     channel_open = true;
                     if let Mode::Send(text) = &cfg.mode {
                         dc.send_text(text).await.map_err(|e| fail("dtls", e.to_string()))?;
+                    }
+                    for l in unsent.drain(..) {
+                        let _ = dc.send_text(&l).await;
+                    }
+                    if input_done {
+                        end_at = grace();
                     }
                 }
                 DataChannelEvent::OnMessage(msg) => {
@@ -395,10 +428,11 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                     match &cfg.mode {
                         Mode::Echo => { let _ = dc.send_text(&data).await; }
                         Mode::Send(_) => break Ok(()),
+                        Mode::Chat => {}
                     }
                 }
                 DataChannelEvent::OnClose => {
-                    break if cfg.mode == Mode::Echo { Ok(()) } else { Err(fail("dtls", "the data channel closed")) };
+                    break if !matches!(cfg.mode, Mode::Send(_)) { Ok(()) } else { Err(fail("dtls", "the data channel closed")) };
                 }
                 _ => {}
             },

@@ -187,3 +187,36 @@ fn failures_name_their_stage_and_exit_non_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--echo or --send is required");
 }
+
+#[test]
+fn chat_sends_standard_input_lines_and_prints_replies() {
+    use std::io::Write;
+    let (_sig, url) = signal();
+    let room = format!("chat{}", free_port(false));
+    let _echo = Killed(
+        peer(&url, &room, &["--echo", "--timeout", "40"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut chat = peer(&url, &room, &["--chat", "--timeout", "30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"first line\nsecond line\n")
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let evs = events(&out.stdout);
+    assert!(out.status.success(), "{evs:?}");
+    let got: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["first line", "second line"], "{evs:?}");
+}

@@ -30,8 +30,11 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = RelayMode::Auto)]
     relay: RelayMode,
     /// Answer every data-channel message with the same text
-    #[arg(long, conflicts_with = "send", required_unless_present = "send")]
+    #[arg(long, conflicts_with_all = ["send", "chat"], required_unless_present_any = ["send", "chat"])]
     echo: bool,
+    /// Send each line of standard input; print what arrives; end at end of input
+    #[arg(long, conflicts_with = "send")]
+    chat: bool,
     /// Send TEXT once connected, print the reply, exit 0
     #[arg(long, value_name = "TEXT")]
     send: Option<String>,
@@ -57,9 +60,10 @@ fn main() -> ExitCode {
         peer_id: cli.peer_id,
         token: cli.token,
         relay: cli.relay,
-        mode: match cli.send {
-            Some(t) => Mode::Send(t),
-            None => Mode::Echo,
+        mode: match (cli.send, cli.chat) {
+            (Some(t), _) => Mode::Send(t),
+            (None, true) => Mode::Chat,
+            (None, false) => Mode::Echo,
         },
         timeout: Duration::from_secs(cli.timeout),
     };
