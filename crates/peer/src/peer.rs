@@ -241,14 +241,20 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_handler(Arc::new(Handler(ev_tx.clone())))
-            .with_setting_engine(
+            .with_setting_engine(if policy.relay_only {
+                // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
+                SettingEngineBuilder::new()
+                    .with_relay_acceptance_min_wait(Some(Duration::ZERO))
+                    .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+                    .build()
+            } else {
                 // A remote relay candidate that checks in before its trickled description arrives
                 // is learned as peer-reflexive, whose priority beats server-reflexive: give such
                 // candidates the relay wait too, so a working direct pair is nominated first.
                 SettingEngineBuilder::new()
                     .with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
-                    .build(),
-            )
+                    .build()
+            })
             .with_runtime(runtime)
             .with_udp_addrs(vec![format!("{local_ip}:0")])
             .build()
