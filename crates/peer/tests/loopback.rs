@@ -4,7 +4,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use natkit_lab::workspace_bin;
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -33,32 +32,8 @@ fn free_port(tcp: bool) -> u16 {
     }
 }
 
-/// natkit-signal on loopback with its relay; returns the ws:// URL.
-fn signal() -> (Killed, String) {
-    let http = free_port(true);
-    let udp = free_port(false);
-    let child = Killed(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", "peer-test")
-            .env("NATKIT_ALT_PORT", "0")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{http}"),
-                "--relay-listen",
-                &format!("127.0.0.1:{udp}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
-            return (child, format!("ws://127.0.0.1:{http}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("natkit-signal did not start");
+fn signal() -> (natkit_lab::Spawned, String) {
+    natkit_lab::natkit_signal_on_loopback("peer-test")
 }
 
 fn peer(url: &str, room: &str, extra: &[&str]) -> Command {

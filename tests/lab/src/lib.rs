@@ -441,3 +441,50 @@ pub fn wait_udp_listening(ns: &Netns, addr: &str) {
     }
     panic!("nothing listens on udp {addr} in {}", ns.name);
 }
+
+/// A process killed (and reaped) when dropped, also when a test panics.
+pub struct Spawned(pub Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// natkit-signal with its embedded relay on 127.0.0.1 (free ports, alternate port ephemeral),
+/// for loopback tests. Returns the process and its `ws://` URL once it accepts connections.
+pub fn natkit_signal_on_loopback(turn_secret: &str) -> (Spawned, String) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Spawned(
+        Command::new(workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", turn_secret)
+            .env("NATKIT_ALT_PORT", "0")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{http}"),
+                "--relay-listen",
+                &format!("127.0.0.1:{udp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start natkit-signal"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+            return (child, format!("ws://127.0.0.1:{http}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("natkit-signal did not start on 127.0.0.1:{http}");
+}
