@@ -3,7 +3,7 @@
 //! directions of offer, natkit-peer relay-only through natkit's relay. aiortc puts every candidate
 //! in its SDP and never trickles.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,13 +14,7 @@ const SCRIPT: &str = concat!(
     "/../../tests/interop/aiortc_peer.py"
 );
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use natkit_lab::Spawned as Killed;
 
 fn python_with_aiortc() -> &'static str {
     let ok = Command::new("python3")

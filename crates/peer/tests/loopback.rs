@@ -1,20 +1,14 @@
 //! natkit-peer as users run it, on loopback: two peers through a real natkit-signal with its
 //! embedded relay, directly and relay-only, and failures that name their stage.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use natkit_lab::Spawned as Killed;
 
 fn free_port(tcp: bool) -> u16 {
     if tcp {
