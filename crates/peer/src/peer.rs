@@ -306,7 +306,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     }
     let mut unsent: Vec<String> = Vec::new();
     let mut input_done = false;
-    // --chat at end of input: one second more for the last replies, then done.
+    // --chat after the end of input: done once nothing has arrived for a second.
     let mut end_at: Option<tokio::time::Instant> = None;
     let grace = || Some(tokio::time::Instant::now() + Duration::from_secs(1));
 
@@ -434,7 +434,8 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                     match &cfg.mode {
                         Mode::Echo => { let _ = dc.send_text(&data).await; }
                         Mode::Send(_) => break Ok(()),
-                        Mode::Chat => {}
+                        // After the input ended, every arrival extends the quiet second.
+                        Mode::Chat => if end_at.is_some() { end_at = grace(); },
                     }
                 }
                 DataChannelEvent::OnClose => {

@@ -32,7 +32,8 @@ struct Cli {
     /// Answer every data-channel message with the same text
     #[arg(long, conflicts_with_all = ["send", "chat"], required_unless_present_any = ["send", "chat"])]
     echo: bool,
-    /// Send each line of standard input; print what arrives; end at end of input
+    /// Send each line of standard input; print what arrives; after the input ends, stop once
+    /// nothing has arrived for a second
     #[arg(long, conflicts_with = "send")]
     chat: bool,
     /// Send TEXT once connected, print the reply, exit 0

@@ -1,0 +1,219 @@
+//! natkit-peer in the NAT lab: time from start to an open data channel (probe included) and
+//! data-channel throughput, direct (two port-restricted cone sites) and relayed (`--relay always`)
+//! on the same pair of sites, in one run.
+//!
+//! As root: `cargo build --release --bins && cargo bench -p natkit-peer --bench lab_peer`
+//! (`NATKIT_BENCH_RELAY_METRICS=1` also prints the relay's non-zero counters: drops, bytes).
+
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use natkit_lab::{
+    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
+};
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+const RUNS: usize = 5;
+const LINES: usize = 2000;
+const LINE_BYTES: usize = 1000;
+
+fn lab() -> (Lab, String, String) {
+    let mut lab = Lab::new();
+    lab.add_site(Nat::PortRestrictedCone);
+    lab.add_site(Nat::PortRestrictedCone);
+    let mut sig = lab
+        .server
+        .cmd(workspace_bin("natkit-signal").to_str().unwrap());
+    sig.env("NATKIT_TURN_SECRET", "bench")
+        .env("NATKIT_ALT_IP", SERVER_ALT_IP)
+        .env("RUST_LOG", "error")
+        .args([
+            "--listen",
+            &format!("{SERVER_IP}:8080"),
+            "--relay-listen",
+            &format!("{SERVER_IP}:3478"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(&mut sig);
+    wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
+    let url = format!("ws://{SERVER_IP}:8080");
+    let id = lab.id().to_owned();
+    (lab, url, id)
+}
+
+fn echo(lab: &Lab, url: &str, room: &str, relay: &str) -> Child {
+    lab.sites[0]
+        .client
+        .cmd(PEER)
+        .env("RUST_LOG", "off")
+        .args([
+            "--signal",
+            url,
+            "--room",
+            room,
+            "--echo",
+            "--relay",
+            relay,
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Median ms from start to "connected" for `--send`.
+fn time_to_open(lab: &Lab, url: &str, id: &str, relay: &str) -> (u64, String) {
+    let mut ms = Vec::new();
+    let mut kind = String::new();
+    for i in 0..RUNS {
+        let room = format!("{id}-open-{relay}-{i}");
+        let mut e = echo(lab, url, &room, relay);
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = lab.sites[1]
+            .client
+            .cmd(PEER)
+            .env("RUST_LOG", "off")
+            .args([
+                "--signal",
+                url,
+                "--room",
+                &room,
+                "--json",
+                "--send",
+                "t",
+                "--relay",
+                relay,
+                "--timeout",
+                "30",
+            ])
+            .output()
+            .unwrap();
+        let _ = e.kill();
+        let _ = e.wait();
+        let evs = events(&out.stdout);
+        let c = evs
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .unwrap_or_else(|| panic!("{relay}: {evs:?}"));
+        ms.push(c["elapsed_ms"].as_u64().unwrap());
+        kind = c["local_candidate_type"].as_str().unwrap_or("?").to_owned();
+    }
+    ms.sort();
+    (ms[ms.len() / 2], kind)
+}
+
+/// Bytes per second echoed back through `--chat` (LINES lines of LINE_BYTES), and the share received.
+fn throughput(lab: &Lab, url: &str, id: &str, relay: &str) -> (f64, f64) {
+    let room = format!("{id}-tput-{relay}");
+    let mut e = echo(lab, url, &room, relay);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut chat = lab.sites[1]
+        .client
+        .cmd(PEER)
+        .env("RUST_LOG", "off")
+        .args([
+            "--signal",
+            url,
+            "--room",
+            &room,
+            "--json",
+            "--chat",
+            "--relay",
+            relay,
+            "--timeout",
+            "60",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = "x".repeat(LINE_BYTES);
+    let mut stdin = chat.stdin.take().unwrap();
+    for _ in 0..LINES {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    // Timestamp events as they arrive: throughput spans "connected" to the last echo.
+    let reader = std::io::BufReader::new(chat.stdout.take().unwrap());
+    let (mut t_open, mut t_last, mut got) = (None, None, 0usize);
+    for l in std::io::BufRead::lines(reader).map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            continue;
+        };
+        match v["event"].as_str() {
+            Some("connected") => t_open = Some(Instant::now()),
+            Some("message") => {
+                got += 1;
+                t_last = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+    let _ = chat.wait();
+    let _ = e.kill();
+    let _ = e.wait();
+    let span = match (t_open, t_last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64().max(0.001),
+        _ => return (0.0, 0.0),
+    };
+    (
+        got as f64 * LINE_BYTES as f64 / span,
+        got as f64 / LINES as f64,
+    )
+}
+
+fn main() {
+    if !require_root("lab_peer") {
+        return;
+    }
+    let (lab, url, id) = lab();
+    println!("natkit-peer between two port-restricted cone sites (MASQUERADE), natkit-signal + relay in the server namespace");
+    println!(
+        "{:<10} {:>10} {:>18} {:>16} {:>10}",
+        "path", "selected", "open (median ms)", "echo MB/s", "received"
+    );
+    let mut rows = Vec::new();
+    for relay in ["auto", "always"] {
+        let (open_ms, kind) = time_to_open(&lab, &url, &id, relay);
+        let (bps, share) = throughput(&lab, &url, &id, relay);
+        println!(
+            "{:<10} {:>10} {:>18} {:>16.2} {:>9.1}%",
+            if relay == "auto" { "direct" } else { "relayed" },
+            kind,
+            open_ms,
+            bps / 1e6,
+            share * 100.0
+        );
+        rows.push(bps);
+    }
+    println!(
+        "relayed throughput / direct throughput: {:.2}",
+        rows[1] / rows[0]
+    );
+    if std::env::var_os("NATKIT_BENCH_RELAY_METRICS").is_some() {
+        let out = lab
+            .server
+            .cmd("curl")
+            .args(["-sS", &format!("http://{SERVER_IP}:8080/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("natkit_relay_") && !l.ends_with(" 0"))
+        {
+            println!("  {l}");
+        }
+    }
+}
