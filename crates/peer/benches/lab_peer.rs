@@ -9,9 +9,7 @@ use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use natkit_lab::{
-    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
-};
+use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -23,23 +21,7 @@ fn lab() -> (Lab, String, String) {
     let mut lab = Lab::new();
     lab.add_site(Nat::PortRestrictedCone);
     lab.add_site(Nat::PortRestrictedCone);
-    let mut sig = lab
-        .server
-        .cmd(workspace_bin("natkit-signal").to_str().unwrap());
-    sig.env("NATKIT_TURN_SECRET", "bench")
-        .env("NATKIT_ALT_IP", SERVER_ALT_IP)
-        .env("RUST_LOG", "error")
-        .args([
-            "--listen",
-            &format!("{SERVER_IP}:8080"),
-            "--relay-listen",
-            &format!("{SERVER_IP}:3478"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    lab.spawn(&mut sig);
-    wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
-    let url = format!("ws://{SERVER_IP}:8080");
+    let url = lab.start_natkit_signal("bench");
     let id = lab.id().to_owned();
     (lab, url, id)
 }

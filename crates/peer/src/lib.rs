@@ -8,7 +8,7 @@
 //!   the data channel, `--echo` and `--send`; [`events`]: what it reports.
 //!
 //! # Not yet
-//! Signaling reconnects, TURN credential renewal with ICE restart, `--chat`: see the open
+//! Signaling reconnects, TURN credential renewal with ICE restart: see the open
 //! natkit-peer issue.
 
 pub mod events;

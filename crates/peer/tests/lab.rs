@@ -5,9 +5,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use natkit_lab::{
-    require_root, wait_udp_listening, workspace_bin, Lab, Nat, SERVER_ALT_IP, SERVER_IP,
-};
+use natkit_lab::{require_root, Lab, Nat};
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -53,23 +51,7 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
     let mut lab = Lab::new();
     let sa = lab.add_site(a);
     let sb = lab.add_site(b);
-    let mut sig = lab
-        .server
-        .cmd(workspace_bin("natkit-signal").to_str().unwrap());
-    sig.env("NATKIT_TURN_SECRET", "lab")
-        .env("NATKIT_ALT_IP", SERVER_ALT_IP)
-        .env("RUST_LOG", "warn")
-        .args([
-            "--listen",
-            &format!("{SERVER_IP}:8080"),
-            "--relay-listen",
-            &format!("{SERVER_IP}:3478"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    lab.spawn(&mut sig);
-    wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3479"));
-    let url = format!("ws://{SERVER_IP}:8080");
+    let url = lab.start_natkit_signal("lab");
     let room = lab.id().to_owned();
     let echo = lab.sites[sa]
         .client

@@ -77,6 +77,13 @@ impl Rooms {
         self.members.get(&conn).map(|m| m.room.as_str())
     }
 
+    fn pong(conn: ConnId) -> Vec<Out> {
+        vec![Out {
+            to: conn,
+            msg: ServerMsg::Pong,
+        }]
+    }
+
     fn reply(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
         vec![Out {
             to: conn,
@@ -179,6 +186,10 @@ impl Rooms {
 
     /// Routes an offer, answer or candidate to its addressee; other messages are the shell's.
     pub fn route(&mut self, conn: ConnId, msg: ClientMsg) -> Vec<Out> {
+        if msg == ClientMsg::Ping {
+            // Liveness is answered whether or not the connection joined a room.
+            return Self::pong(conn);
+        }
         let Some(member) = self.members.get(&conn) else {
             return Self::reply(conn, ErrorCode::NotJoined, "join a room first");
         };
@@ -205,12 +216,7 @@ impl Rooms {
                 },
             ),
             ClientMsg::Leave => return self.leave(conn),
-            ClientMsg::Ping => {
-                return vec![Out {
-                    to: conn,
-                    msg: ServerMsg::Pong,
-                }]
-            }
+            ClientMsg::Ping => return Self::pong(conn),
             ClientMsg::Join { .. } => {
                 return Self::reply(
                     conn,
@@ -354,6 +360,8 @@ mod tests {
                 },
                 vec![(9, "error:not-joined")],
             ),
+            (9, ClientMsg::Leave, vec![(9, "error:not-joined")]),
+            (9, ClientMsg::Ping, vec![(9, "pong")]),
             (1, ClientMsg::Ping, vec![(1, "pong")]),
         ];
         for (conn, msg, want) in cases {

@@ -49,9 +49,15 @@ pub struct IceConfig {
 
 impl IceConfig {
     /// Fresh ICE servers for `user`: the `iceServers` array of an RTCConfiguration.
+    /// Callers pass validated ids ([`crate::rooms::valid_name`]); anything else gets no servers.
     pub fn mint(&self, user: &str, now: u64) -> Value {
-        let cred = credentials::mint(self.secrets.current(), user, self.ttl, now)
-            .expect("peer ids contain no ':' and ttl > 0");
+        let cred = match credentials::mint(self.secrets.current(), user, self.ttl, now) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot mint ICE credentials");
+                return Value::Array(Vec::new());
+            }
+        };
         let mut servers = Vec::new();
         if let Some((host, port)) = &self.relay {
             let v = serde_json::to_value(IceServers::for_relay(host, *port, cred.clone()))
@@ -250,9 +256,15 @@ impl AppState {
                 }
                 let generated = peer_id();
                 let user = requested.clone().unwrap_or_else(|| generated.clone());
+                // An invalid requested id is refused by `join`; mint nothing for it.
+                let ice_servers = if crate::rooms::valid_name(&user) {
+                    self.ice.mint(&user, unix_now())
+                } else {
+                    Value::Null
+                };
                 let ctx = JoinContext {
                     generated_id: generated,
-                    ice_servers: self.ice.mint(&user, unix_now()),
+                    ice_servers,
                     ttl: self.ice.ttl,
                 };
                 let mut rooms = self.rooms.lock().expect("rooms lock");

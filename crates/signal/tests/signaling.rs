@@ -453,3 +453,17 @@ fn token_subcommand_mints_tokens_the_server_accepts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATKIT_SIGNAL_TOKEN_SECRET"));
 }
+
+#[tokio::test]
+async fn hostile_peer_ids_get_an_error_and_the_connection_survives() {
+    let s = start(SignalRaw::default(), None).await;
+    let mut ws = s.connect("").await;
+    for id in ["a:b", "", "x y", &"z".repeat(65)] {
+        send(&mut ws, &json!({"type":"join","room":"r","peer_id": id})).await;
+        assert_eq!(recv(&mut ws).await["code"], "bad-peer-id", "{id:?}");
+    }
+    send(&mut ws, &json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    send(&mut ws, &json!({"type":"join","room":"r","peer_id":"fine"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+}

@@ -368,6 +368,24 @@ impl Lab {
         3478
     }
 
+    /// Starts natkit-signal in the server namespace: HTTP/WebSocket on 203.0.113.1:8080 and its
+    /// relay on 203.0.113.1:3478 with 203.0.113.2 as RFC 5780 alternate address (so peers in
+    /// `auto` can tell symmetric NATs apart). Returns the `ws://` URL once the relay listens.
+    pub fn start_natkit_signal(&mut self, turn_secret: &str) -> String {
+        let bin = workspace_bin("natkit-signal");
+        let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
+        cmd.env("NATKIT_TURN_SECRET", turn_secret)
+            .env("NATKIT_ALT_IP", SERVER_ALT_IP)
+            .env("RUST_LOG", "error")
+            .args(["--listen", &format!("{SERVER_IP}:8080")])
+            .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.spawn(&mut cmd);
+        wait_udp_listening(&self.server, &format!("{SERVER_ALT_IP}:3479"));
+        format!("ws://{SERVER_IP}:8080")
+    }
+
     /// Starts a long-running process in `ns`; it is killed when the lab is dropped.
     pub fn spawn(&mut self, cmd: &mut Command) -> &mut Child {
         let child = cmd

@@ -1,4 +1,4 @@
-//! `natkit-peer --signal ws://HOST:8080 --room ROOM (--echo | --send TEXT) [--relay auto|always|never]`
+//! `natkit-peer --signal ws://HOST:8080 --room ROOM (--echo | --send TEXT | --chat) [--relay auto|always|never]`
 
 use std::process::ExitCode;
 use std::time::Duration;
