@@ -21,12 +21,14 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 /// The lifetime granted for a requested one (RFC 8656 sections 7.2 and 7.3): the request capped at
-/// [`MAX_LIFETIME`], raised to [`DEFAULT_LIFETIME`]. Zero means "delete" and is handled by the
-/// caller for Refresh requests.
-pub fn granted_lifetime(requested: Option<Duration>) -> Duration {
+/// the server's maximum `max` ([`MAX_LIFETIME`] unless configured), raised to the default
+/// lifetime, which is [`DEFAULT_LIFETIME`] or `max` if that is shorter. Zero means "delete" and is
+/// handled by the caller for Refresh requests.
+pub fn granted_lifetime(requested: Option<Duration>, max: Duration) -> Duration {
+    let default = DEFAULT_LIFETIME.min(max);
     match requested {
-        None => DEFAULT_LIFETIME,
-        Some(d) => d.min(MAX_LIFETIME).max(DEFAULT_LIFETIME),
+        None => default,
+        Some(d) => d.min(max).max(default),
     }
 }
 
@@ -248,17 +250,28 @@ mod tests {
 
     #[test]
     fn lifetime_table() {
+        // (requested, configured maximum, granted)
         let cases = [
-            (None, 600),
-            (Some(0), 600),
-            (Some(30), 600),
-            (Some(600), 600),
-            (Some(1200), 1200),
-            (Some(3600), 3600),
-            (Some(86400), 3600),
+            (None, 3600, 600),
+            (Some(0), 3600, 600),
+            (Some(30), 3600, 600),
+            (Some(600), 3600, 600),
+            (Some(1200), 3600, 1200),
+            (Some(3600), 3600, 3600),
+            (Some(86400), 3600, 3600),
+            // A maximum below the RFC's default lowers the default with it.
+            (None, 20, 20),
+            (Some(600), 20, 20),
+            (Some(5), 20, 20),
+            (Some(900), 7200, 900),
+            (Some(9000), 7200, 7200),
         ];
-        for (req, want) in cases {
-            assert_eq!(granted_lifetime(req.map(secs)), secs(want), "{req:?}");
+        for (req, max, want) in cases {
+            assert_eq!(
+                granted_lifetime(req.map(secs), secs(max)),
+                secs(want),
+                "{req:?} max {max}"
+            );
         }
     }
 

@@ -9,10 +9,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::allocation::MAX_LIFETIME;
 use crate::credentials::{Secret, Secrets};
 use crate::error::ConfigError;
 
@@ -60,6 +62,9 @@ pub struct RelayArgs {
     /// Allocations the relay holds at once, 0 = unlimited [default: 10000]
     #[arg(long, value_name = "N")]
     pub total_quota: Option<String>,
+    /// Longest allocation lifetime granted, in seconds (coturn's max-allocate-lifetime) [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub max_lifetime: Option<String>,
     /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9641]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -79,6 +84,7 @@ pub struct RawSettings {
     pub deny_peer: Option<Vec<String>>,
     pub user_quota: Option<String>,
     pub total_quota: Option<String>,
+    pub max_lifetime: Option<String>,
     pub metrics_listen: Option<String>,
 }
 
@@ -97,6 +103,7 @@ pub struct FileSettings {
     pub deny_peer: Option<Vec<String>>,
     pub user_quota: Option<u32>,
     pub total_quota: Option<u32>,
+    pub max_lifetime: Option<u32>,
     pub metrics_listen: Option<String>,
 }
 
@@ -115,6 +122,7 @@ impl From<RelayArgs> for RawSettings {
             deny_peer: list(a.deny_peer),
             user_quota: a.user_quota,
             total_quota: a.total_quota,
+            max_lifetime: a.max_lifetime,
             metrics_listen: a.metrics_listen,
         }
     }
@@ -134,6 +142,7 @@ impl From<FileSettings> for RawSettings {
             deny_peer: f.deny_peer,
             user_quota: f.user_quota.map(|v| v.to_string()),
             total_quota: f.total_quota.map(|v| v.to_string()),
+            max_lifetime: f.max_lifetime.map(|v| v.to_string()),
             metrics_listen: f.metrics_listen,
         }
     }
@@ -182,6 +191,7 @@ impl RawSettings {
                 "NATKIT_DENY_PEER" => s.deny_peer = list(&v),
                 "NATKIT_USER_QUOTA" => s.user_quota = Some(v),
                 "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
+                "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
                 "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
                 _ => {}
             }
@@ -208,6 +218,7 @@ impl RawSettings {
             deny_peer,
             user_quota,
             total_quota,
+            max_lifetime,
             metrics_listen
         )
     }
@@ -251,6 +262,17 @@ impl RawSettings {
             Some(v) => parse("total_quota", &v)?,
             None => 10_000,
         };
+        let max_lifetime: u64 = match self.max_lifetime {
+            Some(v) => parse("max_lifetime", &v)?,
+            None => MAX_LIFETIME.as_secs(),
+        };
+        if !(1..=86_400).contains(&max_lifetime) {
+            return Err(ConfigError::invalid(
+                "max_lifetime",
+                format!("{max_lifetime} is not between 1 and 86400 seconds"),
+            ));
+        }
+        let max_lifetime = Duration::from_secs(max_lifetime);
         let metrics_listen = match self.metrics_listen.as_deref() {
             Some("off") => None,
             Some(v) => Some(parse("metrics_listen", v)?),
@@ -324,6 +346,7 @@ impl RawSettings {
                 deny_peers,
                 user_quota,
                 total_quota,
+                max_lifetime,
             },
             metrics_listen,
         })
@@ -388,6 +411,9 @@ pub struct RelayConfig {
     pub user_quota: u32,
     /// 0 = unlimited.
     pub total_quota: u32,
+    /// Longest lifetime an allocation is granted (and refreshed to). The default lifetime is
+    /// 600 s or this, whichever is shorter.
+    pub max_lifetime: Duration,
 }
 
 /// Everything `natkit-relay` needs to start.

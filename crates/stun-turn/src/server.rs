@@ -82,6 +82,7 @@ struct Shared {
     relay_ip: IpAddr,
     relay_ports: RangeInclusive<u16>,
     have_alt_ip: bool,
+    max_lifetime: Duration,
     /// Socket and the address it reports in RESPONSE-ORIGIN/OTHER-ADDRESS, per RFC 5780 slot.
     sockets: HashMap<Slot, (Arc<UdpSocket>, SocketAddr)>,
     table: Mutex<Table>,
@@ -280,6 +281,7 @@ impl Relay {
             relay_ip: origin_ip,
             relay_ports: cfg.relay_ports.clone(),
             have_alt_ip: cfg.alt_ip.is_some(),
+            max_lifetime: cfg.max_lifetime,
             sockets,
             table: Mutex::new(Table {
                 allocations: HashMap::new(),
@@ -782,7 +784,11 @@ impl Shared {
         let Some(a) = self.allocation(src) else {
             return Err(wire::error(m, 437, vec![]));
         };
-        if a.username != auth.username {
+        // RFC 8656 wants the allocation's username on every later request. With REST API
+        // credentials the username is "expiry:user", so a renewed credential for the same user
+        // differs only in its expiry: accepting it lets a client rotate credentials on a live
+        // allocation (webrtc-rs does so on set_configuration) instead of re-allocating.
+        if a.user != auth.user {
             self.auth_failed(AuthFailure::WrongCredentials);
             return Err(wire::error(m, 441, vec![]));
         }
@@ -882,7 +888,7 @@ impl Shared {
 
         let mut lifetime_attr = Lifetime::default();
         let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
-        let lifetime = granted_lifetime(requested);
+        let lifetime = granted_lifetime(requested, self.max_lifetime);
 
         if let Err(q) = self
             .table
@@ -1044,7 +1050,7 @@ impl Shared {
             self.remove_allocation(src);
             Duration::ZERO
         } else {
-            let l = granted_lifetime(requested);
+            let l = granted_lifetime(requested, self.max_lifetime);
             a.state.lock().expect("state lock").refresh(l, now);
             l
         };

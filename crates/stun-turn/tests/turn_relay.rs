@@ -453,6 +453,44 @@ async fn another_users_credentials_cannot_touch_an_allocation() {
     assert_eq!(relay.metric("natkit_relay_allocations_active"), 1.0);
 }
 
+/// A renewed REST credential for the same user refreshes the live allocation (credential
+/// rotation without re-allocating); the configured maximum lifetime caps what is granted.
+#[tokio::test]
+async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
+    let relay = TestRelay::start(RawSettings {
+        max_lifetime: Some("20".into()),
+        ..Default::default()
+    })
+    .await;
+    let c = StunClient::new(relay.addr()).await;
+    let first = mint(SECRET, "alice", 30);
+    let (r, _) = c.allocate(&first).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let mut granted = Lifetime::default();
+    granted.get_from(&r).unwrap();
+    assert_eq!(granted.0, Duration::from_secs(20), "max_lifetime caps the default");
+    let renewed = mint(SECRET, "alice", 60);
+    assert_ne!(renewed.username, first.username);
+    let auth = c.challenge(&renewed).await;
+    let r = c
+        .transact(&request(
+            METHOD_REFRESH,
+            vec![Box::new(Lifetime(Duration::from_secs(3600)))],
+            Some(&auth),
+        ))
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    granted.get_from(&r).unwrap();
+    assert_eq!(granted.0, Duration::from_secs(20), "refreshes are capped too");
+    // The first credential, once expired, no longer refreshes anything.
+    let stale = expired(SECRET, "alice");
+    let auth = c.challenge(&stale).await;
+    let r = c
+        .transact(&request(METHOD_REFRESH, vec![], Some(&auth)))
+        .await;
+    assert_eq!(error_code(&r), Some(401));
+}
+
 #[tokio::test]
 async fn peer_datagrams_without_permission_are_dropped() {
     let relay = TestRelay::start(allow_loopback()).await;
