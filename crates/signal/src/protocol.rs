@@ -31,6 +31,8 @@ pub enum ClientMsg {
     },
     Leave,
     Ping,
+    /// Asks for fresh ICE server credentials for this peer (answered with `ice-servers`).
+    Refresh,
 }
 
 /// Server to client.
@@ -67,6 +69,11 @@ pub enum ServerMsg {
         message: String,
     },
     Pong,
+    /// Fresh credentials for the peer that sent `refresh`, valid for `ttl` seconds.
+    IceServers {
+        ice_servers: Value,
+        ttl: u64,
+    },
 }
 
 /// Machine-readable error codes (the `code` of an `error` message).
@@ -150,7 +157,15 @@ pub fn parse(text: &str) -> Result<ClientMsg, ServerMsg> {
             "expected an object with a string \"type\"",
         ));
     };
-    const KNOWN: [&str; 6] = ["join", "offer", "answer", "candidate", "leave", "ping"];
+    const KNOWN: [&str; 7] = [
+        "join",
+        "offer",
+        "answer",
+        "candidate",
+        "leave",
+        "ping",
+        "refresh",
+    ];
     if !KNOWN.contains(&t.as_str()) {
         let t: String = t.chars().take(32).collect();
         return Err(error(

@@ -77,6 +77,11 @@ impl Rooms {
         self.members.get(&conn).map(|m| m.room.as_str())
     }
 
+    /// The peer id a connection joined as, if any.
+    pub fn peer_of(&self, conn: ConnId) -> Option<&str> {
+        self.members.get(&conn).map(|m| m.peer_id.as_str())
+    }
+
     fn pong(conn: ConnId) -> Vec<Out> {
         vec![Out {
             to: conn,
@@ -217,6 +222,8 @@ impl Rooms {
             ),
             ClientMsg::Leave => return self.leave(conn),
             ClientMsg::Ping => return Self::pong(conn),
+            // Answered by the shell, which owns the clock and mints credentials for `peer_of`.
+            ClientMsg::Refresh => return vec![],
             ClientMsg::Join { .. } => {
                 return Self::reply(
                     conn,

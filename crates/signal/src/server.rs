@@ -280,6 +280,25 @@ impl AppState {
                 }
                 outs
             }
+            ClientMsg::Refresh => {
+                let peer = self
+                    .rooms
+                    .lock()
+                    .expect("rooms lock")
+                    .peer_of(conn)
+                    .map(str::to_owned);
+                let Some(peer) = peer else {
+                    return self.reject(conn, ErrorCode::NotJoined, "join a room first");
+                };
+                self.metrics.credentials_issued.inc();
+                vec![Out {
+                    to: conn,
+                    msg: ServerMsg::IceServers {
+                        ice_servers: self.ice.mint(&peer, unix_now()),
+                        ttl: self.ice.ttl,
+                    },
+                }]
+            }
             other => {
                 let kind = protocol::relayed_type(&other);
                 let outs = self.rooms.lock().expect("rooms lock").route(conn, other);

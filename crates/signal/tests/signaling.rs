@@ -467,3 +467,36 @@ async fn hostile_peer_ids_get_an_error_and_the_connection_survives() {
     send(&mut ws, &json!({"type":"join","room":"r","peer_id":"fine"})).await;
     assert_eq!(recv(&mut ws).await["type"], "welcome");
 }
+
+/// `refresh` hands a joined peer a new credential for the same user, which allocates on the
+/// relay; before `join` it is refused.
+#[tokio::test]
+async fn refresh_mints_a_new_credential_for_the_same_peer() {
+    let s = start(
+        SignalRaw {
+            credential_ttl: Some("60".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let mut lone = s.connect("").await;
+    send(&mut lone, &json!({"type": "refresh"})).await;
+    let r = recv(&mut lone).await;
+    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("not-joined")));
+
+    let (mut ws, w) = s.join("r", Some("renewer")).await;
+    let first = w["ice_servers"][0]["username"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later expiry second
+    send(&mut ws, &json!({"type": "refresh"})).await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["type"], "ice-servers", "{r}");
+    assert_eq!(r["ttl"], 60);
+    let srv = &r["ice_servers"][0];
+    let user = srv["username"].as_str().unwrap();
+    assert!(user.ends_with(":renewer"), "{user}");
+    assert_ne!(user, first, "a new expiry");
+    turn_allocate(s.relay, user, srv["credential"].as_str().unwrap())
+        .await
+        .expect("refreshed credentials allocate");
+}
