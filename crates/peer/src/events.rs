@@ -25,6 +25,28 @@ pub enum Event {
     Message {
         data: String,
     },
+    /// A new TURN credential arrived (valid `ttl` seconds); an ICE restart applies it.
+    Renewed {
+        ttl: u64,
+    },
+    /// An ICE restart was offered: `reason` is `renewal`, `failed` or `signaling-reconnect`.
+    IceRestart {
+        reason: &'static str,
+    },
+    /// The connection works again after a restart, over the pair named.
+    Reconnected {
+        local_candidate_type: String,
+        remote_candidate_type: String,
+    },
+    /// The peer connection left `connected`: `disconnected` or `failed`.
+    ConnectionState {
+        state: &'static str,
+    },
+    /// The signaling connection: `lost`, `reconnected` (with the room's peers) or `gave-up`.
+    Signaling {
+        state: &'static str,
+        peers: Vec<String>,
+    },
     Closed {
         reason: String,
     },
@@ -62,6 +84,18 @@ impl Event {
                 format!("connected in {elapsed_ms} ms: local {local_candidate_type} <-> remote {remote_candidate_type}")
             }
             Event::Message { data } => format!("message: {data}"),
+            Event::Renewed { ttl } => format!("TURN credentials renewed, valid {ttl} s"),
+            Event::IceRestart { reason } => format!("ICE restart ({reason})"),
+            Event::Reconnected {
+                local_candidate_type,
+                remote_candidate_type,
+            } => format!(
+                "reconnected: local {local_candidate_type} <-> remote {remote_candidate_type}"
+            ),
+            Event::ConnectionState { state } => format!("connection {state}"),
+            Event::Signaling { state, peers } => {
+                format!("signaling {state}; {} other peer(s)", peers.len())
+            }
             Event::Closed { reason } => format!("closed: {reason}"),
             Event::Failed { stage, message } => format!("failed ({stage}): {message}"),
         }

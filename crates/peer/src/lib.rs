@@ -7,11 +7,10 @@
 //! - [`peer`]: the connection: probe, policy, offer/answer by convention, trickle ICE both ways,
 //!   the data channel, `--echo` and `--send`; [`events`]: what it reports.
 //!
-//! # Not yet
-//! Signaling reconnects, TURN credential renewal with ICE restart: see the open
-//! natkit-peer issue.
+//! - [`renewal`]: when to renew credentials, reconnect backoff, who yields on glare (pure).
 
 pub mod events;
 pub mod peer;
 pub mod policy;
+pub mod renewal;
 pub mod signaling;

@@ -1,5 +1,11 @@
 //! The peer: join a room through natkit-signal, probe the NAT, choose the ICE transport policy,
-//! connect a data channel with trickle ICE, and run `--echo` or `--send`.
+//! connect a data channel with trickle ICE, and run `--echo`, `--send` or `--chat`.
+//!
+//! Long sessions: TURN credentials are renewed at half their TTL (`refresh` over signaling, then
+//! `set_configuration` and an ICE restart); a signaling connection that drops is rejoined with
+//! the same peer id while the data channel goes on; a connection that fails after working is
+//! restarted. Both peers may renegotiate, so offers that cross are resolved as in the W3C's
+//! "perfect negotiation" ([`polite`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,15 +16,20 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
-    SettingEngineBuilder, StatsSelector,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
 use crate::events::Event;
 use crate::policy::{decide, RelayMode};
-use crate::signaling::{self, Welcome};
+use crate::renewal::{polite, reconnect_delay, renew_after};
+use crate::signaling::{self, Signaling, SignalingError, Welcome};
+
+/// How long a remote peer that left signaling (while our data channel is open) may take to come
+/// back before the session is over.
+const REMOTE_RETURN_GRACE: Duration = Duration::from_secs(15);
 
 /// What to do once the data channel is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +53,9 @@ pub struct PeerConfig {
     pub mode: Mode,
     /// The whole attempt, from start to the reply (`--send`) or to a connection (`--echo`).
     pub timeout: Duration,
+    /// Renew TURN credentials at half their TTL (on by default; off only to show what happens
+    /// without it).
+    pub renew: bool,
 }
 
 /// Why an attempt failed; `stage` says where.
@@ -154,11 +168,80 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, String)>
     Some((kind(&pair.local_candidate_id, true)?, remote))
 }
 
-/// Runs one attempt. `emit` receives every event as it happens.
+/// The RTCConfiguration for `servers` under the chosen policy.
+fn configuration(servers: &[RTCIceServer], relay_only: bool) -> RTCConfiguration {
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(servers.to_vec())
+        .with_ice_transport_policy(if relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        })
+        .build()
+}
+
+/// `ice_servers` JSON as webrtc's type; in `never` mode without TURN URLs.
+fn usable_servers(v: &Value, mode: RelayMode) -> Vec<RTCIceServer> {
+    let mut servers = ice_servers(v);
+    if mode == RelayMode::Never {
+        // `never` means no TURN at all: with TURN URLs, ICE would still fall back to relay pairs.
+        for s in &mut servers {
+            s.urls
+                .retain(|u| !u.starts_with("turn:") && !u.starts_with("turns:"));
+        }
+        servers.retain(|s| !s.urls.is_empty());
+    }
+    servers
+}
+
+fn has_turn(servers: &[RTCIceServer]) -> bool {
+    servers
+        .iter()
+        .flat_map(|s| s.urls.iter())
+        .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+}
+
+/// The next message of a live signaling connection: `Some(None)` when it closed; never resolves
+/// while there is none (reconnecting).
+async fn next_signal(sig: &mut Option<Signaling>) -> Option<Value> {
+    match sig {
+        Some(s) => s.incoming.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rejoins `room` as `peer_id` until it works, with [`reconnect_delay`] between attempts. Stops
+/// trying (and says why) when the server refuses for a reason a retry cannot fix.
+async fn reconnect(
+    cfg: PeerConfig,
+    peer_id: String,
+    tx: mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>,
+) {
+    for attempt in 0u32.. {
+        tokio::time::sleep(reconnect_delay(attempt)).await;
+        let join = signaling::join(&cfg.signal, &cfg.room, Some(&peer_id), cfg.token.as_deref());
+        match tokio::time::timeout(Duration::from_secs(5), join).await {
+            Ok(Ok(joined)) => {
+                let _ = tx.send(Ok(joined));
+                return;
+            }
+            // The server may not have noticed our old connection is gone: the id is still taken.
+            Ok(Err(SignalingError::Refused { code, .. })) if code == "bad-peer-id" => {}
+            Ok(Err(e @ SignalingError::Refused { .. })) if e.is_permanent() => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, attempt, "signaling reconnect failed"),
+            Err(_) => tracing::debug!(attempt, "signaling reconnect timed out"),
+        }
+    }
+}
+
+/// Runs one session. `emit` receives every event as it happens.
 pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + cfg.timeout;
-    let (mut sig, welcome) = tokio::time::timeout_at(
+    let (sig, welcome) = tokio::time::timeout_at(
         deadline,
         signaling::join(
             &cfg.signal,
@@ -175,28 +258,21 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         )
     })?
     .map_err(|e| fail("signaling", e.to_string()))?;
+    let mut sig = Some(sig);
     let Welcome {
-        peer_id,
+        peer_id: my_id,
         room,
         peers,
         ice_servers: ice_json,
-        ..
+        ttl,
     } = welcome;
     emit(Event::Joined {
-        peer_id,
+        peer_id: my_id.clone(),
         room,
         peers: peers.clone(),
     });
 
-    let mut servers = ice_servers(&ice_json);
-    if cfg.relay == RelayMode::Never {
-        // `never` means no TURN at all: with TURN URLs, ICE would still fall back to relay pairs.
-        for s in &mut servers {
-            s.urls
-                .retain(|u| !u.starts_with("turn:") && !u.starts_with("turns:"));
-        }
-        servers.retain(|s| !s.urls.is_empty());
-    }
+    let mut servers = usable_servers(&ice_json, cfg.relay);
     let report = match (cfg.relay, stun_target(&servers)) {
         (RelayMode::Auto, Some(target)) => match probe(&ProbeConfig {
             servers: vec![target.clone()],
@@ -222,39 +298,44 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         ice_transport_policy: if policy.relay_only { "relay" } else { "all" },
         reason: policy.reason.clone(),
     });
+    // Renew TURN credentials before they expire; without TURN there is nothing to renew.
+    let renews = cfg.renew && has_turn(&servers);
+    let renewal_period = |ttl: u64| renews.then(|| renew_after(Duration::from_secs(ttl)));
+    let mut renew_at = renewal_period(ttl).map(|d| tokio::time::Instant::now() + d);
 
     let local_ip = stun_target(&servers)
         .and_then(|t| local_ip_towards(&t))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(servers)
-        .with_ice_transport_policy(if policy.relay_only {
-            RTCIceTransportPolicy::Relay
-        } else {
-            RTCIceTransportPolicy::All
-        })
-        .build();
     let runtime =
         webrtc::runtime::default_runtime().ok_or_else(|| fail("ice", "no async runtime"))?;
+    let settings = SettingEngineBuilder::new()
+        // An ICE restart (renewal or recovery) binds new sockets, so it allocates afresh on the
+        // relay with the current credentials instead of refreshing an allocation that may be
+        // gone (a restarted relay answers 437 to the old one).
+        .with_discard_local_candidates_during_ice_restart(true)
+        // Notice a dead path in seconds, so recovery starts soon.
+        .with_ice_timeouts(
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(8)),
+            Some(Duration::from_secs(1)),
+        );
+    let settings = if policy.relay_only {
+        // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
+        settings
+            .with_relay_acceptance_min_wait(Some(Duration::ZERO))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+    } else {
+        // A remote relay candidate that checks in before its trickled description arrives is
+        // learned as peer-reflexive, whose priority beats server-reflexive: give such candidates
+        // the relay wait too, so a working direct pair is nominated first.
+        settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
+    };
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
-            .with_configuration(config)
+            .with_configuration(configuration(&servers, policy.relay_only))
             .with_handler(Arc::new(Handler(ev_tx.clone())))
-            .with_setting_engine(if policy.relay_only {
-                // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
-                SettingEngineBuilder::new()
-                    .with_relay_acceptance_min_wait(Some(Duration::ZERO))
-                    .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-                    .build()
-            } else {
-                // A remote relay candidate that checks in before its trickled description arrives
-                // is learned as peer-reflexive, whose priority beats server-reflexive: give such
-                // candidates the relay wait too, so a working direct pair is nominated first.
-                SettingEngineBuilder::new()
-                    .with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
-                    .build()
-            })
+            .with_setting_engine(settings.build())
             .with_runtime(runtime)
             .with_udp_addrs(vec![format!("{local_ip}:0")])
             .build()
@@ -264,7 +345,9 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
 
     // Convention: the peer that joins a room where others already are sends the offer.
     let mut remote: Option<String> = peers.first().cloned();
-    if let Some(to) = &remote {
+    let mut remote_present = remote.is_some();
+    let mut offer_pending = false;
+    if let (Some(to), Some(s)) = (&remote, &sig) {
         let dc = pc
             .create_data_channel("natkit", None)
             .await
@@ -277,7 +360,8 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         pc.set_local_description(offer.clone())
             .await
             .map_err(|e| fail("ice", e.to_string()))?;
-        let _ = sig
+        offer_pending = true;
+        let _ = s
             .out
             .send(json!({"type": "offer", "to": to, "sdp": offer.sdp}))
             .await;
@@ -310,6 +394,17 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     let mut end_at: Option<tokio::time::Instant> = None;
     let grace = || Some(tokio::time::Instant::now() + Duration::from_secs(1));
 
+    // Long-lived session state: signaling reconnects, credential renewal, ICE restarts.
+    let (rejoin_tx, mut rejoin_rx) =
+        mpsc::unbounded_channel::<Result<(Signaling, Welcome), String>>();
+    let mut rejoining: Option<tokio::task::JoinHandle<()>> = None;
+    let mut refresh_sent_at: Option<tokio::time::Instant> = None;
+    // An ICE restart to perform as soon as signaling and the negotiation state allow it.
+    let mut restart_wanted: Option<&'static str> = None;
+    // The remote peer left signaling while our connection was up: wait for it to come back.
+    let mut remote_gone_since: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+
     let outcome = loop {
         let stage = if !connected {
             if policy.relay_only {
@@ -335,11 +430,89 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                 };
                 break Err(fail(stage, what));
             }
-            m = sig.incoming.recv() => {
-                let Some(m) = m else { break Err(fail("signaling", "the signaling server closed the connection")) };
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                if let Some(since) = remote_gone_since {
+                    if now.duration_since(since) > REMOTE_RETURN_GRACE {
+                        break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                    }
+                }
+                // Renewal: ask for a new credential (again every few seconds until one arrives).
+                if let (Some(at), Some(s)) = (renew_at, &sig) {
+                    let waiting = refresh_sent_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(3));
+                    if now >= at && !waiting {
+                        let _ = s.out.send(json!({"type": "refresh"})).await;
+                        refresh_sent_at = Some(now);
+                    }
+                }
+                if let (Some(reason), Some(s), Some(to)) = (restart_wanted, &sig, &remote) {
+                    if remote_present && have_remote_desc && !offer_pending {
+                        restart_wanted = None;
+                        pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                        pc.restart_ice().await.map_err(|e| fail("ice", e.to_string()))?;
+                        let offer = pc.create_offer(None).await.map_err(|e| fail("ice", e.to_string()))?;
+                        pc.set_local_description(offer.clone()).await.map_err(|e| fail("ice", e.to_string()))?;
+                        offer_pending = true;
+                        let _ = s.out.send(json!({"type": "offer", "to": to, "sdp": offer.sdp})).await;
+                        emit(Event::IceRestart { reason });
+                    }
+                }
+            }
+            joined = rejoin_rx.recv() => match joined {
+                Some(Ok((s, w))) => {
+                    rejoining = None;
+                    sig = Some(s);
+                    emit(Event::Signaling { state: "reconnected", peers: w.peers.clone() });
+                    // The welcome carries a fresh credential: take it as a renewal.
+                    servers = usable_servers(&w.ice_servers, cfg.relay);
+                    pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                    renew_at = renewal_period(w.ttl).map(|d| tokio::time::Instant::now() + d);
+                    refresh_sent_at = None;
+                    if let Some(r) = &remote {
+                        if w.peers.contains(r) {
+                            remote_present = true;
+                            remote_gone_since = None;
+                        }
+                    }
+                    // An offer sent into the old connection may be lost.
+                    if offer_pending && connected {
+                        offer_pending = false;
+                        restart_wanted.get_or_insert("signaling-reconnect");
+                    }
+                }
+                Some(Err(why)) => {
+                    rejoining = None;
+                    emit(Event::Signaling { state: "gave-up", peers: vec![] });
+                    if !connected { break Err(fail("signaling", why)); }
+                    tracing::warn!(%why, "signaling lost for good; the data channel goes on without it");
+                }
+                None => {}
+            },
+            m = next_signal(&mut sig) => {
+                let Some(m) = m else {
+                    // Signaling dropped: the data channel does not need it, renegotiation does.
+                    sig = None;
+                    emit(Event::Signaling { state: "lost", peers: vec![] });
+                    rejoining = Some(tokio::spawn(reconnect(cfg.clone(), my_id.clone(), rejoin_tx.clone())));
+                    continue;
+                };
+                let out = sig.as_ref().map(|s| s.out.clone()).expect("a message came from it");
                 match m["type"].as_str().unwrap_or_default() {
                     "offer" => {
-                        remote = m["from"].as_str().map(str::to_owned);
+                        let from = m["from"].as_str().map(str::to_owned);
+                        if offer_pending {
+                            // Glare: both sides offered at once (perfect negotiation).
+                            if !polite(&my_id, from.as_deref().unwrap_or_default()) {
+                                continue; // impolite: ours wins, theirs is dropped
+                            }
+                            pc.set_local_description(RTCSessionDescription::rollback(None).map_err(|e| fail("ice", e.to_string()))?)
+                                .await
+                                .map_err(|e| fail("ice", format!("cannot roll back our offer: {e}")))?;
+                            offer_pending = false;
+                        }
+                        remote = from;
+                        remote_present = true;
+                        remote_gone_since = None;
                         let desc = RTCSessionDescription::offer(m["sdp"].as_str().unwrap_or_default().to_owned())
                             .map_err(|e| fail("signaling", format!("bad offer: {e}")))?;
                         pc.set_remote_description(desc).await.map_err(|e| fail("ice", e.to_string()))?;
@@ -347,15 +520,16 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                         for c in pending.drain(..) { let _ = pc.add_ice_candidate(c).await; }
                         let answer = pc.create_answer(None).await.map_err(|e| fail("ice", e.to_string()))?;
                         pc.set_local_description(answer.clone()).await.map_err(|e| fail("ice", e.to_string()))?;
-                        let _ = sig.out.send(json!({"type": "answer", "to": remote, "sdp": answer.sdp})).await;
+                        let _ = out.send(json!({"type": "answer", "to": remote, "sdp": answer.sdp})).await;
                         for c in local_candidates.drain(..) {
-                            let _ = sig.out.send(json!({"type": "candidate", "to": remote, "candidate": c})).await;
+                            let _ = out.send(json!({"type": "candidate", "to": remote, "candidate": c})).await;
                         }
                     }
-                    "answer" => {
+                    "answer" if offer_pending => {
                         let desc = RTCSessionDescription::answer(m["sdp"].as_str().unwrap_or_default().to_owned())
                             .map_err(|e| fail("signaling", format!("bad answer: {e}")))?;
                         pc.set_remote_description(desc).await.map_err(|e| fail("ice", e.to_string()))?;
+                        offer_pending = false;
                         have_remote_desc = true;
                         for c in pending.drain(..) { let _ = pc.add_ice_candidate(c).await; }
                     }
@@ -363,11 +537,36 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                         // null = end-of-candidates; remote descriptions with all candidates
                         // inline (aiortc) simply never trickle.
                         if let Ok(c) = serde_json::from_value::<RTCIceCandidateInit>(m["candidate"].clone()) {
-                            if have_remote_desc { let _ = pc.add_ice_candidate(c).await; } else { pending.push(c); }
+                            if have_remote_desc && !offer_pending { let _ = pc.add_ice_candidate(c).await; } else { pending.push(c); }
                         }
                     }
+                    "ice-servers" => {
+                        let ttl = m["ttl"].as_u64().unwrap_or(0);
+                        servers = usable_servers(&m["ice_servers"], cfg.relay);
+                        renew_at = renewal_period(ttl).map(|d| tokio::time::Instant::now() + d);
+                        refresh_sent_at = None;
+                        emit(Event::Renewed { ttl });
+                        if have_remote_desc {
+                            // Apply them and restart ICE, so a new allocation carries them.
+                            restart_wanted.get_or_insert("renewal");
+                        } else {
+                            // Not negotiated yet: the first gathering will use them.
+                            pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                        }
+                    }
+                    "peer-joined" if m["peer_id"].as_str() == remote.as_deref() => {
+                        remote_present = true;
+                        remote_gone_since = None;
+                    }
                     "peer-left" if m["peer_id"].as_str() == remote.as_deref() => {
-                        break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                        remote_present = false;
+                        if channel_open {
+                            // It may only have lost its signaling connection: give it time to
+                            // come back before calling the session over.
+                            remote_gone_since = Some(tokio::time::Instant::now());
+                        } else {
+                            break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                        }
                     }
                     "error" => tracing::warn!(message = %m, "signaling error"),
                     _ => {}
@@ -375,15 +574,20 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
             }
             ev = ev_rx.recv() => match ev {
                 Some(Ev::Candidate(c)) => {
-                    // Trickle once the remote peer is known; before that, keep them.
-                    match &remote {
-                        Some(to) if pc.local_description().await.is_some() => {
-                            let _ = sig.out.send(json!({"type": "candidate", "to": to, "candidate": c})).await;
+                    // Trickle once the remote peer is known; before that (or while signaling
+                    // is down), keep them.
+                    match (&remote, &sig) {
+                        (Some(to), Some(s)) if pc.local_description().await.is_some() => {
+                            for old in local_candidates.drain(..) {
+                                let _ = s.out.send(json!({"type": "candidate", "to": to, "candidate": old})).await;
+                            }
+                            let _ = s.out.send(json!({"type": "candidate", "to": to, "candidate": c})).await;
                         }
                         _ => local_candidates.push(c),
                     }
                 }
-                Some(Ev::State(RTCPeerConnectionState::Connected)) if !connected => {
+                Some(Ev::State(RTCPeerConnectionState::Connected)) => {
+                    let first = !connected;
                     connected = true;
                     // The nominated pair can show in the stats a moment after "connected".
                     let mut pair = None;
@@ -393,9 +597,25 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     let (l, r) = pair.unwrap_or(("unknown".into(), "unknown".into()));
-                    emit(Event::Connected { local_candidate_type: l, remote_candidate_type: r, elapsed_ms: started.elapsed().as_millis() as u64 });
+                    if first {
+                        emit(Event::Connected { local_candidate_type: l, remote_candidate_type: r, elapsed_ms: started.elapsed().as_millis() as u64 });
+                    } else {
+                        emit(Event::Reconnected { local_candidate_type: l, remote_candidate_type: r });
+                    }
                 }
-                Some(Ev::State(RTCPeerConnectionState::Failed)) => break Err(fail(stage, "the peer connection failed")),
+                Some(Ev::State(RTCPeerConnectionState::Failed)) => {
+                    if connected && have_remote_desc {
+                        // A path that worked died (relay restart, NAT rebinding): restart ICE
+                        // rather than give up. The remote peer does the same; glare is resolved.
+                        emit(Event::ConnectionState { state: "failed" });
+                        restart_wanted = Some("failed");
+                    } else {
+                        break Err(fail(stage, "the peer connection failed"));
+                    }
+                }
+                Some(Ev::State(RTCPeerConnectionState::Disconnected)) if connected => {
+                    emit(Event::ConnectionState { state: "disconnected" });
+                }
                 Some(Ev::State(_)) => {}
                 Some(Ev::Channel(dc)) => {
                     channel = Some(Arc::clone(&dc));
@@ -445,6 +665,9 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
             },
         }
     };
+    if let Some(task) = rejoining {
+        task.abort();
+    }
     let reason = match &outcome {
         Ok(()) => "done".to_owned(),
         Err(f) => f.to_string(),

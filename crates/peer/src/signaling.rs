@@ -35,6 +35,14 @@ pub enum SignalingError {
     Closed,
 }
 
+impl SignalingError {
+    /// A refusal that retrying with the same request cannot fix (bad token, bad room, full).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SignalingError::Refused { code, .. }
+            if matches!(code.as_str(), "unauthorized" | "bad-room" | "room-full" | "server-full"))
+    }
+}
+
 /// The WebSocket URL for `--signal ws://HOST:PORT` (the `/v1/ws` path is added when missing).
 pub fn ws_url(signal: &str) -> String {
     let s = signal.trim_end_matches('/');

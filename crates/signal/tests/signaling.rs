@@ -483,7 +483,10 @@ async fn refresh_mints_a_new_credential_for_the_same_peer() {
     let mut lone = s.connect("").await;
     send(&mut lone, &json!({"type": "refresh"})).await;
     let r = recv(&mut lone).await;
-    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("not-joined")));
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("not-joined"))
+    );
 
     let (mut ws, w) = s.join("r", Some("renewer")).await;
     let first = w["ice_servers"][0]["username"].as_str().unwrap().to_owned();

@@ -468,7 +468,11 @@ async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     let mut granted = Lifetime::default();
     granted.get_from(&r).unwrap();
-    assert_eq!(granted.0, Duration::from_secs(20), "max_lifetime caps the default");
+    assert_eq!(
+        granted.0,
+        Duration::from_secs(20),
+        "max_lifetime caps the default"
+    );
     let renewed = mint(SECRET, "alice", 60);
     assert_ne!(renewed.username, first.username);
     let auth = c.challenge(&renewed).await;
@@ -481,7 +485,11 @@ async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
     granted.get_from(&r).unwrap();
-    assert_eq!(granted.0, Duration::from_secs(20), "refreshes are capped too");
+    assert_eq!(
+        granted.0,
+        Duration::from_secs(20),
+        "refreshes are capped too"
+    );
     // The first credential, once expired, no longer refreshes anything.
     let stale = expired(SECRET, "alice");
     let auth = c.challenge(&stale).await;

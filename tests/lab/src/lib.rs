@@ -372,18 +372,41 @@ impl Lab {
     /// relay on 203.0.113.1:3478 with 203.0.113.2 as RFC 5780 alternate address (so peers in
     /// `auto` can tell symmetric NATs apart). Returns the `ws://` URL once the relay listens.
     pub fn start_natkit_signal(&mut self, turn_secret: &str) -> String {
+        self.start_natkit_signal_with(turn_secret, &[]).0
+    }
+
+    /// [`Lab::start_natkit_signal`] with extra environment (`NATKIT_SIGNAL_CREDENTIAL_TTL`,
+    /// `NATKIT_MAX_LIFETIME`, ...). Also returns the process id, for tests that stop the server
+    /// and start it again (same addresses, same secret) to show clients recover.
+    pub fn start_natkit_signal_with(
+        &mut self,
+        turn_secret: &str,
+        env: &[(&str, &str)],
+    ) -> (String, u32) {
         let bin = workspace_bin("natkit-signal");
         let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
         cmd.env("NATKIT_TURN_SECRET", turn_secret)
             .env("NATKIT_ALT_IP", SERVER_ALT_IP)
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .args(["--listen", &format!("{SERVER_IP}:8080")])
             .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.spawn(&mut cmd);
+        let pid = self.spawn(&mut cmd).id();
         wait_udp_listening(&self.server, &format!("{SERVER_ALT_IP}:3479"));
-        format!("ws://{SERVER_IP}:8080")
+        (format!("ws://{SERVER_IP}:8080"), pid)
+    }
+
+    /// Kills (SIGKILL) and reaps a process this lab started, as a crash or `docker kill` would.
+    pub fn kill(&mut self, pid: u32) {
+        let child = self
+            .procs
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .unwrap_or_else(|| panic!("pid {pid} was not started by this lab"));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Starts a long-running process in `ns`; it is killed when the lab is dropped.

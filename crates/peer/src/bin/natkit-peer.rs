@@ -45,6 +45,10 @@ struct Cli {
     /// One JSON object per line per event
     #[arg(long)]
     json: bool,
+    /// Do not renew TURN credentials before they expire (a relayed session then ends when the
+    /// relay stops accepting the old credential); for diagnosis
+    #[arg(long)]
+    no_renew: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             (None, false) => Mode::Echo,
         },
         timeout: Duration::from_secs(cli.timeout),
+        renew: !cli.no_renew,
     };
     let json = cli.json;
     let emit = move |e: Event| {

@@ -1,0 +1,300 @@
+//! Long-lived relayed sessions in the two-site NAT lab (both sites behind symmetric NATs, so the
+//! data goes through the relay): one message a second from a `--chat` peer to an `--echo` peer,
+//! with the reply timed.
+//!
+//! - A credential TTL of 20 s (and a relay that grants 20 s allocations, so an expired credential
+//!   ends an allocation within 20 s) against 60 s of traffic: the renewing pair answers every
+//!   message in time, while a `--no-renew` pair in the same lab, at the same moment, goes silent.
+//!   The second pair is what shows the test can fail.
+//! - natkit-signal (and its embedded relay) killed mid-session and started again: the peers rejoin
+//!   signaling, restart ICE over fresh allocations, and the messages after the restart are
+//!   answered.
+//!
+//! Needs root (fails under CI without it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use natkit_lab::{require_root, Lab, Nat};
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+
+/// A natkit-peer process whose JSON events are collected with their arrival time.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl Peer {
+    fn start(lab: &Lab, site: usize, url: &str, room: &str, args: &[&str]) -> Peer {
+        let mut child = lab.sites[site]
+            .client
+            .cmd(PEER)
+            .env("RUST_LOG", "off")
+            .args([
+                "--signal",
+                url,
+                "--room",
+                room,
+                "--json",
+                "--timeout",
+                "150",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push((Instant::now(), v));
+                }
+            }
+        });
+        Peer {
+            stdin: child.stdin.take(),
+            child,
+            events,
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn events(&self) -> Vec<(Instant, Value)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn count(&self, event: &str, key: &str, value: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|(_, e)| e["event"] == event && (key.is_empty() || e[key] == value))
+            .count()
+    }
+
+    /// Waits for an event; panics with everything seen so far if it does not come.
+    fn wait_for(&self, event: &str, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            if let Some((_, e)) = self.events().into_iter().find(|(_, e)| e["event"] == event) {
+                return e;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {event} event in {within:?}; events: {:?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The events other than messages, with seconds since `t0`: printed by the tests, so a run
+    /// shows what happened (`--no-capture`).
+    fn timeline(&self, t0: Instant) -> String {
+        self.events()
+            .iter()
+            .filter(|(_, e)| e["event"] != "message")
+            .map(|(t, e)| {
+                let mut e = e.clone();
+                if let Some(o) = e.as_object_mut() {
+                    o.retain(|k, _| {
+                        matches!(
+                            k.as_str(),
+                            "event" | "reason" | "state" | "local_candidate_type" | "ttl"
+                        )
+                    });
+                }
+                format!("{:6.1}s {e}", t.saturating_duration_since(t0).as_secs_f64())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When each message `data` came back (`message` events carry the echoed text).
+    fn reply_time(&self, data: &str) -> Option<Instant> {
+        self.events()
+            .into_iter()
+            .find(|(_, e)| e["event"] == "message" && e["data"] == data)
+            .map(|(t, _)| t)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An echo peer at site 0 and a chat peer at site 1 in `room`, connected (the echo joins first).
+fn connected_pair(lab: &Lab, url: &str, room: &str, extra: &[&str]) -> (Peer, Peer) {
+    let echo = Peer::start(lab, 0, url, room, &[&["--echo"], extra].concat());
+    echo.wait_for("policy", Duration::from_secs(15));
+    let chat = Peer::start(lab, 1, url, room, &[&["--chat"], extra].concat());
+    let c = chat.wait_for("connected", Duration::from_secs(30));
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    (echo, chat)
+}
+
+/// Sends `n` numbered messages, one a second, on every chat peer at once; returns when each was
+/// sent, per peer.
+fn send_every_second(chats: &mut [&mut Peer], prefix: &str, n: usize) -> Vec<(String, Instant)> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let data = format!("{prefix}{i}");
+        for c in chats.iter_mut() {
+            c.send_line(&data);
+        }
+        sent.push((data, Instant::now()));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    sent
+}
+
+/// The messages whose reply did not come within `limit`.
+fn late(chat: &Peer, sent: &[(String, Instant)], limit: Duration) -> Vec<String> {
+    sent.iter()
+        .filter(|(data, at)| match chat.reply_time(data) {
+            Some(t) => t.duration_since(*at) > limit,
+            None => true,
+        })
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+#[test]
+fn relayed_session_outlives_a_20s_credential_ttl_only_with_renewal() {
+    if !require_root("relayed_session_outlives_a_20s_credential_ttl_only_with_renewal") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Symmetric);
+    lab.add_site(Nat::Symmetric);
+    let (url, _) = lab.start_natkit_signal_with(
+        "lab",
+        &[
+            ("NATKIT_SIGNAL_CREDENTIAL_TTL", "20"),
+            ("NATKIT_MAX_LIFETIME", "20"),
+        ],
+    );
+    let room = lab.id().to_owned();
+    let (echo, mut chat) = connected_pair(&lab, &url, &format!("{room}-renew"), &[]);
+    let (_echo_n, mut chat_n) =
+        connected_pair(&lab, &url, &format!("{room}-norenew"), &["--no-renew"]);
+
+    let t0 = Instant::now();
+    let sent = send_every_second(&mut [&mut chat, &mut chat_n], "m", 60);
+    std::thread::sleep(Duration::from_secs(5));
+    let limit = Duration::from_secs(5);
+
+    let missed = late(&chat, &sent, limit);
+    let missed_n = late(&chat_n, &sent, limit);
+    eprintln!(
+        "renewing chat peer:\n{}\nrenewing echo peer:\n{}\n--no-renew chat peer:\n{}\n--no-renew: {} of 60 late or lost",
+        chat.timeline(t0),
+        echo.timeline(t0),
+        chat_n.timeline(t0),
+        missed_n.len()
+    );
+    assert!(
+        missed.is_empty(),
+        "with renewal, every message must come back within {limit:?}; late or lost: {missed:?}\nchat events: {:?}\necho events: {:?}",
+        chat.events(),
+        echo.events()
+    );
+    // Renewal really happened on both sides, each followed by an ICE restart.
+    for (name, p) in [("chat", &chat), ("echo", &echo)] {
+        assert!(
+            p.count("renewed", "", "") >= 4,
+            "{name}: 60 s at a 20 s TTL means at least 4 renewals: {:?}",
+            p.events()
+        );
+    }
+    assert!(
+        chat.count("ice-restart", "reason", "renewal")
+            + echo.count("ice-restart", "reason", "renewal")
+            >= 4
+    );
+
+    // The control: the same session without renewal loses its relay once the credential has
+    // expired and the allocation cannot be refreshed.
+    assert!(
+        missed_n.len() >= 10,
+        "without renewal the relayed session must break after the 20 s TTL, yet only {missed_n:?} were late; events: {:?}",
+        chat_n.events()
+    );
+    assert_eq!(chat_n.count("renewed", "", ""), 0);
+}
+
+#[test]
+fn peers_recover_when_signaling_and_its_relay_restart() {
+    if !require_root("peers_recover_when_signaling_and_its_relay_restart") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Symmetric);
+    lab.add_site(Nat::Symmetric);
+    let (url, pid) = lab.start_natkit_signal_with("lab", &[]);
+    let t0 = Instant::now();
+    let room = lab.id().to_owned();
+    let (echo, mut chat) = connected_pair(&lab, &url, &room, &[]);
+    let before = send_every_second(&mut [&mut chat], "before", 3);
+
+    // The server and its relay die: every allocation is gone with them.
+    lab.kill(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    lab.start_natkit_signal_with("lab", &[]);
+
+    // Messages sent while the path is down are queued by SCTP, then delivered.
+    let after = send_every_second(&mut [&mut chat], "after", 30);
+    std::thread::sleep(Duration::from_secs(5));
+    eprintln!(
+        "chat peer:\n{}\necho peer:\n{}",
+        chat.timeline(t0),
+        echo.timeline(t0)
+    );
+
+    for (name, p) in [("chat", &chat), ("echo", &echo)] {
+        assert!(
+            p.count("signaling", "state", "lost") >= 1
+                && p.count("signaling", "state", "reconnected") >= 1,
+            "{name} must notice the signaling drop and rejoin: {:?}",
+            p.events()
+        );
+    }
+    assert!(
+        chat.count("reconnected", "", "") + echo.count("reconnected", "", "") >= 1,
+        "the connection must come back after an ICE restart: chat {:?}\necho {:?}",
+        chat.events(),
+        echo.events()
+    );
+    assert!(late(&chat, &before, Duration::from_secs(5)).is_empty());
+    // Recovery takes a failure detection and a restart; after that, every message comes back.
+    let missed: Vec<String> = late(&chat, &after[20..], Duration::from_secs(5));
+    assert!(
+        missed.is_empty(),
+        "messages after recovery must be answered: late or lost {missed:?}\nchat events: {:?}\necho events: {:?}",
+        chat.events(),
+        echo.events()
+    );
+    let lost: Vec<&String> = after
+        .iter()
+        .map(|(d, _)| d)
+        .filter(|d| chat.reply_time(d).is_none())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "reliable channel: nothing lost, even during the outage: {lost:?}"
+    );
+}
