@@ -12,26 +12,16 @@
 //!
 //! Needs root (fails under CI without it).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use natkit_lab::events::{late, send_every_second, EventProcess};
 use natkit_lab::{require_root, Lab, Nat};
-use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 
-/// A natkit-peer process whose JSON events are collected with their arrival time.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Arc<Mutex<Vec<(Instant, Value)>>>,
-}
-
-impl Peer {
-    fn start(lab: &Lab, site: usize, url: &str, room: &str, args: &[&str]) -> Peer {
-        let mut child = lab.sites[site]
+fn peer(lab: &Lab, site: usize, url: &str, room: &str, args: &[&str]) -> EventProcess {
+    EventProcess::spawn(
+        lab.sites[site]
             .client
             .cmd(PEER)
             .env("RUST_LOG", "off")
@@ -44,133 +34,23 @@ impl Peer {
                 "--timeout",
                 "150",
             ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&events);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push((Instant::now(), v));
-                }
-            }
-        });
-        Peer {
-            stdin: child.stdin.take(),
-            child,
-            events,
-        }
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn events(&self) -> Vec<(Instant, Value)> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn count(&self, event: &str, key: &str, value: &str) -> usize {
-        self.events()
-            .iter()
-            .filter(|(_, e)| e["event"] == event && (key.is_empty() || e[key] == value))
-            .count()
-    }
-
-    /// Waits for an event; panics with everything seen so far if it does not come.
-    fn wait_for(&self, event: &str, within: Duration) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            if let Some((_, e)) = self.events().into_iter().find(|(_, e)| e["event"] == event) {
-                return e;
-            }
-            assert!(
-                Instant::now() < until,
-                "no {event} event in {within:?}; events: {:?}",
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The events other than messages, with seconds since `t0`: printed by the tests, so a run
-    /// shows what happened (`--no-capture`).
-    fn timeline(&self, t0: Instant) -> String {
-        self.events()
-            .iter()
-            .filter(|(_, e)| e["event"] != "message")
-            .map(|(t, e)| {
-                let mut e = e.clone();
-                if let Some(o) = e.as_object_mut() {
-                    o.retain(|k, _| {
-                        matches!(
-                            k.as_str(),
-                            "event" | "reason" | "state" | "local_candidate_type" | "ttl"
-                        )
-                    });
-                }
-                format!("{:6.1}s {e}", t.saturating_duration_since(t0).as_secs_f64())
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// When each message `data` came back (`message` events carry the echoed text).
-    fn reply_time(&self, data: &str) -> Option<Instant> {
-        self.events()
-            .into_iter()
-            .find(|(_, e)| e["event"] == "message" && e["data"] == data)
-            .map(|(t, _)| t)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .args(args),
+    )
 }
 
 /// An echo peer at site 0 and a chat peer at site 1 in `room`, connected (the echo joins first).
-fn connected_pair(lab: &Lab, url: &str, room: &str, extra: &[&str]) -> (Peer, Peer) {
-    let echo = Peer::start(lab, 0, url, room, &[&["--echo"], extra].concat());
+fn connected_pair(
+    lab: &Lab,
+    url: &str,
+    room: &str,
+    extra: &[&str],
+) -> (EventProcess, EventProcess) {
+    let echo = peer(lab, 0, url, room, &[&["--echo"], extra].concat());
     echo.wait_for("policy", Duration::from_secs(15));
-    let chat = Peer::start(lab, 1, url, room, &[&["--chat"], extra].concat());
+    let chat = peer(lab, 1, url, room, &[&["--chat"], extra].concat());
     let c = chat.wait_for("connected", Duration::from_secs(30));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
     (echo, chat)
-}
-
-/// Sends `n` numbered messages, one a second, on every chat peer at once; returns when each was
-/// sent, per peer.
-fn send_every_second(chats: &mut [&mut Peer], prefix: &str, n: usize) -> Vec<(String, Instant)> {
-    let mut sent = Vec::new();
-    for i in 0..n {
-        let data = format!("{prefix}{i}");
-        for c in chats.iter_mut() {
-            c.send_line(&data);
-        }
-        sent.push((data, Instant::now()));
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    sent
-}
-
-/// The messages whose reply did not come within `limit`.
-fn late(chat: &Peer, sent: &[(String, Instant)], limit: Duration) -> Vec<String> {
-    sent.iter()
-        .filter(|(data, at)| match chat.reply_time(data) {
-            Some(t) => t.duration_since(*at) > limit,
-            None => true,
-        })
-        .map(|(d, _)| d.clone())
-        .collect()
 }
 
 #[test]
@@ -291,7 +171,7 @@ fn peers_recover_when_signaling_and_its_relay_restart() {
     let lost: Vec<&String> = after
         .iter()
         .map(|(d, _)| d)
-        .filter(|d| chat.reply_time(d).is_none())
+        .filter(|d| chat.message_time(d).is_none())
         .collect();
     assert!(
         lost.is_empty(),

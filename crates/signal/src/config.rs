@@ -183,6 +183,10 @@ impl SignalRaw {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut s = SignalRaw::default();
         for (k, v) in vars {
+            // An empty variable counts as unset (compose files pass `${VAR:-}` through).
+            if v.trim().is_empty() {
+                continue;
+            }
             let Some(k) = k.strip_prefix("NATKIT_SIGNAL_") else {
                 continue;
             };

@@ -179,6 +179,10 @@ impl RawSettings {
             )
         };
         for (k, v) in vars {
+            // An empty variable counts as unset (compose files pass `${VAR:-}` through).
+            if v.trim().is_empty() {
+                continue;
+            }
             match k.as_str() {
                 "NATKIT_LISTEN" => s.listen = Some(v),
                 "NATKIT_ALT_PORT" => s.alt_port = Some(v),
@@ -444,6 +448,21 @@ mod tests {
             std::io::ErrorKind::NotFound,
             "no such file",
         ))
+    }
+
+    #[test]
+    fn empty_environment_variables_count_as_unset() {
+        let env = RawSettings::from_env([
+            ("NATKIT_ALT_IP".to_string(), String::new()),
+            ("NATKIT_PUBLIC_IP".to_string(), " ".to_string()),
+            ("NATKIT_MAX_LIFETIME".to_string(), "120".to_string()),
+        ]);
+        assert_eq!(env.alt_ip, None);
+        assert_eq!(env.public_ip, None);
+        let s = RawSettings::merge(RawSettings::default(), env, RawSettings::default())
+            .resolve(Some("sekret".into()), no_file)
+            .unwrap();
+        assert_eq!(s.relay.max_lifetime, std::time::Duration::from_secs(120));
     }
 
     #[test]

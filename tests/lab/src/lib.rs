@@ -15,6 +15,8 @@
 //! Needs root (`ip netns`, iptables, nftables). [`require_root`] makes a test fail loudly under
 //! `CI` and skip with a message elsewhere.
 
+pub mod events;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 

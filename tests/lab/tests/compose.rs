@@ -1,0 +1,428 @@
+//! deploy/ for real: the Dockerfile's runtime stage on a Debian base made here (debootstrap +
+//! `docker import`, no registry), the compose stack (relay + signal, host networking, the secret
+//! as a file) brought up by `docker-compose` on a private dockerd that runs inside the lab's server
+//! namespace, so "host networking" means the lab's public addresses 203.0.113.1 and .2. Then,
+//! from two client namespaces behind symmetric NATs: nat-probe against the relay, two natkit-peers
+//! exchanging messages through it, and the relay container restarted under them.
+//!
+//! The host-built binaries are fed to the Dockerfile's `prebuilt` stage (the issue allows it); the
+//! runtime stage is the one users get. Needs root, dockerd, docker-compose and debootstrap (under
+//! CI their absence is a failure, not a skip). Everything is torn down, also on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use natkit_lab::events::{late, send_every_second, EventProcess};
+use natkit_lab::{require_root, sh, workspace_bin, Lab, Nat};
+
+/// Debian's docker client: it builds with BuildKit by itself (`DOCKER_BUILDKIT=1`), which skips
+/// the Rust builder stage. A newer client without the buildx plugin falls back to the legacy
+/// builder, which builds every stage and would try to pull `rust:1-bookworm`.
+const DOCKER: &str = "/usr/bin/docker";
+const SECRET: &str = "compose-lab-secret-0123456789abcdef";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require_tools() {
+    for tool in [
+        DOCKER,
+        "dockerd",
+        "docker-compose",
+        "debootstrap",
+        "strip",
+        "nsenter",
+        "cgroupfs-mount",
+    ] {
+        let found = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        assert!(
+            found,
+            "{tool} is missing: install docker.io, docker-compose, debootstrap, binutils, \
+             util-linux and cgroupfs-mount (tests/run and .ci/run do)"
+        );
+    }
+}
+
+/// A dockerd of our own (own socket, data and exec roots, no bridge, no iptables) inside the
+/// lab's server namespace. Stopped, and its directory removed, on drop.
+struct Dockerd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(lab: &Lab) -> Dockerd {
+        // Without systemd nothing mounts the cgroup v1 hierarchies dockerd needs: do it once.
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if !v2 && !Path::new("/sys/fs/cgroup/devices").exists() {
+            sh(&mut Command::new("cgroupfs-mount"));
+        }
+        let dir = PathBuf::from(format!("/tmp/{}-docker", lab.id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+        // nsenter, not `ip netns exec`: the latter remounts /sys in a new mount namespace, which
+        // hides the cgroup hierarchy dockerd needs. Only the network namespace changes here.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", lab.server.name))
+            .arg("dockerd")
+            .args(["--host", &format!("unix://{}", d("docker.sock"))])
+            .args(["--data-root", &d("data"), "--exec-root", &d("exec")])
+            .args(["--pidfile", &d("docker.pid")])
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(std::fs::File::create(d("dockerd.log")).unwrap())
+            .stderr(std::fs::File::create(d("dockerd.err")).unwrap())
+            .spawn()
+            .expect("start dockerd");
+        let me = Dockerd { child, dir };
+        let until = Instant::now() + Duration::from_secs(60);
+        while !me.docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < until,
+                "dockerd did not come up: {}",
+                std::fs::read_to_string(me.dir.join("dockerd.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        me
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_BUILDKIT", "1")
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd stop its containers and unmount their layers.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Anything still mounted under our directory (a crashed dockerd) goes before removal.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.display()
+            ))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `docker-compose` on deploy/docker-compose.yml with a lab env file; `down` on drop.
+struct Compose<'a> {
+    dockerd: &'a Dockerd,
+    env_file: PathBuf,
+    project: String,
+}
+
+impl Compose<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("docker-compose")
+            .env("DOCKER_HOST", self.dockerd.host())
+            .arg("--project-directory")
+            .arg(repo().join("deploy"))
+            .arg("-f")
+            .arg(repo().join("deploy/docker-compose.yml"))
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .args(["-p", &self.project])
+            .args(args)
+            .output()
+            .expect("run docker-compose")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until every service's health check passes.
+    fn wait_healthy(&self, services: &[&str], within: Duration) {
+        let until = Instant::now() + within;
+        for svc in services {
+            let id = self.ok(&["ps", "-q", svc]);
+            loop {
+                let status =
+                    self.dockerd
+                        .docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &id]);
+                if status == "healthy" {
+                    break;
+                }
+                if Instant::now() > until {
+                    let logs = self.run(&["logs", "--no-color", svc]);
+                    panic!(
+                        "{svc} is {status} after {within:?}; logs:\n{}{}",
+                        String::from_utf8_lossy(&logs.stdout),
+                        String::from_utf8_lossy(&logs.stderr)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+impl Drop for Compose<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "--volumes", "--timeout", "5"]);
+    }
+}
+
+/// The runtime base: a minbase Debian bookworm root filesystem, imported as an image. The tarball
+/// is cached in the target directory; a fresh machine makes it in about half a minute.
+fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
+    let tag = "natkit-runtime-base:bookworm";
+    let cache = workspace_bin("natkit-relay")
+        .parent()
+        .unwrap()
+        .join("../natkit-lab-cache");
+    let tar = cache.join("bookworm-minbase.tar");
+    if !tar.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let root = cache.join("rootfs");
+        let _ = std::fs::remove_dir_all(&root);
+        sh(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&root)
+            .arg("http://deb.debian.org/debian"));
+        let part = cache.join("bookworm-minbase.tar.part");
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&part)
+            .arg("."));
+        std::fs::rename(&part, &tar).unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    dockerd.docker_ok(&["import", tar.to_str().unwrap(), tag]);
+    tag
+}
+
+#[test]
+fn compose_stack_serves_natted_peers_and_survives_a_relay_restart() {
+    if !require_root("compose_stack_serves_natted_peers_and_survives_a_relay_restart") {
+        return;
+    }
+    require_tools();
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Symmetric);
+    lab.add_site(Nat::Symmetric);
+    let dockerd = Dockerd::start(&lab);
+    let base = import_runtime_base(&dockerd);
+
+    // The image: the Dockerfile's runtime stage over host-built (stripped) binaries.
+    let ctx = dockerd.dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("out")).unwrap();
+    for bin in ["natkit-relay", "natkit-signal", "nat-probe", "natkit-peer"] {
+        sh(Command::new("strip")
+            .arg("-o")
+            .arg(ctx.join("out").join(bin))
+            .arg(workspace_bin(bin)));
+    }
+    let image = format!("natkit:{}", lab.id());
+    dockerd.docker_ok(&[
+        "build",
+        "--network",
+        "none",
+        "-f",
+        repo().join("deploy/Dockerfile").to_str().unwrap(),
+        "--build-arg",
+        &format!("RUNTIME_BASE={base}"),
+        "--build-arg",
+        "BINARIES=prebuilt",
+        "-t",
+        &image,
+        ctx.to_str().unwrap(),
+    ]);
+    let user = dockerd.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "id",
+        &image,
+        "-u",
+    ]);
+    assert_eq!(
+        user, "10001",
+        "the runtime runs as the unprivileged natkit user"
+    );
+
+    // The operator's files: the committed example env, with the lab's addresses.
+    let secret = dockerd.dir.join("turn_secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    sh(Command::new("chmod").arg("0444").arg(&secret));
+    let example = std::fs::read_to_string(repo().join("deploy/natkit.env.example")).unwrap();
+    let mut env: Vec<String> = example
+        .lines()
+        .filter(|l| {
+            !l.starts_with("NATKIT_PUBLIC_IP=")
+                && !l.starts_with("NATKIT_RELAY_LISTEN=")
+                && !l.starts_with("NATKIT_ALT_IP=")
+                && !l.starts_with("NATKIT_IMAGE=")
+        })
+        .map(str::to_owned)
+        .collect();
+    env.extend([
+        "NATKIT_PUBLIC_IP=203.0.113.1".to_owned(),
+        "NATKIT_RELAY_LISTEN=203.0.113.1:3478".to_owned(),
+        "NATKIT_ALT_IP=203.0.113.2".to_owned(),
+        format!("NATKIT_IMAGE={image}"),
+        format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
+    ]);
+    let env_file = dockerd.dir.join("lab.env");
+    std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
+    let compose = Compose {
+        dockerd: &dockerd,
+        env_file,
+        project: lab.id().to_owned(),
+    };
+    compose.ok(&["config", "-q"]);
+    compose.ok(&["up", "-d", "--no-build"]);
+    compose.wait_healthy(&["relay", "signal"], Duration::from_secs(90));
+
+    // The secret is a mounted file, not in the environment or the image.
+    let relay_id = compose.ok(&["ps", "-q", "relay"]);
+    let inspect = dockerd.docker_ok(&["inspect", &relay_id]);
+    assert!(
+        !inspect.contains(SECRET),
+        "the TURN secret leaked into the container's config"
+    );
+    let history = dockerd.docker_ok(&["history", "--no-trunc", &image]);
+    assert!(!history.contains(SECRET));
+
+    // Metrics, from the server namespace (host networking: the relay's is on its loopback).
+    let scrape = |addr: &str| -> String {
+        let out = lab.server.run(
+            "bash",
+            &[
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+                    addr.replace(':', "/")
+                ),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        scrape("127.0.0.1:9641").contains("natkit_relay_"),
+        "relay metrics"
+    );
+    assert!(
+        scrape("203.0.113.1:8080").contains("natkit_signal_"),
+        "signal metrics"
+    );
+
+    // nat-probe from a client behind a symmetric NAT, against the relay container.
+    let probe = lab.sites[0].client.run(
+        workspace_bin("nat-probe").to_str().unwrap(),
+        &["203.0.113.1:3478", "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nat-probe output is not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&probe.stdout),
+            String::from_utf8_lossy(&probe.stderr)
+        )
+    });
+    assert_eq!(report["nat_type"], "symmetric", "{report}");
+    assert_eq!(report["force_turn"], true, "{report}");
+
+    // Two peers behind symmetric NATs, through the containers.
+    let peer = |site: usize, mode: &str| {
+        EventProcess::spawn(
+            lab.sites[site]
+                .client
+                .cmd(workspace_bin("natkit-peer").to_str().unwrap())
+                .env("RUST_LOG", "off")
+                .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
+                .args(["--json", "--timeout", "150", mode]),
+        )
+    };
+    let t0 = Instant::now();
+    let echo = peer(0, "--echo");
+    echo.wait_for("policy", Duration::from_secs(20));
+    let mut chat = peer(1, "--chat");
+    let c = chat.wait_for("connected", Duration::from_secs(30));
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    let before = send_every_second(&mut [&mut chat], "before", 3);
+
+    // The relay container restarts: its allocations are gone, the peers must come back.
+    compose.ok(&["restart", "-t", "5", "relay"]);
+    let after = send_every_second(&mut [&mut chat], "after", 30);
+    std::thread::sleep(Duration::from_secs(5));
+    eprintln!(
+        "chat peer:\n{}\necho peer:\n{}",
+        chat.timeline(t0),
+        echo.timeline(t0)
+    );
+    assert!(late(&chat, &before, Duration::from_secs(5)).is_empty());
+    assert!(
+        chat.count("reconnected", "", "") + echo.count("reconnected", "", "") >= 1,
+        "the peers must reconnect after the relay restart:\nchat {}\necho {}",
+        chat.timeline(t0),
+        echo.timeline(t0)
+    );
+    let missed = late(&chat, &after[20..], Duration::from_secs(5));
+    assert!(
+        missed.is_empty(),
+        "after recovery every message comes back: {missed:?}"
+    );
+    let lost: Vec<&String> = after
+        .iter()
+        .map(|(d, _)| d)
+        .filter(|d| chat.message_time(d).is_none())
+        .collect();
+    assert!(lost.is_empty(), "nothing lost across the restart: {lost:?}");
+    let restarted = compose.ok(&["ps", "-q", "relay"]);
+    assert_eq!(restarted, relay_id, "the same container, restarted");
+    compose.wait_healthy(&["relay"], Duration::from_secs(30));
+}
