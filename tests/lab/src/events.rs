@@ -141,3 +141,46 @@ pub fn late(chat: &EventProcess, sent: &[(String, Instant)], limit: Duration) ->
         .map(|(d, _)| d.clone())
         .collect()
 }
+
+/// An outage under a live session: `chat` (a `--chat` peer talking to the `--echo` peer `echo`)
+/// sends three messages, `outage` breaks something, then 30 messages follow a second apart.
+/// Asserts that the connection came back (`reconnected`), that every message after the first 20 s
+/// was answered within 5 s, and that nothing at all was lost. Prints both peers' timelines.
+pub fn assert_session_recovers(
+    chat: &mut EventProcess,
+    echo: &EventProcess,
+    t0: Instant,
+    outage: impl FnOnce(),
+) {
+    let before = send_every_second(&mut [&mut *chat], "before", 3);
+    outage();
+    // Messages sent while the path is down are queued by SCTP, then delivered.
+    let after = send_every_second(&mut [&mut *chat], "after", 30);
+    std::thread::sleep(Duration::from_secs(5));
+    eprintln!(
+        "chat peer:\n{}\necho peer:\n{}",
+        chat.timeline(t0),
+        echo.timeline(t0)
+    );
+    let limit = Duration::from_secs(5);
+    assert!(
+        late(chat, &before, limit).is_empty(),
+        "the session worked before the outage"
+    );
+    assert!(
+        chat.count("reconnected", "", "") + echo.count("reconnected", "", "") >= 1,
+        "the connection must come back after an ICE restart"
+    );
+    // Recovery takes a failure detection and a restart; after that, every message comes back.
+    let missed = late(chat, &after[20..], limit);
+    assert!(missed.is_empty(), "late or lost after recovery: {missed:?}");
+    let lost: Vec<&String> = after
+        .iter()
+        .map(|(d, _)| d)
+        .filter(|d| chat.message_time(d).is_none())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "a reliable channel loses nothing, even during the outage: {lost:?}"
+    );
+}
