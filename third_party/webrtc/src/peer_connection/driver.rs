@@ -97,6 +97,9 @@ pub(crate) const DRIVER_TO_DATA_CHANNEL_EVENT_CHANNEL_CAPACITY: usize = 256;
 /// the state that never resolves: an application that dropped its `DataChannel` without
 /// closing the stream, whose events would otherwise accumulate for the life of the
 /// connection. See [`Driver::flush_pending_data_channel_events`].
+/// natkit patch: requested SO_RCVBUF/SO_SNDBUF of each UDP socket.
+const SOCKET_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+
 const MAX_UNREGISTERED_PENDING_DATA_CHANNEL_EVENTS: usize =
     DRIVER_TO_DATA_CHANNEL_EVENT_CHANNEL_CAPACITY;
 
@@ -660,6 +663,17 @@ where
                 }
             };
             socket.set_nonblocking(true)?;
+            // natkit patch: the kernel's default buffers (about 200 KiB) overflow under a burst
+            // of data-channel packets (sent in GSO batches), and every drop costs SCTP a
+            // retransmission timeout of at least a second. Ask for 2 MiB each way; the kernel
+            // caps the request at net.core.{r,w}mem_max, so this only ever helps.
+            let sock = socket2::SockRef::from(&socket);
+            if let Err(err) = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+                debug!("cannot set SO_RCVBUF on {}: {err}", bind.addr);
+            }
+            if let Err(err) = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+                debug!("cannot set SO_SNDBUF on {}: {err}", bind.addr);
+            }
             let local_addr = socket.local_addr()?;
             self.udp_sockets
                 .insert(local_addr, runtime.wrap_udp_socket(socket)?);
