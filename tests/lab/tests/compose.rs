@@ -5,6 +5,9 @@
 //! from two client namespaces behind symmetric NATs: nat-probe against the relay, two natkit-peers
 //! exchanging messages through it, and the relay container restarted under them.
 //!
+//! Compose v2 (`docker compose`) runs the whole scenario; Compose v1 (`docker-compose`) the same
+//! file up to a relayed exchange.
+//!
 //! The host-built binaries are fed to the Dockerfile's `prebuilt` stage (the issue allows it); the
 //! runtime stage is the one users get. Needs root, dockerd, docker-compose and debootstrap (under
 //! CI their absence is a failure, not a skip). Everything is torn down, also on failure.
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use natkit_lab::events::{assert_session_recovers, EventProcess};
+use natkit_lab::events::{assert_session_recovers, late, send_every_second, EventProcess};
 use natkit_lab::{require_root, sh, workspace_bin, Lab, Nat};
 
 /// Debian's docker client: it builds with BuildKit by itself (`DOCKER_BUILDKIT=1`), which skips
@@ -27,6 +30,11 @@ fn repo() -> PathBuf {
 }
 
 fn require_tools() {
+    let v2 = Command::new(DOCKER).args(["compose", "version"]).output();
+    assert!(
+        v2.is_ok_and(|o| o.status.success()),
+        "`docker compose` (Compose v2) is missing: tests/run installs Debian trixie's plugin"
+    );
     for tool in [
         DOCKER,
         "dockerd",
@@ -147,8 +155,30 @@ impl Drop for Dockerd {
     }
 }
 
-/// `docker-compose` on deploy/docker-compose.yml with a lab env file; `down` on drop.
+/// Which Compose runs the file: v2 as the docker CLI plugin (`docker compose`), or v1's
+/// `docker-compose`.
+#[derive(Clone, Copy, Debug)]
+enum Flavour {
+    V2,
+    V1,
+}
+
+impl Flavour {
+    fn command(self) -> Command {
+        match self {
+            Flavour::V2 => {
+                let mut c = Command::new(DOCKER);
+                c.arg("compose");
+                c
+            }
+            Flavour::V1 => Command::new("docker-compose"),
+        }
+    }
+}
+
+/// Compose on deploy/docker-compose.yml with a lab env file; `down` on drop.
 struct Compose<'a> {
+    flavour: Flavour,
     dockerd: &'a Dockerd,
     env_file: PathBuf,
     project: String,
@@ -156,7 +186,8 @@ struct Compose<'a> {
 
 impl Compose<'_> {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("docker-compose")
+        self.flavour
+            .command()
             .env("DOCKER_HOST", self.dockerd.host())
             .arg("--project-directory")
             .arg(repo().join("deploy"))
@@ -167,14 +198,15 @@ impl Compose<'_> {
             .args(["-p", &self.project])
             .args(args)
             .output()
-            .expect("run docker-compose")
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.flavour))
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "docker-compose {args:?} failed:\n{}{}",
+            "compose ({:?}) {args:?} failed:\n{}{}",
+            self.flavour,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -245,10 +277,24 @@ fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
 }
 
 #[test]
-fn compose_stack_serves_natted_peers_and_survives_a_relay_restart() {
-    if !require_root("compose_stack_serves_natted_peers_and_survives_a_relay_restart") {
+fn compose_v2_stack_serves_natted_peers_and_survives_a_relay_restart() {
+    if !require_root("compose_v2_stack_serves_natted_peers_and_survives_a_relay_restart") {
         return;
     }
+    deploy_and_check(Flavour::V2, true);
+}
+
+/// The same file with Compose v1: deployment, health, nat-probe and a relayed exchange (the
+/// restart is left to the v2 test).
+#[test]
+fn compose_v1_stack_serves_natted_peers() {
+    if !require_root("compose_v1_stack_serves_natted_peers") {
+        return;
+    }
+    deploy_and_check(Flavour::V1, false);
+}
+
+fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     require_tools();
     let mut lab = Lab::new();
     lab.add_site(Nat::Symmetric);
@@ -320,6 +366,7 @@ fn compose_stack_serves_natted_peers_and_survives_a_relay_restart() {
     let env_file = dockerd.dir.join("lab.env");
     std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
     let compose = Compose {
+        flavour,
         dockerd: &dockerd,
         env_file,
         project: lab.id().to_owned(),
@@ -393,6 +440,14 @@ fn compose_stack_serves_natted_peers_and_survives_a_relay_restart() {
     let mut chat = peer(1, "--chat");
     let c = chat.wait_for("connected", Duration::from_secs(30));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    if !restart_relay {
+        let sent = send_every_second(&mut [&mut chat], "m", 3);
+        assert!(
+            late(&chat, &sent, Duration::from_secs(5)).is_empty(),
+            "relayed echoes"
+        );
+        return;
+    }
     // The relay container restarts: its allocations are gone, the peers must come back.
     assert_session_recovers(&mut chat, &echo, t0, || {
         compose.ok(&["restart", "-t", "5", "relay"]);
