@@ -7,7 +7,9 @@
 //! `NATKIT_BENCH_SECONDS=3`, `NATKIT_BENCH_INFLIGHT_BYTES=65536` (payload bytes in flight over all
 //! allocations, at most 128 packets: enough to keep a server busy, little enough that no socket
 //! buffer on loopback overflows, so loss measures the server).
-//! After each cell, natkit is run again paced at the rate coturn sustained, for the loss target.
+//! After each flat-out cell, a rate search: for each server, the highest paced (open-loop) send
+//! rate at which it loses under 0.1% (`NATKIT_BENCH_SEARCH_STEPS=5` bisection steps of
+//! `NATKIT_BENCH_SEARCH_SECONDS=2`), then natkit paced at coturn's sustainable rate: the loss target.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -169,6 +171,8 @@ fn main() {
     let sizes = env_list("NATKIT_BENCH_SIZES", "100,1000");
     let seconds = env_list("NATKIT_BENCH_SECONDS", "3")[0] as u64;
     let inflight_bytes = env_list("NATKIT_BENCH_INFLIGHT_BYTES", "65536")[0];
+    let search_steps = env_list("NATKIT_BENCH_SEARCH_STEPS", "5")[0];
+    let search_seconds = env_list("NATKIT_BENCH_SEARCH_SECONDS", "2")[0] as u64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -225,9 +229,11 @@ fn main() {
                 reports.push((server, r));
             }
             let (nk, ct) = (&reports[0].1, &reports[1].1);
-            // Both servers paced (open loop) at the rate coturn sustained flat out: datagrams
-            // sent per second = half the relayed ones. The loss target is judged here.
-            for server in [Server::Natkit, Server::Coturn] {
+            // The loss target: the highest rate coturn sustains under 0.1% loss, found by
+            // bisection below the rate it reached flat out; natkit's own such rate beside it; and
+            // natkit paced at coturn's.
+            let ceiling = ct.relayed_pps.max(nk.relayed_pps) / 2.0 * 1.1;
+            let run_at = |server: Server, rate: u64, secs: u64| -> LoadReport {
                 let p = start(server, echo);
                 let cfg = LoadConfig {
                     target: Target::Turn {
@@ -237,23 +243,47 @@ fn main() {
                     echo,
                     allocations: n,
                     payload: size,
-                    pacing: Pacing::Rate((ct.relayed_pps / 2.0) as u64),
+                    pacing: Pacing::Rate(rate.max(1)),
                     inflight,
-                    duration: Duration::from_secs(seconds),
+                    duration: Duration::from_secs(secs),
                     send_indications: false,
                     server_pid: Some(p.child.id()),
                 };
-                let r = rt.block_on(load::run(&cfg)).expect("paced run");
+                rt.block_on(load::run(&cfg)).expect("paced run")
+            };
+            let search = |server: Server| -> u64 {
+                let (mut lo, mut hi) = (0.0f64, ceiling);
+                for _ in 0..search_steps {
+                    let mid = (lo + hi) / 2.0;
+                    let r = run_at(server, mid as u64, search_seconds);
+                    if r.loss_pct < 0.1 {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo as u64
+            };
+            if search_steps > 0 {
+                let (ct_rate, nk_rate) = (search(Server::Coturn), search(Server::Natkit));
                 println!(
-                    "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3}   (paced at coturn's flat-out rate)",
-                    n,
-                    size,
-                    format!("{server:?}@rate").to_lowercase(),
-                    r.relayed_pps,
-                    r.cpu_s_per_million,
-                    r.rtt_p99_us,
-                    r.loss_pct
+                    "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8}   sustainable (loss < 0.1%) send rate: natkit {} /s, coturn {} /s ({:.2}x)",
+                    n, size, "search", "", "", "", "", nk_rate, ct_rate,
+                    nk_rate as f64 / ct_rate.max(1) as f64
                 );
+                if ct_rate > 0 {
+                    let at = run_at(Server::Natkit, ct_rate, seconds);
+                    println!(
+                        "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3}   (natkit paced at coturn's sustainable rate)",
+                        n,
+                        size,
+                        "natkit@ct",
+                        at.relayed_pps,
+                        at.cpu_s_per_million,
+                        at.rtt_p99_us,
+                        at.loss_pct
+                    );
+                }
             }
             println!(
                 "{:>6} {:>6} {:<10} {:>11.2}x {:>11.2}x {:>8.2}x {:>8} {:>11.2}x",

@@ -85,6 +85,8 @@ struct Shared {
     max_lifetime: Duration,
     /// Socket and the address it reports in RESPONSE-ORIGIN/OTHER-ADDRESS, per RFC 5780 slot.
     sockets: HashMap<Slot, (Arc<UdpSocket>, SocketAddr)>,
+    /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
+    primary_extra: Vec<Arc<UdpSocket>>,
     table: Mutex<Table>,
     metrics: RelayMetrics,
     client_to_peer: crate::metrics::DirectionCounters,
@@ -178,6 +180,12 @@ fn unix_now() -> u64 {
 const SOCKET_BUFFER: usize = 2 << 20;
 
 fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
+    bind_udp_with(addr, false)
+}
+
+/// `reuse_port`: join the address's SO_REUSEPORT group (the primary listener's sockets), so the
+/// kernel spreads clients over them by 4-tuple hash, each client always to the same socket.
+fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<UdpSocket>, RelayError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::Bind { addr, source };
     let s =
@@ -185,6 +193,9 @@ fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
     // Best effort: a smaller cap only means the kernel default.
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    if reuse_port {
+        s.set_reuse_port(true).map_err(err)?;
+    }
     s.bind(&addr.into()).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     UdpSocket::from_std(s.into()).map(Arc::new).map_err(err)
@@ -219,8 +230,20 @@ impl Relay {
         let secrets = cfg.secrets.clone().unwrap_or_else(|| {
             Secrets::new(vec![credentials::Secret::generate()]).expect("one secret")
         });
-        let primary = bind_udp(cfg.listen)?;
+        // One primary socket per core in an SO_REUSEPORT group: clients' ChannelData is read by
+        // as many tasks as there are worker threads instead of one.
+        let listeners = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A plain bind first: the port must be free. Without it, a second relay started on the
+        // same port would silently join this group and receive half of the clients.
+        let probe = bind_udp(cfg.listen)?;
+        let listen = probe.local_addr().map_err(RelayError::LocalAddr)?;
+        drop(probe);
+        let primary = bind_udp_with(listen, listeners > 1)?;
         let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
+        let mut primary_extra = Vec::new();
+        for _ in 1..listeners {
+            primary_extra.push(bind_udp_with(primary_addr, true)?);
+        }
         if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
             return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
         }
@@ -283,6 +306,7 @@ impl Relay {
             have_alt_ip: cfg.alt_ip.is_some(),
             max_lifetime: cfg.max_lifetime,
             sockets,
+            primary_extra,
             table: Mutex::new(Table {
                 allocations: HashMap::new(),
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
@@ -311,7 +335,9 @@ impl Relay {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        for (&slot, (socket, _)) in &self.shared.sockets {
+        let extra = self.shared.primary_extra.iter().map(|s| (Slot::PRIMARY, s));
+        let all = self.shared.sockets.iter().map(|(&slot, (s, _))| (slot, s));
+        for (slot, socket) in all.chain(extra) {
             tasks.spawn(serve_socket(
                 Arc::clone(&self.shared),
                 slot,

@@ -523,3 +523,33 @@ async fn peer_datagrams_without_permission_are_dropped() {
     }
     panic!("drop not counted");
 }
+
+/// The primary address is served by one socket per core (SO_REUSEPORT), yet a second relay on
+/// the same port is refused as before instead of joining the group and taking half the clients.
+#[tokio::test]
+async fn a_second_relay_on_the_same_port_is_refused() {
+    let relay = TestRelay::start(RawSettings::default()).await;
+    let settings = RawSettings {
+        listen: Some(relay.addr().to_string()),
+        alt_port: Some("0".into()),
+        ..Default::default()
+    }
+    .resolve(Some(SECRET.into()), |p| std::fs::read_to_string(p))
+    .unwrap();
+    let err = match natkit_stun_turn::server::Relay::bind(
+        settings.relay,
+        natkit_stun_turn::metrics::RelayMetrics::new(),
+    )
+    .await
+    {
+        Ok(_) => panic!("a second relay bound {}", relay.addr()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&relay.addr().to_string()), "{err}");
+    // The first relay still answers every client, from many source ports.
+    for _ in 0..8 {
+        let c = StunClient::new(relay.addr()).await;
+        let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
+        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    }
+}
