@@ -79,7 +79,7 @@ pub struct Allocation {
 
 /// Allocates on `server` with a REST credential for `user` minted from `secret`.
 pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let sock = crate::sock::bind_loopback()?;
     sock.connect(server).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -18,12 +18,8 @@ use std::sync::{Arc, Mutex};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-/// A socket with 4 MiB buffers, as the relays get (2 MiB asked, doubled by the kernel).
 fn bind(addr: SocketAddr, nonblocking: bool) -> std::io::Result<UdpSocket> {
-    let s = UdpSocket::bind(addr)?;
-    let sock = socket2::SockRef::from(&s);
-    sock.set_recv_buffer_size(2 << 20)?;
-    sock.set_send_buffer_size(2 << 20)?;
+    let s = crate::sock::bind_std(addr)?;
     s.set_nonblocking(nonblocking)?;
     Ok(s)
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`proc_stats`]: a server's CPU seconds and resident memory from `/proc`.
 //! - [`client`]: just enough TURN client to allocate and bind a channel (401 dance included).
-//! - [`echo`]: the UDP echo peer every relayed packet bounces off.
+//! - [`echo`]: the UDP echo peer every relayed packet bounces off; [`sock`]: their sockets.
 //! - [`load`]: the relay load (ChannelData at a rate or with a bounded window) and the
 //!   allocation-rate load; [`forwarder`]: a plain UDP forwarder, the physical ceiling.
 //!
@@ -15,3 +15,4 @@ pub mod echo;
 pub mod forwarder;
 pub mod load;
 pub mod proc_stats;
+pub mod sock;

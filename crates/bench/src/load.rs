@@ -102,7 +102,7 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
                         })
                     }
                     Target::Plain { forwarder } => {
-                        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+                        let sock = crate::sock::bind_loopback()?;
                         sock.connect(forwarder).await?;
                         Ok(Flow {
                             sock,
