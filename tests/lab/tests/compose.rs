@@ -72,7 +72,8 @@ impl Dockerd {
         // Without systemd nothing mounts the cgroup v1 hierarchies dockerd needs: do it once.
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         if !v2 && !Path::new("/sys/fs/cgroup/devices").exists() {
-            sh(&mut Command::new("cgroupfs-mount"));
+            // Both compose tests may get here at once (nextest runs them in parallel processes).
+            sh(Command::new("flock").args(["/run/natkit-lab-cgroupfs.lock", "cgroupfs-mount"]));
         }
         let dir = PathBuf::from(format!("/tmp/{}-docker", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
