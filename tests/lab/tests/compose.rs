@@ -246,6 +246,22 @@ impl Drop for Compose<'_> {
     }
 }
 
+/// Makes the cached root filesystem tarball once: under a lock (the v1 and v2 tests run in
+/// parallel processes, and two debootstraps in one directory trip over each other), in a tmpfs
+/// of its own (debootstrap needs device nodes and exec, which a target directory on a nodev or
+/// noexec mount would refuse).
+const MAKE_ROOTFS: &str = r#"
+set -e
+tar="$1/bookworm-minbase.tar"
+[ -f "$tar" ] && exit 0
+root="$(mktemp -d)"
+mount -t tmpfs -o size=2g,mode=0755 natkit-rootfs "$root"
+trap 'umount -l "$root"; rmdir "$root"' EXIT
+debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >&2
+tar -C "$root" -cf "$tar.part" .
+mv "$tar.part" "$tar"
+"#;
+
 /// The runtime base: a minbase Debian bookworm root filesystem, imported as an image. The tarball
 /// is cached in the target directory; a fresh machine makes it in about half a minute.
 fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
@@ -254,25 +270,12 @@ fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
         .parent()
         .unwrap()
         .join("../natkit-lab-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    sh(Command::new("flock")
+        .arg(cache.join("rootfs.lock"))
+        .args(["sh", "-c", MAKE_ROOTFS, "make-rootfs"])
+        .arg(&cache));
     let tar = cache.join("bookworm-minbase.tar");
-    if !tar.exists() {
-        std::fs::create_dir_all(&cache).unwrap();
-        let root = cache.join("rootfs");
-        let _ = std::fs::remove_dir_all(&root);
-        sh(Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
-            .arg(&root)
-            .arg("http://deb.debian.org/debian"));
-        let part = cache.join("bookworm-minbase.tar.part");
-        sh(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&part)
-            .arg("."));
-        std::fs::rename(&part, &tar).unwrap();
-        let _ = std::fs::remove_dir_all(&root);
-    }
     dockerd.docker_ok(&["import", tar.to_str().unwrap(), tag]);
     tag
 }
