@@ -1970,24 +1970,7 @@ where
         }
 
         // 1.b turn_relayer poll_write()
-        while let Some(msg) = self.turn_relayer.poll_write() {
-            let four_tuple: FourTuple = FourTuple::from(&msg.transport);
-            if let Err(err) = self.handle_write(msg).await {
-                error!(
-                    "Failed to write packet to {:?} from {:?}: {}",
-                    four_tuple.peer_addr, four_tuple.local_addr, err
-                );
-                if let Err(err) = self
-                    .turn_relayer
-                    .handle_event(RTCTurnRelayEventIn::SocketWriteFailure(four_tuple))
-                {
-                    error!(
-                        "Failed to handle event in turn_relayer to {:?} from {:?}: {}",
-                        four_tuple.peer_addr, four_tuple.local_addr, err
-                    );
-                }
-            }
-        }
+        self.flush_turn_writes().await;
 
         // 1.c peer_connection poll_write() - Send all outgoing packets, coalescing
         // consecutive same-destination datagrams into single UDP GSO syscalls.
@@ -1997,6 +1980,13 @@ where
         // 1.d natkit patch: packets of 1.c bound for a relay candidate went to the TURN relayer,
         // which encapsulated them into its own queue after 1.b had drained it. Send them now,
         // not at the next wake of the loop.
+        self.flush_turn_writes().await;
+
+        Ok(())
+    }
+
+    /// Sends what the TURN relayer has queued (natkit patch: a function, as it runs twice a pass).
+    async fn flush_turn_writes(&mut self) {
         while let Some(msg) = self.turn_relayer.poll_write() {
             let four_tuple: FourTuple = FourTuple::from(&msg.transport);
             if let Err(err) = self.handle_write(msg).await {
@@ -2015,8 +2005,6 @@ where
                 }
             }
         }
-
-        Ok(())
     }
 
     /// Send a drained batch of outgoing packets, coalescing maximal runs of
