@@ -180,6 +180,18 @@ fn configuration(servers: &[RTCIceServer], relay_only: bool) -> RTCConfiguration
         .build()
 }
 
+/// Applies new ICE servers; they take effect at the next gathering (an ICE restart, or the
+/// first negotiation).
+async fn apply_servers(
+    pc: &Arc<dyn PeerConnection>,
+    servers: &[RTCIceServer],
+    relay_only: bool,
+) -> Result<(), Failure> {
+    pc.set_configuration(configuration(servers, relay_only))
+        .await
+        .map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))
+}
+
 /// `ice_servers` JSON as webrtc's type; in `never` mode without TURN URLs.
 fn usable_servers(v: &Value, mode: RelayMode) -> Vec<RTCIceServer> {
     let mut servers = ice_servers(v);
@@ -404,6 +416,14 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     // The remote peer left signaling while our connection was up: wait for it to come back.
     let mut remote_gone_since: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // The remote peer is gone for good: a served echo or chat session is over, a `--send` failed.
+    let remote_left = |connected: bool, stage: &'static str| {
+        if !matches!(cfg.mode, Mode::Send(_)) && connected {
+            Ok(())
+        } else {
+            Err(fail(stage, "the remote peer left"))
+        }
+    };
 
     let outcome = loop {
         let stage = if !connected {
@@ -434,7 +454,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                 let now = tokio::time::Instant::now();
                 if let Some(since) = remote_gone_since {
                     if now.duration_since(since) > REMOTE_RETURN_GRACE {
-                        break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                        break remote_left(connected, stage);
                     }
                 }
                 // Renewal: ask for a new credential (again every few seconds until one arrives).
@@ -448,7 +468,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                 if let (Some(reason), Some(s), Some(to)) = (restart_wanted, &sig, &remote) {
                     if remote_present && have_remote_desc && !offer_pending {
                         restart_wanted = None;
-                        pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                        apply_servers(&pc, &servers, policy.relay_only).await?;
                         pc.restart_ice().await.map_err(|e| fail("ice", e.to_string()))?;
                         let offer = pc.create_offer(None).await.map_err(|e| fail("ice", e.to_string()))?;
                         pc.set_local_description(offer.clone()).await.map_err(|e| fail("ice", e.to_string()))?;
@@ -465,7 +485,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                     emit(Event::Signaling { state: "reconnected", peers: w.peers.clone() });
                     // The welcome carries a fresh credential: take it as a renewal.
                     servers = usable_servers(&w.ice_servers, cfg.relay);
-                    pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                    apply_servers(&pc, &servers, policy.relay_only).await?;
                     renew_at = renewal_period(w.ttl).map(|d| tokio::time::Instant::now() + d);
                     refresh_sent_at = None;
                     if let Some(r) = &remote {
@@ -551,7 +571,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                             restart_wanted.get_or_insert("renewal");
                         } else {
                             // Not negotiated yet: the first gathering will use them.
-                            pc.set_configuration(configuration(&servers, policy.relay_only)).await.map_err(|e| fail("ice", format!("cannot apply new ICE servers: {e}")))?;
+                            apply_servers(&pc, &servers, policy.relay_only).await?;
                         }
                     }
                     "peer-joined" if m["peer_id"].as_str() == remote.as_deref() => {
@@ -565,7 +585,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
                             // come back before calling the session over.
                             remote_gone_since = Some(tokio::time::Instant::now());
                         } else {
-                            break if !matches!(cfg.mode, Mode::Send(_)) && connected { Ok(()) } else { Err(fail(stage, "the remote peer left")) };
+                            break remote_left(connected, stage);
                         }
                     }
                     "error" => tracing::warn!(message = %m, "signaling error"),

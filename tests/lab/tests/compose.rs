@@ -60,6 +60,17 @@ fn require_tools() {
     }
 }
 
+/// The trimmed stdout of a command that must have succeeded; panics with its output otherwise.
+fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A dockerd of our own (own socket, data and exec roots, no bridge, no iptables) inside the
 /// lab's server namespace. Stopped, and its directory removed, on drop.
 struct Dockerd {
@@ -118,14 +129,7 @@ impl Dockerd {
     }
 
     fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        succeeded(self.docker(args), &format!("docker {args:?}"))
     }
 }
 
@@ -203,15 +207,10 @@ impl Compose<'_> {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "compose ({:?}) {args:?} failed:\n{}{}",
-            self.flavour,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        succeeded(
+            self.run(args),
+            &format!("compose ({:?}) {args:?}", self.flavour),
+        )
     }
 
     /// Waits until every service's health check passes.
