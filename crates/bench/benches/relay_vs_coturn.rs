@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use natkit_bench::load::{self, LoadConfig, LoadReport, Pacing, Target};
@@ -57,11 +58,69 @@ fn release_bin(name: &str) -> std::path::PathBuf {
     p
 }
 
+/// The CPU every server runs on, when the load and the server each get cores of their own.
+static SERVER_CPU: OnceLock<Option<usize>> = OnceLock::new();
+
+/// Pins this process (the generator and the echo peer) to every allowed CPU but the last, which
+/// the servers get, so that "packets per core" is what the table shows and the load never takes
+/// the server's core. `NATKIT_BENCH_PIN=0`, or a single CPU, shares every core instead.
+fn pin() -> Option<(String, usize)> {
+    let cpus: Vec<usize> = std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(cpu_list)?;
+    let server = *cpus.last()?;
+    let load: Vec<String> = cpus[..cpus.len() - 1]
+        .iter()
+        .map(usize::to_string)
+        .collect();
+    if load.is_empty() || std::env::var("NATKIT_BENCH_PIN").as_deref() == Ok("0") {
+        SERVER_CPU.set(None).ok();
+        return None;
+    }
+    let load = load.join(",");
+    let ok = Command::new("taskset")
+        .args(["-a", "-c", "-p", &load, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux)")
+        .success();
+    assert!(ok, "taskset could not pin the load to CPUs {load}");
+    SERVER_CPU.set(Some(server)).ok();
+    Some((load, server))
+}
+
+/// "0-2,5" -> [0, 1, 2, 5]
+fn cpu_list(s: &str) -> Vec<usize> {
+    s.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![r.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// A server's command line, on the server CPU when pinned (taskset execs, so the pid is the
+/// server's).
+fn command(program: std::path::PathBuf) -> Command {
+    match SERVER_CPU.get().copied().flatten() {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 fn start(server: Server, echo: SocketAddr) -> Proc {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = match server {
-        Server::Natkit => Command::new(release_bin("natkit-relay"))
+        Server::Natkit => command(release_bin("natkit-relay"))
             .env("NATKIT_TURN_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .args([
@@ -89,7 +148,7 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
         Server::Coturn => {
             let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
             std::fs::create_dir_all(&dir).unwrap();
-            Command::new("turnserver")
+            command("turnserver".into())
                 .args([
                     "-n",
                     "--no-cli",
@@ -119,7 +178,7 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
                 .spawn()
                 .expect("turnserver (apt-get install coturn)")
         }
-        Server::Forwarder => Command::new(release_bin("natkit-bench"))
+        Server::Forwarder => command(release_bin("natkit-bench"))
             .args([
                 "forwarder",
                 "--listen",
@@ -173,16 +232,32 @@ fn main() {
     let inflight_bytes = env_list("NATKIT_BENCH_INFLIGHT_BYTES", "65536")[0];
     let search_steps = env_list("NATKIT_BENCH_SEARCH_STEPS", "5")[0];
     let search_seconds = env_list("NATKIT_BENCH_SEARCH_SECONDS", "2")[0] as u64;
+    let pinned = pin();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let echo = natkit_bench::echo::start();
-    println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, 2 cores shared by load and server");
+    let cores = match &pinned {
+        Some((load, server)) => {
+            format!("server pinned to CPU {server}, load (generator and echo peer) to CPU {load}")
+        }
+        None => "load and server share every core".into(),
+    };
+    println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, {cores}");
     println!(
-        "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8} {:>12}",
-        "allocs", "bytes", "server", "relayed pps", "CPU s/Mpkt", "p99 us", "loss %", "RSS/alloc B"
+        "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8} {:>12} {:>9} {:>9}",
+        "allocs",
+        "bytes",
+        "server",
+        "relayed pps",
+        "CPU s/Mpkt",
+        "p99 us",
+        "loss %",
+        "RSS/alloc B",
+        "srv core",
+        "load core"
     );
     for &n in &allocs {
         for &size in &sizes {
@@ -212,7 +287,7 @@ fn main() {
                     .block_on(load::run(&cfg))
                     .unwrap_or_else(|e| panic!("{server:?} {n}x{size}: {e:#}"));
                 println!(
-                    "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>12.0}",
+                    "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>12.0} {:>8.0}% {:>8.0}%",
                     n,
                     size,
                     format!("{server:?}").to_lowercase(),
@@ -224,7 +299,9 @@ fn main() {
                         f64::NAN
                     } else {
                         r.rss_per_allocation_bytes
-                    }
+                    },
+                    r.server_core_pct,
+                    r.load_core_pct
                 );
                 reports.push((server, r));
             }

@@ -1,20 +1,41 @@
-//! The UDP echo peer: a dedicated thread that sends every datagram back to its sender.
+//! The UDP echo peer: a dedicated thread that sends every datagram back to its sender, up to 64
+//! at a time in each direction (`recvmmsg`/`sendmmsg`), so that the peer every benchmark shares
+//! costs the machine as little as it can.
 
 use std::net::SocketAddr;
+
+use crate::mmsg::{RecvBatch, SendBatch, Wait};
 
 /// Starts an echo peer on `127.0.0.1:0` and returns its address. The thread lives as long as
 /// the process (a benchmark's lifetime).
 pub fn start() -> SocketAddr {
-    let sock = crate::sock::bind_std(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind echo");
-    let addr = sock.local_addr().expect("echo addr");
+    start_on(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind the echo peer on loopback")
+}
+
+/// Starts an echo peer on `addr`; see [`start`].
+pub fn start_on(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let sock = crate::sock::bind_std(addr)?;
+    let addr = sock.local_addr()?;
     std::thread::Builder::new()
         .name("echo".into())
         .spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                let _ = sock.send_to(&buf[..n], from);
+            let mut rx = RecvBatch::new(65536);
+            let mut tx = SendBatch::new();
+            loop {
+                let n = match rx.recv(&sock, Wait::ForOne) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // ICMP port unreachable from a sender that went away: not ours to end on.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(_) => return,
+                };
+                for i in 0..n {
+                    if let (data, Some(from)) = rx.get(i) {
+                        tx.push(data, Some(from));
+                    }
+                }
+                let _ = tx.flush(&sock);
             }
-        })
-        .expect("spawn echo");
-    addr
+        })?;
+    Ok(addr)
 }

@@ -14,5 +14,7 @@ pub mod client;
 pub mod echo;
 pub mod forwarder;
 pub mod load;
+pub mod mmsg;
 pub mod proc_stats;
 pub mod sock;
+pub mod traffic;

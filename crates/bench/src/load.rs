@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures_util_lite::join_all;
 use serde::Serialize;
-use tokio::net::UdpSocket;
 
 use crate::client;
 use crate::proc_stats;
+use crate::traffic::{self, Flow};
 
 /// What the load talks to.
 #[derive(Clone, Debug)]
@@ -50,6 +50,8 @@ pub struct LoadReport {
     pub payload: usize,
     pub sent: u64,
     pub received: u64,
+    /// Answers that came back to another allocation than the one that sent them.
+    pub misrouted: u64,
     /// Datagrams the server relayed per second (two per round trip: to the peer and back).
     pub relayed_pps: f64,
     pub loss_pct: f64,
@@ -57,6 +59,11 @@ pub struct LoadReport {
     pub rtt_p99_us: u64,
     /// Server CPU seconds per million relayed datagrams.
     pub cpu_s_per_million: f64,
+    /// The server's CPU time over the run, in percent of one core (100 = one core saturated).
+    pub server_core_pct: f64,
+    /// The load's own CPU time (generator, and the echo peer when it runs in-process), in percent
+    /// of one core.
+    pub load_core_pct: f64,
     pub rss_before_kib: u64,
     pub rss_after_setup_kib: u64,
     /// Resident memory per idle allocation (RSS growth over the allocations created).
@@ -75,13 +82,6 @@ mod futures_util_lite {
     }
 }
 
-struct Flow {
-    sock: UdpSocket,
-    /// Bytes before the payload: ChannelData header, or nothing for the plain forwarder.
-    header: Vec<u8>,
-    send_indication_peer: Option<SocketAddr>,
-}
-
 async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
     let mut flows = Vec::with_capacity(cfg.allocations);
     let chunks: Vec<usize> = (0..cfg.allocations).collect();
@@ -96,7 +96,7 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
                         a.bind(0x4000, cfg.echo).await?;
                         let len = cfg.payload as u16;
                         Ok::<Flow, anyhow::Error>(Flow {
-                            sock: a.sock,
+                            sock: a.sock.into_std()?,
                             header: vec![0x40, 0x00, (len >> 8) as u8, len as u8],
                             send_indication_peer: cfg.send_indications.then_some(cfg.echo),
                         })
@@ -105,7 +105,7 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
                         let sock = crate::sock::bind_loopback()?;
                         sock.connect(forwarder).await?;
                         Ok(Flow {
-                            sock,
+                            sock: sock.into_std()?,
                             header: vec![],
                             send_indication_peer: None,
                         })
@@ -120,192 +120,40 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
     Ok(flows)
 }
 
-fn packet(flow: &Flow, payload: usize, seq: u64, epoch: Instant) -> Vec<u8> {
-    let mut body = vec![0u8; payload.max(16)];
-    body[..8].copy_from_slice(&seq.to_be_bytes());
-    body[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
-    body.truncate(payload.max(16));
-    if let Some(peer) = flow.send_indication_peer {
-        let mut m = stun::message::Message::new();
-        m.build(&[
-            Box::new(stun::agent::TransactionId::new()),
-            Box::new(stun::message::MessageType::new(
-                stun::message::METHOD_SEND,
-                stun::message::CLASS_INDICATION,
-            )),
-            Box::new(turn::proto::peeraddr::PeerAddress {
-                ip: peer.ip(),
-                port: peer.port(),
-            }),
-            Box::new(turn::proto::data::Data(body)),
-        ])
-        .expect("send indication");
-        return m.raw;
-    }
-    let mut p = flow.header.clone();
-    p.extend_from_slice(&body);
-    p
-}
-
-/// The send timestamp carried by an answer (ChannelData or raw), if it is one of ours.
-fn stamp(buf: &[u8], plain: bool) -> Option<u64> {
-    let body = if plain {
-        buf
-    } else if (0x40..=0x7f).contains(buf.first()?) {
-        buf.get(4..)?
-    } else {
-        return None; // Data indications are not expected with a channel bound
-    };
-    Some(u64::from_be_bytes(body.get(8..16)?.try_into().ok()?))
-}
-
-struct FlowResult {
-    sent: u64,
-    received: u64,
-    rtts_us: Vec<u32>,
-}
-
-async fn drive(
-    flow: Arc<Flow>,
-    cfg: LoadConfig,
-    epoch: Instant,
-    end: Instant,
-    per_flow_interval: Option<Duration>,
-    inflight: Arc<tokio::sync::Semaphore>,
-) -> FlowResult {
-    let plain = matches!(cfg.target, Target::Plain { .. });
-    let mut buf = vec![0u8; 65536];
-    let (mut sent, mut received, mut rtts) = (0u64, 0u64, Vec::new());
-    let send = |sent: &mut u64| {
-        let p = packet(&flow, cfg.payload, *sent, epoch);
-        *sent += 1;
-        p
-    };
-    match per_flow_interval {
-        None => {
-            // Bounded window: at most `w` packets of this flow and at most `inflight` permits'
-            // worth over all flows are outstanding; a 50 ms silence counts a packet as lost.
-            let Pacing::Window(w) = cfg.pacing else {
-                unreachable!()
-            };
-            let mut outstanding = 0usize;
-            while Instant::now() < end {
-                while outstanding < w {
-                    match inflight.clone().try_acquire_owned() {
-                        Ok(p) => p.forget(),
-                        Err(_) if outstanding == 0 => {
-                            match inflight.clone().acquire_owned().await {
-                                Ok(p) => p.forget(),
-                                Err(_) => break,
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                    let p = send(&mut sent);
-                    let _ = flow.sock.send(&p).await;
-                    outstanding += 1;
-                }
-                // What is already queued is taken without arming a timer (a timer per packet
-                // was a good part of the generator's CPU); only an empty socket waits, 50 ms.
-                let got = match flow.sock.try_recv(&mut buf) {
-                    Ok(n) => Some(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        tokio::time::timeout(Duration::from_millis(50), flow.sock.recv(&mut buf))
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                    }
-                    Err(_) => None,
-                };
-                if let Some(n) = got {
-                    if let Some(ns) = stamp(&buf[..n], plain) {
-                        received += 1;
-                        rtts.push(
-                            ((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32,
-                        );
-                    }
-                }
-                if outstanding > 0 {
-                    outstanding -= 1;
-                    inflight.add_permits(1);
-                }
-            }
-        }
-        Some(every) => {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while Instant::now() < end {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let p = send(&mut sent);
-                        let _ = flow.sock.send(&p).await;
-                    }
-                    r = flow.sock.recv(&mut buf) => {
-                        if let Ok(n) = r {
-                            if let Some(ns) = stamp(&buf[..n], plain) {
-                                received += 1;
-                                rtts.push(((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // Drain what is still in flight.
-    let drain_end = tokio::time::Instant::now() + Duration::from_millis(300);
-    while let Ok(Ok(n)) = tokio::time::timeout_at(drain_end, flow.sock.recv(&mut buf)).await {
-        if let Some(ns) = stamp(&buf[..n], plain) {
-            received += 1;
-            rtts.push(((epoch.elapsed().as_nanos() as u64).saturating_sub(ns) / 1000) as u32);
-        }
-    }
-    FlowResult {
-        sent,
-        received,
-        rtts_us: rtts,
-    }
-}
-
 /// Creates the allocations, runs the traffic, and measures.
 pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
     let pid = cfg.server_pid;
     let rss_before = pid.map(proc_stats::rss_kib).unwrap_or(0);
     let t = Instant::now();
-    let flows: Vec<Arc<Flow>> = setup(cfg).await?.into_iter().map(Arc::new).collect();
+    let flows: Vec<Flow> = setup(cfg).await?;
     let setup_ms = t.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_after = pid.map(proc_stats::rss_kib).unwrap_or(0);
 
-    let per_flow_interval = match cfg.pacing {
-        Pacing::Rate(r) => Some(Duration::from_secs_f64(
-            cfg.allocations as f64 / r.max(1) as f64,
-        )),
-        Pacing::Window(_) => None,
-    };
-    let epoch = Instant::now();
     let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
-    let end = epoch + cfg.duration;
-    let inflight = Arc::new(tokio::sync::Semaphore::new(cfg.inflight.max(1)));
-    let tasks: Vec<_> = flows
-        .iter()
-        .map(|f| {
-            tokio::spawn(drive(
-                Arc::clone(f),
-                cfg.clone(),
-                epoch,
-                end,
-                per_flow_interval,
-                Arc::clone(&inflight),
-            ))
-        })
-        .collect();
-    let results = join_all(tasks).await;
+    let own0 = proc_stats::cpu_seconds(std::process::id());
+    let (payload, plain, pacing, inflight, duration) = (
+        cfg.payload,
+        matches!(cfg.target, Target::Plain { .. }),
+        cfg.pacing,
+        cfg.inflight,
+        cfg.duration,
+    );
+    let totals = tokio::task::spawn_blocking(move || {
+        traffic::run(&flows, payload, plain, pacing, inflight, duration)
+    })
+    .await??;
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
+    let own1 = proc_stats::cpu_seconds(std::process::id());
+    // Utilisation over the sending period: the 300 ms drain after it is idle but for stragglers.
+    let busy = cfg.duration.as_secs_f64();
     let elapsed = cfg.duration.as_secs_f64();
-    let sent: u64 = results.iter().map(|r| r.sent).sum();
-    let received: u64 = results.iter().map(|r| r.received).sum();
-    let mut rtts: Vec<u32> = results.into_iter().flat_map(|r| r.rtts_us).collect();
+    let (sent, received, misrouted, mut rtts) = (
+        totals.sent,
+        totals.received,
+        totals.misrouted,
+        totals.rtts_us,
+    );
     rtts.sort_unstable();
     let pct = |p: f64| {
         rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
@@ -318,6 +166,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         payload: cfg.payload,
         sent,
         received,
+        misrouted,
         relayed_pps: relayed as f64 / elapsed,
         loss_pct: if sent == 0 {
             0.0
@@ -331,6 +180,12 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         } else {
             (cpu1 - cpu0) / relayed as f64 * 1e6
         },
+        server_core_pct: if pid.is_some() {
+            100.0 * (cpu1 - cpu0) / busy
+        } else {
+            f64::NAN
+        },
+        load_core_pct: 100.0 * (own1 - own0) / busy,
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
         rss_per_allocation_bytes: (rss_after.saturating_sub(rss_before)) as f64 * 1024.0

@@ -3,7 +3,9 @@
 //! ```text
 //! natkit-bench relay --server 127.0.0.1:3478 --secret S --server-pid PID --allocations 100 --size 100 [--rate PPS | --window N] [--send]
 //! natkit-bench alloc-rate --server 127.0.0.1:3478 --secret S --count 5000 --concurrency 64
-//! natkit-bench forwarder --listen 127.0.0.1:0 --peer 127.0.0.1:9
+//! natkit-bench echo --listen 127.0.0.1:9000
+//! natkit-bench forwarder --listen 127.0.0.1:9001 --peer 127.0.0.1:9000
+//! natkit-bench relay --plain --server 127.0.0.1:9001 --echo 127.0.0.1:9000 --server-pid PID
 //! ```
 //! The relay load bounces off a built-in UDP echo peer on 127.0.0.1 (the relay must allow
 //! loopback peers: `--allow-peer 127.0.0.1`, coturn `--allow-loopback-peers`).
@@ -11,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use natkit_bench::load::{self, LoadConfig, Pacing, Target};
 
@@ -28,9 +30,9 @@ enum Cmd {
     Relay {
         #[arg(long)]
         server: SocketAddr,
-        /// TURN REST API secret (or NATKIT_TURN_SECRET)
-        #[arg(long, env = "NATKIT_TURN_SECRET")]
-        secret: String,
+        /// TURN REST API secret (or NATKIT_TURN_SECRET); not needed with --plain
+        #[arg(long, env = "NATKIT_TURN_SECRET", hide_env_values = true)]
+        secret: Option<String>,
         /// The server's pid, for CPU and memory figures
         #[arg(long)]
         server_pid: Option<u32>,
@@ -64,12 +66,17 @@ enum Cmd {
     AllocRate {
         #[arg(long)]
         server: SocketAddr,
-        #[arg(long, env = "NATKIT_TURN_SECRET")]
+        #[arg(long, env = "NATKIT_TURN_SECRET", hide_env_values = true)]
         secret: String,
         #[arg(long, default_value_t = 5000)]
         count: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// Run the UDP echo peer alone (for a forwarder run by hand: its --peer)
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
     /// Run a plain UDP forwarder (the physical ceiling of a user-space relay)
     Forwarder {
@@ -106,10 +113,12 @@ async fn main() -> Result<()> {
                 (true, None) => anyhow::bail!("--plain needs --echo (the forwarder's peer)"),
                 (false, _) => natkit_bench::echo::start(),
             };
-            let target = if plain {
-                Target::Plain { forwarder: server }
-            } else {
-                Target::Turn { server, secret }
+            let target = match (plain, secret) {
+                (true, _) => Target::Plain { forwarder: server },
+                (false, Some(secret)) => Target::Turn { server, secret },
+                (false, None) => anyhow::bail!(
+                    "a TURN server needs the REST API secret: --secret or NATKIT_TURN_SECRET (or --plain for a forwarder)"
+                ),
             };
             let cfg = LoadConfig {
                 target,
@@ -133,6 +142,12 @@ async fn main() -> Result<()> {
         } => {
             let r = load::allocation_rate(server, &secret, count, concurrency).await;
             println!("{}", serde_json::to_string(&r)?);
+        }
+        Cmd::Echo { listen } => {
+            let addr = natkit_bench::echo::start_on(listen)
+                .with_context(|| format!("cannot bind the echo peer to {listen}"))?;
+            eprintln!("natkit-bench: echoing on {addr}");
+            std::future::pending::<()>().await;
         }
         Cmd::Forwarder { listen, peer } => {
             tokio::task::spawn_blocking(move || {

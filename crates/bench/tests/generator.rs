@@ -1,0 +1,301 @@
+//! `natkit-bench` as an operator runs it: the binary against natkit's relay (in process, on
+//! loopback), against coturn's `turnserver`, and against its own echo peer and forwarder. Each
+//! run prints one JSON report; these tests read the figures a user would read.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::Relay;
+use serde_json::Value;
+
+const SECRET: &str = "generator-test-secret";
+const BIN: &str = env!("CARGO_BIN_EXE_natkit-bench");
+
+/// A child process killed on drop, so a failed assertion leaves nothing running.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `natkit-bench` with `args` to completion and parses the JSON report it prints.
+fn report(args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("NATKIT_TURN_SECRET", SECRET)
+        .output()
+        .expect("run natkit-bench");
+    assert!(
+        out.status.success(),
+        "natkit-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "natkit-bench printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn num(r: &Value, key: &str) -> f64 {
+    r[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing from {r}"))
+}
+
+/// natkit's relay on a fresh runtime thread, loopback peers allowed, no quotas.
+fn natkit_relay() -> (SocketAddr, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(async {
+        let raw = RawSettings {
+            listen: Some("127.0.0.1:0".into()),
+            alt_port: Some("0".into()),
+            allow_peer: Some(vec!["127.0.0.1".into()]),
+            user_quota: Some("0".into()),
+            total_quota: Some("0".into()),
+            ..Default::default()
+        };
+        let settings = RawSettings::merge(raw, RawSettings::default(), RawSettings::default())
+            .resolve(Some(SECRET.into()), |p| std::fs::read_to_string(p))
+            .expect("relay settings");
+        let relay = Relay::bind(settings.relay, RelayMetrics::new())
+            .await
+            .expect("bind relay");
+        let addr = relay.addresses().primary;
+        tokio::spawn(relay.run(std::future::pending::<()>()));
+        addr
+    });
+    (addr, rt)
+}
+
+fn assert_closed_loop_report(r: &Value, allocations: u64) {
+    assert_eq!(num(r, "allocations") as u64, allocations);
+    let (sent, received) = (num(r, "sent"), num(r, "received"));
+    assert!(sent > 100.0, "only {sent} datagrams sent: {r}");
+    // A bounded window on loopback: nothing may be lost, and every answer has a round trip.
+    assert_eq!(sent, received, "closed-loop traffic lost datagrams: {r}");
+    assert_eq!(num(r, "loss_pct"), 0.0);
+    assert_eq!(
+        num(r, "misrouted"),
+        0.0,
+        "answers came back to the wrong allocation: {r}"
+    );
+    assert!(num(r, "relayed_pps") > 0.0);
+    assert!(num(r, "rtt_p50_us") <= num(r, "rtt_p99_us"));
+}
+
+#[test]
+fn drives_natkit_relay_with_channel_data_and_reports_its_cpu_and_memory() {
+    let (addr, _rt) = natkit_relay();
+    let pid = std::process::id().to_string(); // the relay runs in this test process
+    let r = report(&[
+        "relay",
+        "--server",
+        &addr.to_string(),
+        "--server-pid",
+        &pid,
+        "--allocations",
+        "20",
+        "--window",
+        "2",
+        "--seconds",
+        "1",
+    ]);
+    assert_closed_loop_report(&r, 20);
+    assert!(num(&r, "cpu_s_per_million") > 0.0, "no server CPU: {r}");
+    assert!(num(&r, "rss_before_kib") > 0.0, "no server RSS: {r}");
+    assert!(
+        num(&r, "server_core_pct") > 0.0,
+        "no server utilisation: {r}"
+    );
+}
+
+#[test]
+fn send_indications_and_an_open_loop_rate_reach_the_echo_peer_too() {
+    let (addr, _rt) = natkit_relay();
+    let r = report(&[
+        "relay",
+        "--server",
+        &addr.to_string(),
+        "--allocations",
+        "4",
+        "--send",
+        "--window",
+        "2",
+        "--seconds",
+        "1",
+    ]);
+    assert_closed_loop_report(&r, 4);
+
+    // 2,000 datagrams per second for 2 s, spread over 10 allocations: about 4,000 sent.
+    let r = report(&[
+        "relay",
+        "--server",
+        &addr.to_string(),
+        "--allocations",
+        "10",
+        "--rate",
+        "2000",
+        "--seconds",
+        "2",
+    ]);
+    let sent = num(&r, "sent");
+    assert!(
+        (3900.0..=4000.0).contains(&sent),
+        "paced at 2000/s for 2 s, sent {sent}: {r}"
+    );
+    assert!(
+        num(&r, "loss_pct") < 1.0,
+        "a relay at 2,000 datagrams/s lost: {r}"
+    );
+}
+
+#[test]
+fn counts_allocations_per_second_and_failures() {
+    let (addr, _rt) = natkit_relay();
+    let r = report(&[
+        "alloc-rate",
+        "--server",
+        &addr.to_string(),
+        "--count",
+        "300",
+    ]);
+    assert_eq!(num(&r, "succeeded"), 300.0, "{r}");
+    assert_eq!(num(&r, "failed"), 0.0);
+    assert!(num(&r, "per_second") > 0.0);
+
+    // With the wrong secret every allocation fails, and the report says so.
+    let out = Command::new(BIN)
+        .args(["alloc-rate", "--server", &addr.to_string(), "--count", "5"])
+        .env("NATKIT_TURN_SECRET", "not-the-secret")
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(num(&r, "failed"), 5.0, "{r}");
+    assert_eq!(num(&r, "succeeded"), 0.0);
+}
+
+#[test]
+fn drives_coturn_the_same_way() {
+    let port = free_udp_port();
+    let dir = std::env::temp_dir().join(format!("natkit-bench-test-coturn-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let turnserver = Proc(
+        Command::new("turnserver")
+            .args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--no-tcp",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--use-auth-secret",
+                &format!("--static-auth-secret={SECRET}"),
+                "--realm=natkit",
+                "--allow-loopback-peers",
+                "--min-port=41000",
+                "--max-port=41999",
+                &format!("--pidfile={}/pid", dir.display()),
+                &format!("--userdb={}/db", dir.display()),
+                "--no-stdout-log",
+                "--log-file=/dev/null",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver from Debian's coturn package (tests/run installs it)"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let pid = turnserver.0.id().to_string();
+    // turnserver takes a moment to listen; the generator's allocation retries cover 2.5 s.
+    let mut r = Value::Null;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        let out = Command::new(BIN)
+            .args(["relay", "--server", &addr, "--server-pid", &pid])
+            .args(["--allocations", "10", "--window", "4", "--seconds", "1"])
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            r = serde_json::from_slice(&out.stdout).unwrap();
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !r.is_null(),
+        "natkit-bench never relayed through turnserver on {addr}"
+    );
+    assert_closed_loop_report(&r, 10);
+    assert!(num(&r, "cpu_s_per_million") > 0.0, "{r}");
+}
+
+#[test]
+fn drives_its_own_forwarder_and_echo_peer() {
+    let (echo_port, fwd_port) = (free_udp_port(), free_udp_port());
+    let echo = format!("127.0.0.1:{echo_port}");
+    let fwd = format!("127.0.0.1:{fwd_port}");
+    let mut procs = Vec::new();
+    for args in [
+        vec!["echo", "--listen", &echo],
+        vec!["forwarder", "--listen", &fwd, "--peer", &echo],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Each says where it listens once it does.
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains(&args[2].to_string()), "{args:?}: {line}");
+        procs.push(Proc(child));
+    }
+    let pid = procs[1].0.id().to_string();
+    let r = report(&[
+        "relay",
+        "--plain",
+        "--server",
+        &fwd,
+        "--echo",
+        &echo,
+        "--server-pid",
+        &pid,
+        "--allocations",
+        "30",
+        "--window",
+        "4",
+        "--seconds",
+        "1",
+    ]);
+    assert_closed_loop_report(&r, 30);
+    assert!(num(&r, "cpu_s_per_million") > 0.0, "{r}");
+
+    // Without --echo, --plain is refused with a reason.
+    let out = Command::new(BIN)
+        .args(["relay", "--plain", "--server", &fwd])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plain needs --echo"));
+}
