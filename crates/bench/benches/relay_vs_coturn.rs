@@ -4,7 +4,8 @@
 //!
 //! `cargo build --release --bins && cargo bench -p natkit-bench --bench relay_vs_coturn`
 //! Environment: `NATKIT_BENCH_ALLOCS=1,10,100,1000`, `NATKIT_BENCH_SIZES=100,1000`,
-//! `NATKIT_BENCH_SECONDS=3`, `NATKIT_BENCH_INFLIGHT_BYTES=65536` (payload bytes in flight over all
+//! `NATKIT_BENCH_SECONDS=3`, `NATKIT_BENCH_PIN=1` (servers on the last CPU, the load on the others;
+//! 0 shares every core), `NATKIT_BENCH_INFLIGHT_BYTES=65536` (payload bytes in flight over all
 //! allocations, at most 128 packets: enough to keep a server busy, little enough that no socket
 //! buffer on loopback overflows, so loss measures the server).
 //! After each flat-out cell, a rate search: for each server, the highest paced (open-loop) send
