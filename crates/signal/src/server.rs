@@ -27,8 +27,11 @@ use crate::limits::TokenBucket;
 use crate::protocol::{self, error, ClientMsg, ErrorCode, ServerMsg};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
 
-/// Messages queued for one connection before it counts as too slow and loses messages.
+/// Messages queued for one connection before it counts as too slow and is closed: signaling must
+/// not lose a message silently (a lost answer or candidate breaks a session with no sign why).
 const OUT_QUEUE: usize = 256;
+/// WebSocket close code for a connection too slow to take its messages (IANA: Try Again Later).
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// WebSocket close code for a frame over the size limit (RFC 6455 section 7.4.1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code when the server shuts down.
@@ -143,11 +146,17 @@ impl SignalMetrics {
     }
 }
 
+/// One connection's outgoing side: its queue, and the switch that closes it when the queue is full.
+struct Conn {
+    tx: mpsc::Sender<Message>,
+    evict: watch::Sender<bool>,
+}
+
 pub struct AppState {
     settings: SignalSettings,
     ice: IceConfig,
     rooms: Mutex<Rooms>,
-    conns: Mutex<HashMap<ConnId, mpsc::Sender<Message>>>,
+    conns: Mutex<HashMap<ConnId, Conn>>,
     next_conn: AtomicU64,
     conn_slots: Arc<Semaphore>,
     registry: Registry,
@@ -200,13 +209,18 @@ impl AppState {
         }
         let conns = self.conns.lock().expect("conns lock");
         for o in outs {
-            let Some(tx) = conns.get(&o.to) else { continue };
+            let Some(c) = conns.get(&o.to) else { continue };
             let text = serde_json::to_string(&o.msg).expect("server messages serialise");
-            if tx.try_send(Message::Text(text.into())).is_err() {
-                self.metrics
-                    .rejected
-                    .with_label_values(&["slow-consumer"])
-                    .inc();
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                c.tx.try_send(Message::Text(text.into()))
+            {
+                // Closed rather than left with a gap: the client reconnects and rejoins.
+                if !c.evict.send_replace(true) {
+                    self.metrics
+                        .rejected
+                        .with_label_values(&["slow-consumer"])
+                        .inc();
+                }
             }
         }
     }
@@ -430,24 +444,47 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// Completes with `true` once the connection is to be closed as a slow consumer (`false` if its
+/// entry is gone, which happens only as it ends anyway).
+async fn is_evicted(rx: &mut watch::Receiver<bool>) -> bool {
+    rx.wait_for(|e| *e).await.is_ok()
+}
+
 async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
-    st.conns
-        .lock()
-        .expect("conns lock")
-        .insert(conn, tx.clone());
+    let (evict, mut evicted) = watch::channel(false);
+    let mut evicted_w = evict.subscribe();
+    st.conns.lock().expect("conns lock").insert(
+        conn,
+        Conn {
+            tx: tx.clone(),
+            evict,
+        },
+    );
     st.metrics.peers_connected.inc();
     let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
+        loop {
+            tokio::select! {
+                biased;
+                true = is_evicted(&mut evicted_w) => {
+                    // What is queued is dropped: the client rejoins and starts over.
+                    let _ = sink.send(close(CLOSE_TRY_AGAIN, "too slow: outgoing queue full")).await;
+                    break;
+                }
+                m = rx.recv() => {
+                    let Some(m) = m else { break };
+                    let last = matches!(m, Message::Close(_));
+                    if sink.send(m).await.is_err() || last {
+                        break;
+                    }
+                }
             }
         }
         let _ = sink.close().await;
     });
+    let writer_abort = writer.abort_handle();
     let s = &st.settings;
     let mut bucket = TokenBucket::new(
         s.messages_per_second,
@@ -504,6 +541,10 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                 }
                 let _ = tx.try_send(Message::Ping(Vec::new().into()));
             }
+            true = is_evicted(&mut evicted) => {
+                warn!(conn, "closing a connection too slow to take its messages");
+                break "slow consumer";
+            }
             _ = shutdown.changed() => {
                 let bye = serde_json::to_string(&error(ErrorCode::ShuttingDown, "the server is shutting down")).expect("json");
                 let _ = tx.try_send(Message::Text(bye.into()));
@@ -515,7 +556,13 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
     debug!(conn, why, "connection ends");
     st.disconnect(conn);
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    // A client that stopped reading can block the writer on TCP forever: give it 2 s.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        writer_abort.abort();
+    }
     st.metrics.peers_connected.dec();
 }
 

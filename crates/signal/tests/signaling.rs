@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use natkit_signal::config::SignalRaw;
 use natkit_signal::token::TokenSecret;
 use serde_json::{json, Value};
@@ -502,4 +502,93 @@ async fn refresh_mints_a_new_credential_for_the_same_peer() {
     turn_allocate(s.relay, user, srv["credential"].as_str().unwrap())
         .await
         .expect("refreshed credentials allocate");
+}
+
+#[tokio::test]
+async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
+    let s = start(
+        SignalRaw {
+            messages_per_second: Some("100000".into()),
+            idle_timeout: Some("60".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let (mut a, _) = s.join("r", Some("a")).await;
+    let (mut b, _) = s.join("r", Some("b")).await;
+    let _ = recv(&mut a).await; // peer-joined
+                                // b stops reading. 1,000 offers of 32 KiB (32 MB) are more than the TCP buffers and b's
+                                // 256-message queue hold together.
+    let sdp = "x".repeat(32 * 1024);
+    for i in 0..1000 {
+        send(
+            &mut a,
+            &json!({"type":"offer","to":"b","sdp": format!("{i} {sdp}")}),
+        )
+        .await;
+    }
+    // b gets what was already on its way, then 1013 (try again later): never a silent gap.
+    let mut offers = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), b.next())
+            .await
+            .expect("b heard nothing for 10 s")
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let sdp = v["sdp"].as_str().unwrap();
+                offers.push(sdp.split(' ').next().unwrap().parse::<u32>().unwrap());
+            }
+            Some(Ok(Message::Close(c))) => break c.map(|c| c.code),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(
+        code,
+        Some(CloseCode::Again),
+        "after {} offers",
+        offers.len()
+    );
+    // What did arrive is a gap-free prefix.
+    assert!(
+        !offers.is_empty() && offers.len() < 1000,
+        "{} offers",
+        offers.len()
+    );
+    assert_eq!(offers, (0..offers.len() as u32).collect::<Vec<_>>());
+
+    // a learns that b left (past any unknown-peer errors for offers sent after b was closed).
+    loop {
+        let m = recv(&mut a).await;
+        if m["type"] == "peer-left" {
+            assert_eq!(m["peer_id"], "b");
+            break;
+        }
+        assert_eq!(m["code"], "unknown-peer", "{m}");
+    }
+    assert_eq!(
+        s.metric("natkit_signal_rejected_messages_total{reason=\"slow-consumer\"}"),
+        1.0
+    );
+    // b rejoins under its id and the room works again.
+    let (mut b, _) = s.join("r", Some("b")).await;
+    loop {
+        let m = recv(&mut a).await;
+        if m["type"] == "peer-joined" {
+            assert_eq!(m["peer_id"], "b");
+            break;
+        }
+        assert_eq!(m["code"], "unknown-peer", "{m}");
+    }
+    send(&mut a, &json!({"type":"offer","to":"b","sdp":"again"})).await;
+    // The new b may first get the tail of a's flood, which the server was still reading from a.
+    loop {
+        let m = recv(&mut b).await;
+        assert_eq!((&m["type"], &m["from"]), (&json!("offer"), &json!("a")));
+        if m["sdp"] == "again" {
+            break;
+        }
+    }
 }
