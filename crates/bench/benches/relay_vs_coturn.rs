@@ -149,35 +149,9 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
         Server::Coturn => {
             let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
             std::fs::create_dir_all(&dir).unwrap();
-            command("turnserver".into())
-                .args([
-                    "-n",
-                    "--no-cli",
-                    "--no-tls",
-                    "--no-dtls",
-                    "--no-tcp",
-                    "--listening-ip=127.0.0.1",
-                    "--relay-ip=127.0.0.1",
-                ])
-                .arg(format!("--listening-port={port}"))
-                .args([
-                    "--use-auth-secret",
-                    &format!("--static-auth-secret={SECRET}"),
-                    "--realm=natkit",
-                    "--allow-loopback-peers",
-                ])
-                .args([
-                    "--min-port=10000",
-                    "--max-port=29999",
-                    "--no-stdout-log",
-                    "--log-file=/dev/null",
-                ])
-                .arg(format!("--pidfile={}/pid", dir.display()))
-                .arg(format!("--userdb={}/db", dir.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("turnserver (apt-get install coturn)")
+            let mut c = command("turnserver".into());
+            natkit_bench::coturn::args(&mut c, addr, SECRET, (10000, 29999), &dir);
+            c.spawn().expect("turnserver (apt-get install coturn)")
         }
         Server::Forwarder => command(release_bin("natkit-bench"))
             .args([

@@ -11,6 +11,7 @@
 //! server's CPU time and RSS read from `/proc/<pid>`.
 
 pub mod client;
+pub mod coturn;
 pub mod echo;
 pub mod forwarder;
 pub mod load;

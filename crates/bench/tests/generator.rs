@@ -195,41 +195,20 @@ fn drives_coturn_the_same_way() {
     let port = free_udp_port();
     let dir = std::env::temp_dir().join(format!("natkit-bench-test-coturn-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new("turnserver");
+    natkit_bench::coturn::args(&mut cmd, addr, SECRET, (41000, 41999), &dir);
     let turnserver = Proc(
-        Command::new("turnserver")
-            .args([
-                "-n",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--no-tcp",
-                "--listening-ip=127.0.0.1",
-                "--relay-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--use-auth-secret",
-                &format!("--static-auth-secret={SECRET}"),
-                "--realm=natkit",
-                "--allow-loopback-peers",
-                "--min-port=41000",
-                "--max-port=41999",
-                &format!("--pidfile={}/pid", dir.display()),
-                &format!("--userdb={}/db", dir.display()),
-                "--no-stdout-log",
-                "--log-file=/dev/null",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        cmd.spawn()
             .expect("turnserver from Debian's coturn package (tests/run installs it)"),
     );
-    let addr = format!("127.0.0.1:{port}");
     let pid = turnserver.0.id().to_string();
     // turnserver takes a moment to listen; the generator's allocation retries cover 2.5 s.
     let mut r = Value::Null;
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(200));
         let out = Command::new(BIN)
-            .args(["relay", "--server", &addr, "--server-pid", &pid])
+            .args(["relay", "--server", &addr.to_string(), "--server-pid", &pid])
             .args(["--allocations", "10", "--window", "4", "--seconds", "1"])
             .env("NATKIT_TURN_SECRET", SECRET)
             .output()
