@@ -17,6 +17,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use natkit_bench::load::{self, LoadConfig, Pacing, Target};
 
+/// The largest payload: what fits one IPv4 UDP datagram with a Send indication's framing around it.
+const MAX_PAYLOAD: usize = 65_000;
+
 #[derive(Parser)]
 #[command(name = "natkit-bench", about = "Load generator for TURN relays")]
 struct Cli {
@@ -105,8 +108,17 @@ async fn main() -> Result<()> {
             echo,
         } => {
             anyhow::ensure!(
-                size >= 16,
-                "--size must be at least 16 (sequence number and timestamp)"
+                (16..=MAX_PAYLOAD).contains(&size),
+                "--size must be 16 (sequence number and timestamp) to {MAX_PAYLOAD} bytes (one UDP datagram with its TURN framing)"
+            );
+            anyhow::ensure!(allocations >= 1, "--allocations must be at least 1");
+            anyhow::ensure!(
+                window >= 1 && inflight >= 1,
+                "--window and --inflight must be at least 1"
+            );
+            anyhow::ensure!(
+                rate != Some(0),
+                "--rate must be at least 1 datagram per second"
             );
             let echo = match (plain, echo) {
                 (true, Some(e)) => e,

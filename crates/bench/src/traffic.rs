@@ -66,6 +66,12 @@ pub fn run(
     inflight: usize,
     duration: Duration,
 ) -> std::io::Result<Totals> {
+    if flows.is_empty() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "no flows to send on",
+        ));
+    }
     let mut poll = Poll::new()?;
     // Fixed-size datagrams on a connected socket: a window's worth can leave in one GSO send.
     let datagram = |f: &Flow| f.header.len() + payload.max(16);

@@ -270,6 +270,29 @@ fn drives_its_own_forwarder_and_echo_peer() {
     assert_closed_loop_report(&r, 30);
     assert!(num(&r, "cpu_s_per_million") > 0.0, "{r}");
 
+    // Bad numbers are refused with a reason, before any traffic.
+    for (flag, value, says) in [
+        ("--allocations", "0", "--allocations must be at least 1"),
+        (
+            "--window",
+            "0",
+            "--window and --inflight must be at least 1",
+        ),
+        ("--size", "8", "--size must be 16"),
+        ("--size", "70000", "--size must be 16"),
+        ("--rate", "0", "--rate must be at least 1"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "relay", "--plain", "--server", &fwd, "--echo", &echo, flag, value,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+
     // Without --echo, --plain is refused with a reason.
     let out = Command::new(BIN)
         .args(["relay", "--plain", "--server", &fwd])
