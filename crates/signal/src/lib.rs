@@ -5,7 +5,8 @@
 //! (`natkit-stun-turn`) or from external relays sharing the TURN secret.
 //!
 //! # Layout
-//! - [`protocol`]: the JSON messages (documented in `docs/protocol.md`).
+//! - The JSON messages are `natkit-proto`'s, shared with natkit-peer (documented in
+//!   `docs/protocol.md`).
 //! - [`rooms`]: routing as a pure state machine (message in, addressed messages out).
 //! - [`token`]: signed, expiring, room-scoped join tokens (pure).
 //! - [`limits`]: the per-connection rate limiter (pure).
@@ -18,7 +19,6 @@
 
 pub mod config;
 pub mod limits;
-pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod token;

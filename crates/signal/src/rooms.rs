@@ -6,9 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
-
-use crate::protocol::{error, ClientMsg, ErrorCode, ServerMsg};
+use natkit_proto::{ClientMsg, ErrorCode, IceServer, ServerMsg, Welcome, PROTOCOL_VERSION};
 
 pub type ConnId = u64;
 
@@ -36,7 +34,7 @@ struct Member {
 /// not ask for one) and the ICE servers minted for this peer.
 pub struct JoinContext {
     pub generated_id: String,
-    pub ice_servers: Value,
+    pub ice_servers: Vec<IceServer>,
     pub ttl: u64,
 }
 
@@ -92,7 +90,7 @@ impl Rooms {
     fn reply(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
         vec![Out {
             to: conn,
-            msg: error(code, message),
+            msg: ServerMsg::error(code, message),
         }]
     }
 
@@ -178,13 +176,14 @@ impl Rooms {
         );
         out.push(Out {
             to: conn,
-            msg: ServerMsg::Welcome {
+            msg: ServerMsg::Welcome(Welcome {
                 peer_id,
                 room: room.to_owned(),
                 peers: existing,
                 ice_servers: ctx.ice_servers,
                 ttl: ctx.ttl,
-            },
+                version: PROTOCOL_VERSION,
+            }),
         });
         out
     }
@@ -281,7 +280,7 @@ mod tests {
     fn ctx(id: &str) -> JoinContext {
         JoinContext {
             generated_id: id.into(),
-            ice_servers: json!([]),
+            ice_servers: vec![],
             ttl: 60,
         }
     }
@@ -308,14 +307,16 @@ mod tests {
         // (step, effects as (connection, type))
         let welcome_a = r.join(1, "room1", None, ctx("a"));
         assert_eq!(codes(&welcome_a), [(1, "welcome".into())]);
-        assert!(matches!(&welcome_a[0].msg, ServerMsg::Welcome { peers, .. } if peers.is_empty()));
+        assert!(
+            matches!(&welcome_a[0].msg, ServerMsg::Welcome(Welcome { peers, .. }) if peers.is_empty())
+        );
         let welcome_b = r.join(2, "room1", Some("bob"), ctx("ignored"));
         assert_eq!(
             codes(&welcome_b),
             [(1, "peer-joined".into()), (2, "welcome".into())]
         );
         assert!(
-            matches!(&welcome_b[1].msg, ServerMsg::Welcome { peers, peer_id, .. } if peers == &["a"] && peer_id == "bob")
+            matches!(&welcome_b[1].msg, ServerMsg::Welcome(Welcome { peers, peer_id, .. }) if peers == &["a"] && peer_id == "bob")
         );
 
         let cases: Vec<(ConnId, ClientMsg, Vec<(ConnId, &str)>)> = vec![
@@ -339,7 +340,7 @@ mod tests {
                 1,
                 ClientMsg::Candidate {
                     to: "bob".into(),
-                    candidate: Value::Null,
+                    candidate: None,
                 },
                 vec![(2, "candidate")],
             ),
@@ -382,7 +383,10 @@ mod tests {
             2,
             ClientMsg::Candidate {
                 to: "a".into(),
-                candidate: json!({"candidate":"c","sdpMid":"0","sdpMLineIndex":0}),
+                candidate: serde_json::from_value(
+                    json!({"candidate":"c","sdpMid":"0","sdpMLineIndex":0}),
+                )
+                .unwrap(),
             },
         );
         assert_eq!(

@@ -14,17 +14,16 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use natkit_stun_turn::credentials::{self, IceServers, Secrets};
+use natkit_proto::{ClientMsg, ErrorCode, HttpError, IceServer, IceServers, ServerMsg};
+use natkit_stun_turn::credentials::{self, Secrets};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::SignalSettings;
 use crate::limits::TokenBucket;
-use crate::protocol::{self, error, ClientMsg, ErrorCode, ServerMsg};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
@@ -53,31 +52,38 @@ pub struct IceConfig {
 impl IceConfig {
     /// Fresh ICE servers for `user`: the `iceServers` array of an RTCConfiguration.
     /// Callers pass validated ids ([`crate::rooms::valid_name`]); anything else gets no servers.
-    pub fn mint(&self, user: &str, now: u64) -> Value {
+    pub fn mint(&self, user: &str, now: u64) -> Vec<IceServer> {
         let cred = match credentials::mint(self.secrets.current(), user, self.ttl, now) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot mint ICE credentials");
-                return Value::Array(Vec::new());
+                return Vec::new();
             }
         };
         let mut servers = Vec::new();
         if let Some((host, port)) = &self.relay {
-            let v = serde_json::to_value(IceServers::for_relay(host, *port, cred.clone()))
-                .expect("json");
-            servers.extend(v["iceServers"].as_array().cloned().unwrap_or_default());
+            servers.push(cred.ice_server(host, *port));
         }
-        let (turn, stun): (Vec<&String>, Vec<&String>) =
-            self.urls.iter().partition(|u| u.starts_with("turn"));
+        let (turn, stun): (Vec<String>, Vec<String>) = self
+            .urls
+            .iter()
+            .cloned()
+            .partition(|u| u.starts_with("turn"));
         if !stun.is_empty() {
-            servers.push(json!({ "urls": stun }));
+            servers.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
+            });
         }
         if !turn.is_empty() {
-            servers.push(
-                json!({ "urls": turn, "username": cred.username, "credential": cred.password }),
-            );
+            servers.push(IceServer {
+                urls: turn,
+                username: Some(cred.username.clone()),
+                credential: Some(cred.password.clone()),
+            });
         }
-        Value::Array(servers)
+        servers
     }
 }
 
@@ -210,7 +216,7 @@ impl AppState {
         let conns = self.conns.lock().expect("conns lock");
         for o in outs {
             let Some(c) = conns.get(&o.to) else { continue };
-            let text = serde_json::to_string(&o.msg).expect("server messages serialise");
+            let text = o.msg.to_text();
             if let Err(mpsc::error::TrySendError::Full(_)) =
                 c.tx.try_send(Message::Text(text.into()))
             {
@@ -232,34 +238,25 @@ impl AppState {
             .inc();
         self.deliver(vec![Out {
             to: conn,
-            msg: error(code, message),
+            msg: ServerMsg::error(code, message),
         }]);
     }
 
     fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
-        let msg = match protocol::parse(text) {
+        let msg = match ClientMsg::parse(text) {
             Ok(m) => m,
-            Err(e) => {
-                if let ServerMsg::Error { code, .. } = &e {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&[code.as_str()])
-                        .inc();
-                }
-                self.deliver(vec![Out { to: conn, msg: e }]);
-                return;
-            }
+            Err(e) => return self.reject(conn, e.code, e.message),
         };
         let outs = match msg {
             ClientMsg::Join {
                 room,
                 peer_id: requested,
                 token,
+                version: _,
             } => {
                 if let Some(secret) = &self.settings.token {
-                    if let Err(e) =
-                        secret.authorize(token.as_deref().or(url_token), &room, unix_now())
-                    {
+                    let token = token.as_ref().map(|t| t.expose()).or(url_token);
+                    if let Err(e) = secret.authorize(token, &room, unix_now()) {
                         debug!(conn, error = %e, "join refused");
                         return self.reject(
                             conn,
@@ -274,7 +271,7 @@ impl AppState {
                 let ice_servers = if crate::rooms::valid_name(&user) {
                     self.ice.mint(&user, unix_now())
                 } else {
-                    Value::Null
+                    Vec::new()
                 };
                 let ctx = JoinContext {
                     generated_id: generated,
@@ -285,10 +282,7 @@ impl AppState {
                 let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
                 self.metrics.rooms.set(rooms.room_count() as i64);
                 drop(rooms);
-                if outs
-                    .iter()
-                    .any(|o| matches!(o.msg, ServerMsg::Welcome { .. }))
-                {
+                if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_))) {
                     self.metrics.credentials_issued.inc();
                     info!(conn, room = %room, "peer joined");
                 }
@@ -314,7 +308,7 @@ impl AppState {
                 }]
             }
             other => {
-                let kind = protocol::relayed_type(&other);
+                let kind = other.relayed_type();
                 let outs = self.rooms.lock().expect("rooms lock").route(conn, other);
                 if let (Some(kind), Some(first)) = (kind, outs.first()) {
                     if first.to != conn {
@@ -382,14 +376,21 @@ async fn ice_servers(
                 .inc();
             return (
                 StatusCode::UNAUTHORIZED,
-                Json(json!({"error": "unauthorized", "message": "a valid token is required (?token= or Authorization: Bearer)"})),
+                Json(HttpError {
+                    error: ErrorCode::Unauthorized,
+                    message: "a valid token is required (?token= or Authorization: Bearer)".into(),
+                }),
             )
                 .into_response();
         }
     }
     st.metrics.credentials_issued.inc();
     let user = format!("http-{}", peer_id());
-    Json(json!({ "iceServers": st.ice.mint(&user, unix_now()), "ttl": st.ice.ttl })).into_response()
+    Json(IceServers {
+        ice_servers: st.ice.mint(&user, unix_now()),
+        ttl: st.ice.ttl,
+    })
+    .into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
@@ -418,7 +419,10 @@ async fn ws(
             .inc();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "server-full", "message": "too many connections"})),
+            Json(HttpError {
+                error: ErrorCode::ServerFull,
+                message: "too many connections".into(),
+            }),
         )
             .into_response();
     };
@@ -546,7 +550,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                 break "slow consumer";
             }
             _ = shutdown.changed() => {
-                let bye = serde_json::to_string(&error(ErrorCode::ShuttingDown, "the server is shutting down")).expect("json");
+                let bye = ServerMsg::error(ErrorCode::ShuttingDown, "the server is shutting down").to_text();
                 let _ = tx.try_send(Message::Text(bye.into()));
                 let _ = tx.try_send(close(CLOSE_GOING_AWAY, "server shutting down"));
                 break "shutdown";
@@ -606,6 +610,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use natkit_stun_turn::credentials::{candidate_passwords, Secret};
+    use serde_json::json;
 
     #[test]
     fn ice_servers_for_embedded_and_external_relays() {
@@ -620,7 +625,7 @@ mod tests {
             secrets: secrets.clone(),
             ttl: 600,
         };
-        let v = external.mint("peer1", 1000);
+        let v = serde_json::to_value(external.mint("peer1", 1000)).unwrap();
         assert_eq!(v[0], json!({"urls": ["stun:stun.example.org:3478"]}));
         assert_eq!(
             v[1]["urls"],
@@ -642,7 +647,7 @@ mod tests {
             secrets,
             ttl: 60,
         };
-        let v = embedded.mint("p", 0);
+        let v = serde_json::to_value(embedded.mint("p", 0)).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 1);
         assert_eq!(
             v[0]["urls"],

@@ -18,7 +18,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+pub use natkit_proto::{IceServer, IceServers};
 use sha1::Sha1;
 
 use crate::error::CredentialError;
@@ -88,13 +88,11 @@ impl Secrets {
 }
 
 /// A minted TURN credential. `Debug` hides the password.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub username: String,
-    #[serde(rename = "credential")]
     pub password: String,
     /// Seconds the credential stays valid, counted from when it was minted.
-    #[serde(skip)]
     pub ttl: u64,
 }
 
@@ -108,39 +106,19 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// One `RTCIceServer` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<Credential>,
-}
+impl Credential {
+    /// The `RTCIceServer` for a relay at `host:port` (STUN and TURN over UDP) with this
+    /// credential.
+    pub fn ice_server(&self, host: &str, port: u16) -> IceServer {
+        IceServer::for_relay(host, port, self.username.clone(), self.password.clone())
+    }
 
-/// The JSON an `RTCPeerConnection` configuration accepts, plus the credential's TTL:
-/// `{"iceServers":[{"urls":[...],"username":"...","credential":"..."}],"ttl":N}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IceServers {
-    #[serde(rename = "iceServers")]
-    pub ice_servers: Vec<IceServer>,
-    pub ttl: u64,
-}
-
-impl IceServers {
-    /// STUN and TURN (UDP) URLs for a relay at `host:port`, with `credential` on the entry.
-    pub fn for_relay(host: &str, port: u16, credential: Credential) -> Self {
-        let host = match host.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => host.to_owned(),
-        };
+    /// `{"iceServers":[...],"ttl":N}` for a relay at `host:port`, as `natkit-relay credentials`
+    /// prints it.
+    pub fn ice_servers(&self, host: &str, port: u16) -> IceServers {
         IceServers {
-            ttl: credential.ttl,
-            ice_servers: vec![IceServer {
-                urls: vec![
-                    format!("stun:{host}:{port}"),
-                    format!("turn:{host}:{port}?transport=udp"),
-                ],
-                credential: Some(credential),
-            }],
+            ice_servers: vec![self.ice_server(host, port)],
+            ttl: self.ttl,
         }
     }
 }
@@ -339,7 +317,7 @@ mod tests {
     #[test]
     fn ice_servers_json_shape() {
         let c = mint(&secret("north"), "alice", 300, 1_699_999_700).unwrap();
-        let json = serde_json::to_value(IceServers::for_relay("203.0.113.5", 3478, c)).unwrap();
+        let json = serde_json::to_value(c.ice_servers("203.0.113.5", 3478)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -352,7 +330,7 @@ mod tests {
             })
         );
         let c = mint(&secret("north"), "a", 1, 0).unwrap();
-        let v6 = IceServers::for_relay("2001:db8::1", 3478, c);
+        let v6 = c.ice_servers("2001:db8::1", 3478);
         assert_eq!(v6.ice_servers[0].urls[0], "stun:[2001:db8::1]:3478");
     }
 

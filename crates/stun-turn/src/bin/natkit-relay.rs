@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use natkit_stun_turn::config::{self, RelayArgs, Settings};
-use natkit_stun_turn::credentials::{self, IceServers};
+use natkit_stun_turn::credentials;
 use natkit_stun_turn::http;
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::{self, Relay};
@@ -85,7 +85,7 @@ fn print_credentials(
         .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
     let relay = &settings.relay;
     let host = host.unwrap_or_else(|| server::advertised_ip(relay).to_string());
-    let ice = IceServers::for_relay(&host, relay.listen.port(), cred);
+    let ice = cred.ice_servers(&host, relay.listen.port());
     println!("{}", serde_json::to_string(&ice)?);
     Ok(())
 }

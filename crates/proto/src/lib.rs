@@ -1,0 +1,30 @@
+//! natkit's signaling protocol, typed once for both sides.
+//!
+//! natkit-signal (the server), natkit-peer (a client) and the tests all read and write the
+//! messages through these types, so a field renamed on one side cannot silently break the other.
+//! `docs/protocol.md` documents the same messages; a test parses its example exchange with these
+//! types, so the document cannot drift either.
+//!
+//! # Layout
+//! - [`messages`]: every WebSocket message in both directions ([`ClientMsg`], [`ServerMsg`],
+//!   [`Welcome`]) and [`PROTOCOL_VERSION`].
+//! - [`codes`]: the machine-readable error codes ([`ErrorCode`]) and the HTTP error body.
+//! - [`ice`]: the `RTCIceServer` / `RTCConfiguration.iceServers` shape handed to clients, and a
+//!   trickled ICE candidate.
+//!
+//! # Compatibility
+//! Readers are tolerant: unknown fields are ignored on both sides, and a client ignores server
+//! messages of a type it does not know ([`ServerMsg::Unknown`]) and error codes it does not know
+//! ([`ErrorCode::Other`]). A client may say which version it speaks (`version` in `join`); the
+//! server answers with its own in `welcome`. What old and new sides do with each other is in
+//! `docs/protocol.md`, "Versions".
+//!
+//! Out of scope: IO of any kind. This crate is serde types and pure functions.
+
+pub mod codes;
+pub mod ice;
+pub mod messages;
+
+pub use codes::{ErrorCode, HttpError};
+pub use ice::{IceCandidate, IceServer, IceServers};
+pub use messages::{ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
