@@ -4,13 +4,17 @@
 //! # Layout
 //! - [`policy`]: relay-only or not, from `--relay` and the probe report (pure).
 //! - [`signaling`]: the natkit-signal client.
-//! - [`peer`]: the connection: probe, policy, offer/answer by convention, trickle ICE both ways,
-//!   the data channel, `--echo` and `--send`; [`events`]: what it reports.
-//!
+//! - [`session`]: the session as a sans-IO state machine (signaling, WebRTC and timer inputs in,
+//!   actions out): who offers, glare, candidate buffering, renewal, ICE restarts, the remote peer
+//!   leaving and coming back, and the outcome. Table-tested without a socket.
+//! - [`peer`]: the thin shell: join, probe, policy, the webrtc peer connection and data channel,
+//!   carrying out the session's actions; [`events`]: what it reports.
 //! - [`renewal`]: when to renew credentials, reconnect backoff, who yields on glare (pure).
+//! - The signaling messages are `natkit-proto`'s, shared with natkit-signal.
 
 pub mod events;
 pub mod peer;
 pub mod policy;
 pub mod renewal;
+pub mod session;
 pub mod signaling;

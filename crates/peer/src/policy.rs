@@ -1,6 +1,8 @@
 //! Whether to force relay-only ICE: a pure decision from the `--relay` mode and the probe report.
 
 use natkit_nat_probe::NatReport;
+use natkit_proto::ice::is_turn_url;
+use natkit_proto::IceServer;
 
 /// The `--relay` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +48,24 @@ pub fn decide(mode: RelayMode, report: Option<&NatReport>) -> Policy {
     }
 }
 
+/// The ICE servers a session uses: all of them, except that `never` leaves every TURN URL out
+/// (with TURN URLs, ICE would still fall back to relay pairs). Entries left with no URL go.
+pub fn usable_servers(servers: &[IceServer], mode: RelayMode) -> Vec<IceServer> {
+    let mut servers = servers.to_vec();
+    if mode == RelayMode::Never {
+        for s in &mut servers {
+            s.urls.retain(|u| !is_turn_url(u));
+        }
+        servers.retain(|s| !s.urls.is_empty());
+    }
+    servers
+}
+
+/// The STUN server to probe: the first `stun:HOST[:PORT]` URL.
+pub fn stun_target(servers: &[IceServer]) -> Option<String> {
+    servers.iter().find_map(IceServer::stun_target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +89,25 @@ mod tests {
             tests: vec![],
             warnings: vec![],
         }
+    }
+
+    #[test]
+    fn usable_servers_table() {
+        let relay = IceServer::for_relay("203.0.113.1", 3478, "1:a".into(), "p".into());
+        let turn_only = IceServer {
+            urls: vec!["turns:relay.example:5349?transport=tcp".into()],
+            username: Some("1:a".into()),
+            credential: Some("p".into()),
+        };
+        let all = vec![relay.clone(), turn_only];
+        for mode in [RelayMode::Auto, RelayMode::Always] {
+            assert_eq!(usable_servers(&all, mode), all, "{mode:?}");
+        }
+        let never = usable_servers(&all, RelayMode::Never);
+        assert_eq!(never.len(), 1, "the TURN-only entry goes");
+        assert_eq!(never[0].urls, ["stun:203.0.113.1:3478"]);
+        assert_eq!(stun_target(&all).as_deref(), Some("203.0.113.1:3478"));
+        assert_eq!(stun_target(&all[1..]), None);
     }
 
     #[test]

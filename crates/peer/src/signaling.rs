@@ -1,24 +1,14 @@
 //! A natkit-signal client (protocol v1, `docs/protocol.md`): join, then addressed messages.
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use natkit_proto::{ClientMsg, ErrorCode, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The server's `welcome`.
-#[derive(Debug, Clone)]
-pub struct Welcome {
-    pub peer_id: String,
-    pub room: String,
-    pub peers: Vec<String>,
-    pub ice_servers: Value,
-    pub ttl: u64,
-}
-
-/// A joined connection: send JSON messages, receive the server's.
+/// A joined connection: send client messages, receive the server's.
 pub struct Signaling {
-    pub out: mpsc::Sender<Value>,
-    pub incoming: mpsc::Receiver<Value>,
+    pub out: mpsc::Sender<ClientMsg>,
+    pub incoming: mpsc::Receiver<ServerMsg>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +20,7 @@ pub enum SignalingError {
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
     #[error("the server refused the join: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
     #[error("the server closed the connection before welcoming us")]
     Closed,
 }
@@ -38,8 +28,7 @@ pub enum SignalingError {
 impl SignalingError {
     /// A refusal that retrying with the same request cannot fix (bad token, bad room, full).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SignalingError::Refused { code, .. }
-            if matches!(code.as_str(), "unauthorized" | "bad-room" | "room-full" | "server-full"))
+        matches!(self, SignalingError::Refused { code, .. } if code.is_permanent_refusal())
     }
 }
 
@@ -69,44 +58,34 @@ pub async fn join(
                 source: Box::new(e),
             })?;
     let (mut sink, mut stream) = ws.split();
-    let mut j = json!({"type": "join", "room": room});
-    if let Some(p) = peer_id {
-        j["peer_id"] = json!(p);
-    }
-    if let Some(t) = token {
-        j["token"] = json!(t);
-    }
-    sink.send(Message::Text(j.to_string().into()))
+    let join = ClientMsg::Join {
+        room: room.to_owned(),
+        peer_id: peer_id.map(str::to_owned),
+        token: token.map(|t| Token(t.to_owned())),
+        version: Some(PROTOCOL_VERSION),
+    };
+    sink.send(Message::Text(join.to_text().into()))
         .await
         .map_err(|_| SignalingError::Closed)?;
     let welcome = loop {
         match stream.next().await {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                match v["type"].as_str() {
-                    Some("welcome") => break v,
-                    Some("error") => {
-                        return Err(SignalingError::Refused {
-                            code: v["code"].as_str().unwrap_or("?").into(),
-                            message: v["message"].as_str().unwrap_or("").into(),
-                        })
-                    }
-                    _ => continue,
+            Some(Ok(Message::Text(t))) => match ServerMsg::parse(&t) {
+                Ok(ServerMsg::Welcome(w)) => break w,
+                Ok(ServerMsg::Error { code, message }) => {
+                    return Err(SignalingError::Refused { code, message })
                 }
-            }
+                Ok(_) => continue,
+                Err(e) => tracing::debug!(error = %e, "unreadable signaling frame; ignored"),
+            },
             Some(Ok(_)) => continue,
             _ => return Err(SignalingError::Closed),
         }
     };
-    let (out_tx, mut out_rx) = mpsc::channel::<Value>(256);
-    let (in_tx, in_rx) = mpsc::channel::<Value>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(256);
+    let (in_tx, in_rx) = mpsc::channel::<ServerMsg>(256);
     tokio::spawn(async move {
-        while let Some(v) = out_rx.recv().await {
-            if sink
-                .send(Message::Text(v.to_string().into()))
-                .await
-                .is_err()
-            {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(Message::Text(m.to_text().into())).await.is_err() {
                 break;
             }
         }
@@ -114,35 +93,23 @@ pub async fn join(
     });
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
-            if let Message::Text(t) = m {
-                if let Ok(v) = serde_json::from_str::<Value>(&t) {
-                    if in_tx.send(v).await.is_err() {
+            let Message::Text(t) = m else { continue };
+            match ServerMsg::parse(&t) {
+                Ok(msg) => {
+                    if in_tx.send(msg).await.is_err() {
                         break;
                     }
                 }
+                Err(e) => tracing::debug!(error = %e, "unreadable signaling frame; ignored"),
             }
         }
     });
-    let w = Welcome {
-        peer_id: welcome["peer_id"].as_str().unwrap_or_default().to_owned(),
-        room: welcome["room"].as_str().unwrap_or_default().to_owned(),
-        peers: welcome["peers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        ice_servers: welcome["ice_servers"].clone(),
-        ttl: welcome["ttl"].as_u64().unwrap_or(0),
-    };
     Ok((
         Signaling {
             out: out_tx,
             incoming: in_rx,
         },
-        w,
+        welcome,
     ))
 }
 

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             emit(Event::Failed {
-                stage: f.stage,
+                stage: f.stage.as_str(),
                 message: f.message.clone(),
             });
             eprintln!("natkit-peer: error: {} failed: {}", f.stage, f.message);

@@ -1,0 +1,736 @@
+//! The peer's session as a sans-IO state machine, in the manner of str0m and quinn-proto.
+//!
+//! [`Session`] never touches a socket, a WebRTC object or the clock. The shell
+//! ([`crate::peer`]) feeds it what happened, each with `now`:
+//! - [`Session::handle_signal`]: a message from natkit-signal;
+//! - [`Session::handle_signaling_lost`], [`Session::handle_rejoined`],
+//!   [`Session::handle_rejoin_failed`]: the signaling connection's fate;
+//! - [`Session::handle_rtc`]: an [`RtcEvent`] from the peer connection or the data channel;
+//! - [`Session::handle_local_offer`] / [`Session::handle_local_answer`]: a description the shell
+//!   created because the session asked for it;
+//! - [`Session::handle_input`]: a line of `--chat` input;
+//! - [`Session::handle_timeout`]: the time [`Session::poll_timeout`] asked for has come;
+//!
+//! and carries out what [`Session::poll_action`] returns, in order, until [`Session::outcome`]
+//! is set. Every decision lives here: who offers, glare (perfect negotiation), when candidates
+//! may be trickled or added, credential renewal, ICE restarts, the remote peer leaving and
+//! coming back, and when the session is over and why.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use natkit_proto::{ClientMsg, IceCandidate, IceServer, ServerMsg, Welcome};
+
+use crate::events::Event;
+use crate::policy::{usable_servers, RelayMode};
+use crate::renewal::{polite, renew_after};
+
+/// How long a remote peer that left signaling (while our data channel is open) may take to come
+/// back before the session is over.
+pub const REMOTE_RETURN_GRACE: Duration = Duration::from_secs(15);
+/// How long to wait for an answer to `refresh` before asking again.
+pub const REFRESH_RETRY: Duration = Duration::from_secs(3);
+/// `--chat` after the end of input: done once nothing has arrived for this long.
+pub const CHAT_QUIET: Duration = Duration::from_secs(1);
+/// Candidates kept while they cannot be sent or added yet; more are dropped (a remote peer
+/// cannot grow our memory without bound).
+pub const MAX_BUFFERED_CANDIDATES: usize = 256;
+/// `--chat` lines kept until the data channel opens.
+pub const MAX_UNSENT_LINES: usize = 1024;
+
+/// What to do once the data channel is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer every message with the same text, until the remote peer leaves.
+    Echo,
+    /// Send the text, wait for the reply, print it, and finish.
+    Send(String),
+    /// Send each line read from standard input; print what arrives; finish at end of input.
+    Chat,
+}
+
+/// Where an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Signaling,
+    Ice,
+    Relay,
+    Dtls,
+    Timeout,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Signaling => "signaling",
+            Stage::Ice => "ice",
+            Stage::Relay => "relay",
+            Stage::Dtls => "dtls",
+            Stage::Timeout => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed; `stage` says where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct Failure {
+    pub stage: Stage,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(stage: Stage, message: impl Into<String>) -> Failure {
+        Failure {
+            stage,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why an ICE restart is offered (the `reason` of the `ice-restart` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// A new TURN credential arrived: a new allocation must carry it.
+    Renewal,
+    /// A connection that worked failed.
+    Failed,
+    /// An offer may have been lost with the old signaling connection.
+    SignalingReconnect,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Renewal => "renewal",
+            RestartReason::Failed => "failed",
+            RestartReason::SignalingReconnect => "signaling-reconnect",
+        }
+    }
+}
+
+/// What the peer connection and the data channel report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtcEvent {
+    /// A gathered local candidate; `None` when gathering is complete.
+    LocalCandidate(Option<IceCandidate>),
+    /// The peer connection is `connected`, over a pair of these candidate types.
+    Connected {
+        local_candidate_type: String,
+        remote_candidate_type: String,
+    },
+    Disconnected,
+    Failed,
+    /// The peer connection stopped delivering events altogether.
+    Gone,
+    ChannelOpen,
+    Message(String),
+    ChannelClosed,
+    /// Sending on the data channel failed.
+    SendFailed(String),
+}
+
+/// What the shell is asked to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this message over the signaling connection (only asked while it is up).
+    Signal(ClientMsg),
+    /// `set_configuration` with these ICE servers (the transport policy stays as chosen).
+    ApplyServers(Vec<IceServer>),
+    /// Create the data channel (the offering side, before its first offer).
+    CreateDataChannel,
+    /// Create an offer (after `restart_ice` when `ice_restart`), set it as the local
+    /// description, and hand its SDP to [`Session::handle_local_offer`].
+    CreateOffer {
+        ice_restart: bool,
+    },
+    /// Roll our own offer back first when `rollback`; set this remote offer, create an answer,
+    /// set it, and hand its SDP to [`Session::handle_local_answer`].
+    AcceptOffer {
+        sdp: String,
+        rollback: bool,
+    },
+    /// Set this remote answer.
+    AcceptAnswer {
+        sdp: String,
+    },
+    AddRemoteCandidate(IceCandidate),
+    /// Send text on the open data channel.
+    SendText(String),
+    /// Rejoin the room with our peer id, retrying; report through
+    /// [`Session::handle_rejoined`] or [`Session::handle_rejoin_failed`].
+    Rejoin,
+    /// Report this event to the user.
+    Emit(Event),
+}
+
+/// The session's fixed inputs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: Mode,
+    pub relay: RelayMode,
+    /// The ICE transport policy chosen before the session started.
+    pub relay_only: bool,
+    /// Renew TURN credentials at half their TTL.
+    pub renew: bool,
+    /// When the attempt started (before joining): `elapsed_ms` counts from here.
+    pub started: Instant,
+    /// When an attempt that has not succeeded fails (and an echo peer that served ends).
+    pub deadline: Instant,
+}
+
+/// Where the offer/answer exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Negotiation {
+    /// Nothing sent or received yet (the side that waits for an offer).
+    Idle,
+    /// We asked the shell for an offer, or sent one, and wait for the answer.
+    OfferPending,
+    /// A remote description is set and no offer of ours is outstanding.
+    Stable,
+}
+
+/// The signaling connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignalingState {
+    Up,
+    /// Lost; the shell is rejoining.
+    Rejoining,
+    /// The shell gave up rejoining; the data channel goes on without signaling.
+    GaveUp,
+}
+
+/// The remote peer, as signaling sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remote {
+    id: String,
+    /// Left signaling at this moment, and not back yet.
+    gone_since: Option<Instant>,
+}
+
+pub struct Session {
+    cfg: SessionConfig,
+    my_id: String,
+    servers: Vec<IceServer>,
+    renews: bool,
+    remote: Option<Remote>,
+    negotiation: Negotiation,
+    /// A remote description has been set at least once (restarts need one).
+    have_remote_desc: bool,
+    /// Our local description exists (trickling needs one).
+    have_local_desc: bool,
+    signaling: SignalingState,
+    connected: bool,
+    channel_open: bool,
+    /// Remote candidates that came before the remote description (or during our offer).
+    pending_remote: Vec<IceCandidate>,
+    /// Local candidates gathered before they could be sent.
+    pending_local: Vec<Option<IceCandidate>>,
+    unsent: Vec<String>,
+    input_done: bool,
+    /// `--chat` after the input ended: finish at this moment (extended by every arrival).
+    end_at: Option<Instant>,
+    renew_at: Option<Instant>,
+    refresh_sent_at: Option<Instant>,
+    restart_wanted: Option<RestartReason>,
+    actions: VecDeque<Action>,
+    outcome: Option<Result<(), Failure>>,
+}
+
+impl Session {
+    /// A session that has just joined: `welcome` is the server's answer to our `join`. The side
+    /// that finds peers in the room offers to the first of them at once.
+    pub fn new(cfg: SessionConfig, welcome: Welcome, now: Instant) -> Session {
+        let servers = usable_servers(&welcome.ice_servers, cfg.relay);
+        let renews = cfg.renew && servers.iter().any(IceServer::has_turn);
+        let mut s = Session {
+            my_id: welcome.peer_id,
+            renew_at: None,
+            servers,
+            renews,
+            remote: None,
+            negotiation: Negotiation::Idle,
+            have_remote_desc: false,
+            have_local_desc: false,
+            signaling: SignalingState::Up,
+            connected: false,
+            channel_open: false,
+            pending_remote: Vec::new(),
+            pending_local: Vec::new(),
+            unsent: Vec::new(),
+            input_done: false,
+            end_at: None,
+            refresh_sent_at: None,
+            restart_wanted: None,
+            actions: VecDeque::new(),
+            outcome: None,
+            cfg,
+        };
+        s.schedule_renewal(welcome.ttl, now);
+        // Convention: the peer that joins a room where others already are sends the offer.
+        if let Some(first) = welcome.peers.first() {
+            s.remote = Some(Remote {
+                id: first.clone(),
+                gone_since: None,
+            });
+            s.push(Action::CreateDataChannel);
+            s.push(Action::CreateOffer { ice_restart: false });
+            s.negotiation = Negotiation::OfferPending;
+        }
+        s
+    }
+
+    /// The ICE servers in force (after `--relay never` removed TURN).
+    pub fn servers(&self) -> &[IceServer] {
+        &self.servers
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// `Some` once the session is over: `Ok` when it did what the mode asked.
+    pub fn outcome(&self) -> Option<&Result<(), Failure>> {
+        self.outcome.as_ref()
+    }
+
+    /// When [`Session::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut next = self.end_at.unwrap_or(self.cfg.deadline);
+        if let Some(since) = self.remote.as_ref().and_then(|r| r.gone_since) {
+            next = next.min(since + REMOTE_RETURN_GRACE);
+        }
+        if let (Some(at), SignalingState::Up) = (self.renew_at, self.signaling) {
+            let due = match self.refresh_sent_at {
+                Some(sent) => (sent + REFRESH_RETRY).max(at),
+                None => at,
+            };
+            next = next.min(due);
+        }
+        next
+    }
+
+    /// Where a failure now would be reported.
+    pub fn stage(&self) -> Stage {
+        if !self.connected {
+            if self.cfg.relay_only {
+                Stage::Relay
+            } else {
+                Stage::Ice
+            }
+        } else if !self.channel_open {
+            Stage::Dtls
+        } else {
+            Stage::Timeout
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        if now >= self.end_at.unwrap_or(self.cfg.deadline) {
+            let served = !matches!(self.cfg.mode, Mode::Send(_)) && self.connected;
+            if self.end_at.is_some() || served {
+                // An echo peer that served its session ends at its timeout.
+                return self.end(Ok(()));
+            }
+            let stage = self.stage();
+            let what = match stage {
+                Stage::Relay => "no connection with relay-only ICE: the relay refused us or no relayed path works",
+                Stage::Ice => "ICE found no working candidate pair",
+                Stage::Dtls => "connected, but the data channel did not open (DTLS/SCTP)",
+                _ => "no reply to the message in time",
+            };
+            return self.end(Err(Failure::new(stage, what)));
+        }
+        if let Some(since) = self.remote.as_ref().and_then(|r| r.gone_since) {
+            if now >= since + REMOTE_RETURN_GRACE {
+                return self.remote_left();
+            }
+        }
+        // Renewal: ask for a new credential, again every few seconds until one arrives.
+        if let (Some(at), SignalingState::Up) = (self.renew_at, self.signaling) {
+            let waiting = self
+                .refresh_sent_at
+                .is_some_and(|t| now < t + REFRESH_RETRY);
+            if now >= at && !waiting {
+                self.push(Action::Signal(ClientMsg::Refresh));
+                self.refresh_sent_at = Some(now);
+            }
+        }
+        self.drive();
+    }
+
+    pub fn handle_signal(&mut self, now: Instant, msg: ServerMsg) {
+        if self.outcome.is_some() {
+            return;
+        }
+        match msg {
+            ServerMsg::Offer { from, sdp } => self.remote_offer(from, sdp),
+            ServerMsg::Answer { sdp, .. } if self.negotiation == Negotiation::OfferPending => {
+                self.push(Action::AcceptAnswer { sdp });
+                self.negotiation = Negotiation::Stable;
+                self.have_remote_desc = true;
+                self.add_pending_remote();
+            }
+            ServerMsg::Answer { from, .. } => {
+                tracing::debug!(%from, "an answer without an offer of ours; ignored");
+            }
+            // End-of-candidates needs no action: the remote description's candidates and the
+            // trickled ones are all ICE gets either way.
+            ServerMsg::Candidate {
+                candidate: Some(c), ..
+            } => {
+                if self.have_remote_desc && self.negotiation == Negotiation::Stable {
+                    self.push(Action::AddRemoteCandidate(c));
+                } else if self.pending_remote.len() < MAX_BUFFERED_CANDIDATES {
+                    self.pending_remote.push(c);
+                } else {
+                    tracing::warn!("too many early remote candidates; dropped one");
+                }
+            }
+            ServerMsg::Candidate {
+                candidate: None, ..
+            } => {}
+            ServerMsg::IceServers { ice_servers, ttl } => {
+                self.servers = usable_servers(&ice_servers, self.cfg.relay);
+                self.schedule_renewal(ttl, now);
+                self.push(Action::Emit(Event::Renewed { ttl }));
+                if self.have_remote_desc {
+                    // Apply them and restart ICE, so a new allocation carries them.
+                    self.restart_wanted.get_or_insert(RestartReason::Renewal);
+                } else {
+                    // Not negotiated yet: the first gathering will use them.
+                    self.push(Action::ApplyServers(self.servers.clone()));
+                }
+            }
+            ServerMsg::PeerJoined { peer_id } => {
+                if let Some(r) = self.remote.as_mut().filter(|r| r.id == peer_id) {
+                    r.gone_since = None;
+                }
+            }
+            ServerMsg::PeerLeft { peer_id } => {
+                if let Some(r) = self.remote.as_mut().filter(|r| r.id == peer_id) {
+                    if self.channel_open {
+                        // It may only have lost its signaling connection: give it time to come
+                        // back before calling the session over.
+                        r.gone_since.get_or_insert(now);
+                    } else {
+                        return self.remote_left();
+                    }
+                }
+            }
+            ServerMsg::Error { code, message } => {
+                tracing::warn!(%code, %message, "signaling error");
+            }
+            ServerMsg::Welcome(_) | ServerMsg::Pong | ServerMsg::Unknown => {}
+        }
+        self.drive();
+    }
+
+    /// The signaling connection closed: the data channel does not need it, renegotiation does.
+    pub fn handle_signaling_lost(&mut self, _now: Instant) {
+        if self.outcome.is_some() || self.signaling != SignalingState::Up {
+            return;
+        }
+        self.signaling = SignalingState::Rejoining;
+        self.push(Action::Emit(Event::Signaling {
+            state: "lost",
+            peers: vec![],
+        }));
+        self.push(Action::Rejoin);
+    }
+
+    /// Rejoined the room under our id; `welcome` carries a fresh credential.
+    pub fn handle_rejoined(&mut self, now: Instant, welcome: Welcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.signaling = SignalingState::Up;
+        self.push(Action::Emit(Event::Signaling {
+            state: "reconnected",
+            peers: welcome.peers.clone(),
+        }));
+        // The welcome's credential counts as a renewal.
+        self.servers = usable_servers(&welcome.ice_servers, self.cfg.relay);
+        self.push(Action::ApplyServers(self.servers.clone()));
+        self.schedule_renewal(welcome.ttl, now);
+        if let Some(r) = self.remote.as_mut() {
+            if welcome.peers.contains(&r.id) {
+                r.gone_since = None;
+            }
+        }
+        // An offer sent into the old connection may be lost.
+        if self.negotiation == Negotiation::OfferPending && self.connected {
+            self.negotiation = Negotiation::Stable;
+            self.restart_wanted
+                .get_or_insert(RestartReason::SignalingReconnect);
+        }
+        self.flush_local();
+        self.drive();
+    }
+
+    /// The shell stopped trying to rejoin, for `why`.
+    pub fn handle_rejoin_failed(&mut self, _now: Instant, why: String) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.signaling = SignalingState::GaveUp;
+        self.push(Action::Emit(Event::Signaling {
+            state: "gave-up",
+            peers: vec![],
+        }));
+        if !self.connected {
+            return self.end(Err(Failure::new(Stage::Signaling, why)));
+        }
+        tracing::warn!(%why, "signaling lost for good; the data channel goes on without it");
+    }
+
+    /// The offer the shell created for [`Action::CreateOffer`] is our local description now.
+    pub fn handle_local_offer(&mut self, _now: Instant, sdp: String) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.have_local_desc = true;
+        if let Some(to) = self.signal_target() {
+            self.push(Action::Signal(ClientMsg::Offer { to, sdp }));
+        }
+        self.flush_local();
+    }
+
+    /// The answer the shell created for [`Action::AcceptOffer`] is our local description now.
+    pub fn handle_local_answer(&mut self, _now: Instant, sdp: String) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.have_local_desc = true;
+        if let Some(to) = self.signal_target() {
+            self.push(Action::Signal(ClientMsg::Answer { to, sdp }));
+        }
+        self.flush_local();
+        self.drive();
+    }
+
+    pub fn handle_rtc(&mut self, now: Instant, event: RtcEvent) {
+        if self.outcome.is_some() {
+            return;
+        }
+        match event {
+            RtcEvent::LocalCandidate(c) => {
+                // Trickle once the remote peer is known; before that (or while signaling is
+                // down), keep them.
+                if self.pending_local.len() < MAX_BUFFERED_CANDIDATES {
+                    self.pending_local.push(c);
+                } else {
+                    tracing::warn!("too many unsent local candidates; dropped one");
+                }
+                self.flush_local();
+            }
+            RtcEvent::Connected {
+                local_candidate_type,
+                remote_candidate_type,
+            } => {
+                let first = !self.connected;
+                self.connected = true;
+                self.push(Action::Emit(if first {
+                    Event::Connected {
+                        local_candidate_type,
+                        remote_candidate_type,
+                        elapsed_ms: now.saturating_duration_since(self.cfg.started).as_millis()
+                            as u64,
+                    }
+                } else {
+                    Event::Reconnected {
+                        local_candidate_type,
+                        remote_candidate_type,
+                    }
+                }));
+            }
+            RtcEvent::Failed => {
+                if self.connected && self.have_remote_desc {
+                    // A path that worked died (relay restart, NAT rebinding): restart ICE rather
+                    // than give up. The remote peer does the same; glare is resolved.
+                    self.push(Action::Emit(Event::ConnectionState { state: "failed" }));
+                    self.restart_wanted = Some(RestartReason::Failed);
+                } else {
+                    let stage = self.stage();
+                    return self.end(Err(Failure::new(stage, "the peer connection failed")));
+                }
+            }
+            RtcEvent::Disconnected => {
+                if self.connected {
+                    self.push(Action::Emit(Event::ConnectionState {
+                        state: "disconnected",
+                    }));
+                }
+            }
+            RtcEvent::Gone => {
+                return self.end(Err(Failure::new(Stage::Ice, "the peer connection stopped")));
+            }
+            RtcEvent::ChannelOpen => {
+                self.channel_open = true;
+                if let Mode::Send(text) = &self.cfg.mode {
+                    let text = text.clone();
+                    self.push(Action::SendText(text));
+                }
+                for l in std::mem::take(&mut self.unsent) {
+                    self.push(Action::SendText(l));
+                }
+                if self.input_done {
+                    self.end_at = Some(now + CHAT_QUIET);
+                }
+            }
+            RtcEvent::Message(data) => {
+                self.push(Action::Emit(Event::Message { data: data.clone() }));
+                match &self.cfg.mode {
+                    Mode::Echo => self.push(Action::SendText(data)),
+                    Mode::Send(_) => return self.end(Ok(())),
+                    // After the input ended, every arrival extends the quiet second.
+                    Mode::Chat => {
+                        if self.end_at.is_some() {
+                            self.end_at = Some(now + CHAT_QUIET);
+                        }
+                    }
+                }
+            }
+            RtcEvent::SendFailed(why) => {
+                if matches!(self.cfg.mode, Mode::Send(_)) {
+                    return self.end(Err(Failure::new(Stage::Dtls, why)));
+                }
+                tracing::debug!(%why, "a data-channel send failed");
+            }
+            RtcEvent::ChannelClosed => {
+                return self.end(if matches!(self.cfg.mode, Mode::Send(_)) {
+                    Err(Failure::new(Stage::Dtls, "the data channel closed"))
+                } else {
+                    Ok(())
+                });
+            }
+        }
+        self.drive();
+    }
+
+    /// A line of `--chat` input; `None` at the end of input.
+    pub fn handle_input(&mut self, now: Instant, line: Option<String>) {
+        if self.outcome.is_some() {
+            return;
+        }
+        match line {
+            Some(l) if self.channel_open => self.push(Action::SendText(l)),
+            Some(l) if self.unsent.len() < MAX_UNSENT_LINES => self.unsent.push(l),
+            Some(_) => tracing::warn!("too many lines before the data channel opened; dropped one"),
+            None if self.channel_open => self.end_at = Some(now + CHAT_QUIET),
+            None => self.input_done = true,
+        }
+    }
+
+    fn push(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    fn end(&mut self, outcome: Result<(), Failure>) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+    }
+
+    /// The remote peer is gone for good: a served echo or chat session is over, a `--send`
+    /// failed.
+    fn remote_left(&mut self) {
+        if !matches!(self.cfg.mode, Mode::Send(_)) && self.connected {
+            self.end(Ok(()))
+        } else {
+            let stage = self.stage();
+            self.end(Err(Failure::new(stage, "the remote peer left")))
+        }
+    }
+
+    fn schedule_renewal(&mut self, ttl: u64, now: Instant) {
+        self.renew_at = self
+            .renews
+            .then(|| now + renew_after(Duration::from_secs(ttl)));
+        self.refresh_sent_at = None;
+    }
+
+    /// The remote peer's id, while signaling can carry a message to it.
+    fn signal_target(&self) -> Option<String> {
+        match (&self.remote, self.signaling) {
+            (Some(r), SignalingState::Up) => Some(r.id.clone()),
+            _ => None,
+        }
+    }
+
+    fn remote_offer(&mut self, from: String, sdp: String) {
+        let mut rollback = false;
+        if self.negotiation == Negotiation::OfferPending {
+            // Glare: both sides offered at once (perfect negotiation).
+            if !polite(&self.my_id, &from) {
+                tracing::debug!(%from, "glare: our offer wins, theirs is ignored");
+                return;
+            }
+            rollback = true;
+        }
+        self.remote = Some(Remote {
+            id: from,
+            gone_since: None,
+        });
+        self.push(Action::AcceptOffer { sdp, rollback });
+        self.negotiation = Negotiation::Stable;
+        self.have_remote_desc = true;
+        // The answer replaces our local description: nothing to trickle until it is set.
+        self.have_local_desc = false;
+        self.add_pending_remote();
+    }
+
+    fn add_pending_remote(&mut self) {
+        for c in std::mem::take(&mut self.pending_remote) {
+            self.push(Action::AddRemoteCandidate(c));
+        }
+    }
+
+    fn flush_local(&mut self) {
+        if !self.have_local_desc || self.pending_local.is_empty() {
+            return;
+        }
+        let Some(to) = self.signal_target() else {
+            return;
+        };
+        for candidate in std::mem::take(&mut self.pending_local) {
+            self.push(Action::Signal(ClientMsg::Candidate {
+                to: to.clone(),
+                candidate,
+            }));
+        }
+    }
+
+    /// Starts a wanted ICE restart as soon as signaling and the negotiation state allow it.
+    fn drive(&mut self) {
+        let Some(reason) = self.restart_wanted else {
+            return;
+        };
+        let remote_here = self.remote.as_ref().is_some_and(|r| r.gone_since.is_none());
+        if self.signaling == SignalingState::Up
+            && remote_here
+            && self.have_remote_desc
+            && self.negotiation == Negotiation::Stable
+        {
+            self.restart_wanted = None;
+            self.push(Action::ApplyServers(self.servers.clone()));
+            self.push(Action::CreateOffer { ice_restart: true });
+            self.negotiation = Negotiation::OfferPending;
+            self.push(Action::Emit(Event::IceRestart {
+                reason: reason.as_str(),
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
