@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use stun::addr::MappedAddress;
 use stun::agent::TransactionId;
@@ -165,13 +165,6 @@ struct Authed {
     username: String,
     user: String,
     key: Vec<u8>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Socket buffer size asked for on every relay socket (the kernel doubles it: 4 MiB, as coturn
@@ -391,25 +384,15 @@ async fn serve_socket(
                     continue;
                 }
             };
-            let action = shared.handle(slot, &buf[..n], src, Instant::now(), unix_now());
+            let action = shared.handle(
+                slot,
+                &buf[..n],
+                src,
+                Instant::now(),
+                natkit_daemon::unix_now(),
+            );
             shared.execute(action, &buf).await;
         }
-    }
-}
-
-/// Completes on SIGTERM or ctrl-c: the shutdown future the binaries hand to `run`/`serve`.
-pub async fn terminate_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
     }
 }
 

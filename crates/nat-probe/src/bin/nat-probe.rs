@@ -42,13 +42,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    natkit_daemon::init_tracing(false, "warn");
     let cfg = ProbeConfig {
         servers: cli.servers,
         hairpin: cli.hairpin,

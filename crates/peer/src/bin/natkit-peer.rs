@@ -53,12 +53,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    natkit_daemon::init_tracing(false, "warn");
     let cfg = PeerConfig {
         signal: cli.signal,
         room: cli.room,

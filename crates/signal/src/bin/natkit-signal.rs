@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,13 +42,6 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 async fn serve(loaded: config::Loaded) -> Result<()> {
@@ -104,11 +96,19 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         ),
         None => eprintln!("natkit-signal: no embedded relay; peers get the --ice-server URLs"),
     }
+    let mut sockets = vec![("http", http)];
+    if let Some(a) = &relay_addr {
+        sockets.extend([("stun", a.primary), ("stun-alt", a.alt_port)]);
+    }
+    eprintln!(
+        "{}",
+        natkit_daemon::listening_line("natkit-signal", &sockets)
+    );
     let mut rx = stop_rx.clone();
     let http_task = tokio::spawn(server::serve(listener, state, async move {
         let _ = rx.changed().await;
     }));
-    natkit_stun_turn::server::terminate_signal().await;
+    natkit_daemon::terminate_signal().await;
     info!("shutting down: telling peers, closing allocations");
     let _ = stop_tx.send(true);
     http_task
@@ -133,7 +133,7 @@ fn run(cli: Cli) -> Result<()> {
                 natkit_signal::rooms::valid_name(&room),
                 "room {room:?}: use 1-64 characters of A-Z a-z 0-9 . _ ~ -"
             );
-            println!("{}", secret.mint(&room, ttl, now()));
+            println!("{}", secret.mint(&room, ttl, natkit_daemon::unix_now()));
             Ok(())
         }
         None => {
@@ -148,17 +148,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if cli.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    natkit_daemon::init_tracing(cli.log_json, "info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,6 @@
 //! prints ICE server JSON with a fresh time-limited credential for the configured secret.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -47,20 +46,6 @@ enum Command {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn load(cli: &Cli) -> Result<Settings> {
     let settings =
         config::load(cli.relay.clone(), cli.config.as_ref()).context("invalid configuration")?;
@@ -79,7 +64,7 @@ fn print_credentials(
     ttl: u64,
     host: Option<String>,
 ) -> Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let now = natkit_daemon::unix_now();
     let secrets = settings.relay.secrets.as_ref().expect("checked in load");
     let cred = credentials::mint(secrets.current(), user, ttl, now)
         .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
@@ -99,12 +84,18 @@ async fn serve(settings: Settings) -> Result<()> {
     let a = relay.addresses().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut metrics_url = "off".to_owned();
+    let mut sockets = vec![("stun", a.primary), ("stun-alt", a.alt_port)];
+    if let Some((x, y)) = a.alt_ip {
+        sockets.extend([("stun-alt-ip", x), ("stun-alt-ip-port", y)]);
+    }
     let metrics_task = match settings.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")
             })?;
-            metrics_url = format!("http://{}/metrics", listener.local_addr()?);
+            let bound = listener.local_addr()?;
+            metrics_url = format!("http://{bound}/metrics");
+            sockets.push(("metrics", bound));
             let mut rx = stop_rx.clone();
             Some(tokio::spawn(http::serve_metrics(
                 listener,
@@ -124,11 +115,15 @@ async fn serve(settings: Settings) -> Result<()> {
         a.relay_ip,
         metrics_url
     );
+    eprintln!(
+        "{}",
+        natkit_daemon::listening_line("natkit-relay", &sockets)
+    );
     let mut rx = stop_rx;
     let relay_task = tokio::spawn(relay.run(async move {
         let _ = rx.changed().await;
     }));
-    natkit_stun_turn::server::terminate_signal().await;
+    natkit_daemon::terminate_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     relay_task.await.context("relay task failed")?;
@@ -154,7 +149,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    natkit_daemon::init_tracing(cli.log_json, "info");
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

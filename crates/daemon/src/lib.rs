@@ -1,0 +1,126 @@
+//! What every natkit binary needs and none should write again: logging set-up, the shutdown
+//! signal, the wall clock in Unix seconds, and the `listening` line that says where a server
+//! bound (tests start servers on port 0 and read the real ports from it).
+//!
+//! # Layout
+//! - [`init_tracing`]: the one `tracing` subscriber a binary installs (`RUST_LOG`, optional JSON,
+//!   on standard error).
+//! - [`terminate_signal`]: completes on SIGTERM or ctrl-c.
+//! - [`unix_now`]: seconds since the Unix epoch, for the shells that own the clock.
+//! - [`listening_line`] / [`parse_listening`]: the machine-readable line servers print at start,
+//!   and its reader (used by natkit-testkit), kept side by side so they cannot drift.
+//!
+//! Out of scope: configuration (each crate's `config.rs`) and anything protocol-specific.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Installs the process's `tracing` subscriber: filter from `RUST_LOG` (else `default_filter`),
+/// text on standard error (coloured only on a terminal), or JSON lines with `json`.
+pub fn init_tracing(json: bool, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c: the shutdown future the binaries hand to their servers.
+pub async fn terminate_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The marker after the program name: `natkit-relay: listening stun=127.0.0.1:3478 ...`.
+const LISTENING: &str = ": listening ";
+
+/// The line a server prints on standard error once every socket is bound: the program name,
+/// then `name=address` for each socket, with the ports really bound (so a server given port 0
+/// says which it got).
+pub fn listening_line(program: &str, sockets: &[(&str, SocketAddr)]) -> String {
+    let mut line = format!("{program}{LISTENING}");
+    let parts: Vec<String> = sockets.iter().map(|(k, a)| format!("{k}={a}")).collect();
+    line.push_str(&parts.join(" "));
+    line
+}
+
+/// Reads a [`listening_line`]: the program and its sockets, or `None` for any other line.
+pub fn parse_listening(line: &str) -> Option<(String, Vec<(String, SocketAddr)>)> {
+    let (program, rest) = line.trim_end().split_once(LISTENING)?;
+    if program.is_empty() || program.contains(' ') {
+        return None;
+    }
+    let sockets = rest
+        .split(' ')
+        .map(|part| {
+            let (k, a) = part.split_once('=')?;
+            Some((k.to_owned(), a.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((program.to_owned(), sockets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line_round_trips() {
+        let sockets: [(&str, SocketAddr); 3] = [
+            ("http", "127.0.0.1:40123".parse().unwrap()),
+            ("stun", "[2001:db8::1]:3478".parse().unwrap()),
+            ("stun-alt", "203.0.113.1:3479".parse().unwrap()),
+        ];
+        let line = listening_line("natkit-signal", &sockets);
+        assert_eq!(
+            line,
+            "natkit-signal: listening http=127.0.0.1:40123 stun=[2001:db8::1]:3478 stun-alt=203.0.113.1:3479"
+        );
+        let (program, got) = parse_listening(&line).unwrap();
+        assert_eq!(program, "natkit-signal");
+        let want: Vec<(String, SocketAddr)> =
+            sockets.iter().map(|(k, a)| (k.to_string(), *a)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn other_lines_are_not_listening_lines() {
+        for line in [
+            "natkit-signal: web page and signaling on http://127.0.0.1:8080/",
+            "natkit-relay: listening stun=not-an-address",
+            "2026-12-01T00:00:00Z  INFO natkit: listening stun=127.0.0.1:1",
+            "",
+        ] {
+            assert_eq!(parse_listening(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_clock_is_after_2020() {
+        assert!(unix_now() > 1_577_836_800);
+    }
+}
