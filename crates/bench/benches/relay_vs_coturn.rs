@@ -40,14 +40,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn release_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join(name);
@@ -118,7 +110,7 @@ fn command(program: std::path::PathBuf) -> Command {
 }
 
 fn start(server: Server, echo: SocketAddr) -> Proc {
-    let port = free_port();
+    let port = natkit_testkit::third_party_udp_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = match server {
         Server::Natkit => command(release_bin("natkit-relay"))

@@ -158,13 +158,19 @@ async fn main() -> Result<()> {
         Cmd::Echo { listen } => {
             let addr = natkit_bench::echo::start_on(listen)
                 .with_context(|| format!("cannot bind the echo peer to {listen}"))?;
-            eprintln!("natkit-bench: echoing on {addr}");
+            eprintln!(
+                "{}",
+                natkit_daemon::listening_line("natkit-bench", &[("echo", addr)])
+            );
             std::future::pending::<()>().await;
         }
         Cmd::Forwarder { listen, peer } => {
             tokio::task::spawn_blocking(move || {
                 natkit_bench::forwarder::run(listen, peer, |a| {
-                    eprintln!("natkit-bench: forwarding {a} <-> {peer}")
+                    eprintln!(
+                        "{}",
+                        natkit_daemon::listening_line("natkit-bench", &[("forwarder", a)])
+                    )
                 })
             })
             .await??;

@@ -2,35 +2,18 @@
 //! loopback), against coturn's `turnserver`, and against its own echo peer and forwarder. Each
 //! run prints one JSON report; these tests read the figures a user would read.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use natkit_stun_turn::config::RawSettings;
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::Relay;
+use natkit_testkit::{Daemon, Process};
 use serde_json::Value;
 
 const SECRET: &str = "generator-test-secret";
 const BIN: &str = env!("CARGO_BIN_EXE_natkit-bench");
-
-/// A child process killed on drop, so a failed assertion leaves nothing running.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs `natkit-bench` with `args` to completion and parses the JSON report it prints.
 fn report(args: &[&str]) -> Value {
@@ -192,17 +175,15 @@ fn counts_allocations_per_second_and_failures() {
 
 #[test]
 fn drives_coturn_the_same_way() {
-    let port = free_udp_port();
+    let port = natkit_testkit::third_party_udp_port();
     let dir = std::env::temp_dir().join(format!("natkit-bench-test-coturn-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = Command::new("turnserver");
     natkit_bench::coturn::args(&mut cmd, addr, SECRET, (41000, 41999), &dir);
-    let turnserver = Proc(
-        cmd.spawn()
-            .expect("turnserver from Debian's coturn package (tests/run installs it)"),
-    );
-    let pid = turnserver.0.id().to_string();
+    // turnserver from Debian's coturn package (tests/run installs it).
+    let turnserver = Process::spawn(&mut cmd);
+    let pid = turnserver.id().to_string();
     // turnserver takes a moment to listen; the generator's allocation retries cover 2.5 s.
     let mut r = Value::Null;
     for _ in 0..10 {
@@ -229,28 +210,18 @@ fn drives_coturn_the_same_way() {
 
 #[test]
 fn drives_its_own_forwarder_and_echo_peer() {
-    let (echo_port, fwd_port) = (free_udp_port(), free_udp_port());
-    let echo = format!("127.0.0.1:{echo_port}");
-    let fwd = format!("127.0.0.1:{fwd_port}");
-    let mut procs = Vec::new();
-    for args in [
-        vec!["echo", "--listen", &echo],
-        vec!["forwarder", "--listen", &fwd, "--peer", &echo],
-    ] {
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Each says where it listens once it does.
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains(&args[2].to_string()), "{args:?}: {line}");
-        procs.push(Proc(child));
-    }
-    let pid = procs[1].0.id().to_string();
+    // Both take port 0 and say which port they got.
+    let echo_peer = Daemon::start(Command::new(BIN).args(["echo", "--listen", "127.0.0.1:0"]));
+    let echo = echo_peer.addr("echo").to_string();
+    let forwarder = Daemon::start(Command::new(BIN).args([
+        "forwarder",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer",
+        &echo,
+    ]));
+    let fwd = forwarder.addr("forwarder").to_string();
+    let pid = forwarder.id().to_string();
     let r = report(&[
         "relay",
         "--plain",

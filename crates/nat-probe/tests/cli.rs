@@ -2,10 +2,10 @@
 //! several plain servers, against a lying server, and with bad arguments.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use natkit_lab::workspace_bin;
+use natkit_testkit::{natkit_relay_on_loopback, Daemon};
 use serde_json::Value;
 use stun::addr::MappedAddress;
 use stun::attributes::*;
@@ -14,63 +14,17 @@ use stun::xoraddr::XorMappedAddress;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_nat-probe");
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// natkit-relay on 127.0.0.1:port, optionally with 127.0.0.2 as alternate IP.
-fn relay(alt_ip: bool) -> (Killed, u16) {
-    for _ in 0..20 {
-        let port = free_port("127.0.0.1");
-        let alt = free_port("127.0.0.1");
-        let mut cmd = Command::new(workspace_bin("natkit-relay"));
-        cmd.env("NATKIT_TURN_SECRET", "s")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--alt-port",
-                &alt.to_string(),
-            ])
-            .args(["--metrics-listen", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if alt_ip {
-            cmd.args(["--alt-ip", "127.0.0.2"]);
-        }
-        let mut child = cmd.spawn().unwrap();
-        // Ready when it answers; a port race with another test makes it exit: try another.
-        for _ in 0..100 {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-            let mut m = Message::new();
-            m.build(&[
-                Box::new(stun::agent::TransactionId::new()),
-                Box::new(BINDING_REQUEST),
-            ])
-            .unwrap();
-            s.send_to(&m.raw, ("127.0.0.1", port)).unwrap();
-            if s.recv_from(&mut [0u8; 512]).is_ok() {
-                return (Killed(child), port);
-            }
-        }
-        let _ = child.kill();
-    }
-    panic!("natkit-relay did not start");
+/// natkit-relay on 127.0.0.1 (ephemeral ports), optionally with 127.0.0.2 as alternate IP;
+/// returns it with its primary port.
+fn relay(alt_ip: bool) -> (Daemon, u16) {
+    let extra: &[&str] = if alt_ip {
+        &["--alt-ip", "127.0.0.2"]
+    } else {
+        &[]
+    };
+    let d = natkit_relay_on_loopback("s", extra);
+    let port = d.addr("stun").port();
+    (d, port)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

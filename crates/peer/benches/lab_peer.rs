@@ -6,10 +6,12 @@
 //! (`NATKIT_BENCH_RELAY_METRICS=1` also prints the relay's non-zero counters: drops, bytes).
 
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::Process;
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -26,25 +28,22 @@ fn lab() -> (Lab, String, String) {
     (lab, url, id)
 }
 
-fn echo(lab: &Lab, url: &str, room: &str, relay: &str) -> Child {
-    lab.sites[0]
-        .client
-        .cmd(PEER)
-        .env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            url,
-            "--room",
-            room,
-            "--echo",
-            "--relay",
-            relay,
-            "--timeout",
-            "60",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+/// An echo peer at site 0 that has joined and probed (so the other side offers).
+fn echo(lab: &Lab, url: &str, room: &str, relay: &str) -> EventProcess {
+    let e = EventProcess::spawn(lab.sites[0].client.cmd(PEER).env("RUST_LOG", "off").args([
+        "--signal",
+        url,
+        "--room",
+        room,
+        "--json",
+        "--echo",
+        "--relay",
+        relay,
+        "--timeout",
+        "60",
+    ]));
+    e.wait_for("policy", Duration::from_secs(15));
+    e
 }
 
 fn events(out: &[u8]) -> Vec<Value> {
@@ -60,8 +59,7 @@ fn time_to_open(lab: &Lab, url: &str, id: &str, relay: &str) -> (u64, String) {
     let mut kind = String::new();
     for i in 0..RUNS {
         let room = format!("{id}-open-{relay}-{i}");
-        let mut e = echo(lab, url, &room, relay);
-        std::thread::sleep(Duration::from_millis(1500));
+        let _echo = echo(lab, url, &room, relay);
         let out = lab.sites[1]
             .client
             .cmd(PEER)
@@ -81,8 +79,6 @@ fn time_to_open(lab: &Lab, url: &str, id: &str, relay: &str) -> (u64, String) {
             ])
             .output()
             .unwrap();
-        let _ = e.kill();
-        let _ = e.wait();
         let evs = events(&out.stdout);
         let c = evs
             .iter()
@@ -98,28 +94,28 @@ fn time_to_open(lab: &Lab, url: &str, id: &str, relay: &str) -> (u64, String) {
 /// Bytes per second echoed back through `--chat` (LINES lines of LINE_BYTES), and the share received.
 fn throughput(lab: &Lab, url: &str, id: &str, relay: &str) -> (f64, f64) {
     let room = format!("{id}-tput-{relay}");
-    let mut e = echo(lab, url, &room, relay);
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut chat = lab.sites[1]
-        .client
-        .cmd(PEER)
-        .env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            url,
-            "--room",
-            &room,
-            "--json",
-            "--chat",
-            "--relay",
-            relay,
-            "--timeout",
-            "60",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let _echo = echo(lab, url, &room, relay);
+    let mut chat = Process::spawn(
+        lab.sites[1]
+            .client
+            .cmd(PEER)
+            .env("RUST_LOG", "off")
+            .args([
+                "--signal",
+                url,
+                "--room",
+                &room,
+                "--json",
+                "--chat",
+                "--relay",
+                relay,
+                "--timeout",
+                "60",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let chat = chat.child();
     let line = "x".repeat(LINE_BYTES);
     let mut stdin = chat.stdin.take().unwrap();
     for _ in 0..LINES {
@@ -143,8 +139,6 @@ fn throughput(lab: &Lab, url: &str, id: &str, relay: &str) -> (f64, f64) {
         }
     }
     let _ = chat.wait();
-    let _ = e.kill();
-    let _ = e.wait();
     let span = match (t_open, t_last) {
         (Some(a), Some(b)) => b.duration_since(a).as_secs_f64().max(0.001),
         _ => return (0.0, 0.0),

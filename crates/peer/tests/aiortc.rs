@@ -6,6 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::{natkit_signal_on_loopback, Daemon};
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -13,8 +15,6 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/interop/aiortc_peer.py"
 );
-
-use natkit_lab::Spawned as Killed;
 
 fn python_with_aiortc() -> &'static str {
     let ok = Command::new("python3")
@@ -29,8 +29,10 @@ fn python_with_aiortc() -> &'static str {
     "python3"
 }
 
-fn signal() -> (natkit_lab::Spawned, String) {
-    natkit_lab::natkit_signal_on_loopback("aiortc-test")
+fn signal() -> (Daemon, String) {
+    let d = natkit_signal_on_loopback("aiortc-test");
+    let url = d.ws_url();
+    (d, url)
 }
 
 fn events(out: &[u8]) -> Vec<Value> {
@@ -44,7 +46,7 @@ fn events(out: &[u8]) -> Vec<Value> {
 fn natkit_peer_offers_to_aiortc() {
     let py = python_with_aiortc();
     let (_sig, url) = signal();
-    let _aiortc = Killed(
+    let aiortc = EventProcess::spawn(
         Command::new(py)
             .args([
                 SCRIPT,
@@ -56,12 +58,9 @@ fn natkit_peer_offers_to_aiortc() {
                 "--timeout",
                 "40",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    aiortc.wait_for("joined", Duration::from_secs(20));
     let out = Command::new(PEER)
         .env("RUST_LOG", "off")
         .args([
@@ -94,26 +93,19 @@ fn natkit_peer_offers_to_aiortc() {
 fn aiortc_offers_to_natkit_peer_with_all_candidates_in_the_sdp() {
     let py = python_with_aiortc();
     let (_sig, url) = signal();
-    let echo = Killed(
-        Command::new(PEER)
-            .env("RUST_LOG", "off")
-            .args([
-                "--signal",
-                &url,
-                "--room",
-                "aiortc-offers",
-                "--json",
-                "--relay",
-                "always",
-                "--echo",
-                "--timeout",
-                "40",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(700));
+    let echo = EventProcess::spawn(Command::new(PEER).env("RUST_LOG", "off").args([
+        "--signal",
+        &url,
+        "--room",
+        "aiortc-offers",
+        "--json",
+        "--relay",
+        "always",
+        "--echo",
+        "--timeout",
+        "40",
+    ]));
+    echo.wait_for("joined", Duration::from_secs(10));
     let out = Command::new(py)
         .args([
             SCRIPT,
@@ -139,13 +131,6 @@ fn aiortc_offers_to_natkit_peer_with_all_candidates_in_the_sdp() {
             .any(|e| e["event"] == "message" && e["data"] == "hi natkit"),
         "{evs:?}"
     );
-    let mut echo = echo;
-    let mut child = std::mem::replace(&mut echo.0, Command::new("true").spawn().unwrap());
-    let _ = child.kill();
-    let peer_evs = events(&child.wait_with_output().unwrap().stdout);
-    let c = peer_evs
-        .iter()
-        .find(|e| e["event"] == "connected")
-        .expect("natkit-peer connected");
+    let c = echo.wait_for("connected", Duration::from_secs(5));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
 }

@@ -2,26 +2,13 @@
 //! server namespace: `natkit-peer --echo` at one site, `natkit-peer --send` at the other, and the
 //! selected candidate pair must be the expected path. Needs root (fails under CI without it).
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use natkit_lab::{require_root, Lab, Nat};
+use natkit_testkit::events::EventProcess;
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
-
-/// Kills the process when dropped, also when a test panics: a process in a deleted namespace
-/// would otherwise outlive the test.
-struct KillOnDrop(Option<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 struct Run {
     sender_ok: bool,
@@ -53,19 +40,18 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
     let sb = lab.add_site(b);
     let url = lab.start_natkit_signal("lab");
     let room = lab.id().to_owned();
-    let echo = lab.sites[sa]
-        .client
-        .cmd(PEER)
-        .env("RUST_LOG", "off")
-        .args([
-            "--signal", &url, "--room", &room, "--json", "--echo", "--relay", relay_a,
-        ])
-        .args(["--timeout", &(timeout + 5).to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut echo = KillOnDrop(Some(echo));
-    std::thread::sleep(Duration::from_millis(1500)); // the echo peer joins (and probes) first
+    let mut echo = EventProcess::spawn(
+        lab.sites[sa]
+            .client
+            .cmd(PEER)
+            .env("RUST_LOG", "off")
+            .args([
+                "--signal", &url, "--room", &room, "--json", "--echo", "--relay", relay_a,
+            ])
+            .args(["--timeout", &(timeout + 5).to_string()]),
+    );
+    // The echo peer joins (and probes) first, so the sender offers.
+    echo.wait_for("policy", Duration::from_secs(15));
     let log = std::env::var("NATKIT_LAB_PEER_LOG").unwrap_or_else(|_| "off".into());
     let out = lab.sites[sb]
         .client
@@ -77,16 +63,14 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
         .args(["--timeout", &timeout.to_string()])
         .output()
         .unwrap();
-    let mut child = echo.0.take().expect("echo peer");
-    let _ = child.kill();
-    let echo_out = child.wait_with_output().unwrap();
+    echo.process().kill();
     if log != "off" {
         std::fs::write("/tmp/natkit-lab-peer.log", &out.stderr).unwrap();
     }
     Run {
         sender_ok: out.status.success(),
         sender: events(&out.stdout),
-        echo: events(&echo_out.stdout),
+        echo: echo.events().into_iter().map(|(_, e)| e).collect(),
     }
 }
 

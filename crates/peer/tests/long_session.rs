@@ -14,8 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use natkit_lab::events::{assert_session_recovers, late, send_every_second, EventProcess};
 use natkit_lab::{require_root, Lab, Nat};
+use natkit_testkit::events::{assert_session_recovers, late, send_every_second, EventProcess};
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 

@@ -4,30 +4,23 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::{natkit_signal_on_loopback, Daemon};
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 
-use natkit_lab::Spawned as Killed;
-
-fn free_port(tcp: bool) -> u16 {
-    if tcp {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+fn signal() -> (Daemon, String) {
+    let d = natkit_signal_on_loopback("peer-test");
+    let url = d.ws_url();
+    (d, url)
 }
 
-fn signal() -> (natkit_lab::Spawned, String) {
-    natkit_lab::natkit_signal_on_loopback("peer-test")
+/// An `--echo` peer in `room`, once it has joined: whoever joins later offers.
+fn echo_peer(url: &str, room: &str, extra: &[&str]) -> EventProcess {
+    let echo = EventProcess::spawn(peer(url, room, &["--echo", "--timeout", "40"]).args(extra));
+    echo.wait_for("joined", Duration::from_secs(10));
+    echo
 }
 
 fn peer(url: &str, room: &str, extra: &[&str]) -> Command {
@@ -54,18 +47,8 @@ fn find<'a>(evs: &'a [Value], name: &str) -> &'a Value {
 /// An echo peer and a sender in one room; returns the sender's events.
 fn exchange(relay: &str) -> Vec<Value> {
     let (_sig, url) = signal();
-    let room = format!("r{}", free_port(false));
-    let _echo = Killed(
-        peer(
-            &url,
-            &room,
-            &["--echo", "--relay", relay, "--timeout", "40"],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500)); // the echo peer joins first
+    let room = format!("r-{relay}");
+    let _echo = echo_peer(&url, &room, &["--relay", relay]);
     let out = peer(
         &url,
         &room,
@@ -120,8 +103,10 @@ fn relay_always_goes_through_the_embedded_relay() {
 
 #[test]
 fn failures_name_their_stage_and_exit_non_zero() {
-    // No signaling server.
-    let dead = format!("ws://127.0.0.1:{}", free_port(true));
+    // No signaling server: a port that was just closed.
+    let (sig, _) = signal();
+    let dead = format!("ws://{}", sig.addr("http"));
+    drop(sig);
     let out = peer(&dead, "x", &["--send", "hi", "--timeout", "5"])
         .output()
         .unwrap();
@@ -161,15 +146,8 @@ fn failures_name_their_stage_and_exit_non_zero() {
 fn chat_sends_standard_input_lines_and_prints_replies() {
     use std::io::Write;
     let (_sig, url) = signal();
-    let room = format!("chat{}", free_port(false));
-    let _echo = Killed(
-        peer(&url, &room, &["--echo", "--timeout", "40"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut chat = peer(&url, &room, &["--chat", "--timeout", "30"])
+    let _echo = echo_peer(&url, "chat", &[]);
+    let mut chat = peer(&url, "chat", &["--chat", "--timeout", "30"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

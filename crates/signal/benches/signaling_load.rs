@@ -39,14 +39,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn peerjs_bin() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("natkit-bench-peerjs");
     let bin = dir.join("node_modules/.bin/peerjs");
@@ -64,7 +56,7 @@ fn peerjs_bin() -> std::path::PathBuf {
 }
 
 fn start(kind: Kind) -> Server {
-    let port = free_port();
+    let port = natkit_testkit::third_party_tcp_port();
     let child = match kind {
         Kind::Natkit => {
             let exe = std::env::current_exe().unwrap();

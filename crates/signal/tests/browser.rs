@@ -230,7 +230,7 @@ async fn chromium_and_natkit_peer(peer_first: bool) {
     } else {
         "interop-peer-offers"
     };
-    let peer_bin = natkit_lab::workspace_bin("natkit-peer");
+    let peer_bin = natkit_testkit::workspace_bin("natkit-peer");
     let url = format!("ws://{}", s.http);
     let peer = |args: &[&str]| {
         let mut c = tokio::process::Command::new(&peer_bin);

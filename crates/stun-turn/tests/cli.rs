@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use natkit_testkit::Daemon;
 use stun::message::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_natkit-relay");
@@ -22,61 +22,31 @@ fn relay_cmd() -> Command {
     c
 }
 
-/// A running `natkit-relay`, killed on drop.
+/// A running `natkit-relay` (killed on drop) and where it listens.
 struct RelayProcess {
-    child: Child,
+    daemon: Daemon,
     primary: SocketAddr,
     metrics: Option<String>,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn spawn_relay(extra: &[&str]) -> RelayProcess {
-    let mut child = relay_cmd()
-        .env("NATKIT_TURN_SECRET", SECRET)
-        .args(["--listen", "127.0.0.1:0", "--alt-port", "0"])
-        .args(if extra.contains(&"--metrics-listen") {
-            &[][..]
-        } else {
-            &["--metrics-listen", "127.0.0.1:0"][..]
-        })
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("natkit-relay printed no startup line (exit: {status:?})");
-        };
-        if let Some(rest) = line.strip_prefix("natkit-relay: STUN/TURN on udp ") {
-            let primary = rest.split_whitespace().next().unwrap().parse().unwrap();
-            let metrics = rest.rsplit_once("metrics ").map(|(_, m)| m.to_owned());
-            return RelayProcess {
-                child,
-                primary,
-                metrics,
-                stderr: rx,
-            };
-        }
+    let daemon = Daemon::start(
+        relay_cmd()
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .args(["--listen", "127.0.0.1:0", "--alt-port", "0"])
+            .args(if extra.contains(&"--metrics-listen") {
+                &[][..]
+            } else {
+                &["--metrics-listen", "127.0.0.1:0"][..]
+            })
+            .args(extra),
+    );
+    RelayProcess {
+        primary: daemon.addr("stun"),
+        metrics: daemon
+            .has("metrics")
+            .then(|| format!("http://{}/metrics", daemon.addr("metrics"))),
+        daemon,
     }
 }
 
@@ -225,22 +195,18 @@ fn sigterm_closes_allocations_and_exits_zero() {
         let (r, _) = c.allocate(&mint(SECRET, "bob", 600)).await;
         assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     });
-    let pid = relay.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = relay.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "natkit-relay ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    relay.daemon.process().terminate();
+    let status = relay.daemon.process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-    let log: Vec<String> = relay.stderr.try_iter().collect();
+    // The log reader may still be taking the last lines.
+    natkit_testkit::wait_until("the relay's last log line", Duration::from_secs(2), || {
+        relay
+            .daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("relay stopped"))
+    });
+    let log = relay.daemon.log();
     let stopped = log
         .iter()
         .find(|l| l.contains("relay stopped"))
@@ -255,7 +221,7 @@ fn sigterm_closes_allocations_and_exits_zero() {
 #[tokio::test]
 async fn unauthenticated_flood_does_not_grow_memory() {
     let relay = spawn_relay(&["--metrics-listen", "off"]);
-    let pid = relay.child.id();
+    let pid = relay.daemon.id();
     let server = relay.primary;
     // 64 clients, each on its own 5-tuple, send Allocate requests without credentials as fast as
     // the relay answers them. Each one makes the `turn` crate's server store a nonce forever.

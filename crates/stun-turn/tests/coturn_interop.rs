@@ -14,14 +14,6 @@ use stun::message::*;
 use tokio::net::UdpSocket;
 use tokio::process::Command;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn run(cmd: &mut Command, secs: u64) -> String {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -62,7 +54,7 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
         ..Default::default()
     })
     .await;
-    let peer_port = free_udp_port();
+    let peer_port = natkit_testkit::third_party_udp_port();
     let _peer = Command::new(tool("turnutils_peer"))
         .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
         .stdout(Stdio::null())
@@ -257,7 +249,7 @@ impl Drop for TempDir {
 }
 
 async fn start_coturn(secret: &str) -> Coturn {
-    let port = free_udp_port();
+    let port = natkit_testkit::third_party_udp_port();
     let dir = std::env::temp_dir().join(format!("natkit-coturn-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new(tool("turnserver"))

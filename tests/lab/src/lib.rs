@@ -14,11 +14,14 @@
 //!
 //! Needs root (`ip netns`, iptables, nftables). [`require_root`] makes a test fail loudly under
 //! `CI` and skip with a message elsewhere.
+//!
+//! Processes, ports and events are `natkit-testkit`'s: the lab starts natkit's servers in its
+//! namespaces through [`natkit_testkit::Daemon`] and keeps them until it is dropped.
 
-pub mod events;
-
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use natkit_testkit::{workspace_bin, Daemon, Process};
 
 pub const SERVER_IP: &str = "203.0.113.1";
 pub const SERVER_ALT_IP: &str = "203.0.113.2";
@@ -206,7 +209,9 @@ pub struct Site {
 /// A lab: the internet bridge, the server with two public addresses, and client sites.
 pub struct Lab {
     /// Processes started in the lab; killed before the namespaces go.
-    procs: Vec<Child>,
+    procs: Vec<Process>,
+    /// natkit servers started in the lab; killed before the namespaces go.
+    daemons: Vec<Daemon>,
     pub sites: Vec<Site>,
     pub server: Netns,
     inet: Netns,
@@ -232,6 +237,7 @@ impl Lab {
         server.ip(&["addr", "add", &format!("{SERVER_ALT_IP}/24"), "dev", "eth0"]);
         Lab {
             procs: Vec::new(),
+            daemons: Vec::new(),
             sites: Vec::new(),
             server,
             inet,
@@ -362,12 +368,9 @@ impl Lab {
                 "--alt-ip",
                 SERVER_ALT_IP,
             ])
-            .args(["--metrics-listen", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.spawn(&mut cmd);
-        wait_udp_listening(&self.server, &format!("{SERVER_ALT_IP}:3479"));
-        3478
+            .args(["--metrics-listen", "off"]);
+        let port = self.start_daemon(&mut cmd).addr("stun").port();
+        port
     }
 
     /// Starts natkit-signal in the server namespace: HTTP/WebSocket on 203.0.113.1:8080 and its
@@ -392,32 +395,35 @@ impl Lab {
             .env("RUST_LOG", "error")
             .envs(env.iter().copied())
             .args(["--listen", &format!("{SERVER_IP}:8080")])
-            .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let pid = self.spawn(&mut cmd).id();
-        wait_udp_listening(&self.server, &format!("{SERVER_ALT_IP}:3479"));
-        (format!("ws://{SERVER_IP}:8080"), pid)
+            .args(["--relay-listen", &format!("{SERVER_IP}:3478")]);
+        let d = self.start_daemon(&mut cmd);
+        (d.ws_url(), d.id())
+    }
+
+    /// Starts a natkit server (`cmd` runs inside a namespace of this lab) and waits for its
+    /// `listening` line; it is killed when the lab is dropped.
+    pub fn start_daemon(&mut self, cmd: &mut Command) -> &Daemon {
+        self.daemons.push(Daemon::start(cmd));
+        self.daemons.last().expect("just pushed")
     }
 
     /// Kills (SIGKILL) and reaps a process this lab started, as a crash or `docker kill` would.
     pub fn kill(&mut self, pid: u32) {
-        let child = self
-            .procs
+        if let Some(d) = self.daemons.iter_mut().find(|d| d.id() == pid) {
+            return d.process().kill();
+        }
+        self.procs
             .iter_mut()
-            .find(|c| c.id() == pid)
-            .unwrap_or_else(|| panic!("pid {pid} was not started by this lab"));
-        let _ = child.kill();
-        let _ = child.wait();
+            .find(|p| p.id() == pid)
+            .unwrap_or_else(|| panic!("pid {pid} was not started by this lab"))
+            .kill();
     }
 
-    /// Starts a long-running process in `ns`; it is killed when the lab is dropped.
-    pub fn spawn(&mut self, cmd: &mut Command) -> &mut Child {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        self.procs.push(child);
-        self.procs.last_mut().unwrap()
+    /// Starts a long-running process (a third-party server); it is killed when the lab is
+    /// dropped.
+    pub fn spawn(&mut self, cmd: &mut Command) -> &mut Process {
+        self.procs.push(Process::spawn(cmd));
+        self.procs.last_mut().expect("just pushed")
     }
 }
 
@@ -429,11 +435,9 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        // Namespaces are deleted by their own Drop (sites, server, inet).
+        // Processes first, then the namespaces they run in (each deleted by its own Drop).
+        self.daemons.clear();
+        self.procs.clear();
     }
 }
 
@@ -460,19 +464,6 @@ fn masquerade(router: &Netns, random_fully: bool) {
     );
 }
 
-/// Path of a binary built in this workspace (next to the running test's `deps/` directory).
-pub fn workspace_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not built; run the tests through tests/run (cargo builds every workspace binary)",
-        p.display()
-    );
-    p
-}
-
 /// Waits until something listens on UDP `addr` inside `ns` (polls `ss`, 10 s at most).
 pub fn wait_udp_listening(ns: &Netns, addr: &str) {
     for _ in 0..200 {
@@ -483,51 +474,4 @@ pub fn wait_udp_listening(ns: &Netns, addr: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("nothing listens on udp {addr} in {}", ns.name);
-}
-
-/// A process killed (and reaped) when dropped, also when a test panics.
-pub struct Spawned(pub Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// natkit-signal with its embedded relay on 127.0.0.1 (free ports, alternate port ephemeral),
-/// for loopback tests. Returns the process and its `ws://` URL once it accepts connections.
-pub fn natkit_signal_on_loopback(turn_secret: &str) -> (Spawned, String) {
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Spawned(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", turn_secret)
-            .env("NATKIT_ALT_PORT", "0")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{http}"),
-                "--relay-listen",
-                &format!("127.0.0.1:{udp}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start natkit-signal"),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
-            return (child, format!("ws://127.0.0.1:{http}"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("natkit-signal did not start on 127.0.0.1:{http}");
 }

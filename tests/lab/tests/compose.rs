@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use natkit_lab::events::{assert_session_recovers, late, send_every_second, EventProcess};
-use natkit_lab::{require_root, sh, workspace_bin, Lab, Nat};
+use natkit_lab::{require_root, sh, Lab, Nat};
+use natkit_testkit::events::{assert_session_recovers, late, send_every_second, EventProcess};
+use natkit_testkit::workspace_bin;
 
 /// Debian's docker client: it builds with BuildKit by itself (`DOCKER_BUILDKIT=1`), which skips
 /// the Rust builder stage. A newer client without the buildx plugin falls back to the legacy
@@ -248,7 +249,7 @@ impl Drop for Compose<'_> {
 /// Makes the cached root filesystem tarball once: under a lock (the v1 and v2 tests run in
 /// parallel processes, and two debootstraps in one directory trip over each other), in a tmpfs
 /// of its own (debootstrap needs device nodes and exec, which a target directory on a nodev or
-/// noexec mount would refuse).
+/// noexec mount would refuse). The packages come from the Debian mirror the machine's apt uses.
 const MAKE_ROOTFS: &str = r#"
 set -e
 tar="$1/bookworm-minbase.tar"
@@ -256,7 +257,10 @@ tar="$1/bookworm-minbase.tar"
 root="$(mktemp -d)"
 mount -t tmpfs -o size=2g,mode=0755 natkit-rootfs "$root"
 trap 'umount -l "$root"; rmdir "$root"' EXIT
-debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >&2
+# The mirror this machine's apt uses for bookworm/main (no address is written into the project).
+mirror="$(apt-cache policy 2>/dev/null | awk '$3 == "bookworm/main" && $2 ~ /^(https?|file):/ { print $2; exit }')"
+[ -n "$mirror" ] || { echo "no bookworm/main mirror in this machine's apt configuration" >&2; exit 1; }
+debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
 tar -C "$root" -cf "$tar.part" .
 mv "$tar.part" "$tar"
 "#;

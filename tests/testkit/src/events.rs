@@ -2,14 +2,16 @@
 //! its events are collected with their arrival time while it runs, and it is killed when dropped.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::Process;
+
 pub struct EventProcess {
-    child: Child,
+    process: Process,
     stdin: Option<ChildStdin>,
     events: Arc<Mutex<Vec<(Instant, Value)>>>,
 }
@@ -17,12 +19,10 @@ pub struct EventProcess {
 impl EventProcess {
     /// Starts `cmd` with piped stdin and stdout.
     pub fn spawn(cmd: &mut Command) -> EventProcess {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut process = Process::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()));
+        let child = process.child();
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&events);
         std::thread::spawn(move || {
@@ -33,8 +33,8 @@ impl EventProcess {
             }
         });
         EventProcess {
-            stdin: child.stdin.take(),
-            child,
+            stdin,
+            process,
             events,
         }
     }
@@ -105,10 +105,10 @@ impl EventProcess {
     }
 }
 
-impl Drop for EventProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl EventProcess {
+    /// The process (to wait for its exit, or kill it early).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 

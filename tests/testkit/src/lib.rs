@@ -1,0 +1,90 @@
+//! natkit's test kit: what every test that runs a process needs, written once.
+//!
+//! # Layout
+//! - [`process`]: [`Process`], the one process guard (killed and reaped on drop, also when a
+//!   test panics), and [`Daemon`], a natkit server started on port 0 whose real addresses are
+//!   read from the `listening` line it prints ([`natkit_daemon::listening_line`]).
+//! - [`events`]: [`events::EventProcess`], a process that prints one JSON object per line
+//!   (`natkit-peer --json`), with waits on its events instead of sleeps.
+//! - [`wait_until`]: poll a condition with a deadline, failing with a message that says what
+//!   did not happen.
+//! - [`workspace_bin`]: the path of a binary built in this workspace.
+//! - [`natkit_signal_on_loopback`] / [`natkit_relay_on_loopback`]: the suite's servers on
+//!   127.0.0.1, every port chosen by the kernel.
+//!
+//! Network namespaces are `natkit-lab`'s; this crate knows nothing of them.
+
+pub mod events;
+pub mod process;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use process::{Daemon, Process};
+
+/// Path of a binary built in this workspace (next to the running test's `deps/` directory).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run the tests through tests/run (cargo builds every workspace binary)",
+        p.display()
+    );
+    p
+}
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < until, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago, for third-party servers (coturn's
+/// `turnserver` and `turnutils_peer`) that cannot report the port they bound. natkit's own
+/// servers take port 0 and say which port they got ([`Daemon`]); use this only where that is
+/// impossible, and expect that another process may take the port in between.
+pub fn third_party_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral UDP port")
+        .port()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for third-party servers (PeerJS in the
+/// signaling benchmark); the same caveat as [`third_party_udp_port`].
+pub fn third_party_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral TCP port")
+        .port()
+}
+
+/// natkit-signal with its embedded relay on 127.0.0.1, every port ephemeral. `http` is the
+/// signaling address ([`Daemon::ws_url`]), `stun` the relay's.
+pub fn natkit_signal_on_loopback(turn_secret: &str) -> Daemon {
+    Daemon::start(
+        Command::new(workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", turn_secret)
+            .env("NATKIT_ALT_PORT", "0")
+            .env("RUST_LOG", "warn")
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"]),
+    )
+}
+
+/// natkit-relay on 127.0.0.1 with an ephemeral primary and alternate port and no metrics
+/// listener, plus `extra` flags.
+pub fn natkit_relay_on_loopback(turn_secret: &str, extra: &[&str]) -> Daemon {
+    Daemon::start(
+        Command::new(workspace_bin("natkit-relay"))
+            .env("NATKIT_TURN_SECRET", turn_secret)
+            .args(["--listen", "127.0.0.1:0", "--alt-port", "0"])
+            .args(["--metrics-listen", "off"])
+            .args(extra),
+    )
+}
