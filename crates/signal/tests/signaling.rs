@@ -592,3 +592,40 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
         }
     }
 }
+
+/// A newer client's fields are ignored, not refused (they used to get `bad-json`), the server
+/// answers with its protocol version, and a browser-style candidate with a top-level `sdpMid`
+/// beside it is delivered.
+#[tokio::test]
+async fn a_newer_clients_fields_are_tolerated_and_the_version_is_answered() {
+    use natkit_proto::{ServerMsg, PROTOCOL_VERSION};
+    let s = start(SignalRaw::default(), None).await;
+    let mut a = s.connect("").await;
+    send(
+        &mut a,
+        &json!({"type":"join","room":"v","peer_id":"alice","version":2,"nat":{"mapping":"endpoint-independent"}}),
+    )
+    .await;
+    let ServerMsg::Welcome(w) = recv_msg(&mut a).await else {
+        panic!("welcome expected");
+    };
+    assert_eq!((w.peer_id.as_str(), w.version), ("alice", PROTOCOL_VERSION));
+    let (mut b, _) = s.join("v", Some("bob")).await;
+    assert!(
+        matches!(recv_msg(&mut a).await, ServerMsg::PeerJoined { peer_id } if peer_id == "bob")
+    );
+    send(
+        &mut b,
+        &json!({"type":"candidate","to":"alice","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"},"sdpMid":"0","hint":1}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"candidate","from":"bob","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}})
+    );
+    // An unknown type is still an error, and the connection stays open.
+    send(&mut b, &json!({"type":"teleport"})).await;
+    assert_eq!(recv(&mut b).await["code"], "unknown-type");
+    send(&mut b, &json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut b).await, json!({"type":"pong"}));
+}

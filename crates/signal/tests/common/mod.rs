@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use natkit_proto::{ClientMsg, ServerMsg};
 use natkit_signal::config::{SignalRaw, SignalSettings};
 use natkit_signal::server::{self, AppState, IceConfig};
 use natkit_stun_turn::config::RawSettings;
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::Relay;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -97,11 +98,13 @@ impl Suite {
 
     pub async fn join(&self, room: &str, id: Option<&str>) -> (Ws, Value) {
         let mut ws = self.connect("").await;
-        let mut j = json!({"type":"join","room":room});
-        if let Some(id) = id {
-            j["peer_id"] = json!(id);
-        }
-        send(&mut ws, &j).await;
+        let join = ClientMsg::Join {
+            room: room.into(),
+            peer_id: id.map(str::to_owned),
+            token: None,
+            version: Some(natkit_proto::PROTOCOL_VERSION),
+        };
+        send_msg(&mut ws, &join).await;
         let w = recv(&mut ws).await;
         assert_eq!(w["type"], "welcome", "{w}");
         (ws, w)
@@ -141,8 +144,38 @@ pub async fn send(ws: &mut Ws, v: &Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
-/// The next JSON message (pings are answered by tungstenite while reading).
+/// The next message as JSON (pings are answered by tungstenite while reading). Every message is
+/// also read with natkit-proto's types and must be one of them, written exactly as they write
+/// it: the server sends nothing the shared protocol does not know.
 pub async fn recv(ws: &mut Ws) -> Value {
+    let text = recv_text(ws).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let typed =
+        ServerMsg::parse(&text).unwrap_or_else(|e| panic!("not a server message ({e}): {text}"));
+    assert_ne!(
+        typed,
+        ServerMsg::Unknown,
+        "undocumented message type: {text}"
+    );
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        v,
+        "the shared type reads it differently"
+    );
+    v
+}
+
+/// The next message, typed.
+pub async fn recv_msg(ws: &mut Ws) -> ServerMsg {
+    ServerMsg::parse(&recv_text(ws).await).unwrap()
+}
+
+/// Sends a typed client message.
+pub async fn send_msg(ws: &mut Ws, m: &ClientMsg) {
+    ws.send(Message::Text(m.to_text().into())).await.unwrap();
+}
+
+async fn recv_text(ws: &mut Ws) -> String {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -150,7 +183,7 @@ pub async fn recv(ws: &mut Ws) -> Value {
             .expect("stream ended")
             .expect("websocket error");
         match m {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Text(t) => return t.as_str().to_owned(),
             Message::Close(c) => panic!("closed: {c:?}"),
             _ => continue,
         }
