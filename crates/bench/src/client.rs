@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use natkit_stun_turn::credentials::{self, Secret};
-use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::ErrorCodeAttribute;
-use stun::integrity::MessageIntegrity;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 use tokio::net::UdpSocket;
@@ -17,36 +15,7 @@ use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
-pub struct Auth {
-    username: String,
-    password: String,
-    realm: String,
-    nonce: String,
-}
-
-fn build(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>) -> Message {
-    let mut all: Vec<Box<dyn Setter>> = vec![
-        Box::new(TransactionId::new()),
-        Box::new(MessageType::new(method, CLASS_REQUEST)),
-    ];
-    all.extend(attrs);
-    if let Some(a) = auth {
-        all.push(Box::new(TextAttribute::new(
-            ATTR_USERNAME,
-            a.username.clone(),
-        )));
-        all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
-        all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
-        all.push(Box::new(MessageIntegrity::new_long_term_integrity(
-            a.username.clone(),
-            a.realm.clone(),
-            a.password.clone(),
-        )));
-    }
-    let mut m = Message::new();
-    m.build(&all).expect("request encodes");
-    m
-}
+use natkit_stun_turn::wire::{request as build, LongTermAuth as Auth};
 
 /// Sends `m` on the connected socket and waits for the matching response (5 tries, 500 ms).
 async fn transact(sock: &UdpSocket, m: &Message) -> anyhow::Result<Message> {

@@ -7,12 +7,13 @@
 //!   on standard error).
 //! - [`terminate_signal`]: completes on SIGTERM or ctrl-c.
 //! - [`unix_now`]: seconds since the Unix epoch, for the shells that own the clock.
+//! - [`source_ip_towards`]: the local address the kernel picks towards a destination.
 //! - [`listening_line`] / [`parse_listening`]: the machine-readable line servers print at start,
 //!   and its reader (used by natkit-testkit), kept side by side so they cannot drift.
 //!
 //! Out of scope: configuration (each crate's `config.rs`) and anything protocol-specific.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Installs the process's `tracing` subscriber: filter from `RUST_LOG` (else `default_filter`),
@@ -53,6 +54,27 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The interface address the kernel uses as the source towards `target`: a UDP socket is
+/// connected (which sends nothing) and asked for its local address. Errors when there is no
+/// route; an unspecified answer is an error too.
+pub fn source_ip_towards(target: SocketAddr) -> std::io::Result<IpAddr> {
+    let wildcard: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(wildcard)?;
+    s.connect(target)?;
+    let ip = s.local_addr()?.ip();
+    if ip.is_unspecified() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("no source address towards {target}"),
+        ));
+    }
+    Ok(ip)
 }
 
 /// The marker after the program name: `natkit-relay: listening stun=127.0.0.1:3478 ...`.
@@ -117,6 +139,12 @@ mod tests {
         ] {
             assert_eq!(parse_listening(line), None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn loopback_is_reached_from_loopback() {
+        let ip = source_ip_towards("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(ip.is_loopback(), "{ip}");
     }
 
     #[test]

@@ -177,13 +177,7 @@ async fn resolve(server: &str) -> Result<SocketAddr, ProbeError> {
 
 /// The interface address the kernel uses towards `server` (connecting a UDP socket sends nothing).
 fn local_ip_towards(server: SocketAddr) -> Result<IpAddr, ProbeError> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|source| ProbeError::Bind {
-        addr: "0.0.0.0:0".parse().expect("valid"),
-        source,
-    })?;
-    s.connect(server)
-        .and_then(|_| s.local_addr())
-        .map(|a| a.ip())
+    natkit_daemon::source_ip_towards(server)
         .map_err(|source| ProbeError::NoRoute { server, source })
 }
 

@@ -107,9 +107,7 @@ fn local_ip_towards(host: &str) -> Option<IpAddr> {
     let target: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
         .ok()?
         .find(|a| a.is_ipv4())?;
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect(target).ok()?;
-    s.local_addr().ok().map(|a| a.ip())
+    natkit_daemon::source_ip_towards(target).ok()
 }
 
 /// Candidate types of the nominated pair (local, remote).

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -284,20 +283,7 @@ async fn turn_allocate(
     username: &str,
     password: &str,
 ) -> Result<(), turn::Error> {
-    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: relay.to_string(),
-        turn_serv_addr: relay.to_string(),
-        username: username.into(),
-        password: password.into(),
-        realm: "natkit".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await?;
-    client.listen().await?;
+    let client = natkit_testkit::turn_client(relay, username, password).await?;
     let r = client.allocate().await.map(|_| ());
     client.close().await?;
     r

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -197,9 +197,7 @@ fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<UdpSocket>, R
 /// The source address the kernel would pick towards the outside, for a wildcard listener with no
 /// `--public-ip`. Connecting a UDP socket sends nothing.
 fn default_route_ip() -> Option<IpAddr> {
-    let s = StdUdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("203.0.113.1:9").ok()?;
-    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+    natkit_daemon::source_ip_towards("203.0.113.1:9".parse().expect("valid")).ok()
 }
 
 /// The address clients see: `public_ip`, else the concrete listen IP, else the IP of the default

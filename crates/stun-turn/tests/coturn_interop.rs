@@ -5,13 +5,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use natkit_stun_turn::config::RawSettings;
 use stun::message::*;
-use tokio::net::UdpSocket;
 use tokio::process::Command;
 
 async fn run(cmd: &mut Command, secs: u64) -> String {
@@ -314,20 +312,9 @@ async fn coturn_server_accepts_natkit_minted_credentials() {
     }
     // And the turn crate's client relays through coturn with a natkit credential.
     let cred = mint(SECRET, "bob", 600);
-    let client = turn::client::Client::new(turn::client::ClientConfig {
-        stun_serv_addr: coturn.addr.to_string(),
-        turn_serv_addr: coturn.addr.to_string(),
-        username: cred.username.clone(),
-        password: cred.password.clone(),
-        realm: "natkit".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
+    let client = natkit_testkit::turn_client(coturn.addr, &cred.username, &cred.password)
+        .await
+        .unwrap();
     let conn = client.allocate().await.expect("allocate on coturn");
     assert_eq!(
         util::Conn::local_addr(&conn).unwrap().ip().to_string(),

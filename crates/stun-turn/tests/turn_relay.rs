@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -12,7 +11,7 @@ use natkit_stun_turn::config::RawSettings;
 use stun::attributes::*;
 use stun::message::*;
 use tokio::net::UdpSocket;
-use turn::client::{Client, ClientConfig};
+use turn::client::Client;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
 use util::Conn;
@@ -25,22 +24,9 @@ fn allow_loopback() -> RawSettings {
 }
 
 async fn turn_client(server: SocketAddr, username: &str, password: &str) -> Client {
-    let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: username.into(),
-        password: password.into(),
-        realm: "natkit".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
-    client
+    natkit_testkit::turn_client(server, username, password)
+        .await
+        .unwrap()
 }
 
 /// A UDP peer that echoes every datagram to its sender.

@@ -9,6 +9,7 @@
 //! - [`wait_until`]: poll a condition with a deadline, failing with a message that says what
 //!   did not happen.
 //! - [`workspace_bin`]: the path of a binary built in this workspace.
+//! - [`turn_client`]: webrtc-rs's TURN client (the `turn` crate), listening, on 127.0.0.1.
 //! - [`natkit_signal_on_loopback`] / [`natkit_relay_on_loopback`]: the suite's servers on
 //!   127.0.0.1, every port chosen by the kernel.
 //!
@@ -17,8 +18,10 @@
 pub mod events;
 pub mod process;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use process::{Daemon, Process};
@@ -63,6 +66,30 @@ pub fn third_party_tcp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .expect("bind an ephemeral TCP port")
         .port()
+}
+
+/// webrtc-rs's TURN client (`turn::client::Client`, realm `natkit`) on an ephemeral 127.0.0.1
+/// socket, already listening, for `server` with these long-term credentials.
+pub async fn turn_client(
+    server: SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<turn::client::Client, turn::Error> {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let client = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "natkit".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await?;
+    client.listen().await?;
+    Ok(client)
 }
 
 /// natkit-signal with its embedded relay on 127.0.0.1, every port ephemeral. `http` is the

@@ -10,10 +10,8 @@ use natkit_stun_turn::config::RawSettings;
 use natkit_stun_turn::credentials::{self, Credential, Secret};
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::{Relay, RelayAddresses};
-use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::ErrorCodeAttribute;
-use stun::integrity::MessageIntegrity;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 use tokio::net::UdpSocket;
@@ -118,38 +116,7 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-/// A STUN request of `method` with `attrs`, optionally signed with long-term credentials.
-pub fn request(method: Method, attrs: Vec<Box<dyn Setter>>, auth: Option<&Auth>) -> Message {
-    let mut all: Vec<Box<dyn Setter>> = vec![
-        Box::new(TransactionId::new()),
-        Box::new(MessageType::new(method, CLASS_REQUEST)),
-    ];
-    all.extend(attrs);
-    if let Some(a) = auth {
-        all.push(Box::new(TextAttribute::new(
-            ATTR_USERNAME,
-            a.username.clone(),
-        )));
-        all.push(Box::new(TextAttribute::new(ATTR_REALM, a.realm.clone())));
-        all.push(Box::new(TextAttribute::new(ATTR_NONCE, a.nonce.clone())));
-        all.push(Box::new(MessageIntegrity::new_long_term_integrity(
-            a.username.clone(),
-            a.realm.clone(),
-            a.password.clone(),
-        )));
-    }
-    let mut m = Message::new();
-    m.build(&all).unwrap();
-    m
-}
-
-#[derive(Clone, Debug)]
-pub struct Auth {
-    pub username: String,
-    pub password: String,
-    pub realm: String,
-    pub nonce: String,
-}
+pub use natkit_stun_turn::wire::{request, LongTermAuth as Auth};
 
 pub fn error_code(m: &Message) -> Option<u16> {
     let mut e = ErrorCodeAttribute::default();
