@@ -6,7 +6,7 @@
 //! (`NATKIT_BENCH_RELAY_METRICS=1` also prints the relay's non-zero counters: drops, bytes).
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
@@ -28,20 +28,25 @@ fn lab() -> (Lab, String, String) {
     (lab, url, id)
 }
 
+/// `natkit-peer --json` at `site` in `room` with `--relay relay`, then `args`.
+fn peer(lab: &Lab, site: usize, url: &str, room: &str, relay: &str, args: &[&str]) -> Command {
+    let mut c = lab.sites[site].client.cmd(PEER);
+    c.env("RUST_LOG", "off")
+        .args(["--signal", url, "--room", room, "--json", "--relay", relay])
+        .args(args);
+    c
+}
+
 /// An echo peer at site 0 that has joined and probed (so the other side offers).
 fn echo(lab: &Lab, url: &str, room: &str, relay: &str) -> EventProcess {
-    let e = EventProcess::spawn(lab.sites[0].client.cmd(PEER).env("RUST_LOG", "off").args([
-        "--signal",
+    let e = EventProcess::spawn(&mut peer(
+        lab,
+        0,
         url,
-        "--room",
         room,
-        "--json",
-        "--echo",
-        "--relay",
         relay,
-        "--timeout",
-        "60",
-    ]));
+        &["--echo", "--timeout", "60"],
+    ));
     e.wait_for("policy", Duration::from_secs(15));
     e
 }
@@ -60,25 +65,16 @@ fn time_to_open(lab: &Lab, url: &str, id: &str, relay: &str) -> (u64, String) {
     for i in 0..RUNS {
         let room = format!("{id}-open-{relay}-{i}");
         let _echo = echo(lab, url, &room, relay);
-        let out = lab.sites[1]
-            .client
-            .cmd(PEER)
-            .env("RUST_LOG", "off")
-            .args([
-                "--signal",
-                url,
-                "--room",
-                &room,
-                "--json",
-                "--send",
-                "t",
-                "--relay",
-                relay,
-                "--timeout",
-                "30",
-            ])
-            .output()
-            .unwrap();
+        let out = peer(
+            lab,
+            1,
+            url,
+            &room,
+            relay,
+            &["--send", "t", "--timeout", "30"],
+        )
+        .output()
+        .unwrap();
         let evs = events(&out.stdout);
         let c = evs
             .iter()
@@ -96,22 +92,7 @@ fn throughput(lab: &Lab, url: &str, id: &str, relay: &str) -> (f64, f64) {
     let room = format!("{id}-tput-{relay}");
     let _echo = echo(lab, url, &room, relay);
     let mut chat = Process::spawn(
-        lab.sites[1]
-            .client
-            .cmd(PEER)
-            .env("RUST_LOG", "off")
-            .args([
-                "--signal",
-                url,
-                "--room",
-                &room,
-                "--json",
-                "--chat",
-                "--relay",
-                relay,
-                "--timeout",
-                "60",
-            ])
+        peer(lab, 1, url, &room, relay, &["--chat", "--timeout", "60"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
