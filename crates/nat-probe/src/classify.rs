@@ -4,6 +4,13 @@
 //! address-and-port-dependent) and found with RFC 5780's tests (section 4.3: mapping tests I, II,
 //! III; section 4.4: filtering tests II and III). A test that could not run leaves its behaviour
 //! `None`: "not tested" is never reported as a behaviour.
+//!
+//! What could not be decided is still narrowed down: the verdict lists the behaviours that
+//! remain possible ([`Verdict::mapping_possible`]). A server with one IP and two ports (RFC 5780's
+//! change-port honoured, change-IP refused) cannot tell endpoint-independent from
+//! address-dependent behaviour, but a mapping that changes with the destination port proves
+//! address-and-port-dependent mapping (a symmetric NAT), and a change-port answer that never
+//! arrives proves address-and-port-dependent filtering.
 
 use std::net::SocketAddr;
 
@@ -19,6 +26,12 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
+    pub const ALL: [Behaviour; 3] = [
+        Behaviour::EndpointIndependent,
+        Behaviour::AddressDependent,
+        Behaviour::AddressAndPortDependent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Behaviour::EndpointIndependent => "endpoint-independent",
@@ -88,6 +101,9 @@ pub struct Observations {
     pub mapping2: Outcome<SocketAddr>,
     /// Mapping test III: to the alternate IP and port.
     pub mapping3: Outcome<SocketAddr>,
+    /// With a one-IP server (no OTHER-ADDRESS): from the same socket to the server's IP and its
+    /// alternate port.
+    pub mapping_port: Outcome<SocketAddr>,
     /// Filtering test II: CHANGE-REQUEST(IP and port) answered from the alternate address.
     pub filtering2: Outcome<()>,
     /// Filtering test III: CHANGE-REQUEST(port) answered from the alternate port.
@@ -106,64 +122,119 @@ pub struct MultiObservations {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub nat_type: NatType,
+    /// The mapping behaviour, when exactly one remains possible.
     pub mapping: Option<Behaviour>,
     pub filtering: Option<Behaviour>,
+    /// Every mapping behaviour the observations leave possible (all three when nothing was
+    /// learnt), in the order of [`Behaviour::ALL`].
+    pub mapping_possible: Vec<Behaviour>,
+    pub filtering_possible: Vec<Behaviour>,
     /// `Some(true)` when the mapped address equals the local address.
     pub no_nat: Option<bool>,
     pub force_turn: bool,
     pub reason: String,
 }
 
-fn mapping_behaviour(o: &Observations, m1: SocketAddr) -> Option<Behaviour> {
-    if m1 == o.local {
-        // No translation at all: trivially independent of the endpoint.
-        return Some(Behaviour::EndpointIndependent);
-    }
-    let m2 = *o.mapping2.got()?;
-    if m2 == m1 {
-        return Some(Behaviour::EndpointIndependent);
-    }
-    let m3 = *o.mapping3.got()?;
-    Some(if m3 == m2 {
-        Behaviour::AddressDependent
-    } else {
-        Behaviour::AddressAndPortDependent
-    })
-}
+use Behaviour::{
+    AddressAndPortDependent as Apd, AddressDependent as Ad, EndpointIndependent as Ei,
+};
 
-fn filtering_behaviour(o: &Observations) -> Option<Behaviour> {
-    match (&o.filtering2, &o.filtering3) {
-        (Outcome::Got(()), _) => Some(Behaviour::EndpointIndependent),
-        (Outcome::NoResponse, Outcome::Got(())) => Some(Behaviour::AddressDependent),
-        (Outcome::NoResponse, Outcome::NoResponse) => Some(Behaviour::AddressAndPortDependent),
-        // Without the change-IP test (one-IP server), a blocked change-port answer still proves
-        // address-and-port-dependent filtering; an answered one cannot tell EI from AD.
-        (Outcome::NotRun(_), Outcome::NoResponse) => Some(Behaviour::AddressAndPortDependent),
+/// The one behaviour left, if only one is.
+fn only(possible: &[Behaviour]) -> Option<Behaviour> {
+    match possible {
+        [b] => Some(*b),
         _ => None,
     }
 }
 
-fn nat_type(no_nat: bool, mapping: Option<Behaviour>, filtering: Option<Behaviour>) -> NatType {
-    use Behaviour::*;
-    if no_nat {
-        return match filtering {
-            Some(EndpointIndependent) => NatType::OpenInternet,
-            Some(_) => NatType::SymmetricUdpFirewall,
-            None => NatType::Unknown,
+/// Behaviours in `Behaviour::ALL` order, without repeats.
+fn set(of: &[Behaviour]) -> Vec<Behaviour> {
+    Behaviour::ALL
+        .into_iter()
+        .filter(|b| of.contains(b))
+        .collect()
+}
+
+fn mapping_possible(o: &Observations, m1: SocketAddr) -> Vec<Behaviour> {
+    if m1 == o.local {
+        // No translation at all: trivially independent of the endpoint.
+        return vec![Ei];
+    }
+    if let Outcome::Got(m2) = o.mapping2 {
+        if m2 == m1 {
+            return vec![Ei];
+        }
+        return match o.mapping3 {
+            Outcome::Got(m3) if m3 == m2 => vec![Ad],
+            Outcome::Got(_) => vec![Apd],
+            // The mapping changed with the address; whether the port matters too is unknown.
+            _ => set(&[Ad, Apd]),
         };
     }
+    match o.mapping_port {
+        // Same IP, other port, other mapping: the port matters.
+        Outcome::Got(mp) if mp != m1 => vec![Apd],
+        // Same IP, other port, same mapping: only another IP could split EI from AD.
+        Outcome::Got(_) => set(&[Ei, Ad]),
+        _ => Behaviour::ALL.to_vec(),
+    }
+}
+
+fn filtering_possible(o: &Observations) -> Vec<Behaviour> {
+    use Outcome::*;
+    match (&o.filtering2, &o.filtering3) {
+        (Got(()), _) => vec![Ei],
+        (NoResponse, Got(())) => vec![Ad],
+        (NoResponse, NoResponse) => vec![Apd],
+        // Without the change-IP test (one-IP server), a blocked change-port answer still proves
+        // address-and-port-dependent filtering; an answered one cannot tell EI from AD.
+        (NotRun(_), NoResponse) => vec![Apd],
+        (NotRun(_), Got(())) => set(&[Ei, Ad]),
+        // Change-IP blocked: not endpoint-independent.
+        (NoResponse, NotRun(_)) => set(&[Ad, Apd]),
+        _ => Behaviour::ALL.to_vec(),
+    }
+}
+
+fn nat_type(no_nat: bool, mapping: &[Behaviour], filtering: &[Behaviour]) -> NatType {
+    let endpoint_dependent = |p: &[Behaviour]| !p.is_empty() && !p.contains(&Ei);
+    if no_nat {
+        return if filtering == [Ei] {
+            NatType::OpenInternet
+        } else if endpoint_dependent(filtering) {
+            NatType::SymmetricUdpFirewall
+        } else {
+            NatType::Unknown
+        };
+    }
+    // The classic names call any mapping that depends on the destination symmetric.
+    if endpoint_dependent(mapping) {
+        return NatType::Symmetric;
+    }
     match (mapping, filtering) {
-        (Some(AddressDependent | AddressAndPortDependent), _) => NatType::Symmetric,
-        (Some(EndpointIndependent), Some(EndpointIndependent)) => NatType::FullCone,
-        (Some(EndpointIndependent), Some(AddressDependent)) => NatType::RestrictedCone,
-        (Some(EndpointIndependent), Some(AddressAndPortDependent)) => NatType::PortRestrictedCone,
+        ([Ei], [Ei]) => NatType::FullCone,
+        ([Ei], [Ad]) => NatType::RestrictedCone,
+        ([Ei], [Apd]) => NatType::PortRestrictedCone,
         _ => NatType::Unknown,
     }
 }
 
-fn decide(nat: NatType, mapping: Option<Behaviour>, blocked: bool) -> (bool, String) {
+/// "endpoint-independent or address-dependent": the behaviours still possible, for people.
+pub fn possible_text(possible: &[Behaviour]) -> String {
+    match possible {
+        [] => "none".into(),
+        p if p.len() == Behaviour::ALL.len() => "not determined".into(),
+        p => p
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+}
+
+fn decide(nat: NatType, mapping: &[Behaviour], blocked: bool) -> (bool, String) {
     use Behaviour::*;
-    if nat == NatType::Unknown && mapping == Some(EndpointIndependent) {
+    if nat == NatType::Unknown && mapping == [EndpointIndependent] {
         return (
             false,
             "mapping is endpoint-independent but filtering was not determined (the server cannot answer from another address): TURN not forced".into(),
@@ -176,14 +247,14 @@ fn decide(nat: NatType, mapping: Option<Behaviour>, blocked: bool) -> (bool, Str
         );
     }
     match mapping {
-        Some(m @ (AddressDependent | AddressAndPortDependent)) => (
+        p if !p.is_empty() && !p.contains(&EndpointIndependent) => (
             true,
             format!(
                 "mapping is {}: the address peers learn from STUN does not work for them, relay through TURN",
-                m.as_str()
+                possible_text(p)
             ),
         ),
-        Some(EndpointIndependent) => (
+        [EndpointIndependent] => (
             false,
             match nat {
                 NatType::OpenInternet => "no NAT and no filtering: peers can connect directly".into(),
@@ -193,7 +264,11 @@ fn decide(nat: NatType, mapping: Option<Behaviour>, blocked: bool) -> (bool, Str
                 _ => "mapping is endpoint-independent: hole punching works, TURN is only a fallback".into(),
             },
         ),
-        None => (
+        [EndpointIndependent, AddressDependent] => (
+            false,
+            "mapping is endpoint-independent or address-dependent (it stayed the same towards another port of the server; only a server with a second IP could tell the two apart): TURN not forced, kept as an ICE fallback".into(),
+        ),
+        _ => (
             false,
             "mapping behaviour not determined: TURN not forced, keep it as an ICE fallback".into(),
         ),
@@ -203,7 +278,7 @@ fn decide(nat: NatType, mapping: Option<Behaviour>, blocked: bool) -> (bool, Str
 /// The verdict when no mapping was seen: UDP blocked if nothing answered at all, else unknown.
 fn unanswered(blocked: bool, why: &str) -> Verdict {
     let (nat_type, (force_turn, reason)) = if blocked {
-        (NatType::UdpBlocked, decide(NatType::UdpBlocked, None, true))
+        (NatType::UdpBlocked, decide(NatType::UdpBlocked, &[], true))
     } else {
         (NatType::Unknown, (false, why.to_owned()))
     };
@@ -211,6 +286,8 @@ fn unanswered(blocked: bool, why: &str) -> Verdict {
         nat_type,
         mapping: None,
         filtering: None,
+        mapping_possible: Behaviour::ALL.to_vec(),
+        filtering_possible: Behaviour::ALL.to_vec(),
         no_nat: None,
         force_turn,
         reason,
@@ -226,14 +303,16 @@ pub fn classify(o: &Observations) -> Verdict {
         );
     };
     let no_nat = m1 == o.local;
-    let mapping = mapping_behaviour(o, m1);
-    let filtering = filtering_behaviour(o);
-    let nat = nat_type(no_nat, mapping, filtering);
-    let (force_turn, reason) = decide(nat, mapping, false);
+    let mapping = mapping_possible(o, m1);
+    let filtering = filtering_possible(o);
+    let nat = nat_type(no_nat, &mapping, &filtering);
+    let (force_turn, reason) = decide(nat, &mapping, false);
     Verdict {
         nat_type: nat,
-        mapping,
-        filtering,
+        mapping: only(&mapping),
+        filtering: only(&filtering),
+        mapping_possible: mapping,
+        filtering_possible: filtering,
         no_nat: Some(no_nat),
         force_turn,
         reason,
@@ -253,34 +332,38 @@ pub fn classify_multi(o: &MultiObservations) -> Verdict {
         return unanswered(blocked, "no server gave a usable answer");
     }
     let no_nat = seen.iter().all(|(_, m)| *m == o.local);
-    let all_same = seen.iter().all(|(_, m)| *m == seen[0].1);
-    let mapping = if no_nat || (all_same && seen.len() >= 2) {
-        Some(Behaviour::EndpointIndependent)
-    } else if all_same {
-        None // one answer cannot show how the mapping varies
-    } else {
-        // Differing mappings. Two servers on one IP with different ports that saw different
-        // mappings prove port dependence; otherwise AD and APD cannot be told apart.
-        let port_dependent = seen.iter().any(|(s1, m1)| {
-            seen.iter()
-                .any(|(s2, m2)| s1.ip() == s2.ip() && s1.port() != s2.port() && m1 != m2)
-        });
-        let ip_only = seen.iter().all(|(s1, m1)| {
-            seen.iter()
-                .filter(|(s2, _)| s1.ip() == s2.ip())
-                .all(|(_, m2)| m1 == m2)
-        }) && seen
-            .iter()
-            .any(|(s1, _)| seen.iter().any(|(s2, _)| s1.ip() == s2.ip() && s1 != s2));
-        if port_dependent {
-            Some(Behaviour::AddressAndPortDependent)
-        } else if ip_only {
-            Some(Behaviour::AddressDependent)
-        } else {
-            None
+    // Pairs of servers that differ in IP, or share the IP and differ in port, and whether their
+    // mappings differ: each kind of pair rules behaviours in or out.
+    let pairs = |same_ip: bool| -> Vec<bool> {
+        let mut out = Vec::new();
+        for (s1, m1) in &seen {
+            for (s2, m2) in &seen {
+                let kind = if same_ip {
+                    s1.ip() == s2.ip() && s1.port() != s2.port()
+                } else {
+                    s1.ip() != s2.ip()
+                };
+                if kind {
+                    out.push(m1 != m2);
+                }
+            }
         }
+        out
     };
-    let varies = !all_same;
+    let mut possible: Vec<Behaviour> = if no_nat {
+        vec![Ei]
+    } else {
+        Behaviour::ALL.to_vec()
+    };
+    for changed in pairs(false) {
+        // Another IP: EI keeps the mapping, AD and APD change it.
+        possible.retain(|b| (*b != Ei) == changed);
+    }
+    for changed in pairs(true) {
+        // Same IP, another port: EI and AD keep it, APD changes it.
+        possible.retain(|b| (*b == Apd) == changed);
+    }
+    let varies = seen.iter().any(|(_, m)| *m != seen[0].1);
     let nat = if no_nat {
         NatType::Unknown // filtering untested: open internet vs firewall is unknown
     } else if varies {
@@ -303,12 +386,14 @@ pub fn classify_multi(o: &MultiObservations) -> Verdict {
             ),
         )
     } else {
-        decide(nat, mapping, false)
+        decide(nat, &possible, false)
     };
     Verdict {
         nat_type: nat,
-        mapping,
+        mapping: only(&possible),
         filtering: None,
+        mapping_possible: possible,
+        filtering_possible: Behaviour::ALL.to_vec(),
         no_nat: Some(no_nat),
         force_turn,
         reason,
@@ -339,6 +424,7 @@ mod tests {
             mapping1: Got(a(M1)),
             mapping2: m2,
             mapping3: m3,
+            mapping_port: NotRun("not needed".into()),
             filtering2: f2,
             filtering3: f3,
         }
@@ -390,6 +476,7 @@ mod tests {
             mapping1: Got(a(LOCAL)),
             mapping2: Got(a(LOCAL)),
             mapping3: NotRun("not needed".into()),
+            mapping_port: NotRun("not needed".into()),
             filtering2: Got(()),
             filtering3: NotRun("not needed".into()),
         };
@@ -426,6 +513,7 @@ mod tests {
             mapping1: NoResponse,
             mapping2: NotRun("no response to test I".into()),
             mapping3: NotRun("no response to test I".into()),
+            mapping_port: NotRun("no response to test I".into()),
             filtering2: NotRun("no response to test I".into()),
             filtering3: NotRun("no response to test I".into()),
         };
@@ -471,14 +559,110 @@ mod tests {
             (Some(EndpointIndependent), None, NatType::Unknown)
         );
 
-        // Mapping test III lost: symmetric or not cannot be split into AD/APD, so mapping is None.
+        // Mapping test III lost: AD and APD cannot be split, so mapping is None; but the mapping
+        // changed towards another IP, which is enough to call it symmetric and force TURN.
         let v = classify(&obs(
             Got(a("203.0.113.254:50001")),
             NoResponse,
             Got(()),
             NotRun("x".into()),
         ));
-        assert_eq!((v.mapping, v.force_turn), (None, false));
+        assert_eq!(
+            (v.mapping, v.nat_type, v.force_turn),
+            (None, NatType::Symmetric, true)
+        );
+        assert_eq!(
+            v.mapping_possible,
+            [AddressDependent, AddressAndPortDependent]
+        );
+    }
+
+    /// What a server with one IP and two ports sees of each RFC 4787 combination: the mapping
+    /// towards its other port, and whether its change-port answer gets through.
+    fn one_ip(mapping: Behaviour, filtering: Behaviour) -> Observations {
+        Observations {
+            local: a(LOCAL),
+            mapping1: Got(a(M1)),
+            mapping2: NotRun("server gave no usable OTHER-ADDRESS".into()),
+            mapping3: NotRun("server gave no usable OTHER-ADDRESS".into()),
+            mapping_port: Got(if mapping == AddressAndPortDependent {
+                a("203.0.113.254:50001")
+            } else {
+                a(M1)
+            }),
+            filtering2: NotRun("server cannot honour the change (error 420)".into()),
+            filtering3: if filtering == AddressAndPortDependent {
+                NoResponse
+            } else {
+                Got(())
+            },
+        }
+    }
+
+    #[test]
+    fn one_ip_server_is_right_or_honestly_partial_for_every_combination() {
+        for m in Behaviour::ALL {
+            for f in Behaviour::ALL {
+                let v = classify(&one_ip(m, f));
+                let what = format!("{m:?} x {f:?}: {v:?}");
+                assert!(v.mapping_possible.contains(&m), "{what}");
+                assert!(v.filtering_possible.contains(&f), "{what}");
+                if let Some(decided) = v.mapping {
+                    assert_eq!(decided, m, "{what}");
+                }
+                if let Some(decided) = v.filtering {
+                    assert_eq!(decided, f, "{what}");
+                }
+                // Never a wrong classic name: either the right one or unknown.
+                let truth = match (m, f) {
+                    (EndpointIndependent, EndpointIndependent) => NatType::FullCone,
+                    (EndpointIndependent, AddressDependent) => NatType::RestrictedCone,
+                    (EndpointIndependent, AddressAndPortDependent) => NatType::PortRestrictedCone,
+                    _ => NatType::Symmetric,
+                };
+                assert!(
+                    v.nat_type == truth || v.nat_type == NatType::Unknown,
+                    "{what}"
+                );
+                // TURN forced exactly for the mapping a one-IP server can prove.
+                assert_eq!(v.force_turn, m == AddressAndPortDependent, "{what}");
+                if m == AddressAndPortDependent {
+                    assert_eq!(v.nat_type, NatType::Symmetric, "{what}");
+                    assert_eq!(v.mapping, Some(AddressAndPortDependent), "{what}");
+                }
+            }
+        }
+        // The partial answers, spelled out.
+        let cone = classify(&one_ip(EndpointIndependent, AddressAndPortDependent));
+        assert_eq!(
+            cone.mapping_possible,
+            [EndpointIndependent, AddressDependent]
+        );
+        assert_eq!(cone.filtering, Some(AddressAndPortDependent));
+        assert!(
+            cone.reason
+                .contains("endpoint-independent or address-dependent"),
+            "{}",
+            cone.reason
+        );
+        let full = classify(&one_ip(EndpointIndependent, EndpointIndependent));
+        assert_eq!(
+            full.filtering_possible,
+            [EndpointIndependent, AddressDependent]
+        );
+        assert_eq!(
+            possible_text(&full.filtering_possible),
+            "endpoint-independent or address-dependent"
+        );
+        // The other port never answered: nothing learnt about the mapping.
+        let silent = Observations {
+            mapping_port: NoResponse,
+            ..one_ip(EndpointIndependent, EndpointIndependent)
+        };
+        let v = classify(&silent);
+        assert_eq!(v.mapping_possible, Behaviour::ALL);
+        assert_eq!(possible_text(&v.mapping_possible), "not determined");
+        assert!(!v.force_turn);
     }
 
     #[test]
@@ -517,6 +701,15 @@ mod tests {
                 NatType::Unknown,
                 None,
                 false,
+            ),
+            // Two ports of one IP that saw the same mapping: EI or AD, not decided.
+            (vec![(s1, m(1)), (s1b, m(1))], NatType::Unknown, None, false),
+            // One server unreachable does not stop the verdict from the others.
+            (
+                vec![(s1, m(1)), (s2, NoResponse), (s1b, m(2))],
+                NatType::Symmetric,
+                Some(AddressAndPortDependent),
+                true,
             ),
             (
                 vec![(s1, NoResponse), (s2, NoResponse)],

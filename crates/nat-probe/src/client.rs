@@ -8,6 +8,11 @@
 //! - filtering test II (CHANGE-REQUEST IP and port) after a test I from a second socket;
 //! - filtering test III (CHANGE-REQUEST port) after a test I from a third socket.
 //!
+//! A server with one IP gives no OTHER-ADDRESS. The mapping socket then sends a Binding request
+//! to the server's IP on its alternate port: the port after the primary one by convention (natkit
+//! and coturn both use it), or the port a genuine filtering test III answer came from. A mapping
+//! that changes there is address-and-port-dependent.
+//!
 //! Answers are checked, not believed: a CHANGE-REQUEST answer counts only if its packet source is
 //! the changed address (and RESPONSE-ORIGIN agrees); OTHER-ADDRESS must differ from the server's
 //! address in both IP and port.
@@ -204,7 +209,42 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
     Ok(report)
 }
 
-/// Mapping tests II and III from the socket that ran test I.
+/// A mapping test's answer from `dest`, checked: it must come from `dest` and carry a mapping.
+fn mapping_outcome(
+    dest: SocketAddr,
+    a: Option<Answer>,
+    name: &str,
+    warnings: &Mutex<Vec<String>>,
+) -> Outcome<SocketAddr> {
+    match a {
+        None => Outcome::NoResponse,
+        Some(a) if a.from != dest => {
+            warnings
+                .lock()
+                .expect("lock")
+                .push(format!("{name}: answer to {dest} came from {}", a.from));
+            Outcome::NotRun(format!("answer came from {}, not {dest}", a.from))
+        }
+        Some(a) => match a.mapped() {
+            Some(m) => Outcome::Got(m),
+            None => Outcome::NotRun(format!(
+                "answer without a mapped address (error {:?})",
+                a.error_code()
+            )),
+        },
+    }
+}
+
+/// The conventional alternate port of a one-IP server: the one after its primary port.
+fn conventional_alt_port(server: SocketAddr) -> Option<SocketAddr> {
+    server
+        .port()
+        .checked_add(1)
+        .map(|p| SocketAddr::new(server.ip(), p))
+}
+
+/// Mapping tests II and III from the socket that ran test I; with no OTHER-ADDRESS, the
+/// one-IP port test instead (towards the conventional alternate port).
 async fn mapping_suite(
     ctx: &Ctx,
     sock: &UdpSocket,
@@ -212,29 +252,25 @@ async fn mapping_suite(
     other: Option<SocketAddr>,
     m1: SocketAddr,
     warnings: &Mutex<Vec<String>>,
-) -> (Outcome<SocketAddr>, Outcome<SocketAddr>) {
+) -> (
+    Outcome<SocketAddr>,
+    Outcome<SocketAddr>,
+    Outcome<SocketAddr>,
+) {
+    let one = |dest: SocketAddr, a: Option<Answer>, name: &str| -> Outcome<SocketAddr> {
+        mapping_outcome(dest, a, name, warnings)
+    };
     let Some(other) = other else {
         let why = "server gave no usable OTHER-ADDRESS".to_string();
-        return (Outcome::NotRun(why.clone()), Outcome::NotRun(why));
-    };
-    let one = |dest: SocketAddr, a: Option<Answer>, name: &str| -> Outcome<SocketAddr> {
-        match a {
-            None => Outcome::NoResponse,
-            Some(a) if a.from != dest => {
-                warnings
-                    .lock()
-                    .expect("lock")
-                    .push(format!("{name}: answer to {dest} came from {}", a.from));
-                Outcome::NotRun(format!("answer came from {}, not {dest}", a.from))
-            }
-            Some(a) => match a.mapped() {
-                Some(m) => Outcome::Got(m),
-                None => Outcome::NotRun(format!(
-                    "answer without a mapped address (error {:?})",
-                    a.error_code()
-                )),
-            },
-        }
+        let port = match conventional_alt_port(server) {
+            Some(dest) => one(
+                dest,
+                ctx.transact(sock, dest, &binding(None)).await,
+                "mapping port test",
+            ),
+            None => Outcome::NotRun("no port after the server's".into()),
+        };
+        return (Outcome::NotRun(why.clone()), Outcome::NotRun(why), port);
     };
     let dest2 = SocketAddr::new(other.ip(), server.port());
     let m2 = one(
@@ -258,7 +294,8 @@ async fn mapping_suite(
         ),
         _ => Outcome::NotRun("mapping test II gave no mapping".into()),
     };
-    (m2, m3)
+    let port = Outcome::NotRun("not needed: the server has a second IP".into());
+    (m2, m3, port)
 }
 
 /// Test I then a CHANGE-REQUEST from a fresh socket; `expect` is where a genuine answer comes from.
@@ -269,7 +306,7 @@ async fn filtering_test(
     expect: Expect,
     name: &str,
     warnings: &Mutex<Vec<String>>,
-) -> Result<Outcome<()>, ProbeError> {
+) -> Result<Outcome<SocketAddr>, ProbeError> {
     let sock = ctx.socket().await?;
     if ctx.transact(&sock, server, &binding(None)).await.is_none() {
         return Ok(Outcome::NotRun(
@@ -311,7 +348,7 @@ async fn filtering_test(
             return Ok(Outcome::NotRun(w));
         }
     }
-    Ok(Outcome::Got(()))
+    Ok(Outcome::Got(a.from))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -376,6 +413,7 @@ async fn rfc5780(
             mapping1: mapping1.clone(),
             mapping2: Outcome::NotRun("no answer to test I".into()),
             mapping3: Outcome::NotRun("no answer to test I".into()),
+            mapping_port: Outcome::NotRun("no answer to test I".into()),
             filtering2: Outcome::NotRun("no answer to test I".into()),
             filtering3: Outcome::NotRun("no answer to test I".into()),
         },
@@ -410,14 +448,28 @@ async fn rfc5780(
                 &warnings,
             );
             let m = mapping_suite(ctx, &sock, server, other, m1, &warnings);
-            let ((m2, m3), f2, f3) = tokio::join!(m, f2, f3);
+            let ((m2, m3, mut port), f2, f3) = tokio::join!(m, f2, f3);
+            let (f2, f3) = (f2?, f3?);
+            // The conventional alternate port did not answer, but the change-port answer came
+            // from another one: test the mapping towards that.
+            if let (Outcome::NoResponse, Outcome::Got(alt)) = (&port, &f3) {
+                if Some(*alt) != conventional_alt_port(server) {
+                    port = mapping_outcome(
+                        *alt,
+                        ctx.transact(&sock, *alt, &binding(None)).await,
+                        "mapping port test",
+                        &warnings,
+                    );
+                }
+            }
             Observations {
                 local,
                 mapping1: mapping1.clone(),
                 mapping2: m2,
                 mapping3: m3,
-                filtering2: f2?,
-                filtering3: f3?,
+                mapping_port: port,
+                filtering2: f2.map_unit(),
+                filtering3: f3.map_unit(),
             }
         }
     };
@@ -435,13 +487,16 @@ async fn rfc5780(
         TestRecord::from_outcome("mapping-1", &obs.mapping1),
         TestRecord::from_outcome("mapping-2", &obs.mapping2),
         TestRecord::from_outcome("mapping-3", &obs.mapping3),
-        TestRecord::from_outcome("filtering-2", &obs.filtering2.map_unit()),
-        TestRecord::from_outcome("filtering-3", &obs.filtering3.map_unit()),
+        TestRecord::from_outcome("mapping-port", &obs.mapping_port),
+        TestRecord::from_outcome("filtering-2", &obs.filtering2.as_text()),
+        TestRecord::from_outcome("filtering-3", &obs.filtering3.as_text()),
     ];
     Ok(NatReport {
         nat_type: verdict.nat_type,
         mapping: verdict.mapping,
         filtering: verdict.filtering,
+        mapping_possible: verdict.mapping_possible,
+        filtering_possible: verdict.filtering_possible,
         local_address: local,
         mapped_address: mapped,
         port_preserved: mapped.map(|m| m.port() == local.port()),
@@ -539,6 +594,8 @@ async fn multi(ctx: &Arc<Ctx>, servers: &[SocketAddr]) -> Result<NatReport, Prob
         nat_type: v.nat_type,
         mapping: v.mapping,
         filtering: v.filtering,
+        mapping_possible: v.mapping_possible,
+        filtering_possible: v.filtering_possible,
         local_address: local,
         mapped_address: mapped,
         port_preserved: mapped.map(|m| m.port() == local.port()),
@@ -554,12 +611,27 @@ async fn multi(ctx: &Arc<Ctx>, servers: &[SocketAddr]) -> Result<NatReport, Prob
     })
 }
 
-trait MapUnit {
-    fn map_unit(&self) -> Outcome<&'static str>;
+trait OutcomeForms {
+    /// The outcome without its value (a filtering test only tells whether an answer came).
+    fn map_unit(&self) -> Outcome<()>;
 }
 
-impl MapUnit for Outcome<()> {
-    fn map_unit(&self) -> Outcome<&'static str> {
+impl<T> OutcomeForms for Outcome<T> {
+    fn map_unit(&self) -> Outcome<()> {
+        match self {
+            Outcome::Got(_) => Outcome::Got(()),
+            Outcome::NoResponse => Outcome::NoResponse,
+            Outcome::NotRun(w) => Outcome::NotRun(w.clone()),
+        }
+    }
+}
+
+trait AsText {
+    fn as_text(&self) -> Outcome<&'static str>;
+}
+
+impl AsText for Outcome<()> {
+    fn as_text(&self) -> Outcome<&'static str> {
         match self {
             Outcome::Got(()) => Outcome::Got(""),
             Outcome::NoResponse => Outcome::NoResponse,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::classify::{Behaviour, NatType, Outcome};
+use crate::classify::{possible_text, Behaviour, NatType, Outcome};
 
 /// One test as run, for the report's `tests` array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,8 +40,13 @@ impl TestRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NatReport {
     pub nat_type: NatType,
+    /// The mapping behaviour when the tests decided it; `null` when more than one remains.
     pub mapping: Option<Behaviour>,
     pub filtering: Option<Behaviour>,
+    /// The mapping behaviours the tests leave possible: one when decided, all three when nothing
+    /// could be tested, two when a server with one IP could narrow it down only so far.
+    pub mapping_possible: Vec<Behaviour>,
+    pub filtering_possible: Vec<Behaviour>,
     pub local_address: SocketAddr,
     pub mapped_address: Option<SocketAddr>,
     /// `None` when no mapping was seen.
@@ -66,12 +71,11 @@ impl NatReport {
     /// A short human summary.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let behaviour = |b: Option<Behaviour>| b.map(|b| b.as_str()).unwrap_or("not determined");
         s.push_str(&format!(
             "NAT type:   {}\nMapping:    {}\nFiltering:  {}\n",
             self.nat_type.as_str(),
-            behaviour(self.mapping),
-            behaviour(self.filtering)
+            possible_text(&self.mapping_possible),
+            possible_text(&self.filtering_possible)
         ));
         s.push_str(&format!("Local:      {}\n", self.local_address));
         if let Some(m) = self.mapped_address {
@@ -92,14 +96,21 @@ impl NatReport {
         }
         s.push_str(&format!(
             "{}: {}\n(took {} ms)\n",
-            if self.force_turn {
-                "TURN needed"
-            } else {
-                "Direct connection possible"
-            },
+            self.outlook(),
             self.reason,
             self.elapsed_ms
         ));
         s
+    }
+
+    /// The headline: what the report says about a direct connection, and no more than it knows.
+    pub fn outlook(&self) -> &'static str {
+        if self.force_turn {
+            "TURN needed"
+        } else if self.mapping_possible == [Behaviour::EndpointIndependent] {
+            "Direct connection possible"
+        } else {
+            "Direct connection not ruled out"
+        }
     }
 }

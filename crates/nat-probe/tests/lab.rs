@@ -192,3 +192,196 @@ fn namespaces_are_removed_when_a_test_fails() {
     let after = String::from_utf8_lossy(&after);
     assert!(!after.contains(&mine), "namespaces left behind:\n{after}");
 }
+
+/// The RFC 4787 behaviours a topology really has: (mapping, filtering).
+fn truth(nat: Nat) -> (&'static str, &'static str) {
+    let (ei, ad, apd) = (
+        "endpoint-independent",
+        "address-dependent",
+        "address-and-port-dependent",
+    );
+    match nat {
+        Nat::OpenInternet => (ei, ei),
+        Nat::PortRestrictedCone | Nat::DoubleNat => (ei, apd),
+        Nat::Symmetric => (apd, apd),
+        Nat::FullCone => (ei, ei),
+        Nat::RestrictedCone => (ei, ad),
+        Nat::AddressDependentMapping => (ad, apd),
+        Nat::UdpBlocked => ("", ""),
+    }
+}
+
+/// A verdict is right or honestly partial: the true behaviours are among the possible ones, a
+/// decided behaviour is the true one, the classic name is the true one or `unknown`.
+fn assert_right_or_partial(nat: Nat, report: &Value, ctx: &str) {
+    let ctx = format!("{} {ctx}: {report}", nat.name());
+    if nat == Nat::UdpBlocked {
+        assert_eq!(report["nat_type"], "udp-blocked", "{ctx}");
+        assert_eq!(report["force_turn"], true, "{ctx}");
+        return;
+    }
+    let (m, f) = truth(nat);
+    let has = |key: &str, b: &str| {
+        report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing: {ctx}"))
+            .iter()
+            .any(|v| v == b)
+    };
+    assert!(has("mapping_possible", m), "mapping {m} ruled out: {ctx}");
+    assert!(
+        has("filtering_possible", f),
+        "filtering {f} ruled out: {ctx}"
+    );
+    for (key, want) in [("mapping", m), ("filtering", f)] {
+        if !report[key].is_null() {
+            assert_eq!(report[key], want, "{key} decided wrongly: {ctx}");
+        }
+    }
+    let want_type = expected(nat).2;
+    assert!(
+        report["nat_type"] == want_type || report["nat_type"] == "unknown",
+        "nat_type wrong: {ctx}"
+    );
+}
+
+/// natkit-relay and natkit-signal as almost every operator runs them: one public IP, no
+/// `--alt-ip`/`NATKIT_ALT_IP`. Every topology's verdict is right or honestly partial; the
+/// symmetric NAT (`--random-fully`) is found and forces TURN; nothing else forces it except UDP
+/// blocked; the text output claims a direct connection only when it knows.
+#[test]
+fn one_ip_deployments_give_right_or_partial_verdicts() {
+    if !require_root("one_ip_deployments_give_right_or_partial_verdicts") {
+        return;
+    }
+    for server in ["natkit-relay", "natkit-signal"] {
+        let mut lab = Lab::new();
+        let sites: Vec<(Nat, usize)> = Nat::ALL.iter().map(|&n| (n, lab.add_site(n))).collect();
+        let port = if server == "natkit-relay" {
+            let bin = natkit_testkit::workspace_bin("natkit-relay");
+            let mut cmd = lab.server.cmd(bin.to_str().unwrap());
+            cmd.env("NATKIT_TURN_SECRET", "s")
+                .args(["--listen", &format!("{SERVER_IP}:3478")])
+                .args(["--metrics-listen", "off"]);
+            lab.start_daemon(&mut cmd).addr("stun").port()
+        } else {
+            // An empty NATKIT_ALT_IP counts as unset: the embedded relay has one IP.
+            lab.start_natkit_signal_with("s", &[("NATKIT_ALT_IP", "")]);
+            3478
+        };
+        for (nat, site) in sites {
+            let report = probe(&lab, site, port);
+            eprintln!(
+                "one IP, {server}, {}: {} mapping {} filtering {} force_turn {} ({} ms)",
+                nat.name(),
+                report["nat_type"],
+                report["mapping_possible"],
+                report["filtering_possible"],
+                report["force_turn"],
+                report["elapsed_ms"]
+            );
+            assert_right_or_partial(nat, &report, server);
+            assert_eq!(
+                report["other_address"],
+                Value::Null,
+                "one IP claims no other"
+            );
+            let force = matches!(nat, Nat::Symmetric | Nat::UdpBlocked);
+            assert_eq!(
+                report["force_turn"],
+                force,
+                "{} {server}: {report}",
+                nat.name()
+            );
+            if nat == Nat::Symmetric {
+                assert_eq!(report["nat_type"], "symmetric", "{report}");
+                assert_eq!(report["mapping"], "address-and-port-dependent", "{report}");
+            }
+            // The text never claims a direct connection it cannot vouch for.
+            let text = lab.sites[site]
+                .client
+                .run(PROBE, &[&format!("{SERVER_IP}:{port}")]);
+            let text = String::from_utf8_lossy(&text.stdout);
+            let ei_known = report["mapping"] == "endpoint-independent";
+            assert_eq!(
+                text.contains("Direct connection possible"),
+                ei_known && !force,
+                "{} {server}:\n{text}",
+                nat.name()
+            );
+        }
+    }
+}
+
+/// Two plain STUN servers on two IPs (coturn with one listening IP, which does no RFC 5780, and
+/// natkit-relay on the other IP): the mapping is decided by comparing what each saw.
+#[test]
+fn two_plain_servers_on_two_ips_decide_the_mapping() {
+    if !require_root("two_plain_servers_on_two_ips_decide_the_mapping") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sites: Vec<(Nat, usize)> = Nat::ALL.iter().map(|&n| (n, lab.add_site(n))).collect();
+    let dir = std::env::temp_dir().join(format!("natkit-lab-plain-{}", lab.server.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut coturn = lab.server.cmd("turnserver");
+    coturn
+        .args([
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp",
+            &format!("--listening-ip={SERVER_IP}"),
+            "--listening-port=3480",
+            "--use-auth-secret",
+            "--static-auth-secret=s",
+            "--realm=natkit",
+            &format!("--pidfile={}/pid", dir.display()),
+            &format!("--userdb={}/db", dir.display()),
+            "--log-file=stdout",
+            "--simple-log",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(&mut coturn);
+    wait_udp_listening(&lab.server, &format!("{SERVER_IP}:3480"));
+    let bin = natkit_testkit::workspace_bin("natkit-relay");
+    let mut relay = lab.server.cmd(bin.to_str().unwrap());
+    relay
+        .env("NATKIT_TURN_SECRET", "s")
+        .args(["--listen", &format!("{SERVER_ALT_IP}:3478")])
+        .args(["--metrics-listen", "off"]);
+    lab.start_daemon(&mut relay);
+    for (nat, site) in sites {
+        let out = lab.sites[site].client.run(
+            PROBE,
+            &[
+                "--json",
+                &format!("{SERVER_IP}:3480"),
+                &format!("{SERVER_ALT_IP}:3478"),
+            ],
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!(
+            "two plain servers, {}: {} mapping {} force_turn {}",
+            nat.name(),
+            report["nat_type"],
+            report["mapping_possible"],
+            report["force_turn"]
+        );
+        assert_right_or_partial(nat, &report, "two plain servers");
+        match truth(nat).0 {
+            "endpoint-independent" => {
+                assert_eq!(report["mapping"], "endpoint-independent", "{report}");
+                assert_eq!(report["force_turn"], false, "{report}");
+            }
+            "" => {}
+            _ => {
+                assert_eq!(report["nat_type"], "symmetric", "{report}");
+                assert_eq!(report["force_turn"], true, "{report}");
+            }
+        }
+        assert_eq!(report["servers"].as_array().unwrap().len(), 2);
+    }
+}

@@ -76,6 +76,8 @@ mod tests {
             nat_type: nat,
             mapping: None,
             filtering: None,
+            mapping_possible: vec![],
+            filtering_possible: vec![],
             local_address: "198.51.100.10:1".parse().unwrap(),
             mapped_address: None,
             port_preserved: None,
