@@ -47,7 +47,8 @@ fn echo(lab: &Lab, url: &str, room: &str, relay: &str) -> EventProcess {
         relay,
         &["--echo", "--timeout", "60"],
     ));
-    e.wait_for("policy", Duration::from_secs(15));
+    let ready = if relay == "auto" { "probe" } else { "joined" };
+    e.wait_for(ready, Duration::from_secs(15));
     e
 }
 

@@ -1,5 +1,6 @@
 //! What `natkit-peer --json` prints: one JSON object per line per event.
 
+use natkit_proto::NatSummary;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -8,9 +9,14 @@ use serde_json::Value;
 pub enum Event {
     /// The nat-probe report (its fields inline).
     Probe(Value),
+    /// The ICE transport policy and the row of the rule table (`--relay auto`) that chose it,
+    /// with both NAT summaries (`remote_nat` is null when the remote peer sent none).
     Policy {
         ice_transport_policy: &'static str,
+        rule: &'static str,
         reason: String,
+        local_nat: Option<NatSummary>,
+        remote_nat: Option<NatSummary>,
     },
     Joined {
         peer_id: String,
@@ -69,8 +75,10 @@ impl Event {
             ),
             Event::Policy {
                 ice_transport_policy,
+                rule,
                 reason,
-            } => format!("ICE policy {ice_transport_policy}: {reason}"),
+                ..
+            } => format!("ICE policy {ice_transport_policy} ({rule}): {reason}"),
             Event::Joined {
                 peer_id,
                 room,

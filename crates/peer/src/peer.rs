@@ -20,7 +20,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::events::Event;
-use crate::policy::{decide, stun_target, usable_servers, RelayMode};
+use crate::policy::{stun_target, summary, usable_servers, RelayMode};
 use crate::renewal::reconnect_delay;
 use crate::session::{Action, RtcEvent, Session, SessionConfig};
 pub use crate::session::{Failure, Mode, Stage};
@@ -191,7 +191,10 @@ async fn next_signal(sig: &mut Option<Signaling>) -> Option<ServerMsg> {
 struct Shell<'a> {
     cfg: &'a PeerConfig,
     my_id: String,
-    pc: Arc<dyn PeerConnection>,
+    /// Created when the session has decided the policy ([`Action::Configure`]).
+    pc: Option<Arc<dyn PeerConnection>>,
+    local_ip: IpAddr,
+    pc_events: mpsc::UnboundedSender<PcEvent>,
     relay_only: bool,
     channel: Option<Arc<dyn DataChannel>>,
     dc_tx: mpsc::UnboundedSender<(Arc<dyn DataChannel>, DataChannelEvent)>,
@@ -205,7 +208,57 @@ fn ice_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(Stage::Ice, e.to_string())
 }
 
+/// The webrtc peer connection for the chosen policy, bound to `local_ip`.
+async fn build_peer_connection(
+    servers: &[IceServer],
+    relay_only: bool,
+    local_ip: IpAddr,
+    events: mpsc::UnboundedSender<PcEvent>,
+) -> Result<Arc<dyn PeerConnection>, Failure> {
+    let runtime = webrtc::runtime::default_runtime()
+        .ok_or_else(|| Failure::new(Stage::Ice, "no async runtime"))?;
+    let settings = SettingEngineBuilder::new()
+        // An ICE restart (renewal or recovery) binds new sockets, so it allocates afresh on the
+        // relay with the current credentials instead of refreshing an allocation that may be
+        // gone (a restarted relay answers 437 to the old one).
+        .with_discard_local_candidates_during_ice_restart(true)
+        // Notice a dead path in seconds, so recovery starts soon.
+        .with_ice_timeouts(
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(8)),
+            Some(Duration::from_secs(1)),
+        );
+    let settings = if relay_only {
+        // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
+        settings
+            .with_relay_acceptance_min_wait(Some(Duration::ZERO))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+    } else {
+        // A remote relay candidate that checks in before its trickled description arrives is
+        // learned as peer-reflexive, whose priority beats server-reflexive: give such candidates
+        // the relay wait too, so a working direct pair is nominated first.
+        settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
+    };
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration(servers, relay_only))
+        .with_handler(Arc::new(Handler(events)))
+        .with_setting_engine(settings.build())
+        .with_runtime(runtime)
+        .with_udp_addrs(vec![format!("{local_ip}:0")])
+        .build()
+        .await
+        .map_err(|e| ice_err(format!("cannot create the peer connection: {e}")))?;
+    Ok(Arc::new(pc))
+}
+
 impl Shell<'_> {
+    /// The peer connection; the session asks for WebRTC actions only after `Configure`.
+    fn pc(&self) -> Result<Arc<dyn PeerConnection>, Failure> {
+        self.pc
+            .clone()
+            .ok_or_else(|| ice_err("internal: a WebRTC action before the peer connection exists"))
+    }
+
     /// Takes a data channel (ours, or the remote peer's) and forwards its events to the loop.
     fn attach(&mut self, dc: Arc<dyn DataChannel>) {
         self.channel = Some(Arc::clone(&dc));
@@ -229,14 +282,33 @@ impl Shell<'_> {
                         let _ = s.out.send(m).await;
                     }
                 }
-                Action::ApplyServers(servers) => self
-                    .pc
-                    .set_configuration(configuration(&servers, self.relay_only))
-                    .await
-                    .map_err(|e| ice_err(format!("cannot apply new ICE servers: {e}")))?,
+                Action::Configure {
+                    servers,
+                    relay_only,
+                } => {
+                    self.relay_only = relay_only;
+                    let pc = build_peer_connection(
+                        &servers,
+                        relay_only,
+                        self.local_ip,
+                        self.pc_events.clone(),
+                    )
+                    .await?;
+                    self.pc = Some(pc);
+                }
+                Action::ApplyServers {
+                    servers,
+                    relay_only,
+                } => {
+                    self.relay_only = relay_only;
+                    self.pc()?
+                        .set_configuration(configuration(&servers, relay_only))
+                        .await
+                        .map_err(|e| ice_err(format!("cannot apply new ICE servers: {e}")))?
+                }
                 Action::CreateDataChannel => {
                     let dc = self
-                        .pc
+                        .pc()?
                         .create_data_channel("natkit", None)
                         .await
                         .map_err(|e| Failure::new(Stage::Dtls, e.to_string()))?;
@@ -244,10 +316,10 @@ impl Shell<'_> {
                 }
                 Action::CreateOffer { ice_restart } => {
                     if ice_restart {
-                        self.pc.restart_ice().await.map_err(ice_err)?;
+                        self.pc()?.restart_ice().await.map_err(ice_err)?;
                     }
-                    let offer = self.pc.create_offer(None).await.map_err(ice_err)?;
-                    self.pc
+                    let offer = self.pc()?.create_offer(None).await.map_err(ice_err)?;
+                    self.pc()?
                         .set_local_description(offer.clone())
                         .await
                         .map_err(ice_err)?;
@@ -256,19 +328,19 @@ impl Shell<'_> {
                 Action::AcceptOffer { sdp, rollback } => {
                     if rollback {
                         let rb = RTCSessionDescription::rollback(None).map_err(ice_err)?;
-                        self.pc
+                        self.pc()?
                             .set_local_description(rb)
                             .await
                             .map_err(|e| ice_err(format!("cannot roll back our offer: {e}")))?;
                     }
                     let desc = RTCSessionDescription::offer(sdp)
                         .map_err(|e| Failure::new(Stage::Signaling, format!("bad offer: {e}")))?;
-                    self.pc
+                    self.pc()?
                         .set_remote_description(desc)
                         .await
                         .map_err(ice_err)?;
-                    let answer = self.pc.create_answer(None).await.map_err(ice_err)?;
-                    self.pc
+                    let answer = self.pc()?.create_answer(None).await.map_err(ice_err)?;
+                    self.pc()?
                         .set_local_description(answer.clone())
                         .await
                         .map_err(ice_err)?;
@@ -277,13 +349,13 @@ impl Shell<'_> {
                 Action::AcceptAnswer { sdp } => {
                     let desc = RTCSessionDescription::answer(sdp)
                         .map_err(|e| Failure::new(Stage::Signaling, format!("bad answer: {e}")))?;
-                    self.pc
+                    self.pc()?
                         .set_remote_description(desc)
                         .await
                         .map_err(ice_err)?;
                 }
                 Action::AddRemoteCandidate(c) => {
-                    if let Err(e) = self.pc.add_ice_candidate(to_rtc_candidate(c)).await {
+                    if let Err(e) = self.pc()?.add_ice_candidate(to_rtc_candidate(c)).await {
                         tracing::debug!(error = %e, "remote candidate not added");
                     }
                 }
@@ -316,7 +388,9 @@ impl Shell<'_> {
                 // The nominated pair can show in the stats a moment after "connected".
                 let mut pair = None;
                 for _ in 0..40 {
-                    pair = selected_pair(&self.pc).await;
+                    if let Some(pc) = &self.pc {
+                        pair = selected_pair(pc).await;
+                    }
                     if pair.is_some() {
                         break;
                     }
@@ -386,51 +460,11 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         },
         _ => None,
     };
-    let policy = decide(cfg.relay, report.as_ref());
-    emit(Event::Policy {
-        ice_transport_policy: if policy.relay_only { "relay" } else { "all" },
-        reason: policy.reason.clone(),
-    });
-
+    let local_nat = report.as_ref().map(summary);
     let local_ip = target
         .and_then(|t| local_ip_towards(&t))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let runtime = webrtc::runtime::default_runtime()
-        .ok_or_else(|| Failure::new(Stage::Ice, "no async runtime"))?;
-    let settings = SettingEngineBuilder::new()
-        // An ICE restart (renewal or recovery) binds new sockets, so it allocates afresh on the
-        // relay with the current credentials instead of refreshing an allocation that may be
-        // gone (a restarted relay answers 437 to the old one).
-        .with_discard_local_candidates_during_ice_restart(true)
-        // Notice a dead path in seconds, so recovery starts soon.
-        .with_ice_timeouts(
-            Some(Duration::from_secs(3)),
-            Some(Duration::from_secs(8)),
-            Some(Duration::from_secs(1)),
-        );
-    let settings = if policy.relay_only {
-        // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
-        settings
-            .with_relay_acceptance_min_wait(Some(Duration::ZERO))
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-    } else {
-        // A remote relay candidate that checks in before its trickled description arrives is
-        // learned as peer-reflexive, whose priority beats server-reflexive: give such candidates
-        // the relay wait too, so a working direct pair is nominated first.
-        settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
-    };
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(configuration(&servers, policy.relay_only))
-            .with_handler(Arc::new(Handler(ev_tx)))
-            .with_setting_engine(settings.build())
-            .with_runtime(runtime)
-            .with_udp_addrs(vec![format!("{local_ip}:0")])
-            .build()
-            .await
-            .map_err(|e| ice_err(format!("cannot create the peer connection: {e}")))?,
-    );
 
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<String>>();
     if cfg.mode == Mode::Chat {
@@ -450,8 +484,10 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     let mut shell = Shell {
         cfg,
         my_id: welcome.peer_id.clone(),
-        pc,
-        relay_only: policy.relay_only,
+        pc: None,
+        local_ip,
+        pc_events: ev_tx,
+        relay_only: false,
         channel: None,
         dc_tx,
         sig: Some(sig),
@@ -463,7 +499,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         SessionConfig {
             mode: cfg.mode.clone(),
             relay: cfg.relay,
-            relay_only: policy.relay_only,
+            local_nat,
             renew: cfg.renew,
             started,
             deadline,
@@ -542,7 +578,9 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     if let Some(dc) = shell.channel.take() {
         let _ = dc.close().await;
     }
-    let _ = shell.pc.close().await;
+    if let Some(pc) = shell.pc.take() {
+        let _ = pc.close().await;
+    }
     emit(Event::Closed { reason });
     outcome
 }

@@ -1,13 +1,27 @@
-//! Whether to force relay-only ICE: a pure decision from the `--relay` mode and the probe report.
+//! Whether to force relay-only ICE: a pure decision from the `--relay` mode, this side's probe
+//! report and, when the remote peer sent one, its NAT summary.
+//!
+//! | this side | the other side | ICE policy | rule |
+//! | --- | --- | --- | --- |
+//! | `--relay always` / `--relay never` | any | relay / all (no TURN) | `relay-always` / `relay-never` |
+//! | not probed (no STUN URL, probe failed) | any | all, TURN as fallback | `no-probe` |
+//! | UDP blocked | any | relay | `udp-blocked` |
+//! | any | UDP blocked | relay | `udp-blocked` |
+//! | symmetric (mapping known to depend on the destination) | symmetric | relay | `symmetric-pair` |
+//! | symmetric | filtering known to be address- or port-restricted | relay | `symmetric-restricted` |
+//! | filtering known to be restricted | symmetric | relay | `symmetric-restricted` |
+//! | any other | any other | all, TURN as fallback (and ICE restarted relay-only if no direct pair works in time) | `direct-possible` |
+//! | symmetric | no summary (aiortc, a browser, an older natkit-peer) | relay | `this-side-only` |
+//! | not symmetric | no summary | all, TURN as fallback | `this-side-only` |
 
-use natkit_nat_probe::NatReport;
+use natkit_nat_probe::{Behaviour, NatReport};
 use natkit_proto::ice::is_turn_url;
-use natkit_proto::IceServer;
+use natkit_proto::{IceServer, NatBehaviour, NatSummary};
 
 /// The `--relay` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RelayMode {
-    /// Probe the NAT and relay only when the report says `force_turn`.
+    /// Probe the NAT, exchange NAT summaries and relay only when the pair cannot connect directly.
     Auto,
     /// Always `iceTransportPolicy: relay`.
     Always,
@@ -15,37 +29,145 @@ pub enum RelayMode {
     Never,
 }
 
+/// Which row of the table decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    RelayAlways,
+    RelayNever,
+    NoProbe,
+    UdpBlocked,
+    SymmetricPair,
+    SymmetricRestricted,
+    DirectPossible,
+    ThisSideOnly,
+    /// No direct pair worked in time: ICE restarted relay-only.
+    DirectDeadline,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::RelayAlways => "relay-always",
+            Rule::RelayNever => "relay-never",
+            Rule::NoProbe => "no-probe",
+            Rule::UdpBlocked => "udp-blocked",
+            Rule::SymmetricPair => "symmetric-pair",
+            Rule::SymmetricRestricted => "symmetric-restricted",
+            Rule::DirectPossible => "direct-possible",
+            Rule::ThisSideOnly => "this-side-only",
+            Rule::DirectDeadline => "direct-deadline",
+        }
+    }
+}
+
 /// The ICE transport policy chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub relay_only: bool,
+    pub rule: Rule,
     pub reason: String,
 }
 
-/// `report` is `None` in `auto` mode when the probe could not run (no STUN URL, or an error).
-pub fn decide(mode: RelayMode, report: Option<&NatReport>) -> Policy {
-    match (mode, report) {
-        (RelayMode::Always, _) => Policy {
-            relay_only: true,
-            reason: "--relay always".into(),
-        },
-        (RelayMode::Never, _) => Policy {
-            relay_only: false,
-            reason: "--relay never".into(),
-        },
-        (RelayMode::Auto, Some(r)) if r.force_turn => Policy {
-            relay_only: true,
-            reason: format!("nat-probe: {} NAT: {}", r.nat_type.as_str(), r.reason),
-        },
-        (RelayMode::Auto, Some(r)) => Policy {
-            relay_only: false,
-            reason: format!("nat-probe: {} NAT: {}", r.nat_type.as_str(), r.reason),
-        },
-        (RelayMode::Auto, None) => Policy {
-            relay_only: false,
-            reason: "no probe result: all candidates, TURN as ICE fallback".into(),
-        },
+fn behaviour(b: Behaviour) -> NatBehaviour {
+    match b {
+        Behaviour::EndpointIndependent => NatBehaviour::EndpointIndependent,
+        Behaviour::AddressDependent => NatBehaviour::AddressDependent,
+        Behaviour::AddressAndPortDependent => NatBehaviour::AddressAndPortDependent,
     }
+}
+
+/// The summary of a probe report that natkit-peer sends the remote peer.
+pub fn summary(report: &NatReport) -> NatSummary {
+    let blocked = report.nat_type == natkit_nat_probe::NatType::UdpBlocked;
+    NatSummary {
+        mapping: report
+            .mapping_possible
+            .iter()
+            .copied()
+            .map(behaviour)
+            .collect(),
+        filtering: report
+            .filtering_possible
+            .iter()
+            .copied()
+            .map(behaviour)
+            .collect(),
+        udp_blocked: blocked,
+    }
+}
+
+/// Decides the ICE policy. `local` is `None` when this side could not probe; `remote` is `None`
+/// when the other peer sent no summary.
+pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSummary>) -> Policy {
+    let policy = |relay_only: bool, rule: Rule, reason: String| Policy {
+        relay_only,
+        rule,
+        reason,
+    };
+    match mode {
+        RelayMode::Always => return policy(true, Rule::RelayAlways, "--relay always".into()),
+        RelayMode::Never => return policy(false, Rule::RelayNever, "--relay never".into()),
+        RelayMode::Auto => {}
+    }
+    let Some(local) = local else {
+        return policy(
+            false,
+            Rule::NoProbe,
+            "no probe result: all candidates, TURN as ICE fallback".into(),
+        );
+    };
+    let mine = local.describe();
+    if local.udp_blocked {
+        return policy(
+            true,
+            Rule::UdpBlocked,
+            "UDP is blocked here: only a relay can carry the session".into(),
+        );
+    }
+    let Some(remote) = remote else {
+        return if local.symmetric() {
+            policy(
+                true,
+                Rule::ThisSideOnly,
+                format!("this side's NAT is symmetric ({mine}); the remote peer sent no NAT summary: relay"),
+            )
+        } else {
+            policy(
+                false,
+                Rule::ThisSideOnly,
+                format!("this side ({mine}) can take direct connections; the remote peer sent no NAT summary: all candidates, TURN as ICE fallback"),
+            )
+        };
+    };
+    let theirs = remote.describe();
+    if remote.udp_blocked {
+        return policy(
+            true,
+            Rule::UdpBlocked,
+            "UDP is blocked at the remote peer: only a relay can carry the session".into(),
+        );
+    }
+    if local.symmetric() && remote.symmetric() {
+        return policy(
+            true,
+            Rule::SymmetricPair,
+            format!("both NATs are symmetric (here {mine}, there {theirs}): no direct path, relay"),
+        );
+    }
+    if (local.symmetric() && remote.restricted_filtering())
+        || (remote.symmetric() && local.restricted_filtering())
+    {
+        return policy(
+            true,
+            Rule::SymmetricRestricted,
+            format!("a symmetric NAT facing restricted filtering (here {mine}, there {theirs}): no direct path, relay"),
+        );
+    }
+    policy(
+        false,
+        Rule::DirectPossible,
+        format!("a direct path can work (here {mine}, there {theirs}): all candidates, TURN as ICE fallback"),
+    )
 }
 
 /// The ICE servers a session uses: all of them, except that `never` leaves every TURN URL out
@@ -69,19 +191,163 @@ pub fn stun_target(servers: &[IceServer]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natkit_nat_probe::classify::NatType;
+    use NatBehaviour::*;
 
-    fn report(nat: NatType, force: bool) -> NatReport {
-        NatReport {
-            nat_type: nat,
+    const ALL: [NatBehaviour; 3] = [
+        EndpointIndependent,
+        AddressDependent,
+        AddressAndPortDependent,
+    ];
+
+    fn nat(mapping: NatBehaviour, filtering: NatBehaviour) -> NatSummary {
+        NatSummary {
+            mapping: vec![mapping],
+            filtering: vec![filtering],
+            udp_blocked: false,
+        }
+    }
+
+    fn blocked() -> NatSummary {
+        NatSummary {
+            mapping: vec![],
+            filtering: vec![],
+            udp_blocked: true,
+        }
+    }
+
+    /// Every RFC 4787 mapping x filtering combination on both sides.
+    #[test]
+    fn pair_table_covers_every_combination_on_both_sides() {
+        let dependent = |b: NatBehaviour| b != EndpointIndependent;
+        for lm in ALL {
+            for lf in ALL {
+                for rm in ALL {
+                    for rf in ALL {
+                        let (l, r) = (nat(lm, lf), nat(rm, rf));
+                        let p = decide(RelayMode::Auto, Some(&l), Some(&r));
+                        let both_symmetric = dependent(lm) && dependent(rm);
+                        let sym_vs_restricted =
+                            (dependent(lm) && dependent(rf)) || (dependent(rm) && dependent(lf));
+                        let want = if both_symmetric {
+                            (true, Rule::SymmetricPair)
+                        } else if sym_vs_restricted {
+                            (true, Rule::SymmetricRestricted)
+                        } else {
+                            (false, Rule::DirectPossible)
+                        };
+                        assert_eq!(
+                            (p.relay_only, p.rule),
+                            want,
+                            "{lm:?}/{lf:?} vs {rm:?}/{rf:?}"
+                        );
+                        // Both sides reach the same decision.
+                        let q = decide(RelayMode::Auto, Some(&r), Some(&l));
+                        assert_eq!(q.relay_only, p.relay_only, "symmetric rule");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_named_pairs() {
+        let open = nat(EndpointIndependent, EndpointIndependent);
+        let symmetric = nat(AddressAndPortDependent, AddressAndPortDependent);
+        let port_restricted = nat(EndpointIndependent, AddressAndPortDependent);
+        // What a one-IP deployment reports for a cone: EI or AD mapping.
+        let one_ip_cone = NatSummary {
+            mapping: vec![EndpointIndependent, AddressDependent],
+            filtering: vec![EndpointIndependent, AddressDependent],
+            udp_blocked: false,
+        };
+        let one_ip_port_restricted = NatSummary {
+            mapping: vec![EndpointIndependent, AddressDependent],
+            filtering: vec![AddressAndPortDependent],
+            udp_blocked: false,
+        };
+        let cases = [
+            (&open, &symmetric, false),
+            (&one_ip_cone, &symmetric, false),
+            (&symmetric, &symmetric, true),
+            (&symmetric, &port_restricted, true),
+            (&symmetric, &one_ip_port_restricted, true),
+            (&port_restricted, &port_restricted, false),
+            (&blocked(), &open, true),
+            (&open, &blocked(), true),
+        ];
+        for (l, r, relay) in cases {
+            let p = decide(RelayMode::Auto, Some(l), Some(r));
+            assert_eq!(p.relay_only, relay, "{l:?} vs {r:?}: {p:?}");
+            assert!(!p.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn modes_and_missing_information() {
+        let symmetric = nat(AddressAndPortDependent, AddressAndPortDependent);
+        let cone = nat(EndpointIndependent, AddressAndPortDependent);
+        let cases = [
+            (RelayMode::Always, None, None, true, Rule::RelayAlways),
+            (
+                RelayMode::Never,
+                Some(&symmetric),
+                Some(&symmetric),
+                false,
+                Rule::RelayNever,
+            ),
+            (
+                RelayMode::Auto,
+                None,
+                Some(&symmetric),
+                false,
+                Rule::NoProbe,
+            ),
+            // A partner that sends no summary: this side's report alone, as before.
+            (
+                RelayMode::Auto,
+                Some(&symmetric),
+                None,
+                true,
+                Rule::ThisSideOnly,
+            ),
+            (
+                RelayMode::Auto,
+                Some(&cone),
+                None,
+                false,
+                Rule::ThisSideOnly,
+            ),
+            (
+                RelayMode::Auto,
+                Some(&blocked()),
+                None,
+                true,
+                Rule::UdpBlocked,
+            ),
+        ];
+        for (mode, l, r, relay, rule) in cases {
+            let p = decide(mode, l, r);
+            assert_eq!(
+                (p.relay_only, p.rule),
+                (relay, rule),
+                "{mode:?} {l:?} {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_report_becomes_a_summary() {
+        use natkit_nat_probe::NatType;
+        let report = NatReport {
+            nat_type: NatType::Unknown,
             mapping: None,
-            filtering: None,
-            mapping_possible: vec![],
-            filtering_possible: vec![],
+            filtering: Some(Behaviour::AddressAndPortDependent),
+            mapping_possible: vec![Behaviour::EndpointIndependent, Behaviour::AddressDependent],
+            filtering_possible: vec![Behaviour::AddressAndPortDependent],
             local_address: "198.51.100.10:1".parse().unwrap(),
             mapped_address: None,
             port_preserved: None,
-            force_turn: force,
+            force_turn: false,
             reason: "r".into(),
             elapsed_ms: 1,
             servers: vec![],
@@ -90,7 +356,16 @@ mod tests {
             mapping_lifetime_s: None,
             tests: vec![],
             warnings: vec![],
-        }
+        };
+        let s = summary(&report);
+        assert_eq!(s.mapping, [EndpointIndependent, AddressDependent]);
+        assert_eq!(s.filtering, [AddressAndPortDependent]);
+        assert!(!s.udp_blocked && !s.symmetric() && s.restricted_filtering());
+        let blocked = NatReport {
+            nat_type: NatType::UdpBlocked,
+            ..report
+        };
+        assert!(summary(&blocked).udp_blocked);
     }
 
     #[test]
@@ -110,30 +385,5 @@ mod tests {
         assert_eq!(never[0].urls, ["stun:203.0.113.1:3478"]);
         assert_eq!(stun_target(&all).as_deref(), Some("203.0.113.1:3478"));
         assert_eq!(stun_target(&all[1..]), None);
-    }
-
-    #[test]
-    fn policy_table() {
-        let sym = report(NatType::Symmetric, true);
-        let cone = report(NatType::PortRestrictedCone, false);
-        let blocked = report(NatType::UdpBlocked, true);
-        let cases: [(RelayMode, Option<&NatReport>, bool); 8] = [
-            (RelayMode::Auto, Some(&sym), true),
-            (RelayMode::Auto, Some(&blocked), true),
-            (RelayMode::Auto, Some(&cone), false),
-            (RelayMode::Auto, None, false),
-            (RelayMode::Always, Some(&cone), true),
-            (RelayMode::Always, None, true),
-            (RelayMode::Never, Some(&sym), false),
-            (RelayMode::Never, None, false),
-        ];
-        for (mode, r, want) in cases {
-            let p = decide(mode, r);
-            assert_eq!(p.relay_only, want, "{mode:?} {:?}", r.map(|r| r.nat_type));
-            assert!(!p.reason.is_empty());
-        }
-        assert!(decide(RelayMode::Auto, Some(&sym))
-            .reason
-            .contains("symmetric"));
     }
 }

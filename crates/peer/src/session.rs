@@ -12,17 +12,22 @@
 //! - [`Session::handle_timeout`]: the time [`Session::poll_timeout`] asked for has come;
 //!
 //! and carries out what [`Session::poll_action`] returns, in order, until [`Session::outcome`]
-//! is set. Every decision lives here: who offers, glare (perfect negotiation), when candidates
-//! may be trickled or added, credential renewal, ICE restarts, the remote peer leaving and
-//! coming back, and when the session is over and why.
+//! is set. Every decision lives here: the NAT summaries exchanged and the ICE policy of the pair
+//! ([`crate::policy::decide`]), who offers, glare (perfect negotiation), when candidates may be
+//! trickled or added, credential renewal, ICE restarts (relay-only when no direct pair worked in
+//! time), the remote peer leaving and coming back, and when the session is over and why.
+//!
+//! The peer connection is created only once the policy is decided ([`Action::Configure`]): the
+//! offering side waits up to [`SUMMARY_WAIT`] for the other peer's summary, the answering side
+//! decides when the offer arrives (a natkit-peer's summary comes before its offer).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use natkit_proto::{ClientMsg, IceCandidate, IceServer, ServerMsg, Welcome};
+use natkit_proto::{ClientMsg, IceCandidate, IceServer, NatSummary, ServerMsg, Welcome};
 
 use crate::events::Event;
-use crate::policy::{usable_servers, RelayMode};
+use crate::policy::{decide, usable_servers, Policy, RelayMode, Rule};
 use crate::renewal::{polite, renew_after};
 
 /// How long a remote peer that left signaling (while our data channel is open) may take to come
@@ -37,6 +42,13 @@ pub const CHAT_QUIET: Duration = Duration::from_secs(1);
 pub const MAX_BUFFERED_CANDIDATES: usize = 256;
 /// `--chat` lines kept until the data channel opens.
 pub const MAX_UNSENT_LINES: usize = 1024;
+/// How long the offering side waits for the other peer's NAT summary before deciding alone.
+pub const SUMMARY_WAIT: Duration = Duration::from_secs(1);
+/// With all candidates allowed: when no pair has connected this long after the decision, ICE is
+/// restarted relay-only.
+pub const DIRECT_DEADLINE: Duration = Duration::from_secs(5);
+/// Peers told our NAT summary, at most (a room holds 16 by default).
+const MAX_SUMMARY_TARGETS: usize = 64;
 
 /// What to do once the data channel is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +115,8 @@ pub enum RestartReason {
     Failed,
     /// An offer may have been lost with the old signaling connection.
     SignalingReconnect,
+    /// No direct pair connected before [`DIRECT_DEADLINE`]: relay only from now on.
+    DirectDeadline,
 }
 
 impl RestartReason {
@@ -111,6 +125,7 @@ impl RestartReason {
             RestartReason::Renewal => "renewal",
             RestartReason::Failed => "failed",
             RestartReason::SignalingReconnect => "signaling-reconnect",
+            RestartReason::DirectDeadline => "direct-deadline",
         }
     }
 }
@@ -141,8 +156,18 @@ pub enum RtcEvent {
 pub enum Action {
     /// Send this message over the signaling connection (only asked while it is up).
     Signal(ClientMsg),
-    /// `set_configuration` with these ICE servers (the transport policy stays as chosen).
-    ApplyServers(Vec<IceServer>),
+    /// Create the peer connection with these ICE servers and transport policy (once, before
+    /// any other WebRTC action).
+    Configure {
+        servers: Vec<IceServer>,
+        relay_only: bool,
+    },
+    /// `set_configuration` with these ICE servers and transport policy; they take effect at the
+    /// next gathering.
+    ApplyServers {
+        servers: Vec<IceServer>,
+        relay_only: bool,
+    },
     /// Create the data channel (the offering side, before its first offer).
     CreateDataChannel,
     /// Create an offer (after `restart_ice` when `ice_restart`), set it as the local
@@ -175,8 +200,8 @@ pub enum Action {
 pub struct SessionConfig {
     pub mode: Mode,
     pub relay: RelayMode,
-    /// The ICE transport policy chosen before the session started.
-    pub relay_only: bool,
+    /// This side's NAT, from the probe (`None` when it did not run).
+    pub local_nat: Option<NatSummary>,
     /// Renew TURN credentials at half their TTL.
     pub renew: bool,
     /// When the attempt started (before joining): `elapsed_ms` counts from here.
@@ -217,6 +242,17 @@ struct Remote {
 pub struct Session {
     cfg: SessionConfig,
     my_id: String,
+    /// We joined a room with peers in it: we offer.
+    offerer: bool,
+    /// Decided once, before the peer connection exists; changed only by the direct deadline.
+    policy: Option<Policy>,
+    /// The last NAT summary a peer sent us, and whose.
+    remote_nat: Option<(String, NatSummary)>,
+    summary_sent_to: Vec<String>,
+    /// The offering side decides at this moment if no summary came first.
+    decide_by: Option<Instant>,
+    /// With all candidates allowed: restart relay-only if not connected by then.
+    direct_deadline: Option<Instant>,
     servers: Vec<IceServer>,
     renews: bool,
     remote: Option<Remote>,
@@ -251,6 +287,12 @@ impl Session {
         let renews = cfg.renew && servers.iter().any(IceServer::has_turn);
         let mut s = Session {
             my_id: welcome.peer_id,
+            offerer: !welcome.peers.is_empty(),
+            policy: None,
+            remote_nat: None,
+            summary_sent_to: Vec::new(),
+            decide_by: None,
+            direct_deadline: None,
             renew_at: None,
             servers,
             renews,
@@ -273,17 +315,86 @@ impl Session {
             cfg,
         };
         s.schedule_renewal(welcome.ttl, now);
-        // Convention: the peer that joins a room where others already are sends the offer.
+        // Convention: the peer that joins a room where others already are sends the offer,
+        // once it has told the other its NAT and heard back (or waited long enough).
         if let Some(first) = welcome.peers.first() {
             s.remote = Some(Remote {
                 id: first.clone(),
                 gone_since: None,
             });
-            s.push(Action::CreateDataChannel);
-            s.push(Action::CreateOffer { ice_restart: false });
-            s.negotiation = Negotiation::OfferPending;
+            s.send_summary(first.clone());
+            if s.cfg.relay == RelayMode::Auto && s.cfg.local_nat.is_some() {
+                s.decide_by = Some(now + SUMMARY_WAIT);
+            } else {
+                s.decide_policy(now);
+            }
         }
         s
+    }
+
+    /// The policy, once decided.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    fn relay_only(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.relay_only)
+    }
+
+    /// Tells `to` our NAT summary (once per peer; nothing when we did not probe).
+    fn send_summary(&mut self, to: String) {
+        let Some(nat) = self.cfg.local_nat.clone() else {
+            return;
+        };
+        if self.signaling != SignalingState::Up
+            || self.summary_sent_to.contains(&to)
+            || self.summary_sent_to.len() >= MAX_SUMMARY_TARGETS
+        {
+            return;
+        }
+        self.summary_sent_to.push(to.clone());
+        self.push(Action::Signal(ClientMsg::NatSummary { to, nat }));
+    }
+
+    /// Decides the ICE policy from both summaries (or ours alone), creates the peer connection,
+    /// and, on the offering side, offers.
+    fn decide_policy(&mut self, now: Instant) {
+        if self.policy.is_some() {
+            return;
+        }
+        let remote_id = self.remote.as_ref().map(|r| r.id.clone());
+        let remote_nat = self
+            .remote_nat
+            .as_ref()
+            .filter(|(from, _)| Some(from) == remote_id.as_ref())
+            .map(|(_, n)| n.clone());
+        let policy = decide(
+            self.cfg.relay,
+            self.cfg.local_nat.as_ref(),
+            remote_nat.as_ref(),
+        );
+        self.decide_by = None;
+        self.push(Action::Configure {
+            servers: self.servers.clone(),
+            relay_only: policy.relay_only,
+        });
+        self.push(Action::Emit(Event::Policy {
+            ice_transport_policy: if policy.relay_only { "relay" } else { "all" },
+            rule: policy.rule.as_str(),
+            reason: policy.reason.clone(),
+            local_nat: self.cfg.local_nat.clone(),
+            remote_nat,
+        }));
+        let has_turn = self.servers.iter().any(IceServer::has_turn);
+        if !policy.relay_only && self.cfg.relay == RelayMode::Auto && has_turn {
+            self.direct_deadline = Some(now + DIRECT_DEADLINE);
+        }
+        self.policy = Some(policy);
+        if self.offerer && self.negotiation == Negotiation::Idle {
+            self.push(Action::CreateDataChannel);
+            self.push(Action::CreateOffer { ice_restart: false });
+            self.negotiation = Negotiation::OfferPending;
+        }
     }
 
     /// The ICE servers in force (after `--relay never` removed TURN).
@@ -303,6 +414,9 @@ impl Session {
     /// When [`Session::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
         let mut next = self.end_at.unwrap_or(self.cfg.deadline);
+        for at in [self.decide_by, self.direct_deadline].into_iter().flatten() {
+            next = next.min(at);
+        }
         if let Some(since) = self.remote.as_ref().and_then(|r| r.gone_since) {
             next = next.min(since + REMOTE_RETURN_GRACE);
         }
@@ -319,7 +433,7 @@ impl Session {
     /// Where a failure now would be reported.
     pub fn stage(&self) -> Stage {
         if !self.connected {
-            if self.cfg.relay_only {
+            if self.relay_only() {
                 Stage::Relay
             } else {
                 Stage::Ice
@@ -355,6 +469,34 @@ impl Session {
                 return self.remote_left();
             }
         }
+        if self.decide_by.is_some_and(|at| now >= at) {
+            self.decide_policy(now);
+        }
+        if self.direct_deadline.is_some_and(|at| now >= at) {
+            self.direct_deadline = None;
+            if !self.connected {
+                // No direct pair in time: from now on, relay only.
+                let reason = format!(
+                    "no connection within {} s with all candidates: ICE restarted relay-only",
+                    DIRECT_DEADLINE.as_secs()
+                );
+                let remote_nat = self.remote_nat.as_ref().map(|(_, n)| n.clone());
+                self.policy = Some(Policy {
+                    relay_only: true,
+                    rule: Rule::DirectDeadline,
+                    reason: reason.clone(),
+                });
+                self.push(Action::Emit(Event::Policy {
+                    ice_transport_policy: "relay",
+                    rule: Rule::DirectDeadline.as_str(),
+                    reason,
+                    local_nat: self.cfg.local_nat.clone(),
+                    remote_nat,
+                }));
+                self.restart_wanted
+                    .get_or_insert(RestartReason::DirectDeadline);
+            }
+        }
         // Renewal: ask for a new credential, again every few seconds until one arrives.
         if let (Some(at), SignalingState::Up) = (self.renew_at, self.signaling) {
             let waiting = self
@@ -373,7 +515,14 @@ impl Session {
             return;
         }
         match msg {
-            ServerMsg::Offer { from, sdp } => self.remote_offer(from, sdp),
+            ServerMsg::Offer { from, sdp } => self.remote_offer(now, from, sdp),
+            ServerMsg::NatSummary { from, nat } => {
+                let theirs = self.remote.as_ref().is_some_and(|r| r.id == from);
+                self.remote_nat = Some((from, nat));
+                if theirs && self.offerer && self.policy.is_none() {
+                    self.decide_policy(now);
+                }
+            }
             ServerMsg::Answer { sdp, .. } if self.negotiation == Negotiation::OfferPending => {
                 self.push(Action::AcceptAnswer { sdp });
                 self.negotiation = Negotiation::Stable;
@@ -406,14 +555,19 @@ impl Session {
                 if self.have_remote_desc {
                     // Apply them and restart ICE, so a new allocation carries them.
                     self.restart_wanted.get_or_insert(RestartReason::Renewal);
-                } else {
+                } else if self.policy.is_some() {
                     // Not negotiated yet: the first gathering will use them.
-                    self.push(Action::ApplyServers(self.servers.clone()));
+                    self.apply_servers();
                 }
+                // (No peer connection yet: it is created with the new servers.)
             }
             ServerMsg::PeerJoined { peer_id } => {
                 if let Some(r) = self.remote.as_mut().filter(|r| r.id == peer_id) {
                     r.gone_since = None;
+                }
+                // A newcomer will offer to us: tell it our NAT first.
+                if self.remote.as_ref().is_none_or(|r| r.id == peer_id) {
+                    self.send_summary(peer_id);
                 }
             }
             ServerMsg::PeerLeft { peer_id } => {
@@ -460,7 +614,9 @@ impl Session {
         }));
         // The welcome's credential counts as a renewal.
         self.servers = usable_servers(&welcome.ice_servers, self.cfg.relay);
-        self.push(Action::ApplyServers(self.servers.clone()));
+        if self.policy.is_some() {
+            self.apply_servers();
+        }
         self.schedule_renewal(welcome.ttl, now);
         if let Some(r) = self.remote.as_mut() {
             if welcome.peers.contains(&r.id) {
@@ -539,6 +695,7 @@ impl Session {
             } => {
                 let first = !self.connected;
                 self.connected = true;
+                self.direct_deadline = None;
                 self.push(Action::Emit(if first {
                     Event::Connected {
                         local_candidate_type,
@@ -635,6 +792,13 @@ impl Session {
         self.actions.push_back(a);
     }
 
+    fn apply_servers(&mut self) {
+        self.push(Action::ApplyServers {
+            servers: self.servers.clone(),
+            relay_only: self.relay_only(),
+        });
+    }
+
     fn end(&mut self, outcome: Result<(), Failure>) {
         if self.outcome.is_none() {
             self.outcome = Some(outcome);
@@ -667,7 +831,7 @@ impl Session {
         }
     }
 
-    fn remote_offer(&mut self, from: String, sdp: String) {
+    fn remote_offer(&mut self, now: Instant, from: String, sdp: String) {
         let mut rollback = false;
         if self.negotiation == Negotiation::OfferPending {
             // Glare: both sides offered at once (perfect negotiation).
@@ -681,6 +845,8 @@ impl Session {
             id: from,
             gone_since: None,
         });
+        // The answering side decides now, with the summary that came before the offer.
+        self.decide_policy(now);
         self.push(Action::AcceptOffer { sdp, rollback });
         self.negotiation = Negotiation::Stable;
         self.have_remote_desc = true;
@@ -722,7 +888,7 @@ impl Session {
             && self.negotiation == Negotiation::Stable
         {
             self.restart_wanted = None;
-            self.push(Action::ApplyServers(self.servers.clone()));
+            self.apply_servers();
             self.push(Action::CreateOffer { ice_restart: true });
             self.negotiation = Negotiation::OfferPending;
             self.push(Action::Emit(Event::IceRestart {

@@ -33,12 +33,21 @@ fn local_type(evs: &[Value]) -> String {
         .unwrap_or_else(|| "not connected".into())
 }
 
-/// Echo peer at a site behind `a`, sender at a site behind `b`.
+/// Echo peer at a site behind `a`, sender at a site behind `b`, natkit-signal with a second IP.
 fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
+    pair_on(true, a, b, relay_a, relay_b, timeout)
+}
+
+/// [`pair`] on natkit-signal with one IP (`two_ips` false), as most deployments are.
+fn pair_on(two_ips: bool, a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
     let mut lab = Lab::new();
     let sa = lab.add_site(a);
     let sb = lab.add_site(b);
-    let url = lab.start_natkit_signal("lab");
+    let url = if two_ips {
+        lab.start_natkit_signal("lab")
+    } else {
+        lab.start_natkit_signal_one_ip("lab")
+    };
     let room = lab.id().to_owned();
     let mut echo = EventProcess::spawn(
         lab.sites[sa]
@@ -50,8 +59,9 @@ fn pair(a: Nat, b: Nat, relay_a: &str, relay_b: &str, timeout: u64) -> Run {
             ])
             .args(["--timeout", &(timeout + 5).to_string()]),
     );
-    // The echo peer joins (and probes) first, so the sender offers.
-    echo.wait_for("policy", Duration::from_secs(15));
+    // The echo peer joins (and probes) first, so the sender offers and their NAT summaries meet.
+    let ready = if relay_a == "auto" { "probe" } else { "joined" };
+    echo.wait_for(ready, Duration::from_secs(15));
     let log = std::env::var("NATKIT_LAB_PEER_LOG").unwrap_or_else(|_| "off".into());
     let out = lab.sites[sb]
         .client
@@ -176,4 +186,66 @@ fn symmetric_pair_with_relay_never_fails_clearly() {
     );
     let failed = find(&r.sender, "failed").expect("a failed event");
     assert_eq!(failed["stage"], "ice", "{failed}");
+}
+
+/// The selected pair's local candidate type on both sides, and each side's policy rule.
+fn path(r: &Run) -> ((String, String), (String, String)) {
+    let rule = |evs: &[Value]| {
+        find(evs, "policy")
+            .map(|p| p["rule"].as_str().unwrap_or("?").to_owned())
+            .unwrap_or_else(|| "no policy".into())
+    };
+    (
+        (local_type(&r.echo), local_type(&r.sender)),
+        (rule(&r.echo), rule(&r.sender)),
+    )
+}
+
+/// One-IP deployment, `auto` on both sides: the pair decides its path from both NAT summaries.
+/// A symmetric NAT facing the open internet or endpoint-independent filtering connects directly;
+/// facing another symmetric NAT or port-restricted filtering, it is relayed.
+#[test]
+fn one_ip_pairs_choose_their_path_from_both_summaries() {
+    if !require_root("one_ip_pairs_choose_their_path_from_both_summaries") {
+        return;
+    }
+    let cases = [
+        (Nat::OpenInternet, Nat::Symmetric, false, "direct-possible"),
+        (Nat::FullCone, Nat::Symmetric, false, "direct-possible"),
+        (Nat::Symmetric, Nat::Symmetric, true, "symmetric-pair"),
+        (
+            Nat::PortRestrictedCone,
+            Nat::Symmetric,
+            true,
+            "symmetric-restricted",
+        ),
+    ];
+    for (a, b, relayed, rule) in cases {
+        let what = format!("one IP, {} + {}", a.name(), b.name());
+        let r = pair_on(false, a, b, "auto", "auto", 30);
+        assert_delivered(&r, &what);
+        let ((echo_type, sender_type), (echo_rule, sender_rule)) = path(&r);
+        eprintln!("{what}: echo {echo_type} ({echo_rule}), sender {sender_type} ({sender_rule})");
+        assert_eq!(
+            (echo_rule.as_str(), sender_rule.as_str()),
+            (rule, rule),
+            "{what}: {:?} {:?}",
+            r.echo,
+            r.sender
+        );
+        for (side, t) in [("echo", &echo_type), ("sender", &sender_type)] {
+            assert_eq!(
+                t == "relay",
+                relayed,
+                "{what}: {side} selected {t}: {:?} {:?}",
+                r.echo,
+                r.sender
+            );
+        }
+        // Both summaries travelled: each side's policy names the other's.
+        for evs in [&r.echo, &r.sender] {
+            let p = find(evs, "policy").unwrap();
+            assert!(p["remote_nat"].is_object(), "{what}: {p}");
+        }
+    }
 }

@@ -46,7 +46,7 @@ fn connected_pair(
     extra: &[&str],
 ) -> (EventProcess, EventProcess) {
     let echo = peer(lab, 0, url, room, &[&["--echo"], extra].concat());
-    echo.wait_for("policy", Duration::from_secs(15));
+    echo.wait_for("probe", Duration::from_secs(15));
     let chat = peer(lab, 1, url, room, &[&["--chat"], extra].concat());
     let c = chat.wait_for("connected", Duration::from_secs(30));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");

@@ -11,6 +11,7 @@
 //! - [`codes`]: the machine-readable error codes ([`ErrorCode`]) and the HTTP error body.
 //! - [`ice`]: the `RTCIceServer` / `RTCConfiguration.iceServers` shape handed to clients, and a
 //!   trickled ICE candidate.
+//! - [`nat`]: the NAT summary peers send each other (`nat-summary`).
 //!
 //! # Compatibility
 //! Readers are tolerant: unknown fields are ignored on both sides, and a client ignores server
@@ -24,7 +25,9 @@
 pub mod codes;
 pub mod ice;
 pub mod messages;
+pub mod nat;
 
 pub use codes::{ErrorCode, HttpError};
 pub use ice::{IceCandidate, IceServer, IceServers};
 pub use messages::{ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
+pub use nat::{NatBehaviour, NatSummary};

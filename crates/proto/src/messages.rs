@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::codes::ErrorCode;
 use crate::ice::{IceCandidate, IceServer};
+use crate::nat::NatSummary;
 
 /// The protocol version natkit-signal and natkit-peer speak. A client sends it in `join`; the
 /// server answers with its own in `welcome` (a server from before versions existed sends none,
@@ -68,6 +69,11 @@ pub enum ClientMsg {
     Ping,
     /// Asks for fresh ICE server credentials for this peer (answered with `ice-servers`).
     Refresh,
+    /// This peer's NAT, for peer `to` (optional: peers that do not know it ignore it).
+    NatSummary {
+        to: String,
+        nat: NatSummary,
+    },
 }
 
 /// The server's `welcome`: the join worked.
@@ -120,6 +126,11 @@ pub enum ServerMsg {
         ice_servers: Vec<IceServer>,
         ttl: u64,
     },
+    /// Peer `from`'s NAT summary.
+    NatSummary {
+        from: String,
+        nat: NatSummary,
+    },
     /// A message type this side does not know (from a newer server): clients ignore it.
     /// natkit-signal never sends it.
     #[serde(other)]
@@ -142,7 +153,7 @@ impl ParseError {
 
 impl ClientMsg {
     /// Every client `type`, as spelled on the wire.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 8] = [
         "join",
         "offer",
         "answer",
@@ -150,6 +161,7 @@ impl ClientMsg {
         "leave",
         "ping",
         "refresh",
+        "nat-summary",
     ];
 
     /// Parses a text frame, telling bad JSON (`bad-json`) apart from an unknown `type`
@@ -175,15 +187,20 @@ impl ClientMsg {
         serde_json::from_value(v).map_err(|e| bad(format!("bad {t} message: {e}")))
     }
 
-    /// The `type` of an addressed message (`offer`, `answer`, `candidate`), else `None`.
+    /// The `type` of an addressed message (`offer`, `answer`, `candidate`, `nat-summary`), else
+    /// `None`.
     pub fn relayed_type(&self) -> Option<&'static str> {
         match self {
             ClientMsg::Offer { .. } => Some("offer"),
             ClientMsg::Answer { .. } => Some("answer"),
             ClientMsg::Candidate { .. } => Some("candidate"),
+            ClientMsg::NatSummary { .. } => Some("nat-summary"),
             _ => None,
         }
     }
+
+    /// Every addressed `type`, for metrics created at start.
+    pub const RELAYED_TYPES: [&'static str; 4] = ["offer", "answer", "candidate", "nat-summary"];
 
     /// The text frame for this message.
     pub fn to_text(&self) -> String {
@@ -277,6 +294,17 @@ mod tests {
             (ClientMsg::Leave, json!({"type":"leave"})),
             (ClientMsg::Ping, json!({"type":"ping"})),
             (ClientMsg::Refresh, json!({"type":"refresh"})),
+            (
+                ClientMsg::NatSummary {
+                    to: "b".into(),
+                    nat: NatSummary {
+                        mapping: vec![crate::NatBehaviour::AddressAndPortDependent],
+                        filtering: vec![],
+                        udp_blocked: false,
+                    },
+                },
+                json!({"type":"nat-summary","to":"b","nat":{"mapping":["address-and-port-dependent"],"filtering":[],"udp_blocked":false}}),
+            ),
         ]
     }
 

@@ -82,6 +82,7 @@ fn tables_show_every_message_and_each_parses() {
         "error",
         "pong",
         "ice-servers",
+        "nat-summary",
     ]
     .iter()
     .map(|t| t.to_string())

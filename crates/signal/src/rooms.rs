@@ -219,6 +219,13 @@ impl Rooms {
                     candidate,
                 },
             ),
+            ClientMsg::NatSummary { to, nat } => (
+                to,
+                ServerMsg::NatSummary {
+                    from: member.peer_id.clone(),
+                    nat,
+                },
+            ),
             ClientMsg::Leave => return self.leave(conn),
             ClientMsg::Ping => return Self::pong(conn),
             // Answered by the shell, which owns the clock and mints credentials for `peer_of`.

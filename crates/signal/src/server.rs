@@ -128,7 +128,7 @@ impl SignalMetrics {
             "TURN credentials handed out.",
         )
         .expect("metric");
-        for t in ["offer", "answer", "candidate"] {
+        for t in ClientMsg::RELAYED_TYPES {
             messages_relayed.with_label_values(&[t]);
         }
         for c in ErrorCode::ALL {

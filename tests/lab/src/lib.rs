@@ -204,6 +204,8 @@ pub struct Site {
     pub home: Option<Netns>,
     pub client_ip: String,
     pub public_ip: String,
+    /// The client LAN (`198.51.100.X/28`).
+    pub lan: String,
 }
 
 /// A lab: the internet bridge, the server with two public addresses, and client sites.
@@ -267,9 +269,16 @@ impl Lab {
         router.ip(&["addr", "add", &format!("{public_ip}/24"), "dev", "wan"]);
         router.forwarding();
         // Only a site without NAT has a routable LAN; NATed LANs stay unreachable from the
-        // "internet", as private networks are.
+        // "internet", as private networks are. The internet routes it: the server and every
+        // other site's router reach it, so a direct path exists between sites where one should.
         if nat == Nat::OpenInternet {
             self.server.ip(&["route", "add", &lan, "via", &public_ip]);
+            for other in &self.sites {
+                other.router.ip(&["route", "add", &lan, "via", &public_ip]);
+            }
+        }
+        for other in self.sites.iter().filter(|o| o.nat == Nat::OpenInternet) {
+            router.ip(&["route", "add", &other.lan, "via", &other.public_ip]);
         }
 
         let home = if nat == Nat::DoubleNat {
@@ -340,6 +349,7 @@ impl Lab {
             home,
             client_ip,
             public_ip,
+            lan,
         });
         self.sites.len() - 1
     }
@@ -388,10 +398,25 @@ impl Lab {
         turn_secret: &str,
         env: &[(&str, &str)],
     ) -> (String, u32) {
+        self.start_signal(turn_secret, env, true)
+    }
+
+    /// natkit-signal as most operators run it: one IP (203.0.113.1), no RFC 5780 alternate IP.
+    /// Returns the `ws://` URL.
+    pub fn start_natkit_signal_one_ip(&mut self, turn_secret: &str) -> String {
+        self.start_signal(turn_secret, &[], false).0
+    }
+
+    fn start_signal(
+        &mut self,
+        turn_secret: &str,
+        env: &[(&str, &str)],
+        alt_ip: bool,
+    ) -> (String, u32) {
         let bin = workspace_bin("natkit-signal");
         let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
         cmd.env("NATKIT_TURN_SECRET", turn_secret)
-            .env("NATKIT_ALT_IP", SERVER_ALT_IP)
+            .env("NATKIT_ALT_IP", if alt_ip { SERVER_ALT_IP } else { "" })
             .env("RUST_LOG", "error")
             .envs(env.iter().copied())
             .args(["--listen", &format!("{SERVER_IP}:8080")])

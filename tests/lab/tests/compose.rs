@@ -443,7 +443,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     };
     let t0 = Instant::now();
     let echo = peer(0, "--echo");
-    echo.wait_for("policy", Duration::from_secs(20));
+    echo.wait_for("probe", Duration::from_secs(20));
     let mut chat = peer(1, "--chat");
     let c = chat.wait_for("connected", Duration::from_secs(30));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");

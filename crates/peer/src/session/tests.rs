@@ -2,7 +2,7 @@
 //! socket, no WebRTC, no clock.
 
 use super::*;
-use natkit_proto::ErrorCode;
+use natkit_proto::{ErrorCode, NatBehaviour};
 
 fn t0() -> Instant {
     // One fixed origin per test run; offsets make the times.
@@ -38,7 +38,7 @@ fn config(mode: Mode) -> SessionConfig {
     SessionConfig {
         mode,
         relay: RelayMode::Auto,
-        relay_only: false,
+        local_nat: None,
         renew: true,
         started: at(0.0),
         deadline: at(30.0),
@@ -62,7 +62,18 @@ fn drain(s: &mut Session) -> Vec<String> {
                 let v = serde_json::to_value(&m).unwrap();
                 format!("signal:{}", v["type"].as_str().unwrap())
             }
-            Action::ApplyServers(_) => "apply".into(),
+            Action::Configure {
+                relay_only: false, ..
+            } => "configure".into(),
+            Action::Configure {
+                relay_only: true, ..
+            } => "configure-relay".into(),
+            Action::ApplyServers {
+                relay_only: false, ..
+            } => "apply".into(),
+            Action::ApplyServers {
+                relay_only: true, ..
+            } => "apply-relay".into(),
             Action::CreateDataChannel => "channel".into(),
             Action::CreateOffer { ice_restart: false } => "offer".into(),
             Action::CreateOffer { ice_restart: true } => "restart-offer".into(),
@@ -79,7 +90,12 @@ fn drain(s: &mut Session) -> Vec<String> {
             Action::Emit(e) => {
                 let v = serde_json::to_value(&e).unwrap();
                 let name = v["event"].as_str().unwrap().to_owned();
-                match v.get("reason").or(v.get("state")).and_then(|r| r.as_str()) {
+                let detail = v
+                    .get("rule")
+                    .or(v.get("reason"))
+                    .or(v.get("state"))
+                    .and_then(|r| r.as_str());
+                match detail {
                     Some(r) => format!("emit:{name}:{r}"),
                     None => format!("emit:{name}"),
                 }
@@ -142,7 +158,10 @@ fn answerer_open(me: &str) -> Session {
 fn who_offers_and_the_first_exchange() {
     // The later joiner creates the channel and offers; the offer goes out once it exists.
     let mut s = Session::new(config(Mode::Echo), welcome("a", &["b"], 3600), at(0.0));
-    assert_eq!(drain(&mut s), ["channel", "offer"]);
+    assert_eq!(
+        drain(&mut s),
+        ["configure", "emit:policy:no-probe", "channel", "offer"]
+    );
     s.handle_local_offer(at(0.1), "v=0".into());
     assert_eq!(drain(&mut s), ["signal:offer"]);
     s.handle_signal(at(0.2), answer("b"));
@@ -154,7 +173,10 @@ fn who_offers_and_the_first_exchange() {
     let mut s = Session::new(config(Mode::Echo), welcome("a", &[], 3600), at(0.0));
     assert!(drain(&mut s).is_empty());
     s.handle_signal(at(1.0), offer("b"));
-    assert_eq!(drain(&mut s), ["accept-offer"]);
+    assert_eq!(
+        drain(&mut s),
+        ["configure", "emit:policy:no-probe", "accept-offer"]
+    );
     s.handle_local_answer(at(1.1), "v=0".into());
     assert_eq!(drain(&mut s), ["signal:answer"]);
 }
@@ -266,6 +288,8 @@ fn candidates_before_the_remote_description_wait_for_it() {
     assert_eq!(
         drain(&mut s),
         [
+            "configure",
+            "emit:policy:no-probe",
             "accept-offer",
             "add:candidate:1",
             "add:candidate:2",
@@ -301,7 +325,10 @@ fn local_candidates_trickle_only_after_our_description() {
     s.handle_rtc(at(0.05), RtcEvent::LocalCandidate(Some(cand(1))));
     assert!(drain(&mut s).is_empty());
     s.handle_signal(at(0.1), offer("b"));
-    assert_eq!(drain(&mut s), ["accept-offer"]);
+    assert_eq!(
+        drain(&mut s),
+        ["configure", "emit:policy:no-probe", "accept-offer"]
+    );
     s.handle_local_answer(at(0.2), "v=0".into());
     assert_eq!(drain(&mut s), ["signal:answer", "signal:candidate"]);
 }
@@ -327,6 +354,7 @@ fn buffered_candidates_are_bounded() {
 #[test]
 fn renewal_asks_at_half_the_ttl_and_retries() {
     let mut s = Session::new(config(Mode::Echo), welcome("a", &["b"], 20), at(0.0));
+    s.handle_rtc(at(0.5), connected());
     drain(&mut s);
     assert_eq!(s.poll_timeout(), at(10.0), "half the TTL");
     s.handle_timeout(at(10.0));
@@ -358,10 +386,15 @@ fn renewal_asks_at_half_the_ttl_and_retries() {
         credential: None,
     }];
     let s = Session::new(config(Mode::Echo), w, at(0.0));
-    assert_eq!(s.poll_timeout(), at(30.0), "only the deadline");
+    assert_eq!(
+        s.poll_timeout(),
+        at(30.0),
+        "only the deadline (no TURN: no renewal, no direct deadline)"
+    );
     let mut c = config(Mode::Echo);
     c.renew = false;
-    let s = Session::new(c, welcome("a", &["b"], 20), at(0.0));
+    let mut s = Session::new(c, welcome("a", &["b"], 20), at(0.0));
+    s.handle_rtc(at(0.5), connected());
     assert_eq!(s.poll_timeout(), at(30.0));
 }
 
@@ -545,19 +578,18 @@ fn signaling_lost_and_rejoined() {
 
 #[test]
 fn the_deadline_names_the_stage_that_failed() {
-    let relay_only = SessionConfig {
-        relay_only: true,
-        ..config(Mode::Send("x".into()))
+    let with = |mode: Mode, relay: RelayMode| SessionConfig {
+        relay,
+        ..config(mode)
     };
-    let cases: [(SessionConfig, &[RtcEvent], Result<(), Stage>); 5] = [
-        (config(Mode::Send("x".into())), &[], Err(Stage::Ice)),
-        (relay_only, &[], Err(Stage::Relay)),
-        (
-            config(Mode::Send("x".into())),
-            &[RtcEvent::Failed],
-            Err(Stage::Ice),
-        ),
-        (config(Mode::Chat), &[], Err(Stage::Ice)),
+    let send = || Mode::Send("x".into());
+    let cases: [(SessionConfig, &[RtcEvent], Result<(), Stage>); 6] = [
+        (with(send(), RelayMode::Never), &[], Err(Stage::Ice)),
+        (with(send(), RelayMode::Always), &[], Err(Stage::Relay)),
+        // All candidates with TURN: relay-only after the direct deadline, so relay failed last.
+        (config(send()), &[], Err(Stage::Relay)),
+        (config(send()), &[RtcEvent::Failed], Err(Stage::Ice)),
+        (with(Mode::Chat, RelayMode::Never), &[], Err(Stage::Ice)),
         // An echo peer that served a session ends at its timeout, successfully.
         (config(Mode::Echo), &[], Ok(())),
     ];
@@ -676,4 +708,168 @@ fn never_mode_drops_turn_and_signaling_errors_are_only_logged() {
     s.handle_signal(at(1.0), ServerMsg::Unknown);
     assert!(drain(&mut s).is_empty());
     assert!(s.outcome().is_none());
+}
+
+fn summary(m: &[NatBehaviour], f: &[NatBehaviour]) -> NatSummary {
+    NatSummary {
+        mapping: m.to_vec(),
+        filtering: f.to_vec(),
+        udp_blocked: false,
+    }
+}
+
+fn symmetric() -> NatSummary {
+    summary(
+        &[NatBehaviour::AddressAndPortDependent],
+        &[NatBehaviour::AddressAndPortDependent],
+    )
+}
+
+fn open() -> NatSummary {
+    summary(
+        &[NatBehaviour::EndpointIndependent],
+        &[NatBehaviour::EndpointIndependent],
+    )
+}
+
+fn probed(nat: NatSummary) -> SessionConfig {
+    SessionConfig {
+        local_nat: Some(nat),
+        ..config(Mode::Echo)
+    }
+}
+
+fn nat_from(from: &str, nat: NatSummary) -> ServerMsg {
+    ServerMsg::NatSummary {
+        from: from.into(),
+        nat,
+    }
+}
+
+#[test]
+fn the_offerer_tells_its_nat_and_decides_with_the_answering_sides() {
+    let cases = [
+        (
+            symmetric(),
+            symmetric(),
+            "configure-relay",
+            "symmetric-pair",
+        ),
+        (symmetric(), open(), "configure", "direct-possible"),
+        (open(), symmetric(), "configure", "direct-possible"),
+    ];
+    for (mine, theirs, configure, rule) in cases {
+        let mut s = Session::new(probed(mine.clone()), welcome("a", &["b"], 3600), at(0.0));
+        assert_eq!(drain(&mut s), ["signal:nat-summary"]);
+        assert_eq!(s.poll_timeout(), at(0.0) + SUMMARY_WAIT, "waits for theirs");
+        // A summary from someone else decides nothing.
+        s.handle_signal(at(0.1), nat_from("z", theirs.clone()));
+        assert!(drain(&mut s).is_empty());
+        s.handle_signal(at(0.2), nat_from("b", theirs.clone()));
+        let want = [
+            configure,
+            &format!("emit:policy:{rule}"),
+            "channel",
+            "offer",
+        ];
+        assert_eq!(drain(&mut s), want, "{mine:?} vs {theirs:?}");
+    }
+    // The policy event names both summaries.
+    let mut s = Session::new(probed(symmetric()), welcome("a", &["b"], 3600), at(0.0));
+    drain(&mut s);
+    s.handle_signal(at(0.2), nat_from("b", open()));
+    let policy = std::iter::from_fn(|| s.poll_action())
+        .find_map(|a| match a {
+            Action::Emit(e @ Event::Policy { .. }) => Some(e),
+            _ => None,
+        })
+        .unwrap();
+    let v = serde_json::to_value(&policy).unwrap();
+    assert_eq!(v["local_nat"]["mapping"][0], "address-and-port-dependent");
+    assert_eq!(v["remote_nat"]["mapping"][0], "endpoint-independent");
+    assert_eq!(v["ice_transport_policy"], "all");
+}
+
+#[test]
+fn without_a_summary_the_offerer_decides_alone_after_the_wait() {
+    for (mine, configure) in [(symmetric(), "configure-relay"), (open(), "configure")] {
+        let mut s = Session::new(probed(mine), welcome("a", &["b"], 3600), at(0.0));
+        drain(&mut s);
+        s.handle_timeout(at(0.5));
+        assert!(drain(&mut s).is_empty(), "still waiting");
+        s.handle_timeout(at(0.0) + SUMMARY_WAIT);
+        assert_eq!(
+            drain(&mut s),
+            [configure, "emit:policy:this-side-only", "channel", "offer"]
+        );
+    }
+}
+
+#[test]
+fn the_answerer_tells_newcomers_its_nat_and_decides_on_the_offer() {
+    let mut s = Session::new(probed(symmetric()), welcome("a", &[], 3600), at(0.0));
+    assert!(drain(&mut s).is_empty(), "nobody to tell yet");
+    s.handle_signal(
+        at(1.0),
+        ServerMsg::PeerJoined {
+            peer_id: "b".into(),
+        },
+    );
+    assert_eq!(drain(&mut s), ["signal:nat-summary"]);
+    s.handle_signal(
+        at(1.0),
+        ServerMsg::PeerJoined {
+            peer_id: "b".into(),
+        },
+    );
+    assert!(drain(&mut s).is_empty(), "told once");
+    s.handle_signal(at(1.5), nat_from("b", symmetric()));
+    assert!(drain(&mut s).is_empty(), "the answerer waits for the offer");
+    s.handle_signal(at(1.6), offer("b"));
+    assert_eq!(
+        drain(&mut s),
+        [
+            "configure-relay",
+            "emit:policy:symmetric-pair",
+            "accept-offer"
+        ]
+    );
+
+    // An offer from a peer that sent no summary (aiortc, a browser): this side alone.
+    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
+    s.handle_signal(at(1.6), offer("b"));
+    assert_eq!(
+        drain(&mut s),
+        ["configure", "emit:policy:this-side-only", "accept-offer"]
+    );
+}
+
+#[test]
+fn no_direct_pair_in_time_restarts_ice_relay_only() {
+    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
+    s.handle_signal(at(1.0), nat_from("b", open()));
+    s.handle_signal(at(1.0), offer("b"));
+    s.handle_local_answer(at(1.1), "v=0".into());
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), at(1.0) + DIRECT_DEADLINE);
+    s.handle_timeout(at(1.0) + DIRECT_DEADLINE);
+    assert_eq!(
+        drain(&mut s),
+        [
+            "emit:policy:direct-deadline",
+            "apply-relay",
+            "restart-offer",
+            "emit:ice-restart:direct-deadline"
+        ]
+    );
+    assert_eq!(s.stage(), Stage::Relay);
+
+    // Connected in time: no restart.
+    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
+    s.handle_signal(at(1.0), offer("b"));
+    s.handle_local_answer(at(1.1), "v=0".into());
+    s.handle_rtc(at(2.0), connected());
+    drain(&mut s);
+    s.handle_timeout(at(1.0) + DIRECT_DEADLINE);
+    assert!(drain(&mut s).is_empty());
 }
