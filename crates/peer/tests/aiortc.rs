@@ -134,3 +134,55 @@ fn aiortc_offers_to_natkit_peer_with_all_candidates_in_the_sdp() {
     let c = echo.wait_for("connected", Duration::from_secs(5));
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
 }
+
+/// `--relay auto` against aiortc, which sends no NAT summary: natkit-peer waits for one briefly,
+/// then decides from its own probe alone, as before summaries existed.
+#[test]
+fn auto_mode_with_aiortc_decides_from_this_side_alone() {
+    let py = python_with_aiortc();
+    let (_sig, url) = signal();
+    let aiortc = EventProcess::spawn(
+        Command::new(py)
+            .args([
+                SCRIPT,
+                "--signal",
+                &url,
+                "--room",
+                "aiortc-auto",
+                "--echo",
+                "--timeout",
+                "40",
+            ])
+            .stderr(Stdio::null()),
+    );
+    aiortc.wait_for("joined", Duration::from_secs(20));
+    let out = Command::new(PEER)
+        .env("RUST_LOG", "off")
+        .args([
+            "--signal",
+            &url,
+            "--room",
+            "aiortc-auto",
+            "--json",
+            "--send",
+            "hi aiortc",
+            "--timeout",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let evs = events(&out.stdout);
+    assert!(out.status.success(), "{evs:?}");
+    let policy = evs.iter().find(|e| e["event"] == "policy").unwrap();
+    assert_eq!(policy["rule"], "this-side-only", "{policy}");
+    assert_eq!(policy["remote_nat"], Value::Null, "{policy}");
+    assert_eq!(
+        policy["ice_transport_policy"], "all",
+        "loopback has no NAT: {policy}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "message" && e["data"] == "hi aiortc"),
+        "{evs:?}"
+    );
+}

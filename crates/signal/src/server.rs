@@ -37,12 +37,15 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 static INDEX_HTML: &str = include_str!("../web/index.html");
+static CHECK_HTML: &str = include_str!("../web/check.html");
 
 /// Where peers get ICE servers from.
 #[derive(Clone)]
 pub struct IceConfig {
     /// The embedded relay, as clients reach it.
     pub relay: Option<(String, u16)>,
+    /// The embedded relay's RFC 5780 alternate port (same IP).
+    pub relay_alt_port: Option<u16>,
     /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
     pub urls: Vec<String>,
     pub secrets: Secrets,
@@ -82,6 +85,46 @@ impl IceConfig {
                 username: Some(cred.username.clone()),
                 credential: Some(cred.password.clone()),
             });
+        }
+        servers
+    }
+}
+
+impl IceConfig {
+    /// The servers for the network check page: [`IceConfig::mint`]'s, with each `stun:HOST:PORT`
+    /// joined by the same host's alternate port (the embedded relay's, else `PORT + 1`, natkit's
+    /// and coturn's convention), so a browser sees whether its mapping changes between the two.
+    pub fn mint_for_check(&self, user: &str, now: u64) -> Vec<IceServer> {
+        let mut servers = self.mint(user, now);
+        for s in &mut servers {
+            let mut extra = Vec::new();
+            for u in &s.urls {
+                let Some(rest) = u.strip_prefix("stun:") else {
+                    continue;
+                };
+                let hostport = rest.split('?').next().unwrap_or(rest);
+                let Some((host, port)) = hostport.rsplit_once(':') else {
+                    continue;
+                };
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
+                let embedded = self.relay.as_ref().is_some_and(|(h, p)| {
+                    h.trim_matches(['[', ']']) == host.trim_matches(['[', ']']) && *p == port
+                });
+                let alt = match (embedded, self.relay_alt_port) {
+                    (true, Some(a)) => Some(a),
+                    _ => port.checked_add(1),
+                };
+                if let Some(alt) = alt.filter(|a| *a != port) {
+                    extra.push(format!("stun:{host}:{alt}"));
+                }
+            }
+            for e in extra {
+                if !s.urls.contains(&e) {
+                    s.urls.insert(1, e);
+                }
+            }
         }
         servers
     }
@@ -358,8 +401,27 @@ async fn ice_servers(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
+    issue_ice_servers(&st, q, &headers, IceConfig::mint)
+}
+
+/// `/v1/check-servers`: what the network check page (`/check`) gathers against.
+async fn check_servers(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    issue_ice_servers(&st, q, &headers, IceConfig::mint_for_check)
+}
+
+/// Answers with fresh ICE servers from `mint` (401 without a valid token when tokens are on).
+fn issue_ice_servers(
+    st: &AppState,
+    q: TokenQuery,
+    headers: &HeaderMap,
+    mint: fn(&IceConfig, &str, u64) -> Vec<IceServer>,
+) -> Response {
     if let Some(secret) = &st.settings.token {
-        let token = q.token.or_else(|| bearer(&headers));
+        let token = q.token.or_else(|| bearer(headers));
         let ok = token
             .as_deref()
             .map(|t| secret.verify(t, unix_now()).is_ok())
@@ -382,7 +444,7 @@ async fn ice_servers(
     st.metrics.credentials_issued.inc();
     let user = format!("http-{}", peer_id());
     Json(IceServers {
-        ice_servers: st.ice.mint(&user, unix_now()),
+        ice_servers: mint(&st.ice, &user, unix_now()),
         ttl: st.ice.ttl,
     })
     .into_response()
@@ -568,6 +630,8 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/check", get(|| async { Html(CHECK_HTML) }))
+        .route("/v1/check-servers", get(check_servers))
         .route("/v1/ws", get(ws))
         .route("/v1/ice-servers", get(ice_servers))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -612,6 +676,7 @@ mod tests {
         let secrets = Secrets::new(vec![Secret::new("shared").unwrap()]).unwrap();
         let external = IceConfig {
             relay: None,
+            relay_alt_port: None,
             urls: vec![
                 "stun:stun.example.org:3478".into(),
                 "turn:relay.example.org:3478".into(),
@@ -638,6 +703,7 @@ mod tests {
 
         let embedded = IceConfig {
             relay: Some(("203.0.113.5".into(), 3478)),
+            relay_alt_port: Some(3479),
             urls: vec![],
             secrets,
             ttl: 60,
@@ -652,5 +718,27 @@ mod tests {
             ])
         );
         assert_eq!(v[0]["username"], "60:p");
+
+        // The check page's servers: each STUN URL joined by its alternate port.
+        let v = serde_json::to_value(embedded.mint_for_check("p", 0)).unwrap();
+        assert_eq!(
+            v[0]["urls"],
+            json!([
+                "stun:203.0.113.5:3478",
+                "stun:203.0.113.5:3479",
+                "turn:203.0.113.5:3478?transport=udp"
+            ])
+        );
+        let odd = IceConfig {
+            relay_alt_port: Some(4000),
+            ..embedded.clone()
+        };
+        let v = serde_json::to_value(odd.mint_for_check("p", 0)).unwrap();
+        assert_eq!(v[0]["urls"][1], "stun:203.0.113.5:4000");
+        let v = serde_json::to_value(external.mint_for_check("p", 0)).unwrap();
+        assert_eq!(
+            v[0]["urls"],
+            json!(["stun:stun.example.org:3478", "stun:stun.example.org:3479"])
+        );
     }
 }

@@ -73,6 +73,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         relay: relay_addr
             .as_ref()
             .map(|a| (a.primary.ip().to_string(), a.primary.port())),
+        relay_alt_port: relay_addr.as_ref().map(|a| a.alt_port.port()),
         urls: signal.ice_urls.clone(),
         secrets,
         ttl: signal.credential_ttl,
