@@ -94,11 +94,15 @@ impl NatReport {
         for w in &self.warnings {
             s.push_str(&format!("Warning:    {w}\n"));
         }
+        let took = match self.elapsed_ms {
+            // Two answers on a LAN can come back within a millisecond: say so, not "0 ms".
+            0 => "under 1 ms".to_owned(),
+            ms => format!("{ms} ms"),
+        };
         s.push_str(&format!(
-            "{}: {}\n(took {} ms)\n",
+            "{}: {}\n(took {took})\n",
             self.outlook(),
-            self.reason,
-            self.elapsed_ms
+            self.reason
         ));
         s
     }
