@@ -68,7 +68,14 @@ fn start(kind: Kind) -> Server {
                 .join("natkit-signal");
             assert!(bin.exists(), "build it first: cargo build --release --bins");
             Command::new(bin)
-                .args(["--no-relay", "--listen", &format!("127.0.0.1:{port}")])
+                .args([
+                    "--no-relay",
+                    "--open",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .args(["--metrics-listen", "off", "--max-connections-per-ip", "0"])
+                .args(["--credentials-per-minute", "0"])
                 .args([
                     "--max-connections",
                     "30000",

@@ -53,9 +53,27 @@ pub struct SignalArgs {
     /// Embedded relay's port range [default: 49152-65535]
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<String>,
-    /// File holding the join-token secret; with it, joins and /v1/ice-servers need a token
+    /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
+    /// without it and without --open, a secret is generated for the run
     #[arg(long, value_name = "FILE")]
     pub token_secret_file: Option<String>,
+    /// UNSAFE on the internet: let anyone join and take TURN credentials without a token (an
+    /// open relay); for trying natkit on a private network
+    #[arg(long)]
+    pub open: bool,
+    /// Prometheus /metrics listener, or "off" [default: 127.0.0.1:9642]
+    #[arg(long, value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+    /// Connections at once from one IP address, 0 = unlimited [default: 32]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<String>,
+    /// Seconds a client has to send its HTTP request headers [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<String>,
+    /// TURN credentials handed out per minute per client IP and per token (bursts of the same
+    /// size), 0 = unlimited [default: 30]
+    #[arg(long, value_name = "N")]
+    pub credentials_per_minute: Option<String>,
     /// Lifetime of the TURN credentials handed to peers, seconds [default: 3600]
     #[arg(long, value_name = "SECS")]
     pub credential_ttl: Option<String>,
@@ -89,6 +107,12 @@ pub struct SignalRaw {
     pub no_relay: Option<bool>,
     pub ice_servers: Option<Vec<String>>,
     pub token_secret_file: Option<String>,
+    /// `token` (the default) or `open`.
+    pub auth: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub max_connections_per_ip: Option<String>,
+    pub header_timeout: Option<String>,
+    pub credentials_per_minute: Option<String>,
     pub credential_ttl: Option<String>,
     pub max_frame_bytes: Option<String>,
     pub messages_per_second: Option<String>,
@@ -107,6 +131,11 @@ pub struct SignalFile {
     pub no_relay: Option<bool>,
     pub ice_servers: Option<Vec<String>>,
     pub token_secret_file: Option<String>,
+    pub auth: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub max_connections_per_ip: Option<usize>,
+    pub header_timeout: Option<u64>,
+    pub credentials_per_minute: Option<u32>,
     pub credential_ttl: Option<u64>,
     pub max_frame_bytes: Option<usize>,
     pub messages_per_second: Option<u32>,
@@ -136,6 +165,11 @@ impl SignalFile {
                 no_relay: self.no_relay,
                 ice_servers: self.ice_servers,
                 token_secret_file: self.token_secret_file,
+                auth: self.auth,
+                metrics_listen: self.metrics_listen,
+                max_connections_per_ip: z(self.max_connections_per_ip),
+                header_timeout: s(self.header_timeout),
+                credentials_per_minute: self.credentials_per_minute.map(|v| v.to_string()),
                 credential_ttl: s(self.credential_ttl),
                 max_frame_bytes: z(self.max_frame_bytes),
                 messages_per_second: self.messages_per_second.map(|v| v.to_string()),
@@ -159,6 +193,11 @@ impl SignalArgs {
                 no_relay: self.no_relay.then_some(true),
                 ice_servers: (!self.ice_server.is_empty()).then_some(self.ice_server),
                 token_secret_file: self.token_secret_file,
+                auth: self.open.then(|| "open".to_owned()),
+                metrics_listen: self.metrics_listen,
+                max_connections_per_ip: self.max_connections_per_ip,
+                header_timeout: self.header_timeout,
+                credentials_per_minute: self.credentials_per_minute,
                 credential_ttl: self.credential_ttl,
                 max_frame_bytes: self.max_frame_bytes,
                 messages_per_second: self.messages_per_second,
@@ -202,6 +241,11 @@ impl SignalRaw {
                     )
                 }
                 "TOKEN_SECRET_FILE" => s.token_secret_file = Some(v),
+                "AUTH" => s.auth = Some(v),
+                "METRICS_LISTEN" => s.metrics_listen = Some(v),
+                "MAX_CONNECTIONS_PER_IP" => s.max_connections_per_ip = Some(v),
+                "HEADER_TIMEOUT" => s.header_timeout = Some(v),
+                "CREDENTIALS_PER_MINUTE" => s.credentials_per_minute = Some(v),
                 "CREDENTIAL_TTL" => s.credential_ttl = Some(v),
                 "MAX_FRAME_BYTES" => s.max_frame_bytes = Some(v),
                 "MESSAGES_PER_SECOND" => s.messages_per_second = Some(v),
@@ -225,6 +269,11 @@ impl SignalRaw {
             no_relay,
             ice_servers,
             token_secret_file,
+            auth,
+            metrics_listen,
+            max_connections_per_ip,
+            header_timeout,
+            credentials_per_minute,
             credential_ttl,
             max_frame_bytes,
             messages_per_second,
@@ -312,7 +361,49 @@ impl SignalRaw {
             }
             (None, None) => None,
         };
+        let open = match self.auth.as_deref().map(str::trim) {
+            None | Some("token") => false,
+            Some("open") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "auth",
+                    format!("{other:?}: use \"token\" (the default) or \"open\""),
+                ))
+            }
+        };
+        if open && token.is_some() {
+            return Err(invalid(
+                "auth",
+                "\"open\" and a token secret contradict each other: drop one",
+            ));
+        }
+        // Safe by default: without a configured secret, tokens are still required, signed with a
+        // secret made for this run (the binary prints a link that carries one).
+        let generated_token = !open && token.is_none();
+        let token = if generated_token {
+            Some(TokenSecret::generate())
+        } else {
+            token
+        };
+        let metrics_listen = match self.metrics_listen.as_deref().map(str::trim) {
+            Some("off") => None,
+            v => Some(num(
+                "metrics_listen",
+                v.map(str::to_owned),
+                "127.0.0.1:9642".parse().expect("valid"),
+            )?),
+        };
+        let header_timeout: u64 = num("header_timeout", self.header_timeout, 10)?;
+        if header_timeout == 0 {
+            return Err(invalid("header_timeout", "must be at least 1 second"));
+        }
         Ok(SignalSettings {
+            open,
+            generated_token,
+            metrics_listen,
+            max_connections_per_ip: num("max_connections_per_ip", self.max_connections_per_ip, 32)?,
+            header_timeout: Duration::from_secs(header_timeout),
+            credentials_per_minute: num("credentials_per_minute", self.credentials_per_minute, 30)?,
             listen,
             embedded_relay: !self.no_relay.unwrap_or(false),
             ice_urls: ice_servers,
@@ -336,7 +427,20 @@ pub struct SignalSettings {
     pub embedded_relay: bool,
     /// Extra ICE server URLs (external relays, public STUN servers).
     pub ice_urls: Vec<String>,
+    /// The join-token secret; `None` only in open mode.
     pub token: Option<TokenSecret>,
+    /// `auth = "open"` / `--open`: no tokens at all.
+    pub open: bool,
+    /// No secret was configured: `token` was generated for this run.
+    pub generated_token: bool,
+    /// Where `/metrics` is served (never on the public listener); `None` when off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connections at once per client IP (0 = unlimited).
+    pub max_connections_per_ip: usize,
+    /// Time for a client to send its request headers.
+    pub header_timeout: Duration,
+    /// TURN credentials per minute per client IP and per token (0 = unlimited).
+    pub credentials_per_minute: u32,
     pub credential_ttl: u64,
     pub max_frame_bytes: usize,
     pub messages_per_second: u32,
@@ -442,13 +546,38 @@ mod tests {
         assert_eq!(s.ice_urls, ["stun:a:3478", "turn:b:3478"]);
         assert_eq!(s.messages_per_second, 50);
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
-        assert!(s.token.is_none());
+        // Safe by default: no secret configured still means tokens, with a generated secret.
+        assert!(s.token.is_some() && s.generated_token && !s.open);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9642".parse().unwrap()));
+        assert_eq!(s.max_connections_per_ip, 32);
+        assert_eq!(s.credentials_per_minute, 30);
         assert_eq!(relay.relay_ports.as_deref(), Some("50000-50100"));
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(SignalRaw, &str); 6] = [
+        let cases: [(SignalRaw, &str); 9] = [
+            (
+                SignalRaw {
+                    auth: Some("closed".into()),
+                    ..Default::default()
+                },
+                "auth:",
+            ),
+            (
+                SignalRaw {
+                    metrics_listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "metrics_listen:",
+            ),
+            (
+                SignalRaw {
+                    header_timeout: Some("0".into()),
+                    ..Default::default()
+                },
+                "header_timeout:",
+            ),
             (
                 SignalRaw {
                     listen: Some("x".into()),
@@ -498,5 +627,33 @@ mod tests {
             assert!(e.starts_with(key), "{raw:?}: {e}");
         }
         assert!(SignalFile::parse("lisen = 1\n", "f").is_err());
+        // Open mode and a token secret contradict each other.
+        let e = SignalRaw {
+            auth: Some("open".into()),
+            ..Default::default()
+        }
+        .resolve(Some("secret".into()), none)
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("auth:"), "{e}");
+    }
+
+    #[test]
+    fn open_mode_and_metrics_off_are_explicit() {
+        let s = SignalRaw {
+            auth: Some("open".into()),
+            metrics_listen: Some("off".into()),
+            ..Default::default()
+        }
+        .resolve(None, none)
+        .unwrap();
+        assert!(s.open && s.token.is_none() && !s.generated_token);
+        assert_eq!(s.metrics_listen, None);
+        let (raw, _) = SignalFile::parse("auth = \"open\"\n", "f").unwrap().split();
+        assert_eq!(raw.auth.as_deref(), Some("open"));
+        let s = SignalRaw::from_env([("NATKIT_SIGNAL_AUTH".to_owned(), "token".to_owned())])
+            .resolve(Some("k".into()), none)
+            .unwrap();
+        assert!(!s.open && !s.generated_token && s.token.is_some());
     }
 }

@@ -3,16 +3,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use natkit_proto::{ClientMsg, ErrorCode, HttpError, IceServer, IceServers, ServerMsg};
 use natkit_stun_turn::credentials::{self, Secrets};
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::SignalSettings;
-use crate::limits::TokenBucket;
+use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
@@ -35,6 +37,10 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for a text frame that is not UTF-8 (RFC 6455 section 7.4.1).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
+const LIMITER_KEYS: usize = 100_000;
 
 static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
@@ -137,6 +143,8 @@ pub struct SignalMetrics {
     pub messages_relayed: IntCounterVec,
     pub rejected: IntCounterVec,
     pub credentials_issued: IntCounter,
+    pub credentials_refused: IntCounterVec,
+    pub connections_refused: IntCounterVec,
 }
 
 impl SignalMetrics {
@@ -177,9 +185,31 @@ impl SignalMetrics {
         for c in ErrorCode::ALL {
             rejected.with_label_values(&[c.as_str()]);
         }
-        for r in ["frame-too-big", "slow-consumer"] {
+        for r in ["frame-too-big", "slow-consumer", "invalid-utf8"] {
             rejected.with_label_values(&[r]);
         }
+        let credentials_refused = IntCounterVec::new(
+            Opts::new(
+                "natkit_signal_credentials_refused_total",
+                "TURN credentials not handed out because of a rate limit, by limit.",
+            ),
+            &["limit"],
+        )
+        .expect("metric");
+        for l in ["per_ip", "per_token"] {
+            credentials_refused.with_label_values(&[l]);
+        }
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "natkit_signal_connections_refused_total",
+                "TCP connections closed at once, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        connections_refused.with_label_values(&["per_ip_limit"]);
+        reg(Box::new(credentials_refused.clone()));
+        reg(Box::new(connections_refused.clone()));
         reg(Box::new(peers_connected.clone()));
         reg(Box::new(rooms.clone()));
         reg(Box::new(messages_relayed.clone()));
@@ -191,14 +221,20 @@ impl SignalMetrics {
             messages_relayed,
             rejected,
             credentials_issued,
+            credentials_refused,
+            connections_refused,
         }
     }
 }
 
-/// One connection's outgoing side: its queue, and the switch that closes it when the queue is full.
+/// One connection's outgoing side (its queue, and the switch that closes it when the queue is
+/// full) and what its join established.
 struct Conn {
     tx: mpsc::Sender<Message>,
     evict: watch::Sender<bool>,
+    ip: IpAddr,
+    /// The join token's hash (rate limits count per token) and expiry (`refresh` honours it).
+    token: Option<(u64, u64)>,
 }
 
 pub struct AppState {
@@ -208,12 +244,29 @@ pub struct AppState {
     conns: Mutex<HashMap<ConnId, Conn>>,
     next_conn: AtomicU64,
     conn_slots: Arc<Semaphore>,
+    ip_slots: Arc<IpSlots>,
+    mint_per_ip: Mutex<KeyedLimiter<IpAddr>>,
+    mint_per_token: Mutex<KeyedLimiter<u64>>,
     registry: Registry,
     pub metrics: SignalMetrics,
     shutdown: watch::Receiver<bool>,
 }
 
 use natkit_daemon::unix_now;
+
+/// The TURN user a joined peer's credentials are for: its room and peer id, which only that
+/// session holds (ids are unique within a room), joined by `/`, which neither may contain. So
+/// no peer can obtain a credential counted against another's quota, and `refresh` keeps it.
+pub fn turn_user(room: &str, peer: &str) -> String {
+    format!("{room}/{peer}")
+}
+
+/// What rate limits count a token as (a hash, so a long token costs no more memory).
+fn token_key(token: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut h);
+    h.finish()
+}
 
 fn peer_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
@@ -239,6 +292,15 @@ impl AppState {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            ip_slots: IpSlots::new(settings.max_connections_per_ip),
+            mint_per_ip: Mutex::new(KeyedLimiter::new(
+                settings.credentials_per_minute,
+                LIMITER_KEYS,
+            )),
+            mint_per_token: Mutex::new(KeyedLimiter::new(
+                settings.credentials_per_minute,
+                LIMITER_KEYS,
+            )),
             settings,
             ice,
             registry,
@@ -269,6 +331,38 @@ impl AppState {
         }
     }
 
+    /// May `ip` (and the token `token_key`) be handed another TURN credential now?
+    fn may_mint(&self, ip: IpAddr, token_key: Option<u64>) -> bool {
+        let now = Instant::now();
+        if !self
+            .mint_per_ip
+            .lock()
+            .expect("limiter lock")
+            .allow(&ip, now)
+        {
+            self.metrics
+                .credentials_refused
+                .with_label_values(&["per_ip"])
+                .inc();
+            return false;
+        }
+        if let Some(k) = token_key {
+            if !self
+                .mint_per_token
+                .lock()
+                .expect("limiter lock")
+                .allow(&k, now)
+            {
+                self.metrics
+                    .credentials_refused
+                    .with_label_values(&["per_token"])
+                    .inc();
+                return false;
+            }
+        }
+        true
+    }
+
     fn reject(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
         self.metrics
             .rejected
@@ -281,6 +375,10 @@ impl AppState {
     }
 
     fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
+        let ip = match self.conns.lock().expect("conns lock").get(&conn) {
+            Some(c) => c.ip,
+            None => return,
+        };
         let msg = match ClientMsg::parse(text) {
             Ok(m) => m,
             Err(e) => return self.reject(conn, e.code, e.message),
@@ -292,22 +390,34 @@ impl AppState {
                 token,
                 version: _,
             } => {
+                let token = token.as_ref().map(|t| t.expose()).or(url_token);
+                let mut token_claim = None;
                 if let Some(secret) = &self.settings.token {
-                    let token = token.as_ref().map(|t| t.expose()).or(url_token);
-                    if let Err(e) = secret.authorize(token, &room, unix_now()) {
-                        debug!(conn, error = %e, "join refused");
-                        return self.reject(
-                            conn,
-                            ErrorCode::Unauthorized,
-                            "a valid token for this room is required",
-                        );
+                    match secret.authorize(token, &room, unix_now()) {
+                        Ok(expires) => token_claim = token.map(|t| (token_key(t), expires)),
+                        Err(e) => {
+                            debug!(conn, error = %e, "join refused");
+                            return self.reject(
+                                conn,
+                                ErrorCode::Unauthorized,
+                                "a valid token for this room is required",
+                            );
+                        }
                     }
                 }
                 let generated = peer_id();
-                let user = requested.clone().unwrap_or_else(|| generated.clone());
-                // An invalid requested id is refused by `join`; mint nothing for it.
-                let ice_servers = if crate::rooms::valid_name(&user) {
-                    self.ice.mint(&user, unix_now())
+                let id = requested.clone().unwrap_or_else(|| generated.clone());
+                // An invalid room or requested id is refused by `join`; mint nothing for it.
+                let valid = crate::rooms::valid_name(&id) && crate::rooms::valid_name(&room);
+                if valid && !self.may_mint(ip, token_claim.map(|(k, _)| k)) {
+                    return self.reject(
+                        conn,
+                        ErrorCode::RateLimited,
+                        "too many TURN credentials for this address or token; try again in a minute",
+                    );
+                }
+                let ice_servers = if valid {
+                    self.ice.mint(&turn_user(&room, &id), unix_now())
                 } else {
                     Vec::new()
                 };
@@ -322,25 +432,50 @@ impl AppState {
                 drop(rooms);
                 if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_))) {
                     self.metrics.credentials_issued.inc();
+                    if let Some(c) = self.conns.lock().expect("conns lock").get_mut(&conn) {
+                        c.token = token_claim;
+                    }
                     info!(conn, room = %room, "peer joined");
                 }
                 outs
             }
             ClientMsg::Refresh => {
-                let peer = self
-                    .rooms
-                    .lock()
-                    .expect("rooms lock")
-                    .peer_of(conn)
-                    .map(str::to_owned);
-                let Some(peer) = peer else {
+                let member = {
+                    let rooms = self.rooms.lock().expect("rooms lock");
+                    rooms
+                        .room_of(conn)
+                        .zip(rooms.peer_of(conn))
+                        .map(|(r, p)| turn_user(r, p))
+                };
+                let Some(user) = member else {
                     return self.reject(conn, ErrorCode::NotJoined, "join a room first");
                 };
+                let token = self
+                    .conns
+                    .lock()
+                    .expect("conns lock")
+                    .get(&conn)
+                    .and_then(|c| c.token);
+                // A credential never outlives the join token it was granted under.
+                if token.is_some_and(|(_, expires)| expires < unix_now()) {
+                    return self.reject(
+                        conn,
+                        ErrorCode::Unauthorized,
+                        "the join token has expired: rejoin with a new token for new credentials",
+                    );
+                }
+                if !self.may_mint(ip, token.map(|(k, _)| k)) {
+                    return self.reject(
+                        conn,
+                        ErrorCode::RateLimited,
+                        "too many TURN credentials for this address or token; try again in a minute",
+                    );
+                }
                 self.metrics.credentials_issued.inc();
                 vec![Out {
                     to: conn,
                     msg: ServerMsg::IceServers {
-                        ice_servers: self.ice.mint(&peer, unix_now()),
+                        ice_servers: self.ice.mint(&user, unix_now()),
                         ttl: self.ice.ttl,
                     },
                 }]
@@ -398,30 +533,33 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 async fn ice_servers(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    issue_ice_servers(&st, q, &headers, IceConfig::mint)
+    issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint)
 }
 
 /// `/v1/check-servers`: what the network check page (`/check`) gathers against.
 async fn check_servers(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    issue_ice_servers(&st, q, &headers, IceConfig::mint_for_check)
+    issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint_for_check)
 }
 
 /// Answers with fresh ICE servers from `mint` (401 without a valid token when tokens are on).
 fn issue_ice_servers(
     st: &AppState,
+    ip: IpAddr,
     q: TokenQuery,
     headers: &HeaderMap,
     mint: fn(&IceConfig, &str, u64) -> Vec<IceServer>,
 ) -> Response {
+    let token = q.token.or_else(|| bearer(headers));
     if let Some(secret) = &st.settings.token {
-        let token = q.token.or_else(|| bearer(headers));
         let ok = token
             .as_deref()
             .map(|t| secret.verify(t, unix_now()).is_ok())
@@ -440,6 +578,18 @@ fn issue_ice_servers(
             )
                 .into_response();
         }
+    }
+    if !st.may_mint(ip, token.as_deref().map(token_key)) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(HttpError {
+                error: ErrorCode::RateLimited,
+                message:
+                    "too many TURN credentials for this address or token; try again in a minute"
+                        .into(),
+            }),
+        )
+            .into_response();
     }
     st.metrics.credentials_issued.inc();
     let user = format!("http-{}", peer_id());
@@ -465,6 +615,8 @@ async fn ws(
     ws: WebSocketUpgrade,
     Query(q): Query<TokenQuery>,
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<Arc<IpSlot>>>,
 ) -> Response {
     if *st.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
@@ -493,7 +645,9 @@ async fn ws(
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 2)
         .on_upgrade(move |socket| async move {
-            connection(st, socket, q.token).await;
+            connection(st, socket, q.token, peer.ip()).await;
+            // The client IP's connection slot is held until the WebSocket ends.
+            drop(slot);
             drop(permit);
         })
 }
@@ -511,7 +665,7 @@ async fn is_evicted(rx: &mut watch::Receiver<bool>) -> bool {
     rx.wait_for(|e| *e).await.is_ok()
 }
 
-async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>) {
+async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>, ip: IpAddr) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
@@ -522,6 +676,8 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
         Conn {
             tx: tx.clone(),
             evict,
+            ip,
+            token: None,
         },
     );
     st.metrics.peers_connected.inc();
@@ -563,7 +719,13 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                     None => break "closed",
                     Some(Err(e)) => {
                         debug!(conn, error = %e, "websocket error");
-                        // Usually a frame above even tungstenite's limit.
+                        // tungstenite checks that text frames are UTF-8 (its error says
+                        // "UTF-8"); otherwise it is usually a frame above even its limit.
+                        if e.to_string().to_ascii_lowercase().contains("utf-8") {
+                            st.metrics.rejected.with_label_values(&["invalid-utf8"]).inc();
+                            let _ = tx.try_send(close(CLOSE_INVALID_DATA, "text frames must be UTF-8"));
+                            break "invalid utf-8";
+                        }
                         let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
                         break "error";
                     }
@@ -635,20 +797,84 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ws", get(ws))
         .route("/v1/ice-servers", get(ice_servers))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// The metrics listener's routes (`/metrics`, `/healthz`): never on the public listener.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// Serves the metrics routes on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` completes; connected peers are told
 /// and closed with 1001 (the `shutdown` receiver given to [`AppState::new`] must fire first).
+///
+/// Each TCP connection gets `header_timeout` to send its request headers (a client trickling
+/// them, slowloris, is closed) and counts against its IP's `max_connections_per_ip` until it,
+/// or the WebSocket it upgrades to, ends; a connection past the limit is closed at once.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let r = axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(Arc::clone(&state));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = state.ip_slots.acquire(peer.ip()) else {
+            state
+                .metrics
+                .connections_refused
+                .with_label_values(&["per_ip_limit"])
+                .inc();
+            debug!(%peer, "connection refused: per-IP limit");
+            drop(stream);
+            continue;
+        };
+        let svc = app
+            .clone()
+            .layer(Extension(ConnectInfo(peer)))
+            .layer(Extension(Arc::clone(&slot)));
+        let timeout = state.settings.header_timeout;
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(timeout);
+            let conn = http
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "http connection ended");
+            }
+            drop(slot);
+        });
+    }
     // Give connection tasks a moment to send their close frames.
     for _ in 0..50 {
         if state.metrics.peers_connected.get() == 0 {
@@ -662,7 +888,7 @@ pub async fn serve(
             "connections still open at shutdown"
         );
     }
-    r
+    Ok(())
 }
 
 #[cfg(test)]

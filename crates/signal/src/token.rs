@@ -40,6 +40,12 @@ impl TokenSecret {
         (!s.is_empty()).then(|| TokenSecret(s.as_bytes().to_vec()))
     }
 
+    /// A random secret for one run of the server (32 bytes from the OS generator).
+    pub fn generate() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        TokenSecret(B64.encode(bytes).into_bytes())
+    }
+
     fn mac(&self, signed: &str) -> Vec<u8> {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
         m.update(signed.as_bytes());
@@ -53,6 +59,11 @@ impl TokenSecret {
 
     /// Checks a token; returns the room it grants.
     pub fn verify(&self, token: &str, now: u64) -> Result<String, TokenError> {
+        self.claims(token, now).map(|c| c.room)
+    }
+
+    /// Checks a token; returns the room it grants and when it expires.
+    pub fn claims(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
         let mut parts = token.splitn(4, '.');
         let (Some("v1"), Some(exp), Some(room_b64), Some(mac_b64)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -69,18 +80,27 @@ impl TokenSecret {
             return Err(TokenError::Expired(now - exp));
         }
         let room = B64.decode(room_b64).map_err(|_| TokenError::Malformed)?;
-        String::from_utf8(room).map_err(|_| TokenError::Malformed)
+        let room = String::from_utf8(room).map_err(|_| TokenError::Malformed)?;
+        Ok(Claims { room, expires: exp })
     }
 
-    /// Checks a token for joining `room`.
-    pub fn authorize(&self, token: Option<&str>, room: &str, now: u64) -> Result<(), TokenError> {
-        let granted = self.verify(token.ok_or(TokenError::Missing)?, now)?;
-        if granted == room {
-            Ok(())
+    /// Checks a token for joining `room`; returns its expiry (Unix seconds).
+    pub fn authorize(&self, token: Option<&str>, room: &str, now: u64) -> Result<u64, TokenError> {
+        let c = self.claims(token.ok_or(TokenError::Missing)?, now)?;
+        if c.room == room {
+            Ok(c.expires)
         } else {
             Err(TokenError::WrongRoom)
         }
     }
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub room: String,
+    /// Unix seconds after which the token no longer works.
+    pub expires: u64,
 }
 
 #[cfg(test)]
@@ -98,10 +118,10 @@ mod tests {
             Option<&str>,
             &str,
             u64,
-            Result<(), TokenError>,
+            Result<u64, TokenError>,
         ); 8] = [
-            (&key, Some(&t), "room1", 1000, Ok(())),
-            (&key, Some(&t), "room1", 1060, Ok(())),
+            (&key, Some(&t), "room1", 1000, Ok(1060)),
+            (&key, Some(&t), "room1", 1060, Ok(1060)),
             (&key, Some(&t), "room1", 1061, Err(TokenError::Expired(1))),
             (&key, Some(&t), "room2", 1000, Err(TokenError::WrongRoom)),
             (
@@ -131,6 +151,13 @@ mod tests {
             assert_eq!(k.authorize(tok, room, now), want, "{tok:?} {room} {now}");
         }
         assert!(!format!("{key:?}").contains('k') || format!("{key:?}").contains("redacted"));
+        let g = TokenSecret::generate();
+        assert_ne!(
+            g.mint("r", 1, 0),
+            TokenSecret::generate().mint("r", 1, 0),
+            "random"
+        );
+        assert_eq!(g.verify(&g.mint("r", 60, 0), 10).unwrap(), "r");
     }
 }
 

@@ -420,7 +420,10 @@ impl Lab {
             .env("RUST_LOG", "error")
             .envs(env.iter().copied())
             .args(["--listen", &format!("{SERVER_IP}:8080")])
-            .args(["--relay-listen", &format!("{SERVER_IP}:3478")]);
+            .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
+            // The lab's peers are about NATs, not tokens: an open server, metrics on the
+            // server's loopback.
+            .args(["--open", "--metrics-listen", "127.0.0.1:9642"]);
         let d = self.start_daemon(&mut cmd);
         (d.ws_url(), d.id())
     }

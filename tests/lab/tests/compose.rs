@@ -25,6 +25,7 @@ use natkit_testkit::workspace_bin;
 /// builder, which builds every stage and would try to pull `rust:1-bookworm`.
 const DOCKER: &str = "/usr/bin/docker";
 const SECRET: &str = "compose-lab-secret-0123456789abcdef";
+const TOKEN_SECRET: &str = "compose-lab-token-secret-fedcba9876543210";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -353,6 +354,9 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let secret = dockerd.dir.join("turn_secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     sh(Command::new("chmod").arg("0444").arg(&secret));
+    let token_secret = dockerd.dir.join("token_secret");
+    std::fs::write(&token_secret, format!("{TOKEN_SECRET}\n")).unwrap();
+    sh(Command::new("chmod").arg("0444").arg(&token_secret));
     let example = std::fs::read_to_string(repo().join("deploy/natkit.env.example")).unwrap();
     let mut env: Vec<String> = example
         .lines()
@@ -368,6 +372,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         "NATKIT_RELAY_LISTEN=203.0.113.1:3478".to_owned(),
         format!("NATKIT_IMAGE={image}"),
         format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
+        format!("NATKIT_TOKEN_SECRET_FILE={}", token_secret.display()),
     ]);
     let env_file = dockerd.dir.join("lab.env");
     std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
@@ -390,6 +395,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     );
     let history = dockerd.docker_ok(&["history", "--no-trunc", &image]);
     assert!(!history.contains(SECRET));
+    assert!(!inspect.contains(TOKEN_SECRET) && !history.contains(TOKEN_SECRET));
 
     // Metrics, from the server namespace (host networking: the relay's is on its loopback).
     let scrape = |addr: &str| -> String {
@@ -410,8 +416,12 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         "relay metrics"
     );
     assert!(
-        scrape("203.0.113.1:8080").contains("natkit_signal_"),
-        "signal metrics"
+        scrape("127.0.0.1:9642").contains("natkit_signal_"),
+        "signal metrics, on the server's loopback"
+    );
+    assert!(
+        !scrape("203.0.113.1:8080").contains("natkit_signal_"),
+        "no metrics on the public listener"
     );
 
     // nat-probe from a client behind a symmetric NAT, against the one-IP relay container: the
@@ -430,6 +440,26 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     assert_eq!(report["nat_type"], "symmetric", "{report}");
     assert_eq!(report["force_turn"], true, "{report}");
 
+    // The deployment requires tokens: a client without one is refused...
+    let refused = lab.sites[0]
+        .client
+        .cmd(workspace_bin("natkit-peer").to_str().unwrap())
+        .env("RUST_LOG", "off")
+        .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
+        .args(["--json", "--timeout", "10", "--send", "x"])
+        .output()
+        .unwrap();
+    let refused_out = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success(),
+        "a tokenless client must be refused: {refused_out}"
+    );
+    assert!(refused_out.contains("unauthorized"), "{refused_out}");
+    // ...and one with a token the application server minted gets in.
+    let minted = sh(Command::new(workspace_bin("natkit-signal"))
+        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
+        .args(["token", "--room", "compose", "--ttl", "3600"]));
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
     // Two peers behind symmetric NATs, through the containers.
     let peer = |site: usize, mode: &str| {
         EventProcess::spawn(
@@ -437,6 +467,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
                 .client
                 .cmd(workspace_bin("natkit-peer").to_str().unwrap())
                 .env("RUST_LOG", "off")
+                .env("NATKIT_PEER_TOKEN", &token)
                 .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
                 .args(["--json", "--timeout", "150", mode]),
         )

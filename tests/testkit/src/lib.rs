@@ -92,15 +92,17 @@ pub async fn turn_client(
     Ok(client)
 }
 
-/// natkit-signal with its embedded relay on 127.0.0.1, every port ephemeral. `http` is the
-/// signaling address ([`Daemon::ws_url`]), `stun` the relay's.
+/// natkit-signal with its embedded relay on 127.0.0.1, every port ephemeral, in open mode (no
+/// tokens: these tests are about something else). `http` is the signaling address
+/// ([`Daemon::ws_url`]), `stun` the relay's, `metrics` the metrics listener.
 pub fn natkit_signal_on_loopback(turn_secret: &str) -> Daemon {
     Daemon::start(
         Command::new(workspace_bin("natkit-signal"))
             .env("NATKIT_TURN_SECRET", turn_secret)
             .env("NATKIT_ALT_PORT", "0")
             .env("RUST_LOG", "warn")
-            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"]),
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--open"]),
     )
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,11 @@ enum Command {
     },
 }
 
+/// The room of the demo link printed when the token secret is generated for the run.
+const DEMO_ROOM: &str = "demo";
+/// How long that link's token works.
+const DEMO_TOKEN_TTL: u64 = 24 * 3600;
+
 async fn serve(loaded: config::Loaded) -> Result<()> {
     let config::Loaded {
         signal,
@@ -82,6 +88,23 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}; pick another --listen", signal.listen))?;
     let http = listener.local_addr()?;
+    let metrics_listener = match signal.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")
+        })?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let open = signal.open;
+    let demo_token = match (&signal.token, signal.generated_token) {
+        (Some(secret), true) => {
+            Some(secret.mint(DEMO_ROOM, DEMO_TOKEN_TTL, natkit_daemon::unix_now()))
+        }
+        _ => None,
+    };
     let state = AppState::new(signal, ice, registry, stop_rx.clone());
     let shown = if http.ip().is_unspecified() {
         format!("http://{}:{}", advertised_ip(&relay), http.port())
@@ -89,7 +112,18 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         format!("http://{http}")
     };
     let ws = shown.replacen("http://", "ws://", 1);
-    eprintln!("natkit-signal: web page and signaling on {shown}/ (WebSocket {ws}/v1/ws, metrics {shown}/metrics)");
+    let metrics_shown = metrics_addr
+        .map(|a| format!("http://{a}/metrics"))
+        .unwrap_or_else(|| "off".into());
+    eprintln!("natkit-signal: web page and signaling on {shown}/ (WebSocket {ws}/v1/ws, metrics {metrics_shown})");
+    if open {
+        warn!("OPEN MODE (--open / auth = \"open\"): anyone who reaches {shown} can join rooms and take TURN credentials; this server is an open relay. Use it only on a private network.");
+        eprintln!("natkit-signal: WARNING: open mode: no tokens, anyone can take TURN credentials (an open relay)");
+    }
+    if let Some(t) = &demo_token {
+        eprintln!("natkit-signal: tokens are required; for this run a token secret was generated (set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file to mint your own with `natkit-signal token`)");
+        eprintln!("natkit-signal: open {shown}/?room={DEMO_ROOM}&token={t} in two browsers (room \"{DEMO_ROOM}\", valid {} h); check a network at {shown}/check?token={t}", DEMO_TOKEN_TTL / 3600);
+    }
     match &relay_addr {
         Some(a) => eprintln!(
             "natkit-signal: embedded STUN/TURN relay on udp {} (RFC 5780 alternate port {}), relayed addresses on {}",
@@ -98,6 +132,9 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         None => eprintln!("natkit-signal: no embedded relay; peers get the --ice-server URLs"),
     }
     let mut sockets = vec![("http", http)];
+    if let Some(a) = metrics_addr {
+        sockets.push(("metrics", a));
+    }
     if let Some(a) = &relay_addr {
         sockets.extend([("stun", a.primary), ("stun-alt", a.alt_port)]);
     }
@@ -105,6 +142,12 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         "{}",
         natkit_daemon::listening_line("natkit-signal", &sockets)
     );
+    let metrics_task = metrics_listener.map(|l| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(server::serve_metrics(l, Arc::clone(&state), async move {
+            let _ = rx.changed().await;
+        }))
+    });
     let mut rx = stop_rx.clone();
     let http_task = tokio::spawn(server::serve(listener, state, async move {
         let _ = rx.changed().await;
@@ -119,6 +162,11 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     if let Some(t) = relay_task {
         t.await.context("relay task")?;
     }
+    if let Some(t) = metrics_task {
+        t.await
+            .context("metrics task")?
+            .context("metrics server failed")?;
+    }
     Ok(())
 }
 
@@ -127,6 +175,10 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Token { room, ttl }) => {
             let loaded =
                 config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+            anyhow::ensure!(
+                !loaded.signal.generated_token && !loaded.signal.open,
+                "no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE (the same the server uses)"
+            );
             let secret = loaded.signal.token.context(
                 "no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE",
             )?;

@@ -39,6 +39,8 @@ impl Drop for Suite {
 pub async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
     let defaults = SignalRaw {
         listen: Some("127.0.0.1:0".into()),
+        // Tests that give no token secret want an open server (the default requires tokens).
+        auth: token.is_none().then(|| "open".to_owned()),
         ping_interval: Some("1".into()),
         idle_timeout: Some("3".into()),
         ..Default::default()

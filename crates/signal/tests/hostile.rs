@@ -1,0 +1,270 @@
+//! natkit-signal as an attacker meets it (issue 15's findings on signaling): each test runs the
+//! attack and prints what it achieves now beside what it achieved before the fix.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use natkit_signal::config::SignalRaw;
+use natkit_signal::token::TokenSecret;
+use natkit_testkit::Daemon;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// An HTTP GET on a fresh connection: the status code.
+async fn status(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body[9..12].parse().unwrap()
+}
+
+async fn join(url: &str, room: &str) -> Value {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send(&mut ws, &json!({"type":"join","room":room})).await;
+    recv(&mut ws).await
+}
+
+/// Finding 1: natkit-signal with no configuration used to hand TURN credentials to anyone
+/// (102 credentials and 981 allocations for one anonymous client in 0.1 s).
+#[test]
+fn by_default_tokens_are_required_and_the_printed_link_works() {
+    let d = Daemon::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "t")
+            .env("NATKIT_ALT_PORT", "0")
+            .env_remove("NATKIT_SIGNAL_TOKEN_SECRET")
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"]),
+    );
+    let log = d.log().join("\n");
+    let link = log
+        .lines()
+        .find_map(|l| l.split_once("open ").map(|(_, r)| r))
+        .and_then(|r| r.split_whitespace().next())
+        .filter(|u| u.contains("token="))
+        .unwrap_or_else(|| panic!("no link with a token in:\n{log}"));
+    let token = link.split_once("token=").unwrap().1.to_owned();
+    assert!(link.contains("room=demo"), "{link}");
+    let http = d.addr("http");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ws = format!("ws://{http}/v1/ws");
+        let refused = join(&ws, "demo").await;
+        assert_eq!(refused["code"], "unauthorized", "{refused}");
+        let welcome = join(&format!("{ws}?token={token}"), "demo").await;
+        assert_eq!(
+            welcome["type"], "welcome",
+            "the printed link joins: {welcome}"
+        );
+        let other_room = join(&format!("{ws}?token={token}"), "elsewhere").await;
+        assert_eq!(
+            other_room["code"], "unauthorized",
+            "the token is for its room only"
+        );
+        assert_eq!(status(http, "/v1/ice-servers").await, 401);
+        assert_eq!(
+            status(http, &format!("/v1/ice-servers?token={token}")).await,
+            200
+        );
+        // Metrics are off the public listener, on their own (loopback by default).
+        assert_eq!(status(http, "/metrics").await, 404);
+        assert_eq!(status(d.addr("metrics"), "/metrics").await, 200);
+    });
+    eprintln!(
+        "tokenless client: before, credentials for anyone; now, join and /v1/ice-servers refused (unauthorized / 401)"
+    );
+}
+
+#[test]
+fn open_mode_is_explicit_and_warns() {
+    let d = Daemon::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "t")
+            .env("NATKIT_ALT_PORT", "0")
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "off", "--open"]),
+    );
+    let log = d.log().join("\n");
+    assert!(log.contains("WARNING: open mode"), "{log}");
+    assert!(!log.contains("token="), "no token link in open mode: {log}");
+}
+
+/// Finding 2: the TURN user was the peer id, unique only within a room: joining another room
+/// with a victim's id gave a credential counted against the victim's quota.
+#[tokio::test]
+async fn turn_identities_of_two_rooms_never_collide() {
+    let s = start(SignalRaw::default(), None).await;
+    let (_v, victim) = s.join("team", Some("alice")).await;
+    let (_a, attacker) = s.join("other", Some("alice")).await;
+    let user = |w: &Value| {
+        w["ice_servers"][0]["username"]
+            .as_str()
+            .unwrap()
+            .split_once(':')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    assert_eq!(user(&victim), "team/alice");
+    assert_eq!(user(&attacker), "other/alice");
+    let cred = |w: &Value| {
+        (
+            w["ice_servers"][0]["username"].as_str().unwrap().to_owned(),
+            w["ice_servers"][0]["credential"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    // The attacker fills its own quota (10 allocations by default)...
+    let (au, ap) = cred(&attacker);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let c = natkit_testkit::turn_client(s.relay, &au, &ap)
+            .await
+            .unwrap();
+        match c.allocate().await {
+            Ok(conn) => held.push((c, conn)),
+            Err(_) => refused += 1,
+        }
+    }
+    // ...and the victim still allocates.
+    let (vu, vp) = cred(&victim);
+    let c = natkit_testkit::turn_client(s.relay, &vu, &vp)
+        .await
+        .unwrap();
+    let ok = c.allocate().await.is_ok();
+    eprintln!(
+        "quota squatting: before, the victim's Allocate got 486; now the attacker holds {} and is refused {refused}, the victim allocates: {ok}",
+        held.len()
+    );
+    assert_eq!((held.len(), refused), (10, 2));
+    assert!(ok, "the victim's quota is its own");
+}
+
+/// Finding 10: `refresh` kept minting TURN credentials after the join token had expired.
+#[tokio::test]
+async fn refresh_after_the_join_token_expired_is_refused() {
+    let s = start(SignalRaw::default(), Some("k")).await;
+    let token = TokenSecret::new("k")
+        .unwrap()
+        .mint("r", 2, natkit_daemon::unix_now());
+    let mut ws = s.connect(&format!("?token={token}")).await;
+    send(&mut ws, &json!({"type":"join","room":"r"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    send(&mut ws, &json!({"type":"refresh"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ice-servers");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    send(&mut ws, &json!({"type":"refresh"})).await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["code"], "unauthorized", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("expired"), "{r}");
+}
+
+/// Finding 1, continued: credentials are rate-limited per client IP (and per token), and the
+/// refusals are counted.
+#[tokio::test]
+async fn credential_minting_is_rate_limited_per_ip_and_counted() {
+    let s = start(
+        SignalRaw {
+            credentials_per_minute: Some("5".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let started = Instant::now();
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(s.get("/v1/ice-servers").await.0);
+    }
+    let issued = codes.iter().filter(|c| **c == 200).count();
+    eprintln!(
+        "credential flood: before, 102 credentials for one client in 0.1 s; now {issued} of 20 in {:.2} s, the rest 429",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(issued, 5, "{codes:?}");
+    assert!(codes[5..].iter().all(|c| *c == 429), "{codes:?}");
+    // Joins mint too, and are refused the same way.
+    let mut ws = s.connect("").await;
+    send(&mut ws, &json!({"type":"join","room":"r"})).await;
+    assert_eq!(recv(&mut ws).await["code"], "rate-limited");
+    assert!(s.metric("natkit_signal_credentials_refused_total{limit=\"per_ip\"}") >= 16.0);
+}
+
+/// Finding 8: connections trickling request headers a byte at a time were never closed, and
+/// one IP could hold any number of them.
+#[tokio::test]
+async fn slowloris_is_cut_off_and_connections_per_ip_are_limited() {
+    let s = start(
+        SignalRaw {
+            header_timeout: Some("1".into()),
+            max_connections_per_ip: Some("5".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut c = tokio::net::TcpStream::connect(s.http).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        slow.push(c);
+    }
+    // A sixth from the same IP is closed at once.
+    let mut sixth = tokio::net::TcpStream::connect(s.http).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(2), sixth.read(&mut buf))
+        .await
+        .expect("the sixth connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    // The trickling five are cut off by the header deadline, still trickling.
+    let started = Instant::now();
+    for c in &mut slow {
+        let _ = c.write_all(b"s").await;
+        let closed = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue, // a 408 answer, then the close
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a slow client must be closed");
+    }
+    let cut = started.elapsed();
+    eprintln!(
+        "slowloris: before, never closed and unbounded per IP; now 5 per IP, the rest closed at once, the slow ones cut after {:.1} s",
+        cut.as_secs_f64()
+    );
+    assert!(s.metric("natkit_signal_connections_refused_total{reason=\"per_ip_limit\"}") >= 1.0);
+    // With the slots free again, a real client gets in.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_ws, w) = s.join("after", None).await;
+    assert_eq!(w["type"], "welcome");
+}
+
+/// Finding 9: a text frame that is not UTF-8 closed with 1009 (too big); RFC 6455 says 1007.
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let s = start(SignalRaw::default(), None).await;
+    let mut ws = s.connect("").await;
+    let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Invalid));
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"invalid-utf8\"}") >= 1.0);
+}
