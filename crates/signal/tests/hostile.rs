@@ -155,7 +155,16 @@ async fn turn_identities_of_two_rooms_never_collide() {
 /// Finding 10: `refresh` kept minting TURN credentials after the join token had expired.
 #[tokio::test]
 async fn refresh_after_the_join_token_expired_is_refused() {
-    let s = start(SignalRaw::default(), Some("k")).await;
+    // The client sleeps past the token's expiry without reading: no idle timeout meanwhile.
+    let s = start(
+        SignalRaw {
+            ping_interval: Some("10".into()),
+            idle_timeout: Some("30".into()),
+            ..Default::default()
+        },
+        Some("k"),
+    )
+    .await;
     let token = TokenSecret::new("k")
         .unwrap()
         .mint("r", 2, natkit_daemon::unix_now());
