@@ -129,6 +129,8 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
                 "127.0.0.1",
                 "--user-quota",
                 "0",
+                "--answers-per-second",
+                "0",
                 "--total-quota",
                 "0",
                 "--relay-ports",

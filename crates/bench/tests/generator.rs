@@ -49,6 +49,8 @@ fn natkit_relay() -> (SocketAddr, tokio::runtime::Runtime) {
             listen: Some("127.0.0.1:0".into()),
             alt_port: Some("0".into()),
             allow_peer: Some(vec!["127.0.0.1".into()]),
+            // The allocation-rate runs hammer from one IP: no per-source answer limit.
+            answers_per_second: Some("0".into()),
             user_quota: Some("0".into()),
             total_quota: Some("0".into()),
             ..Default::default()

@@ -9,7 +9,8 @@
 //!   `docs/protocol.md`).
 //! - [`rooms`]: routing as a pure state machine (message in, addressed messages out).
 //! - [`token`]: signed, expiring, room-scoped join tokens (pure).
-//! - [`limits`]: the per-connection rate limiter (pure).
+//! - [`limits`]: rate limits per connection, per client IP and per token (pure; the relay's
+//!   `ratelimit` module, shared).
 //! - [`config`]: flags, environment and TOML, validated before anything binds.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
 //!
@@ -18,7 +19,9 @@
 //! (put a reverse proxy in front).
 
 pub mod config;
-pub mod limits;
+/// The rate limiters (token buckets, per-key limits, per-IP connection slots), shared with the
+/// relay.
+pub use natkit_stun_turn::ratelimit as limits;
 pub mod rooms;
 pub mod server;
 pub mod token;

@@ -38,9 +38,21 @@ struct Channel {
     expires: Instant,
 }
 
-/// Why a ChannelBind was refused (all answered with 400 Bad Request).
+/// Permissions (peer IPs) one allocation may hold at once; more are refused with 508.
+pub const MAX_PERMISSIONS: usize = 64;
+/// Channel bindings one allocation may hold at once; more are refused with 508.
+pub const MAX_CHANNELS: usize = 64;
+
+/// An allocation holds as many permissions as it may ([`MAX_PERMISSIONS`]): 508.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the allocation holds {MAX_PERMISSIONS} permissions already")]
+pub struct PermissionsFull;
+
+/// Why a ChannelBind was refused (400 Bad Request, or 508 when the allocation is full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelBindError {
+    #[error("the allocation holds {MAX_CHANNELS} channel bindings already")]
+    Full,
     #[error("channel number {0:#06x} is outside 0x4000..=0x7fff")]
     InvalidNumber(u16),
     #[error("channel {number:#06x} is bound to another peer")]
@@ -82,8 +94,32 @@ impl AllocState {
     }
 
     /// Installs or refreshes a permission (RFC 8656 section 9: keyed by IP only).
-    pub fn add_permission(&mut self, ip: IpAddr, now: Instant) {
-        self.permissions.insert(ip, now + PERMISSION_LIFETIME);
+    pub fn add_permission(&mut self, ip: IpAddr, now: Instant) -> Result<(), PermissionsFull> {
+        self.add_permissions(&[ip], now)
+    }
+
+    /// Installs or refreshes permissions for every IP, or none of them when they would take the
+    /// allocation past [`MAX_PERMISSIONS`].
+    pub fn add_permissions(&mut self, ips: &[IpAddr], now: Instant) -> Result<(), PermissionsFull> {
+        let new = |st: &Self| {
+            let mut seen: Vec<&IpAddr> = ips
+                .iter()
+                .filter(|ip| !st.permissions.contains_key(ip))
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen.len()
+        };
+        if self.permissions.len() + new(self) > MAX_PERMISSIONS {
+            self.permissions.retain(|_, exp| now < *exp);
+            if self.permissions.len() + new(self) > MAX_PERMISSIONS {
+                return Err(PermissionsFull);
+            }
+        }
+        for ip in ips {
+            self.permissions.insert(*ip, now + PERMISSION_LIFETIME);
+        }
+        Ok(())
     }
 
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
@@ -114,6 +150,19 @@ impl AllocState {
                 });
             }
         }
+        if !self.channels.contains_key(&number) && self.channels.len() >= MAX_CHANNELS {
+            self.prune(now);
+            if self.channels.len() >= MAX_CHANNELS {
+                return Err(ChannelBindError::Full);
+            }
+        }
+        // A binding installs the peer's permission; a full permission table refuses it too.
+        if !self.permissions.contains_key(&peer.ip()) && self.permissions.len() >= MAX_PERMISSIONS {
+            self.permissions.retain(|_, exp| now < *exp);
+            if self.permissions.len() >= MAX_PERMISSIONS {
+                return Err(ChannelBindError::Full);
+            }
+        }
         if let Some(old) = self.channels.insert(
             number,
             Channel {
@@ -130,7 +179,8 @@ impl AllocState {
                 self.channels.remove(&stale);
             }
         }
-        self.add_permission(peer.ip(), now);
+        self.permissions
+            .insert(peer.ip(), now + PERMISSION_LIFETIME);
         Ok(())
     }
 
@@ -292,12 +342,56 @@ mod tests {
         let mut a = AllocState::new(secs(600), t0);
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         assert!(!a.has_permission(ip, t0));
-        a.add_permission(ip, t0);
+        a.add_permission(ip, t0).unwrap();
         assert!(a.has_permission(ip, t0 + secs(299)));
         assert!(!a.has_permission(ip, t0 + secs(300)));
         assert!(!a.has_permission("198.51.100.2".parse().unwrap(), t0));
-        a.add_permission(ip, t0 + secs(200));
+        a.add_permission(ip, t0 + secs(200)).unwrap();
         assert!(a.has_permission(ip, t0 + secs(499)));
+    }
+
+    #[test]
+    fn permissions_and_channels_are_capped_per_allocation() {
+        let t0 = Instant::now();
+        let mut a = AllocState::new(secs(600), t0);
+        let ip = |i: usize| -> IpAddr {
+            format!("198.51.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        };
+        let all: Vec<IpAddr> = (0..MAX_PERMISSIONS).map(ip).collect();
+        a.add_permissions(&all, t0).unwrap();
+        // Refreshing held ones is fine; one more is refused, and nothing of a refused batch stays.
+        a.add_permissions(&all[..3], t0 + secs(1)).unwrap();
+        assert_eq!(
+            a.add_permission(ip(MAX_PERMISSIONS), t0),
+            Err(PermissionsFull)
+        );
+        let batch = [ip(MAX_PERMISSIONS + 1), ip(0)];
+        assert_eq!(a.add_permissions(&batch, t0), Err(PermissionsFull));
+        assert!(!a.has_permission(batch[0], t0));
+        // Once they expire there is room again.
+        a.add_permission(ip(MAX_PERMISSIONS), t0 + secs(301))
+            .unwrap();
+        // A million addresses in one request cost at most MAX_PERMISSIONS entries.
+        let mut b = AllocState::new(secs(600), t0);
+        let flood: Vec<IpAddr> = (0..100_000).map(|i| ip(i % 60_000)).collect();
+        assert_eq!(b.add_permissions(&flood, t0), Err(PermissionsFull));
+        assert_eq!(b.sizes().0, 0);
+
+        let mut c = AllocState::new(secs(600), t0);
+        for n in 0..MAX_CHANNELS {
+            let peer = SocketAddr::new(ip(n), 5000);
+            c.bind_channel(0x4000 + n as u16, peer, t0).unwrap();
+        }
+        let extra = SocketAddr::new(ip(MAX_CHANNELS), 5000);
+        assert_eq!(
+            c.bind_channel(0x4000 + MAX_CHANNELS as u16, extra, t0),
+            Err(ChannelBindError::Full)
+        );
+        // Refreshing a held binding still works.
+        c.bind_channel(0x4000, SocketAddr::new(ip(0), 5000), t0 + secs(1))
+            .unwrap();
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct RelayArgs {
     /// Allocations the relay holds at once, 0 = unlimited [default: 10000]
     #[arg(long, value_name = "N")]
     pub total_quota: Option<String>,
+    /// Binding answers and 401/438 challenges per second to one source IP (bursts of twice
+    /// that; a reflection limit), 0 = unlimited [default: 50]
+    #[arg(long, value_name = "N")]
+    pub answers_per_second: Option<String>,
     /// Longest allocation lifetime granted, in seconds (coturn's max-allocate-lifetime) [default: 3600]
     #[arg(long, value_name = "SECONDS")]
     pub max_lifetime: Option<String>,
@@ -84,6 +88,7 @@ pub struct RawSettings {
     pub deny_peer: Option<Vec<String>>,
     pub user_quota: Option<String>,
     pub total_quota: Option<String>,
+    pub answers_per_second: Option<String>,
     pub max_lifetime: Option<String>,
     pub metrics_listen: Option<String>,
 }
@@ -103,6 +108,7 @@ pub struct FileSettings {
     pub deny_peer: Option<Vec<String>>,
     pub user_quota: Option<u32>,
     pub total_quota: Option<u32>,
+    pub answers_per_second: Option<u32>,
     pub max_lifetime: Option<u32>,
     pub metrics_listen: Option<String>,
 }
@@ -122,6 +128,7 @@ impl From<RelayArgs> for RawSettings {
             deny_peer: list(a.deny_peer),
             user_quota: a.user_quota,
             total_quota: a.total_quota,
+            answers_per_second: a.answers_per_second,
             max_lifetime: a.max_lifetime,
             metrics_listen: a.metrics_listen,
         }
@@ -142,6 +149,7 @@ impl From<FileSettings> for RawSettings {
             deny_peer: f.deny_peer,
             user_quota: f.user_quota.map(|v| v.to_string()),
             total_quota: f.total_quota.map(|v| v.to_string()),
+            answers_per_second: f.answers_per_second.map(|v| v.to_string()),
             max_lifetime: f.max_lifetime.map(|v| v.to_string()),
             metrics_listen: f.metrics_listen,
         }
@@ -194,6 +202,7 @@ impl RawSettings {
                 "NATKIT_ALLOW_PEER" => s.allow_peer = list(&v),
                 "NATKIT_DENY_PEER" => s.deny_peer = list(&v),
                 "NATKIT_USER_QUOTA" => s.user_quota = Some(v),
+                "NATKIT_ANSWERS_PER_SECOND" => s.answers_per_second = Some(v),
                 "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
                 "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
                 "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
@@ -222,6 +231,7 @@ impl RawSettings {
             deny_peer,
             user_quota,
             total_quota,
+            answers_per_second,
             max_lifetime,
             metrics_listen
         )
@@ -265,6 +275,10 @@ impl RawSettings {
         let total_quota: u32 = match self.total_quota {
             Some(v) => parse("total_quota", &v)?,
             None => 10_000,
+        };
+        let answers_per_second: u32 = match self.answers_per_second {
+            Some(v) => parse("answers_per_second", &v)?,
+            None => 50,
         };
         let max_lifetime: u64 = match self.max_lifetime {
             Some(v) => parse("max_lifetime", &v)?,
@@ -350,6 +364,7 @@ impl RawSettings {
                 deny_peers,
                 user_quota,
                 total_quota,
+                answers_per_second,
                 max_lifetime,
             },
             metrics_listen,
@@ -415,6 +430,9 @@ pub struct RelayConfig {
     pub user_quota: u32,
     /// 0 = unlimited.
     pub total_quota: u32,
+    /// Binding answers and challenges per second to one source IP (bursts of twice that);
+    /// 0 = unlimited.
+    pub answers_per_second: u32,
     /// Longest lifetime an allocation is granted (and refreshed to). The default lifetime is
     /// 600 s or this, whichever is shorter.
     pub max_lifetime: Duration,

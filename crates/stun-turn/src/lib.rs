@@ -46,6 +46,7 @@ pub mod http;
 pub mod metrics;
 pub mod nonce;
 pub mod policy;
+pub mod ratelimit;
 pub mod rfc5780;
 pub mod server;
 pub mod wire;

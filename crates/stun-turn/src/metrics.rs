@@ -22,10 +22,13 @@ pub enum AuthFailure {
     WrongCredentials,
     /// USERNAME, REALM or NONCE missing next to MESSAGE-INTEGRITY (400).
     MissingAttribute,
+    /// REALM is not the relay's (401 with the right one).
+    WrongRealm,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 6] = [
+    pub const ALL: [AuthFailure; 7] = [
+        AuthFailure::WrongRealm,
         AuthFailure::Expired,
         AuthFailure::MalformedUsername,
         AuthFailure::BadIntegrity,
@@ -42,18 +45,21 @@ impl AuthFailure {
             AuthFailure::StaleNonce => "stale_nonce",
             AuthFailure::WrongCredentials => "wrong_credentials",
             AuthFailure::MissingAttribute => "missing_attribute",
+            AuthFailure::WrongRealm => "wrong_realm",
         }
     }
 }
 
 /// Label values of `natkit_relay_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 6] = [
-    "not_stun",        // neither STUN nor ChannelData (wrong cookie, random bytes)
-    "malformed",       // looked like STUN/ChannelData but did not decode
+pub const DROP_REASONS: [&str; 8] = [
+    "rate_limited", // a source past answers_per_second (Binding, unauthenticated requests)
+    "too_many_attributes", // more than MAX_ATTRIBUTES: dropped before decoding
+    "not_stun",     // neither STUN nor ChannelData (wrong cookie, random bytes)
+    "malformed",    // looked like STUN/ChannelData but did not decode
     "bad_fingerprint", // FINGERPRINT present and wrong
-    "no_allocation",   // ChannelData/Send from a 5-tuple without allocation
-    "no_permission",   // peer datagram or Send without permission or channel
-    "unexpected",      // responses, unknown indications, non-Binding on RFC 5780 sockets
+    "no_allocation", // ChannelData/Send from a 5-tuple without allocation
+    "no_permission", // peer datagram or Send without permission or channel
+    "unexpected",   // responses, unknown indications, non-Binding on RFC 5780 sockets
 ];
 
 /// The packet and byte counters of one relay direction.
@@ -74,6 +80,7 @@ impl DirectionCounters {
 pub struct RelayMetrics {
     registry: Registry,
     pub allocations_active: IntGauge,
+    pub reservations_active: IntGauge,
     pub allocations_created: IntCounter,
     pub auth_failures: IntCounterVec,
     pub binding_requests: IntCounter,
@@ -124,6 +131,10 @@ impl RelayMetrics {
             allocations_active: gauge(
                 "natkit_relay_allocations_active",
                 "TURN allocations currently alive.",
+            ),
+            reservations_active: gauge(
+                "natkit_relay_reservations_active",
+                "Relay ports reserved for a later Allocate (EVEN-PORT with R); each counts against its user's quota.",
             ),
             allocations_created: counter(
                 "natkit_relay_allocations_created_total",

@@ -1,6 +1,6 @@
 //! Rate limits, pure: a token bucket (`rate` per second with bursts of `burst`), one per key in
-//! a bounded map ([`KeyedLimiter`]: credentials per client IP and per token), and connection
-//! counts per client IP ([`IpSlots`]).
+//! a bounded map ([`KeyedLimiter`]: the relay's answers per source IP, natkit-signal's
+//! credentials per client IP and per token), and connection counts per client IP ([`IpSlots`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -24,6 +24,11 @@ impl TokenBucket {
     /// `per_minute` a minute, with bursts of as many.
     pub fn per_minute(per_minute: u32, now: Instant) -> Self {
         Self::with_rate(per_minute as f64 / 60.0, per_minute, now)
+    }
+
+    /// `per_second` a second, with bursts of `burst`.
+    pub fn per_second(per_second: u32, burst: u32, now: Instant) -> Self {
+        Self::with_rate(per_second as f64, burst, now)
     }
 
     fn with_rate(rate: f64, burst: u32, now: Instant) -> Self {
@@ -60,23 +65,33 @@ impl TokenBucket {
 /// therefore costs bounded memory; it can at worst reset the bucket of an idle key.
 #[derive(Debug)]
 pub struct KeyedLimiter<K> {
-    per_minute: u32,
+    /// Tokens a second, and the burst.
+    rate: (f64, u32),
     capacity: usize,
     buckets: HashMap<K, TokenBucket>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    /// `per_minute` 0 means unlimited.
+    /// `per_minute` a minute per key (bursts as large); 0 means unlimited.
     pub fn new(per_minute: u32, capacity: usize) -> Self {
         KeyedLimiter {
-            per_minute,
+            rate: (per_minute as f64 / 60.0, per_minute),
+            capacity: capacity.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// `per_second` a second per key with bursts of `burst`; 0 means unlimited.
+    pub fn per_second(per_second: u32, burst: u32, capacity: usize) -> Self {
+        KeyedLimiter {
+            rate: (per_second as f64, burst),
             capacity: capacity.max(1),
             buckets: HashMap::new(),
         }
     }
 
     pub fn allow(&mut self, key: &K, now: Instant) -> bool {
-        if self.per_minute == 0 {
+        if self.rate.1 == 0 || self.rate.0 == 0.0 {
             return true;
         }
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.capacity {
@@ -92,10 +107,10 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
                 }
             }
         }
-        let per_minute = self.per_minute;
+        let (rate, burst) = self.rate;
         self.buckets
             .entry(key.clone())
-            .or_insert_with(|| TokenBucket::per_minute(per_minute, now))
+            .or_insert_with(|| TokenBucket::with_rate(rate, burst, now))
             .allow(now)
     }
 

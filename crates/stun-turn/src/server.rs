@@ -40,13 +40,14 @@ use turn::proto::reqfamily::{
 use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::PROTO_UDP;
 
-use crate::allocation::{granted_lifetime, AllocState, Quotas};
+use crate::allocation::{granted_lifetime, AllocState, ChannelBindError, Quotas};
 use crate::config::RelayConfig;
 use crate::credentials::{self, Secrets};
 use crate::error::{CredentialError, RelayError};
 use crate::metrics::{AuthFailure, RelayMetrics};
 use crate::nonce::{NonceCheck, NonceKey};
 use crate::policy::{Decision, PeerPolicy};
+use crate::ratelimit::KeyedLimiter;
 use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
 use crate::wire;
 
@@ -88,6 +89,9 @@ struct Shared {
     /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
     primary_extra: Vec<Arc<UdpSocket>>,
     table: Mutex<Table>,
+    /// Answers that need no credential (Binding, 401 challenges) per source IP: a spoofed
+    /// source cannot turn the relay into a reflector.
+    answers: Mutex<KeyedLimiter<IpAddr>>,
     metrics: RelayMetrics,
     client_to_peer: crate::metrics::DirectionCounters,
 }
@@ -96,13 +100,60 @@ struct Table {
     allocations: HashMap<SocketAddr, Arc<Allocation>>,
     quotas: Quotas,
     /// Odd ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 section 14.9).
-    reservations: HashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
+    reservations: HashMap<[u8; 8], Reservation>,
+}
+
+/// A reserved port: it counts against its user's quota, and goes with the allocation that made
+/// it (or when it expires, or when an Allocate takes it).
+struct Reservation {
+    socket: Arc<UdpSocket>,
+    expires: Instant,
+    user: String,
+    /// The 5-tuple of the allocation that reserved it.
+    owner: SocketAddr,
+}
+
+impl Table {
+    /// Drops the reservations `keep` refuses, giving their quota back.
+    fn drop_reservations(&mut self, mut keep: impl FnMut(&Reservation) -> bool) {
+        let quotas = &mut self.quotas;
+        self.reservations.retain(|_, r| {
+            let k = keep(r);
+            if !k {
+                quotas.release(&r.user);
+            }
+            k
+        });
+    }
 }
 
 /// How long a reserved port is held, as RFC 8656 section 7.2 suggests.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// XOR-PEER-ADDRESS attributes one CreatePermission may carry; more get 400.
+pub const MAX_PEERS_PER_REQUEST: usize = 16;
+/// Attributes one message may carry before it is dropped unread: a legitimate TURN or ICE
+/// request has about a dozen, and this bounds the work a datagram can cost.
+pub const MAX_ATTRIBUTES: usize = 40;
+/// Unknown attributes listed in a 420's UNKNOWN-ATTRIBUTES: the answer stays small.
+const MAX_UNKNOWN_LISTED: usize = 8;
+/// Source IPs whose unauthenticated answers are counted at once (bounded memory).
+const ANSWER_LIMIT_KEYS: usize = 65_536;
+/// RFC 8489 section 14.3: USERNAME is fewer than 509 bytes.
+pub const MAX_USERNAME_BYTES: usize = 508;
+
+/// A client-controlled string as logs show it: control characters escaped, at most 64
+/// characters (a 500-byte username does not become a 500-byte log line).
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
 
 struct Allocation {
+    /// The client's 5-tuple (its address on the primary socket).
+    client: SocketAddr,
     username: String,
     user: String,
     key: Vec<u8>,
@@ -142,7 +193,7 @@ enum Action {
 }
 
 /// Which relay port an Allocate asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PortRequest {
     Any,
     Even,
@@ -303,6 +354,11 @@ impl Relay {
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
                 reservations: HashMap::new(),
             }),
+            answers: Mutex::new(KeyedLimiter::per_second(
+                cfg.answers_per_second,
+                cfg.answers_per_second.saturating_mul(2),
+                ANSWER_LIMIT_KEYS,
+            )),
             client_to_peer: metrics.direction("client_to_peer"),
             metrics,
         });
@@ -427,12 +483,17 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             for a in &gone {
                 table.quotas.release(&a.user);
             }
-            table.reservations.retain(|_, (_, exp)| now < *exp);
+            let gone_owners: Vec<SocketAddr> = gone.iter().map(|a| a.client).collect();
+            table.drop_reservations(|r| now < r.expires && !gone_owners.contains(&r.owner));
+            shared
+                .metrics
+                .reservations_active
+                .set(table.reservations.len() as i64);
             gone
         };
         for a in expired {
             shared.metrics.allocations_active.dec();
-            info!(user = %a.user, relayed = %a.relayed, "allocation expired");
+            info!(user = %printable(&a.user), relayed = %a.relayed, "allocation expired");
         }
     }
 }
@@ -609,6 +670,12 @@ impl Shared {
             self.metrics.drop("not_stun");
             return Action::None;
         }
+        // Counted on the raw bytes before anything is decoded: a datagram of 10,000 attributes
+        // used to cost 13 ms of CPU and a 20-32 KB 420 answer.
+        if wire::attribute_count(buf) > MAX_ATTRIBUTES {
+            self.metrics.drop("too_many_attributes");
+            return Action::None;
+        }
         let mut m = Message::new();
         m.raw = buf.to_vec();
         if m.decode().is_err() {
@@ -619,11 +686,26 @@ impl Shared {
             self.metrics.drop("bad_fingerprint");
             return Action::None;
         }
+        // What anyone gets without a credential (a Binding answer, a 401 challenge) is limited
+        // per source IP: spoofed requests cannot aim a stream of answers at a victim.
+        let free = m.typ.method == METHOD_BINDING || !m.contains(ATTR_MESSAGE_INTEGRITY);
+        if m.typ.class == CLASS_REQUEST
+            && free
+            && !self
+                .answers
+                .lock()
+                .expect("answers lock")
+                .allow(&src.ip(), now)
+        {
+            self.metrics.drop("rate_limited");
+            return Action::None;
+        }
         let unknown = wire::unknown_required(&m);
         if m.typ.class == CLASS_REQUEST {
             if !unknown.is_empty() {
                 debug!(%src, ?unknown, "420 unknown comprehension-required attributes");
-                let bytes = wire::error(&m, 420, vec![Box::new(UnknownAttributes(unknown))]);
+                let listed = unknown.into_iter().take(MAX_UNKNOWN_LISTED).collect();
+                let bytes = wire::error(&m, 420, vec![Box::new(UnknownAttributes(listed))]);
                 return self.reply(slot, src, bytes);
             }
             if m.typ.method == METHOD_BINDING {
@@ -688,10 +770,7 @@ impl Shared {
         if let Some(other) = plan.other_address.and_then(|s| self.sockets.get(&s)) {
             attrs.push(Box::new(MappedAddressAs(other.1, ATTR_OTHER_ADDRESS)));
         }
-        attrs.push(Box::new(TextAttribute::new(
-            ATTR_SOFTWARE,
-            SOFTWARE.to_owned(),
-        )));
+        // No SOFTWARE: an answer anyone can ask for carries nothing it does not need.
         let bytes = wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs);
         self.reply(plan.respond_from, src, bytes)
     }
@@ -723,12 +802,24 @@ impl Shared {
             return Err(self.challenge(m, 401, src, unix));
         }
         let text = |t| TextAttribute::get_from_as(m, t).map(|a| a.text);
-        let (Ok(username), Ok(_realm), Ok(nonce)) =
+        let (Ok(username), Ok(realm), Ok(nonce)) =
             (text(ATTR_USERNAME), text(ATTR_REALM), text(ATTR_NONCE))
         else {
             self.auth_failed(AuthFailure::MissingAttribute);
             return Err(wire::error(m, 400, vec![]));
         };
+        if username.len() > MAX_USERNAME_BYTES {
+            self.auth_failed(AuthFailure::MalformedUsername);
+            debug!(%src, bytes = username.len(), "400 username too long");
+            return Err(wire::error(m, 400, vec![]));
+        }
+        // The key is derived with our realm; a request naming another one is challenged again
+        // with ours rather than accepted because the key happened to match.
+        if realm != self.realm {
+            self.auth_failed(AuthFailure::WrongRealm);
+            debug!(%src, realm = %printable(&realm), "401 wrong realm");
+            return Err(self.challenge(m, 401, src, unix));
+        }
         if self.nonce_key.verify(&nonce, src, unix) != NonceCheck::Valid {
             self.auth_failed(AuthFailure::StaleNonce);
             return Err(self.challenge(m, 438, src, unix));
@@ -767,7 +858,7 @@ impl Shared {
             }
         }
         self.auth_failed(AuthFailure::BadIntegrity);
-        debug!(%src, %username, "401 bad message integrity");
+        debug!(%src, username = %printable(&username), "401 bad message integrity");
         Err(self.challenge(m, 401, src, unix))
     }
 
@@ -908,12 +999,33 @@ impl Shared {
                 .quota_rejections
                 .with_label_values(&[q.scope()])
                 .inc();
-            info!(user = %auth.user, error = %q, "486 allocation quota reached");
+            info!(user = %printable(&auth.user), error = %q, "486 allocation quota reached");
             return wire::error(m, 486, vec![]);
         }
-        let (relay_socket, token) = match self.relay_socket_for(want, now) {
+        // A reserved port counts against the quota like an allocation.
+        if want == PortRequest::EvenPair {
+            let mut table = self.table.lock().expect("table lock");
+            if let Err(q) = table.quotas.acquire(&auth.user) {
+                table.quotas.release(&auth.user);
+                drop(table);
+                self.metrics
+                    .quota_rejections
+                    .with_label_values(&[q.scope()])
+                    .inc();
+                info!(user = %printable(&auth.user), error = %q, "486 no quota left for a reserved port");
+                return wire::error(m, 486, vec![]);
+            }
+        }
+        let (relay_socket, token) = match self.relay_socket_for(want, now, &auth.user, src) {
             Some(s) => s,
             None => {
+                if want == PortRequest::EvenPair {
+                    self.table
+                        .lock()
+                        .expect("table lock")
+                        .quotas
+                        .release(&auth.user);
+                }
                 self.table
                     .lock()
                     .expect("table lock")
@@ -946,6 +1058,7 @@ impl Shared {
         ))
         .abort_handle();
         let a = Arc::new(Allocation {
+            client: src,
             username: auth.username,
             user: auth.user,
             key: auth.key,
@@ -956,7 +1069,7 @@ impl Shared {
             task,
         });
         let reply = self.allocate_success(m, &a, lifetime, src, token);
-        info!(user = %a.user, client = %src, %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
+        info!(user = %printable(&a.user), client = %src, %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
         self.table
             .lock()
             .expect("table lock")
@@ -972,6 +1085,8 @@ impl Shared {
         &self,
         want: PortRequest,
         now: Instant,
+        user: &str,
+        client: SocketAddr,
     ) -> Option<(Arc<UdpSocket>, Option<[u8; 8]>)> {
         match want {
             PortRequest::Any => self.bind_relay_port(false, false).map(|(s, _)| (s, None)),
@@ -981,16 +1096,33 @@ impl Shared {
                 let token: [u8; 8] = rand::random();
                 let next = next.expect("pair requested");
                 let mut table = self.table.lock().expect("table lock");
-                table
-                    .reservations
-                    .insert(token, (next, now + RESERVATION_LIFETIME));
+                table.reservations.insert(
+                    token,
+                    Reservation {
+                        socket: next,
+                        expires: now + RESERVATION_LIFETIME,
+                        user: user.to_owned(),
+                        owner: client,
+                    },
+                );
+                self.metrics
+                    .reservations_active
+                    .set(table.reservations.len() as i64);
                 Some((s, Some(token)))
             }
             PortRequest::Reserved(token) => {
                 let mut table = self.table.lock().expect("table lock");
-                match table.reservations.remove(&token) {
-                    Some((s, exp)) if now < exp => Some((s, None)),
-                    _ => None,
+                let taken = table.reservations.remove(&token);
+                self.metrics
+                    .reservations_active
+                    .set(table.reservations.len() as i64);
+                match taken {
+                    Some(r) => {
+                        // The new allocation holds its own quota; the reservation's goes back.
+                        table.quotas.release(&r.user);
+                        (now < r.expires).then_some((r.socket, None))
+                    }
+                    None => None,
                 }
             }
         }
@@ -1034,11 +1166,17 @@ impl Shared {
             if let Some(a) = &a {
                 table.quotas.release(&a.user);
             }
+            // Its reserved port goes with it (Allocate with R, then Refresh 0, held ports
+            // outside any quota before).
+            table.drop_reservations(|r| r.owner != src);
+            self.metrics
+                .reservations_active
+                .set(table.reservations.len() as i64);
             a
         };
         if let Some(a) = removed {
             self.metrics.allocations_active.dec();
-            info!(user = %a.user, relayed = %a.relayed, "allocation deleted by client");
+            info!(user = %printable(&a.user), relayed = %a.relayed, "allocation deleted by client");
         }
     }
 
@@ -1075,7 +1213,7 @@ impl Shared {
                     .peer_refused
                     .with_label_values(&[reason.as_str()])
                     .inc();
-                info!(user = %a.user, peer = %p, reason = reason.as_str(), "403 peer refused");
+                info!(user = %printable(&a.user), peer = %p, reason = reason.as_str(), "403 peer refused");
                 return Some(wire::error(m, 403, vec![]));
             }
         }
@@ -1094,19 +1232,23 @@ impl Shared {
             Err(reply) => return reply,
         };
         let peers = match wire::peer_addresses(m) {
-            Some(p) if !p.is_empty() => p,
+            Some(p) if !p.is_empty() && p.len() <= MAX_PEERS_PER_REQUEST => p,
             _ => return wire::error(m, 400, vec![]),
         };
         if let Some(reply) = self.refuse_peers(m, &peers, &a) {
             return reply;
         }
-        {
-            let mut st = a.state.lock().expect("state lock");
-            for p in &peers {
-                st.add_permission(p.ip(), now);
-            }
+        let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
+        let added = a
+            .state
+            .lock()
+            .expect("state lock")
+            .add_permissions(&ips, now);
+        if let Err(e) = added {
+            debug!(user = %printable(&a.user), error = %e, "508 permission");
+            return wire::error(m, 508, vec![]);
         }
-        debug!(user = %a.user, ?peers, "permission installed");
+        debug!(user = %printable(&a.user), ?peers, "permission installed");
         self.success(m, vec![], key)
     }
 
@@ -1136,11 +1278,15 @@ impl Shared {
             .bind_channel(number.0, *peer, now);
         match bound {
             Ok(()) => {
-                debug!(user = %a.user, channel = number.0, %peer, "channel bound");
+                debug!(user = %printable(&a.user), channel = number.0, %peer, "channel bound");
                 self.success(m, vec![], key)
             }
+            Err(e @ ChannelBindError::Full) => {
+                debug!(user = %printable(&a.user), error = %e, "508 channel bind");
+                wire::error(m, 508, vec![])
+            }
             Err(e) => {
-                debug!(user = %a.user, error = %e, "400 channel bind");
+                debug!(user = %printable(&a.user), error = %e, "400 channel bind");
                 wire::error(m, 400, vec![])
             }
         }

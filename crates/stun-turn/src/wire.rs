@@ -91,6 +91,20 @@ pub fn request(
     m
 }
 
+/// How many attributes a STUN message carries, read from its raw TLVs without decoding any
+/// (a truncated last attribute counts too). Cheap enough to run before decoding.
+pub fn attribute_count(buf: &[u8]) -> usize {
+    const HEADER: usize = 20;
+    let mut at = HEADER;
+    let mut n = 0;
+    while at + 4 <= buf.len() {
+        let len = u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize;
+        n += 1;
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    n
+}
+
 /// The comprehension-required attributes of `m` that natkit does not understand.
 pub fn unknown_required(m: &Message) -> Vec<AttrType> {
     let mut out: Vec<AttrType> = Vec::new();
