@@ -2,26 +2,31 @@
 //!
 //! A TURN relay sends datagrams wherever an authenticated client asks. Without a policy, any
 //! holder of a credential can reach services that trust the relay's network position: its own
-//! loopback, the cloud metadata service at 169.254.169.254, multicast groups. [`PeerPolicy::decide`]
-//! is consulted for every CreatePermission, ChannelBind and Send indication.
+//! loopback, the cloud metadata service at 169.254.169.254, multicast groups, the private network
+//! of the VM it runs on, or the relay itself (a TURN loop). [`PeerPolicy::decide`] is consulted
+//! for every CreatePermission, ChannelBind and Send indication.
 //!
-//! The decision, in order:
-//! 1. A relayed address of this relay (its relay IP with a port in the relay range) is always
-//!    allowed, so two peers that are both behind TURN on this server can talk.
-//! 2. The operator's `allow` and `deny` CIDR lists: the longest matching prefix wins, and `deny`
-//!    wins a tie.
-//! 3. Any other port on one of the relay's own addresses is denied (`self`): the relay must not
-//!    become a proxy to its own signaling, metrics or SSH ports through its public address.
-//! 4. Built-in denials: unspecified (0.0.0.0/8, ::), loopback (127.0.0.0/8, ::1), link-local
+//! The decision, in order (docs/relay.md has the same table):
+//! 1. A relayed address this relay really allocated (a live allocation's) is allowed, so two
+//!    peers that are both behind TURN on this server can talk.
+//! 2. The relay's own sockets are denied whatever the allow list says (`self`): its STUN/TURN
+//!    listener and RFC 5780 ports and its metrics port on any of its addresses, and every port of
+//!    its alternate IP (where it never allocates). The relay's addresses are its listen, public
+//!    and relay IPs, and every local address when it listens on a wildcard.
+//! 3. The operator's `allow` and `deny` CIDR lists: the longest matching prefix wins, and `deny`
+//!    wins a tie. An allow list can open a built-in or private range, never rule 2.
+//! 4. Any other port on one of the relay's own addresses is denied (`self`), relay-range ports
+//!    that no allocation holds included (another program's ephemeral port, say).
+//! 5. Built-in denials: unspecified (0.0.0.0/8, ::), loopback (127.0.0.0/8, ::1), link-local
 //!    (169.254.0.0/16 including cloud metadata, fe80::/10), multicast (224.0.0.0/4, ff00::/8)
 //!    and broadcast (255.255.255.255).
-//! 5. Everything else is allowed, private ranges included (deny them with `deny_peer`, e.g.
-//!    `10.0.0.0/8`, on a relay whose private network must stay out of reach).
+//! 6. Private ranges are denied (`private`): RFC 1918 (10/8, 172.16/12, 192.168/16), the shared
+//!    address space 100.64/10 and unique-local fc00::/7. `allow_peer` reopens them.
+//! 7. Everything else is allowed.
 //!
 //! IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
 
@@ -33,14 +38,16 @@ pub enum DenyReason {
     LinkLocal,
     Multicast,
     Broadcast,
-    /// A non-relay port on one of the relay's own addresses.
+    /// One of the relay's own sockets or addresses.
     OwnAddress,
     /// Matched an operator `deny_peer` CIDR.
     Configured,
+    /// A private range (RFC 1918, 100.64/10, fc00::/7) not reopened by `allow_peer`.
+    Private,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 7] = [
+    pub const ALL: [DenyReason; 8] = [
         DenyReason::Unspecified,
         DenyReason::Loopback,
         DenyReason::LinkLocal,
@@ -48,6 +55,7 @@ impl DenyReason {
         DenyReason::Broadcast,
         DenyReason::OwnAddress,
         DenyReason::Configured,
+        DenyReason::Private,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +67,7 @@ impl DenyReason {
             DenyReason::Broadcast => "broadcast",
             DenyReason::OwnAddress => "self",
             DenyReason::Configured => "configured",
+            DenyReason::Private => "private",
         }
     }
 }
@@ -69,41 +78,56 @@ pub enum Decision {
     Deny(DenyReason),
 }
 
+/// What the relay is: the addresses and ports a peer must never be.
+#[derive(Debug, Clone, Default)]
+pub struct OwnSockets {
+    /// Listen, public and relay IPs.
+    pub ips: Vec<IpAddr>,
+    /// Every local address (and local range, like 127.0.0.0/8) for a wildcard listener.
+    pub nets: Vec<IpNet>,
+    /// The alternate IP: none of its ports is a peer.
+    pub alt_ips: Vec<IpAddr>,
+    /// The listener, RFC 5780 and metrics ports.
+    pub ports: Vec<u16>,
+}
+
 /// The relay's peer policy. Built once from configuration; `decide` is pure.
 #[derive(Debug, Clone)]
 pub struct PeerPolicy {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
-    /// Addresses that are this relay: listen, alternate, public and relay IPs.
-    own_ips: Vec<IpAddr>,
-    relay_ports: RangeInclusive<u16>,
+    own: OwnSockets,
 }
 
 impl PeerPolicy {
-    pub fn new(
-        allow: Vec<IpNet>,
-        deny: Vec<IpNet>,
-        own_ips: Vec<IpAddr>,
-        relay_ports: RangeInclusive<u16>,
-    ) -> Self {
-        let own_ips = own_ips
-            .into_iter()
-            .map(canonical)
-            .filter(|ip| !ip.is_unspecified())
-            .collect();
+    pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>, own: OwnSockets) -> Self {
+        let clean = |ips: Vec<IpAddr>| -> Vec<IpAddr> {
+            ips.into_iter()
+                .map(canonical)
+                .filter(|ip| !ip.is_unspecified())
+                .collect()
+        };
         PeerPolicy {
             allow,
             deny,
-            own_ips,
-            relay_ports,
+            own: OwnSockets {
+                ips: clean(own.ips),
+                nets: own.nets,
+                alt_ips: clean(own.alt_ips),
+                ports: own.ports,
+            },
         }
     }
 
-    pub fn decide(&self, peer: SocketAddr) -> Decision {
+    /// `allocated`: the peer is the relayed address of a live allocation of this relay.
+    pub fn decide(&self, peer: SocketAddr, allocated: bool) -> Decision {
         let ip = canonical(peer.ip());
-        let own = self.own_ips.contains(&ip);
-        if own && self.relay_ports.contains(&peer.port()) {
+        if allocated {
             return Decision::Allow;
+        }
+        let own = self.own.ips.contains(&ip) || self.own.nets.iter().any(|n| n.contains(&ip));
+        if self.own.alt_ips.contains(&ip) || (own && self.own.ports.contains(&peer.port())) {
+            return Decision::Deny(DenyReason::OwnAddress);
         }
         let best = |nets: &[IpNet]| {
             nets.iter()
@@ -127,7 +151,8 @@ impl PeerPolicy {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// An IPv4-mapped IPv6 address as the IPv4 address it carries; others unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -140,7 +165,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 fn builtin_denial(ip: IpAddr) -> Option<DenyReason> {
     match ip {
         IpAddr::V4(v4) => {
-            if v4.octets()[0] == 0 {
+            let [a, b, ..] = v4.octets();
+            if a == 0 {
                 Some(DenyReason::Unspecified)
             } else if v4.is_loopback() {
                 Some(DenyReason::Loopback)
@@ -150,6 +176,8 @@ fn builtin_denial(ip: IpAddr) -> Option<DenyReason> {
                 Some(DenyReason::Multicast)
             } else if v4 == Ipv4Addr::BROADCAST {
                 Some(DenyReason::Broadcast)
+            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+                Some(DenyReason::Private)
             } else {
                 None
             }
@@ -163,6 +191,8 @@ fn builtin_denial(ip: IpAddr) -> Option<DenyReason> {
                 Some(DenyReason::LinkLocal)
             } else if v6.is_multicast() {
                 Some(DenyReason::Multicast)
+            } else if (v6.segments()[0] & 0xfe00) == 0xfc00 {
+                Some(DenyReason::Private)
             } else {
                 None
             }
@@ -180,44 +210,66 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    fn own(ips: &[&str], alt: &[&str], ports: &[u16]) -> OwnSockets {
+        OwnSockets {
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            nets: vec![],
+            alt_ips: alt.iter().map(|s| s.parse().unwrap()).collect(),
+            ports: ports.to_vec(),
+        }
+    }
+
     #[test]
     fn default_policy_table() {
         let p = PeerPolicy::new(
             vec![],
             vec![],
-            vec!["203.0.113.10".parse().unwrap(), "0.0.0.0".parse().unwrap()],
-            49152..=65535,
+            own(
+                &["203.0.113.10", "0.0.0.0"],
+                &["203.0.113.11"],
+                &[3478, 3479, 9641],
+            ),
         );
         let cases = [
-            ("198.51.100.7:5000", Allow),
-            ("10.1.2.3:5000", Allow),
-            ("192.168.1.1:5000", Allow),
-            ("100.64.0.1:5000", Allow),
-            ("127.0.0.1:5000", Deny(Loopback)),
-            ("127.9.9.9:5000", Deny(Loopback)),
-            ("0.0.0.0:5000", Deny(Unspecified)),
-            ("0.1.2.3:5000", Deny(Unspecified)),
-            ("169.254.169.254:80", Deny(LinkLocal)),
-            ("224.0.0.251:5353", Deny(Multicast)),
-            ("239.255.255.250:1900", Deny(Multicast)),
-            ("255.255.255.255:9", Deny(Broadcast)),
-            ("[::1]:5000", Deny(Loopback)),
-            ("[::]:5000", Deny(Unspecified)),
-            ("[fe80::1]:5000", Deny(LinkLocal)),
-            ("[ff02::1]:5000", Deny(Multicast)),
-            ("[::ffff:127.0.0.1]:5000", Deny(Loopback)),
-            ("[::ffff:169.254.169.254]:80", Deny(LinkLocal)),
-            ("[2001:db8::1]:5000", Allow),
-            // the relay's own relayed addresses always work, other own ports never
-            ("203.0.113.10:50000", Allow),
-            ("203.0.113.10:49152", Allow),
-            ("203.0.113.10:65535", Allow),
-            ("203.0.113.10:3478", Deny(OwnAddress)),
-            ("203.0.113.10:22", Deny(OwnAddress)),
-            ("[::ffff:203.0.113.10]:9641", Deny(OwnAddress)),
+            ("198.51.100.7:5000", false, Allow),
+            // Private ranges are denied by default (a relay on a VM must not reach its VPC).
+            ("10.1.2.3:5000", false, Deny(Private)),
+            ("172.16.0.1:5000", false, Deny(Private)),
+            ("172.31.255.255:5000", false, Deny(Private)),
+            ("172.32.0.1:5000", false, Allow),
+            ("192.168.1.1:5000", false, Deny(Private)),
+            ("100.64.0.1:5000", false, Deny(Private)),
+            ("100.127.255.255:5000", false, Deny(Private)),
+            ("100.128.0.1:5000", false, Allow),
+            ("[fd00::1]:5000", false, Deny(Private)),
+            ("[fc00::1]:5000", false, Deny(Private)),
+            ("127.0.0.1:5000", false, Deny(Loopback)),
+            ("127.9.9.9:5000", false, Deny(Loopback)),
+            ("0.0.0.0:5000", false, Deny(Unspecified)),
+            ("0.1.2.3:5000", false, Deny(Unspecified)),
+            ("169.254.169.254:80", false, Deny(LinkLocal)),
+            ("224.0.0.251:5353", false, Deny(Multicast)),
+            ("239.255.255.250:1900", false, Deny(Multicast)),
+            ("255.255.255.255:9", false, Deny(Broadcast)),
+            ("[::1]:5000", false, Deny(Loopback)),
+            ("[::]:5000", false, Deny(Unspecified)),
+            ("[fe80::1]:5000", false, Deny(LinkLocal)),
+            ("[ff02::1]:5000", false, Deny(Multicast)),
+            ("[::ffff:127.0.0.1]:5000", false, Deny(Loopback)),
+            ("[::ffff:169.254.169.254]:80", false, Deny(LinkLocal)),
+            ("[2001:db8::1]:5000", false, Allow),
+            // The relay's relayed addresses work only when an allocation really holds them.
+            ("203.0.113.10:50000", true, Allow),
+            ("203.0.113.10:50000", false, Deny(OwnAddress)),
+            ("203.0.113.10:3478", false, Deny(OwnAddress)),
+            ("203.0.113.10:22", false, Deny(OwnAddress)),
+            ("[::ffff:203.0.113.10]:9641", false, Deny(OwnAddress)),
+            // The alternate IP: no port of it is a peer.
+            ("203.0.113.11:50000", false, Deny(OwnAddress)),
+            ("203.0.113.11:3478", false, Deny(OwnAddress)),
         ];
-        for (peer, want) in cases {
-            assert_eq!(p.decide(peer.parse().unwrap()), want, "{peer}");
+        for (peer, allocated, want) in cases {
+            assert_eq!(p.decide(peer.parse().unwrap(), allocated), want, "{peer}");
         }
     }
 
@@ -226,17 +278,19 @@ mod tests {
         let p = PeerPolicy::new(
             nets(&["127.0.0.1/32", "10.0.0.0/8", "10.9.0.0/16"]),
             nets(&["10.0.0.0/8", "10.9.9.0/24", "192.168.0.0/16"]),
-            vec!["127.0.0.1".parse().unwrap()],
-            50000..=50010,
+            own(&["127.0.0.1"], &[], &[3478, 3479]),
         );
         let cases = [
             // allow-listed loopback peer (tests, single-host setups)
             ("127.0.0.1:7000", Allow),
             ("127.0.0.1:50005", Allow),
             ("127.0.0.2:7000", Deny(Loopback)),
+            // ...but never the relay's own sockets, whatever the allow list says
+            ("127.0.0.1:3478", Deny(OwnAddress)),
+            ("127.0.0.1:3479", Deny(OwnAddress)),
             // tie at /8: deny wins
             ("10.1.1.1:1", Deny(Configured)),
-            // more specific allow beats the /8 deny
+            // more specific allow beats the /8 deny (and reopens the private range)
             ("10.9.1.1:1", Allow),
             // more specific deny beats the /16 allow
             ("10.9.9.9:1", Deny(Configured)),
@@ -244,17 +298,57 @@ mod tests {
             ("198.51.100.1:1", Allow),
         ];
         for (peer, want) in cases {
-            assert_eq!(p.decide(peer.parse().unwrap()), want, "{peer}");
+            assert_eq!(p.decide(peer.parse().unwrap(), false), want, "{peer}");
         }
     }
 
     #[test]
-    fn allow_list_opens_builtin_denials() {
-        let p = PeerPolicy::new(nets(&["127.0.0.0/8"]), vec![], vec![], 1..=2);
-        assert_eq!(p.decide("127.0.0.1:9".parse().unwrap()), Allow);
+    fn allow_list_opens_builtin_and_private_denials_but_not_the_relay() {
+        let p = PeerPolicy::new(
+            nets(&["127.0.0.0/8", "10.0.0.0/8"]),
+            vec![],
+            own(&["127.0.0.1"], &["127.0.0.2"], &[3478, 3479, 9641]),
+        );
+        assert_eq!(p.decide("127.0.0.1:9".parse().unwrap(), false), Allow);
+        assert_eq!(p.decide("10.0.0.5:9".parse().unwrap(), false), Allow);
         assert_eq!(
-            p.decide("169.254.169.254:80".parse().unwrap()),
+            p.decide("127.0.0.1:3478".parse().unwrap(), false),
+            Deny(OwnAddress),
+            "--allow-peer 127.0.0.0/8 does not reopen the relay's own listener"
+        );
+        assert_eq!(
+            p.decide("127.0.0.2:40000".parse().unwrap(), false),
+            Deny(OwnAddress),
+            "nor its alternate IP"
+        );
+        assert_eq!(
+            p.decide("169.254.169.254:80".parse().unwrap(), false),
             Deny(LinkLocal)
         );
+    }
+
+    #[test]
+    fn a_wildcard_listener_owns_every_local_address() {
+        // What a relay on 0.0.0.0 sees of the host: 127.0.0.0/8 is local, as is 192.0.2.2.
+        let p = PeerPolicy::new(
+            nets(&["127.0.0.0/8"]),
+            vec![],
+            OwnSockets {
+                ips: vec!["0.0.0.0".parse().unwrap()],
+                nets: nets(&["127.0.0.0/8", "192.0.2.2/32"]),
+                alt_ips: vec![],
+                ports: vec![3478, 3479],
+            },
+        );
+        for (peer, want) in [
+            ("127.0.0.1:3478", Deny(OwnAddress)),
+            ("127.0.0.2:3478", Deny(OwnAddress)),
+            ("192.0.2.2:3479", Deny(OwnAddress)),
+            ("192.0.2.2:5000", Deny(OwnAddress)),
+            ("127.0.0.2:5000", Allow),
+            ("192.0.2.3:5000", Allow),
+        ] {
+            assert_eq!(p.decide(peer.parse().unwrap(), false), want, "{peer}");
+        }
     }
 }

@@ -46,7 +46,7 @@ use crate::credentials::{self, Secrets};
 use crate::error::{CredentialError, RelayError};
 use crate::metrics::{AuthFailure, RelayMetrics};
 use crate::nonce::{NonceCheck, NonceKey};
-use crate::policy::{Decision, PeerPolicy};
+use crate::policy::{canonical as policy_canonical, Decision, OwnSockets, PeerPolicy};
 use crate::ratelimit::KeyedLimiter;
 use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
 use crate::wire;
@@ -98,6 +98,8 @@ struct Shared {
 
 struct Table {
     allocations: HashMap<SocketAddr, Arc<Allocation>>,
+    /// The relayed addresses of `allocations` (the peer policy's "really allocated").
+    relayed: std::collections::HashSet<SocketAddr>,
     quotas: Quotas,
     /// Odd ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 section 14.9).
     reservations: HashMap<[u8; 8], Reservation>,
@@ -245,6 +247,48 @@ fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<UdpSocket>, R
     UdpSocket::from_std(s.into()).map(Arc::new).map_err(err)
 }
 
+/// This host's local addresses and local ranges (127.0.0.0/8), from the kernel's tables
+/// (`/proc/net/fib_trie`'s "host LOCAL" entries for IPv4, `/proc/net/if_inet6` for IPv6); empty
+/// where they cannot be read.
+fn local_addresses() -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        // "|-- 127.0.0.0" then "/8 host LOCAL": the prefix on the next line.
+        let mut last: Option<std::net::Ipv4Addr> = None;
+        for line in trie.lines() {
+            let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+            if let Ok(ip) = t.parse::<std::net::Ipv4Addr>() {
+                last = Some(ip);
+            } else if let (Some(ip), Some(rest)) = (last, t.strip_prefix('/')) {
+                last = None;
+                let mut parts = rest.split_whitespace();
+                let len = parts.next().and_then(|l| l.parse::<u8>().ok());
+                if let (Some(len), true) = (len, t.contains("host LOCAL")) {
+                    if let Ok(net) = ipnet::Ipv4Net::new(ip, len) {
+                        let net = ipnet::IpNet::V4(net);
+                        if !out.contains(&net) {
+                            out.push(net);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in v6.lines() {
+            let Some(hex) = line.split_whitespace().next().filter(|h| h.len() == 32) else {
+                continue;
+            };
+            if let Ok(bits) = u128::from_str_radix(hex, 16) {
+                out.push(ipnet::IpNet::V6(
+                    ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(bits), 128).expect("/128"),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The source address the kernel would pick towards the outside, for a wildcard listener with no
 /// `--public-ip`. Connecting a UDP socket sends nothing.
 fn default_route_ip() -> Option<IpAddr> {
@@ -323,13 +367,22 @@ impl Relay {
         }
 
         let mut own_ips = vec![cfg.listen.ip(), origin_ip];
-        own_ips.extend(cfg.alt_ip);
         own_ips.extend(cfg.public_ip);
+        // A wildcard listener answers on every local address: all of them are the relay.
+        let own_nets = if cfg.listen.ip().is_unspecified() {
+            local_addresses()
+        } else {
+            Vec::new()
+        };
         let policy = PeerPolicy::new(
             cfg.allow_peers.clone(),
             cfg.deny_peers.clone(),
-            own_ips,
-            cfg.relay_ports.clone(),
+            OwnSockets {
+                ips: own_ips,
+                nets: own_nets,
+                alt_ips: cfg.alt_ip.into_iter().collect(),
+                ports: vec![primary_addr.port(), alt_port_addr.port()],
+            },
         );
         let addresses = RelayAddresses {
             primary: SocketAddr::new(origin_ip, primary_addr.port()),
@@ -351,6 +404,7 @@ impl Relay {
             primary_extra,
             table: Mutex::new(Table {
                 allocations: HashMap::new(),
+                relayed: Default::default(),
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
                 reservations: HashMap::new(),
             }),
@@ -407,6 +461,7 @@ impl Relay {
             let mut table = self.shared.table.lock().expect("table lock");
             let n = table.allocations.len();
             table.allocations.clear();
+            table.relayed.clear();
             table.reservations.clear();
             n
         };
@@ -482,6 +537,7 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             });
             for a in &gone {
                 table.quotas.release(&a.user);
+                table.relayed.remove(&a.relayed);
             }
             let gone_owners: Vec<SocketAddr> = gone.iter().map(|a| a.client).collect();
             table.drop_reservations(|r| now < r.expires && !gone_owners.contains(&r.owner));
@@ -1070,11 +1126,11 @@ impl Shared {
         });
         let reply = self.allocate_success(m, &a, lifetime, src, token);
         info!(user = %printable(&a.user), client = %src, %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
-        self.table
-            .lock()
-            .expect("table lock")
-            .allocations
-            .insert(src, a);
+        {
+            let mut table = self.table.lock().expect("table lock");
+            table.relayed.insert(a.relayed);
+            table.allocations.insert(src, a);
+        }
         self.metrics.allocations_created.inc();
         self.metrics.allocations_active.inc();
         reply
@@ -1165,6 +1221,7 @@ impl Shared {
             let a = table.allocations.remove(&src);
             if let Some(a) = &a {
                 table.quotas.release(&a.user);
+                table.relayed.remove(&a.relayed);
             }
             // Its reserved port goes with it (Allocate with R, then Refresh 0, held ports
             // outside any quota before).
@@ -1203,12 +1260,22 @@ impl Shared {
     }
 
     /// Checks peers against the policy; on refusal counts it and returns the 403.
+    /// Is `peer` the relayed address of one of this relay's live allocations?
+    fn is_relayed(&self, peer: SocketAddr) -> bool {
+        let peer = SocketAddr::new(policy_canonical(peer.ip()), peer.port());
+        self.table
+            .lock()
+            .expect("table lock")
+            .relayed
+            .contains(&peer)
+    }
+
     fn refuse_peers(&self, m: &Message, peers: &[SocketAddr], a: &Allocation) -> Option<Vec<u8>> {
         for &p in peers {
             if p.is_ipv4() != a.relayed.is_ipv4() {
                 return Some(wire::error(m, 443, vec![]));
             }
-            if let Decision::Deny(reason) = self.policy.decide(p) {
+            if let Decision::Deny(reason) = self.policy.decide(p, self.is_relayed(p)) {
                 self.metrics
                     .peer_refused
                     .with_label_values(&[reason.as_str()])
@@ -1302,7 +1369,7 @@ impl Shared {
             self.metrics.drop("malformed");
             return Action::None;
         };
-        if let Decision::Deny(reason) = self.policy.decide(*peer) {
+        if let Decision::Deny(reason) = self.policy.decide(*peer, self.is_relayed(*peer)) {
             self.metrics
                 .peer_refused
                 .with_label_values(&[reason.as_str()])

@@ -332,3 +332,72 @@ async fn long_usernames_and_foreign_realms_are_refused() {
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
 }
+
+/// Finding 6: with a wildcard listen address, CreatePermission and ChannelBind towards the
+/// relay's own listener through another local IP succeeded (a TURN loop one step from nested
+/// allocations), and `--allow-peer 127.0.0.0/8` reopened the relay's own ports.
+#[tokio::test]
+async fn the_relay_never_relays_into_itself() {
+    let relay = TestRelay::start(RawSettings {
+        listen: Some("0.0.0.0:0".into()),
+        allow_peer: Some(vec!["127.0.0.0/8".into()]),
+        ..Default::default()
+    })
+    .await;
+    let port = relay.addrs.primary.port();
+    let alt = relay.addrs.alt_port.port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = StunClient::new(server).await;
+    let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let permit =
+        |peer: SocketAddr| request(METHOD_CREATE_PERMISSION, vec![xor_peer(peer)], Some(&auth));
+    let mut refused = Vec::new();
+    for peer in [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("127.0.0.1:{alt}"),
+        format!("{}:{port}", relay.addrs.primary.ip()),
+    ] {
+        let r = c.transact(&permit(peer.parse().unwrap())).await;
+        refused.push((peer, error_code(&r)));
+    }
+    eprintln!("relaying into itself: before, allowed through another local IP; now {refused:?}");
+    assert!(
+        refused.iter().all(|(_, code)| *code == Some(403)),
+        "{refused:?}"
+    );
+    // An allow-listed loopback service that is not the relay is still reachable.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let r = c.transact(&permit(other.local_addr().unwrap())).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    assert!(relay.metric("natkit_relay_peer_refused_total{reason=\"self\"}") >= 4.0);
+}
+
+/// Private ranges were relayable by default: a relay on a cloud VM reached its VPC unless the
+/// operator remembered `deny_peer`.
+#[tokio::test]
+async fn private_ranges_are_denied_by_default() {
+    let relay = TestRelay::start(RawSettings::default()).await;
+    let c = StunClient::new(relay.addr()).await;
+    let (_, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
+    for peer in [
+        "10.0.0.1:53",
+        "172.16.5.5:80",
+        "192.168.1.1:80",
+        "100.64.0.1:80",
+    ] {
+        let r = c
+            .transact(&request(
+                METHOD_CREATE_PERMISSION,
+                vec![xor_peer(peer.parse().unwrap())],
+                Some(&auth),
+            ))
+            .await;
+        assert_eq!(error_code(&r), Some(403), "{peer}");
+    }
+    assert_eq!(
+        relay.metric("natkit_relay_peer_refused_total{reason=\"private\"}"),
+        4.0
+    );
+}
