@@ -404,6 +404,7 @@ impl SignalRaw {
             max_connections_per_ip: num("max_connections_per_ip", self.max_connections_per_ip, 32)?,
             header_timeout: Duration::from_secs(header_timeout),
             credentials_per_minute: num("credentials_per_minute", self.credentials_per_minute, 30)?,
+            revoked_file: None,
             listen,
             embedded_relay: !self.no_relay.unwrap_or(false),
             ice_urls: ice_servers,
@@ -441,6 +442,8 @@ pub struct SignalSettings {
     pub header_timeout: Duration,
     /// TURN credentials per minute per client IP and per token (0 = unlimited).
     pub credentials_per_minute: u32,
+    /// Revoked users and tokens: the relay's `revoked_file` (one file for both).
+    pub revoked_file: Option<std::path::PathBuf>,
     pub credential_ttl: u64,
     pub max_frame_bytes: usize,
     pub messages_per_second: u32,
@@ -487,6 +490,8 @@ pub fn load(
             |p| std::fs::read_to_string(p),
         )?
         .relay;
+    let mut signal = signal;
+    signal.revoked_file = relay.revoked_file.clone();
     let generated_secret = relay.secrets.is_none();
     if generated_secret {
         relay.secrets = Some(

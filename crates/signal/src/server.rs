@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::config::SignalSettings;
 use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
+use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
 /// not lose a message silently (a lost answer or candidate breaks a session with no sign why).
@@ -233,8 +234,19 @@ struct Conn {
     tx: mpsc::Sender<Message>,
     evict: watch::Sender<bool>,
     ip: IpAddr,
-    /// The join token's hash (rate limits count per token) and expiry (`refresh` honours it).
-    token: Option<(u64, u64)>,
+    /// The join token this connection joined with (`refresh` honours it).
+    token: Option<Grant>,
+}
+
+/// What a join token granted a connection.
+#[derive(Debug, Clone)]
+struct Grant {
+    /// The token's hash: rate limits count per token.
+    key: u64,
+    /// Unix seconds after which `refresh` is refused.
+    expires: u64,
+    /// The token itself (its last part names it in the revocation file).
+    token: String,
 }
 
 pub struct AppState {
@@ -247,6 +259,8 @@ pub struct AppState {
     ip_slots: Arc<IpSlots>,
     mint_per_ip: Mutex<KeyedLimiter<IpAddr>>,
     mint_per_token: Mutex<KeyedLimiter<u64>>,
+    /// Revoked users and tokens, re-read from the file at most once a second.
+    revoked: Mutex<(Revocations, Option<RevocationFile>, Option<Instant>)>,
     registry: Registry,
     pub metrics: SignalMetrics,
     shutdown: watch::Receiver<bool>,
@@ -301,6 +315,11 @@ impl AppState {
                 settings.credentials_per_minute,
                 LIMITER_KEYS,
             )),
+            revoked: Mutex::new((
+                Revocations::default(),
+                settings.revoked_file.as_deref().map(RevocationFile::new),
+                None,
+            )),
             settings,
             ice,
             registry,
@@ -329,6 +348,28 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// Is the TURN user or the join token revoked (the revocation file, re-read when it changed
+    /// and at most once a second)?
+    fn revoked(&self, user: Option<&str>, token: Option<&str>) -> bool {
+        let mut g = self.revoked.lock().expect("revoked lock");
+        let (revs, file, checked) = &mut *g;
+        let now = Instant::now();
+        if let Some(f) = file {
+            if checked.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+                *checked = Some(now);
+                match f.reload() {
+                    Ok(Some(r)) => *revs = r,
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(error = %e, "revocation file not reloaded; the previous entries stay")
+                    }
+                }
+            }
+        }
+        user.is_some_and(|u| revs.is_user_revoked(u))
+            || token.is_some_and(|t| revs.is_token_revoked(t))
     }
 
     /// May `ip` (and the token `token_key`) be handed another TURN credential now?
@@ -394,7 +435,13 @@ impl AppState {
                 let mut token_claim = None;
                 if let Some(secret) = &self.settings.token {
                     match secret.authorize(token, &room, unix_now()) {
-                        Ok(expires) => token_claim = token.map(|t| (token_key(t), expires)),
+                        Ok(expires) => {
+                            token_claim = token.map(|t| Grant {
+                                key: token_key(t),
+                                expires,
+                                token: t.to_owned(),
+                            })
+                        }
                         Err(e) => {
                             debug!(conn, error = %e, "join refused");
                             return self.reject(
@@ -409,7 +456,14 @@ impl AppState {
                 let id = requested.clone().unwrap_or_else(|| generated.clone());
                 // An invalid room or requested id is refused by `join`; mint nothing for it.
                 let valid = crate::rooms::valid_name(&id) && crate::rooms::valid_name(&room);
-                if valid && !self.may_mint(ip, token_claim.map(|(k, _)| k)) {
+                if self.revoked(Some(&turn_user(&room, &id)), token) {
+                    return self.reject(
+                        conn,
+                        ErrorCode::Unauthorized,
+                        "this token or user has been revoked",
+                    );
+                }
+                if valid && !self.may_mint(ip, token_claim.as_ref().map(|g| g.key)) {
                     return self.reject(
                         conn,
                         ErrorCode::RateLimited,
@@ -455,16 +509,23 @@ impl AppState {
                     .lock()
                     .expect("conns lock")
                     .get(&conn)
-                    .and_then(|c| c.token);
+                    .and_then(|c| c.token.clone());
                 // A credential never outlives the join token it was granted under.
-                if token.is_some_and(|(_, expires)| expires < unix_now()) {
+                if token.as_ref().is_some_and(|g| g.expires < unix_now()) {
                     return self.reject(
                         conn,
                         ErrorCode::Unauthorized,
                         "the join token has expired: rejoin with a new token for new credentials",
                     );
                 }
-                if !self.may_mint(ip, token.map(|(k, _)| k)) {
+                if self.revoked(Some(&user), token.as_ref().map(|g| g.token.as_str())) {
+                    return self.reject(
+                        conn,
+                        ErrorCode::Unauthorized,
+                        "this token or user has been revoked",
+                    );
+                }
+                if !self.may_mint(ip, token.as_ref().map(|g| g.key)) {
                     return self.reject(
                         conn,
                         ErrorCode::RateLimited,
@@ -578,6 +639,16 @@ fn issue_ice_servers(
             )
                 .into_response();
         }
+    }
+    if st.revoked(None, token.as_deref()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(HttpError {
+                error: ErrorCode::Unauthorized,
+                message: "this token has been revoked".into(),
+            }),
+        )
+            .into_response();
     }
     if !st.may_mint(ip, token.as_deref().map(token_key)) {
         return (

@@ -277,3 +277,46 @@ async fn invalid_utf8_closes_with_1007() {
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Invalid));
     assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"invalid-utf8\"}") >= 1.0);
 }
+
+/// Revocation through natkit-signal: a token written into the revocation file gets no new
+/// credentials (join, refresh, /v1/ice-servers), and the embedded relay ends the user's
+/// allocations.
+#[test]
+fn revoked_tokens_get_no_new_credentials() {
+    let dir = std::env::temp_dir().join(format!("natkit-sig-revoked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("revoked");
+    let d = Daemon::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "t")
+            .env("NATKIT_SIGNAL_TOKEN_SECRET", "k")
+            .env("NATKIT_REVOKED_FILE", &file)
+            .env("NATKIT_ALT_PORT", "0")
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "off"]),
+    );
+    let token = TokenSecret::new("k")
+        .unwrap()
+        .mint("r", 600, natkit_daemon::unix_now());
+    let other = TokenSecret::new("k")
+        .unwrap()
+        .mint("r", 601, natkit_daemon::unix_now());
+    let http = d.addr("http");
+    let ws = format!("ws://{http}/v1/ws?token=");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert_eq!(join(&format!("{ws}{token}"), "r").await["type"], "welcome");
+        let id = token.rsplit('.').next().unwrap();
+        std::fs::write(&file, format!("token {id}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let refused = join(&format!("{ws}{token}"), "r").await;
+        assert_eq!(refused["code"], "unauthorized", "{refused}");
+        assert_eq!(
+            status(http, &format!("/v1/ice-servers?token={token}")).await,
+            401
+        );
+        // Another token for the same room still works.
+        assert_eq!(join(&format!("{ws}{other}"), "r").await["type"], "welcome");
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -66,6 +66,10 @@ pub struct RelayArgs {
     /// that; a reflection limit), 0 = unlimited [default: 50]
     #[arg(long, value_name = "N")]
     pub answers_per_second: Option<String>,
+    /// File of revoked TURN users (`user ID`) and join tokens (`token ID`), re-read when it
+    /// changes; revoked users get 401 and lose their allocations within a second
+    #[arg(long, value_name = "FILE")]
+    pub revoked_file: Option<String>,
     /// Longest allocation lifetime granted, in seconds (coturn's max-allocate-lifetime) [default: 3600]
     #[arg(long, value_name = "SECONDS")]
     pub max_lifetime: Option<String>,
@@ -89,6 +93,7 @@ pub struct RawSettings {
     pub user_quota: Option<String>,
     pub total_quota: Option<String>,
     pub answers_per_second: Option<String>,
+    pub revoked_file: Option<String>,
     pub max_lifetime: Option<String>,
     pub metrics_listen: Option<String>,
 }
@@ -109,6 +114,7 @@ pub struct FileSettings {
     pub user_quota: Option<u32>,
     pub total_quota: Option<u32>,
     pub answers_per_second: Option<u32>,
+    pub revoked_file: Option<String>,
     pub max_lifetime: Option<u32>,
     pub metrics_listen: Option<String>,
 }
@@ -129,6 +135,7 @@ impl From<RelayArgs> for RawSettings {
             user_quota: a.user_quota,
             total_quota: a.total_quota,
             answers_per_second: a.answers_per_second,
+            revoked_file: a.revoked_file,
             max_lifetime: a.max_lifetime,
             metrics_listen: a.metrics_listen,
         }
@@ -150,6 +157,7 @@ impl From<FileSettings> for RawSettings {
             user_quota: f.user_quota.map(|v| v.to_string()),
             total_quota: f.total_quota.map(|v| v.to_string()),
             answers_per_second: f.answers_per_second.map(|v| v.to_string()),
+            revoked_file: f.revoked_file,
             max_lifetime: f.max_lifetime.map(|v| v.to_string()),
             metrics_listen: f.metrics_listen,
         }
@@ -203,6 +211,7 @@ impl RawSettings {
                 "NATKIT_DENY_PEER" => s.deny_peer = list(&v),
                 "NATKIT_USER_QUOTA" => s.user_quota = Some(v),
                 "NATKIT_ANSWERS_PER_SECOND" => s.answers_per_second = Some(v),
+                "NATKIT_REVOKED_FILE" => s.revoked_file = Some(v),
                 "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
                 "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
                 "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
@@ -232,6 +241,7 @@ impl RawSettings {
             user_quota,
             total_quota,
             answers_per_second,
+            revoked_file,
             max_lifetime,
             metrics_listen
         )
@@ -365,6 +375,7 @@ impl RawSettings {
                 user_quota,
                 total_quota,
                 answers_per_second,
+                revoked_file: self.revoked_file.map(std::path::PathBuf::from),
                 max_lifetime,
             },
             metrics_listen,
@@ -433,6 +444,8 @@ pub struct RelayConfig {
     /// Binding answers and challenges per second to one source IP (bursts of twice that);
     /// 0 = unlimited.
     pub answers_per_second: u32,
+    /// Revoked users and tokens (`crate::revocation`), re-read when the file changes.
+    pub revoked_file: Option<std::path::PathBuf>,
     /// Longest lifetime an allocation is granted (and refreshed to). The default lifetime is
     /// 600 s or this, whichever is shorter.
     pub max_lifetime: Duration,

@@ -58,6 +58,13 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// The revocation file has a line that is not `user ID` or `token ID`.
+    #[error("revoked_file {path}")]
+    RevokedFile {
+        path: String,
+        #[source]
+        source: crate::revocation::RevocationError,
+    },
 }
 
 /// The configuration could not be turned into a valid relay configuration.

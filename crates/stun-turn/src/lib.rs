@@ -11,6 +11,9 @@
 //! - [`policy`]: which peers may be relayed to (pure).
 //! - [`rfc5780`]: which socket answers a Binding request with CHANGE-REQUEST (pure).
 //! - [`allocation`]: permissions, channel bindings, lifetimes and quotas (pure).
+//! - [`ratelimit`]: token buckets per key and connection slots per IP (pure; natkit-signal's
+//!   too).
+//! - [`revocation`]: revoked TURN users and join tokens, from a watched file.
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
 //! - [`server`]: the async shell that owns the sockets; [`http`]: the metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
@@ -47,6 +50,7 @@ pub mod metrics;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;
+pub mod revocation;
 pub mod rfc5780;
 pub mod server;
 pub mod wire;

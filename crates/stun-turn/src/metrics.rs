@@ -24,10 +24,13 @@ pub enum AuthFailure {
     MissingAttribute,
     /// REALM is not the relay's (401 with the right one).
     WrongRealm,
+    /// The user is in the revocation file (401).
+    Revoked,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 7] = [
+    pub const ALL: [AuthFailure; 8] = [
+        AuthFailure::Revoked,
         AuthFailure::WrongRealm,
         AuthFailure::Expired,
         AuthFailure::MalformedUsername,
@@ -46,6 +49,7 @@ impl AuthFailure {
             AuthFailure::WrongCredentials => "wrong_credentials",
             AuthFailure::MissingAttribute => "missing_attribute",
             AuthFailure::WrongRealm => "wrong_realm",
+            AuthFailure::Revoked => "revoked",
         }
     }
 }

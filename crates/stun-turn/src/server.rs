@@ -48,6 +48,7 @@ use crate::metrics::{AuthFailure, RelayMetrics};
 use crate::nonce::{NonceCheck, NonceKey};
 use crate::policy::{canonical as policy_canonical, Decision, OwnSockets, PeerPolicy};
 use crate::ratelimit::KeyedLimiter;
+use crate::revocation::{RevocationFile, Revocations};
 use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
 use crate::wire;
 
@@ -92,6 +93,9 @@ struct Shared {
     /// Answers that need no credential (Binding, 401 challenges) per source IP: a spoofed
     /// source cannot turn the relay into a reflector.
     answers: Mutex<KeyedLimiter<IpAddr>>,
+    /// Revoked users (`revoked_file`), and the file they come from.
+    revoked: Mutex<Revocations>,
+    revoked_file: Option<Mutex<RevocationFile>>,
     metrics: RelayMetrics,
     client_to_peer: crate::metrics::DirectionCounters,
 }
@@ -374,6 +378,20 @@ impl Relay {
         } else {
             Vec::new()
         };
+        let (revoked, revoked_file) = match &cfg.revoked_file {
+            Some(path) => {
+                let mut f = RevocationFile::new(path);
+                let r = f
+                    .reload()
+                    .map_err(|source| RelayError::RevokedFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                    .unwrap_or_default();
+                (r, Some(f))
+            }
+            None => (Revocations::default(), None),
+        };
         let policy = PeerPolicy::new(
             cfg.allow_peers.clone(),
             cfg.deny_peers.clone(),
@@ -408,6 +426,8 @@ impl Relay {
                 quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
                 reservations: HashMap::new(),
             }),
+            revoked: Mutex::new(revoked),
+            revoked_file: revoked_file.map(Mutex::new),
             answers: Mutex::new(KeyedLimiter::per_second(
                 cfg.answers_per_second,
                 cfg.answers_per_second.saturating_mul(2),
@@ -522,12 +542,14 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let now = Instant::now();
+        shared.reload_revocations();
         let expired: Vec<Arc<Allocation>> = {
+            let revoked = shared.revoked.lock().expect("revoked lock").clone();
             let mut table = shared.table.lock().expect("table lock");
             let mut gone = Vec::new();
             table.allocations.retain(|_, a| {
                 let mut st = a.state.lock().expect("state lock");
-                if st.is_expired(now) {
+                if st.is_expired(now) || revoked.is_user_revoked(&a.user) {
                     gone.push(Arc::clone(a));
                     false
                 } else {
@@ -845,6 +867,31 @@ impl Shared {
         )
     }
 
+    fn is_revoked(&self, user: &str) -> bool {
+        self.revoked
+            .lock()
+            .expect("revoked lock")
+            .is_user_revoked(user)
+    }
+
+    /// Re-reads the revocation file if it changed (the janitor calls this once a second).
+    fn reload_revocations(&self) {
+        let Some(file) = &self.revoked_file else {
+            return;
+        };
+        let mut file = file.lock().expect("revoked file lock");
+        match file.reload() {
+            Ok(Some(r)) => {
+                info!(path = %file.path().display(), "revocations reloaded");
+                *self.revoked.lock().expect("revoked lock") = r;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(path = %file.path().display(), error = %e, "revocation file not reloaded; the previous entries stay")
+            }
+        }
+    }
+
     fn auth_failed(&self, reason: AuthFailure) {
         self.metrics
             .auth_failures
@@ -881,6 +928,11 @@ impl Shared {
             return Err(self.challenge(m, 438, src, unix));
         }
         let user = match credentials::check_username(&username, unix) {
+            Ok(v) if self.is_revoked(v.user_id) => {
+                self.auth_failed(AuthFailure::Revoked);
+                debug!(%src, user = %printable(v.user_id), "401 revoked user");
+                return Err(self.challenge(m, 401, src, unix));
+            }
             Ok(v) => v.user_id.to_owned(),
             Err(e) => {
                 let reason = match e {

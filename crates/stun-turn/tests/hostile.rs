@@ -401,3 +401,66 @@ async fn private_ranges_are_denied_by_default() {
         4.0
     );
 }
+
+/// Revocation: an operator writes `user ID` into the revocation file; that user's next request
+/// gets 401 and its live allocations end within a second, others carry on.
+#[tokio::test]
+async fn revoked_users_get_401_and_lose_their_allocations_within_a_second() {
+    let dir = std::env::temp_dir().join(format!("natkit-revoked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("revoked");
+    let relay = TestRelay::start(RawSettings {
+        revoked_file: Some(file.display().to_string()),
+        ..Default::default()
+    })
+    .await;
+    let alice = StunClient::new(relay.addr()).await;
+    let bob = StunClient::new(relay.addr()).await;
+    assert_eq!(
+        alice
+            .allocate(&mint(SECRET, "alice", 600))
+            .await
+            .0
+            .typ
+            .class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(
+        bob.allocate(&mint(SECRET, "bob", 600)).await.0.typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(relay.metric("natkit_relay_allocations_active"), 2.0);
+    std::fs::write(&file, "# ops, ticket 42\nuser alice\n").unwrap();
+    let revoked_at = Instant::now();
+    while relay.metric("natkit_relay_allocations_active") != 1.0 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "alice's allocation must end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = revoked_at.elapsed();
+    eprintln!(
+        "revocation: alice's allocation ended {:.2} s after the file changed",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_millis(2200),
+        "within the janitor's second (and a little)"
+    );
+    let again = StunClient::new(relay.addr()).await;
+    let (r, _) = again.allocate(&mint(SECRET, "alice", 600)).await;
+    assert_eq!(error_code(&r), Some(401), "a revoked user is refused");
+    assert!(relay.metric("natkit_relay_auth_failures_total{reason=\"revoked\"}") >= 1.0);
+    let carol = StunClient::new(relay.addr()).await;
+    assert_eq!(
+        carol
+            .allocate(&mint(SECRET, "carol", 600))
+            .await
+            .0
+            .typ
+            .class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
