@@ -22,35 +22,35 @@ impl Server {
         match self {
             Server::Natkit => lab.start_natkit_relay("lab-secret"),
             Server::Coturn => {
-                let dir = std::env::temp_dir().join(format!("natkit-lab-{}", lab.server.name));
-                std::fs::create_dir_all(&dir).unwrap();
-                let mut cmd = lab.server.cmd("turnserver");
-                cmd.args([
-                    "-n",
-                    "--no-cli",
-                    "--no-tls",
-                    "--no-dtls",
-                    "--no-tcp",
-                    &format!("--listening-ip={SERVER_IP}"),
-                    &format!("--listening-ip={SERVER_ALT_IP}"),
-                    "--listening-port=3480",
-                    "--use-auth-secret",
-                    "--static-auth-secret=lab-secret",
-                    "--realm=natkit",
-                    &format!("--pidfile={}/pid", dir.display()),
-                    &format!("--userdb={}/db", dir.display()),
-                    "--log-file=stdout",
-                    "--simple-log",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-                lab.spawn(&mut cmd);
+                start_coturn(lab, &[SERVER_IP, SERVER_ALT_IP], 3480);
                 // coturn's RFC 5780 alternate port is its listening port + 1.
                 wait_udp_listening(&lab.server, &format!("{SERVER_ALT_IP}:3481"));
                 3480
             }
         }
     }
+}
+
+/// coturn's turnserver in the lab's server namespace on `ips` (two make it an RFC 5780 server,
+/// one a plain STUN/TURN server), UDP only, REST secret `lab-secret`.
+fn start_coturn(lab: &mut Lab, ips: &[&str], port: u16) {
+    let dir = std::env::temp_dir().join(format!("natkit-lab-{}-{port}", lab.server.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = lab.server.cmd("turnserver");
+    cmd.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp"])
+        .args(ips.iter().map(|ip| format!("--listening-ip={ip}")))
+        .arg(format!("--listening-port={port}"))
+        .args([
+            "--use-auth-secret",
+            "--static-auth-secret=lab-secret",
+            "--realm=natkit",
+        ])
+        .arg(format!("--pidfile={}/pid", dir.display()))
+        .arg(format!("--userdb={}/db", dir.display()))
+        .args(["--log-file=stdout", "--simple-log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(&mut cmd);
 }
 
 fn probe(lab: &Lab, site: usize, port: u16) -> Value {
@@ -322,29 +322,7 @@ fn two_plain_servers_on_two_ips_decide_the_mapping() {
     }
     let mut lab = Lab::new();
     let sites: Vec<(Nat, usize)> = Nat::ALL.iter().map(|&n| (n, lab.add_site(n))).collect();
-    let dir = std::env::temp_dir().join(format!("natkit-lab-plain-{}", lab.server.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut coturn = lab.server.cmd("turnserver");
-    coturn
-        .args([
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--no-tcp",
-            &format!("--listening-ip={SERVER_IP}"),
-            "--listening-port=3480",
-            "--use-auth-secret",
-            "--static-auth-secret=s",
-            "--realm=natkit",
-            &format!("--pidfile={}/pid", dir.display()),
-            &format!("--userdb={}/db", dir.display()),
-            "--log-file=stdout",
-            "--simple-log",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    lab.spawn(&mut coturn);
+    start_coturn(&mut lab, &[SERVER_IP], 3480);
     wait_udp_listening(&lab.server, &format!("{SERVER_IP}:3480"));
     let bin = natkit_testkit::workspace_bin("natkit-relay");
     let mut relay = lab.server.cmd(bin.to_str().unwrap());

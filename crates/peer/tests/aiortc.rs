@@ -42,8 +42,9 @@ fn events(out: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn natkit_peer_offers_to_aiortc() {
+/// An aiortc echo peer joins `room` first; natkit-peer (`--relay relay`) offers, sends a message
+/// and must get it back. Returns natkit-peer's events.
+fn natkit_peer_sends_to_aiortc(room: &str, relay: &str) -> Vec<Value> {
     let py = python_with_aiortc();
     let (_sig, url) = signal();
     let aiortc = EventProcess::spawn(
@@ -53,7 +54,7 @@ fn natkit_peer_offers_to_aiortc() {
                 "--signal",
                 &url,
                 "--room",
-                "aiortc-answers",
+                room,
                 "--echo",
                 "--timeout",
                 "40",
@@ -63,19 +64,8 @@ fn natkit_peer_offers_to_aiortc() {
     aiortc.wait_for("joined", Duration::from_secs(20));
     let out = Command::new(PEER)
         .env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            &url,
-            "--room",
-            "aiortc-answers",
-            "--json",
-            "--relay",
-            "always",
-            "--send",
-            "hi aiortc",
-            "--timeout",
-            "30",
-        ])
+        .args(["--signal", &url, "--room", room, "--json", "--relay", relay])
+        .args(["--send", "hi aiortc", "--timeout", "30"])
         .output()
         .unwrap();
     let evs = events(&out.stdout);
@@ -85,6 +75,12 @@ fn natkit_peer_offers_to_aiortc() {
             .any(|e| e["event"] == "message" && e["data"] == "hi aiortc"),
         "{evs:?}"
     );
+    evs
+}
+
+#[test]
+fn natkit_peer_offers_to_aiortc() {
+    let evs = natkit_peer_sends_to_aiortc("aiortc-answers", "always");
     let c = evs.iter().find(|e| e["event"] == "connected").unwrap();
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
 }
@@ -139,50 +135,12 @@ fn aiortc_offers_to_natkit_peer_with_all_candidates_in_the_sdp() {
 /// then decides from its own probe alone, as before summaries existed.
 #[test]
 fn auto_mode_with_aiortc_decides_from_this_side_alone() {
-    let py = python_with_aiortc();
-    let (_sig, url) = signal();
-    let aiortc = EventProcess::spawn(
-        Command::new(py)
-            .args([
-                SCRIPT,
-                "--signal",
-                &url,
-                "--room",
-                "aiortc-auto",
-                "--echo",
-                "--timeout",
-                "40",
-            ])
-            .stderr(Stdio::null()),
-    );
-    aiortc.wait_for("joined", Duration::from_secs(20));
-    let out = Command::new(PEER)
-        .env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            &url,
-            "--room",
-            "aiortc-auto",
-            "--json",
-            "--send",
-            "hi aiortc",
-            "--timeout",
-            "30",
-        ])
-        .output()
-        .unwrap();
-    let evs = events(&out.stdout);
-    assert!(out.status.success(), "{evs:?}");
+    let evs = natkit_peer_sends_to_aiortc("aiortc-auto", "auto");
     let policy = evs.iter().find(|e| e["event"] == "policy").unwrap();
     assert_eq!(policy["rule"], "this-side-only", "{policy}");
     assert_eq!(policy["remote_nat"], Value::Null, "{policy}");
     assert_eq!(
         policy["ice_transport_policy"], "all",
         "loopback has no NAT: {policy}"
-    );
-    assert!(
-        evs.iter()
-            .any(|e| e["event"] == "message" && e["data"] == "hi aiortc"),
-        "{evs:?}"
     );
 }
