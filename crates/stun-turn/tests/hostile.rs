@@ -223,7 +223,18 @@ async fn many_unknown_attributes_are_dropped_unread() {
     assert!(
         relay.metric("natkit_relay_dropped_packets_total{reason=\"too_many_attributes\"}") >= 454.0
     );
-    assert!(MAX_ATTRIBUTES < 100);
+    // The boundary: MAX_ATTRIBUTES attributes are read (and get their 420), one more is not.
+    for (n, answered) in [(MAX_ATTRIBUTES, true), (MAX_ATTRIBUTES + 1, false)] {
+        probe
+            .sock
+            .send_to(&binding_with_unknown_attributes(n), relay.addr())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(500), probe.sock.recv_from(&mut buf))
+            .await
+            .is_ok();
+        assert_eq!(got, answered, "{n} attributes");
+    }
 }
 
 /// Finding 7: a 20-byte Binding request drew about 5x its size in answers, without a limit per
