@@ -19,6 +19,8 @@
 //! (put a reverse proxy in front).
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 /// The rate limiters (token buckets, per-key limits, per-IP connection slots), shared with the
 /// relay.
 pub use natkit_stun_turn::ratelimit as limits;

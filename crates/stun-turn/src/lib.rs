@@ -45,6 +45,8 @@ pub mod allocation;
 pub mod config;
 pub mod credentials;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod nonce;

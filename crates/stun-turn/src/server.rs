@@ -208,16 +208,6 @@ enum PortRequest {
     Reserved([u8; 8]),
 }
 
-/// An attribute written as raw bytes.
-struct RawAttr(AttrType, Vec<u8>);
-
-impl Setter for RawAttr {
-    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
-        m.add(self.0, &self.1);
-        Ok(())
-    }
-}
-
 struct Authed {
     username: String,
     user: String,
@@ -450,6 +440,33 @@ impl Relay {
 
     pub fn metrics(&self) -> &RelayMetrics {
         &self.shared.metrics
+    }
+
+    /// Runs one datagram from `src` through the relay's decision path as if it had arrived on
+    /// the primary socket, and returns the answer it would send, without sending anything. For
+    /// the fuzz harness ([`crate::fuzz`]); it may create allocations (and bind their relay
+    /// sockets) like a real Allocate, so call it inside a tokio runtime.
+    #[doc(hidden)]
+    pub fn fuzz_datagram(&self, buf: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        match self
+            .shared
+            .handle(Slot::PRIMARY, buf, src, now, natkit_daemon::unix_now())
+        {
+            Action::Reply { bytes, .. } => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Allocations alive now (for fuzzing: state must stay bounded).
+    #[doc(hidden)]
+    pub fn allocation_count(&self) -> usize {
+        self.shared
+            .table
+            .lock()
+            .expect("table lock")
+            .allocations
+            .len()
     }
 
     /// Serves until `shutdown` completes, then closes every allocation and socket.
@@ -1030,7 +1047,10 @@ impl Shared {
             }),
         ];
         if let Some(t) = token {
-            attrs.push(Box::new(RawAttr(ATTR_RESERVATION_TOKEN, t.to_vec())));
+            attrs.push(Box::new(wire::RawAttribute(
+                ATTR_RESERVATION_TOKEN,
+                t.to_vec(),
+            )));
         }
         self.success(m, attrs, a.key.clone())
     }

@@ -40,6 +40,16 @@ pub const KNOWN_REQUIRED: [AttrType; 17] = [
 const KNOWN_REQUIRED_EXTRA: [AttrType; 3] =
     [ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_RESERVATION_TOKEN];
 
+/// An attribute written as raw bytes.
+pub struct RawAttribute(pub AttrType, pub Vec<u8>);
+
+impl Setter for RawAttribute {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
 /// What a client signs requests with after a 401 challenge: long-term credentials (RFC 8489
 /// section 9.2) with the realm and nonce the server gave. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -221,9 +231,11 @@ pub fn is_channel_data(first: u8) -> bool {
     (0x40..=0x7f).contains(&first)
 }
 
-/// Splits a ChannelData message into channel number and payload; `None` if truncated.
+/// Splits a ChannelData message into channel number and payload; `None` if truncated or if the
+/// number is outside the ChannelData range (it checks this itself rather than trust the caller
+/// to have asked [`is_channel_data`]: found by the fuzz harness).
 pub fn parse_channel_data(buf: &[u8]) -> Option<(u16, &[u8])> {
-    if buf.len() < 4 {
+    if buf.len() < 4 || !is_channel_data(buf[0]) {
         return None;
     }
     let number = u16::from_be_bytes([buf[0], buf[1]]);
