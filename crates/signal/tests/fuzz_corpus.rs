@@ -45,9 +45,11 @@ fn mutate(seed: &[u8], i: u64) -> Vec<u8> {
 
 #[test]
 fn signal_json_corpus_and_mutations() {
-    for seed in corpus("signal_json") {
+    let seeds = corpus("signal_json");
+    let per_seed = (50_000 / seeds.len()).max(10) as u64;
+    for seed in seeds {
         signal_json(&seed);
-        for i in 0..500 {
+        for i in 0..per_seed {
             signal_json(&mutate(&seed, i));
         }
     }
@@ -56,9 +58,10 @@ fn signal_json_corpus_and_mutations() {
 #[test]
 fn token_corpus_and_mutations() {
     let seeds = corpus("token");
+    let per_seed = (50_000 / seeds.len()).max(10) as u64;
     for seed in &seeds {
         token(seed);
-        for i in 0..2000 {
+        for i in 0..per_seed {
             token(&mutate(seed, i));
         }
     }
