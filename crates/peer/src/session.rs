@@ -28,7 +28,10 @@ use natkit_proto::{ClientMsg, IceCandidate, IceServer, NatSummary, ServerMsg, We
 
 use crate::events::Event;
 use crate::policy::{decide, usable_servers, Policy, RelayMode, Rule};
+
+mod interface;
 use crate::renewal::{polite, renew_after};
+pub use interface::{Action, Failure, Mode, RestartReason, RtcEvent, SessionConfig, Stage};
 
 /// How long a remote peer that left signaling (while our data channel is open) may take to come
 /// back before the session is over.
@@ -49,166 +52,6 @@ pub const SUMMARY_WAIT: Duration = Duration::from_secs(1);
 pub const DIRECT_DEADLINE: Duration = Duration::from_secs(5);
 /// Peers told our NAT summary, at most (a room holds 16 by default).
 const MAX_SUMMARY_TARGETS: usize = 64;
-
-/// What to do once the data channel is open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Answer every message with the same text, until the remote peer leaves.
-    Echo,
-    /// Send the text, wait for the reply, print it, and finish.
-    Send(String),
-    /// Send each line read from standard input; print what arrives; finish at end of input.
-    Chat,
-}
-
-/// Where an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Signaling,
-    Ice,
-    Relay,
-    Dtls,
-    Timeout,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Signaling => "signaling",
-            Stage::Ice => "ice",
-            Stage::Relay => "relay",
-            Stage::Dtls => "dtls",
-            Stage::Timeout => "timeout",
-        }
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why an attempt failed; `stage` says where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{stage}: {message}")]
-pub struct Failure {
-    pub stage: Stage,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(stage: Stage, message: impl Into<String>) -> Failure {
-        Failure {
-            stage,
-            message: message.into(),
-        }
-    }
-}
-
-/// Why an ICE restart is offered (the `reason` of the `ice-restart` event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartReason {
-    /// A new TURN credential arrived: a new allocation must carry it.
-    Renewal,
-    /// A connection that worked failed.
-    Failed,
-    /// An offer may have been lost with the old signaling connection.
-    SignalingReconnect,
-    /// No direct pair connected before [`DIRECT_DEADLINE`]: relay only from now on.
-    DirectDeadline,
-}
-
-impl RestartReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RestartReason::Renewal => "renewal",
-            RestartReason::Failed => "failed",
-            RestartReason::SignalingReconnect => "signaling-reconnect",
-            RestartReason::DirectDeadline => "direct-deadline",
-        }
-    }
-}
-
-/// What the peer connection and the data channel report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RtcEvent {
-    /// A gathered local candidate; `None` when gathering is complete.
-    LocalCandidate(Option<IceCandidate>),
-    /// The peer connection is `connected`, over a pair of these candidate types.
-    Connected {
-        local_candidate_type: String,
-        remote_candidate_type: String,
-    },
-    Disconnected,
-    Failed,
-    /// The peer connection stopped delivering events altogether.
-    Gone,
-    ChannelOpen,
-    Message(String),
-    ChannelClosed,
-    /// Sending on the data channel failed.
-    SendFailed(String),
-}
-
-/// What the shell is asked to do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Send this message over the signaling connection (only asked while it is up).
-    Signal(ClientMsg),
-    /// Create the peer connection with these ICE servers and transport policy (once, before
-    /// any other WebRTC action).
-    Configure {
-        servers: Vec<IceServer>,
-        relay_only: bool,
-    },
-    /// `set_configuration` with these ICE servers and transport policy; they take effect at the
-    /// next gathering.
-    ApplyServers {
-        servers: Vec<IceServer>,
-        relay_only: bool,
-    },
-    /// Create the data channel (the offering side, before its first offer).
-    CreateDataChannel,
-    /// Create an offer (after `restart_ice` when `ice_restart`), set it as the local
-    /// description, and hand its SDP to [`Session::handle_local_offer`].
-    CreateOffer {
-        ice_restart: bool,
-    },
-    /// Roll our own offer back first when `rollback`; set this remote offer, create an answer,
-    /// set it, and hand its SDP to [`Session::handle_local_answer`].
-    AcceptOffer {
-        sdp: String,
-        rollback: bool,
-    },
-    /// Set this remote answer.
-    AcceptAnswer {
-        sdp: String,
-    },
-    AddRemoteCandidate(IceCandidate),
-    /// Send text on the open data channel.
-    SendText(String),
-    /// Rejoin the room with our peer id, retrying; report through
-    /// [`Session::handle_rejoined`] or [`Session::handle_rejoin_failed`].
-    Rejoin,
-    /// Report this event to the user.
-    Emit(Event),
-}
-
-/// The session's fixed inputs.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    pub mode: Mode,
-    pub relay: RelayMode,
-    /// This side's NAT, from the probe (`None` when it did not run).
-    pub local_nat: Option<NatSummary>,
-    /// Renew TURN credentials at half their TTL.
-    pub renew: bool,
-    /// When the attempt started (before joining): `elapsed_ms` counts from here.
-    pub started: Instant,
-    /// When an attempt that has not succeeded fails (and an echo peer that served ends).
-    pub deadline: Instant,
-}
 
 /// Where the offer/answer exchange stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -898,5 +741,7 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod pair_tests;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@
 //! - [`limits`]: rate limits per connection, per client IP and per token (pure; the relay's
 //!   `ratelimit` module, shared).
 //! - [`config`]: flags, environment and TOML, validated before anything binds.
+//! - [`ice`]: the ICE servers and credentials handed to peers; [`metrics`]: Prometheus series.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
 //!
 //! # Out of scope
@@ -21,6 +22,8 @@
 pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod ice;
+pub mod metrics;
 /// The rate limiters (token buckets, per-key limits, per-IP connection slots), shared with the
 /// relay.
 pub use natkit_stun_turn::ratelimit as limits;

@@ -2,7 +2,7 @@
 //! socket, no WebRTC, no clock.
 
 use super::*;
-use natkit_proto::{ErrorCode, NatBehaviour};
+use natkit_proto::ErrorCode;
 
 fn t0() -> Instant {
     // One fixed origin per test run; offsets make the times.
@@ -10,7 +10,7 @@ fn t0() -> Instant {
     *T0.get_or_init(Instant::now)
 }
 
-fn at(secs: f64) -> Instant {
+pub(super) fn at(secs: f64) -> Instant {
     t0() + Duration::from_secs_f64(secs)
 }
 
@@ -23,7 +23,7 @@ fn relay() -> Vec<IceServer> {
     )]
 }
 
-fn welcome(me: &str, peers: &[&str], ttl: u64) -> Welcome {
+pub(super) fn welcome(me: &str, peers: &[&str], ttl: u64) -> Welcome {
     Welcome {
         peer_id: me.into(),
         room: "r".into(),
@@ -34,7 +34,7 @@ fn welcome(me: &str, peers: &[&str], ttl: u64) -> Welcome {
     }
 }
 
-fn config(mode: Mode) -> SessionConfig {
+pub(super) fn config(mode: Mode) -> SessionConfig {
     SessionConfig {
         mode,
         relay: RelayMode::Auto,
@@ -55,7 +55,7 @@ fn cand(n: u32) -> IceCandidate {
 }
 
 /// The queued actions, each as a short word: what a table can compare.
-fn drain(s: &mut Session) -> Vec<String> {
+pub(super) fn drain(s: &mut Session) -> Vec<String> {
     std::iter::from_fn(|| s.poll_action())
         .map(|a| match a {
             Action::Signal(m) => {
@@ -104,7 +104,7 @@ fn drain(s: &mut Session) -> Vec<String> {
         .collect()
 }
 
-fn offer(from: &str) -> ServerMsg {
+pub(super) fn offer(from: &str) -> ServerMsg {
     ServerMsg::Offer {
         from: from.into(),
         sdp: "v=0".into(),
@@ -125,7 +125,7 @@ fn remote_cand(n: u32) -> ServerMsg {
     }
 }
 
-fn connected() -> RtcEvent {
+pub(super) fn connected() -> RtcEvent {
     RtcEvent::Connected {
         local_candidate_type: "host".into(),
         remote_candidate_type: "host".into(),
@@ -708,168 +708,4 @@ fn never_mode_drops_turn_and_signaling_errors_are_only_logged() {
     s.handle_signal(at(1.0), ServerMsg::Unknown);
     assert!(drain(&mut s).is_empty());
     assert!(s.outcome().is_none());
-}
-
-fn summary(m: &[NatBehaviour], f: &[NatBehaviour]) -> NatSummary {
-    NatSummary {
-        mapping: m.to_vec(),
-        filtering: f.to_vec(),
-        udp_blocked: false,
-    }
-}
-
-fn symmetric() -> NatSummary {
-    summary(
-        &[NatBehaviour::AddressAndPortDependent],
-        &[NatBehaviour::AddressAndPortDependent],
-    )
-}
-
-fn open() -> NatSummary {
-    summary(
-        &[NatBehaviour::EndpointIndependent],
-        &[NatBehaviour::EndpointIndependent],
-    )
-}
-
-fn probed(nat: NatSummary) -> SessionConfig {
-    SessionConfig {
-        local_nat: Some(nat),
-        ..config(Mode::Echo)
-    }
-}
-
-fn nat_from(from: &str, nat: NatSummary) -> ServerMsg {
-    ServerMsg::NatSummary {
-        from: from.into(),
-        nat,
-    }
-}
-
-#[test]
-fn the_offerer_tells_its_nat_and_decides_with_the_answering_sides() {
-    let cases = [
-        (
-            symmetric(),
-            symmetric(),
-            "configure-relay",
-            "symmetric-pair",
-        ),
-        (symmetric(), open(), "configure", "direct-possible"),
-        (open(), symmetric(), "configure", "direct-possible"),
-    ];
-    for (mine, theirs, configure, rule) in cases {
-        let mut s = Session::new(probed(mine.clone()), welcome("a", &["b"], 3600), at(0.0));
-        assert_eq!(drain(&mut s), ["signal:nat-summary"]);
-        assert_eq!(s.poll_timeout(), at(0.0) + SUMMARY_WAIT, "waits for theirs");
-        // A summary from someone else decides nothing.
-        s.handle_signal(at(0.1), nat_from("z", theirs.clone()));
-        assert!(drain(&mut s).is_empty());
-        s.handle_signal(at(0.2), nat_from("b", theirs.clone()));
-        let want = [
-            configure,
-            &format!("emit:policy:{rule}"),
-            "channel",
-            "offer",
-        ];
-        assert_eq!(drain(&mut s), want, "{mine:?} vs {theirs:?}");
-    }
-    // The policy event names both summaries.
-    let mut s = Session::new(probed(symmetric()), welcome("a", &["b"], 3600), at(0.0));
-    drain(&mut s);
-    s.handle_signal(at(0.2), nat_from("b", open()));
-    let policy = std::iter::from_fn(|| s.poll_action())
-        .find_map(|a| match a {
-            Action::Emit(e @ Event::Policy { .. }) => Some(e),
-            _ => None,
-        })
-        .unwrap();
-    let v = serde_json::to_value(&policy).unwrap();
-    assert_eq!(v["local_nat"]["mapping"][0], "address-and-port-dependent");
-    assert_eq!(v["remote_nat"]["mapping"][0], "endpoint-independent");
-    assert_eq!(v["ice_transport_policy"], "all");
-}
-
-#[test]
-fn without_a_summary_the_offerer_decides_alone_after_the_wait() {
-    for (mine, configure) in [(symmetric(), "configure-relay"), (open(), "configure")] {
-        let mut s = Session::new(probed(mine), welcome("a", &["b"], 3600), at(0.0));
-        drain(&mut s);
-        s.handle_timeout(at(0.5));
-        assert!(drain(&mut s).is_empty(), "still waiting");
-        s.handle_timeout(at(0.0) + SUMMARY_WAIT);
-        assert_eq!(
-            drain(&mut s),
-            [configure, "emit:policy:this-side-only", "channel", "offer"]
-        );
-    }
-}
-
-#[test]
-fn the_answerer_tells_newcomers_its_nat_and_decides_on_the_offer() {
-    let mut s = Session::new(probed(symmetric()), welcome("a", &[], 3600), at(0.0));
-    assert!(drain(&mut s).is_empty(), "nobody to tell yet");
-    s.handle_signal(
-        at(1.0),
-        ServerMsg::PeerJoined {
-            peer_id: "b".into(),
-        },
-    );
-    assert_eq!(drain(&mut s), ["signal:nat-summary"]);
-    s.handle_signal(
-        at(1.0),
-        ServerMsg::PeerJoined {
-            peer_id: "b".into(),
-        },
-    );
-    assert!(drain(&mut s).is_empty(), "told once");
-    s.handle_signal(at(1.5), nat_from("b", symmetric()));
-    assert!(drain(&mut s).is_empty(), "the answerer waits for the offer");
-    s.handle_signal(at(1.6), offer("b"));
-    assert_eq!(
-        drain(&mut s),
-        [
-            "configure-relay",
-            "emit:policy:symmetric-pair",
-            "accept-offer"
-        ]
-    );
-
-    // An offer from a peer that sent no summary (aiortc, a browser): this side alone.
-    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
-    s.handle_signal(at(1.6), offer("b"));
-    assert_eq!(
-        drain(&mut s),
-        ["configure", "emit:policy:this-side-only", "accept-offer"]
-    );
-}
-
-#[test]
-fn no_direct_pair_in_time_restarts_ice_relay_only() {
-    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
-    s.handle_signal(at(1.0), nat_from("b", open()));
-    s.handle_signal(at(1.0), offer("b"));
-    s.handle_local_answer(at(1.1), "v=0".into());
-    drain(&mut s);
-    assert_eq!(s.poll_timeout(), at(1.0) + DIRECT_DEADLINE);
-    s.handle_timeout(at(1.0) + DIRECT_DEADLINE);
-    assert_eq!(
-        drain(&mut s),
-        [
-            "emit:policy:direct-deadline",
-            "apply-relay",
-            "restart-offer",
-            "emit:ice-restart:direct-deadline"
-        ]
-    );
-    assert_eq!(s.stage(), Stage::Relay);
-
-    // Connected in time: no restart.
-    let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
-    s.handle_signal(at(1.0), offer("b"));
-    s.handle_local_answer(at(1.1), "v=0".into());
-    s.handle_rtc(at(2.0), connected());
-    drain(&mut s);
-    s.handle_timeout(at(1.0) + DIRECT_DEADLINE);
-    assert!(drain(&mut s).is_empty());
 }

@@ -1,0 +1,176 @@
+//! Where peers get ICE servers from: the embedded relay and external URLs, with TURN credentials
+//! minted for a TURN user ([`IceConfig::mint`]), and the check page's variant with each STUN URL's
+//! alternate port ([`IceConfig::mint_for_check`]). Pure but for the clock passed in.
+
+use natkit_proto::IceServer;
+use natkit_stun_turn::credentials::{self, Secrets};
+use tracing::warn;
+
+/// Where peers get ICE servers from.
+#[derive(Clone)]
+pub struct IceConfig {
+    /// The embedded relay, as clients reach it.
+    pub relay: Option<(String, u16)>,
+    /// The embedded relay's RFC 5780 alternate port (same IP).
+    pub relay_alt_port: Option<u16>,
+    /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
+    pub urls: Vec<String>,
+    pub secrets: Secrets,
+    pub ttl: u64,
+}
+
+impl IceConfig {
+    /// Fresh ICE servers for `user`: the `iceServers` array of an RTCConfiguration.
+    /// Callers pass validated ids ([`crate::rooms::valid_name`]); anything else gets no servers.
+    pub fn mint(&self, user: &str, now: u64) -> Vec<IceServer> {
+        let cred = match credentials::mint(self.secrets.current(), user, self.ttl, now) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot mint ICE credentials");
+                return Vec::new();
+            }
+        };
+        let mut servers = Vec::new();
+        if let Some((host, port)) = &self.relay {
+            servers.push(cred.ice_server(host, *port));
+        }
+        let (turn, stun): (Vec<String>, Vec<String>) = self
+            .urls
+            .iter()
+            .cloned()
+            .partition(|u| u.starts_with("turn"));
+        if !stun.is_empty() {
+            servers.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
+            });
+        }
+        if !turn.is_empty() {
+            servers.push(IceServer {
+                urls: turn,
+                username: Some(cred.username.clone()),
+                credential: Some(cred.password.clone()),
+            });
+        }
+        servers
+    }
+}
+
+impl IceConfig {
+    /// The servers for the network check page: [`IceConfig::mint`]'s, with each `stun:HOST:PORT`
+    /// joined by the same host's alternate port (the embedded relay's, else `PORT + 1`, natkit's
+    /// and coturn's convention), so a browser sees whether its mapping changes between the two.
+    pub fn mint_for_check(&self, user: &str, now: u64) -> Vec<IceServer> {
+        let mut servers = self.mint(user, now);
+        for s in &mut servers {
+            let mut extra = Vec::new();
+            for u in &s.urls {
+                let Some(rest) = u.strip_prefix("stun:") else {
+                    continue;
+                };
+                let hostport = rest.split('?').next().unwrap_or(rest);
+                let Some((host, port)) = hostport.rsplit_once(':') else {
+                    continue;
+                };
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
+                let embedded = self.relay.as_ref().is_some_and(|(h, p)| {
+                    h.trim_matches(['[', ']']) == host.trim_matches(['[', ']']) && *p == port
+                });
+                let alt = match (embedded, self.relay_alt_port) {
+                    (true, Some(a)) => Some(a),
+                    _ => port.checked_add(1),
+                };
+                if let Some(alt) = alt.filter(|a| *a != port) {
+                    extra.push(format!("stun:{host}:{alt}"));
+                }
+            }
+            for e in extra {
+                if !s.urls.contains(&e) {
+                    s.urls.insert(1, e);
+                }
+            }
+        }
+        servers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natkit_stun_turn::credentials::{candidate_passwords, Secret};
+    use serde_json::json;
+
+    #[test]
+    fn ice_servers_for_embedded_and_external_relays() {
+        let secrets = Secrets::new(vec![Secret::new("shared").unwrap()]).unwrap();
+        let external = IceConfig {
+            relay: None,
+            relay_alt_port: None,
+            urls: vec![
+                "stun:stun.example.org:3478".into(),
+                "turn:relay.example.org:3478".into(),
+                "turns:relay.example.org:5349".into(),
+            ],
+            secrets: secrets.clone(),
+            ttl: 600,
+        };
+        let v = serde_json::to_value(external.mint("peer1", 1000)).unwrap();
+        assert_eq!(v[0], json!({"urls": ["stun:stun.example.org:3478"]}));
+        assert_eq!(
+            v[1]["urls"],
+            json!([
+                "turn:relay.example.org:3478",
+                "turns:relay.example.org:5349"
+            ])
+        );
+        assert_eq!(v[1]["username"], "1600:peer1");
+        let password = v[1]["credential"].as_str().unwrap();
+        assert!(
+            candidate_passwords(&secrets, "1600:peer1").any(|p| p == password),
+            "the relay sharing the secret accepts it"
+        );
+
+        let embedded = IceConfig {
+            relay: Some(("203.0.113.5".into(), 3478)),
+            relay_alt_port: Some(3479),
+            urls: vec![],
+            secrets,
+            ttl: 60,
+        };
+        let v = serde_json::to_value(embedded.mint("p", 0)).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(
+            v[0]["urls"],
+            json!([
+                "stun:203.0.113.5:3478",
+                "turn:203.0.113.5:3478?transport=udp"
+            ])
+        );
+        assert_eq!(v[0]["username"], "60:p");
+
+        // The check page's servers: each STUN URL joined by its alternate port.
+        let v = serde_json::to_value(embedded.mint_for_check("p", 0)).unwrap();
+        assert_eq!(
+            v[0]["urls"],
+            json!([
+                "stun:203.0.113.5:3478",
+                "stun:203.0.113.5:3479",
+                "turn:203.0.113.5:3478?transport=udp"
+            ])
+        );
+        let odd = IceConfig {
+            relay_alt_port: Some(4000),
+            ..embedded.clone()
+        };
+        let v = serde_json::to_value(odd.mint_for_check("p", 0)).unwrap();
+        assert_eq!(v[0]["urls"][1], "stun:203.0.113.5:4000");
+        let v = serde_json::to_value(external.mint_for_check("p", 0)).unwrap();
+        assert_eq!(
+            v[0]["urls"],
+            json!(["stun:stun.example.org:3478", "stun:stun.example.org:3479"])
+        );
+    }
+}
