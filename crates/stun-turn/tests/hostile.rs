@@ -31,6 +31,25 @@ fn even_port_reserve() -> Box<dyn Setter> {
     Box::new(Raw(ATTR_EVEN_PORT, vec![0x80]))
 }
 
+/// A new client's Allocate with EVEN-PORT and its R bit, which must succeed; the client and its
+/// signing credentials.
+async fn allocate_reserving(
+    relay: SocketAddr,
+    cred: &natkit_stun_turn::credentials::Credential,
+) -> (StunClient, Auth) {
+    let c = StunClient::new(relay).await;
+    let auth = c.challenge(cred).await;
+    let r = c
+        .transact(&request(
+            METHOD_ALLOCATE,
+            vec![requested_transport_udp(), even_port_reserve()],
+            Some(&auth),
+        ))
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    (c, auth)
+}
+
 /// A Binding request carrying `n` unknown comprehension-required attributes, as raw bytes.
 fn binding_with_unknown_attributes(n: usize) -> Vec<u8> {
     let mut body = Vec::with_capacity(n * 4);
@@ -60,16 +79,7 @@ async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
     let cred = mint(SECRET, "mallory", 600);
     let started = Instant::now();
     for _ in 0..200 {
-        let c = StunClient::new(relay.addr()).await;
-        let auth = c.challenge(&cred).await;
-        let r = c
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp(), even_port_reserve()],
-                Some(&auth),
-            ))
-            .await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+        let (c, auth) = allocate_reserving(relay.addr(), &cred).await;
         let r = c
             .transact(&request(
                 METHOD_REFRESH,
@@ -88,17 +98,7 @@ async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
     // Held reservations count: two allocations with a reserved port each fill a quota of 4.
     let mut keep = Vec::new();
     for _ in 0..2 {
-        let c = StunClient::new(relay.addr()).await;
-        let auth = c.challenge(&cred).await;
-        let r = c
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp(), even_port_reserve()],
-                Some(&auth),
-            ))
-            .await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
-        keep.push(c);
+        keep.push(allocate_reserving(relay.addr(), &cred).await.0);
     }
     assert_eq!(relay.metric("natkit_relay_reservations_active"), 2.0);
     let c = StunClient::new(relay.addr()).await;
