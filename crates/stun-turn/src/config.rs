@@ -76,6 +76,27 @@ pub struct RelayArgs {
     /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9641]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// TURN over TCP on the listen port (same port as UDP), "on" or "off" [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub tcp: Option<String>,
+    /// Address for TURN over TLS (e.g. 0.0.0.0:5349 or :443), or "off" [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for TLS; reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for TLS; reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Host name in the turns: URLs handed out [default: the certificate's first DNS name]
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+    /// TCP/TLS connections one source IP may hold, 0 = unlimited [default: 100]
+    #[arg(long, value_name = "N")]
+    pub stream_per_ip: Option<String>,
+    /// TCP/TLS connections the relay holds at once, 0 = unlimited [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub stream_total: Option<String>,
 }
 
 /// Unvalidated settings from one source. `None` means "not set here".
@@ -96,6 +117,13 @@ pub struct RawSettings {
     pub revoked_file: Option<String>,
     pub max_lifetime: Option<String>,
     pub metrics_listen: Option<String>,
+    pub tcp: Option<String>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_name: Option<String>,
+    pub stream_per_ip: Option<String>,
+    pub stream_total: Option<String>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo does not silently do nothing.
@@ -117,6 +145,13 @@ pub struct FileSettings {
     pub revoked_file: Option<String>,
     pub max_lifetime: Option<u32>,
     pub metrics_listen: Option<String>,
+    pub tcp: Option<bool>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_name: Option<String>,
+    pub stream_per_ip: Option<u32>,
+    pub stream_total: Option<u32>,
 }
 
 impl From<RelayArgs> for RawSettings {
@@ -138,6 +173,13 @@ impl From<RelayArgs> for RawSettings {
             revoked_file: a.revoked_file,
             max_lifetime: a.max_lifetime,
             metrics_listen: a.metrics_listen,
+            tcp: a.tcp,
+            tls_listen: a.tls_listen,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            tls_name: a.tls_name,
+            stream_per_ip: a.stream_per_ip,
+            stream_total: a.stream_total,
         }
     }
 }
@@ -160,6 +202,13 @@ impl From<FileSettings> for RawSettings {
             revoked_file: f.revoked_file,
             max_lifetime: f.max_lifetime.map(|v| v.to_string()),
             metrics_listen: f.metrics_listen,
+            tcp: f.tcp.map(|v| if v { "on" } else { "off" }.to_owned()),
+            tls_listen: f.tls_listen,
+            tls_cert: f.tls_cert,
+            tls_key: f.tls_key,
+            tls_name: f.tls_name,
+            stream_per_ip: f.stream_per_ip.map(|v| v.to_string()),
+            stream_total: f.stream_total.map(|v| v.to_string()),
         }
     }
 }
@@ -215,6 +264,13 @@ impl RawSettings {
                 "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
                 "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
                 "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
+                "NATKIT_TCP" => s.tcp = Some(v),
+                "NATKIT_TLS_LISTEN" => s.tls_listen = Some(v),
+                "NATKIT_TLS_CERT" => s.tls_cert = Some(v),
+                "NATKIT_TLS_KEY" => s.tls_key = Some(v),
+                "NATKIT_TLS_NAME" => s.tls_name = Some(v),
+                "NATKIT_STREAM_PER_IP" => s.stream_per_ip = Some(v),
+                "NATKIT_STREAM_TOTAL" => s.stream_total = Some(v),
                 _ => {}
             }
         }
@@ -243,7 +299,14 @@ impl RawSettings {
             answers_per_second,
             revoked_file,
             max_lifetime,
-            metrics_listen
+            metrics_listen,
+            tcp,
+            tls_listen,
+            tls_cert,
+            tls_key,
+            tls_name,
+            stream_per_ip,
+            stream_total
         )
     }
 
@@ -255,6 +318,7 @@ impl RawSettings {
         read: impl Fn(&str) -> std::io::Result<String>,
     ) -> Result<Settings, ConfigError> {
         let listen: SocketAddr = parse("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        let streams = self.streams(listen)?;
         let alt_port: u16 = match self.alt_port {
             Some(v) => parse("alt_port", &v)?,
             None => DEFAULT_ALT_PORT,
@@ -377,8 +441,79 @@ impl RawSettings {
                 answers_per_second,
                 revoked_file: self.revoked_file.map(std::path::PathBuf::from),
                 max_lifetime,
+                streams,
             },
             metrics_listen,
+        })
+    }
+}
+
+impl RawSettings {
+    /// The TCP and TLS keys. The files are only named here; [`crate::tls`] reads them when the
+    /// relay binds (and on every reload).
+    fn streams(&self, listen: SocketAddr) -> Result<StreamConfig, ConfigError> {
+        let tcp = match self.tcp.as_deref().map(str::trim) {
+            None => true,
+            Some("on" | "true" | "yes" | "1") => true,
+            Some("off" | "false" | "no" | "0") => false,
+            Some(v) => return Err(ConfigError::invalid("tcp", format!("{v:?} is not on or off"))),
+        };
+        let tls_listen = match self.tls_listen.as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(v) => {
+                // ":5349" means the listen IP on that port.
+                let v = match v.strip_prefix(':') {
+                    Some(port) => format!("{}", SocketAddr::new(listen.ip(), parse("tls_listen", port)?)),
+                    None => v.to_owned(),
+                };
+                Some(parse::<SocketAddr>("tls_listen", &v)?)
+            }
+        };
+        let tls = match (tls_listen, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(ConfigError::invalid(
+                    "tls_listen",
+                    "tls_cert and tls_key are set but tls_listen is not; set it, e.g. 0.0.0.0:5349",
+                ))
+            }
+            (Some(_), None, _) => {
+                return Err(ConfigError::invalid("tls_cert", "tls_listen needs a PEM certificate file"))
+            }
+            (Some(_), _, None) => {
+                return Err(ConfigError::invalid("tls_key", "tls_listen needs a PEM private key file"))
+            }
+            (Some(addr), Some(cert), Some(key)) => {
+                if addr == listen && tcp {
+                    return Err(ConfigError::invalid(
+                        "tls_listen",
+                        "must differ from the listen address while tcp is on",
+                    ));
+                }
+                Some(TlsConfig {
+                    listen: addr,
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                    name: self.tls_name.clone().filter(|n| !n.trim().is_empty()),
+                })
+            }
+        };
+        if tls.is_none() && self.tls_name.is_some() {
+            return Err(ConfigError::invalid("tls_name", "needs tls_listen"));
+        }
+        let per_ip: u32 = match &self.stream_per_ip {
+            Some(v) => parse("stream_per_ip", v)?,
+            None => DEFAULT_STREAM_PER_IP,
+        };
+        let total: u32 = match &self.stream_total {
+            Some(v) => parse("stream_total", v)?,
+            None => DEFAULT_STREAM_TOTAL,
+        };
+        Ok(StreamConfig {
+            tcp,
+            tls,
+            per_ip,
+            total,
         })
     }
 }
@@ -449,6 +584,46 @@ pub struct RelayConfig {
     /// Longest lifetime an allocation is granted (and refreshed to). The default lifetime is
     /// 600 s or this, whichever is shorter.
     pub max_lifetime: Duration,
+    /// TURN over TCP and TLS.
+    pub streams: StreamConfig,
+}
+
+/// TCP/TLS connections one source IP may hold by default.
+pub const DEFAULT_STREAM_PER_IP: u32 = 100;
+/// TCP/TLS connections the relay holds by default.
+pub const DEFAULT_STREAM_TOTAL: u32 = 10_000;
+
+/// TURN over TCP (RFC 8656 section 3.1) and TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// TCP on the UDP listen address.
+    pub tcp: bool,
+    pub tls: Option<TlsConfig>,
+    /// Connections per source IP; 0 = unlimited.
+    pub per_ip: u32,
+    /// Connections in all; 0 = unlimited.
+    pub total: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            tcp: true,
+            tls: None,
+            per_ip: DEFAULT_STREAM_PER_IP,
+            total: DEFAULT_STREAM_TOTAL,
+        }
+    }
+}
+
+/// The TLS listener and its PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The name in `turns:` URLs; `None`: the certificate's first DNS name.
+    pub name: Option<String>,
 }
 
 /// Everything `natkit-relay` needs to start.

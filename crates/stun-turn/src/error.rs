@@ -40,6 +40,16 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the TCP port (often a second relay, or a web server on 443).
+    #[error("cannot listen on tcp {addr}")]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot read local address of a bound socket")]
     LocalAddr(#[source] std::io::Error),
     /// RFC 5780 needs two concrete addresses; a wildcard primary address cannot be told apart.
@@ -65,6 +75,33 @@ pub enum RelayError {
         #[source]
         source: crate::revocation::RevocationError,
     },
+}
+
+/// A TLS certificate or key file that cannot be used. Names the file, never its contents.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls file {path}: cannot read")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no PEM `CERTIFICATE` block (a key file given as the certificate?).
+    #[error("tls_cert {path}: no PEM certificate in it")]
+    NoCertificate { path: String },
+    /// The file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("tls_key {path}: no PEM private key in it")]
+    NoKey { path: String },
+    /// The certificate cannot be parsed, or the key does not belong to it.
+    #[error("tls_cert {cert} with tls_key {key}: {message}")]
+    Unusable {
+        cert: String,
+        key: String,
+        message: String,
+    },
+    /// No `--tls-name` and the certificate names no DNS host for `turns:` URLs.
+    #[error("tls_cert {path}: names no DNS host; set tls_name")]
+    NoName { path: String },
 }
 
 /// The configuration could not be turned into a valid relay configuration.

@@ -5,29 +5,33 @@
 //! The relay harness runs every input twice: as it is, and, when it decodes as a STUN request, re-
 //! signed with a valid long-term credential and nonce, so the authenticated methods (Allocate,
 //! Refresh, CreatePermission, ChannelBind) and their limits are fuzzed too, not only the paths a
-//! forged message reaches. Four client addresses rotate, so inputs meet each other's allocations.
+//! forged message reaches. Four clients rotate (two over UDP, two over TCP), so inputs meet each
+//! other's allocations. It drives the socket-free core ([`crate::core`]) directly.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use stun::attributes::*;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 
-use crate::config::RawSettings;
-use crate::credentials::{self, Secret};
+use crate::core::{Bound, CoreConfig, FiveTuple, Output, PortWant, RelayCore, Transport};
+use crate::credentials::{self, Secret, Secrets};
 use crate::metrics::RelayMetrics;
-use crate::server::Relay;
+use crate::policy::{OwnSockets, PeerPolicy};
+use crate::rfc5780::Slot;
 use crate::wire::{self, LongTermAuth};
 
 const SECRET: &str = "fuzz-secret";
 /// Fewer than the harness's clients: the quota is exercised too.
 const USER_QUOTA: usize = 3;
 
-/// A relay bound on 127.0.0.1 in its own runtime, fed datagrams directly.
+/// The relay's protocol core with in-memory "ports", fed messages directly: no socket, no
+/// runtime, so AFL runs it at full speed.
 pub struct RelayHarness {
-    rt: tokio::runtime::Runtime,
-    relay: Relay,
-    clients: Vec<SocketAddr>,
+    core: RelayCore<u16>,
+    clients: Vec<FiveTuple>,
+    next_port: u16,
 }
 
 impl Default for RelayHarness {
@@ -36,59 +40,131 @@ impl Default for RelayHarness {
     }
 }
 
+/// A core configuration for tests and fuzzing: relayed addresses on 203.0.113.1, peers in
+/// 198.51.100.0/24 allowed.
+#[doc(hidden)]
+pub fn core_config(secret: &str, user_quota: u32) -> CoreConfig {
+    let server: SocketAddr = "203.0.113.1:3478".parse().expect("valid");
+    let alt: SocketAddr = "203.0.113.1:3479".parse().expect("valid");
+    CoreConfig {
+        realm: "natkit".into(),
+        secrets: Secrets::new(vec![Secret::new(secret).expect("non-empty")]).expect("one"),
+        policy: PeerPolicy::new(
+            vec!["198.51.100.0/24".parse().expect("valid")],
+            vec![],
+            OwnSockets {
+                ips: vec![server.ip()],
+                ports: vec![3478, 3479],
+                ..Default::default()
+            },
+        ),
+        relay_ip: server.ip(),
+        have_alt_ip: false,
+        max_lifetime: crate::allocation::MAX_LIFETIME,
+        user_quota,
+        total_quota: 100,
+        answers_per_second: 0,
+        origins: [(Slot::PRIMARY, server), (Slot::ALT_PORT, alt)].into(),
+    }
+}
+
 impl RelayHarness {
     pub fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let settings = RawSettings {
-            listen: Some("127.0.0.1:0".into()),
-            alt_port: Some("0".into()),
-            user_quota: Some(USER_QUOTA.to_string()),
-            answers_per_second: Some("0".into()),
-            allow_peer: Some(vec!["198.51.100.0/24".into()]),
-            ..Default::default()
-        }
-        .resolve(Some(SECRET.into()), |_| unreachable!("no files"))
-        .expect("valid settings");
-        let relay = rt
-            .block_on(Relay::bind(settings.relay, RelayMetrics::new()))
-            .expect("bind a loopback relay");
-        let clients = (1..=4)
-            .map(|i| SocketAddr::from(([198, 51, 100, i], 40000 + i as u16)))
+        let server: SocketAddr = "203.0.113.1:3478".parse().expect("valid");
+        let clients = (1..=4u8)
+            .map(|i| FiveTuple {
+                // Two of the clients come over TCP: allocations are per transport.
+                transport: if i % 2 == 0 { Transport::Tcp } else { Transport::Udp },
+                client: SocketAddr::from(([198, 51, 100, i], 40000 + i as u16)),
+                server,
+            })
             .collect();
-        RelayHarness { rt, relay, clients }
+        RelayHarness {
+            core: RelayCore::new(core_config(SECRET, USER_QUOTA as u32), RelayMetrics::new()),
+            clients,
+            next_port: 49152,
+        }
+    }
+
+    /// One message through the core, with Allocate's ports "opened" in memory.
+    fn feed(&mut self, msg: &[u8], five: FiveTuple) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        match self
+            .core
+            .handle(Slot::PRIMARY, five, msg, now, natkit_daemon::unix_now())
+        {
+            Output::Reply { bytes, .. } => Some(bytes),
+            Output::Open(pending) => {
+                let port = self.next_port;
+                self.next_port = self.next_port.checked_add(2).unwrap_or(49152);
+                let (port, next) = match &pending.want {
+                    PortWant::Reserved { port, .. } => (*port, None),
+                    PortWant::EvenPair => (port, Some((port + 1, port + 1))),
+                    _ => (port, None),
+                };
+                let bound = Bound {
+                    port,
+                    socket: port,
+                    guard: Box::new(()),
+                    next,
+                };
+                Some(self.core.finish_allocate(pending, Some(bound), now))
+            }
+            _ => None,
+        }
     }
 
     /// Feeds `data` (its first byte picks the client), raw and re-signed.
-    pub fn datagram(&self, data: &[u8]) {
+    pub fn datagram(&mut self, data: &[u8]) {
         let Some((&pick, msg)) = data.split_first() else {
             return;
         };
-        let src = self.clients[pick as usize % self.clients.len()];
-        let _guard = self.rt.enter();
-        if let Some(reply) = self.relay.fuzz_datagram(msg, src) {
+        let five = self.clients[pick as usize % self.clients.len()];
+        if let Some(reply) = self.feed(msg, five) {
             assert!(
                 reply.len() <= 1500,
                 "answers stay small: {} bytes",
                 reply.len()
             );
         }
-        if let Some(signed) = self.resign(msg, src) {
-            let _ = self.relay.fuzz_datagram(&signed, src);
+        if let Some(signed) = self.resign(msg, five) {
+            let _ = self.feed(&signed, five);
         }
         // Every allocation an input can make is the harness user's (a forged one cannot
         // authenticate), so the user quota bounds them, reserved ports included.
-        assert!(
-            self.relay.allocation_count() <= USER_QUOTA,
-            "the user quota holds: {} allocations",
-            self.relay.allocation_count()
-        );
+        let held = self.core.allocation_count() + self.core.reservation_count();
+        assert!(held <= USER_QUOTA, "the user quota holds: {held} allocations and reservations");
+    }
+
+    /// Feeds `data` as the bytes of one TCP connection (its first byte picks the client): cut
+    /// into frames as the stream shell cuts them, each frame raw and re-signed.
+    pub fn stream(&mut self, data: &[u8]) {
+        crate::framing::fuzz(data);
+        let Some((&pick, mut rest)) = data.split_first() else {
+            return;
+        };
+        let streams: Vec<FiveTuple> = self
+            .clients
+            .iter()
+            .copied()
+            .filter(|c| c.transport.is_stream())
+            .collect();
+        let five = streams[pick as usize % streams.len()];
+        while let Ok(Some(f)) = crate::framing::next_frame(rest) {
+            let msg = &rest[..f.message];
+            let _ = self.feed(msg, five);
+            if let Some(signed) = self.resign(msg, five) {
+                let _ = self.feed(&signed, five);
+            }
+            rest = &rest[f.consumed..];
+        }
+        self.core.close(&five);
+        let held = self.core.allocation_count() + self.core.reservation_count();
+        assert!(held <= USER_QUOTA, "the user quota holds: {held}");
     }
 
     /// `msg` as a request signed with a valid credential and a fresh nonce for `src`.
-    fn resign(&self, msg: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    fn resign(&mut self, msg: &[u8], five: FiveTuple) -> Option<Vec<u8>> {
         let mut m = Message::new();
         m.raw = msg.to_vec();
         m.decode().ok()?;
@@ -97,7 +173,7 @@ impl RelayHarness {
         }
         // Learn a nonce the way a client does: an unauthenticated request gets a 401.
         let probe = wire::request(m.typ.method, vec![], None);
-        let challenge = self.relay.fuzz_datagram(&probe.raw, src)?;
+        let challenge = self.feed(&probe.raw, five)?;
         let mut c = Message::new();
         c.raw = challenge;
         c.decode().ok()?;

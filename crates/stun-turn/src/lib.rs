@@ -43,8 +43,10 @@
 
 pub mod allocation;
 pub mod config;
+pub mod core;
 pub mod credentials;
 pub mod error;
+pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
@@ -55,6 +57,8 @@ pub mod ratelimit;
 pub mod revocation;
 pub mod rfc5780;
 pub mod server;
+pub mod stream;
+pub mod tls;
 pub mod wire;
 
-pub use error::{ConfigError, CredentialError, RelayError};
+pub use error::{ConfigError, CredentialError, RelayError, TlsError};

@@ -1,9 +1,13 @@
 //! Prometheus metrics of the relay. Names carry the `natkit_relay_` prefix; labels are small
-//! fixed sets (direction, reason, scope), never a user name or an address.
+//! fixed sets (direction, transport, reason, scope), never a user name or an address.
 //!
 //! Relayed packet and byte counters move with every datagram, not when a session ends.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::core::Transport;
 
 use crate::policy::DenyReason;
 
@@ -66,7 +70,82 @@ pub const DROP_REASONS: [&str; 8] = [
     "unexpected",   // responses, unknown indications, non-Binding on RFC 5780 sockets
 ];
 
-/// The packet and byte counters of one relay direction.
+/// Why a stream connection was refused at accept or during the TLS handshake
+/// (`natkit_relay_stream_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// The source IP holds `stream_per_ip` connections already.
+    PerIp,
+    /// The relay holds `stream_total` connections already.
+    Total,
+    /// The TLS handshake failed (bad ClientHello, no shared version or cipher).
+    Handshake,
+    /// The TLS handshake did not finish within the deadline.
+    HandshakeTimeout,
+    /// Plaintext STUN on the TLS port.
+    NotTls,
+}
+
+impl StreamRefusal {
+    pub const ALL: [StreamRefusal; 5] = [
+        StreamRefusal::PerIp,
+        StreamRefusal::Total,
+        StreamRefusal::Handshake,
+        StreamRefusal::HandshakeTimeout,
+        StreamRefusal::NotTls,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamRefusal::PerIp => "per_ip_limit",
+            StreamRefusal::Total => "total_limit",
+            StreamRefusal::Handshake => "tls_handshake",
+            StreamRefusal::HandshakeTimeout => "tls_handshake_timeout",
+            StreamRefusal::NotTls => "not_tls",
+        }
+    }
+}
+
+/// Why the relay closed an established stream connection (`natkit_relay_stream_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamClose {
+    /// The client closed it (or reset it).
+    Client,
+    /// No complete request within the first-request deadline (slowloris).
+    FirstRequestTimeout,
+    /// Nothing received for the idle timeout, and no allocation to keep it.
+    Idle,
+    /// A frame longer than the 64 KiB limit.
+    FrameTooLarge,
+    /// Bytes that are neither STUN nor ChannelData: the stream cannot be resynchronised.
+    NotStun,
+    /// The relay is shutting down.
+    Shutdown,
+}
+
+impl StreamClose {
+    pub const ALL: [StreamClose; 6] = [
+        StreamClose::Client,
+        StreamClose::FirstRequestTimeout,
+        StreamClose::Idle,
+        StreamClose::FrameTooLarge,
+        StreamClose::NotStun,
+        StreamClose::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamClose::Client => "client",
+            StreamClose::FirstRequestTimeout => "first_request_timeout",
+            StreamClose::Idle => "idle",
+            StreamClose::FrameTooLarge => "frame_too_large",
+            StreamClose::NotStun => "not_stun",
+            StreamClose::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The packet and byte counters of one relay direction over one transport.
 #[derive(Clone)]
 pub(crate) struct DirectionCounters {
     packets: IntCounter,
@@ -83,16 +162,32 @@ impl DirectionCounters {
 #[derive(Clone)]
 pub struct RelayMetrics {
     registry: Registry,
-    pub allocations_active: IntGauge,
+    /// By `transport` (udp, tcp, tls).
+    pub allocations_active: IntGaugeVec,
     pub reservations_active: IntGauge,
-    pub allocations_created: IntCounter,
+    /// By `transport`.
+    pub allocations_created: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub binding_requests: IntCounter,
+    /// By `direction` and `transport`.
     pub relayed_packets: IntCounterVec,
     pub relayed_bytes: IntCounterVec,
     pub peer_refused: IntCounterVec,
     pub quota_rejections: IntCounterVec,
     pub dropped_packets: IntCounterVec,
+    /// Stream connections open now, by `transport` (tcp, tls).
+    pub stream_active: IntGaugeVec,
+    pub stream_accepted: IntCounterVec,
+    /// By `transport` and `reason` ([`StreamRefusal`]).
+    pub stream_refused: IntCounterVec,
+    /// By `transport` and `reason` ([`StreamClose`]).
+    pub stream_closed: IntCounterVec,
+    /// Datagrams from peers dropped because a stream client's outgoing queue was full.
+    pub stream_queue_drops: IntCounterVec,
+}
+
+fn slices<'a>(v: &'a [Vec<&'static str>]) -> Vec<&'a [&'static str]> {
+    v.iter().map(|x| x.as_slice()).collect()
 }
 
 impl RelayMetrics {
@@ -103,86 +198,138 @@ impl RelayMetrics {
 
     /// Registers the relay's metrics in `registry`, so an embedding server can serve one page.
     pub fn with_registry(registry: Registry) -> Self {
+        fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        }
         let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            register(&registry, IntCounter::new(name, help).expect("valid metric"))
         };
-        let vec = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+        // Every series is created at start, so dashboards see zeros, not gaps.
+        let vec = |name: &str, help: &str, labels: &[&str], values: &[&[&str]]| {
+            let c = register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            );
             for v in values {
-                // Pre-create every series so dashboards see zeros, not gaps.
-                c.with_label_values(&[v]);
+                c.with_label_values(v);
             }
             c
         };
+        let gauge_vec = |name: &str, help: &str, values: &[&str]| {
+            let g = register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["transport"]).expect("valid metric"),
+            );
+            for v in values {
+                g.with_label_values(&[v]);
+            }
+            g
+        };
+        let one = |values: &[&'static str]| -> Vec<Vec<&'static str>> {
+            values.iter().map(|v| vec![*v]).collect()
+        };
+        let cross = |a: &[&'static str], b: &[&'static str]| -> Vec<Vec<&'static str>> {
+            a.iter()
+                .flat_map(|x| b.iter().map(move |y| vec![*x, *y]))
+                .collect()
+        };
+        let transports: Vec<&'static str> = Transport::ALL.iter().map(|t| t.as_str()).collect();
+        let streams = ["tcp", "tls"];
         let directions = ["client_to_peer", "peer_to_client"];
-        let deny: Vec<&str> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
-        let auth: Vec<&str> = AuthFailure::ALL.iter().map(|r| r.as_str()).collect();
+        let deny: Vec<&'static str> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
+        let auth: Vec<&'static str> = AuthFailure::ALL.iter().map(|r| r.as_str()).collect();
+        let refused: Vec<&'static str> = StreamRefusal::ALL.iter().map(|r| r.as_str()).collect();
+        let closed: Vec<&'static str> = StreamClose::ALL.iter().map(|r| r.as_str()).collect();
+        let by_transport = one(&transports);
+        let relayed = cross(&directions, &transports);
         RelayMetrics {
-            allocations_active: gauge(
+            allocations_active: gauge_vec(
                 "natkit_relay_allocations_active",
-                "TURN allocations currently alive.",
+                "TURN allocations currently alive, by client transport.",
+                &transports,
             ),
             reservations_active: gauge(
                 "natkit_relay_reservations_active",
                 "Relay ports reserved for a later Allocate (EVEN-PORT with R); each counts against its user's quota.",
             ),
-            allocations_created: counter(
+            allocations_created: vec(
                 "natkit_relay_allocations_created_total",
-                "TURN allocations created since start.",
+                "TURN allocations created since start, by client transport.",
+                &["transport"],
+                &slices(&by_transport),
             ),
             auth_failures: vec(
                 "natkit_relay_auth_failures_total",
                 "Authenticated requests refused, by reason.",
-                "reason",
-                &auth,
+                &["reason"],
+                &slices(&one(&auth)),
             ),
             binding_requests: counter(
                 "natkit_relay_binding_requests_total",
-                "STUN Binding requests answered on any RFC 5780 socket.",
+                "STUN Binding requests answered on any RFC 5780 socket or stream.",
             ),
             relayed_packets: vec(
                 "natkit_relay_relayed_packets_total",
-                "Datagrams relayed, by direction.",
-                "direction",
-                &directions,
+                "Datagrams relayed, by direction and client transport.",
+                &["direction", "transport"],
+                &slices(&relayed),
             ),
             relayed_bytes: vec(
                 "natkit_relay_relayed_bytes_total",
-                "Payload bytes relayed, by direction.",
-                "direction",
-                &directions,
+                "Payload bytes relayed, by direction and client transport.",
+                &["direction", "transport"],
+                &slices(&relayed),
             ),
             peer_refused: vec(
                 "natkit_relay_peer_refused_total",
                 "Permissions, channel bindings and Send indications refused by the peer policy.",
-                "reason",
-                &deny,
+                &["reason"],
+                &slices(&one(&deny)),
             ),
             quota_rejections: vec(
                 "natkit_relay_quota_rejections_total",
                 "Allocate requests refused with 486, by quota.",
-                "scope",
-                &["user", "total"],
+                &["scope"],
+                &slices(&one(&["user", "total"])),
             ),
             dropped_packets: vec(
                 "natkit_relay_dropped_packets_total",
-                "Datagrams dropped without an answer, by reason.",
-                "reason",
-                &DROP_REASONS,
+                "Messages dropped without an answer, by reason.",
+                &["reason"],
+                &slices(&one(&DROP_REASONS)),
+            ),
+            stream_active: gauge_vec(
+                "natkit_relay_stream_connections_active",
+                "TCP and TLS connections open now.",
+                &streams,
+            ),
+            stream_accepted: vec(
+                "natkit_relay_stream_connections_accepted_total",
+                "TCP and TLS connections accepted (TLS: handshake done).",
+                &["transport"],
+                &slices(&one(&streams)),
+            ),
+            stream_refused: vec(
+                "natkit_relay_stream_connections_refused_total",
+                "TCP and TLS connections refused at accept or in the TLS handshake, by reason.",
+                &["transport", "reason"],
+                &slices(&cross(&streams, &refused)),
+            ),
+            stream_closed: vec(
+                "natkit_relay_stream_connections_closed_total",
+                "Established TCP and TLS connections closed, by reason.",
+                &["transport", "reason"],
+                &slices(&cross(&streams, &closed)),
+            ),
+            stream_queue_drops: vec(
+                "natkit_relay_stream_queue_drops_total",
+                "Peer datagrams dropped because a stream client was not reading (its queue was full).",
+                &["transport"],
+                &slices(&one(&streams)),
             ),
             registry,
         }
@@ -201,16 +348,45 @@ impl RelayMetrics {
         String::from_utf8(buf).expect("prometheus text is utf-8")
     }
 
-    /// Counters of one direction, resolved once: the per-packet path must not hash labels.
-    pub(crate) fn direction(&self, direction: &str) -> DirectionCounters {
+    /// Counters of one direction and transport, resolved once: the per-packet path must not
+    /// hash labels.
+    pub(crate) fn direction(&self, direction: &str, transport: Transport) -> DirectionCounters {
+        let labels = [direction, transport.as_str()];
         DirectionCounters {
-            packets: self.relayed_packets.with_label_values(&[direction]),
-            bytes: self.relayed_bytes.with_label_values(&[direction]),
+            packets: self.relayed_packets.with_label_values(&labels),
+            bytes: self.relayed_bytes.with_label_values(&labels),
         }
     }
 
     pub(crate) fn drop(&self, reason: &str) {
         self.dropped_packets.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn allocation_created(&self, transport: Transport) {
+        self.allocations_created
+            .with_label_values(&[transport.as_str()])
+            .inc();
+        self.allocations_active
+            .with_label_values(&[transport.as_str()])
+            .inc();
+    }
+
+    pub(crate) fn allocation_ended(&self, transport: Transport) {
+        self.allocations_active
+            .with_label_values(&[transport.as_str()])
+            .dec();
+    }
+
+    pub(crate) fn stream_refused(&self, transport: Transport, reason: StreamRefusal) {
+        self.stream_refused
+            .with_label_values(&[transport.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    pub(crate) fn stream_closed(&self, transport: Transport, reason: StreamClose) {
+        self.stream_closed
+            .with_label_values(&[transport.as_str(), reason.as_str()])
+            .inc();
     }
 }
 

@@ -60,7 +60,7 @@ fn mutations(seed: &[u8], n: usize, mut x: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn stun_handle_corpus_and_mutations() {
-    let harness = RelayHarness::new();
+    let mut harness = RelayHarness::new();
     let mut runs = 0;
     let seeds = corpus("stun_handle");
     // A bounded budget of mutations, spread over however many seeds the campaigns left.
@@ -76,6 +76,20 @@ fn stun_handle_corpus_and_mutations() {
         let _ = path;
     }
     eprintln!("stun_handle: {runs} mutated datagrams through the relay");
+}
+
+#[test]
+fn stream_framing_corpus_and_mutations() {
+    let mut harness = RelayHarness::new();
+    let mut runs = 0;
+    for (_, seed) in corpus("stream_framing") {
+        harness.stream(&seed);
+        for m in mutations(&seed, 3000, 11 + seed.len() as u64) {
+            harness.stream(&m);
+            runs += 1;
+        }
+    }
+    eprintln!("stream_framing: {runs} mutated streams through the relay");
 }
 
 #[test]

@@ -117,3 +117,38 @@ pub fn natkit_relay_on_loopback(turn_secret: &str, extra: &[&str]) -> Daemon {
             .args(extra),
     )
 }
+
+/// The value of a Prometheus series in exposition `text`, e.g.
+/// `natkit_relay_relayed_packets_total{direction="client_to_peer"}`: the sum over every series of
+/// that name whose labels include the given ones (so `natkit_relay_allocations_active` adds up
+/// all transports). Panics, showing the text, when no series matches.
+pub fn metric(text: &str, series: &str) -> f64 {
+    let (name, want) = split_series(series);
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((s, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = split_series(s);
+        if n == name && want.iter().all(|w| labels.contains(w)) {
+            found = true;
+            sum += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    assert!(found, "metric {series} missing from:\n{text}");
+    sum
+}
+
+fn split_series(s: &str) -> (&str, Vec<&str>) {
+    match s.split_once('{') {
+        Some((name, rest)) => (
+            name,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (s, Vec::new()),
+    }
+}

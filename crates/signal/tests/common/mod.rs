@@ -121,12 +121,7 @@ impl Suite {
             &mut buf,
         )
         .unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{series} missing"))
-            .parse()
-            .unwrap()
+        natkit_testkit::metric(&String::from_utf8(buf).unwrap(), series)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -105,15 +105,7 @@ impl Drop for TestRelay {
 }
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("metric {series} missing from:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    natkit_testkit::metric(text, series)
 }
 
 pub use natkit_stun_turn::wire::{request, LongTermAuth as Auth};

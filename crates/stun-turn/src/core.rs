@@ -1,0 +1,465 @@
+//! The relay's protocol core: every STUN and TURN decision, for every transport, with no socket,
+//! no task and no clock.
+//!
+//! A shell (the UDP shell in [`crate::server`], the TCP/TLS shell in [`crate::stream`]) hands
+//! [`RelayCore::handle`] one message, the [`FiveTuple`] it came on and `now`; the core answers
+//! with an [`Output`]: a reply to the client, a payload for a peer, or a request to open relay
+//! ports for an Allocate ([`Output::Open`]), which the shell binds and completes with
+//! [`RelayCore::finish_allocate`]. Time passes through [`RelayCore::expire`]; a closed stream
+//! connection through [`RelayCore::close`]. The core holds the shell's relay-socket handle `S`
+//! and an opaque guard per allocation; dropping the guard is how an allocation's port closes.
+//!
+//! Methods decided here: the long-term credential mechanism with TURN REST usernames (RFC 8489
+//! section 9.2), Allocate (RFC 8656 section 7, EVEN-PORT and RESERVATION-TOKEN from RFC 5766),
+//! Refresh (8), CreatePermission (9), Send (10), ChannelBind and ChannelData (11, 12), Binding and
+//! the RFC 5780 answers (sections 6 and 7). Allocations are keyed by the 5-tuple, transport
+//! included (RFC 8656 section 2.2).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stun::attributes::*;
+use stun::message::*;
+use stun::uattrs::UnknownAttributes;
+use stun::fingerprint::FINGERPRINT;
+use tracing::{debug, info};
+
+use crate::allocation::{AllocState, Quotas};
+use crate::credentials::Secrets;
+use crate::metrics::RelayMetrics;
+use crate::nonce::NonceKey;
+use crate::policy::{canonical as policy_canonical, Decision, PeerPolicy};
+use crate::ratelimit::KeyedLimiter;
+use crate::revocation::Revocations;
+use crate::rfc5780::Slot;
+use crate::wire;
+
+pub(crate) mod auth;
+mod methods;
+#[cfg(test)]
+mod tests;
+
+pub use methods::{Bound, PendingAllocate, PortWant};
+
+/// XOR-PEER-ADDRESS attributes one CreatePermission may carry; more get 400.
+pub const MAX_PEERS_PER_REQUEST: usize = 16;
+/// Attributes one message may carry before it is dropped unread: a legitimate TURN or ICE
+/// request has about a dozen, and this bounds the work a message can cost.
+pub const MAX_ATTRIBUTES: usize = 40;
+/// Unknown attributes listed in a 420's UNKNOWN-ATTRIBUTES: the answer stays small.
+const MAX_UNKNOWN_LISTED: usize = 8;
+/// Source IPs whose unauthenticated answers are counted at once (bounded memory).
+const ANSWER_LIMIT_KEYS: usize = 65_536;
+/// RFC 8489 section 14.3: USERNAME is fewer than 509 bytes.
+pub const MAX_USERNAME_BYTES: usize = 508;
+/// How long a reserved port is held, as RFC 8656 section 7.2 suggests.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// How a client reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+    /// The `transport` label of the metrics, and the `relay_protocol` natkit-peer reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// Is this a byte stream (ChannelData padded, one connection per 5-tuple)?
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// The client's 5-tuple: transport, the client's address and the relay's (advertised) address it
+/// reached. An allocation belongs to exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// The decisions' fixed inputs, from the validated configuration and the bound sockets.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub realm: String,
+    pub secrets: Secrets,
+    pub policy: PeerPolicy,
+    /// The IP written into XOR-RELAYED-ADDRESS.
+    pub relay_ip: IpAddr,
+    pub have_alt_ip: bool,
+    pub max_lifetime: Duration,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    /// Binding answers and challenges per second per source IP over UDP (0 = unlimited).
+    pub answers_per_second: u32,
+    /// What RESPONSE-ORIGIN and OTHER-ADDRESS say for each UDP socket.
+    pub origins: HashMap<Slot, SocketAddr>,
+}
+
+/// Where the bytes to relay to a peer are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// `input[range]`: ChannelData, relayed without a copy.
+    Range(Range<usize>),
+    /// Copied out of a Send indication's DATA attribute.
+    Owned(Vec<u8>),
+}
+
+/// What the shell does with one message.
+#[derive(Debug)]
+pub enum Output<S> {
+    None,
+    /// Send `bytes` to the client over its 5-tuple, from socket `from` (UDP; streams answer on
+    /// their connection).
+    Reply { from: Slot, bytes: Vec<u8> },
+    /// Send the payload from the allocation's relay socket to `peer`.
+    ToPeer {
+        socket: S,
+        peer: SocketAddr,
+        payload: Payload,
+    },
+    /// Open relay ports as asked, then call [`RelayCore::finish_allocate`].
+    Open(PendingAllocate<S>),
+}
+
+/// An allocation that ended (expired, revoked, deleted, or its connection closed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub five: FiveTuple,
+    pub relayed: SocketAddr,
+    pub reason: EndReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Expired,
+    Revoked,
+    Deleted,
+    ConnectionClosed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Revoked => "revoked",
+            EndReason::Deleted => "deleted by client",
+            EndReason::ConnectionClosed => "connection closed",
+        }
+    }
+}
+
+/// A client-controlled string as logs show it: control characters escaped, at most 64
+/// characters (a 500-byte username does not become a 500-byte log line).
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Whatever the shell keeps alive for an allocation (its relay task); dropped when it ends.
+pub type Guard = Box<dyn Send>;
+
+pub(crate) struct Allocation<S> {
+    five: FiveTuple,
+    username: String,
+    user: String,
+    key: Vec<u8>,
+    allocate_tid: stun::agent::TransactionId,
+    socket: S,
+    relayed: SocketAddr,
+    state: Arc<Mutex<AllocState>>,
+    _guard: Guard,
+}
+
+/// A reserved port: it counts against its user's quota, and goes with the allocation that made
+/// it (or when it expires, or when an Allocate takes it).
+struct Reservation<S> {
+    socket: S,
+    port: u16,
+    expires: Instant,
+    user: String,
+    owner: FiveTuple,
+}
+
+/// Every decision of the relay and the state they need. `S` is the shell's handle of a relay
+/// socket (`Arc<UdpSocket>` in the server, a port number in tests).
+pub struct RelayCore<S> {
+    cfg: CoreConfig,
+    nonce_key: NonceKey,
+    allocations: HashMap<FiveTuple, Allocation<S>>,
+    /// The relayed addresses of `allocations` (the peer policy's "really allocated").
+    relayed: HashSet<SocketAddr>,
+    quotas: Quotas,
+    /// Odd ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 section 14.9).
+    reservations: HashMap<[u8; 8], Reservation<S>>,
+    /// Answers that need no credential (Binding, 401 challenges) per UDP source IP: a spoofed
+    /// source cannot turn the relay into a reflector. Streams cannot be spoofed.
+    answers: KeyedLimiter<IpAddr>,
+    revoked: Revocations,
+    metrics: RelayMetrics,
+}
+
+impl<S: Clone> RelayCore<S> {
+    pub fn new(cfg: CoreConfig, metrics: RelayMetrics) -> Self {
+        RelayCore {
+            nonce_key: NonceKey::random(),
+            allocations: HashMap::new(),
+            relayed: HashSet::new(),
+            quotas: Quotas::new(cfg.user_quota, cfg.total_quota),
+            reservations: HashMap::new(),
+            answers: KeyedLimiter::per_second(
+                cfg.answers_per_second,
+                cfg.answers_per_second.saturating_mul(2),
+                ANSWER_LIMIT_KEYS,
+            ),
+            revoked: Revocations::default(),
+            metrics,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.metrics
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    pub fn has_allocation(&self, five: &FiveTuple) -> bool {
+        self.allocations.contains_key(five)
+    }
+
+    /// The permissions and channels of `five`'s allocation, which the shell's peer-to-client
+    /// path reads, and the relayed address.
+    pub fn allocation_state(&self, five: &FiveTuple) -> Option<(Arc<Mutex<AllocState>>, SocketAddr)> {
+        self.allocations
+            .get(five)
+            .map(|a| (Arc::clone(&a.state), a.relayed))
+    }
+
+    /// Replaces the revoked users; their allocations end at the next [`RelayCore::expire`].
+    pub fn set_revocations(&mut self, revoked: Revocations) {
+        self.revoked = revoked;
+    }
+
+    /// Decides what to do with one message that arrived on `slot` (UDP) or on a stream
+    /// connection (then `slot` is [`Slot::PRIMARY`]) over `five`.
+    pub fn handle(
+        &mut self,
+        slot: Slot,
+        five: FiveTuple,
+        buf: &[u8],
+        now: Instant,
+        unix: u64,
+    ) -> Output<S> {
+        let Some(&first) = buf.first() else {
+            self.metrics.drop("not_stun");
+            return Output::None;
+        };
+        if wire::is_channel_data(first) {
+            if slot != Slot::PRIMARY {
+                self.metrics.drop("unexpected");
+                return Output::None;
+            }
+            return self.handle_channel_data(buf, five, now);
+        }
+        if first & 0xc0 != 0 || !is_message(buf) {
+            self.metrics.drop("not_stun");
+            return Output::None;
+        }
+        // Counted on the raw bytes before anything is decoded: a datagram of 10,000 attributes
+        // used to cost 13 ms of CPU and a 20-32 KB 420 answer.
+        if wire::attribute_count(buf) > MAX_ATTRIBUTES {
+            self.metrics.drop("too_many_attributes");
+            return Output::None;
+        }
+        let mut m = Message::new();
+        m.raw = buf.to_vec();
+        if m.decode().is_err() {
+            self.metrics.drop("malformed");
+            return Output::None;
+        }
+        if m.contains(ATTR_FINGERPRINT) && FINGERPRINT.check(&m).is_err() {
+            self.metrics.drop("bad_fingerprint");
+            return Output::None;
+        }
+        // What anyone gets without a credential (a Binding answer, a 401 challenge) is limited
+        // per source IP: spoofed requests cannot aim a stream of answers at a victim.
+        let free = m.typ.method == METHOD_BINDING || !m.contains(ATTR_MESSAGE_INTEGRITY);
+        if m.typ.class == CLASS_REQUEST
+            && free
+            && !five.transport.is_stream()
+            && !self.answers.allow(&five.client.ip(), now)
+        {
+            self.metrics.drop("rate_limited");
+            return Output::None;
+        }
+        let reply = |bytes| Output::Reply { from: slot, bytes };
+        let unknown = wire::unknown_required(&m);
+        if m.typ.class == CLASS_REQUEST {
+            if !unknown.is_empty() {
+                debug!(src = %five.client, ?unknown, "420 unknown comprehension-required attributes");
+                let listed = unknown.into_iter().take(MAX_UNKNOWN_LISTED).collect();
+                return reply(wire::error(&m, 420, vec![Box::new(UnknownAttributes(listed))]));
+            }
+            if m.typ.method == METHOD_BINDING {
+                return self.handle_binding(slot, five, &m);
+            }
+            if slot != Slot::PRIMARY {
+                self.metrics.drop("unexpected");
+                return Output::None;
+            }
+            let bytes = match m.typ.method {
+                METHOD_ALLOCATE => return self.handle_allocate(&mut m, five, now, unix),
+                METHOD_REFRESH => self.handle_refresh(&mut m, five, now, unix),
+                METHOD_CREATE_PERMISSION => self.handle_create_permission(&mut m, five, now, unix),
+                METHOD_CHANNEL_BIND => self.handle_channel_bind(&mut m, five, now, unix),
+                _ => wire::error(&m, 400, vec![]),
+            };
+            return reply(bytes);
+        }
+        if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND && slot == Slot::PRIMARY {
+            if !unknown.is_empty() {
+                self.metrics.drop("malformed");
+                return Output::None;
+            }
+            return self.handle_send(&m, five, now);
+        }
+        // Responses, other indications (Binding keepalives included): nothing to answer.
+        self.metrics.drop("unexpected");
+        Output::None
+    }
+
+    /// Ends allocations, reservations, permissions and channels whose time is up, and those of
+    /// revoked users. The shell calls it about once a second.
+    pub fn expire(&mut self, now: Instant) -> Vec<Ended> {
+        let mut gone = Vec::new();
+        let revoked = &self.revoked;
+        self.allocations.retain(|five, a| {
+            let mut st = a.state.lock().expect("state lock");
+            let reason = if st.is_expired(now) {
+                EndReason::Expired
+            } else if revoked.is_user_revoked(&a.user) {
+                EndReason::Revoked
+            } else {
+                st.prune(now);
+                return true;
+            };
+            gone.push((
+                Ended {
+                    five: *five,
+                    relayed: a.relayed,
+                    reason,
+                },
+                a.user.clone(),
+            ));
+            false
+        });
+        let mut ended = Vec::with_capacity(gone.len());
+        for (e, user) in gone {
+            self.quotas.release(&user);
+            self.relayed.remove(&e.relayed);
+            self.metrics.allocation_ended(e.five.transport);
+            info!(user = %printable(&user), relayed = %e.relayed, transport = e.five.transport.as_str(), reason = e.reason.as_str(), "allocation ended");
+            ended.push(e);
+        }
+        let owners: Vec<FiveTuple> = ended.iter().map(|e| e.five).collect();
+        self.drop_reservations(|r| now < r.expires && !owners.contains(&r.owner));
+        ended
+    }
+
+    /// The client's stream connection closed: its allocation ends (RFC 8656 section 3.1).
+    pub fn close(&mut self, five: &FiveTuple) -> Option<Ended> {
+        self.remove_allocation(five, EndReason::ConnectionClosed)
+    }
+
+    /// Ends every allocation (shutdown).
+    pub fn clear(&mut self) -> usize {
+        let n = self.allocations.len();
+        for a in self.allocations.values() {
+            self.metrics.allocation_ended(a.five.transport);
+        }
+        self.allocations.clear();
+        self.relayed.clear();
+        self.reservations.clear();
+        self.metrics.reservations_active.set(0);
+        n
+    }
+
+    /// Drops the reservations `keep` refuses, giving their quota back.
+    fn drop_reservations(&mut self, mut keep: impl FnMut(&Reservation<S>) -> bool) {
+        let quotas = &mut self.quotas;
+        self.reservations.retain(|_, r| {
+            let k = keep(r);
+            if !k {
+                quotas.release(&r.user);
+            }
+            k
+        });
+        self.metrics
+            .reservations_active
+            .set(self.reservations.len() as i64);
+    }
+
+    fn remove_allocation(&mut self, five: &FiveTuple, reason: EndReason) -> Option<Ended> {
+        let a = self.allocations.remove(five)?;
+        self.quotas.release(&a.user);
+        self.relayed.remove(&a.relayed);
+        // Its reserved port goes with it (Allocate with R, then Refresh 0, held ports outside
+        // any quota before).
+        self.drop_reservations(|r| r.owner != *five);
+        self.metrics.allocation_ended(five.transport);
+        info!(user = %printable(&a.user), relayed = %a.relayed, transport = five.transport.as_str(), reason = reason.as_str(), "allocation ended");
+        Some(Ended {
+            five: *five,
+            relayed: a.relayed,
+            reason,
+        })
+    }
+
+    /// Is `peer` the relayed address of one of this relay's live allocations?
+    fn is_relayed(&self, peer: SocketAddr) -> bool {
+        let peer = SocketAddr::new(policy_canonical(peer.ip()), peer.port());
+        self.relayed.contains(&peer)
+    }
+
+    fn policy_allows(&self, peer: SocketAddr) -> Result<(), crate::policy::DenyReason> {
+        match self.cfg.policy.decide(peer, self.is_relayed(peer)) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => {
+                self.metrics
+                    .peer_refused
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                Err(reason)
+            }
+        }
+    }
+}

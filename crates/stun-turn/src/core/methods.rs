@@ -1,0 +1,480 @@
+//! The TURN methods (RFC 8656 sections 7 to 12) on the core's allocation table.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stun::attributes::*;
+use stun::message::*;
+use stun::xoraddr::XorMappedAddress;
+use tracing::{debug, info, warn};
+use turn::proto::channum::ChannelNumber;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqfamily::{
+    RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6,
+};
+use turn::proto::reqtrans::RequestedTransport;
+use turn::proto::PROTO_UDP;
+
+use super::auth::Authed;
+use super::{
+    printable, Allocation, EndReason, FiveTuple, Guard, Output, Payload, RelayCore, Reservation,
+    MAX_PEERS_PER_REQUEST, RESERVATION_LIFETIME,
+};
+use crate::allocation::{granted_lifetime, AllocState, ChannelBindError};
+use crate::wire;
+
+/// Which relay port an Allocate needs the shell to open.
+#[derive(Debug)]
+pub enum PortWant<S> {
+    Any,
+    Even,
+    /// EVEN-PORT with R: an even port, and the next one too (it is reserved under a token).
+    EvenPair,
+    /// A port reserved earlier (RESERVATION-TOKEN): its socket is already open.
+    Reserved { port: u16, socket: S },
+}
+
+/// An authenticated Allocate, waiting for the shell to open its relay port.
+#[derive(Debug)]
+pub struct PendingAllocate<S> {
+    pub five: FiveTuple,
+    pub want: PortWant<S>,
+    /// The allocation's permissions and channels: the shell's peer-to-client path reads them.
+    pub state: Arc<Mutex<AllocState>>,
+    request: Message,
+    username: String,
+    user: String,
+    key: Vec<u8>,
+    lifetime: Duration,
+}
+
+/// The relay port(s) the shell opened for a [`PendingAllocate`].
+pub struct Bound<S> {
+    pub port: u16,
+    pub socket: S,
+    /// Kept for as long as the allocation lives (the shell's relay task).
+    pub guard: Guard,
+    /// For [`PortWant::EvenPair`]: the next port, to be reserved.
+    pub next: Option<(u16, S)>,
+}
+
+impl<S: Clone> RelayCore<S> {
+    fn allocate_success(
+        &self,
+        m: &Message,
+        relayed: SocketAddr,
+        key: Vec<u8>,
+        lifetime: Duration,
+        src: SocketAddr,
+        token: Option<[u8; 8]>,
+    ) -> Vec<u8> {
+        let mut attrs: Vec<Box<dyn Setter>> = vec![
+            Box::new(RelayedAddress {
+                ip: relayed.ip(),
+                port: relayed.port(),
+            }),
+            Box::new(Lifetime(lifetime)),
+            Box::new(XorMappedAddress {
+                ip: src.ip(),
+                port: src.port(),
+            }),
+        ];
+        if let Some(t) = token {
+            attrs.push(Box::new(wire::RawAttribute(
+                ATTR_RESERVATION_TOKEN,
+                t.to_vec(),
+            )));
+        }
+        self.success(m, attrs, key)
+    }
+
+    fn quota_refused(&self, user: &str, q: crate::allocation::QuotaExceeded, what: &str) {
+        self.metrics
+            .quota_rejections
+            .with_label_values(&[q.scope()])
+            .inc();
+        info!(user = %printable(user), error = %q, "486 {what}");
+    }
+
+    /// Allocate, up to the point where a relay port must be opened.
+    pub(super) fn handle_allocate(
+        &mut self,
+        m: &mut Message,
+        five: FiveTuple,
+        now: Instant,
+        unix: u64,
+    ) -> Output<S> {
+        let src = five.client;
+        let reply = |bytes| Output::Reply {
+            from: crate::rfc5780::Slot::PRIMARY,
+            bytes,
+        };
+        let auth = match self.authenticate(m, src, unix) {
+            Ok(a) => a,
+            Err(bytes) => return reply(bytes),
+        };
+        if let Some(a) = self.allocations.get(&five) {
+            // A retransmitted Allocate whose success response was lost gets the same answer.
+            if a.allocate_tid == m.transaction_id && a.username == auth.username {
+                let remaining = a.state.lock().expect("state lock").remaining(now);
+                let (relayed, key) = (a.relayed, a.key.clone());
+                return reply(self.allocate_success(m, relayed, key, remaining, src, None));
+            }
+            return reply(wire::error(m, 437, vec![]));
+        }
+        let mut transport = RequestedTransport::default();
+        if transport.get_from(m).is_err() {
+            return reply(wire::error(m, 400, vec![]));
+        }
+        // RFC 6062 TCP allocations are not offered: every transport relays UDP.
+        if transport.protocol != PROTO_UDP {
+            return reply(wire::error(m, 442, vec![]));
+        }
+        // EVEN-PORT: one byte whose top bit (R) asks for the next port to be reserved.
+        let even = m.get(ATTR_EVEN_PORT).ok();
+        let reserve = even
+            .as_ref()
+            .is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
+        let token = m.get(ATTR_RESERVATION_TOKEN).ok();
+        if token.is_some() && (even.is_some() || m.contains(ATTR_REQUESTED_ADDRESS_FAMILY)) {
+            return reply(wire::error(m, 400, vec![]));
+        }
+        let token = match token.map(|t| <[u8; 8]>::try_from(t.as_slice())) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(_)) => return reply(wire::error(m, 400, vec![])),
+            None => None,
+        };
+        if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
+            let mut family = RequestedAddressFamily::default();
+            if family.get_from(m).is_err() {
+                return reply(wire::error(m, 440, vec![]));
+            }
+            let ours_v6 = self.cfg.relay_ip.is_ipv6();
+            if (family == REQUESTED_FAMILY_IPV6) != ours_v6
+                || (family == REQUESTED_FAMILY_IPV4) == ours_v6
+            {
+                return reply(wire::error(m, 440, vec![]));
+            }
+        }
+        let mut lifetime_attr = Lifetime::default();
+        let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
+        let lifetime = granted_lifetime(requested, self.cfg.max_lifetime);
+
+        if let Err(q) = self.quotas.acquire(&auth.user) {
+            self.quota_refused(&auth.user, q, "allocation quota reached");
+            return reply(wire::error(m, 486, vec![]));
+        }
+        let want = match token {
+            Some(t) => {
+                // The new allocation holds its own quota; the reservation's goes back.
+                let taken = self.reservations.remove(&t);
+                self.metrics
+                    .reservations_active
+                    .set(self.reservations.len() as i64);
+                match taken {
+                    Some(r) if now < r.expires => {
+                        self.quotas.release(&r.user);
+                        PortWant::Reserved {
+                            port: r.port,
+                            socket: r.socket,
+                        }
+                    }
+                    other => {
+                        if let Some(r) = other {
+                            self.quotas.release(&r.user);
+                        }
+                        self.quotas.release(&auth.user);
+                        debug!(user = %printable(&auth.user), "508 unknown or expired reservation token");
+                        return reply(wire::error(m, 508, vec![]));
+                    }
+                }
+            }
+            None if reserve => {
+                // A reserved port counts against the quota like an allocation.
+                if let Err(q) = self.quotas.acquire(&auth.user) {
+                    self.quotas.release(&auth.user);
+                    self.quota_refused(&auth.user, q, "no quota left for a reserved port");
+                    return reply(wire::error(m, 486, vec![]));
+                }
+                PortWant::EvenPair
+            }
+            None if even.is_some() => PortWant::Even,
+            None => PortWant::Any,
+        };
+        let Authed {
+            username,
+            user,
+            key,
+        } = auth;
+        Output::Open(PendingAllocate {
+            five,
+            want,
+            state: Arc::new(Mutex::new(AllocState::new(lifetime, now))),
+            request: m.clone(),
+            username,
+            user,
+            key,
+            lifetime,
+        })
+    }
+
+    /// Completes an Allocate once the shell opened its port (`None`: no free port) and returns
+    /// the answer to send.
+    pub fn finish_allocate(
+        &mut self,
+        pending: PendingAllocate<S>,
+        bound: Option<Bound<S>>,
+        now: Instant,
+    ) -> Vec<u8> {
+        let PendingAllocate {
+            five,
+            want,
+            state,
+            request: m,
+            username,
+            user,
+            key,
+            lifetime,
+        } = pending;
+        let pair = matches!(want, PortWant::EvenPair);
+        let release = |core: &mut Self| {
+            core.quotas.release(&user);
+            if pair {
+                core.quotas.release(&user);
+            }
+        };
+        let Some(bound) = bound else {
+            release(self);
+            warn!(user = %printable(&user), "508 no free relay port");
+            return wire::error(&m, 508, vec![]);
+        };
+        if self.allocations.contains_key(&five) {
+            // Another Allocate on this 5-tuple completed while the port was being opened.
+            release(self);
+            return wire::error(&m, 437, vec![]);
+        }
+        let token = match (pair, bound.next) {
+            (true, Some((port, socket))) => {
+                let token: [u8; 8] = rand::random();
+                self.reservations.insert(
+                    token,
+                    Reservation {
+                        socket,
+                        port,
+                        expires: now + RESERVATION_LIFETIME,
+                        user: user.clone(),
+                        owner: five,
+                    },
+                );
+                self.metrics
+                    .reservations_active
+                    .set(self.reservations.len() as i64);
+                Some(token)
+            }
+            (true, None) => {
+                // The shell could not open the pair: the reserved port's quota goes back.
+                self.quotas.release(&user);
+                None
+            }
+            (false, _) => None,
+        };
+        let relayed = SocketAddr::new(self.cfg.relay_ip, bound.port);
+        let reply = self.allocate_success(&m, relayed, key.clone(), lifetime, five.client, token);
+        info!(user = %printable(&user), client = %five.client, transport = five.transport.as_str(), %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
+        self.relayed.insert(relayed);
+        self.allocations.insert(
+            five,
+            Allocation {
+                five,
+                username,
+                user,
+                key,
+                allocate_tid: m.transaction_id,
+                socket: bound.socket,
+                relayed,
+                state,
+                _guard: bound.guard,
+            },
+        );
+        self.metrics.allocation_created(five.transport);
+        reply
+    }
+
+    pub(super) fn handle_refresh(
+        &mut self,
+        m: &mut Message,
+        five: FiveTuple,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
+        let key = match self.authenticate_on_allocation(m, &five, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let a = &self.allocations[&five];
+        let mut family = RequestedAddressFamily::default();
+        if family.get_from(m).is_ok() && (family == REQUESTED_FAMILY_IPV6) != a.relayed.is_ipv6() {
+            return wire::error(m, 443, vec![]);
+        }
+        let mut lifetime_attr = Lifetime::default();
+        let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
+        let granted = if requested == Some(Duration::ZERO) {
+            self.remove_allocation(&five, EndReason::Deleted);
+            Duration::ZERO
+        } else {
+            let l = granted_lifetime(requested, self.cfg.max_lifetime);
+            a.state.lock().expect("state lock").refresh(l, now);
+            l
+        };
+        self.success(m, vec![Box::new(Lifetime(granted))], key)
+    }
+
+    /// Checks peers against the policy and the allocation's family; the refusal to send if any.
+    fn refuse_peers(&self, m: &Message, peers: &[SocketAddr], a: &Allocation<S>) -> Option<Vec<u8>> {
+        for &p in peers {
+            if p.is_ipv4() != a.relayed.is_ipv4() {
+                return Some(wire::error(m, 443, vec![]));
+            }
+            if let Err(reason) = self.policy_allows(p) {
+                info!(user = %printable(&a.user), peer = %p, reason = reason.as_str(), "403 peer refused");
+                return Some(wire::error(m, 403, vec![]));
+            }
+        }
+        None
+    }
+
+    pub(super) fn handle_create_permission(
+        &mut self,
+        m: &mut Message,
+        five: FiveTuple,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
+        let key = match self.authenticate_on_allocation(m, &five, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let a = &self.allocations[&five];
+        let peers = match wire::peer_addresses(m) {
+            Some(p) if !p.is_empty() && p.len() <= MAX_PEERS_PER_REQUEST => p,
+            _ => return wire::error(m, 400, vec![]),
+        };
+        if let Some(reply) = self.refuse_peers(m, &peers, a) {
+            return reply;
+        }
+        let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
+        let added = a
+            .state
+            .lock()
+            .expect("state lock")
+            .add_permissions(&ips, now);
+        if let Err(e) = added {
+            debug!(user = %printable(&a.user), error = %e, "508 permission");
+            return wire::error(m, 508, vec![]);
+        }
+        debug!(user = %printable(&a.user), ?peers, "permission installed");
+        self.success(m, vec![], key)
+    }
+
+    pub(super) fn handle_channel_bind(
+        &mut self,
+        m: &mut Message,
+        five: FiveTuple,
+        now: Instant,
+        unix: u64,
+    ) -> Vec<u8> {
+        let key = match self.authenticate_on_allocation(m, &five, unix) {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
+        let a = &self.allocations[&five];
+        let mut number = ChannelNumber::default();
+        let peers = wire::peer_addresses(m);
+        let (Ok(()), Some([peer])) = (number.get_from(m), peers.as_deref()) else {
+            return wire::error(m, 400, vec![]);
+        };
+        if let Some(reply) = self.refuse_peers(m, &[*peer], a) {
+            return reply;
+        }
+        let bound = a
+            .state
+            .lock()
+            .expect("state lock")
+            .bind_channel(number.0, *peer, now);
+        match bound {
+            Ok(()) => {
+                debug!(user = %printable(&a.user), channel = number.0, %peer, "channel bound");
+                self.success(m, vec![], key)
+            }
+            Err(e @ ChannelBindError::Full) => {
+                debug!(user = %printable(&a.user), error = %e, "508 channel bind");
+                wire::error(m, 508, vec![])
+            }
+            Err(e) => {
+                debug!(user = %printable(&a.user), error = %e, "400 channel bind");
+                wire::error(m, 400, vec![])
+            }
+        }
+    }
+
+    pub(super) fn handle_send(&self, m: &Message, five: FiveTuple, now: Instant) -> Output<S> {
+        let Some(a) = self.allocations.get(&five) else {
+            self.metrics.drop("no_allocation");
+            return Output::None;
+        };
+        let peers = wire::peer_addresses(m);
+        let (Some([peer]), Ok(data)) = (peers.as_deref(), m.get(ATTR_DATA)) else {
+            self.metrics.drop("malformed");
+            return Output::None;
+        };
+        if self.policy_allows(*peer).is_err() {
+            return Output::None;
+        }
+        if !a
+            .state
+            .lock()
+            .expect("state lock")
+            .has_permission(peer.ip(), now)
+        {
+            self.metrics.drop("no_permission");
+            return Output::None;
+        }
+        Output::ToPeer {
+            socket: a.socket.clone(),
+            peer: *peer,
+            payload: Payload::Owned(data),
+        }
+    }
+
+    pub(super) fn handle_channel_data(
+        &self,
+        buf: &[u8],
+        five: FiveTuple,
+        now: Instant,
+    ) -> Output<S> {
+        let Some((number, payload)) = wire::parse_channel_data(buf) else {
+            self.metrics.drop("malformed");
+            return Output::None;
+        };
+        let Some(a) = self.allocations.get(&five) else {
+            self.metrics.drop("no_allocation");
+            return Output::None;
+        };
+        let Some(peer) = a
+            .state
+            .lock()
+            .expect("state lock")
+            .channel_peer(number, now)
+        else {
+            self.metrics.drop("no_permission");
+            return Output::None;
+        };
+        Output::ToPeer {
+            socket: a.socket.clone(),
+            peer,
+            payload: Payload::Range(4..4 + payload.len()),
+        }
+    }
+}

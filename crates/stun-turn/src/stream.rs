@@ -1,0 +1,277 @@
+//! The TCP and TLS shell (RFC 8656 section 3.1 and 12.5): it accepts connections within the
+//! per-source and total limits, runs the TLS handshake (rustls) within a deadline, cuts the byte
+//! stream into STUN and ChannelData frames ([`crate::framing`]) and hands each to the protocol
+//! core with the connection's 5-tuple. Answers and relayed datagrams leave through a bounded
+//! queue: a client that stops reading loses relayed datagrams, as it would over UDP, and never
+//! grows the relay's memory. Closing the connection ends its allocation.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, info, Instrument};
+
+use crate::core::{FiveTuple, Transport};
+use crate::framing::{self, FrameError, MAX_FRAME};
+use crate::metrics::{StreamClose, StreamRefusal};
+use crate::ratelimit::IpSlots;
+use crate::rfc5780::Slot;
+use crate::server::{ReplyPath, Shared};
+
+/// Bytes waiting to be written to one client; beyond this, relayed datagrams are dropped.
+pub const QUEUE_BYTES: usize = 256 * 1024;
+/// From accept to the end of the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// From accept (or the end of the handshake) to the first complete message (slowloris).
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no allocation and nothing received for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes asked of the kernel per read; the buffer grows only while a frame needs it.
+const READ_CHUNK: usize = 4096;
+
+/// The outgoing side of one connection, shared with its allocation's relay task.
+#[derive(Clone)]
+pub(crate) struct StreamQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    drops: IntCounter,
+}
+
+impl StreamQueue {
+    /// Queues a frame; `false` (and counted) when the client is too far behind.
+    pub(crate) fn push(&self, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.drops.inc();
+            return false;
+        }
+        if self.tx.send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Accepts connections on `listener` until `stop`.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    transport: Transport,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = &shared.streams;
+    let per_ip = IpSlots::new(limits.per_ip as usize);
+    let total = Arc::new(Semaphore::new(match limits.total {
+        0 => Semaphore::MAX_PERMITS,
+        n => n as usize,
+    }));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let server = SocketAddr::new(shared.primary_addr.ip(), port);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let (stream, client) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off instead of spinning.
+                        debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
+                    shared.metrics.stream_refused(transport, StreamRefusal::Total);
+                    debug!(%client, "connection refused: total stream limit");
+                    continue;
+                };
+                let Some(slot) = per_ip.acquire(client.ip()) else {
+                    shared.metrics.stream_refused(transport, StreamRefusal::PerIp);
+                    debug!(%client, "connection refused: per-IP stream limit");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let five = FiveTuple { transport, client, server };
+                let span = tracing::debug_span!("stream", transport = transport.as_str(), %client);
+                conns.spawn(
+                    connection(Arc::clone(&shared), stream, five, stop.clone(), (permit, slot))
+                        .instrument(span),
+                );
+            }
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Is this first byte plaintext TURN (STUN or ChannelData) rather than a TLS record?
+fn looks_like_turn(first: u8) -> bool {
+    first & 0xc0 == 0 && first != 0x16 || (0x40..=0x7f).contains(&first)
+}
+
+async fn connection<H: Send>(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    five: FiveTuple,
+    stop: watch::Receiver<bool>,
+    _held: H,
+) {
+    if five.transport != Transport::Tls {
+        return run(shared, stream, five, stop).await;
+    }
+    let Some(keys) = shared.tls.clone() else {
+        return;
+    };
+    let metrics = &shared.metrics;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Err(_) => {
+            metrics.stream_refused(five.transport, StreamRefusal::HandshakeTimeout);
+            debug!("tls handshake timed out before the first byte");
+            return;
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => return,
+        Ok(Ok(_)) if looks_like_turn(first[0]) => {
+            metrics.stream_refused(five.transport, StreamRefusal::NotTls);
+            info!(client = %five.client, "plaintext TURN on the TLS port; closed (use turn:...?transport=tcp on the TCP port)");
+            return;
+        }
+        Ok(Ok(_)) => {}
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(keys.current());
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Err(_) => {
+            metrics.stream_refused(five.transport, StreamRefusal::HandshakeTimeout);
+            debug!("tls handshake timed out");
+        }
+        Ok(Err(e)) => {
+            metrics.stream_refused(five.transport, StreamRefusal::Handshake);
+            // rustls errors name the alert or the protocol step, never key material.
+            info!(client = %five.client, error = %e, "tls handshake failed");
+        }
+        Ok(Ok(tls)) => run(shared, tls, five, stop).await,
+    }
+}
+
+/// Serves one established connection until it closes, a limit closes it, or `stop`.
+async fn run<IO>(shared: Arc<Shared>, io: IO, five: FiveTuple, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let t = five.transport;
+    let metrics = shared.metrics.clone();
+    metrics.stream_accepted.with_label_values(&[t.as_str()]).inc();
+    let active = metrics.stream_active.with_label_values(&[t.as_str()]);
+    active.inc();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = StreamQueue {
+        tx,
+        queued: Arc::clone(&queued),
+        drops: metrics.stream_queue_drops.with_label_values(&[t.as_str()]),
+    };
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            // Whatever else is queued leaves in the same write.
+            while batch.len() < 64 * 1024 {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            let ok = wr.write_all(&batch).await.is_ok();
+            queued.fetch_sub(n, Ordering::Relaxed);
+            if !ok {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let mut buf: Vec<u8> = Vec::new();
+    let started = Instant::now();
+    let mut framed = false;
+    let mut last_rx = started;
+    let reason = 'conn: loop {
+        let deadline = if framed {
+            last_rx + IDLE_TIMEOUT
+        } else {
+            started + FIRST_REQUEST_TIMEOUT
+        };
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK.max(buf.len()).min(MAX_FRAME));
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => {
+                match r {
+                    Ok(0) | Err(_) => break 'conn StreamClose::Client,
+                    Ok(_) => last_rx = Instant::now(),
+                }
+                let mut at = 0;
+                loop {
+                    match framing::next_frame(&buf[at..]) {
+                        Ok(Some(f)) => {
+                            framed = true;
+                            let msg = &buf[at..at + f.message];
+                            shared.process(Slot::PRIMARY, five, msg, ReplyPath::Stream(&queue)).await;
+                            at += f.consumed;
+                        }
+                        Ok(None) => break,
+                        Err(e @ FrameError::TooLarge { .. }) => {
+                            debug!(error = %e, "closing");
+                            break 'conn StreamClose::FrameTooLarge;
+                        }
+                        Err(e @ FrameError::NotStun { .. }) => {
+                            debug!(error = %e, "closing");
+                            shared.metrics.drop("not_stun");
+                            break 'conn StreamClose::NotStun;
+                        }
+                    }
+                }
+                buf.drain(..at);
+                // A large frame's buffer is not kept for an idle connection.
+                if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+                    buf = Vec::new();
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if !framed {
+                    break 'conn StreamClose::FirstRequestTimeout;
+                }
+                if shared.core.lock().expect("core lock").has_allocation(&five) {
+                    // The allocation's own lifetime bounds the connection.
+                    last_rx = Instant::now();
+                    continue;
+                }
+                break 'conn StreamClose::Idle;
+            }
+            _ = stop.changed() => break 'conn StreamClose::Shutdown,
+        }
+    };
+    metrics.stream_closed(t, reason);
+    debug!(reason = reason.as_str(), "connection closed");
+    // Ends the allocation: its relay task (holding a queue clone) stops with it.
+    let ended = shared.core.lock().expect("core lock").close(&five);
+    drop(ended);
+    drop(queue);
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+        abort.abort();
+    }
+    active.dec();
+}

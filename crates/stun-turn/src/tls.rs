@@ -1,0 +1,239 @@
+//! The TLS listener's keys: PEM certificate chain and private key, read at start and again on
+//! SIGHUP (certificates rotate every 60 to 90 days) without touching live connections: a new
+//! handshake takes the current [`rustls::ServerConfig`], an established one keeps its own.
+//!
+//! Also the name `turns:` URLs carry, which the certificate must cover: `tls_name` when
+//! configured, else the certificate's first DNS subject alternative name.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::error::TlsError;
+
+/// Where the `turns:` host name comes from, as the relay says at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameSource {
+    /// `tls_name`; `covered` says whether the certificate names it.
+    Configured { covered: bool },
+    /// The certificate's first DNS name.
+    Certificate,
+}
+
+/// The certificate files and the configuration built from them.
+pub struct TlsKeys {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<ServerConfig>>,
+    name: String,
+    source: NameSource,
+}
+
+impl std::fmt::Debug for TlsKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsKeys")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Loaded {
+    config: Arc<ServerConfig>,
+    names: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            path: cert.display().to_string(),
+        });
+    };
+    let unusable = |message: String| TlsError::Unusable {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        message,
+    };
+    let names = dns_names(leaf).map_err(unusable)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+        path: key.display().to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| unusable(e.to_string()))?
+        .with_no_client_auth()
+        // Checks that the key matches the certificate.
+        .with_single_cert(chain, private)
+        .map_err(|e| unusable(e.to_string()))?;
+    Ok(Loaded {
+        config: Arc::new(config),
+        names,
+    })
+}
+
+/// The DNS names of a certificate: subject alternative names, else the common name.
+fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_parser::prelude::*;
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in parsed.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Does a certificate name (`*.example.com` or `turn.example.com`) cover `host`?
+pub fn name_covers(cert_name: &str, host: &str) -> bool {
+    let (c, h) = (cert_name.to_ascii_lowercase(), host.to_ascii_lowercase());
+    match c.strip_prefix("*.") {
+        Some(suffix) => h
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => c == h,
+    }
+}
+
+impl TlsKeys {
+    /// Reads both files; a missing or bad file is an error naming it.
+    pub fn load(cert: &Path, key: &Path, configured_name: Option<&str>) -> Result<Self, TlsError> {
+        let loaded = load(cert, key)?;
+        let (name, source) = match configured_name {
+            Some(n) => (
+                n.to_owned(),
+                NameSource::Configured {
+                    covered: loaded.names.iter().any(|c| name_covers(c, n)),
+                },
+            ),
+            None => match loaded.names.iter().find(|n| !n.starts_with("*.")) {
+                Some(n) => (n.clone(), NameSource::Certificate),
+                None => {
+                    return Err(TlsError::NoName {
+                        path: cert.display().to_string(),
+                    })
+                }
+            },
+        };
+        Ok(TlsKeys {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(loaded.config),
+            name,
+            source,
+        })
+    }
+
+    /// Reads the files again. On error the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let loaded = load(&self.cert, &self.key)?;
+        *self.current.write().expect("tls lock") = loaded.config;
+        Ok(())
+    }
+
+    /// The configuration new handshakes use.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.read().expect("tls lock"))
+    }
+
+    /// The host name for `turns:` URLs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn name_source(&self) -> &NameSource {
+        &self.source
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        let cases = [
+            ("turn.example.com", "turn.example.com", true),
+            ("TURN.example.com", "turn.EXAMPLE.com", true),
+            ("*.example.com", "turn.example.com", true),
+            ("*.example.com", "a.b.example.com", false),
+            ("*.example.com", "example.com", false),
+            ("turn.example.com", "other.example.com", false),
+        ];
+        for (cert, host, want) in cases {
+            assert_eq!(name_covers(cert, host), want, "{cert} / {host}");
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn bad_files_are_errors_that_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("natkit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["turn.example.test".into()]).unwrap();
+        let cert = write(&dir, "cert.pem", &ck.cert.pem());
+        let key = write(&dir, "key.pem", &ck.signing_key.serialize_pem());
+        let other = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+        let other_key = write(&dir, "other-key.pem", &other.signing_key.serialize_pem());
+        let garbage = write(&dir, "garbage.pem", "not pem\n");
+        let missing = dir.join("missing.pem");
+
+        let keys = TlsKeys::load(&cert, &key, None).unwrap();
+        assert_eq!(keys.name(), "turn.example.test");
+        assert_eq!(keys.name_source(), &NameSource::Certificate);
+        let named = TlsKeys::load(&cert, &key, Some("relay.other.test")).unwrap();
+        assert_eq!(named.name_source(), &NameSource::Configured { covered: false });
+
+        let cases: [(&Path, &Path, &str); 4] = [
+            (&missing, &key, "missing.pem: cannot read"),
+            (&key, &key, "key.pem: no PEM certificate"),
+            (&cert, &garbage, "garbage.pem: no PEM private key"),
+            (&cert, &other_key, "with tls_key"),
+        ];
+        for (c, k, want) in cases {
+            let e = TlsKeys::load(c, k, None).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+            assert!(!e.contains("PRIVATE KEY"), "no key material in {e:?}");
+        }
+        // A failed reload keeps the old configuration.
+        std::fs::write(&cert, "broken").unwrap();
+        assert!(keys.reload().is_err());
+        let _still = keys.current();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
