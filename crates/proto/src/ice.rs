@@ -53,19 +53,61 @@ pub fn is_turn_url(url: &str) -> bool {
     url.starts_with("turn:") || url.starts_with("turns:")
 }
 
+/// How clients reach one relay: its STUN/TURN host and port, and which transports it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEndpoints {
+    /// Address or name of the UDP/TCP listener.
+    pub host: String,
+    pub port: u16,
+    /// TURN over TCP on `port`.
+    pub tcp: bool,
+    /// TURN over TLS: the name its certificate covers, and the port.
+    pub tls: Option<(String, u16)>,
+}
+
+impl RelayEndpoints {
+    /// A relay serving UDP only.
+    pub fn udp(host: &str, port: u16) -> Self {
+        RelayEndpoints {
+            host: host.to_owned(),
+            port,
+            tcp: false,
+            tls: None,
+        }
+    }
+}
+
+/// `host` as a URL writes it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_owned(),
+    }
+}
+
 impl IceServer {
     /// STUN and TURN (UDP) URLs for a relay at `host:port` (an IPv6 host is bracketed), with the
     /// credential on the entry.
     pub fn for_relay(host: &str, port: u16, username: String, credential: String) -> IceServer {
-        let host = match host.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => host.to_owned(),
-        };
+        Self::for_endpoints(&RelayEndpoints::udp(host, port), username, credential)
+    }
+
+    /// Every URL of a relay, UDP first: `stun:`, `turn:...?transport=udp`, then
+    /// `turn:...?transport=tcp` and `turns:NAME:PORT?transport=tcp` when it serves them.
+    pub fn for_endpoints(ep: &RelayEndpoints, username: String, credential: String) -> IceServer {
+        let (host, port) = (url_host(&ep.host), ep.port);
+        let mut urls = vec![
+            format!("stun:{host}:{port}"),
+            format!("turn:{host}:{port}?transport=udp"),
+        ];
+        if ep.tcp {
+            urls.push(format!("turn:{host}:{port}?transport=tcp"));
+        }
+        if let Some((name, tls_port)) = &ep.tls {
+            urls.push(format!("turns:{}:{tls_port}?transport=tcp", url_host(name)));
+        }
         IceServer {
-            urls: vec![
-                format!("stun:{host}:{port}"),
-                format!("turn:{host}:{port}?transport=udp"),
-            ],
+            urls,
             username: Some(username),
             credential: Some(credential),
         }
@@ -162,6 +204,28 @@ mod tests {
         assert!(!stun.has_turn());
         assert!(is_turn_url("turns:h:5349?transport=tcp"));
         assert!(!is_turn_url("stun:h"));
+    }
+
+    #[test]
+    fn every_transport_is_listed_udp_first() {
+        let ep = RelayEndpoints {
+            host: "2001:db8::5".into(),
+            port: 3478,
+            tcp: true,
+            tls: Some(("turn.example.test".into(), 5349)),
+        };
+        let s = IceServer::for_endpoints(&ep, "1:a".into(), "p".into());
+        assert_eq!(
+            s.urls,
+            [
+                "stun:[2001:db8::5]:3478",
+                "turn:[2001:db8::5]:3478?transport=udp",
+                "turn:[2001:db8::5]:3478?transport=tcp",
+                "turns:turn.example.test:5349?transport=tcp",
+            ]
+        );
+        let udp = IceServer::for_relay("203.0.113.1", 3478, "1:a".into(), "p".into());
+        assert_eq!(udp.urls.len(), 2);
     }
 
     #[test]

@@ -28,6 +28,6 @@ pub mod messages;
 pub mod nat;
 
 pub use codes::{ErrorCode, HttpError};
-pub use ice::{IceCandidate, IceServer, IceServers};
+pub use ice::{IceCandidate, IceServer, IceServers, RelayEndpoints};
 pub use messages::{ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
 pub use nat::{NatBehaviour, NatSummary};

@@ -53,6 +53,21 @@ pub struct SignalArgs {
     /// Embedded relay's port range [default: 49152-65535]
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<String>,
+    /// Embedded relay's TURN over TCP on the relay port, "on" or "off" [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub relay_tcp: Option<String>,
+    /// Embedded relay's TURN over TLS address (e.g. 0.0.0.0:5349), or "off" [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for TURN over TLS; reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for TURN over TLS; reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Host name in the turns: URLs [default: the certificate's first DNS name]
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
     /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
     /// without it and without --open, a secret is generated for the run
     #[arg(long, value_name = "FILE")]
@@ -211,6 +226,11 @@ impl SignalArgs {
                 listen: self.relay_listen,
                 public_ip: self.public_ip,
                 relay_ports: self.relay_ports,
+                tcp: self.relay_tcp,
+                tls_listen: self.tls_listen,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                tls_name: self.tls_name,
                 ..Default::default()
             },
         )

@@ -2,7 +2,7 @@
 //! minted for a TURN user ([`IceConfig::mint`]), and the check page's variant with each STUN URL's
 //! alternate port ([`IceConfig::mint_for_check`]). Pure but for the clock passed in.
 
-use natkit_proto::IceServer;
+use natkit_proto::{IceServer, RelayEndpoints};
 use natkit_stun_turn::credentials::{self, Secrets};
 use tracing::warn;
 
@@ -10,7 +10,7 @@ use tracing::warn;
 #[derive(Clone)]
 pub struct IceConfig {
     /// The embedded relay, as clients reach it.
-    pub relay: Option<(String, u16)>,
+    pub relay: Option<RelayEndpoints>,
     /// The embedded relay's RFC 5780 alternate port (same IP).
     pub relay_alt_port: Option<u16>,
     /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
@@ -31,8 +31,8 @@ impl IceConfig {
             }
         };
         let mut servers = Vec::new();
-        if let Some((host, port)) = &self.relay {
-            servers.push(cred.ice_server(host, *port));
+        if let Some(relay) = &self.relay {
+            servers.push(cred.ice_server(relay));
         }
         let (turn, stun): (Vec<String>, Vec<String>) = self
             .urls
@@ -76,8 +76,8 @@ impl IceConfig {
                 let Ok(port) = port.parse::<u16>() else {
                     continue;
                 };
-                let embedded = self.relay.as_ref().is_some_and(|(h, p)| {
-                    h.trim_matches(['[', ']']) == host.trim_matches(['[', ']']) && *p == port
+                let embedded = self.relay.as_ref().is_some_and(|r| {
+                    r.host.trim_matches(['[', ']']) == host.trim_matches(['[', ']']) && r.port == port
                 });
                 let alt = match (embedded, self.relay_alt_port) {
                     (true, Some(a)) => Some(a),
@@ -134,7 +134,7 @@ mod tests {
         );
 
         let embedded = IceConfig {
-            relay: Some(("203.0.113.5".into(), 3478)),
+            relay: Some(RelayEndpoints::udp("203.0.113.5", 3478)),
             relay_alt_port: Some(3479),
             urls: vec![],
             secrets,

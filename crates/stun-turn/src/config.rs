@@ -484,7 +484,7 @@ impl RawSettings {
                 return Err(ConfigError::invalid("tls_key", "tls_listen needs a PEM private key file"))
             }
             (Some(addr), Some(cert), Some(key)) => {
-                if addr == listen && tcp {
+                if addr == listen && addr.port() != 0 && tcp {
                     return Err(ConfigError::invalid(
                         "tls_listen",
                         "must differ from the listen address while tcp is on",

@@ -18,7 +18,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-pub use natkit_proto::{IceServer, IceServers};
+pub use natkit_proto::{IceServer, IceServers, RelayEndpoints};
 use sha1::Sha1;
 
 use crate::error::CredentialError;
@@ -107,17 +107,16 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// The `RTCIceServer` for a relay at `host:port` (STUN and TURN over UDP) with this
+    /// The `RTCIceServer` for a relay (every transport it serves, UDP first) with this
     /// credential.
-    pub fn ice_server(&self, host: &str, port: u16) -> IceServer {
-        IceServer::for_relay(host, port, self.username.clone(), self.password.clone())
+    pub fn ice_server(&self, relay: &RelayEndpoints) -> IceServer {
+        IceServer::for_endpoints(relay, self.username.clone(), self.password.clone())
     }
 
-    /// `{"iceServers":[...],"ttl":N}` for a relay at `host:port`, as `natkit-relay credentials`
-    /// prints it.
-    pub fn ice_servers(&self, host: &str, port: u16) -> IceServers {
+    /// `{"iceServers":[...],"ttl":N}` for a relay, as `natkit-relay credentials` prints it.
+    pub fn ice_servers(&self, relay: &RelayEndpoints) -> IceServers {
         IceServers {
-            ice_servers: vec![self.ice_server(host, port)],
+            ice_servers: vec![self.ice_server(relay)],
             ttl: self.ttl,
         }
     }
@@ -317,7 +316,7 @@ mod tests {
     #[test]
     fn ice_servers_json_shape() {
         let c = mint(&secret("north"), "alice", 300, 1_699_999_700).unwrap();
-        let json = serde_json::to_value(c.ice_servers("203.0.113.5", 3478)).unwrap();
+        let json = serde_json::to_value(c.ice_servers(&RelayEndpoints::udp("203.0.113.5", 3478))).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -330,7 +329,7 @@ mod tests {
             })
         );
         let c = mint(&secret("north"), "a", 1, 0).unwrap();
-        let v6 = c.ice_servers("2001:db8::1", 3478);
+        let v6 = c.ice_servers(&RelayEndpoints::udp("2001:db8::1", 3478));
         assert_eq!(v6.ice_servers[0].urls[0], "stun:[2001:db8::1]:3478");
     }
 

@@ -62,6 +62,19 @@ pub struct RelayAddresses {
     pub tls: Option<(SocketAddr, String)>,
 }
 
+impl RelayAddresses {
+    /// How clients reach this relay, for ICE server URLs; `host` overrides the advertised IP
+    /// (a DNS name).
+    pub fn endpoints(&self, host: Option<&str>) -> credentials::RelayEndpoints {
+        credentials::RelayEndpoints {
+            host: host.map_or_else(|| self.primary.ip().to_string(), str::to_owned),
+            port: self.primary.port(),
+            tcp: self.tcp.is_some(),
+            tls: self.tls.as_ref().map(|(a, name)| (name.clone(), a.port())),
+        }
+    }
+}
+
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
     shared: Arc<Shared>,
@@ -216,9 +229,31 @@ impl Relay {
         let listeners = std::thread::available_parallelism().map_or(1, |n| n.get());
         // A plain bind first: the port must be free. Without it, a second relay started on the
         // same port would silently join this group and receive half of the clients.
-        let probe = bind_udp(cfg.listen)?;
-        let listen = probe.local_addr().map_err(RelayError::LocalAddr)?;
-        drop(probe);
+        let bind_tcp = |addr: SocketAddr| -> Result<TcpListener, RelayError> {
+            let err = |source| RelayError::BindTcp { addr, source };
+            let l = std::net::TcpListener::bind(addr).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            TcpListener::from_std(l).map_err(err)
+        };
+        // TCP on the UDP port (3478/tcp beside 3478/udp). With port 0 the kernel's free UDP port
+        // may be taken over TCP: try another.
+        let mut attempts = if cfg.listen.port() == 0 { 32 } else { 1 };
+        let (listen, tcp) = loop {
+            let probe = bind_udp(cfg.listen)?;
+            let listen = probe.local_addr().map_err(RelayError::LocalAddr)?;
+            if !cfg.streams.tcp {
+                break (listen, None);
+            }
+            match bind_tcp(listen) {
+                Ok(l) => break (listen, Some(l)),
+                Err(e) => {
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let primary = bind_udp_with(listen, listeners > 1)?;
         let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
         let mut primary_extra = Vec::new();
@@ -230,17 +265,6 @@ impl Relay {
         }
         let alt_port = bind_udp(SocketAddr::new(cfg.listen.ip(), cfg.alt_port))?;
         let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
-        let bind_tcp = |addr: SocketAddr| -> Result<TcpListener, RelayError> {
-            let err = |source| RelayError::BindTcp { addr, source };
-            let l = std::net::TcpListener::bind(addr).map_err(err)?;
-            l.set_nonblocking(true).map_err(err)?;
-            TcpListener::from_std(l).map_err(err)
-        };
-        // TCP on the UDP port (3478/tcp beside 3478/udp).
-        let tcp = match cfg.streams.tcp {
-            true => Some(bind_tcp(primary_addr)?),
-            false => None,
-        };
         let tls = match &cfg.streams.tls {
             Some(t) => Some(bind_tcp(t.listen)?),
             None => None,
@@ -418,6 +442,43 @@ impl Relay {
         while tasks.join_next().await.is_some() {}
         let closed = self.shared.core.lock().expect("core lock").clear();
         info!(closed_allocations = closed, "relay stopped");
+    }
+}
+
+/// ", tcp ADDR, tls ADDR (NAME)" for the start-up line, or "".
+pub fn stream_summary(a: &RelayAddresses) -> String {
+    let mut s = String::new();
+    if let Some(t) = a.tcp {
+        s.push_str(&format!(" and tcp {t}"));
+    }
+    if let Some((t, name)) = &a.tls {
+        s.push_str(&format!(", tls {t} (turns:{name})"));
+    }
+    s
+}
+
+/// Says where the `turns:` name comes from, and warns when the certificate does not cover it.
+pub fn announce_tls(keys: &TlsKeys) {
+    use crate::tls::NameSource;
+    match keys.name_source() {
+        NameSource::Certificate => info!(name = keys.name(), cert = %keys.cert_path().display(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)"),
+        NameSource::Configured { covered: true } => info!(name = keys.name(), "turns: URLs name tls_name, which the certificate covers"),
+        NameSource::Configured { covered: false } => warn!(name = keys.name(), cert = %keys.cert_path().display(), "tls_name is not among the certificate's names: TLS clients will refuse it"),
+    }
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP; live connections and allocations stay.
+pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match keys.reload() {
+            Ok(()) => info!(cert = %keys.cert_path().display(), "tls certificate reloaded"),
+            Err(e) => warn!(error = %e, "tls certificate not reloaded; the previous one stays in use"),
+        }
     }
 }
 

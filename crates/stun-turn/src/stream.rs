@@ -34,6 +34,8 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes asked of the kernel per read; the buffer grows only while a frame needs it.
 const READ_CHUNK: usize = 4096;
+/// The first read's buffer: a whole Allocate fits, an idle connection holds little.
+const FIRST_READ: usize = 512;
 
 /// The outgoing side of one connection, shared with its allocation's relay task.
 #[derive(Clone)]
@@ -213,7 +215,10 @@ where
         } else {
             started + FIRST_REQUEST_TIMEOUT
         };
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        // An idle connection holds a small buffer; one that carries traffic reads in chunks.
+        if buf.capacity() == 0 {
+            buf.reserve(FIRST_READ);
+        } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK.max(buf.len()).min(MAX_FRAME));
         }
         tokio::select! {

@@ -50,18 +50,7 @@ fn spawn_relay(extra: &[&str]) -> RelayProcess {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
+use natkit_testkit::rss_kib;
 
 #[test]
 fn bad_configuration_is_a_one_line_error_naming_the_key() {
@@ -138,7 +127,8 @@ async fn credentials_subcommand_output_is_accepted_by_the_relay() {
         server["urls"],
         serde_json::json!([
             format!("stun:127.0.0.1:{port}"),
-            format!("turn:127.0.0.1:{port}?transport=udp")
+            format!("turn:127.0.0.1:{port}?transport=udp"),
+            format!("turn:127.0.0.1:{port}?transport=tcp")
         ])
     );
     let username = server["username"].as_str().unwrap();
@@ -170,21 +160,7 @@ async fn credentials_subcommand_output_is_accepted_by_the_relay() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains ':'"));
 }
 
-/// A minimal HTTP GET over a TCP socket (keeps the test free of an HTTP client crate).
-fn reqwest_lite(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(
-        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
-        "{body}"
-    );
-    body.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
+use natkit_testkit::http_get as reqwest_lite;
 
 #[test]
 fn sigterm_closes_allocations_and_exits_zero() {

@@ -9,6 +9,7 @@
 //! - [`wait_until`]: poll a condition with a deadline, failing with a message that says what
 //!   did not happen.
 //! - [`workspace_bin`]: the path of a binary built in this workspace.
+//! - [`tls`]: a private CA made at run time, and temporary directories for its files.
 //! - [`turn_client`]: webrtc-rs's TURN client (the `turn` crate), listening, on 127.0.0.1.
 //! - [`natkit_signal_on_loopback`] / [`natkit_relay_on_loopback`]: the suite's servers on
 //!   127.0.0.1, every port chosen by the kernel.
@@ -17,6 +18,7 @@
 
 pub mod events;
 pub mod process;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,4 +153,32 @@ fn split_series(s: &str) -> (&str, Vec<&str>) {
         ),
         None => (s, Vec::new()),
     }
+}
+
+/// Resident memory of process `pid`, KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+/// A minimal HTTP GET over a TCP socket (keeps tests free of an HTTP client crate); the body of
+/// a 200 answer, panicking on anything else.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("{url}: {e}"));
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read answer");
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{url}: {body}"
+    );
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }

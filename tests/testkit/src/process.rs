@@ -42,12 +42,22 @@ impl Process {
 
     /// Sends SIGTERM (the operator's stop).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`, `USR1`, ...).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
+            .args([&format!("-{name}"), &self.id().to_string()])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "cannot send SIGTERM to {}", self.id());
+        assert!(ok, "cannot send SIG{name} to {}", self.id());
     }
 
     /// Waits for the process to exit; panics if it is still running after `within`.
@@ -159,6 +169,10 @@ impl Daemon {
 
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+
+    pub fn process_ref(&self) -> &Process {
+        &self.process
     }
 
     pub fn id(&self) -> u32 {

@@ -70,15 +70,17 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
             .await
             .with_context(|| format!("cannot start the embedded relay on udp {listen}; is coturn or natkit-relay running? (or use --no-relay)"))?;
         relay_addr = Some(r.addresses().clone());
+        if let Some(keys) = r.tls_keys() {
+            natkit_stun_turn::server::announce_tls(&keys);
+            tokio::spawn(natkit_stun_turn::server::reload_tls_on_sighup(keys));
+        }
         let mut rx = stop_rx.clone();
         relay_task = Some(tokio::spawn(r.run(async move {
             let _ = rx.changed().await;
         })));
     }
     let ice = IceConfig {
-        relay: relay_addr
-            .as_ref()
-            .map(|a| (a.primary.ip().to_string(), a.primary.port())),
+        relay: relay_addr.as_ref().map(|a| a.endpoints(None)),
         relay_alt_port: relay_addr.as_ref().map(|a| a.alt_port.port()),
         urls: signal.ice_urls.clone(),
         secrets,
@@ -126,8 +128,8 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     }
     match &relay_addr {
         Some(a) => eprintln!(
-            "natkit-signal: embedded STUN/TURN relay on udp {} (RFC 5780 alternate port {}), relayed addresses on {}",
-            a.primary, a.alt_port, a.relay_ip
+            "natkit-signal: embedded STUN/TURN relay on udp {}{} (RFC 5780 alternate port {}), relayed addresses on {}",
+            a.primary, natkit_stun_turn::server::stream_summary(a), a.alt_port, a.relay_ip
         ),
         None => eprintln!("natkit-signal: no embedded relay; peers get the --ice-server URLs"),
     }
@@ -137,6 +139,8 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     }
     if let Some(a) = &relay_addr {
         sockets.extend([("stun", a.primary), ("stun-alt", a.alt_port)]);
+        sockets.extend(a.tcp.map(|t| ("turn-tcp", t)));
+        sockets.extend(a.tls.as_ref().map(|(t, _)| ("turn-tls", *t)));
     }
     eprintln!(
         "{}",
@@ -202,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     natkit_daemon::init_tracing(cli.log_json, "info");
+    natkit_daemon::raise_fd_limit();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -70,7 +70,22 @@ fn print_credentials(
         .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
     let relay = &settings.relay;
     let host = host.unwrap_or_else(|| server::advertised_ip(relay).to_string());
-    let ice = cred.ice_servers(&host, relay.listen.port());
+    // The turns: name is the configured one or the certificate's: read it as the relay would.
+    let tls = match &relay.streams.tls {
+        Some(t) => {
+            let keys = natkit_stun_turn::tls::TlsKeys::load(&t.cert, &t.key, t.name.as_deref())
+                .context("cannot read the TLS certificate for the turns: URL")?;
+            Some((keys.name().to_owned(), t.listen.port()))
+        }
+        None => None,
+    };
+    let endpoints = credentials::RelayEndpoints {
+        host,
+        port: relay.listen.port(),
+        tcp: relay.streams.tcp,
+        tls,
+    };
+    let ice = cred.ice_servers(&endpoints);
     println!("{}", serde_json::to_string(&ice)?);
     Ok(())
 }
@@ -82,9 +97,15 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("cannot start the relay on {listen}; is another TURN server (coturn?) using the port?"))?;
     let a = relay.addresses().clone();
+    if let Some(keys) = relay.tls_keys() {
+        server::announce_tls(&keys);
+        tokio::spawn(server::reload_tls_on_sighup(keys));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut metrics_url = "off".to_owned();
     let mut sockets = vec![("stun", a.primary), ("stun-alt", a.alt_port)];
+    sockets.extend(a.tcp.map(|t| ("turn-tcp", t)));
+    sockets.extend(a.tls.as_ref().map(|(t, _)| ("turn-tls", *t)));
     if let Some((x, y)) = a.alt_ip {
         sockets.extend([("stun-alt-ip", x), ("stun-alt-ip-port", y)]);
     }
@@ -108,8 +129,9 @@ async fn serve(settings: Settings) -> Result<()> {
         None => None,
     };
     eprintln!(
-        "natkit-relay: STUN/TURN on udp {} (RFC 5780 alternate port {}{}), relayed addresses on {}, metrics {}",
+        "natkit-relay: STUN/TURN on udp {}{} (RFC 5780 alternate port {}{}), relayed addresses on {}, metrics {}",
         a.primary,
+        server::stream_summary(&a),
         a.alt_port,
         a.alt_ip.map(|(x, y)| format!(", alternate IP {x} and {y}")).unwrap_or_default(),
         a.relay_ip,
@@ -150,6 +172,7 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     natkit_daemon::init_tracing(cli.log_json, "info");
+    natkit_daemon::raise_fd_limit();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

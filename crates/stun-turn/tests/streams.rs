@@ -1,0 +1,572 @@
+//! TURN over TCP and TLS on loopback: exact answers and framing on a raw stream, coturn's client
+//! over both, certificates made at run time and reloaded on SIGHUP, and hostile streams (a cut
+//! message, plaintext on the TLS port, 1,000 idle connections, a client that never reads, a
+//! slowloris, an oversized frame, the per-IP limit) while the relay keeps serving others.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::framing;
+use natkit_testkit::tls::{TempDir, TestCa};
+use natkit_testkit::{http_get, rss_kib, wait_until, Daemon};
+use stun::attributes::*;
+use stun::message::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const BIN: &str = env!("CARGO_BIN_EXE_natkit-relay");
+
+/// A raw TURN client on one stream connection.
+struct StreamClient<S> {
+    io: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
+    fn new(io: S) -> Self {
+        StreamClient {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    /// The next frame as it is on the stream (ChannelData padding included), or `None` when
+    /// the relay closed the connection.
+    async fn frame(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(f) = framing::next_frame(&self.buf).expect("the relay frames correctly") {
+                return Some(self.buf.drain(..f.consumed).collect());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.io.read(&mut chunk))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        let f = self.frame().await.expect("connection open");
+        let mut m = Message::new();
+        m.raw = f;
+        m.decode().unwrap();
+        m
+    }
+
+    async fn transact(&mut self, m: &Message) -> Message {
+        self.write(&m.raw).await;
+        let r = self.message().await;
+        assert_eq!(r.transaction_id, m.transaction_id);
+        r
+    }
+
+    /// Challenge, then Allocate: the auth for later requests.
+    async fn allocate(&mut self, user: &str) -> (Message, Auth) {
+        let cred = mint(SECRET, user, 600);
+        let r = self
+            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
+            .await;
+        assert_eq!(error_code(&r), Some(401));
+        let auth = Auth {
+            username: cred.username,
+            password: cred.password,
+            realm: text(&r, ATTR_REALM).unwrap(),
+            nonce: text(&r, ATTR_NONCE).unwrap(),
+        };
+        let ok = self
+            .transact(&request(
+                METHOD_ALLOCATE,
+                vec![requested_transport_udp()],
+                Some(&auth),
+            ))
+            .await;
+        (ok, auth)
+    }
+
+    /// Is the connection closed by the relay (EOF or reset) within `within`?
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(within, self.io.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+fn channel_bind(auth: &Auth, number: u16, peer: SocketAddr) -> Message {
+    request(
+        METHOD_CHANNEL_BIND,
+        vec![
+            Box::new(turn::proto::channum::ChannelNumber(number)),
+            xor_peer(peer),
+        ],
+        Some(auth),
+    )
+}
+
+fn tls_client(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn tls_connect(
+    ca_pem: &str,
+    addr: SocketAddr,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    tls_client(ca_pem).connect(name, tcp).await
+}
+
+#[tokio::test]
+async fn tcp_framing_and_exact_answers() {
+    let relay = TestRelay::start(RawSettings {
+        allow_peer: Some(vec!["127.0.0.1".into()]),
+        ..Default::default()
+    })
+    .await;
+    let tcp = relay.addrs.tcp.expect("TCP is on by default, on the UDP port");
+    assert_eq!(tcp, relay.addr());
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    let local = c.io.local_addr().unwrap();
+
+    // Binding over TCP: the client's TCP address.
+    let b = c.transact(&request(METHOD_BINDING, vec![], None)).await;
+    assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(xor_mapped(&b), Some(local));
+    // RFC 6062 TCP relaying is not offered: 442.
+    let (ok, auth) = c.allocate("tcp-user").await;
+    assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE);
+    let tcp_relaying = request(
+        METHOD_ALLOCATE,
+        vec![Box::new(turn::proto::reqtrans::RequestedTransport {
+            protocol: turn::proto::PROTO_TCP,
+        })],
+        Some(&auth),
+    );
+    let mut c2 = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    c2.transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
+        .await;
+    let refused = c2.transact(&tcp_relaying).await;
+    assert!(matches!(error_code(&refused), Some(442) | Some(438)), "{refused:?}");
+
+    // Two requests in one segment: two answers, in order.
+    let perm = request(
+        METHOD_CREATE_PERMISSION,
+        vec![xor_peer(peer.local_addr().unwrap())],
+        Some(&auth),
+    );
+    let bind = channel_bind(&auth, 0x4000, peer.local_addr().unwrap());
+    c.write(&[perm.raw.clone(), bind.raw.clone()].concat()).await;
+    let (r1, r2) = (c.message().await, c.message().await);
+    assert_eq!(
+        (r1.transaction_id, r1.typ.class, r2.transaction_id, r2.typ.class),
+        (perm.transaction_id, CLASS_SUCCESS_RESPONSE, bind.transaction_id, CLASS_SUCCESS_RESPONSE)
+    );
+
+    // ChannelData padded on the stream, exact on the wire to the peer.
+    c.write(&framing::channel_data(0x4000, b"hello")).await;
+    let mut got = [0u8; 64];
+    let (n, relayed_from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..n], b"hello");
+    peer.send_to(b"world!", relayed_from).await.unwrap();
+    let frame = c.frame().await.unwrap();
+    assert_eq!(frame, framing::channel_data(0x4000, b"world!"));
+    assert_eq!(frame.len(), 12, "6 bytes padded to 8 after the header");
+
+    // One message split over many segments.
+    let refresh = request(METHOD_REFRESH, vec![], Some(&auth));
+    for byte in refresh.raw.iter() {
+        c.write(&[*byte]).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = c.message().await;
+    assert_eq!((r.transaction_id, r.typ.class), (refresh.transaction_id, CLASS_SUCCESS_RESPONSE));
+
+    assert_eq!(relay.metric("natkit_relay_allocations_active{transport=\"tcp\"}"), 1.0);
+    assert_eq!(relay.metric("natkit_relay_allocations_active{transport=\"udp\"}"), 0.0);
+    assert_eq!(
+        relay.metric("natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric("natkit_relay_relayed_packets_total{direction=\"peer_to_client\",transport=\"tcp\"}"),
+        1.0
+    );
+    // Closing the connection ends its allocation.
+    drop(c);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while relay.metric("natkit_relay_allocations_active{transport=\"tcp\"}") != 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "allocation outlived its connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(relay.metric("natkit_relay_stream_connections_closed_total{reason=\"client\"}") >= 1.0);
+}
+
+fn xor_mapped(m: &Message) -> Option<SocketAddr> {
+    let mut a = stun::xoraddr::XorMappedAddress::default();
+    a.get_from(m).ok()?;
+    Some(SocketAddr::new(a.ip, a.port))
+}
+
+fn relay_with(dir: &TempDir, extra: &[&str]) -> Daemon {
+    Daemon::start(
+        Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--alt-port", "0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--allow-peer", "127.0.0.1"])
+            .args(extra),
+    )
+}
+
+fn metric(relay: &Daemon, series: &str) -> f64 {
+    let text = http_get(&format!("http://{}/metrics", relay.addr("metrics")));
+    natkit_testkit::metric(&text, series)
+}
+
+#[tokio::test]
+async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
+    let dir = TempDir::new("tls-reload");
+    let old_ca = TestCa::new("natkit old test CA");
+    let files = old_ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    let relay = relay_with(
+        &dir,
+        &["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key],
+    );
+    let tls = relay.addr("turn-tls");
+    assert!(
+        relay.log().iter().any(|l| l.contains("turns:turn.natkit.test")),
+        "the start-up line names the turns: host: {:?}",
+        relay.log()
+    );
+
+    let mut c = StreamClient::new(tls_connect(old_ca.pem(), tls, "turn.natkit.test").await.unwrap());
+    let (ok, auth) = c.allocate("tls-user").await;
+    assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE, "{ok:?}");
+    assert_eq!(metric(&relay, "natkit_relay_allocations_active{transport=\"tls\"}"), 1.0);
+    // A client that trusts another CA refuses the relay; the relay counts a failed handshake.
+    let stranger = TestCa::new("stranger CA");
+    assert!(tls_connect(stranger.pem(), tls, "turn.natkit.test").await.is_err());
+
+    // Rotate: a new CA, same files, SIGHUP.
+    let new_ca = TestCa::new("natkit new test CA");
+    new_ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    relay.process_ref().hangup();
+    wait_until("the relay reloads its certificate", Duration::from_secs(5), || {
+        relay.log().iter().any(|l| l.contains("tls certificate reloaded"))
+    });
+    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test").await.is_ok());
+    assert!(
+        tls_connect(old_ca.pem(), tls, "turn.natkit.test").await.is_err(),
+        "new handshakes use the new certificate"
+    );
+    // The allocation made before the reload lives on, on its connection.
+    let refresh = c.transact(&request(METHOD_REFRESH, vec![], Some(&auth))).await;
+    assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
+    // A broken file on reload keeps the current certificate.
+    std::fs::write(&files.cert, "garbage").unwrap();
+    relay.process_ref().hangup();
+    wait_until("the relay refuses the broken certificate", Duration::from_secs(5), || {
+        relay.log().iter().any(|l| l.contains("tls certificate not reloaded"))
+    });
+    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test").await.is_ok());
+
+    // Plaintext TURN on the TLS port is refused and counted.
+    let mut plain = StreamClient::new(TcpStream::connect(tls).await.unwrap());
+    plain.write(&request(METHOD_BINDING, vec![], None).raw).await;
+    assert!(plain.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"not_tls\"}"),
+        1.0
+    );
+    assert!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"tls_handshake\"}")
+            >= 1.0
+    );
+    let log = relay.log().join("\n");
+    assert!(!log.contains("PRIVATE KEY") && !log.contains(SECRET), "no secrets in the log");
+}
+
+#[test]
+fn a_bad_certificate_is_a_one_line_error_naming_the_file() {
+    let dir = TempDir::new("tls-bad");
+    let ca = TestCa::new("natkit test CA");
+    let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    let missing = dir.path().join("missing.crt");
+    let cases = [
+        (missing.to_str().unwrap(), files.key.to_str().unwrap(), "missing.crt"),
+        (files.key.to_str().unwrap(), files.key.to_str().unwrap(), "no PEM certificate"),
+    ];
+    for (cert, key, want) in cases {
+        let out = Command::new(BIN)
+            .env_clear()
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .args(["--listen", "127.0.0.1:0", "--alt-port", "0", "--metrics-listen", "off"])
+            .args(["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(want), "{err}");
+    }
+    // tls_listen without a certificate is a configuration error naming the key.
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("NATKIT_TURN_SECRET", SECRET)
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_cert"));
+}
+
+#[test]
+fn credentials_list_every_transport_udp_first() {
+    let dir = TempDir::new("tls-creds");
+    let ca = TestCa::new("natkit test CA");
+    let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("NATKIT_TURN_SECRET", SECRET)
+        .args(["--listen", "203.0.113.7:3478", "--tls-listen", ":5349"])
+        .args(["--tls-cert", files.cert.to_str().unwrap(), "--tls-key", files.key.to_str().unwrap()])
+        .args(["credentials", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["iceServers"][0]["urls"],
+        serde_json::json!([
+            "stun:203.0.113.7:3478",
+            "turn:203.0.113.7:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turns:turn.natkit.test:5349?transport=tcp"
+        ])
+    );
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("NATKIT_TURN_SECRET", SECRET)
+        .args(["--listen", "203.0.113.7:3478", "--tcp", "off"])
+        .args(["credentials", "--user", "alice"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["iceServers"][0]["urls"].as_array().unwrap().len(), 2);
+}
+
+/// uclient's closing "tot_send_msgs=N, tot_recv_msgs=M".
+fn uclient_totals(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
+        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
+    let num = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+    };
+    (num("tot_send_msgs="), num("tot_recv_msgs="))
+}
+
+#[test]
+fn coturn_uclient_relays_over_tcp_and_tls() {
+    let dir = TempDir::new("uclient-tls");
+    let ca = TestCa::new("natkit test CA");
+    let files = ca.issue(&["turn.natkit.test", "127.0.0.1"], dir.path(), "relay");
+    let relay = relay_with(
+        &dir,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ],
+    );
+    let peer_port = natkit_testkit::third_party_udp_port();
+    let _peer = natkit_testkit::Process::spawn(
+        Command::new(tool("turnutils_peer"))
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // -t: TCP to the relay; -t -S: TLS (-S alone would be DTLS over UDP).
+    for (flags, port, transport) in [
+        (&["-t"][..], relay.addr("turn-tcp").port(), "tcp"),
+        (&["-t", "-S"][..], relay.addr("turn-tls").port(), "tls"),
+    ] {
+        let out = Command::new(tool("turnutils_uclient"))
+            .args(flags)
+            .args(["-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
+            .args(["-r", &peer_port.to_string(), "-n", "50", "-m", "4"])
+            .args(["-p", &port.to_string(), "127.0.0.1"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (sent, received) = uclient_totals(&text);
+        assert!(sent >= 200, "{transport}: uclient sent {sent}:\n{text}");
+        assert_eq!(sent, received, "{transport}: every message comes back:\n{text}");
+        let created = metric(
+            &relay,
+            &format!("natkit_relay_allocations_created_total{{transport=\"{transport}\"}}"),
+        );
+        assert!(created >= 4.0, "{transport}: {created} allocations");
+    }
+}
+
+#[tokio::test]
+async fn hostile_streams_leave_the_relay_serving_others() {
+    let dir = TempDir::new("hostile-streams");
+    let relay = relay_with(&dir, &["--stream-per-ip", "2000"]);
+    let tcp = relay.addr("turn-tcp");
+    let pid = relay.id();
+    let serves_others = || async {
+        let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+        let b = c.transact(&request(METHOD_BINDING, vec![], None)).await;
+        assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
+        let u = StunClient::new(relay.addr("stun")).await;
+        let b = u.transact(&request(METHOD_BINDING, vec![], None)).await;
+        assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
+    };
+    serves_others().await;
+    let before = rss_kib(pid);
+
+    // A connection cut in the middle of a message.
+    let mut cut = TcpStream::connect(tcp).await.unwrap();
+    let half = request(METHOD_BINDING, vec![], None).raw;
+    cut.write_all(&half[..half.len() / 2]).await.unwrap();
+    drop(cut);
+    serves_others().await;
+
+    // A frame over 64 KiB closes its connection.
+    let mut big = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    big.write(&[0x40, 0x00, 0xff, 0xff]).await;
+    assert!(big.closed_within(Duration::from_secs(5)).await);
+
+    // 1,000 idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(tcp).await.unwrap());
+    }
+    wait_until("1,000 connections held", Duration::from_secs(10), || {
+        metric(&relay, "natkit_relay_stream_connections_active{transport=\"tcp\"}") >= 1000.0
+    });
+    let with_idle = rss_kib(pid);
+    serves_others().await;
+    eprintln!(
+        "relay RSS: {before} KiB before, {with_idle} KiB with 1,000 idle TCP connections ({:.1} KiB each)",
+        (with_idle.saturating_sub(before)) as f64 / 1000.0
+    );
+    assert!(with_idle < before + 32 * 1024, "{before} -> {with_idle} KiB");
+
+    // A client that never reads while a peer floods its allocation.
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut deaf = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    let (ok, auth) = deaf.allocate("deaf").await;
+    assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE);
+    let relayed = {
+        let mut r = turn::proto::relayaddr::RelayedAddress::default();
+        r.get_from(&ok).unwrap();
+        SocketAddr::new(r.ip, r.port)
+    };
+    let bind = channel_bind(&auth, 0x4001, peer.local_addr().unwrap());
+    assert_eq!(deaf.transact(&bind).await.typ.class, CLASS_SUCCESS_RESPONSE);
+    let payload = vec![7u8; 1200];
+    for _ in 0..20_000 {
+        let _ = peer.send_to(&payload, relayed).await;
+    }
+    let flooded = rss_kib(pid);
+    serves_others().await;
+    let drops = metric(&relay, "natkit_relay_stream_queue_drops_total{transport=\"tcp\"}");
+    eprintln!(
+        "relay RSS: {flooded} KiB after 24 MB sent towards a client that never reads ({drops} datagrams dropped)"
+    );
+    assert!(drops > 0.0, "the bounded queue dropped what the client did not read");
+    assert!(flooded < with_idle + 16 * 1024, "{with_idle} -> {flooded} KiB");
+    drop(idle);
+    drop(deaf);
+
+    // A slowloris: one byte and nothing more is closed at the first-request deadline.
+    let mut slow = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    slow.write(&[0x00]).await;
+    assert!(slow.closed_within(Duration::from_secs(15)).await);
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_closed_total{transport=\"tcp\",reason=\"first_request_timeout\"}"),
+        1.0
+    );
+    serves_others().await;
+}
+
+#[tokio::test]
+async fn the_per_ip_connection_limit_refuses_and_counts() {
+    let dir = TempDir::new("per-ip");
+    let relay = relay_with(&dir, &["--stream-per-ip", "3"]);
+    let tcp = relay.addr("turn-tcp");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+        c.transact(&request(METHOD_BINDING, vec![], None)).await;
+        held.push(c);
+    }
+    let mut fourth = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    assert!(fourth.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tcp\",reason=\"per_ip_limit\"}"),
+        1.0
+    );
+    drop(held.pop());
+    wait_until("a slot is free again", Duration::from_secs(5), || {
+        metric(&relay, "natkit_relay_stream_connections_active{transport=\"tcp\"}") == 2.0
+    });
+    let mut again = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    assert_eq!(
+        again.transact(&request(METHOD_BINDING, vec![], None)).await.typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+}
