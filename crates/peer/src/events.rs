@@ -26,6 +26,9 @@ pub enum Event {
     Connected {
         local_candidate_type: String,
         remote_candidate_type: String,
+        /// `udp`, `tcp` or `tls`: how this side reached its relay, when its candidate is `relay`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        relay_protocol: Option<String>,
         elapsed_ms: u64,
     },
     Message {
@@ -43,6 +46,8 @@ pub enum Event {
     Reconnected {
         local_candidate_type: String,
         remote_candidate_type: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        relay_protocol: Option<String>,
     },
     /// The peer connection left `connected`: `disconnected` or `failed`.
     ConnectionState {
@@ -87,9 +92,11 @@ impl Event {
             Event::Connected {
                 local_candidate_type,
                 remote_candidate_type,
+                relay_protocol,
                 elapsed_ms,
             } => {
-                format!("connected in {elapsed_ms} ms: local {local_candidate_type} <-> remote {remote_candidate_type}")
+                let via = relay_protocol.as_ref().map(|p| format!(" (relay over {p})")).unwrap_or_default();
+                format!("connected in {elapsed_ms} ms: local {local_candidate_type}{via} <-> remote {remote_candidate_type}")
             }
             Event::Message { data } => format!("message: {data}"),
             Event::Renewed { ttl } => format!("TURN credentials renewed, valid {ttl} s"),
@@ -97,6 +104,7 @@ impl Event {
             Event::Reconnected {
                 local_candidate_type,
                 remote_candidate_type,
+                ..
             } => format!(
                 "reconnected: local {local_candidate_type} <-> remote {remote_candidate_type}"
             ),

@@ -40,6 +40,22 @@ pub struct PeerConfig {
     /// Renew TURN credentials at half their TTL (on by default; off only to show what happens
     /// without it).
     pub renew: bool,
+    /// How `turns:` relays are verified; `None`: the system's roots and `SSL_CERT_FILE`.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS configuration for `turns:` relays: the system's roots, `SSL_CERT_FILE`, and the CA
+/// certificates in the PEM file `ca`. An error names the file.
+pub fn turn_tls_config(
+    ca: &std::path::Path,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use webrtc::peer_connection::turn_tls;
+    let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    let mut roots = turn_tls::system_roots();
+    if turn_tls::add_pem_roots(&mut roots, &pem) == 0 {
+        return Err(format!("--tls-ca {}: no PEM certificate in it", ca.display()));
+    }
+    Ok(turn_tls::client_config(roots))
 }
 
 /// Events from the WebRTC callbacks into the shell's loop.
@@ -110,8 +126,15 @@ fn local_ip_towards(host: &str) -> Option<IpAddr> {
     natkit_daemon::source_ip_towards(target).ok()
 }
 
-/// Candidate types of the nominated pair (local, remote).
-async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, String)> {
+/// The nominated pair: local and remote candidate types, and how the local relay was reached.
+struct SelectedPair {
+    local: String,
+    remote: String,
+    relay_protocol: Option<String>,
+}
+
+/// The nominated pair, from the stats.
+async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<SelectedPair> {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let pair = report.iter().find_map(|e| match e {
         RTCStatsReportEntry::IceCandidatePair(p) if p.nominated => Some(p),
@@ -133,7 +156,26 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, String)>
     // Remote candidates that arrived inside the SDP (aiortc) have no stats entry in webrtc 0.21:
     // the remote type is then reported as "unknown" rather than guessed.
     let remote = kind(&pair.remote_candidate_id, false).unwrap_or_else(|| "unknown".into());
-    Some((kind(&pair.local_candidate_id, true)?, remote))
+    let local = kind(&pair.local_candidate_id, true)?;
+    // webrtc 0.21 leaves the stats' relay_protocol unset: the URL the candidate was gathered
+    // through says it.
+    let relay_protocol = (local == "relay")
+        .then(|| {
+            report.iter().find_map(|e| match e {
+                RTCStatsReportEntry::LocalCandidate(c)
+                    if c.stats.id.ends_with(&pair.local_candidate_id) && !c.url.is_empty() =>
+                {
+                    Some(crate::policy::relay_protocol(&c.url).to_owned())
+                }
+                _ => None,
+            })
+        })
+        .flatten();
+    Some(SelectedPair {
+        local,
+        remote,
+        relay_protocol,
+    })
 }
 
 /// The RTCConfiguration for `servers` under the chosen policy.
@@ -213,6 +255,7 @@ async fn build_peer_connection(
     servers: &[IceServer],
     relay_only: bool,
     local_ip: IpAddr,
+    turn_tls: Option<Arc<rustls::ClientConfig>>,
     events: mpsc::UnboundedSender<PcEvent>,
 ) -> Result<Arc<dyn PeerConnection>, Failure> {
     let runtime = webrtc::runtime::default_runtime()
@@ -239,7 +282,11 @@ async fn build_peer_connection(
         // the relay wait too, so a working direct pair is nominated first.
         settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
     };
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some(tls) = turn_tls {
+        builder = builder.with_turn_tls_config(tls);
+    }
+    let pc = builder
         .with_configuration(configuration(servers, relay_only))
         .with_handler(Arc::new(Handler(events)))
         .with_setting_engine(settings.build())
@@ -291,6 +338,7 @@ impl Shell<'_> {
                         &servers,
                         relay_only,
                         self.local_ip,
+                        self.cfg.turn_tls.clone(),
                         self.pc_events.clone(),
                     )
                     .await?;
@@ -396,10 +444,15 @@ impl Shell<'_> {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let (l, r) = pair.unwrap_or(("unknown".into(), "unknown".into()));
+                let pair = pair.unwrap_or(SelectedPair {
+                    local: "unknown".into(),
+                    remote: "unknown".into(),
+                    relay_protocol: None,
+                });
                 Some(RtcEvent::Connected {
-                    local_candidate_type: l,
-                    remote_candidate_type: r,
+                    local_candidate_type: pair.local,
+                    remote_candidate_type: pair.remote,
+                    relay_protocol: pair.relay_protocol,
                 })
             }
             PcEvent::State(RTCPeerConnectionState::Failed) => Some(RtcEvent::Failed),
@@ -438,7 +491,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         peers: welcome.peers.clone(),
     });
 
-    let servers = usable_servers(&welcome.ice_servers, cfg.relay);
+    let servers = usable_servers(&welcome.ice_servers, cfg.relay, None);
     let target = stun_target(&servers);
     let report = match (cfg.relay, &target) {
         (RelayMode::Auto, Some(target)) => match probe(&ProbeConfig {

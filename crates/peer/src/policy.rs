@@ -171,16 +171,46 @@ pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSu
 }
 
 /// The ICE servers a session uses: all of them, except that `never` leaves every TURN URL out
-/// (with TURN URLs, ICE would still fall back to relay pairs). Entries left with no URL go.
-pub fn usable_servers(servers: &[IceServer], mode: RelayMode) -> Vec<IceServer> {
+/// (with TURN URLs, ICE would still fall back to relay pairs), and that where this side's probe
+/// found UDP blocked (`local`), only TURN over TCP and TLS is kept when there is any: UDP URLs
+/// could only time out. Entries left with no URL go.
+pub fn usable_servers(
+    servers: &[IceServer],
+    mode: RelayMode,
+    local: Option<&NatSummary>,
+) -> Vec<IceServer> {
     let mut servers = servers.to_vec();
     if mode == RelayMode::Never {
         for s in &mut servers {
             s.urls.retain(|u| !is_turn_url(u));
         }
-        servers.retain(|s| !s.urls.is_empty());
     }
+    let udp_blocked = local.is_some_and(|n| n.udp_blocked);
+    if udp_blocked && servers.iter().flat_map(|s| &s.urls).any(|u| is_stream_turn_url(u)) {
+        for s in &mut servers {
+            s.urls.retain(|u| is_stream_turn_url(u));
+        }
+    }
+    servers.retain(|s| !s.urls.is_empty());
     servers
+}
+
+/// Does `url` reach a TURN server over TCP or TLS (`turns:`, or `turn:` with
+/// `transport=tcp`)?
+pub fn is_stream_turn_url(url: &str) -> bool {
+    url.starts_with("turns:") || (url.starts_with("turn:") && url.contains("transport=tcp"))
+}
+
+/// How a relay candidate's server was reached, from the URL it was gathered through: `tls`,
+/// `tcp` or `udp` (the `relay_protocol` of the `connected` event).
+pub fn relay_protocol(url: &str) -> &'static str {
+    if url.starts_with("turns:") {
+        "tls"
+    } else if url.contains("transport=tcp") {
+        "tcp"
+    } else {
+        "udp"
+    }
 }
 
 /// The STUN server to probe: the first `stun:HOST[:PORT]` URL.
@@ -378,12 +408,57 @@ mod tests {
         };
         let all = vec![relay.clone(), turn_only];
         for mode in [RelayMode::Auto, RelayMode::Always] {
-            assert_eq!(usable_servers(&all, mode), all, "{mode:?}");
+            assert_eq!(usable_servers(&all, mode, None), all, "{mode:?}");
         }
-        let never = usable_servers(&all, RelayMode::Never);
+        let never = usable_servers(&all, RelayMode::Never, None);
         assert_eq!(never.len(), 1, "the TURN-only entry goes");
         assert_eq!(never[0].urls, ["stun:203.0.113.1:3478"]);
         assert_eq!(stun_target(&all).as_deref(), Some("203.0.113.1:3478"));
         assert_eq!(stun_target(&all[1..]), None);
+    }
+
+    #[test]
+    fn udp_blocked_keeps_only_tcp_and_tls_turn() {
+        let ep = natkit_proto::RelayEndpoints {
+            host: "203.0.113.1".into(),
+            port: 3478,
+            tcp: true,
+            tls: Some(("turn.example".into(), 5349)),
+        };
+        let relay = IceServer::for_endpoints(&ep, "1:a".into(), "p".into());
+        let blocked = NatSummary {
+            mapping: vec![],
+            filtering: vec![],
+            udp_blocked: true,
+        };
+        let open = nat(EndpointIndependent, EndpointIndependent);
+        let kept = usable_servers(std::slice::from_ref(&relay), RelayMode::Auto, Some(&blocked));
+        assert_eq!(
+            kept[0].urls,
+            [
+                "turn:203.0.113.1:3478?transport=tcp",
+                "turns:turn.example:5349?transport=tcp"
+            ]
+        );
+        assert_eq!(
+            usable_servers(std::slice::from_ref(&relay), RelayMode::Auto, Some(&open))[0].urls,
+            relay.urls
+        );
+        // With no TCP/TLS URL at all, nothing is taken away.
+        let udp_only = IceServer::for_relay("203.0.113.1", 3478, "1:a".into(), "p".into());
+        assert_eq!(
+            usable_servers(std::slice::from_ref(&udp_only), RelayMode::Auto, Some(&blocked))[0].urls,
+            udp_only.urls
+        );
+        let cases = [
+            ("turn:h:3478?transport=udp", "udp"),
+            ("turn:h:3478", "udp"),
+            ("turn:h:3478?transport=tcp", "tcp"),
+            ("turns:h:5349?transport=tcp", "tls"),
+            ("turns:h:443", "tls"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(relay_protocol(url), want, "{url}");
+        }
     }
 }

@@ -126,7 +126,7 @@ impl Session {
     /// A session that has just joined: `welcome` is the server's answer to our `join`. The side
     /// that finds peers in the room offers to the first of them at once.
     pub fn new(cfg: SessionConfig, welcome: Welcome, now: Instant) -> Session {
-        let servers = usable_servers(&welcome.ice_servers, cfg.relay);
+        let servers = usable_servers(&welcome.ice_servers, cfg.relay, cfg.local_nat.as_ref());
         let renews = cfg.renew && servers.iter().any(IceServer::has_turn);
         let mut s = Session {
             my_id: welcome.peer_id,
@@ -392,7 +392,8 @@ impl Session {
                 candidate: None, ..
             } => {}
             ServerMsg::IceServers { ice_servers, ttl } => {
-                self.servers = usable_servers(&ice_servers, self.cfg.relay);
+                self.servers =
+                    usable_servers(&ice_servers, self.cfg.relay, self.cfg.local_nat.as_ref());
                 self.schedule_renewal(ttl, now);
                 self.push(Action::Emit(Event::Renewed { ttl }));
                 if self.have_remote_desc {
@@ -456,7 +457,8 @@ impl Session {
             peers: welcome.peers.clone(),
         }));
         // The welcome's credential counts as a renewal.
-        self.servers = usable_servers(&welcome.ice_servers, self.cfg.relay);
+        self.servers =
+            usable_servers(&welcome.ice_servers, self.cfg.relay, self.cfg.local_nat.as_ref());
         if self.policy.is_some() {
             self.apply_servers();
         }
@@ -535,6 +537,7 @@ impl Session {
             RtcEvent::Connected {
                 local_candidate_type,
                 remote_candidate_type,
+                relay_protocol,
             } => {
                 let first = !self.connected;
                 self.connected = true;
@@ -543,6 +546,7 @@ impl Session {
                     Event::Connected {
                         local_candidate_type,
                         remote_candidate_type,
+                        relay_protocol,
                         elapsed_ms: now.saturating_duration_since(self.cfg.started).as_millis()
                             as u64,
                     }
@@ -550,6 +554,7 @@ impl Session {
                     Event::Reconnected {
                         local_candidate_type,
                         remote_candidate_type,
+                        relay_protocol,
                     }
                 }));
             }

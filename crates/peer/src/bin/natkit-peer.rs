@@ -49,11 +49,25 @@ struct Cli {
     /// relay stops accepting the old credential); for diagnosis
     #[arg(long)]
     no_renew: bool,
+    /// PEM file of a CA to trust for turns: relays, beside the system's roots (and
+    /// SSL_CERT_FILE): for private deployments
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     natkit_daemon::init_tracing(false, "warn");
+    let turn_tls = match &cli.tls_ca {
+        Some(path) => match natkit_peer::peer::turn_tls_config(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("natkit-peer: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let cfg = PeerConfig {
         signal: cli.signal,
         room: cli.room,
@@ -67,6 +81,7 @@ fn main() -> ExitCode {
         },
         timeout: Duration::from_secs(cli.timeout),
         renew: !cli.no_renew,
+        turn_tls,
     };
     let json = cli.json;
     let emit = move |e: Event| {

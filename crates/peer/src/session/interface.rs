@@ -98,6 +98,8 @@ pub enum RtcEvent {
     Connected {
         local_candidate_type: String,
         remote_candidate_type: String,
+        /// How the relay was reached (`udp`, `tcp`, `tls`) when the local candidate is `relay`.
+        relay_protocol: Option<String>,
     },
     Disconnected,
     Failed,

@@ -129,6 +129,7 @@ pub(super) fn connected() -> RtcEvent {
     RtcEvent::Connected {
         local_candidate_type: "host".into(),
         remote_candidate_type: "host".into(),
+        relay_protocol: None,
     }
 }
 

@@ -492,6 +492,8 @@ pub(crate) enum PeerConnectionDriverEvent {
         ice_transport_policy: RTCIceTransportPolicy,
     },
     IceGathering,
+    /// natkit patch: one message read from a TURN server over TCP or TLS.
+    TurnStreamData(super::transport::turn_stream::TurnStreamFrame),
     Close,
 }
 
@@ -720,6 +722,11 @@ where
             self.turn_allocation_refresh_interval_cap,
             runtime,
             Arc::clone(&self.crypto_provider),
+        );
+        // natkit patch: TURN over TCP and TLS.
+        self.turn_relayer.enable_streams(
+            self.inner.driver_event_tx.clone(),
+            self.inner.turn_tls.clone(),
         );
 
         Ok(())
@@ -1160,6 +1167,16 @@ where
     }
 
     async fn handle_write(&mut self, msg: TaggedBytesMut) -> Result<usize> {
+        // natkit patch: a TURN client's messages over its TCP/TLS connection.
+        if msg.transport.transport_protocol == TransportProtocol::TCP
+            && let Some(sent) = self.turn_relayer.send_on_stream(&msg)
+        {
+            return if sent {
+                Ok(msg.message.len())
+            } else {
+                Err(Error::Other("TURN stream closed or full".to_owned()))
+            };
+        }
         if msg.transport.transport_protocol == TransportProtocol::TCP {
             self.tcp_transport.write(&msg).await
         } else if msg.transport.peer_addr.port() == MDNS_PORT {
@@ -1773,6 +1790,11 @@ where
                     self.inner.runtime.clone(),
                     self.inner.driver_event_tx.clone(),
                 );
+            }
+            PeerConnectionDriverEvent::TurnStreamData(frame) => {
+                if let Err(err) = self.handle_read(frame.0).await {
+                    error!("handle_read error on a TURN stream: {}", err);
+                }
             }
             PeerConnectionDriverEvent::IncomingTcpStream(four_tuple, stream) => {
                 trace!("TCP stream connection established: {:?}", four_tuple);

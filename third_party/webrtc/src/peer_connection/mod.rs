@@ -52,6 +52,11 @@
 pub(crate) mod driver;
 pub mod transport;
 
+/// natkit patch: the TLS client configuration of TURN over TLS (`turns:` URLs).
+pub mod turn_tls {
+    pub use super::transport::turn_stream::{add_pem_roots, client_config, system_roots};
+}
+
 use crate::peer_connection::transport::{SctpTransport, SctpTransportImpl};
 use log::error;
 use std::collections::{HashMap, HashSet};
@@ -189,6 +194,8 @@ pub struct PeerConnectionBuilder<A: ToSocketAddrs> {
     /// Held rather than forwarded immediately, so [`build`](Self::build) can resolve the crypto
     /// provider and inject it before the core connection is constructed — see there for why.
     setting_engine: SettingEngine,
+    /// natkit patch: see [`with_turn_tls_config`](Self::with_turn_tls_config).
+    turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl<A: ToSocketAddrs> Default for PeerConnectionBuilder<A> {
@@ -201,6 +208,7 @@ impl<A: ToSocketAddrs> Default for PeerConnectionBuilder<A> {
             tcp_addrs: vec![],
             dedicated_reactor_pool_size: 0,
             setting_engine: SettingEngine::default(),
+            turn_tls: None,
             // `usize::MAX` = unbounded: no send back-pressure unless the application
             // opts in via `with_data_channel_send_buffer_limit`. This keeps `send`/
             // `send_text` non-blocking by default (zero behaviour change).
@@ -226,6 +234,15 @@ impl<A: ToSocketAddrs> PeerConnectionBuilder<A> {
     /// Configures the builder with the specified [`MediaEngine`].
     pub fn with_media_engine(mut self, media_engine: MediaEngine) -> Self {
         self.builder = self.builder.with_media_engine(media_engine);
+        self
+    }
+
+    /// natkit patch: how `turns:` servers are verified. Build it with
+    /// [`turn_tls::client_config`] (e.g. [`turn_tls::system_roots`] plus a private CA through
+    /// [`turn_tls::add_pem_roots`]); without it the system's roots (and `SSL_CERT_FILE`) are
+    /// trusted.
+    pub fn with_turn_tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.turn_tls = Some(config);
         self
     }
 
@@ -403,6 +420,7 @@ impl<A: ToSocketAddrs> PeerConnectionBuilder<A> {
             data_channel_send_buffer_limit,
             turn_allocation_refresh_interval_cap,
             crypto_provider,
+            self.turn_tls,
         )
         .await
     }
@@ -821,6 +839,9 @@ pub(crate) struct PeerConnectionRef {
     /// must precede: the driver checks it while handling `IceGathering`, which is the message
     /// that starts the restarted generation's gathering.
     pub(crate) ice_restart_rebind_pending: AtomicBool,
+    /// natkit patch: the TLS client configuration for `turns:` servers; `None` trusts the
+    /// system's roots.
+    pub(crate) turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The ICE credentials a description carries, resolved the way the core resolves them.
@@ -991,6 +1012,7 @@ impl PeerConnectionImpl {
         data_channel_send_buffer_limit: usize,
         turn_allocation_refresh_interval_cap: Option<Duration>,
         crypto_provider: Arc<dyn crypto::RTCCryptoProvider>,
+        turn_tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self> {
         let configuration = core.get_configuration();
         let ice_servers = configuration.ice_servers().to_vec();
@@ -1017,6 +1039,7 @@ impl PeerConnectionImpl {
                 data_channel_consumed: crate::runtime::Notify::new(),
                 discard_local_candidates_during_ice_restart,
                 ice_restart_rebind_pending: AtomicBool::new(false),
+                turn_tls,
             }),
             driver_handle: Mutex::new(None),
             driver_stopped: Mutex::new(None),
@@ -1628,6 +1651,7 @@ mod tests {
             rtp_transceivers: Mutex::new(HashMap::new()),
             discard_local_candidates_during_ice_restart,
             ice_restart_rebind_pending: AtomicBool::new(false),
+            turn_tls: None,
         });
 
         (inner, driver_event_rx)

@@ -20,6 +20,9 @@ use rtc::turn::client::{
     Client as TurnClient, ClientConfig as TurnClientConfig, Event as TurnEvent,
 };
 use rtc::turn::proto::chandata::ChannelData;
+use super::turn_stream::{self, StreamKind, TurnStreamLink};
+use crate::peer_connection::driver::PeerConnectionDriverEvent;
+use crate::runtime::Sender;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,9 +79,32 @@ pub(crate) struct RTCTurnRelayer {
     wouts: VecDeque<TaggedBytesMut>,
     routs: VecDeque<TaggedBytesMut>,
     events: VecDeque<RTCTurnRelayEventOut>,
+    /// natkit patch: connections to TURN servers over TCP and TLS, by local address, and what
+    /// they need: the driver's event channel (their reads arrive there) and the TLS roots.
+    streams: HashMap<SocketAddr, TurnStreamLink>,
+    stream_events: Option<Sender<PeerConnectionDriverEvent>>,
+    stream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RTCTurnRelayer {
+    /// natkit patch: lets this relayer reach TURN servers over TCP and TLS. Without it (the
+    /// placeholder relayer), `turn:...?transport=tcp` and `turns:` URLs are skipped as before.
+    pub(crate) fn enable_streams(
+        &mut self,
+        events: Sender<PeerConnectionDriverEvent>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) {
+        self.stream_events = Some(events);
+        self.stream_tls = tls;
+    }
+
+    /// natkit patch: writes `msg` on its TCP/TLS connection if it belongs to one. `None` when
+    /// it does not (another TCP path owns it); `Some(false)` when the connection dropped it.
+    pub(crate) fn send_on_stream(&self, msg: &TaggedBytesMut) -> Option<bool> {
+        let link = self.streams.get(&msg.transport.local_addr)?;
+        (link.peer_addr == msg.transport.peer_addr).then(|| link.send(&msg.message))
+    }
+
     pub(crate) fn new(
         local_addrs: Vec<SocketAddr>,
         ice_servers: Vec<RTCIceServer>,
@@ -104,6 +130,9 @@ impl RTCTurnRelayer {
             wouts: VecDeque::new(),
             routs: VecDeque::new(),
             events: VecDeque::new(),
+            streams: HashMap::new(),
+            stream_events: None,
+            stream_tls: None,
         }
     }
 
@@ -260,6 +289,8 @@ impl RTCTurnRelayer {
 
         // Clone the handle up front so the per-server borrows below stay disjoint.
         let runtime = Arc::clone(&self.runtime);
+        // natkit patch: TCP and TLS URLs, connected after the UDP ones are under way.
+        let mut stream_urls = Vec::new();
 
         for ice_server in &self.ice_servers {
             let urls = ice_server.urls()?;
@@ -269,13 +300,19 @@ impl RTCTurnRelayer {
                     continue;
                 }
 
-                if url.is_secure() {
-                    warn!("Skipping unsupported secure TURN url {}", url);
-                    continue;
-                }
-
-                if url.proto.to_string() != "udp" {
-                    warn!("Skipping unsupported non-UDP TURN url {}", url);
+                let stream_kind = if url.is_secure() {
+                    Some(StreamKind::Tls)
+                } else if url.proto.to_string() != "udp" {
+                    Some(StreamKind::Tcp)
+                } else {
+                    None
+                };
+                if let Some(kind) = stream_kind {
+                    if self.stream_events.is_some() {
+                        stream_urls.push((url.clone(), kind));
+                    } else {
+                        warn!("Skipping TURN url {} (no TCP/TLS transport)", url);
+                    }
                     continue;
                 }
 
@@ -345,12 +382,105 @@ impl RTCTurnRelayer {
             }
         }
 
+        self.gather_streams(stream_urls).await?;
+
         if self.clients.is_empty() {
             self.state = RTCIceGatheringState::Complete;
             self.events
                 .push_back(RTCTurnRelayEventOut::TurnGatheringComplete);
         }
 
+        Ok(())
+    }
+
+    /// natkit patch: connects to every TCP/TLS TURN URL at once (each within
+    /// [`turn_stream::CONNECT_TIMEOUT`]) and starts an allocation on each connection that
+    /// opened. A server that cannot be reached is logged and left out, as an unresolvable UDP
+    /// one is.
+    async fn gather_streams(
+        &mut self,
+        stream_urls: Vec<(rtc::ice::url::Url, StreamKind)>,
+    ) -> Result<()> {
+        let Some(events) = self.stream_events.clone() else {
+            return Ok(());
+        };
+        let runtime = Arc::clone(&self.runtime);
+        let tls_config = self
+            .stream_tls
+            .clone()
+            .unwrap_or_else(turn_stream::default_client_config);
+        let connects = stream_urls.iter().map(|(url, kind)| {
+            let runtime = Arc::clone(&runtime);
+            let events = events.clone();
+            let tls = (*kind == StreamKind::Tls).then(|| (Arc::clone(&tls_config), url.host.clone()));
+            let target = format!("{}:{}", url.host, url.port);
+            async move {
+                let attempt = async {
+                    let addrs = runtime.resolve_host(&target).await?;
+                    let server = addrs
+                        .iter()
+                        .copied()
+                        .find(|a| a.is_ipv4())
+                        .or_else(|| addrs.first().copied())
+                        .ok_or_else(|| std::io::Error::other("resolved to no address"))?;
+                    TurnStreamLink::connect(Arc::clone(&runtime), server, tls, events).await
+                };
+                match crate::runtime::timeout(&*runtime, turn_stream::CONNECT_TIMEOUT, attempt).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no connection within 5 s",
+                    )),
+                }
+            }
+        });
+        let results = futures::future::join_all(connects).await;
+        for ((url, kind), result) in stream_urls.into_iter().zip(results) {
+            let link = match result {
+                Ok(link) => link,
+                Err(err) => {
+                    warn!("TURN over {:?} to {} failed: {}", kind, url, err);
+                    continue;
+                }
+            };
+            let four_tuple = FourTuple {
+                local_addr: link.local_addr,
+                peer_addr: link.peer_addr,
+            };
+            let mut client = TurnClient::new(
+                TurnClientConfig {
+                    stun_serv_addr: link.peer_addr.to_string(),
+                    turn_serv_addr: link.peer_addr.to_string(),
+                    local_addr: link.local_addr,
+                    transport_protocol: TransportProtocol::TCP,
+                    username: url.username.clone(),
+                    password: url.password.clone(),
+                    realm: String::new(),
+                    software: String::new(),
+                    rto_in_ms: 0,
+                    allocation_refresh_interval_cap: self.allocation_refresh_interval_cap,
+                },
+                Arc::clone(&self.crypto_provider),
+            )?;
+            let allocate_tid = client.allocate(self.runtime.now())?;
+            debug!(
+                "TURN allocation started over {:?} from {} to {} via {}",
+                kind, link.local_addr, link.peer_addr, url
+            );
+            self.clients.insert(
+                four_tuple,
+                ManagedTurnClient {
+                    client,
+                    url: url.to_string(),
+                    allocate_tid,
+                    local_addr: link.local_addr,
+                    relay_addr: None,
+                    gather_finished: false,
+                },
+            );
+            self.streams.insert(link.local_addr, link);
+        }
         Ok(())
     }
 
@@ -516,6 +646,10 @@ impl RTCTurnRelayer {
     /// (RFC 8656 §7: a Refresh with LIFETIME 0) instead of being left on the server until its
     /// lifetime expires.
     fn remove_client(&mut self, four_tuple: FourTuple, release_allocation: bool) {
+        // natkit patch: over TCP/TLS, closing the connection ends the allocation (RFC 8656
+        // section 3.1), so the connection goes with its client.
+        let over_stream = self.streams.remove(&four_tuple.local_addr).is_some();
+        let release_allocation = release_allocation && !over_stream;
         if let Some(mut managed_client) = self.clients.remove(&four_tuple) {
             // `Client::close` only clears transaction state; the release is `Relay::close`,
             // which queues an authenticated Refresh(LIFETIME=0). Clear the old transactions
