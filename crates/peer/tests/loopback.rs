@@ -167,3 +167,100 @@ fn chat_sends_standard_input_lines_and_prints_replies() {
         .collect();
     assert_eq!(got, ["first line", "second line"], "{evs:?}");
 }
+
+/// natkit-relay serving TURN over TCP and TLS (a certificate for 127.0.0.1 from a CA made here),
+/// and a natkit-signal that hands out only `url` (built from the relay's addresses) with
+/// credentials for the relay's secret.
+struct StreamSetup {
+    _dir: natkit_testkit::tls::TempDir,
+    ca: std::path::PathBuf,
+    _relay: Daemon,
+    _signal: Daemon,
+    url: String,
+}
+
+fn stream_setup(url_for: impl Fn(&Daemon) -> String) -> StreamSetup {
+    use natkit_testkit::tls::{TempDir, TestCa};
+    let dir = TempDir::new("peer-streams");
+    let authority = TestCa::new("natkit peer test CA");
+    let files = authority.issue(&["127.0.0.1"], dir.path(), "relay");
+    let ca = authority.write_ca(dir.path(), "ca.pem");
+    let relay = natkit_testkit::natkit_relay_on_loopback(
+        "peer-streams",
+        &[
+            "--allow-peer",
+            "127.0.0.1",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+            "--tls-name",
+            "127.0.0.1",
+        ],
+    );
+    let ice = url_for(&relay);
+    let signal = Daemon::start(
+        Command::new(natkit_testkit::workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "peer-streams")
+            .env("RUST_LOG", "warn")
+            .args(["--listen", "127.0.0.1:0", "--no-relay", "--open"])
+            .args(["--metrics-listen", "off", "--ice-server", &ice]),
+    );
+    let url = signal.ws_url();
+    StreamSetup {
+        _dir: dir,
+        ca,
+        _relay: relay,
+        _signal: signal,
+        url,
+    }
+}
+
+/// Relay-only peers through one TCP or TLS TURN URL: both connect over it and say how.
+fn exchange_over(s: &StreamSetup, room: &str, want: &str) {
+    let ca = s.ca.to_str().unwrap();
+    let _echo = echo_peer(&s.url, room, &["--relay", "always", "--tls-ca", ca]);
+    let out = peer(
+        &s.url,
+        room,
+        &["--send", "over a stream", "--relay", "always", "--tls-ca", ca],
+    )
+    .output()
+    .unwrap();
+    let evs = events(&out.stdout);
+    assert!(out.status.success(), "sender failed: {evs:?}");
+    let c = find(&evs, "connected");
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    assert_eq!(c["relay_protocol"], want, "{c}");
+    assert_eq!(find(&evs, "message")["data"], "over a stream");
+}
+
+#[test]
+fn relay_only_over_turn_tcp() {
+    let s = stream_setup(|r| format!("turn:127.0.0.1:{}?transport=tcp", r.addr("turn-tcp").port()));
+    exchange_over(&s, "over-tcp", "tcp");
+}
+
+#[test]
+fn relay_only_over_turn_tls_with_a_private_ca() {
+    let s = stream_setup(|r| format!("turns:127.0.0.1:{}?transport=tcp", r.addr("turn-tls").port()));
+    exchange_over(&s, "over-tls", "tls");
+    // Without --tls-ca the relay's certificate is not trusted: no relay candidate, no session.
+    let _echo = echo_peer(&s.url, "untrusted", &["--relay", "always"]);
+    let out = peer(
+        &s.url,
+        "untrusted",
+        &["--send", "x", "--relay", "always", "--timeout", "8"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A --tls-ca that is not a certificate is a one-line error naming it.
+    let out = peer(&s.url, "x", &["--send", "x", "--tls-ca", "/nonexistent/ca.pem"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca /nonexistent/ca.pem"));
+}
