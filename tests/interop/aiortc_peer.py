@@ -2,6 +2,9 @@
 """An aiortc (Python WebRTC) peer speaking natkit-signal's protocol, for interoperability tests.
 
     aiortc_peer.py --signal ws://HOST:8080 --room ROOM (--echo | --send TEXT) [--timeout S]
+                   [--turn-transport tcp|tls]
+
+--turn-transport keeps only the TURN URLs over that transport (no STUN, no TURN over UDP).
 
 Prints one JSON object per event, like natkit-peer --json. aiortc gathers every candidate before
 its description is ready and never trickles; it applies the candidates natkit-peer trickles.
@@ -36,10 +39,19 @@ async def run(args):
                 emit(event="failed", stage="signaling", message=welcome["message"])
                 return 1
         emit(event="joined", peer_id=welcome["peer_id"], peers=welcome["peers"])
+        def wanted(u):
+            if args.turn_transport == "tcp":
+                return u.startswith("turn:") and "transport=tcp" in u
+            if args.turn_transport == "tls":
+                return u.startswith("turns:")
+            return True
+
         servers = [
-            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            RTCIceServer(urls=[u for u in s["urls"] if wanted(u)], username=s.get("username"),
+                         credential=s.get("credential"))
             for s in welcome["ice_servers"]
         ]
+        servers = [s for s in servers if s.urls]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         done = asyncio.get_running_loop().create_future()
         remote = None
@@ -116,6 +128,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--signal", required=True)
     p.add_argument("--room", required=True)
+    p.add_argument("--turn-transport", choices=["tcp", "tls"])
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--echo", action="store_true")
     g.add_argument("--send")

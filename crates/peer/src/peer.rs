@@ -496,6 +496,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
     let report = match (cfg.relay, &target) {
         (RelayMode::Auto, Some(target)) => match probe(&ProbeConfig {
             servers: vec![target.clone()],
+            tcp_rtt_seed: true,
             ..Default::default()
         })
         .await

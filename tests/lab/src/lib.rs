@@ -398,13 +398,38 @@ impl Lab {
         turn_secret: &str,
         env: &[(&str, &str)],
     ) -> (String, u32) {
-        self.start_signal(turn_secret, env, true)
+        self.start_signal(turn_secret, env, true, &[])
+    }
+
+    /// [`Lab::start_natkit_signal`] whose relay also serves TURN over TLS on 203.0.113.1:5349 with
+    /// the PEM files given (the certificate must name the IP 203.0.113.1, the `turns:` host), and
+    /// over TCP on 3478 unless `tcp` is false. Returns the `ws://` URL.
+    pub fn start_natkit_signal_tls(
+        &mut self,
+        turn_secret: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        tcp: bool,
+    ) -> String {
+        let tls = [
+            "--tls-listen".to_owned(),
+            format!("{SERVER_IP}:5349"),
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
+            "--tls-name".to_owned(),
+            SERVER_IP.to_owned(),
+            "--relay-tcp".to_owned(),
+            if tcp { "on" } else { "off" }.to_owned(),
+        ];
+        self.start_signal(turn_secret, &[], true, &tls).0
     }
 
     /// natkit-signal as most operators run it: one IP (203.0.113.1), no RFC 5780 alternate IP.
     /// Returns the `ws://` URL.
     pub fn start_natkit_signal_one_ip(&mut self, turn_secret: &str) -> String {
-        self.start_signal(turn_secret, &[], false).0
+        self.start_signal(turn_secret, &[], false, &[]).0
     }
 
     fn start_signal(
@@ -412,6 +437,7 @@ impl Lab {
         turn_secret: &str,
         env: &[(&str, &str)],
         alt_ip: bool,
+        extra: &[String],
     ) -> (String, u32) {
         let bin = workspace_bin("natkit-signal");
         let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
@@ -423,7 +449,8 @@ impl Lab {
             .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
             // The lab's peers are about NATs, not tokens: an open server, metrics on the
             // server's loopback.
-            .args(["--open", "--metrics-listen", "127.0.0.1:9642"]);
+            .args(["--open", "--metrics-listen", "127.0.0.1:9642"])
+            .args(extra);
         let d = self.start_daemon(&mut cmd);
         (d.ws_url(), d.id())
     }

@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
+};
+use sha2::Digest;
 
 /// A CA certificate and its key.
 pub struct TestCa {
@@ -17,6 +22,9 @@ pub struct TestCa {
 pub struct ServerFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// base64 of the SHA-256 of the key's SubjectPublicKeyInfo: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to trust this one certificate.
+    pub spki_sha256: String,
 }
 
 impl TestCa {
@@ -55,9 +63,11 @@ impl TestCa {
             .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        let spki = sha2::Sha256::digest(key.subject_public_key_info());
         let files = ServerFiles {
             cert: dir.join(format!("{prefix}.crt")),
             key: dir.join(format!("{prefix}.key")),
+            spki_sha256: base64::engine::general_purpose::STANDARD.encode(spki),
         };
         std::fs::write(&files.cert, cert.pem()).expect("write cert");
         std::fs::write(&files.key, key.serialize_pem()).expect("write key");

@@ -28,6 +28,10 @@ struct Cli {
     /// Also measure how long an idle mapping survives, up to SECONDS (slow)
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
     lifetime: Option<u64>,
+    /// Do not time one TCP connect to the server first (it sets the UDP retransmission timer
+    /// from the measured round trip, so "UDP blocked" is known in about a second or less)
+    #[arg(long)]
+    no_tcp_rtt: bool,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         servers: cli.servers,
         hairpin: cli.hairpin,
         lifetime: cli.lifetime.map(Duration::from_secs),
+        tcp_rtt_seed: !cli.no_tcp_rtt,
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -506,12 +506,27 @@ impl RTCTurnRelayer {
         local_addr: SocketAddr,
         url: &str,
     ) -> Result<RTCIceCandidateInit> {
+        // natkit patch: a relay reached over UDP is preferred to one over TCP, and TCP to TLS
+        // (RFC 8445 section 5.1.2.1 leaves this to the local preference; libwebrtc orders them
+        // the same way), so a peer whose UDP works does not end up on its TCP allocation.
+        let stream_rank = if url.starts_with("turns:") {
+            Some(2u32)
+        } else if url.contains("transport=tcp") {
+            Some(1u32)
+        } else {
+            None
+        };
+        let priority = stream_rank.map_or(0, |rank| {
+            let local_preference = 65_535u32 >> rank;
+            (local_preference << 8) + (256 - 1)
+        });
         let candidate = CandidateRelayConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
                 address: relay_addr.ip().to_string(),
                 port: relay_addr.port(),
                 component: 1,
+                priority,
                 ..Default::default()
             },
             rel_addr: local_addr.ip().to_string(),

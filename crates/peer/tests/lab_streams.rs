@@ -1,0 +1,278 @@
+//! Where UDP is blocked: a lab site whose router drops all UDP (TCP still gets out) and a site
+//! behind a symmetric NAT, natkit-signal's embedded relay on the "internet" serving TURN over TCP
+//! and TLS (a certificate for 203.0.113.1 from a CA made here). natkit-peer in `auto` at both
+//! sites, the same with only `turns:` handed out, headless Chromium (the page natkit-signal
+//! serves) and aiortc in the UDP-blocked site. Needs root (fails under CI without it).
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::tls::{ServerFiles, TempDir, TestCa};
+use natkit_testkit::Process;
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+const AIORTC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/interop/aiortc_peer.py"
+);
+
+/// The lab: site 0 drops UDP, site 1 is behind a symmetric NAT; natkit-signal serves TURN over
+/// TLS (and over TCP when `tcp`).
+struct StreamLab {
+    lab: Lab,
+    url: String,
+    ca: std::path::PathBuf,
+    files: ServerFiles,
+    _dir: TempDir,
+}
+
+const BLOCKED: usize = 0;
+const SYMMETRIC: usize = 1;
+
+fn stream_lab(tcp: bool) -> StreamLab {
+    let dir = TempDir::new("lab-streams");
+    let authority = TestCa::new("natkit lab CA");
+    let files = authority.issue(&[SERVER_IP], dir.path(), "relay");
+    let ca = authority.write_ca(dir.path(), "ca.pem");
+    let mut lab = Lab::new();
+    assert_eq!(lab.add_site(Nat::UdpBlocked), BLOCKED);
+    assert_eq!(lab.add_site(Nat::Symmetric), SYMMETRIC);
+    let url = lab.start_natkit_signal_tls("lab-streams", &files.cert, &files.key, tcp);
+    StreamLab {
+        lab,
+        url,
+        ca,
+        files,
+        _dir: dir,
+    }
+}
+
+impl StreamLab {
+    fn peer(&self, site: usize, args: &[&str]) -> std::process::Command {
+        let mut c = self.lab.sites[site].client.cmd(PEER);
+        c.env("RUST_LOG", "off")
+            .args(["--signal", &self.url, "--json", "--relay", "auto"])
+            .args(["--tls-ca", self.ca.to_str().unwrap()])
+            .args(args);
+        c
+    }
+
+    /// An echo peer at `site` in `room`, once it has probed (its NAT summary is ready).
+    fn echo_at(&self, site: usize, room: &str) -> EventProcess {
+        let echo = EventProcess::spawn(&mut self.peer(site, &["--room", room, "--echo", "--timeout", "60"]));
+        echo.wait_for("probe", Duration::from_secs(20));
+        echo
+    }
+
+    /// The relay's metrics (natkit-signal's, on the server's loopback).
+    fn metric(&self, series: &str) -> f64 {
+        let out = self
+            .lab
+            .server
+            .cmd("python3")
+            .args([
+                "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9642/metrics').read().decode())",
+            ])
+            .output()
+            .unwrap();
+        natkit_testkit::metric(&String::from_utf8_lossy(&out.stdout), series)
+    }
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn find<'a>(evs: &'a [Value], name: &str) -> &'a Value {
+    evs.iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {evs:?}"))
+}
+
+/// natkit-peer echoes at the symmetric site; natkit-peer at the UDP-blocked site sends. Returns
+/// the sender's events and the echo's.
+fn natkit_pair(l: &StreamLab, room: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut echo = l.echo_at(SYMMETRIC, room);
+    let out = l
+        .peer(BLOCKED, &["--room", room, "--send", "through the wall", "--timeout", "40"])
+        .output()
+        .unwrap();
+    let sender = events(&out.stdout);
+    echo.process().kill();
+    let echo: Vec<Value> = echo.events().into_iter().map(|(_, e)| e).collect();
+    assert!(out.status.success(), "the UDP-blocked sender failed: {sender:?}");
+    assert_eq!(find(&sender, "message")["data"], "through the wall");
+    (sender, echo)
+}
+
+#[test]
+fn udp_blocked_and_symmetric_peers_meet_over_turn_tcp_or_tls() {
+    if !require_root("udp_blocked_and_symmetric_peers_meet_over_turn_tcp_or_tls") {
+        return;
+    }
+    let l = stream_lab(true);
+    let (sender, echo) = natkit_pair(&l, "tcp-and-tls");
+    assert_eq!(find(&sender, "probe")["nat_type"], "udp-blocked", "{sender:?}");
+    let policy = find(&sender, "policy");
+    assert_eq!(policy["rule"], "udp-blocked", "{policy}");
+    assert_eq!(policy["ice_transport_policy"], "relay", "{policy}");
+    let c = find(&sender, "connected");
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    let protocol = c["relay_protocol"].as_str().unwrap_or("none");
+    assert!(protocol == "tcp" || protocol == "tls", "{c}");
+    eprintln!(
+        "UDP-blocked site: connected over TURN/{protocol} {} ms after start (probe included)",
+        c["elapsed_ms"]
+    );
+    // The symmetric side relays too (over UDP: its UDP works).
+    let e = find(&echo, "connected");
+    assert_eq!(e["local_candidate_type"], "relay", "{e}");
+    assert_eq!(e["relay_protocol"], "udp", "{e}");
+}
+
+#[test]
+fn only_turns_handed_out_gives_a_tls_relay() {
+    if !require_root("only_turns_handed_out_gives_a_tls_relay") {
+        return;
+    }
+    let l = stream_lab(false);
+    let (sender, _) = natkit_pair(&l, "tls-only");
+    let c = find(&sender, "connected");
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    assert_eq!(c["relay_protocol"], "tls", "{c}");
+    eprintln!(
+        "UDP-blocked site, turns: only: data channel open {} ms after start (probe included)",
+        c["elapsed_ms"]
+    );
+    assert!(l.metric("natkit_relay_allocations_created_total{transport=\"tls\"}") >= 1.0);
+    assert_eq!(
+        l.metric("natkit_relay_stream_connections_accepted_total{transport=\"tcp\"}"),
+        0.0,
+        "TCP is off"
+    );
+}
+
+/// Opens the web page in headless Chromium inside the UDP-blocked site and returns the page's
+/// last report once `done` accepts it.
+fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let profile = std::env::temp_dir().join(format!("natkit-page-{}", l.lab.id()));
+    let mut chromium = Process::spawn(
+        l.lab.sites[BLOCKED]
+            .client
+            .cmd("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--enable-logging=stderr",
+                "--v=0",
+                // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
+                &format!("--ignore-certificate-errors-spki-list={}", l.files.spki_sha256),
+                &format!("--user-data-dir={}", profile.display()),
+                url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = chromium.child().stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split_once("\"natkit-page ").map(|(_, r)| r) {
+                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
+                if let Ok(v) = serde_json::from_str::<Value>(json) {
+                    let _ = tx.send(v);
+                }
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let mut last = Value::Null;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(v) if done(&v) => {
+                last = v;
+                break;
+            }
+            Ok(v) => last = v,
+            Err(_) => break,
+        }
+    }
+    chromium.kill();
+    let _ = std::fs::remove_dir_all(&profile);
+    last
+}
+
+#[test]
+fn chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns() {
+    if !require_root("chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns") {
+        return;
+    }
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "chromium is needed: apt-get install -y chromium (tests/run installs it)"
+    );
+    let l = stream_lab(true);
+    let mut echo = l.echo_at(SYMMETRIC, "chromium");
+    let page = format!(
+        "http://{SERVER_IP}:8080/?room=chromium&relay=1&turn=tls&send=hello%20from%20chromium"
+    );
+    let report = chromium_page(&l, &page, |v| {
+        v["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x == "hello from chromium"))
+            && !v["selected"].is_null()
+    });
+    echo.process().kill();
+    assert!(
+        report["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x == "hello from chromium")),
+        "the echo came back to Chromium: {report}"
+    );
+    assert_eq!(report["selected"]["local"], "relay", "{report}");
+    assert_eq!(report["selected"]["relayProtocol"], "tls", "{report}");
+    let echo_events: Vec<Value> = echo.events().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(find(&echo_events, "message")["data"], "hello from chromium");
+}
+
+#[test]
+fn aiortc_behind_blocked_udp_talks_to_natkit_peer_through_turn_tcp() {
+    if !require_root("aiortc_behind_blocked_udp_talks_to_natkit_peer_through_turn_tcp") {
+        return;
+    }
+    let l = stream_lab(true);
+    let mut echo = l.echo_at(SYMMETRIC, "aiortc");
+    let out = l.lab.sites[BLOCKED]
+        .client
+        .cmd("python3")
+        .args([AIORTC, "--signal", &l.url, "--room", "aiortc", "--turn-transport", "tcp"])
+        .args(["--send", "hello from aiortc", "--timeout", "40"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    echo.process().kill();
+    let evs = events(&out.stdout);
+    assert!(out.status.success(), "aiortc failed: {evs:?}");
+    assert_eq!(find(&evs, "message")["data"], "hello from aiortc");
+    // aiortc's only way out is the TCP TURN allocation; the symmetric side relays over UDP.
+    assert!(l.metric("natkit_relay_allocations_created_total{transport=\"tcp\"}") >= 1.0);
+    assert!(
+        l.metric("natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}")
+            > 0.0
+    );
+}
