@@ -3,7 +3,9 @@
 //! as a file) brought up by `docker-compose` on a private dockerd that runs inside the lab's server
 //! namespace, so "host networking" means the lab's public addresses 203.0.113.1 and .2. Then,
 //! from two client namespaces behind symmetric NATs: nat-probe against the relay, two natkit-peers
-//! exchanging messages through it, and the relay container restarted under them.
+//! exchanging messages through it, and the relay container restarted under them; and from a
+//! third site whose router drops all UDP, a natkit-peer that gets through over TURN/TCP or TLS
+//! (the certificate and key mounted as files, made by the test from its own CA).
 //!
 //! Compose v2 (`docker compose`) runs the whole scenario; Compose v1 (`docker-compose`) the same
 //! file up to a relayed exchange.
@@ -307,6 +309,8 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let mut lab = Lab::new();
     lab.add_site(Nat::Symmetric);
     lab.add_site(Nat::Symmetric);
+    // A site whose router drops all UDP: only TURN over TCP/TLS gets it out.
+    let blocked = lab.add_site(Nat::UdpBlocked);
     let dockerd = Dockerd::start(&lab);
     let base = import_runtime_base(&dockerd);
 
@@ -357,6 +361,13 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let token_secret = dockerd.dir.join("token_secret");
     std::fs::write(&token_secret, format!("{TOKEN_SECRET}\n")).unwrap();
     sh(Command::new("chmod").arg("0444").arg(&token_secret));
+    // The TLS certificate, from a CA made here, for the relay's IP (the lab has no DNS).
+    let authority = natkit_testkit::tls::TestCa::new("natkit compose lab CA");
+    let tls = authority.issue(&["203.0.113.1"], &dockerd.dir, "tls");
+    let ca = authority.write_ca(&dockerd.dir, "ca.pem");
+    for f in [&tls.cert, &tls.key] {
+        sh(Command::new("chmod").arg("0444").arg(f));
+    }
     let example = std::fs::read_to_string(repo().join("deploy/natkit.env.example")).unwrap();
     let mut env: Vec<String> = example
         .lines()
@@ -364,6 +375,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
             !l.starts_with("NATKIT_PUBLIC_IP=")
                 && !l.starts_with("NATKIT_RELAY_LISTEN=")
                 && !l.starts_with("NATKIT_IMAGE=")
+                && !l.starts_with("NATKIT_TLS_NAME=")
         })
         .map(str::to_owned)
         .collect();
@@ -373,6 +385,9 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         format!("NATKIT_IMAGE={image}"),
         format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
         format!("NATKIT_TOKEN_SECRET_FILE={}", token_secret.display()),
+        "NATKIT_TLS_NAME=203.0.113.1".to_owned(),
+        format!("NATKIT_TLS_CERT_FILE={}", tls.cert.display()),
+        format!("NATKIT_TLS_KEY_FILE={}", tls.key.display()),
     ]);
     let env_file = dockerd.dir.join("lab.env");
     std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
@@ -472,6 +487,43 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
                 .args(["--json", "--timeout", "150", mode]),
         )
     };
+    // From the UDP-blocked site: through the relay container over TCP or TLS.
+    let blocked_room = "compose-blocked";
+    let minted = sh(Command::new(workspace_bin("natkit-signal"))
+        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
+        .args(["token", "--room", blocked_room, "--ttl", "3600"]));
+    let blocked_token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let in_room = |site: usize, extra: &[&str]| {
+        let mut c = lab.sites[site]
+            .client
+            .cmd(workspace_bin("natkit-peer").to_str().unwrap());
+        c.env("RUST_LOG", "off")
+            .env("NATKIT_PEER_TOKEN", &blocked_token)
+            .args(["--signal", "ws://203.0.113.1:8080", "--room", blocked_room])
+            .args(["--json", "--tls-ca", ca.to_str().unwrap()])
+            .args(extra);
+        c
+    };
+    let mut blocked_echo = EventProcess::spawn(&mut in_room(0, &["--echo", "--timeout", "60"]));
+    blocked_echo.wait_for("probe", Duration::from_secs(20));
+    let out = in_room(blocked, &["--send", "through the wall", "--timeout", "40"])
+        .output()
+        .unwrap();
+    blocked_echo.process().kill();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "UDP-blocked client: {text}");
+    let connected: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "connected")
+        .unwrap_or_else(|| panic!("no connected event: {text}"));
+    assert_eq!(connected["local_candidate_type"], "relay", "{connected}");
+    assert!(
+        matches!(connected["relay_protocol"].as_str(), Some("tcp" | "tls")),
+        "{connected}"
+    );
+    assert!(text.contains("through the wall"), "{text}");
+
     let t0 = Instant::now();
     let echo = peer(0, "--echo");
     echo.wait_for("probe", Duration::from_secs(20));
