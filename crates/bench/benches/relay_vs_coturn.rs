@@ -11,6 +11,10 @@
 //! After each flat-out cell, a rate search: for each server, the highest paced (open-loop) send
 //! rate at which it loses under 0.1% (`NATKIT_BENCH_SEARCH_STEPS=5` bisection steps of
 //! `NATKIT_BENCH_SEARCH_SECONDS=2`), then natkit paced at coturn's sustainable rate: the loss target.
+//! Then TURN over TCP and TLS (`NATKIT_BENCH_STREAM_ALLOCS=1,10,100`, `NATKIT_BENCH_STREAM_SIZE=100`,
+//! empty to skip; `NATKIT_BENCH_ONLY_STREAMS=1` runs only these): one connection per allocation,
+//! both servers with the same certificate (from a CA made for the run), 128 messages in flight
+//! over all connections.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -186,10 +190,132 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
     panic!("{server:?} did not start");
 }
 
+/// natkit-relay or coturn serving TURN over TCP (on `addr`'s port) and TLS (on the returned
+/// address), ready when both ports accept connections.
+fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Proc, SocketAddr) {
+    let port = natkit_testkit::third_party_tcp_port();
+    let tls_port = natkit_testkit::third_party_tcp_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let child = match server {
+        Server::Natkit => command(release_bin("natkit-relay"))
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .args(["--listen", &addr.to_string(), "--alt-port", "0", "--metrics-listen", "off"])
+            .args(["--allow-peer", "127.0.0.1", "--user-quota", "0", "--total-quota", "0"])
+            .args(["--answers-per-second", "0", "--relay-ports", "10000-29999"])
+            .args(["--stream-per-ip", "0", "--stream-total", "0"])
+            .args(["--tls-listen", &tls_addr.to_string()])
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .args(["--tls-name", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        Server::Coturn => {
+            let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut c = command("turnserver".into());
+            natkit_bench::coturn::stream_args(
+                &mut c,
+                addr,
+                (tls_port, &tls.cert, &tls.key),
+                SECRET,
+                (10000, 29999),
+                &dir,
+            );
+            c.spawn().expect("turnserver (apt-get install coturn)")
+        }
+        Server::Forwarder => unreachable!("no forwarder over streams"),
+    };
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        if std::net::TcpStream::connect(tls_addr).is_ok() && std::net::TcpStream::connect(addr).is_ok() {
+            return (Proc { child, addr }, tls_addr);
+        }
+    }
+    panic!("{server:?} did not start serving TCP and TLS");
+}
+
+/// The TCP and TLS rows: natkit and coturn, fresh processes per cell, the same certificate.
+fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
+    let allocs = env_list("NATKIT_BENCH_STREAM_ALLOCS", "1,10,100");
+    if allocs.is_empty() {
+        return;
+    }
+    let size = env_list("NATKIT_BENCH_STREAM_SIZE", "100")[0];
+    let dir = natkit_testkit::tls::TempDir::new("bench-tls");
+    let ca = natkit_testkit::tls::TestCa::new("natkit bench CA");
+    let files = ca.issue(&["127.0.0.1"], dir.path(), "relay");
+    let tls_config = natkit_bench::stream::tls_config(ca.pem().as_bytes()).unwrap();
+    println!();
+    println!("TURN over TCP and TLS: one connection per allocation, 128 messages of {size} bytes in flight over all of them, {seconds} s per cell");
+    println!(
+        "{:>6} {:>5} {:<13} {:>12} {:>12} {:>9} {:>8} {:>9} {:>9}",
+        "allocs", "over", "server", "relayed pps", "CPU s/Mpkt", "p99 us", "loss %", "srv core", "load core"
+    );
+    for transport in ["tcp", "tls"] {
+        for &n in &allocs {
+            let mut reports = Vec::new();
+            for server in [Server::Natkit, Server::Coturn] {
+                let (p, tls_addr) = start_streams(server, &files);
+                let cfg = natkit_bench::stream::StreamLoadConfig {
+                    server: if transport == "tls" { tls_addr } else { p.addr },
+                    secret: SECRET.into(),
+                    transport: if transport == "tls" {
+                        natkit_bench::stream::StreamTransport::Tls {
+                            config: std::sync::Arc::clone(&tls_config),
+                            name: "127.0.0.1".into(),
+                        }
+                    } else {
+                        natkit_bench::stream::StreamTransport::Tcp
+                    },
+                    echo,
+                    allocations: n,
+                    payload: size,
+                    window: (128 / n).max(1),
+                    duration: Duration::from_secs(seconds),
+                    server_pid: Some(p.child.id()),
+                };
+                let r = rt
+                    .block_on(natkit_bench::stream::run(&cfg))
+                    .unwrap_or_else(|e| panic!("{server:?} over {transport} x{n}: {e:#}"));
+                println!(
+                    "{:>6} {:>5} {:<13} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>8.0}% {:>8.0}%",
+                    n,
+                    transport,
+                    format!("{server:?}").to_lowercase(),
+                    r.relayed_pps,
+                    r.cpu_s_per_million,
+                    r.rtt_p99_us,
+                    r.loss_pct,
+                    r.server_core_pct,
+                    r.load_core_pct
+                );
+                reports.push(r);
+            }
+            let (nk, ct) = (&reports[0], &reports[1]);
+            println!(
+                "{:>6} {:>5} {:<13} {:>11.2}x {:>11.2}x {:>8.2}x",
+                n,
+                transport,
+                "natkit/coturn",
+                nk.relayed_pps / ct.relayed_pps,
+                nk.cpu_s_per_million / ct.cpu_s_per_million,
+                nk.rtt_p99_us as f64 / ct.rtt_p99_us.max(1) as f64
+            );
+        }
+    }
+}
+
 fn env_list(key: &str, default: &str) -> Vec<usize> {
     std::env::var(key)
         .unwrap_or_else(|_| default.into())
         .split(',')
+        .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().unwrap())
         .collect()
 }
@@ -214,6 +340,10 @@ fn main() {
         }
         None => "load and server share every core".into(),
     };
+    if std::env::var("NATKIT_BENCH_ONLY_STREAMS").as_deref() == Ok("1") {
+        streams(&rt, echo, seconds);
+        return;
+    }
     println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, {cores}");
     println!(
         "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8} {:>12} {:>9} {:>9}",
@@ -357,4 +487,5 @@ fn main() {
             r.requested
         );
     }
+    streams(&rt, echo, seconds);
 }

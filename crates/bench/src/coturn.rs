@@ -13,7 +13,29 @@ pub fn args(
     relay_ports: (u16, u16),
     dir: &Path,
 ) {
-    cmd.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp"])
+    cmd.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp"]);
+    common(cmd, listen, secret, relay_ports, dir);
+}
+
+/// turnserver with TURN over TCP on `listen`'s port and over TLS on `tls_port` with the PEM
+/// certificate and key given (the streams benchmark; DTLS stays off).
+pub fn stream_args(
+    cmd: &mut Command,
+    listen: SocketAddr,
+    tls: (u16, &Path, &Path),
+    secret: &str,
+    relay_ports: (u16, u16),
+    dir: &Path,
+) {
+    cmd.args(["-n", "--no-cli", "--no-dtls"])
+        .arg(format!("--tls-listening-port={}", tls.0))
+        .arg(format!("--cert={}", tls.1.display()))
+        .arg(format!("--pkey={}", tls.2.display()));
+    common(cmd, listen, secret, relay_ports, dir);
+}
+
+fn common(cmd: &mut Command, listen: SocketAddr, secret: &str, relay_ports: (u16, u16), dir: &Path) {
+    cmd
         .arg(format!("--listening-ip={}", listen.ip()))
         .arg(format!("--relay-ip={}", listen.ip()))
         .arg(format!("--listening-port={}", listen.port()))

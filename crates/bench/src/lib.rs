@@ -6,6 +6,7 @@
 //! - [`echo`]: the UDP echo peer every relayed packet bounces off; [`sock`]: their sockets.
 //! - [`load`]: the relay load (ChannelData at a rate or with a bounded window) and the
 //!   allocation-rate load; [`forwarder`]: a plain UDP forwarder, the physical ceiling.
+//! - [`stream`]: the relay load over TURN-over-TCP and TURN-over-TLS connections.
 //!
 //! The generator measures from the outside: delivered round trips, loss, round-trip time, and the
 //! server's CPU time and RSS read from `/proc/<pid>`.
@@ -18,4 +19,5 @@ pub mod load;
 pub mod mmsg;
 pub mod proc_stats;
 pub mod sock;
+pub mod stream;
 pub mod traffic;

@@ -6,6 +6,7 @@
 //! natkit-bench echo --listen 127.0.0.1:9000
 //! natkit-bench forwarder --listen 127.0.0.1:9001 --peer 127.0.0.1:9000
 //! natkit-bench relay --plain --server 127.0.0.1:9001 --echo 127.0.0.1:9000 --server-pid PID
+//! natkit-bench relay --transport tls --tls-ca ca.pem --server 127.0.0.1:5349 --secret S --allocations 10
 //! ```
 //! The relay load bounces off a built-in UDP echo peer on 127.0.0.1 (the relay must allow
 //! loopback peers: `--allow-peer 127.0.0.1`, coturn `--allow-loopback-peers`).
@@ -64,6 +65,16 @@ enum Cmd {
         /// The echo peer's address when --plain (the forwarder's --peer)
         #[arg(long)]
         echo: Option<SocketAddr>,
+        /// How to reach the server: udp, or tcp / tls (one connection per allocation, --window
+        /// messages in flight on each; --server is then the TCP or TLS address)
+        #[arg(long, default_value = "udp", value_parser = ["udp", "tcp", "tls"])]
+        transport: String,
+        /// PEM file of the CA that signed the server's certificate (--transport tls)
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<std::path::PathBuf>,
+        /// Name to verify the server's certificate against [default: the --server IP]
+        #[arg(long, value_name = "NAME")]
+        tls_name: Option<String>,
     },
     /// Allocations per second until --count, failures counted
     AllocRate {
@@ -106,6 +117,9 @@ async fn main() -> Result<()> {
             send,
             plain,
             echo,
+            transport,
+            tls_ca,
+            tls_name,
         } => {
             anyhow::ensure!(
                 (16..=MAX_PAYLOAD).contains(&size),
@@ -120,6 +134,34 @@ async fn main() -> Result<()> {
                 rate != Some(0),
                 "--rate must be at least 1 datagram per second"
             );
+            if transport != "udp" {
+                anyhow::ensure!(!plain && !send && rate.is_none(), "--transport tcp/tls drives a TURN server with ChannelData, closed loop: no --plain, --send or --rate");
+                let secret = secret.context("a TURN server needs the REST API secret: --secret or NATKIT_TURN_SECRET")?;
+                let stream_transport = if transport == "tls" {
+                    let path = tls_ca.context("--transport tls needs --tls-ca (the CA of the server's certificate)")?;
+                    let pem = std::fs::read(&path).with_context(|| format!("cannot read --tls-ca {}", path.display()))?;
+                    natkit_bench::stream::StreamTransport::Tls {
+                        config: natkit_bench::stream::tls_config(&pem).with_context(|| format!("--tls-ca {}", path.display()))?,
+                        name: tls_name.unwrap_or_else(|| server.ip().to_string()),
+                    }
+                } else {
+                    natkit_bench::stream::StreamTransport::Tcp
+                };
+                let cfg = natkit_bench::stream::StreamLoadConfig {
+                    server,
+                    secret,
+                    transport: stream_transport,
+                    echo: natkit_bench::echo::start(),
+                    allocations,
+                    payload: size,
+                    window,
+                    duration: Duration::from_secs(seconds),
+                    server_pid,
+                };
+                let report = natkit_bench::stream::run(&cfg).await?;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
             let echo = match (plain, echo) {
                 (true, Some(e)) => e,
                 (true, None) => anyhow::bail!("--plain needs --echo (the forwarder's peer)"),

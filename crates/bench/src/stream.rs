@@ -1,0 +1,302 @@
+//! The relay load over TURN-over-TCP and TURN-over-TLS: each allocation is its own connection to
+//! the server (Allocate with the 401 challenge, ChannelBind towards the UDP echo peer), then
+//! padded ChannelData back to back on the stream, `window` in flight per connection, every echo
+//! releasing the next. Reports the same figures as the UDP load ([`crate::load::LoadReport`]),
+//! counting two relayed datagrams per round trip (to the peer over UDP, back over the stream).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use natkit_stun_turn::credentials::{self, Secret};
+use natkit_stun_turn::framing;
+use natkit_stun_turn::wire::{request as build, LongTermAuth as Auth};
+use stun::attributes::*;
+use stun::error_code::ErrorCodeAttribute;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turn::proto::channum::ChannelNumber;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::reqtrans::RequestedTransport;
+
+use crate::load::LoadReport;
+use crate::proc_stats;
+
+/// How the load reaches the server.
+#[derive(Clone)]
+pub enum StreamTransport {
+    Tcp,
+    /// TLS, verifying the server as `name` against `config`'s roots.
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        name: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct StreamLoadConfig {
+    pub server: SocketAddr,
+    pub secret: String,
+    pub transport: StreamTransport,
+    pub echo: SocketAddr,
+    pub allocations: usize,
+    pub payload: usize,
+    /// Messages in flight per connection.
+    pub window: usize,
+    pub duration: Duration,
+    pub server_pid: Option<u32>,
+}
+
+/// A TLS client configuration (ring) that trusts the CA certificates in `pem`.
+pub fn tls_config(pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+        roots.add(c?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no CA certificate in the PEM given");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One connection and its read buffer.
+struct Conn {
+    io: Box<dyn Stream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(cfg: &StreamLoadConfig) -> anyhow::Result<Conn> {
+        let tcp = TcpStream::connect(cfg.server).await?;
+        tcp.set_nodelay(true)?;
+        let io: Box<dyn Stream> = match &cfg.transport {
+            StreamTransport::Tcp => Box::new(tcp),
+            StreamTransport::Tls { config, name } => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone())?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await?;
+                Box::new(tls)
+            }
+        };
+        Ok(Conn {
+            io,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// The next whole frame, as it is on the stream.
+    async fn frame(&mut self) -> anyhow::Result<Vec<u8>> {
+        loop {
+            if let Some(f) = framing::next_frame(&self.buf)? {
+                return Ok(self.buf.drain(..f.consumed).take(f.message).collect());
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.io.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn transact(&mut self, m: &Message) -> anyhow::Result<Message> {
+        self.io.write_all(&m.raw).await?;
+        loop {
+            let f = self.frame().await?;
+            let mut r = Message::new();
+            r.raw = f;
+            if r.decode().is_ok() && r.transaction_id == m.transaction_id {
+                return Ok(r);
+            }
+        }
+    }
+}
+
+fn code(m: &Message) -> Option<u16> {
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).ok().map(|_| e.code.0)
+}
+
+/// A connection with an allocation and channel 0x4000 bound to the echo peer.
+async fn allocate(cfg: &StreamLoadConfig, user: &str) -> anyhow::Result<Conn> {
+    let mut c = Conn::open(cfg).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let cred = credentials::mint(&Secret::new(cfg.secret.clone())?, user, 3600, now)?;
+    let udp = || -> Box<dyn Setter> {
+        Box::new(RequestedTransport {
+            protocol: turn::proto::PROTO_UDP,
+        })
+    };
+    let r = c.transact(&build(METHOD_ALLOCATE, vec![udp()], None)).await?;
+    anyhow::ensure!(code(&r) == Some(401), "expected a 401 challenge, got {:?}", code(&r));
+    let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
+    let auth = Auth {
+        username: cred.username,
+        password: cred.password,
+        realm: text(ATTR_REALM)?,
+        nonce: text(ATTR_NONCE)?,
+    };
+    let r = c
+        .transact(&build(
+            METHOD_ALLOCATE,
+            vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))],
+            Some(&auth),
+        ))
+        .await?;
+    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "allocate failed with {:?}", code(&r));
+    let bind = build(
+        METHOD_CHANNEL_BIND,
+        vec![
+            Box::new(ChannelNumber(0x4000)),
+            Box::new(PeerAddress {
+                ip: cfg.echo.ip(),
+                port: cfg.echo.port(),
+            }),
+        ],
+        Some(&auth),
+    );
+    let r = c.transact(&bind).await?;
+    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "channel bind failed with {:?}", code(&r));
+    Ok(c)
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    rtts_us: Mutex<Vec<u32>>,
+}
+
+/// A ChannelData frame whose payload starts with the send time (ns since `epoch`).
+fn frame(payload: usize, epoch: Instant) -> Vec<u8> {
+    let mut p = vec![0u8; payload.max(16)];
+    p[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+    framing::channel_data(0x4000, &p)
+}
+
+/// Keeps `window` messages in flight on one connection until `end`.
+async fn traffic(
+    mut c: Conn,
+    cfg: Arc<StreamLoadConfig>,
+    epoch: Instant,
+    end: Instant,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for _ in 0..cfg.window {
+        out.extend(frame(cfg.payload, epoch));
+    }
+    c.io.write_all(&out).await?;
+    counters.sent.fetch_add(cfg.window as u64, Ordering::Relaxed);
+    let mut rtts = Vec::new();
+    let mut unanswered = cfg.window;
+    while unanswered > 0 {
+        let left = end.saturating_duration_since(Instant::now()) + Duration::from_millis(300);
+        let f = match tokio::time::timeout(left, c.frame()).await {
+            Ok(f) => f?,
+            Err(_) => break,
+        };
+        let Some((0x4000, data)) = natkit_stun_turn::wire::parse_channel_data(&f) else {
+            continue;
+        };
+        unanswered -= 1;
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        if data.len() >= 8 {
+            let sent = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+            let now = epoch.elapsed().as_nanos() as u64;
+            rtts.push((now.saturating_sub(sent) / 1000) as u32);
+        }
+        if Instant::now() < end {
+            c.io.write_all(&frame(cfg.payload, epoch)).await?;
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+            unanswered += 1;
+        }
+    }
+    counters.rtts_us.lock().expect("rtts").extend(rtts);
+    Ok(())
+}
+
+/// Opens the connections and allocations, runs the traffic, and measures.
+pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
+    let pid = cfg.server_pid;
+    let rss_before = pid.map(proc_stats::rss_kib).unwrap_or(0);
+    let t = Instant::now();
+    let mut conns = Vec::with_capacity(cfg.allocations);
+    for i in 0..cfg.allocations {
+        conns.push(allocate(cfg, &format!("stream{i}")).await?);
+    }
+    let setup_ms = t.elapsed().as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = pid.map(proc_stats::rss_kib).unwrap_or(0);
+
+    let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
+    let own0 = proc_stats::cpu_seconds(std::process::id());
+    let shared = Arc::new(cfg.clone());
+    let counters = Arc::new(Counters::default());
+    let epoch = Instant::now();
+    let end = epoch + cfg.duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|c| tokio::spawn(traffic(c, Arc::clone(&shared), epoch, end, Arc::clone(&counters))))
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
+    let own1 = proc_stats::cpu_seconds(std::process::id());
+    let secs = cfg.duration.as_secs_f64();
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let received = counters.received.load(Ordering::Relaxed);
+    let mut rtts = std::mem::take(&mut *counters.rtts_us.lock().expect("rtts"));
+    rtts.sort_unstable();
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    let relayed = received * 2;
+    Ok(LoadReport {
+        allocations: cfg.allocations,
+        payload: cfg.payload,
+        sent,
+        received,
+        misrouted: 0,
+        relayed_pps: relayed as f64 / secs,
+        loss_pct: if sent == 0 {
+            0.0
+        } else {
+            100.0 * sent.saturating_sub(received) as f64 / sent as f64
+        },
+        rtt_p50_us: pct(0.5),
+        rtt_p99_us: pct(0.99),
+        cpu_s_per_million: if relayed == 0 {
+            f64::NAN
+        } else {
+            (cpu1 - cpu0) / relayed as f64 * 1e6
+        },
+        server_core_pct: if pid.is_some() {
+            100.0 * (cpu1 - cpu0) / secs
+        } else {
+            f64::NAN
+        },
+        load_core_pct: 100.0 * (own1 - own0) / secs,
+        rss_before_kib: rss_before,
+        rss_after_setup_kib: rss_after,
+        rss_per_allocation_bytes: rss_after.saturating_sub(rss_before) as f64 * 1024.0
+            / cfg.allocations as f64,
+        setup_ms,
+    })
+}
