@@ -546,7 +546,7 @@ impl Shared {
                 }
             }
             ReplyPath::Stream(q) => {
-                q.push(bytes);
+                q.push(&bytes);
             }
         }
     }
@@ -769,11 +769,19 @@ async fn relay_task(
                 let (socket, client) = match &sink {
                     ClientSink::Stream(q) => {
                         let payload = &buf[4..4 + n];
-                        let frame = match channel {
-                            Some(number) => crate::framing::channel_data(number, payload),
-                            None => data_indication(payload),
+                        let pushed = match channel {
+                            Some(number) if n <= u16::MAX as usize => {
+                                // Header, payload and padding straight into the queue.
+                                let padded = crate::framing::padded(n);
+                                q.push_with(4 + padded, |out| {
+                                    out.extend_from_slice(&wire::channel_data_header(number, n));
+                                    out.extend_from_slice(payload);
+                                    out.resize(out.len() + padded - n, 0);
+                                })
+                            }
+                            _ => q.push(&data_indication(payload)),
                         };
-                        return Some(if q.push(frame) {
+                        return Some(if pushed {
                             counters.relayed(n);
                             PeerDatagram::Sent
                         } else {

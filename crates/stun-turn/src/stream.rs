@@ -6,14 +6,14 @@
 //! grows the relay's memory. Closing the connection ends its allocation.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
@@ -33,32 +33,55 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no allocation and nothing received for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes asked of the kernel per read; the buffer grows only while a frame needs it.
-const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
 /// The first read's buffer: a whole Allocate fits, an idle connection holds little.
 const FIRST_READ: usize = 512;
+
+/// Bytes waiting for one connection's writer: frames are written into it directly (no buffer
+/// per frame), and the writer takes the whole of it at once.
+struct Outgoing {
+    buf: Mutex<Vec<u8>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
 
 /// The outgoing side of one connection, shared with its allocation's relay task.
 #[derive(Clone)]
 pub(crate) struct StreamQueue {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
+    out: Arc<Outgoing>,
     drops: IntCounter,
 }
 
 impl StreamQueue {
-    /// Queues a frame; `false` (and counted) when the client is too far behind.
-    pub(crate) fn push(&self, frame: Vec<u8>) -> bool {
-        let len = frame.len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+    /// Appends a frame of `len` bytes written by `write`; `false` (and counted) when the client
+    /// is too far behind or the connection is closing.
+    pub(crate) fn push_with(&self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut buf = self.out.buf.lock().expect("queue lock");
+        if self.out.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if buf.len() + len > QUEUE_BYTES {
+            drop(buf);
             self.drops.inc();
             return false;
         }
-        if self.tx.send(frame).is_err() {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return false;
+        let was_empty = buf.is_empty();
+        write(&mut buf);
+        drop(buf);
+        if was_empty {
+            self.out.ready.notify_one();
         }
         true
+    }
+
+    /// Appends a whole message.
+    pub(crate) fn push(&self, message: &[u8]) -> bool {
+        self.push_with(message.len(), |b| b.extend_from_slice(message))
+    }
+
+    fn close(&self) {
+        self.out.closed.store(true, Ordering::Relaxed);
+        self.out.ready.notify_one();
     }
 }
 
@@ -176,30 +199,40 @@ where
     let active = metrics.stream_active.with_label_values(&[t.as_str()]);
     active.inc();
     let (mut rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let out = Arc::new(Outgoing {
+        buf: Mutex::new(Vec::new()),
+        ready: Notify::new(),
+        closed: AtomicBool::new(false),
+    });
     let queue = StreamQueue {
-        tx,
-        queued: Arc::clone(&queued),
+        out: Arc::clone(&out),
         drops: metrics.stream_queue_drops.with_label_values(&[t.as_str()]),
     };
     let writer = tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while let Some(frame) = rx.recv().await {
-            batch.clear();
-            batch.extend_from_slice(&frame);
-            // Whatever else is queued leaves in the same write.
-            while batch.len() < 64 * 1024 {
-                match rx.try_recv() {
-                    Ok(f) => batch.extend_from_slice(&f),
-                    Err(_) => break,
+        // Two buffers swap places: the queue fills one while the other is written.
+        let mut spare = Vec::new();
+        loop {
+            let batch = {
+                let mut buf = out.buf.lock().expect("queue lock");
+                std::mem::swap(&mut *buf, &mut spare);
+                std::mem::take(&mut spare)
+            };
+            if batch.is_empty() {
+                if out.closed.load(Ordering::Relaxed) {
+                    break;
                 }
+                spare = batch;
+                out.ready.notified().await;
+                continue;
             }
-            let n = batch.len();
-            let ok = wr.write_all(&batch).await.is_ok();
-            queued.fetch_sub(n, Ordering::Relaxed);
-            if !ok {
+            if wr.write_all(&batch).await.is_err() {
                 break;
+            }
+            spare = batch;
+            spare.clear();
+            // A queue that grew large for one burst does not keep its memory.
+            if spare.capacity() > QUEUE_BYTES {
+                spare = Vec::new();
             }
         }
         let _ = wr.shutdown().await;
@@ -273,6 +306,7 @@ where
     // Ends the allocation: its relay task (holding a queue clone) stops with it.
     let ended = shared.core.lock().expect("core lock").close(&five);
     drop(ended);
+    queue.close();
     drop(queue);
     let abort = writer.abort_handle();
     if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
