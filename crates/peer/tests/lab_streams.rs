@@ -145,12 +145,23 @@ fn only_turns_handed_out_gives_a_tls_relay() {
         return;
     }
     let l = stream_lab(false);
-    let (sender, _) = natkit_pair(&l, "tls-only");
+    // The sender's events with their arrival times: the echo of its first message bounds the
+    // moment its data channel opened from above (one relayed round trip later).
+    let mut echo = l.echo_at(SYMMETRIC, "tls-only");
+    let started = std::time::Instant::now();
+    let sender = EventProcess::spawn(
+        &mut l.peer(BLOCKED, &["--room", "tls-only", "--send", "through the wall", "--timeout", "40"]),
+    );
+    let reply = sender.wait_for("message", Duration::from_secs(40));
+    let replied_ms = started.elapsed().as_millis();
+    assert_eq!(reply["data"], "through the wall");
+    echo.process().kill();
+    let sender: Vec<Value> = sender.events().into_iter().map(|(_, e)| e).collect();
     let c = find(&sender, "connected");
     assert_eq!(c["local_candidate_type"], "relay", "{c}");
     assert_eq!(c["relay_protocol"], "tls", "{c}");
     eprintln!(
-        "UDP-blocked site, turns: only: data channel open {} ms after start (probe included)",
+        "UDP-blocked site, turns: only: connected {} ms, echo of the first message back {replied_ms} ms after start (probe, TLS handshake and allocation included)",
         c["elapsed_ms"]
     );
     assert!(l.metric("natkit_relay_allocations_created_total{transport=\"tls\"}") >= 1.0);
