@@ -1,8 +1,9 @@
 //! natkit's embeddable STUN/TURN relay.
 //!
-//! A UDP TURN server (RFC 8656) that accepts time-limited TURN REST API credentials, answers RFC
-//! 5780 NAT behaviour discovery, refuses to relay towards addresses it must not reach and exports
-//! Prometheus metrics. It is the `natkit-relay` binary and the relay that `natkit-signal` embeds.
+//! A TURN server (RFC 8656) reached over UDP, TCP and TLS that accepts time-limited TURN REST API
+//! credentials, answers RFC 5780 NAT behaviour discovery, refuses to relay towards addresses it
+//! must not reach and exports Prometheus metrics. It is the `natkit-relay` binary and the relay
+//! that `natkit-signal` embeds.
 //!
 //! # Layout
 //! - [`credentials`]: minting and checking TURN REST API credentials (pure, shared with
@@ -14,8 +15,13 @@
 //! - [`ratelimit`]: token buckets per key and connection slots per IP (pure; natkit-signal's
 //!   too).
 //! - [`revocation`]: revoked TURN users and join tokens, from a watched file.
+//! - [`core`]: every STUN/TURN decision for every transport, socket-free (pure but for the
+//!   state it holds): authentication, the TURN methods, RFC 5780 answers, allocations keyed by
+//!   the 5-tuple with its transport.
+//! - [`framing`]: STUN and ChannelData on a byte stream (pure).
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
-//! - [`server`]: the async shell that owns the sockets; [`http`]: the metrics endpoint.
+//! - [`server`]: the UDP shell that owns the sockets and relay tasks; [`stream`]: the TCP/TLS
+//!   shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //!
 //! # Embedding
@@ -31,14 +37,15 @@
 //! ```
 //!
 //! # Out of scope
-//! TCP and TLS transports (RFC 6062, TURN over TLS), IPv6 relayed addresses for IPv4 clients
-//! (RFC 6156 dual allocation), port reservations (RESERVATION-TOKEN, EVEN-PORT with R bit),
-//! DONT-FRAGMENT, MESSAGE-INTEGRITY-SHA256 and the RFC 8489 password algorithms.
+//! RFC 6062 TCP relaying (clients reach the relay over TCP and TLS; the relayed side is UDP),
+//! DTLS, IPv6 relayed addresses for IPv4 clients (RFC 6156 dual allocation), DONT-FRAGMENT,
+//! MESSAGE-INTEGRITY-SHA256 and the RFC 8489 password algorithms.
 //!
 //! # RFC sections
 //! RFC 8489 sections 6.3 (420 for unknown comprehension-required attributes), 9.2 (long-term
-//! credentials, stale nonces), 14.2 (XOR addresses); RFC 8656 sections 7 (Allocate, 437, 442, 486,
-//! 508), 8 (Refresh), 9 and 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData);
+//! credentials, stale nonces), 14.2 (XOR addresses); RFC 8656 sections 3.1 (TCP and TLS to the
+//! server), 7 (Allocate, 437, 442, 486, 508; EVEN-PORT and RESERVATION-TOKEN), 8 (Refresh), 9 and
+//! 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData, 12.5 stream padding);
 //! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
 
 pub mod allocation;

@@ -82,9 +82,12 @@ fn stun_handle_corpus_and_mutations() {
 fn stream_framing_corpus_and_mutations() {
     let mut harness = RelayHarness::new();
     let mut runs = 0;
-    for (_, seed) in corpus("stream_framing") {
+    let seeds = corpus("stream_framing");
+    // A bounded budget, as for stun_handle: the campaigns' additions do not slow every run.
+    let per_seed = (20_000 / seeds.len()).max(10);
+    for (_, seed) in seeds {
         harness.stream(&seed);
-        for m in mutations(&seed, 3000, 11 + seed.len() as u64) {
+        for m in mutations(&seed, per_seed, 11 + seed.len() as u64) {
             harness.stream(&m);
             runs += 1;
         }
