@@ -20,8 +20,9 @@
 //!   the 5-tuple with its transport.
 //! - [`framing`]: STUN and ChannelData on a byte stream (pure).
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
-//! - [`server`]: the UDP shell that owns the sockets and relay tasks; [`stream`]: the TCP/TLS
-//!   shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the metrics endpoint.
+//! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`) and the relay tasks;
+//!   [`stream`]: the TCP/TLS shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
+//!   metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //!
 //! # Embedding
@@ -64,6 +65,7 @@ pub mod ratelimit;
 pub mod revocation;
 pub mod rfc5780;
 pub mod server;
+pub(crate) mod sockets;
 pub mod stream;
 pub mod tls;
 pub mod wire;

@@ -12,6 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+use tracing::{info, warn};
+
 use crate::error::TlsError;
 
 /// Where the `turns:` host name comes from, as the relay says at start.
@@ -175,6 +177,31 @@ impl TlsKeys {
         &self.cert
     }
 }
+
+/// Says where the `turns:` name comes from, and warns when the certificate does not cover it.
+pub fn announce_tls(keys: &TlsKeys) {
+    match keys.name_source() {
+        NameSource::Certificate => info!(name = keys.name(), cert = %keys.cert_path().display(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)"),
+        NameSource::Configured { covered: true } => info!(name = keys.name(), "turns: URLs name tls_name, which the certificate covers"),
+        NameSource::Configured { covered: false } => warn!(name = keys.name(), cert = %keys.cert_path().display(), "tls_name is not among the certificate's names: TLS clients will refuse it"),
+    }
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP; live connections and allocations stay.
+pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match keys.reload() {
+            Ok(()) => info!(cert = %keys.cert_path().display(), "tls certificate reloaded"),
+            Err(e) => warn!(error = %e, "tls certificate not reloaded; the previous one stays in use"),
+        }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {
