@@ -71,6 +71,75 @@ pub struct LoadReport {
     pub setup_ms: u64,
 }
 
+/// What one run measured, before it is turned into a [`LoadReport`].
+pub(crate) struct Measured {
+    pub allocations: usize,
+    pub payload: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub misrouted: u64,
+    /// Round trips, microseconds (any order).
+    pub rtts_us: Vec<u32>,
+    /// The sending period, seconds.
+    pub seconds: f64,
+    /// Whether the server's pid was known (its CPU figures are NaN otherwise).
+    pub server_known: bool,
+    /// The server's CPU seconds before and after, the load's own.
+    pub server_cpu: (f64, f64),
+    pub own_cpu: (f64, f64),
+    pub rss_before_kib: u64,
+    pub rss_after_setup_kib: u64,
+    pub setup_ms: u64,
+}
+
+impl Measured {
+    /// The report: relayed datagrams are two per round trip (to the peer and back).
+    pub(crate) fn report(mut self) -> LoadReport {
+        self.rtts_us.sort_unstable();
+        let rtts = &self.rtts_us;
+        let pct = |p: f64| {
+            rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0) as u64
+        };
+        let relayed = self.received * 2;
+        let server = self.server_cpu.1 - self.server_cpu.0;
+        LoadReport {
+            allocations: self.allocations,
+            payload: self.payload,
+            sent: self.sent,
+            received: self.received,
+            misrouted: self.misrouted,
+            relayed_pps: relayed as f64 / self.seconds,
+            loss_pct: if self.sent == 0 {
+                0.0
+            } else {
+                100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64
+            },
+            rtt_p50_us: pct(0.5),
+            rtt_p99_us: pct(0.99),
+            cpu_s_per_million: if relayed == 0 {
+                f64::NAN
+            } else {
+                server / relayed as f64 * 1e6
+            },
+            server_core_pct: if self.server_known {
+                100.0 * server / self.seconds
+            } else {
+                f64::NAN
+            },
+            load_core_pct: 100.0 * (self.own_cpu.1 - self.own_cpu.0) / self.seconds,
+            rss_before_kib: self.rss_before_kib,
+            rss_after_setup_kib: self.rss_after_setup_kib,
+            rss_per_allocation_bytes: self.rss_after_setup_kib.saturating_sub(self.rss_before_kib)
+                as f64
+                * 1024.0
+                / self.allocations as f64,
+            setup_ms: self.setup_ms,
+        }
+    }
+}
+
 mod futures_util_lite {
     /// Awaits every task, panicking on a failed one.
     pub async fn join_all<T>(v: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
@@ -146,52 +215,22 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own1 = proc_stats::cpu_seconds(std::process::id());
     // Utilisation over the sending period: the 300 ms drain after it is idle but for stragglers.
-    let busy = cfg.duration.as_secs_f64();
-    let elapsed = cfg.duration.as_secs_f64();
-    let (sent, received, misrouted, mut rtts) = (
-        totals.sent,
-        totals.received,
-        totals.misrouted,
-        totals.rtts_us,
-    );
-    rtts.sort_unstable();
-    let pct = |p: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0) as u64
-    };
-    let relayed = received * 2;
-    Ok(LoadReport {
+    Ok(Measured {
         allocations: cfg.allocations,
         payload: cfg.payload,
-        sent,
-        received,
-        misrouted,
-        relayed_pps: relayed as f64 / elapsed,
-        loss_pct: if sent == 0 {
-            0.0
-        } else {
-            100.0 * (sent.saturating_sub(received)) as f64 / sent as f64
-        },
-        rtt_p50_us: pct(0.5),
-        rtt_p99_us: pct(0.99),
-        cpu_s_per_million: if relayed == 0 {
-            f64::NAN
-        } else {
-            (cpu1 - cpu0) / relayed as f64 * 1e6
-        },
-        server_core_pct: if pid.is_some() {
-            100.0 * (cpu1 - cpu0) / busy
-        } else {
-            f64::NAN
-        },
-        load_core_pct: 100.0 * (own1 - own0) / busy,
+        sent: totals.sent,
+        received: totals.received,
+        misrouted: totals.misrouted,
+        rtts_us: totals.rtts_us,
+        seconds: cfg.duration.as_secs_f64(),
+        server_known: pid.is_some(),
+        server_cpu: (cpu0, cpu1),
+        own_cpu: (own0, own1),
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
-        rss_per_allocation_bytes: (rss_after.saturating_sub(rss_before)) as f64 * 1024.0
-            / cfg.allocations as f64,
         setup_ms,
-    })
+    }
+    .report())
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -23,7 +23,7 @@ use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
-use crate::load::LoadReport;
+use crate::load::{LoadReport, Measured};
 use crate::proc_stats;
 
 /// How the load reaches the server.
@@ -257,46 +257,21 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
     }
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own1 = proc_stats::cpu_seconds(std::process::id());
-    let secs = cfg.duration.as_secs_f64();
-    let sent = counters.sent.load(Ordering::Relaxed);
-    let received = counters.received.load(Ordering::Relaxed);
-    let mut rtts = std::mem::take(&mut *counters.rtts_us.lock().expect("rtts"));
-    rtts.sort_unstable();
-    let pct = |p: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0) as u64
-    };
-    let relayed = received * 2;
-    Ok(LoadReport {
+    let rtts_us = std::mem::take(&mut *counters.rtts_us.lock().expect("rtts"));
+    Ok(Measured {
         allocations: cfg.allocations,
         payload: cfg.payload,
-        sent,
-        received,
+        sent: counters.sent.load(Ordering::Relaxed),
+        received: counters.received.load(Ordering::Relaxed),
         misrouted: 0,
-        relayed_pps: relayed as f64 / secs,
-        loss_pct: if sent == 0 {
-            0.0
-        } else {
-            100.0 * sent.saturating_sub(received) as f64 / sent as f64
-        },
-        rtt_p50_us: pct(0.5),
-        rtt_p99_us: pct(0.99),
-        cpu_s_per_million: if relayed == 0 {
-            f64::NAN
-        } else {
-            (cpu1 - cpu0) / relayed as f64 * 1e6
-        },
-        server_core_pct: if pid.is_some() {
-            100.0 * (cpu1 - cpu0) / secs
-        } else {
-            f64::NAN
-        },
-        load_core_pct: 100.0 * (own1 - own0) / secs,
+        rtts_us,
+        seconds: cfg.duration.as_secs_f64(),
+        server_known: pid.is_some(),
+        server_cpu: (cpu0, cpu1),
+        own_cpu: (own0, own1),
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
-        rss_per_allocation_bytes: rss_after.saturating_sub(rss_before) as f64 * 1024.0
-            / cfg.allocations as f64,
         setup_ms,
-    })
+    }
+    .report())
 }

@@ -180,22 +180,10 @@ fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Val
         l.lab.sites[BLOCKED]
             .client
             .cmd("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--enable-logging=stderr",
-                "--v=0",
-                // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
-                &format!("--ignore-certificate-errors-spki-list={}", l.files.spki_sha256),
-                &format!("--user-data-dir={}", profile.display()),
-                url,
-            ])
+            .args(natkit_testkit::chromium_headless_args(&profile))
+            // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
+            .arg(format!("--ignore-certificate-errors-spki-list={}", l.files.spki_sha256))
+            .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );

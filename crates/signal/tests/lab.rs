@@ -21,20 +21,8 @@ fn check_from(lab: &Lab, site: usize, url: &str) -> Value {
         lab.sites[site]
             .client
             .cmd("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--enable-logging=stderr",
-                "--v=0",
-                &format!("--user-data-dir={}", profile.display()),
-                url,
-            ])
+            .args(natkit_testkit::chromium_headless_args(&profile))
+            .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );

@@ -27,23 +27,6 @@ async fn run(cmd: &mut Command, secs: u64) -> String {
     )
 }
 
-/// Parses uclient's closing "tot_send_msgs=N, tot_recv_msgs=M" line.
-fn uclient_totals(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
-        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
-    let num = |key: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap() + key.len()..];
-        rest.chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
-    (num("tot_send_msgs="), num("tot_recv_msgs="))
-}
 
 #[tokio::test]
 async fn coturn_uclient_relays_through_natkit_with_rest_secret() {

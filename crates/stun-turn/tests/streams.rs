@@ -394,19 +394,6 @@ fn credentials_list_every_transport_udp_first() {
     assert_eq!(v["iceServers"][0]["urls"].as_array().unwrap().len(), 2);
 }
 
-/// uclient's closing "tot_send_msgs=N, tot_recv_msgs=M".
-fn uclient_totals(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
-        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
-    let num = |key: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap() + key.len()..];
-        rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
-    };
-    (num("tot_send_msgs="), num("tot_recv_msgs="))
-}
 
 #[test]
 fn coturn_uclient_relays_over_tcp_and_tls() {

@@ -182,3 +182,25 @@ pub fn http_get(url: &str) -> String {
     );
     body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }
+
+/// The flags every headless Chromium of the tests starts with (Debian's `chromium`), with its own
+/// profile in `profile`: no sandbox (root), no GPU, QUIC and background traffic off, console
+/// messages on standard error.
+pub fn chromium_headless_args(profile: &std::path::Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
