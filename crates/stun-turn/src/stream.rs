@@ -223,6 +223,10 @@ where
                 }
                 spare = batch;
                 out.ready.notified().await;
+                // Let the tasks that are ready too (the relay task with more datagrams, the
+                // reader with more requests) add to the buffer first, as an event loop writes
+                // at the end of its pass: fewer, fuller TCP writes.
+                tokio::task::yield_now().await;
                 continue;
             }
             if wr.write_all(&batch).await.is_err() {
