@@ -557,3 +557,32 @@ async fn the_per_ip_connection_limit_refuses_and_counts() {
         CLASS_SUCCESS_RESPONSE
     );
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_finishes_is_cut_at_its_deadline() {
+    let dir = TempDir::new("tls-deadline");
+    let ca = TestCa::new("natkit test CA");
+    let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    let relay = relay_with(
+        &dir,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ],
+    );
+    // The first byte of a TLS record, then silence: the handshake cannot finish.
+    let started = std::time::Instant::now();
+    let mut stalled = StreamClient::new(TcpStream::connect(relay.addr("turn-tls")).await.unwrap());
+    stalled.write(&[0x16]).await;
+    assert!(stalled.closed_within(Duration::from_secs(15)).await);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(9), "closed after {waited:?}, before the 10 s deadline");
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"tls_handshake_timeout\"}"),
+        1.0
+    );
+}
