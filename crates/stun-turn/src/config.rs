@@ -97,6 +97,13 @@ pub struct RelayArgs {
     /// TCP/TLS connections the relay holds at once, 0 = unlimited [default: 10000]
     #[arg(long, value_name = "N")]
     pub stream_total: Option<String>,
+    /// While draining (SIGUSR1), send new clients here with 300 Try Alternate (another relay's
+    /// STUN/TURN address); without it they get 486
+    #[arg(long, value_name = "ADDR")]
+    pub drain_alternate: Option<String>,
+    /// Longest drain, in seconds: the relay exits then even with allocations left [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<String>,
 }
 
 /// Unvalidated settings from one source. `None` means "not set here".
@@ -124,6 +131,8 @@ pub struct RawSettings {
     pub tls_name: Option<String>,
     pub stream_per_ip: Option<String>,
     pub stream_total: Option<String>,
+    pub drain_alternate: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo does not silently do nothing.
@@ -152,6 +161,8 @@ pub struct FileSettings {
     pub tls_name: Option<String>,
     pub stream_per_ip: Option<u32>,
     pub stream_total: Option<u32>,
+    pub drain_alternate: Option<String>,
+    pub drain_timeout: Option<u32>,
 }
 
 impl From<RelayArgs> for RawSettings {
@@ -180,6 +191,8 @@ impl From<RelayArgs> for RawSettings {
             tls_name: a.tls_name,
             stream_per_ip: a.stream_per_ip,
             stream_total: a.stream_total,
+            drain_alternate: a.drain_alternate,
+            drain_timeout: a.drain_timeout,
         }
     }
 }
@@ -209,6 +222,8 @@ impl From<FileSettings> for RawSettings {
             tls_name: f.tls_name,
             stream_per_ip: f.stream_per_ip.map(|v| v.to_string()),
             stream_total: f.stream_total.map(|v| v.to_string()),
+            drain_alternate: f.drain_alternate,
+            drain_timeout: f.drain_timeout.map(|v| v.to_string()),
         }
     }
 }
@@ -271,6 +286,8 @@ impl RawSettings {
                 "NATKIT_TLS_NAME" => s.tls_name = Some(v),
                 "NATKIT_STREAM_PER_IP" => s.stream_per_ip = Some(v),
                 "NATKIT_STREAM_TOTAL" => s.stream_total = Some(v),
+                "NATKIT_DRAIN_ALTERNATE" => s.drain_alternate = Some(v),
+                "NATKIT_DRAIN_TIMEOUT" => s.drain_timeout = Some(v),
                 _ => {}
             }
         }
@@ -306,7 +323,9 @@ impl RawSettings {
             tls_key,
             tls_name,
             stream_per_ip,
-            stream_total
+            stream_total,
+            drain_alternate,
+            drain_timeout
         )
     }
 
@@ -319,6 +338,17 @@ impl RawSettings {
     ) -> Result<Settings, ConfigError> {
         let listen: SocketAddr = parse("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
         let streams = self.streams(listen)?;
+        let drain = DrainConfig {
+            alternate: self
+                .drain_alternate
+                .as_deref()
+                .map(|v| parse("drain_alternate", v))
+                .transpose()?,
+            timeout: Duration::from_secs(match &self.drain_timeout {
+                Some(v) => parse("drain_timeout", v)?,
+                None => DEFAULT_DRAIN_TIMEOUT.as_secs(),
+            }),
+        };
         let alt_port: u16 = match self.alt_port {
             Some(v) => parse("alt_port", &v)?,
             None => DEFAULT_ALT_PORT,
@@ -442,6 +472,7 @@ impl RawSettings {
                 revoked_file: self.revoked_file.map(std::path::PathBuf::from),
                 max_lifetime,
                 streams,
+                drain,
             },
             metrics_listen,
         })
@@ -586,6 +617,28 @@ pub struct RelayConfig {
     pub max_lifetime: Duration,
     /// TURN over TCP and TLS.
     pub streams: StreamConfig,
+    /// What a drain (SIGUSR1) does.
+    pub drain: DrainConfig,
+}
+
+/// How long a drain may last by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// SIGUSR1: refuse new allocations (300 to `alternate`, else 486), keep the others until they
+/// end or `timeout` passes, then exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainConfig {
+    pub alternate: Option<SocketAddr>,
+    pub timeout: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            alternate: None,
+            timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
 }
 
 /// TCP/TLS connections one source IP may hold by default.

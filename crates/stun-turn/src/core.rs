@@ -215,6 +215,15 @@ pub struct RelayCore<S> {
     answers: KeyedLimiter<IpAddr>,
     revoked: Revocations,
     metrics: RelayMetrics,
+    /// Draining: new allocations are refused, sent to this relay when one is known.
+    drain: Option<Drain>,
+}
+
+/// A relay that is draining (SIGUSR1): existing allocations go on, new ones are refused with 300
+/// Try Alternate and ALTERNATE-SERVER when another relay is known, else 486.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub alternate: Option<SocketAddr>,
 }
 
 impl<S: Clone> RelayCore<S> {
@@ -232,8 +241,22 @@ impl<S: Clone> RelayCore<S> {
             ),
             revoked: Revocations::default(),
             metrics,
+            drain: None,
             cfg,
         }
+    }
+
+    /// Starts draining: from now on Allocate is refused (see [`Drain`]); everything else goes on.
+    pub fn start_drain(&mut self, drain: Drain) {
+        if self.drain.is_none() {
+            info!(alternate = ?drain.alternate, allocations = self.allocations.len(), "draining: new allocations are refused");
+        }
+        self.drain = Some(drain);
+        self.metrics.draining.set(1);
+    }
+
+    pub fn draining(&self) -> Option<Drain> {
+        self.drain
     }
 
     pub fn config(&self) -> &CoreConfig {

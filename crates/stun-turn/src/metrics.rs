@@ -165,6 +165,8 @@ pub struct RelayMetrics {
     /// By `transport` (udp, tcp, tls).
     pub allocations_active: IntGaugeVec,
     pub reservations_active: IntGauge,
+    /// 1 while draining (SIGUSR1): new allocations are refused.
+    pub draining: IntGauge,
     /// By `transport`.
     pub allocations_created: IntCounterVec,
     pub auth_failures: IntCounterVec,
@@ -256,6 +258,10 @@ impl RelayMetrics {
                 "natkit_relay_reservations_active",
                 "Relay ports reserved for a later Allocate (EVEN-PORT with R); each counts against its user's quota.",
             ),
+            draining: gauge(
+                "natkit_relay_draining",
+                "1 while the relay drains: new allocations are refused, existing ones go on.",
+            ),
             allocations_created: vec(
                 "natkit_relay_allocations_created_total",
                 "TURN allocations created since start, by client transport.",
@@ -292,9 +298,9 @@ impl RelayMetrics {
             ),
             quota_rejections: vec(
                 "natkit_relay_quota_rejections_total",
-                "Allocate requests refused with 486, by quota.",
+                "Allocate requests refused for capacity, by scope: user or total quota (486), or draining (300 Try Alternate, or 486 with no alternate).",
                 &["scope"],
-                &slices(&one(&["user", "total"])),
+                &slices(&one(&["user", "total", "draining"])),
             ),
             dropped_packets: vec(
                 "natkit_relay_dropped_packets_total",

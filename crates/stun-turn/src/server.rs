@@ -104,6 +104,27 @@ pub(crate) struct Shared {
     client_to_peer: [DirectionCounters; 3],
     pub(crate) streams: StreamConfig,
     pub(crate) tls: Option<Arc<TlsKeys>>,
+    drain: crate::config::DrainConfig,
+    /// When the drain started.
+    drain_started: Mutex<Option<Instant>>,
+    /// Signalled by the janitor when a drain is over (no allocation left, or its deadline).
+    drained: tokio::sync::Notify,
+}
+
+/// Starts a relay's drain from outside its [`Relay::run`] (natkit-relay calls it on SIGUSR1).
+#[derive(Clone)]
+pub struct DrainHandle(Arc<Shared>);
+
+impl DrainHandle {
+    /// Refuses new allocations from now on (300 Try Alternate with `drain_alternate`, else 486);
+    /// the relay's `run` returns once the last allocation has ended or `drain_timeout` passed.
+    pub fn start(&self) {
+        let mut started = self.0.drain_started.lock().expect("drain lock");
+        started.get_or_insert_with(Instant::now);
+        self.0.core.lock().expect("core lock").start_drain(crate::core::Drain {
+            alternate: self.0.drain.alternate,
+        });
+    }
 }
 
 /// Aborts an allocation's relay task when the core drops the allocation.
@@ -289,6 +310,9 @@ impl Relay {
             metrics,
             streams: cfg.streams.clone(),
             tls: tls_keys,
+            drain: cfg.drain.clone(),
+            drain_started: Mutex::new(None),
+            drained: tokio::sync::Notify::new(),
         });
         Ok(Relay {
             shared,
@@ -311,12 +335,18 @@ impl Relay {
         &self.shared.metrics
     }
 
+    /// A handle that starts the drain (SIGUSR1) while the relay runs.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle(Arc::clone(&self.shared))
+    }
+
     /// The TLS keys, for a SIGHUP handler to [`TlsKeys::reload`] while the relay runs.
     pub fn tls_keys(&self) -> Option<Arc<TlsKeys>> {
         self.shared.tls.clone()
     }
 
-    /// Serves until `shutdown` completes, then closes every allocation and socket.
+    /// Serves until `shutdown` completes (or a drain is over), then closes every allocation and
+    /// socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -350,7 +380,10 @@ impl Relay {
             tls = ?self.addresses.tls,
             "relay serving"
         );
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = self.shared.drained.notified() => info!("drain complete"),
+        }
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         let closed = self.shared.core.lock().expect("core lock").clear();
@@ -583,13 +616,21 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         shared.reload_revocations();
-        let ended = shared
-            .core
-            .lock()
-            .expect("core lock")
-            .expire(Instant::now());
+        let (ended, left) = {
+            let mut core = shared.core.lock().expect("core lock");
+            (core.expire(Instant::now()), core.allocation_count())
+        };
         // The guards of ended allocations were dropped with them: their tasks are stopped.
         drop(ended);
+        let started = *shared.drain_started.lock().expect("drain lock");
+        if let Some(started) = started {
+            if left == 0 {
+                shared.drained.notify_one();
+            } else if started.elapsed() >= shared.drain.timeout {
+                warn!(allocations = left, timeout_s = shared.drain.timeout.as_secs(), "drain deadline reached; closing the allocations left");
+                shared.drained.notify_one();
+            }
+        }
     }
 }
 

@@ -170,6 +170,7 @@ pub fn error(m: &Message, code: u16, extra: Vec<Box<dyn Setter>>) -> Vec<u8> {
 
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
+        300 => "Try Alternate",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

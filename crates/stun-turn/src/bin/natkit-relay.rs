@@ -141,14 +141,32 @@ async fn serve(settings: Settings) -> Result<()> {
         "{}",
         natkit_daemon::listening_line("natkit-relay", &sockets)
     );
+    // SIGUSR1: drain (refuse new allocations, exit when the last one has ended).
+    let drain = relay.drain_handle();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            while usr1.recv().await.is_some() {
+                drain.start();
+            }
+        }
+    });
     let mut rx = stop_rx;
-    let relay_task = tokio::spawn(relay.run(async move {
+    let mut relay_task = tokio::spawn(relay.run(async move {
         let _ = rx.changed().await;
     }));
-    natkit_daemon::terminate_signal().await;
-    info!("shutting down");
-    let _ = stop_tx.send(true);
-    relay_task.await.context("relay task failed")?;
+    tokio::select! {
+        _ = natkit_daemon::terminate_signal() => {
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+            (&mut relay_task).await.context("relay task failed")?;
+        }
+        r = &mut relay_task => {
+            r.context("relay task failed")?;
+            info!("drained; exiting");
+            let _ = stop_tx.send(true);
+        }
+    }
     if let Some(t) = metrics_task {
         t.await
             .context("metrics task failed")?

@@ -43,7 +43,7 @@ impl Setter for XorMappedAddressAs {
 }
 
 /// A plain address attribute of any type (MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS).
-struct MappedAddressAs(SocketAddr, AttrType);
+pub(crate) struct MappedAddressAs(pub SocketAddr, pub AttrType);
 
 impl Setter for MappedAddressAs {
     fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {

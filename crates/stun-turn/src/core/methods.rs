@@ -124,6 +124,25 @@ impl<S: Clone> RelayCore<S> {
             }
             return reply(wire::error(m, 437, vec![]));
         }
+        if let Some(drain) = self.drain {
+            // Signed, so a client can trust where it is sent (RFC 8489 section 14.15).
+            let bytes = match drain.alternate {
+                Some(alt) => wire::error(
+                    m,
+                    300,
+                    vec![
+                        Box::new(super::auth::MappedAddressAs(alt, ATTR_ALTERNATE_SERVER)),
+                        Box::new(stun::integrity::MessageIntegrity(auth.key)),
+                    ],
+                ),
+                None => wire::error(m, 486, vec![]),
+            };
+            self.metrics
+                .quota_rejections
+                .with_label_values(&["draining"])
+                .inc();
+            return reply(bytes);
+        }
         let mut transport = RequestedTransport::default();
         if transport.get_from(m).is_err() {
             return reply(wire::error(m, 400, vec![]));

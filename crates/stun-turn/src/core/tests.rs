@@ -366,3 +366,35 @@ fn binding_over_each_transport() {
         }
     }
 }
+
+#[test]
+fn draining_refuses_new_allocations_and_keeps_the_old_ones() {
+    let mut b = Bench::new();
+    let old = five(Transport::Udp, "198.51.100.6:1000");
+    let auth = b.auth(old, "old", 600);
+    let first = wire::request(METHOD_ALLOCATE, vec![udp()], Some(&auth));
+    assert_eq!(reply(b.run(Slot::PRIMARY, old, &first.raw, false)).typ.class, CLASS_SUCCESS_RESPONSE);
+    let alternate: SocketAddr = "192.0.2.50:3478".parse().unwrap();
+    b.core.start_drain(Drain {
+        alternate: Some(alternate),
+    });
+    // A new client is sent to the alternate relay.
+    let new = five(Transport::Tcp, "198.51.100.6:2000");
+    let new_auth = b.auth(new, "new", 600);
+    let refused = b.allocate(new, &new_auth);
+    assert_eq!(code(&refused), Some(300));
+    let mut alt = stun::addr::MappedAddress::default();
+    alt.get_from_as(&refused, ATTR_ALTERNATE_SERVER).unwrap();
+    assert_eq!(SocketAddr::new(alt.ip, alt.port), alternate);
+    assert!(refused.contains(ATTR_MESSAGE_INTEGRITY), "signed");
+    // The old allocation: its retransmitted Allocate, Refresh and permissions go on.
+    assert_eq!(reply(b.run(Slot::PRIMARY, old, &first.raw, false)).typ.class, CLASS_SUCCESS_RESPONSE);
+    let r = b.request(old, &auth, METHOD_CREATE_PERMISSION, vec![peer("198.51.100.7:9")]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    // Without an alternate: 486.
+    b.core.start_drain(Drain { alternate: None });
+    let late = five(Transport::Udp, "198.51.100.6:3000");
+    let late_auth = b.auth(late, "late", 600);
+    assert_eq!(code(&b.allocate(late, &late_auth)), Some(486));
+    assert_eq!(b.core.allocation_count(), 1);
+}
