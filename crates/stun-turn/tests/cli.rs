@@ -241,6 +241,16 @@ async fn unauthenticated_flood_does_not_grow_memory() {
     assert!(growth < 1024, "RSS grew {growth} KiB under the flood");
 }
 
+/// Refresh with LIFETIME 0: the client deletes its allocation.
+async fn delete(c: &StunClient, auth: &Auth) -> Message {
+    c.transact(&request(
+        METHOD_REFRESH,
+        vec![Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO))],
+        Some(auth),
+    ))
+    .await
+}
+
 /// SIGUSR1 drains: a new client is sent to the alternate relay (300 Try Alternate, signed, with
 /// ALTERNATE-SERVER), the allocation made before goes on (Refresh works), and the relay exits 0
 /// once it has ended. Without an alternate, new clients get 486.
@@ -277,13 +287,7 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
         let refresh = c.transact(&request(METHOD_REFRESH, vec![], Some(auth))).await;
         assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
         // ...until its client deletes it.
-        let gone = c
-            .transact(&request(
-                METHOD_REFRESH,
-                vec![Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO))],
-                Some(auth),
-            ))
-            .await;
+        let gone = delete(c, auth).await;
         assert_eq!(gone.typ.class, CLASS_SUCCESS_RESPONSE);
     });
     let status = relay.daemon.process().wait_exit(Duration::from_secs(10));
@@ -308,13 +312,7 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
         let (r, _) = c.allocate(&mint(SECRET, "late", 600)).await;
         assert_eq!(error_code(&r), Some(486), "{r:?}");
         let (c, auth) = &keeper;
-        let gone = c
-            .transact(&request(
-                METHOD_REFRESH,
-                vec![Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO))],
-                Some(auth),
-            ))
-            .await;
+        let gone = delete(c, auth).await;
         assert_eq!(gone.typ.class, CLASS_SUCCESS_RESPONSE);
     });
     assert!(relay.daemon.process().wait_exit(Duration::from_secs(10)).success());

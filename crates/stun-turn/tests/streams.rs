@@ -256,6 +256,14 @@ fn relay_with(dir: &TempDir, extra: &[&str]) -> Daemon {
     )
 }
 
+/// [`relay_with`] serving TLS on an ephemeral port with `files`.
+fn tls_relay(dir: &TempDir, files: &natkit_testkit::tls::ServerFiles, extra: &[&str]) -> Daemon {
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    let mut args = vec!["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key];
+    args.extend_from_slice(extra);
+    relay_with(dir, &args)
+}
+
 fn metric(relay: &Daemon, series: &str) -> f64 {
     let text = http_get(&format!("http://{}/metrics", relay.addr("metrics")));
     natkit_testkit::metric(&text, series)
@@ -266,11 +274,7 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
     let dir = TempDir::new("tls-reload");
     let old_ca = TestCa::new("natkit old test CA");
     let files = old_ca.issue(&["turn.natkit.test"], dir.path(), "relay");
-    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
-    let relay = relay_with(
-        &dir,
-        &["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key],
-    );
+    let relay = tls_relay(&dir, &files, &[]);
     let tls = relay.addr("turn-tls");
     assert!(
         relay.log().iter().any(|l| l.contains("turns:turn.natkit.test")),
@@ -400,17 +404,7 @@ fn coturn_uclient_relays_over_tcp_and_tls() {
     let dir = TempDir::new("uclient-tls");
     let ca = TestCa::new("natkit test CA");
     let files = ca.issue(&["turn.natkit.test", "127.0.0.1"], dir.path(), "relay");
-    let relay = relay_with(
-        &dir,
-        &[
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            files.cert.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ],
-    );
+    let relay = tls_relay(&dir, &files, &[]);
     let peer_port = natkit_testkit::third_party_udp_port();
     let _peer = natkit_testkit::Process::spawn(
         Command::new(tool("turnutils_peer"))
@@ -563,17 +557,7 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_its_deadline() {
     let dir = TempDir::new("tls-deadline");
     let ca = TestCa::new("natkit test CA");
     let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
-    let relay = relay_with(
-        &dir,
-        &[
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            files.cert.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ],
-    );
+    let relay = tls_relay(&dir, &files, &[]);
     // The first byte of a TLS record, then silence: the handshake cannot finish.
     let started = std::time::Instant::now();
     let mut stalled = StreamClient::new(TcpStream::connect(relay.addr("turn-tls")).await.unwrap());
