@@ -44,6 +44,10 @@ pub struct SignalArgs {
     /// get credentials from the shared TURN secret
     #[arg(long, value_name = "URL")]
     pub ice_server: Vec<String>,
+    /// A natkit-relay to hand out (repeatable, IP:PORT, same TURN secret): with two or more,
+    /// each room gets one of the healthy ones, draining relays are left out; implies --no-relay
+    #[arg(long, value_name = "IP:PORT")]
+    pub relay_server: Vec<String>,
     /// Embedded relay's UDP address [default: 0.0.0.0:3478]
     #[arg(long, value_name = "ADDR")]
     pub relay_listen: Option<String>,
@@ -120,6 +124,7 @@ pub struct SignalArgs {
 pub struct SignalRaw {
     pub listen: Option<String>,
     pub no_relay: Option<bool>,
+    pub relay_servers: Option<Vec<String>>,
     pub ice_servers: Option<Vec<String>>,
     pub token_secret_file: Option<String>,
     /// `token` (the default) or `open`.
@@ -144,6 +149,7 @@ pub struct SignalRaw {
 pub struct SignalFile {
     pub listen: Option<String>,
     pub no_relay: Option<bool>,
+    pub relay_servers: Option<Vec<String>>,
     pub ice_servers: Option<Vec<String>>,
     pub token_secret_file: Option<String>,
     pub auth: Option<String>,
@@ -178,6 +184,7 @@ impl SignalFile {
             SignalRaw {
                 listen: self.listen,
                 no_relay: self.no_relay,
+                relay_servers: self.relay_servers,
                 ice_servers: self.ice_servers,
                 token_secret_file: self.token_secret_file,
                 auth: self.auth,
@@ -206,6 +213,7 @@ impl SignalArgs {
             SignalRaw {
                 listen: self.listen,
                 no_relay: self.no_relay.then_some(true),
+                relay_servers: (!self.relay_server.is_empty()).then_some(self.relay_server),
                 ice_servers: (!self.ice_server.is_empty()).then_some(self.ice_server),
                 token_secret_file: self.token_secret_file,
                 auth: self.open.then(|| "open".to_owned()),
@@ -252,6 +260,14 @@ impl SignalRaw {
             match k {
                 "LISTEN" => s.listen = Some(v),
                 "NO_RELAY" => s.no_relay = Some(matches!(v.as_str(), "1" | "true" | "yes")),
+                "RELAY_SERVERS" => {
+                    s.relay_servers = Some(
+                        v.split(',')
+                            .map(|x| x.trim().to_owned())
+                            .filter(|x| !x.is_empty())
+                            .collect(),
+                    )
+                }
                 "ICE_SERVERS" => {
                     s.ice_servers = Some(
                         v.split(',')
@@ -287,6 +303,7 @@ impl SignalRaw {
         pick!(
             listen,
             no_relay,
+            relay_servers,
             ice_servers,
             token_secret_file,
             auth,
@@ -413,6 +430,20 @@ impl SignalRaw {
                 "127.0.0.1:9642".parse().expect("valid"),
             )?),
         };
+        let relay_servers = self
+            .relay_servers
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| {
+                v.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "relay_servers",
+                        format!("{v:?} is not IP:PORT, e.g. 203.0.113.7:3478"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
         let header_timeout: u64 = num("header_timeout", self.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -426,7 +457,8 @@ impl SignalRaw {
             credentials_per_minute: num("credentials_per_minute", self.credentials_per_minute, 30)?,
             revoked_file: None,
             listen,
-            embedded_relay: !self.no_relay.unwrap_or(false),
+            embedded_relay: !self.no_relay.unwrap_or(false) && relay_servers.is_empty(),
+            relay_servers,
             ice_urls: ice_servers,
             token,
             credential_ttl,
@@ -446,6 +478,8 @@ impl SignalRaw {
 pub struct SignalSettings {
     pub listen: SocketAddr,
     pub embedded_relay: bool,
+    /// natkit-relays handed out, one per room among the healthy ones ([`crate::fleet`]).
+    pub relay_servers: Vec<SocketAddr>,
     /// Extra ICE server URLs (external relays, public STUN servers).
     pub ice_urls: Vec<String>,
     /// The join-token secret; `None` only in open mode.
@@ -519,7 +553,8 @@ pub fn load(
                 .expect("one secret"),
         );
     }
-    let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"));
+    let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"))
+        || !signal.relay_servers.is_empty();
     if !signal.embedded_relay && needs_secret && generated_secret {
         return Err(invalid(
             "ice_server",

@@ -11,6 +11,8 @@ use tracing::warn;
 pub struct IceConfig {
     /// The embedded relay, as clients reach it.
     pub relay: Option<RelayEndpoints>,
+    /// Several natkit-relays (`relay_servers`): each room gets one of the fit ones.
+    pub fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
     /// The embedded relay's RFC 5780 alternate port (same IP).
     pub relay_alt_port: Option<u16>,
     /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
@@ -33,6 +35,17 @@ impl IceConfig {
         let mut servers = Vec::new();
         if let Some(relay) = &self.relay {
             servers.push(cred.ice_server(relay));
+        }
+        // The room is the TURN user's first part (`ROOM/PEER`): both peers get the same relay.
+        let room = user.split('/').next().unwrap_or(user);
+        if let Some(relay) = self.fleet.as_ref().and_then(|f| f.relay_for(room)) {
+            let ep = RelayEndpoints {
+                host: relay.ip().to_string(),
+                port: relay.port(),
+                tcp: true,
+                tls: None,
+            };
+            servers.push(cred.ice_server(&ep));
         }
         let (turn, stun): (Vec<String>, Vec<String>) = self
             .urls
@@ -108,6 +121,7 @@ mod tests {
         let secrets = Secrets::new(vec![Secret::new("shared").unwrap()]).unwrap();
         let external = IceConfig {
             relay: None,
+            fleet: None,
             relay_alt_port: None,
             urls: vec![
                 "stun:stun.example.org:3478".into(),
@@ -135,6 +149,7 @@ mod tests {
 
         let embedded = IceConfig {
             relay: Some(RelayEndpoints::udp("203.0.113.5", 3478)),
+            fleet: None,
             relay_alt_port: Some(3479),
             urls: vec![],
             secrets,

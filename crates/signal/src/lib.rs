@@ -13,6 +13,7 @@
 //!   `ratelimit` module, shared).
 //! - [`config`]: flags, environment and TOML, validated before anything binds.
 //! - [`ice`]: the ICE servers and credentials handed to peers; [`metrics`]: Prometheus series.
+//! - [`fleet`]: which of several natkit-relays a room gets (pure), and their health checks.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
 //!
 //! # Out of scope
@@ -20,6 +21,7 @@
 //! (put a reverse proxy in front).
 
 pub mod config;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ice;

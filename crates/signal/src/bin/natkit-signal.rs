@@ -79,8 +79,19 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
             let _ = rx.changed().await;
         })));
     }
+    let fleet = (!signal.relay_servers.is_empty())
+        .then(|| natkit_signal::fleet::Fleet::new(&signal.relay_servers));
+    if let Some(f) = &fleet {
+        eprintln!(
+            "natkit-signal: handing out {} relay(s), one per room among the healthy ones: {:?}",
+            signal.relay_servers.len(),
+            signal.relay_servers
+        );
+        tokio::spawn(natkit_signal::fleet::watch(std::sync::Arc::clone(f), secrets.clone()));
+    }
     let ice = IceConfig {
         relay: relay_addr.as_ref().map(|a| a.endpoints(None)),
+        fleet: fleet.clone(),
         relay_alt_port: relay_addr.as_ref().map(|a| a.alt_port.port()),
         urls: signal.ice_urls.clone(),
         secrets,
