@@ -113,40 +113,35 @@ fn command(program: std::path::PathBuf) -> Command {
     }
 }
 
+/// natkit-relay as every cell runs it on `addr`: the bench secret, loopback peers allowed, no
+/// quotas or answer limit, coturn's relay port range, quiet.
+fn natkit_relay(addr: SocketAddr) -> Command {
+    let mut c = command(release_bin("natkit-relay"));
+    c.env("NATKIT_TURN_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .args(["--listen", &addr.to_string(), "--alt-port", "0"])
+        .args(["--metrics-listen", "off", "--allow-peer", "127.0.0.1"])
+        .args(["--user-quota", "0", "--total-quota", "0"])
+        .args(["--answers-per-second", "0", "--relay-ports", "10000-29999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// coturn's pid file and user database for the server on `port`.
+fn coturn_dir(port: u16) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn start(server: Server, echo: SocketAddr) -> Proc {
     let port = natkit_testkit::third_party_udp_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = match server {
-        Server::Natkit => command(release_bin("natkit-relay"))
-            .env("NATKIT_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--alt-port",
-                "0",
-                "--metrics-listen",
-                "off",
-            ])
-            .args([
-                "--allow-peer",
-                "127.0.0.1",
-                "--user-quota",
-                "0",
-                "--answers-per-second",
-                "0",
-                "--total-quota",
-                "0",
-                "--relay-ports",
-                "10000-29999",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        Server::Natkit => natkit_relay(addr).spawn().unwrap(),
         Server::Coturn => {
-            let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = coturn_dir(port);
             let mut c = command("turnserver".into());
             natkit_bench::coturn::args(&mut c, addr, SECRET, (10000, 29999), &dir);
             c.spawn().expect("turnserver (apt-get install coturn)")
@@ -198,12 +193,7 @@ fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Pro
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
     let child = match server {
-        Server::Natkit => command(release_bin("natkit-relay"))
-            .env("NATKIT_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .args(["--listen", &addr.to_string(), "--alt-port", "0", "--metrics-listen", "off"])
-            .args(["--allow-peer", "127.0.0.1", "--user-quota", "0", "--total-quota", "0"])
-            .args(["--answers-per-second", "0", "--relay-ports", "10000-29999"])
+        Server::Natkit => natkit_relay(addr)
             .args(["--stream-per-ip", "0", "--stream-total", "0"])
             .args(["--tls-listen", &tls_addr.to_string()])
             .arg("--tls-cert")
@@ -211,13 +201,10 @@ fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Pro
             .arg("--tls-key")
             .arg(&tls.key)
             .args(["--tls-name", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
         Server::Coturn => {
-            let dir = std::env::temp_dir().join(format!("natkit-bench-coturn-{port}"));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = coturn_dir(port);
             let mut c = command("turnserver".into());
             natkit_bench::coturn::stream_args(
                 &mut c,
@@ -233,7 +220,9 @@ fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Pro
     };
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(50));
-        if std::net::TcpStream::connect(tls_addr).is_ok() && std::net::TcpStream::connect(addr).is_ok() {
+        if std::net::TcpStream::connect(tls_addr).is_ok()
+            && std::net::TcpStream::connect(addr).is_ok()
+        {
             return (Proc { child, addr }, tls_addr);
         }
     }
@@ -255,7 +244,15 @@ fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
     println!("TURN over TCP and TLS: one connection per allocation, 128 messages of {size} bytes in flight over all of them, {seconds} s per cell");
     println!(
         "{:>6} {:>5} {:<13} {:>12} {:>12} {:>9} {:>8} {:>9} {:>9}",
-        "allocs", "over", "server", "relayed pps", "CPU s/Mpkt", "p99 us", "loss %", "srv core", "load core"
+        "allocs",
+        "over",
+        "server",
+        "relayed pps",
+        "CPU s/Mpkt",
+        "p99 us",
+        "loss %",
+        "srv core",
+        "load core"
     );
     for transport in ["tcp", "tls"] {
         for &n in &allocs {

@@ -34,9 +34,14 @@ pub fn stream_args(
     common(cmd, listen, secret, relay_ports, dir);
 }
 
-fn common(cmd: &mut Command, listen: SocketAddr, secret: &str, relay_ports: (u16, u16), dir: &Path) {
-    cmd
-        .arg(format!("--listening-ip={}", listen.ip()))
+fn common(
+    cmd: &mut Command,
+    listen: SocketAddr,
+    secret: &str,
+    relay_ports: (u16, u16),
+    dir: &Path,
+) {
+    cmd.arg(format!("--listening-ip={}", listen.ip()))
         .arg(format!("--relay-ip={}", listen.ip()))
         .arg(format!("--listening-port={}", listen.port()))
         .args([

@@ -136,12 +136,18 @@ async fn main() -> Result<()> {
             );
             if transport != "udp" {
                 anyhow::ensure!(!plain && !send && rate.is_none(), "--transport tcp/tls drives a TURN server with ChannelData, closed loop: no --plain, --send or --rate");
-                let secret = secret.context("a TURN server needs the REST API secret: --secret or NATKIT_TURN_SECRET")?;
+                let secret = secret.context(
+                    "a TURN server needs the REST API secret: --secret or NATKIT_TURN_SECRET",
+                )?;
                 let stream_transport = if transport == "tls" {
-                    let path = tls_ca.context("--transport tls needs --tls-ca (the CA of the server's certificate)")?;
-                    let pem = std::fs::read(&path).with_context(|| format!("cannot read --tls-ca {}", path.display()))?;
+                    let path = tls_ca.context(
+                        "--transport tls needs --tls-ca (the CA of the server's certificate)",
+                    )?;
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("cannot read --tls-ca {}", path.display()))?;
                     natkit_bench::stream::StreamTransport::Tls {
-                        config: natkit_bench::stream::tls_config(&pem).with_context(|| format!("--tls-ca {}", path.display()))?,
+                        config: natkit_bench::stream::tls_config(&pem)
+                            .with_context(|| format!("--tls-ca {}", path.display()))?,
                         name: tls_name.unwrap_or_else(|| server.ip().to_string()),
                     }
                 } else {

@@ -140,8 +140,14 @@ async fn allocate(cfg: &StreamLoadConfig, user: &str) -> anyhow::Result<Conn> {
             protocol: turn::proto::PROTO_UDP,
         })
     };
-    let r = c.transact(&build(METHOD_ALLOCATE, vec![udp()], None)).await?;
-    anyhow::ensure!(code(&r) == Some(401), "expected a 401 challenge, got {:?}", code(&r));
+    let r = c
+        .transact(&build(METHOD_ALLOCATE, vec![udp()], None))
+        .await?;
+    anyhow::ensure!(
+        code(&r) == Some(401),
+        "expected a 401 challenge, got {:?}",
+        code(&r)
+    );
     let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
     let auth = Auth {
         username: cred.username,
@@ -156,7 +162,11 @@ async fn allocate(cfg: &StreamLoadConfig, user: &str) -> anyhow::Result<Conn> {
             Some(&auth),
         ))
         .await?;
-    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "allocate failed with {:?}", code(&r));
+    anyhow::ensure!(
+        r.typ.class == CLASS_SUCCESS_RESPONSE,
+        "allocate failed with {:?}",
+        code(&r)
+    );
     let bind = build(
         METHOD_CHANNEL_BIND,
         vec![
@@ -169,7 +179,11 @@ async fn allocate(cfg: &StreamLoadConfig, user: &str) -> anyhow::Result<Conn> {
         Some(&auth),
     );
     let r = c.transact(&bind).await?;
-    anyhow::ensure!(r.typ.class == CLASS_SUCCESS_RESPONSE, "channel bind failed with {:?}", code(&r));
+    anyhow::ensure!(
+        r.typ.class == CLASS_SUCCESS_RESPONSE,
+        "channel bind failed with {:?}",
+        code(&r)
+    );
     Ok(c)
 }
 
@@ -200,7 +214,9 @@ async fn traffic(
         out.extend(frame(cfg.payload, epoch));
     }
     c.io.write_all(&out).await?;
-    counters.sent.fetch_add(cfg.window as u64, Ordering::Relaxed);
+    counters
+        .sent
+        .fetch_add(cfg.window as u64, Ordering::Relaxed);
     let mut rtts = Vec::new();
     let mut unanswered = cfg.window;
     while unanswered > 0 {
@@ -250,7 +266,15 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
     let end = epoch + cfg.duration;
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|c| tokio::spawn(traffic(c, Arc::clone(&shared), epoch, end, Arc::clone(&counters))))
+        .map(|c| {
+            tokio::spawn(traffic(
+                c,
+                Arc::clone(&shared),
+                epoch,
+                end,
+                Arc::clone(&counters),
+            ))
+        })
         .collect();
     for t in tasks {
         t.await??;

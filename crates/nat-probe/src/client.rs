@@ -223,7 +223,10 @@ pub async fn probe(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
     let mut rtt = RttEstimator::default();
     if cfg.tcp_rtt_seed {
         if let Some(sample) = tcp_round_trip(servers[0]).await {
-            debug!(rtt_us = sample.as_micros() as u64, "round trip seeded from a TCP connect");
+            debug!(
+                rtt_us = sample.as_micros() as u64,
+                "round trip seeded from a TCP connect"
+            );
             rtt.sample(sample);
         }
     }

@@ -95,7 +95,10 @@ impl Event {
                 relay_protocol,
                 elapsed_ms,
             } => {
-                let via = relay_protocol.as_ref().map(|p| format!(" (relay over {p})")).unwrap_or_default();
+                let via = relay_protocol
+                    .as_ref()
+                    .map(|p| format!(" (relay over {p})"))
+                    .unwrap_or_default();
                 format!("connected in {elapsed_ms} ms: local {local_candidate_type}{via} <-> remote {remote_candidate_type}")
             }
             Event::Message { data } => format!("message: {data}"),

@@ -46,14 +46,15 @@ pub struct PeerConfig {
 
 /// The TLS configuration for `turns:` relays: the system's roots, `SSL_CERT_FILE`, and the CA
 /// certificates in the PEM file `ca`. An error names the file.
-pub fn turn_tls_config(
-    ca: &std::path::Path,
-) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn turn_tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
     use webrtc::peer_connection::turn_tls;
     let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
     let mut roots = turn_tls::system_roots();
     if turn_tls::add_pem_roots(&mut roots, &pem) == 0 {
-        return Err(format!("--tls-ca {}: no PEM certificate in it", ca.display()));
+        return Err(format!(
+            "--tls-ca {}: no PEM certificate in it",
+            ca.display()
+        ));
     }
     Ok(turn_tls::client_config(roots))
 }

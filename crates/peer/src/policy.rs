@@ -186,7 +186,12 @@ pub fn usable_servers(
         }
     }
     let udp_blocked = local.is_some_and(|n| n.udp_blocked);
-    if udp_blocked && servers.iter().flat_map(|s| &s.urls).any(|u| is_stream_turn_url(u)) {
+    if udp_blocked
+        && servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| is_stream_turn_url(u))
+    {
         for s in &mut servers {
             s.urls.retain(|u| is_stream_turn_url(u));
         }
@@ -432,7 +437,11 @@ mod tests {
             udp_blocked: true,
         };
         let open = nat(EndpointIndependent, EndpointIndependent);
-        let kept = usable_servers(std::slice::from_ref(&relay), RelayMode::Auto, Some(&blocked));
+        let kept = usable_servers(
+            std::slice::from_ref(&relay),
+            RelayMode::Auto,
+            Some(&blocked),
+        );
         assert_eq!(
             kept[0].urls,
             [
@@ -447,7 +456,12 @@ mod tests {
         // With no TCP/TLS URL at all, nothing is taken away.
         let udp_only = IceServer::for_relay("203.0.113.1", 3478, "1:a".into(), "p".into());
         assert_eq!(
-            usable_servers(std::slice::from_ref(&udp_only), RelayMode::Auto, Some(&blocked))[0].urls,
+            usable_servers(
+                std::slice::from_ref(&udp_only),
+                RelayMode::Auto,
+                Some(&blocked)
+            )[0]
+            .urls,
             udp_only.urls
         );
         let cases = [

@@ -457,8 +457,11 @@ impl Session {
             peers: welcome.peers.clone(),
         }));
         // The welcome's credential counts as a renewal.
-        self.servers =
-            usable_servers(&welcome.ice_servers, self.cfg.relay, self.cfg.local_nat.as_ref());
+        self.servers = usable_servers(
+            &welcome.ice_servers,
+            self.cfg.relay,
+            self.cfg.local_nat.as_ref(),
+        );
         if self.policy.is_some() {
             self.apply_servers();
         }

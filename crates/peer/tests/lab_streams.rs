@@ -4,9 +4,7 @@
 //! sites, the same with only `turns:` handed out, headless Chromium (the page natkit-signal
 //! serves) and aiortc in the UDP-blocked site. Needs root (fails under CI without it).
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
@@ -64,7 +62,9 @@ impl StreamLab {
 
     /// An echo peer at `site` in `room`, once it has probed (its NAT summary is ready).
     fn echo_at(&self, site: usize, room: &str) -> EventProcess {
-        let echo = EventProcess::spawn(&mut self.peer(site, &["--room", room, "--echo", "--timeout", "60"]));
+        let echo = EventProcess::spawn(
+            &mut self.peer(site, &["--room", room, "--echo", "--timeout", "60"]),
+        );
         echo.wait_for("probe", Duration::from_secs(20));
         echo
     }
@@ -103,13 +103,26 @@ fn find<'a>(evs: &'a [Value], name: &str) -> &'a Value {
 fn natkit_pair(l: &StreamLab, room: &str) -> (Vec<Value>, Vec<Value>) {
     let mut echo = l.echo_at(SYMMETRIC, room);
     let out = l
-        .peer(BLOCKED, &["--room", room, "--send", "through the wall", "--timeout", "40"])
+        .peer(
+            BLOCKED,
+            &[
+                "--room",
+                room,
+                "--send",
+                "through the wall",
+                "--timeout",
+                "40",
+            ],
+        )
         .output()
         .unwrap();
     let sender = events(&out.stdout);
     echo.process().kill();
     let echo: Vec<Value> = echo.events().into_iter().map(|(_, e)| e).collect();
-    assert!(out.status.success(), "the UDP-blocked sender failed: {sender:?}");
+    assert!(
+        out.status.success(),
+        "the UDP-blocked sender failed: {sender:?}"
+    );
     assert_eq!(find(&sender, "message")["data"], "through the wall");
     (sender, echo)
 }
@@ -121,7 +134,11 @@ fn udp_blocked_and_symmetric_peers_meet_over_turn_tcp_or_tls() {
     }
     let l = stream_lab(true);
     let (sender, echo) = natkit_pair(&l, "tcp-and-tls");
-    assert_eq!(find(&sender, "probe")["nat_type"], "udp-blocked", "{sender:?}");
+    assert_eq!(
+        find(&sender, "probe")["nat_type"],
+        "udp-blocked",
+        "{sender:?}"
+    );
     let policy = find(&sender, "policy");
     assert_eq!(policy["rule"], "udp-blocked", "{policy}");
     assert_eq!(policy["ice_transport_policy"], "relay", "{policy}");
@@ -149,9 +166,17 @@ fn only_turns_handed_out_gives_a_tls_relay() {
     // moment its data channel opened from above (one relayed round trip later).
     let mut echo = l.echo_at(SYMMETRIC, "tls-only");
     let started = std::time::Instant::now();
-    let sender = EventProcess::spawn(
-        &mut l.peer(BLOCKED, &["--room", "tls-only", "--send", "through the wall", "--timeout", "40"]),
-    );
+    let sender = EventProcess::spawn(&mut l.peer(
+        BLOCKED,
+        &[
+            "--room",
+            "tls-only",
+            "--send",
+            "through the wall",
+            "--timeout",
+            "40",
+        ],
+    ));
     let reply = sender.wait_for("message", Duration::from_secs(40));
     let replied_ms = started.elapsed().as_millis();
     assert_eq!(reply["data"], "through the wall");
@@ -182,32 +207,29 @@ fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Val
             .cmd("chromium")
             .args(natkit_testkit::chromium_headless_args(&profile))
             // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
-            .arg(format!("--ignore-certificate-errors-spki-list={}", l.files.spki_sha256))
+            .arg(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                l.files.spki_sha256
+            ))
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
     let stderr = chromium.child().stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split_once("\"natkit-page ").map(|(_, r)| r) {
-                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
-                if let Ok(v) = serde_json::from_str::<Value>(json) {
-                    let _ = tx.send(v);
-                }
-            }
-        }
-    });
+    let rx = natkit_testkit::console_reports(stderr, "natkit-page");
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let mut last = Value::Null;
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(v) if done(&v) => {
+        match rx
+            .recv_timeout(left)
+            .map(|j| serde_json::from_str::<Value>(&j))
+        {
+            Ok(Ok(v)) if done(&v) => {
                 last = v;
                 break;
             }
-            Ok(v) => last = v,
+            Ok(Ok(v)) => last = v,
+            Ok(Err(_)) => {}
             Err(_) => break,
         }
     }
@@ -259,7 +281,15 @@ fn aiortc_behind_blocked_udp_talks_to_natkit_peer_through_turn_tcp() {
     let out = l.lab.sites[BLOCKED]
         .client
         .cmd("python3")
-        .args([AIORTC, "--signal", &l.url, "--room", "aiortc", "--turn-transport", "tcp"])
+        .args([
+            AIORTC,
+            "--signal",
+            &l.url,
+            "--room",
+            "aiortc",
+            "--turn-transport",
+            "tcp",
+        ])
         .args(["--send", "hello from aiortc", "--timeout", "40"])
         .stderr(Stdio::null())
         .output()
@@ -271,7 +301,8 @@ fn aiortc_behind_blocked_udp_talks_to_natkit_peer_through_turn_tcp() {
     // aiortc's only way out is the TCP TURN allocation; the symmetric side relays over UDP.
     assert!(l.metric("natkit_relay_allocations_created_total{transport=\"tcp\"}") >= 1.0);
     assert!(
-        l.metric("natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}")
-            > 0.0
+        l.metric(
+            "natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}"
+        ) > 0.0
     );
 }

@@ -225,7 +225,14 @@ fn exchange_over(s: &StreamSetup, room: &str, want: &str) {
     let out = peer(
         &s.url,
         room,
-        &["--send", "over a stream", "--relay", "always", "--tls-ca", ca],
+        &[
+            "--send",
+            "over a stream",
+            "--relay",
+            "always",
+            "--tls-ca",
+            ca,
+        ],
     )
     .output()
     .unwrap();
@@ -245,7 +252,12 @@ fn relay_only_over_turn_tcp() {
 
 #[test]
 fn relay_only_over_turn_tls_with_a_private_ca() {
-    let s = stream_setup(|r| format!("turns:127.0.0.1:{}?transport=tcp", r.addr("turn-tls").port()));
+    let s = stream_setup(|r| {
+        format!(
+            "turns:127.0.0.1:{}?transport=tcp",
+            r.addr("turn-tls").port()
+        )
+    });
     exchange_over(&s, "over-tls", "tls");
     // Without --tls-ca the relay's certificate is not trusted: no relay candidate, no session.
     let _echo = echo_peer(&s.url, "untrusted", &["--relay", "always"]);
@@ -256,11 +268,19 @@ fn relay_only_over_turn_tls_with_a_private_ca() {
     )
     .output()
     .unwrap();
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // A --tls-ca that is not a certificate is a one-line error naming it.
-    let out = peer(&s.url, "x", &["--send", "x", "--tls-ca", "/nonexistent/ca.pem"])
-        .output()
-        .unwrap();
+    let out = peer(
+        &s.url,
+        "x",
+        &["--send", "x", "--tls-ca", "/nonexistent/ca.pem"],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca /nonexistent/ca.pem"));
 }

@@ -553,8 +553,8 @@ pub fn load(
                 .expect("one secret"),
         );
     }
-    let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"))
-        || !signal.relay_servers.is_empty();
+    let needs_secret =
+        signal.ice_urls.iter().any(|u| u.starts_with("turn")) || !signal.relay_servers.is_empty();
     if !signal.embedded_relay && needs_secret && generated_secret {
         return Err(invalid(
             "ice_server",

@@ -104,7 +104,11 @@ impl Fleet {
     /// may be down than none).
     pub fn relay_for(&self, room: &str) -> Option<SocketAddr> {
         let health = self.health();
-        let fit: Vec<SocketAddr> = health.iter().filter(|(_, h)| h.fit()).map(|(r, _)| *r).collect();
+        let fit: Vec<SocketAddr> = health
+            .iter()
+            .filter(|(_, h)| h.fit())
+            .map(|(r, _)| *r)
+            .collect();
         if fit.is_empty() {
             let all: Vec<SocketAddr> = health.iter().map(|(r, _)| *r).collect();
             return pick(room, &all);
@@ -149,7 +153,13 @@ async fn transact(sock: &tokio::net::UdpSocket, m: &Message) -> Option<Message> 
 
 /// One check of `relay` (see the module docs).
 pub async fn check(relay: SocketAddr, secrets: &Secrets, now: u64) -> Health {
-    let Ok(sock) = tokio::net::UdpSocket::bind(if relay.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await else {
+    let Ok(sock) = tokio::net::UdpSocket::bind(if relay.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await
+    else {
         return Health::Down;
     };
     if sock.connect(relay).await.is_err() {
@@ -160,10 +170,19 @@ pub async fn check(relay: SocketAddr, secrets: &Secrets, now: u64) -> Health {
             protocol: turn::proto::PROTO_TCP,
         })
     };
-    let Some(challenge) = transact(&sock, &wire::request(METHOD_ALLOCATE, vec![tcp_relaying()], None)).await else {
+    let Some(challenge) = transact(
+        &sock,
+        &wire::request(METHOD_ALLOCATE, vec![tcp_relaying()], None),
+    )
+    .await
+    else {
         return Health::Down;
     };
-    let text = |t| TextAttribute::get_from_as(&challenge, t).ok().map(|a| a.text);
+    let text = |t| {
+        TextAttribute::get_from_as(&challenge, t)
+            .ok()
+            .map(|a| a.text)
+    };
     let (Some(realm), Some(nonce)) = (text(ATTR_REALM), text(ATTR_NONCE)) else {
         return Health::Down;
     };
@@ -176,7 +195,12 @@ pub async fn check(relay: SocketAddr, secrets: &Secrets, now: u64) -> Health {
         realm,
         nonce,
     };
-    match transact(&sock, &wire::request(METHOD_ALLOCATE, vec![tcp_relaying()], Some(&auth))).await {
+    match transact(
+        &sock,
+        &wire::request(METHOD_ALLOCATE, vec![tcp_relaying()], Some(&auth)),
+    )
+    .await
+    {
         None => Health::Down,
         Some(r) => match error_code(&r) {
             Some(300) | Some(486) => Health::Draining,
@@ -242,7 +266,10 @@ mod tests {
         fleet.set(a, Health::Draining);
         assert_eq!(fleet.relay_for(&room_of_a), Some(b));
         fleet.set(b, Health::Down);
-        assert!(fleet.relay_for(&room_of_a).is_some(), "none fit: one of all");
+        assert!(
+            fleet.relay_for(&room_of_a).is_some(),
+            "none fit: one of all"
+        );
         fleet.set(a, Health::Serving);
         assert_eq!(fleet.relay_for(&room_of_a), Some(a));
     }

@@ -90,7 +90,8 @@ impl IceConfig {
                     continue;
                 };
                 let embedded = self.relay.as_ref().is_some_and(|r| {
-                    r.host.trim_matches(['[', ']']) == host.trim_matches(['[', ']']) && r.port == port
+                    r.host.trim_matches(['[', ']']) == host.trim_matches(['[', ']'])
+                        && r.port == port
                 });
                 let alt = match (embedded, self.relay_alt_port) {
                     (true, Some(a)) => Some(a),

@@ -18,9 +18,11 @@ async fn relay_for(signal: &Daemon, room: &str) -> SocketAddr {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/v1/ws", signal.ws_url()))
         .await
         .unwrap();
-    ws.send(Message::text(format!(r#"{{"type":"join","room":"{room}"}}"#)))
-        .await
-        .unwrap();
+    ws.send(Message::text(format!(
+        r#"{{"type":"join","room":"{room}"}}"#
+    )))
+    .await
+    .unwrap();
     let welcome: Value = loop {
         let m = ws.next().await.unwrap().unwrap();
         if let Message::Text(t) = m {
@@ -32,7 +34,13 @@ async fn relay_for(signal: &Daemon, room: &str) -> SocketAddr {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|s| s["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()))
+        .flat_map(|s| {
+            s["urls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap().to_owned())
+        })
         .collect();
     let turn = urls
         .iter()
@@ -55,7 +63,10 @@ async fn moves_off(signal: &Daemon, room: &str, away: SocketAddr) -> SocketAddr 
         if r != away {
             return r;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{away} is still handed out for {room}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{away} is still handed out for {room}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -70,20 +81,40 @@ async fn rooms_share_a_relay_and_drained_or_dead_relays_are_left_out() {
         Command::new(workspace_bin("natkit-signal"))
             .env("NATKIT_TURN_SECRET", SECRET)
             .env("RUST_LOG", "warn")
-            .args(["--listen", "127.0.0.1:0", "--open", "--metrics-listen", "off"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--open",
+                "--metrics-listen",
+                "off",
+            ])
             .args(["--credentials-per-minute", "0"])
-            .args(relays.iter().flat_map(|r| ["--relay-server".to_owned(), r.to_string()])),
+            .args(
+                relays
+                    .iter()
+                    .flat_map(|r| ["--relay-server".to_owned(), r.to_string()]),
+            ),
     );
     // Rooms spread over the relays, and a room's peers meet on one.
     let mut rooms_of: Vec<Vec<String>> = vec![Vec::new(); 3];
     for i in 0..60 {
         let room = format!("room{i}");
         let first = relay_for(&signal, &room).await;
-        assert_eq!(relay_for(&signal, &room).await, first, "{room}: both peers, one relay");
-        let k = relays.iter().position(|r| *r == first).expect("a configured relay");
+        assert_eq!(
+            relay_for(&signal, &room).await,
+            first,
+            "{room}: both peers, one relay"
+        );
+        let k = relays
+            .iter()
+            .position(|r| *r == first)
+            .expect("a configured relay");
         rooms_of[k].push(room);
     }
-    assert!(rooms_of.iter().all(|r| !r.is_empty()), "every relay gets rooms: {rooms_of:?}");
+    assert!(
+        rooms_of.iter().all(|r| !r.is_empty()),
+        "every relay gets rooms: {rooms_of:?}"
+    );
 
     // a drains (SIGUSR1): its rooms move, b's and c's stay.
     a.process_ref().signal("USR1");
@@ -94,6 +125,9 @@ async fn rooms_share_a_relay_and_drained_or_dead_relays_are_left_out() {
 
     // b dies: its rooms go to c, the only fit relay left.
     b.process().kill();
-    assert_eq!(moves_off(&signal, &rooms_of[1][0], relays[1]).await, relays[2]);
+    assert_eq!(
+        moves_off(&signal, &rooms_of[1][0], relays[1]).await,
+        relays[2]
+    );
     assert_eq!(relay_for(&signal, &rooms_of[2][0]).await, relays[2]);
 }

@@ -4,9 +4,7 @@
 //! is blocked. The page logs its result to the console, which Chromium writes to its standard
 //! error. Needs root (fails under CI without it).
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
@@ -27,15 +25,7 @@ fn check_from(lab: &Lab, site: usize, url: &str) -> Value {
             .stderr(Stdio::piped()),
     );
     let stderr = chromium.child().stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split_once("\"natkit-check ").map(|(_, r)| r) {
-                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
-                let _ = tx.send(json.to_owned());
-            }
-        }
-    });
+    let rx = natkit_testkit::console_reports(stderr, "natkit-check");
     let line = rx
         .recv_timeout(Duration::from_secs(40))
         .unwrap_or_else(|_| {

@@ -487,48 +487,61 @@ impl RawSettings {
             None => true,
             Some("on" | "true" | "yes" | "1") => true,
             Some("off" | "false" | "no" | "0") => false,
-            Some(v) => return Err(ConfigError::invalid("tcp", format!("{v:?} is not on or off"))),
+            Some(v) => {
+                return Err(ConfigError::invalid(
+                    "tcp",
+                    format!("{v:?} is not on or off"),
+                ))
+            }
         };
         let tls_listen = match self.tls_listen.as_deref().map(str::trim) {
             None | Some("off") => None,
             Some(v) => {
                 // ":5349" means the listen IP on that port.
                 let v = match v.strip_prefix(':') {
-                    Some(port) => format!("{}", SocketAddr::new(listen.ip(), parse("tls_listen", port)?)),
+                    Some(port) => format!(
+                        "{}",
+                        SocketAddr::new(listen.ip(), parse("tls_listen", port)?)
+                    ),
                     None => v.to_owned(),
                 };
                 Some(parse::<SocketAddr>("tls_listen", &v)?)
             }
         };
-        let tls = match (tls_listen, &self.tls_cert, &self.tls_key) {
-            (None, None, None) => None,
-            (None, _, _) => {
-                return Err(ConfigError::invalid(
+        let tls =
+            match (tls_listen, &self.tls_cert, &self.tls_key) {
+                (None, None, None) => None,
+                (None, _, _) => return Err(ConfigError::invalid(
                     "tls_listen",
                     "tls_cert and tls_key are set but tls_listen is not; set it, e.g. 0.0.0.0:5349",
-                ))
-            }
-            (Some(_), None, _) => {
-                return Err(ConfigError::invalid("tls_cert", "tls_listen needs a PEM certificate file"))
-            }
-            (Some(_), _, None) => {
-                return Err(ConfigError::invalid("tls_key", "tls_listen needs a PEM private key file"))
-            }
-            (Some(addr), Some(cert), Some(key)) => {
-                if addr == listen && addr.port() != 0 && tcp {
+                )),
+                (Some(_), None, _) => {
                     return Err(ConfigError::invalid(
-                        "tls_listen",
-                        "must differ from the listen address while tcp is on",
-                    ));
+                        "tls_cert",
+                        "tls_listen needs a PEM certificate file",
+                    ))
                 }
-                Some(TlsConfig {
-                    listen: addr,
-                    cert: PathBuf::from(cert),
-                    key: PathBuf::from(key),
-                    name: self.tls_name.clone().filter(|n| !n.trim().is_empty()),
-                })
-            }
-        };
+                (Some(_), _, None) => {
+                    return Err(ConfigError::invalid(
+                        "tls_key",
+                        "tls_listen needs a PEM private key file",
+                    ))
+                }
+                (Some(addr), Some(cert), Some(key)) => {
+                    if addr == listen && addr.port() != 0 && tcp {
+                        return Err(ConfigError::invalid(
+                            "tls_listen",
+                            "must differ from the listen address while tcp is on",
+                        ));
+                    }
+                    Some(TlsConfig {
+                        listen: addr,
+                        cert: PathBuf::from(cert),
+                        key: PathBuf::from(key),
+                        name: self.tls_name.clone().filter(|n| !n.trim().is_empty()),
+                    })
+                }
+            };
         if tls.is_none() && self.tls_name.is_some() {
             return Err(ConfigError::invalid("tls_name", "needs tls_listen"));
         }

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stun::attributes::*;
+use stun::fingerprint::FINGERPRINT;
 use stun::message::*;
 use stun::uattrs::UnknownAttributes;
-use stun::fingerprint::FINGERPRINT;
 use tracing::{debug, info};
 
 use crate::allocation::{AllocState, Quotas};
@@ -126,7 +126,10 @@ pub enum Output<S> {
     None,
     /// Send `bytes` to the client over its 5-tuple, from socket `from` (UDP; streams answer on
     /// their connection).
-    Reply { from: Slot, bytes: Vec<u8> },
+    Reply {
+        from: Slot,
+        bytes: Vec<u8>,
+    },
     /// Send the payload from the allocation's relay socket to `peer`.
     ToPeer {
         socket: S,
@@ -281,7 +284,10 @@ impl<S: Clone> RelayCore<S> {
 
     /// The permissions and channels of `five`'s allocation, which the shell's peer-to-client
     /// path reads, and the relayed address.
-    pub fn allocation_state(&self, five: &FiveTuple) -> Option<(Arc<Mutex<AllocState>>, SocketAddr)> {
+    pub fn allocation_state(
+        &self,
+        five: &FiveTuple,
+    ) -> Option<(Arc<Mutex<AllocState>>, SocketAddr)> {
         self.allocations
             .get(five)
             .map(|a| (Arc::clone(&a.state), a.relayed))
@@ -350,7 +356,11 @@ impl<S: Clone> RelayCore<S> {
             if !unknown.is_empty() {
                 debug!(src = %five.client, ?unknown, "420 unknown comprehension-required attributes");
                 let listed = unknown.into_iter().take(MAX_UNKNOWN_LISTED).collect();
-                return reply(wire::error(&m, 420, vec![Box::new(UnknownAttributes(listed))]));
+                return reply(wire::error(
+                    &m,
+                    420,
+                    vec![Box::new(UnknownAttributes(listed))],
+                ));
             }
             if m.typ.method == METHOD_BINDING {
                 return self.handle_binding(slot, five, &m);

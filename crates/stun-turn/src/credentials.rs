@@ -316,7 +316,8 @@ mod tests {
     #[test]
     fn ice_servers_json_shape() {
         let c = mint(&secret("north"), "alice", 300, 1_699_999_700).unwrap();
-        let json = serde_json::to_value(c.ice_servers(&RelayEndpoints::udp("203.0.113.5", 3478))).unwrap();
+        let json =
+            serde_json::to_value(c.ice_servers(&RelayEndpoints::udp("203.0.113.5", 3478))).unwrap();
         assert_eq!(
             json,
             serde_json::json!({

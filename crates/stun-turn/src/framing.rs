@@ -111,22 +111,58 @@ mod tests {
             (vec![], Ok(None)),
             (vec![0x00, 0x01, 0x00, 0x00], Ok(None)),
             (stun(8)[..27].to_vec(), Ok(None)),
-            (stun(8), Ok(Some(Frame { message: 28, consumed: 28 }))),
-            (stun(0), Ok(Some(Frame { message: 20, consumed: 20 }))),
+            (
+                stun(8),
+                Ok(Some(Frame {
+                    message: 28,
+                    consumed: 28,
+                })),
+            ),
+            (
+                stun(0),
+                Ok(Some(Frame {
+                    message: 20,
+                    consumed: 20,
+                })),
+            ),
             // ChannelData with 5 payload bytes takes 12 on the stream.
             ([cd(5), vec![1; 5]].concat(), Ok(None)),
-            ([cd(5), vec![1; 8]].concat(), Ok(Some(Frame { message: 9, consumed: 12 }))),
-            ([cd(0)].concat(), Ok(Some(Frame { message: 4, consumed: 4 }))),
+            (
+                [cd(5), vec![1; 8]].concat(),
+                Ok(Some(Frame {
+                    message: 9,
+                    consumed: 12,
+                })),
+            ),
+            (
+                [cd(0)].concat(),
+                Ok(Some(Frame {
+                    message: 4,
+                    consumed: 4,
+                })),
+            ),
             (stun(8)[..7].to_vec(), Ok(None)),
-            ([&[0x00, 0x01, 0x00, 0x03], &stun(0)[4..]].concat(), Err(FrameError::NotStun { first: 0 })),
+            (
+                [&[0x00, 0x01, 0x00, 0x03], &stun(0)[4..]].concat(),
+                Err(FrameError::NotStun { first: 0 }),
+            ),
             // HTTP reads as ChannelData 0x4745 of 21,536 bytes: it waits, and the
             // first-request deadline closes it.
             (b"GET / HTTP/1.1\r\n".to_vec(), Ok(None)),
             // A TLS ClientHello on the TCP port: no magic cookie.
-            (vec![0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00], Err(FrameError::NotStun { first: 0x16 })),
-            (vec![0x80, 0, 0, 0], Err(FrameError::NotStun { first: 0x80 })),
+            (
+                vec![0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00],
+                Err(FrameError::NotStun { first: 0x16 }),
+            ),
+            (
+                vec![0x80, 0, 0, 0],
+                Err(FrameError::NotStun { first: 0x80 }),
+            ),
             (cd(65_534), Err(FrameError::TooLarge { len: 65_540 })),
-            ([&[0x00, 0x01, 0xff, 0xfc], &stun(0)[4..]].concat(), Err(FrameError::TooLarge { len: 65_552 })),
+            (
+                [&[0x00, 0x01, 0xff, 0xfc], &stun(0)[4..]].concat(),
+                Err(FrameError::TooLarge { len: 65_552 }),
+            ),
         ];
         for (buf, want) in cases {
             assert_eq!(next_frame(&buf), want, "{buf:02x?}");
@@ -135,7 +171,10 @@ mod tests {
 
     #[test]
     fn padding_and_split_reads() {
-        assert_eq!(channel_data(0x4001, &[9, 9, 9]), vec![0x40, 0x01, 0, 3, 9, 9, 9, 0]);
+        assert_eq!(
+            channel_data(0x4001, &[9, 9, 9]),
+            vec![0x40, 0x01, 0, 3, 9, 9, 9, 0]
+        );
         assert_eq!(channel_data(0x4001, &[1; 4]).len(), 8);
         // Two messages in one segment, then the same bytes fed one at a time.
         let stream = [stun(4), channel_data(0x4000, &[5; 6]), stun(0)].concat();

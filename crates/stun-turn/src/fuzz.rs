@@ -74,7 +74,11 @@ impl RelayHarness {
         let clients = (1..=4u8)
             .map(|i| FiveTuple {
                 // Two of the clients come over TCP: allocations are per transport.
-                transport: if i % 2 == 0 { Transport::Tcp } else { Transport::Udp },
+                transport: if i % 2 == 0 {
+                    Transport::Tcp
+                } else {
+                    Transport::Udp
+                },
                 client: SocketAddr::from(([198, 51, 100, i], 40000 + i as u16)),
                 server,
             })
@@ -133,7 +137,10 @@ impl RelayHarness {
         // Every allocation an input can make is the harness user's (a forged one cannot
         // authenticate), so the user quota bounds them, reserved ports included.
         let held = self.core.allocation_count() + self.core.reservation_count();
-        assert!(held <= USER_QUOTA, "the user quota holds: {held} allocations and reservations");
+        assert!(
+            held <= USER_QUOTA,
+            "the user quota holds: {held} allocations and reservations"
+        );
     }
 
     /// Feeds `data` as the bytes of one TCP connection (its first byte picks the client): cut

@@ -208,7 +208,10 @@ impl RelayMetrics {
             register(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
         let counter = |name: &str, help: &str| {
-            register(&registry, IntCounter::new(name, help).expect("valid metric"))
+            register(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
         };
         // Every series is created at start, so dashboards see zeros, not gaps.
         let vec = |name: &str, help: &str, labels: &[&str], values: &[&[&str]]| {

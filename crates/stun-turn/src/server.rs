@@ -27,8 +27,7 @@ use crate::allocation::AllocState;
 use crate::config::{RelayConfig, StreamConfig};
 use crate::core::auth::XorMappedAddressAs;
 use crate::core::{
-    Bound, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore,
-    Transport,
+    Bound, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore, Transport,
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
@@ -42,8 +41,8 @@ use crate::wire;
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::advertised_ip;
-pub use crate::tls::{announce_tls, reload_tls_on_sighup};
 use crate::sockets::{bind_udp, bind_udp_with, local_addresses};
+pub use crate::tls::{announce_tls, reload_tls_on_sighup};
 
 /// Largest UDP payload; datagrams are never truncated.
 pub(crate) const MAX_DATAGRAM: usize = 65_536;
@@ -121,9 +120,13 @@ impl DrainHandle {
     pub fn start(&self) {
         let mut started = self.0.drain_started.lock().expect("drain lock");
         started.get_or_insert_with(Instant::now);
-        self.0.core.lock().expect("core lock").start_drain(crate::core::Drain {
-            alternate: self.0.drain.alternate,
-        });
+        self.0
+            .core
+            .lock()
+            .expect("core lock")
+            .start_drain(crate::core::Drain {
+                alternate: self.0.drain.alternate,
+            });
     }
 }
 
@@ -212,9 +215,15 @@ impl Relay {
         let mut sockets = HashMap::new();
         let mut origins = HashMap::new();
         sockets.insert(Slot::PRIMARY, primary);
-        origins.insert(Slot::PRIMARY, SocketAddr::new(origin_ip, primary_addr.port()));
+        origins.insert(
+            Slot::PRIMARY,
+            SocketAddr::new(origin_ip, primary_addr.port()),
+        );
         sockets.insert(Slot::ALT_PORT, alt_port);
-        origins.insert(Slot::ALT_PORT, SocketAddr::new(origin_ip, alt_port_addr.port()));
+        origins.insert(
+            Slot::ALT_PORT,
+            SocketAddr::new(origin_ip, alt_port_addr.port()),
+        );
         let mut alt_ip_addrs = None;
         if let Some(alt_ip) = cfg.alt_ip {
             if cfg.listen.ip().is_unspecified() {
@@ -328,7 +337,13 @@ impl Relay {
 
     /// The secrets in use (generated when the configuration had none).
     pub fn secrets(&self) -> Secrets {
-        self.shared.core.lock().expect("core lock").config().secrets.clone()
+        self.shared
+            .core
+            .lock()
+            .expect("core lock")
+            .config()
+            .secrets
+            .clone()
     }
 
     pub fn metrics(&self) -> &RelayMetrics {
@@ -588,9 +603,7 @@ async fn serve_socket(
                 client: src,
                 server,
             };
-            shared
-                .process(slot, five, &buf[..n], ReplyPath::Udp)
-                .await;
+            shared.process(slot, five, &buf[..n], ReplyPath::Udp).await;
         }
     }
 }
@@ -627,7 +640,11 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if left == 0 {
                 shared.drained.notify_one();
             } else if started.elapsed() >= shared.drain.timeout {
-                warn!(allocations = left, timeout_s = shared.drain.timeout.as_secs(), "drain deadline reached; closing the allocations left");
+                warn!(
+                    allocations = left,
+                    timeout_s = shared.drain.timeout.as_secs(),
+                    "drain deadline reached; closing the allocations left"
+                );
                 shared.drained.notify_one();
             }
         }

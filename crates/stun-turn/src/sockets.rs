@@ -21,7 +21,10 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
 
 /// `reuse_port`: join the address's SO_REUSEPORT group (the primary listener's sockets), so the
 /// kernel spreads clients over them by 4-tuple hash, each client always to the same socket.
-pub(crate) fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<UdpSocket>, RelayError> {
+pub(crate) fn bind_udp_with(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<Arc<UdpSocket>, RelayError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::Bind { addr, source };
     let s =

@@ -195,7 +195,10 @@ where
 {
     let t = five.transport;
     let metrics = shared.metrics.clone();
-    metrics.stream_accepted.with_label_values(&[t.as_str()]).inc();
+    metrics
+        .stream_accepted
+        .with_label_values(&[t.as_str()])
+        .inc();
     let active = metrics.stream_active.with_label_values(&[t.as_str()]);
     active.inc();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -313,7 +316,10 @@ where
     queue.close();
     drop(queue);
     let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
     active.dec();

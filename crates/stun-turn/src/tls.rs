@@ -181,9 +181,16 @@ impl TlsKeys {
 /// Says where the `turns:` name comes from, and warns when the certificate does not cover it.
 pub fn announce_tls(keys: &TlsKeys) {
     match keys.name_source() {
-        NameSource::Certificate => info!(name = keys.name(), cert = %keys.cert_path().display(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)"),
-        NameSource::Configured { covered: true } => info!(name = keys.name(), "turns: URLs name tls_name, which the certificate covers"),
-        NameSource::Configured { covered: false } => warn!(name = keys.name(), cert = %keys.cert_path().display(), "tls_name is not among the certificate's names: TLS clients will refuse it"),
+        NameSource::Certificate => {
+            info!(name = keys.name(), cert = %keys.cert_path().display(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)")
+        }
+        NameSource::Configured { covered: true } => info!(
+            name = keys.name(),
+            "turns: URLs name tls_name, which the certificate covers"
+        ),
+        NameSource::Configured { covered: false } => {
+            warn!(name = keys.name(), cert = %keys.cert_path().display(), "tls_name is not among the certificate's names: TLS clients will refuse it")
+        }
     }
 }
 
@@ -197,11 +204,12 @@ pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
     while hup.recv().await.is_some() {
         match keys.reload() {
             Ok(()) => info!(cert = %keys.cert_path().display(), "tls certificate reloaded"),
-            Err(e) => warn!(error = %e, "tls certificate not reloaded; the previous one stays in use"),
+            Err(e) => {
+                warn!(error = %e, "tls certificate not reloaded; the previous one stays in use")
+            }
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -244,7 +252,10 @@ mod tests {
         assert_eq!(keys.name(), "turn.example.test");
         assert_eq!(keys.name_source(), &NameSource::Certificate);
         let named = TlsKeys::load(&cert, &key, Some("relay.other.test")).unwrap();
-        assert_eq!(named.name_source(), &NameSource::Configured { covered: false });
+        assert_eq!(
+            named.name_source(),
+            &NameSource::Configured { covered: false }
+        );
 
         let cases: [(&Path, &Path, &str); 4] = [
             (&missing, &key, "missing.pem: cannot read"),

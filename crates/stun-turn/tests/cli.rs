@@ -251,18 +251,17 @@ async fn delete(c: &StunClient, auth: &Auth) -> Message {
     .await
 }
 
-/// SIGUSR1 drains: a new client is sent to the alternate relay (300 Try Alternate, signed, with
-/// ALTERNATE-SERVER), the allocation made before goes on (Refresh works), and the relay exits 0
-/// once it has ended. Without an alternate, new clients get 486.
-#[test]
-fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
-    use stun::integrity::MessageIntegrity;
-    let mut relay = spawn_relay(&["--drain-alternate", "192.0.2.9:3478"]);
+/// A relay with `extra` flags holding one allocation (returned with its client), then sent
+/// SIGUSR1 and seen draining.
+fn draining_with_an_allocation(
+    rt: &tokio::runtime::Runtime,
+    extra: &[&str],
+) -> (RelayProcess, (StunClient, Auth)) {
+    let mut relay = spawn_relay(extra);
     let metrics = relay.metrics.clone().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let old = rt.block_on(async {
+    let held = rt.block_on(async {
         let c = StunClient::new(relay.primary).await;
-        let (r, auth) = c.allocate(&mint(SECRET, "old", 600)).await;
+        let (r, auth) = c.allocate(&mint(SECRET, "before-drain", 600)).await;
         assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
         (c, auth)
     });
@@ -270,21 +269,39 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
     natkit_testkit::wait_until("the relay drains", Duration::from_secs(5), || {
         metric_value(&reqwest_lite(&metrics), "natkit_relay_draining") == 1.0
     });
+    (relay, held)
+}
+
+/// SIGUSR1 drains: a new client is sent to the alternate relay (300 Try Alternate, signed, with
+/// ALTERNATE-SERVER), the allocation made before goes on (Refresh works), and the relay exits 0
+/// once it has ended. Without an alternate, new clients get 486.
+#[test]
+fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
+    use stun::integrity::MessageIntegrity;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut relay, old) =
+        draining_with_an_allocation(&rt, &["--drain-alternate", "192.0.2.9:3478"]);
     rt.block_on(async {
         let cred = mint(SECRET, "new", 600);
         let c = StunClient::new(relay.primary).await;
         let (r, auth) = c.allocate(&cred).await;
         assert_eq!(error_code(&r), Some(300), "{r:?}");
         let mut alt = stun::addr::MappedAddress::default();
-        alt.get_from_as(&r, stun::attributes::ATTR_ALTERNATE_SERVER).unwrap();
-        assert_eq!(SocketAddr::new(alt.ip, alt.port), "192.0.2.9:3478".parse().unwrap());
+        alt.get_from_as(&r, stun::attributes::ATTR_ALTERNATE_SERVER)
+            .unwrap();
+        assert_eq!(
+            SocketAddr::new(alt.ip, alt.port),
+            "192.0.2.9:3478".parse().unwrap()
+        );
         let mut signed = r.clone();
         MessageIntegrity::new_long_term_integrity(auth.username, auth.realm, auth.password)
             .check(&mut signed)
             .expect("the 300 is signed with the client's credential");
         // The allocation made before the drain goes on...
         let (c, auth) = &old;
-        let refresh = c.transact(&request(METHOD_REFRESH, vec![], Some(auth))).await;
+        let refresh = c
+            .transact(&request(METHOD_REFRESH, vec![], Some(auth)))
+            .await;
         assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
         // ...until its client deletes it.
         let gone = delete(c, auth).await;
@@ -295,18 +312,7 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
     assert!(relay.daemon.log().iter().any(|l| l.contains("draining")));
 
     // No alternate: 486. An allocation held meanwhile keeps the relay up for the check.
-    let mut relay = spawn_relay(&[]);
-    let metrics = relay.metrics.clone().unwrap();
-    let keeper = rt.block_on(async {
-        let c = StunClient::new(relay.primary).await;
-        let (r, auth) = c.allocate(&mint(SECRET, "keeper", 600)).await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
-        (c, auth)
-    });
-    relay.daemon.process().signal("USR1");
-    natkit_testkit::wait_until("the relay drains", Duration::from_secs(5), || {
-        metric_value(&reqwest_lite(&metrics), "natkit_relay_draining") == 1.0
-    });
+    let (mut relay, keeper) = draining_with_an_allocation(&rt, &[]);
     rt.block_on(async {
         let c = StunClient::new(relay.primary).await;
         let (r, _) = c.allocate(&mint(SECRET, "late", 600)).await;
@@ -315,5 +321,9 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
         let gone = delete(c, auth).await;
         assert_eq!(gone.typ.class, CLASS_SUCCESS_RESPONSE);
     });
-    assert!(relay.daemon.process().wait_exit(Duration::from_secs(10)).success());
+    assert!(relay
+        .daemon
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .success());
 }

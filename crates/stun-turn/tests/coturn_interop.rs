@@ -27,7 +27,6 @@ async fn run(cmd: &mut Command, secs: u64) -> String {
     )
 }
 
-
 #[tokio::test]
 async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     let relay = TestRelay::start(RawSettings {

@@ -79,7 +79,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
     async fn allocate(&mut self, user: &str) -> (Message, Auth) {
         let cred = mint(SECRET, user, 600);
         let r = self
-            .transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
+            .transact(&request(
+                METHOD_ALLOCATE,
+                vec![requested_transport_udp()],
+                None,
+            ))
             .await;
         assert_eq!(error_code(&r), Some(401));
         let auth = Auth {
@@ -154,7 +158,10 @@ async fn tcp_framing_and_exact_answers() {
         ..Default::default()
     })
     .await;
-    let tcp = relay.addrs.tcp.expect("TCP is on by default, on the UDP port");
+    let tcp = relay
+        .addrs
+        .tcp
+        .expect("TCP is on by default, on the UDP port");
     assert_eq!(tcp, relay.addr());
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
@@ -175,10 +182,17 @@ async fn tcp_framing_and_exact_answers() {
         Some(&auth),
     );
     let mut c2 = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
-    c2.transact(&request(METHOD_ALLOCATE, vec![requested_transport_udp()], None))
-        .await;
+    c2.transact(&request(
+        METHOD_ALLOCATE,
+        vec![requested_transport_udp()],
+        None,
+    ))
+    .await;
     let refused = c2.transact(&tcp_relaying).await;
-    assert!(matches!(error_code(&refused), Some(442) | Some(438)), "{refused:?}");
+    assert!(
+        matches!(error_code(&refused), Some(442) | Some(438)),
+        "{refused:?}"
+    );
 
     // Two requests in one segment: two answers, in order.
     let perm = request(
@@ -187,11 +201,22 @@ async fn tcp_framing_and_exact_answers() {
         Some(&auth),
     );
     let bind = channel_bind(&auth, 0x4000, peer.local_addr().unwrap());
-    c.write(&[perm.raw.clone(), bind.raw.clone()].concat()).await;
+    c.write(&[perm.raw.clone(), bind.raw.clone()].concat())
+        .await;
     let (r1, r2) = (c.message().await, c.message().await);
     assert_eq!(
-        (r1.transaction_id, r1.typ.class, r2.transaction_id, r2.typ.class),
-        (perm.transaction_id, CLASS_SUCCESS_RESPONSE, bind.transaction_id, CLASS_SUCCESS_RESPONSE)
+        (
+            r1.transaction_id,
+            r1.typ.class,
+            r2.transaction_id,
+            r2.typ.class
+        ),
+        (
+            perm.transaction_id,
+            CLASS_SUCCESS_RESPONSE,
+            bind.transaction_id,
+            CLASS_SUCCESS_RESPONSE
+        )
     );
 
     // ChannelData padded on the stream, exact on the wire to the peer.
@@ -214,23 +239,39 @@ async fn tcp_framing_and_exact_answers() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let r = c.message().await;
-    assert_eq!((r.transaction_id, r.typ.class), (refresh.transaction_id, CLASS_SUCCESS_RESPONSE));
-
-    assert_eq!(relay.metric("natkit_relay_allocations_active{transport=\"tcp\"}"), 1.0);
-    assert_eq!(relay.metric("natkit_relay_allocations_active{transport=\"udp\"}"), 0.0);
     assert_eq!(
-        relay.metric("natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}"),
+        (r.transaction_id, r.typ.class),
+        (refresh.transaction_id, CLASS_SUCCESS_RESPONSE)
+    );
+
+    assert_eq!(
+        relay.metric("natkit_relay_allocations_active{transport=\"tcp\"}"),
         1.0
     );
     assert_eq!(
-        relay.metric("natkit_relay_relayed_packets_total{direction=\"peer_to_client\",transport=\"tcp\"}"),
+        relay.metric("natkit_relay_allocations_active{transport=\"udp\"}"),
+        0.0
+    );
+    assert_eq!(
+        relay.metric(
+            "natkit_relay_relayed_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "natkit_relay_relayed_packets_total{direction=\"peer_to_client\",transport=\"tcp\"}"
+        ),
         1.0
     );
     // Closing the connection ends its allocation.
     drop(c);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while relay.metric("natkit_relay_allocations_active{transport=\"tcp\"}") != 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "allocation outlived its connection");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "allocation outlived its connection"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(relay.metric("natkit_relay_stream_connections_closed_total{reason=\"client\"}") >= 1.0);
@@ -251,7 +292,12 @@ fn relay_with(dir: &TempDir, extra: &[&str]) -> Daemon {
             .env("RUST_LOG", "info")
             .current_dir(dir.path())
             .args(["--listen", "127.0.0.1:0", "--alt-port", "0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--allow-peer", "127.0.0.1"])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--allow-peer",
+                "127.0.0.1",
+            ])
             .args(extra),
     )
 }
@@ -259,7 +305,14 @@ fn relay_with(dir: &TempDir, extra: &[&str]) -> Daemon {
 /// [`relay_with`] serving TLS on an ephemeral port with `files`.
 fn tls_relay(dir: &TempDir, files: &natkit_testkit::tls::ServerFiles, extra: &[&str]) -> Daemon {
     let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
-    let mut args = vec!["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key];
+    let mut args = vec![
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
     args.extend_from_slice(extra);
     relay_with(dir, &args)
 }
@@ -277,48 +330,87 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
     let relay = tls_relay(&dir, &files, &[]);
     let tls = relay.addr("turn-tls");
     assert!(
-        relay.log().iter().any(|l| l.contains("turns:turn.natkit.test")),
+        relay
+            .log()
+            .iter()
+            .any(|l| l.contains("turns:turn.natkit.test")),
         "the start-up line names the turns: host: {:?}",
         relay.log()
     );
 
-    let mut c = StreamClient::new(tls_connect(old_ca.pem(), tls, "turn.natkit.test").await.unwrap());
+    let mut c = StreamClient::new(
+        tls_connect(old_ca.pem(), tls, "turn.natkit.test")
+            .await
+            .unwrap(),
+    );
     let (ok, auth) = c.allocate("tls-user").await;
     assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE, "{ok:?}");
-    assert_eq!(metric(&relay, "natkit_relay_allocations_active{transport=\"tls\"}"), 1.0);
+    assert_eq!(
+        metric(&relay, "natkit_relay_allocations_active{transport=\"tls\"}"),
+        1.0
+    );
     // A client that trusts another CA refuses the relay; the relay counts a failed handshake.
     let stranger = TestCa::new("stranger CA");
-    assert!(tls_connect(stranger.pem(), tls, "turn.natkit.test").await.is_err());
+    assert!(tls_connect(stranger.pem(), tls, "turn.natkit.test")
+        .await
+        .is_err());
 
     // Rotate: a new CA, same files, SIGHUP.
     let new_ca = TestCa::new("natkit new test CA");
     new_ca.issue(&["turn.natkit.test"], dir.path(), "relay");
     relay.process_ref().hangup();
-    wait_until("the relay reloads its certificate", Duration::from_secs(5), || {
-        relay.log().iter().any(|l| l.contains("tls certificate reloaded"))
-    });
-    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test").await.is_ok());
+    wait_until(
+        "the relay reloads its certificate",
+        Duration::from_secs(5),
+        || {
+            relay
+                .log()
+                .iter()
+                .any(|l| l.contains("tls certificate reloaded"))
+        },
+    );
+    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test")
+        .await
+        .is_ok());
     assert!(
-        tls_connect(old_ca.pem(), tls, "turn.natkit.test").await.is_err(),
+        tls_connect(old_ca.pem(), tls, "turn.natkit.test")
+            .await
+            .is_err(),
         "new handshakes use the new certificate"
     );
     // The allocation made before the reload lives on, on its connection.
-    let refresh = c.transact(&request(METHOD_REFRESH, vec![], Some(&auth))).await;
+    let refresh = c
+        .transact(&request(METHOD_REFRESH, vec![], Some(&auth)))
+        .await;
     assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
     // A broken file on reload keeps the current certificate.
     std::fs::write(&files.cert, "garbage").unwrap();
     relay.process_ref().hangup();
-    wait_until("the relay refuses the broken certificate", Duration::from_secs(5), || {
-        relay.log().iter().any(|l| l.contains("tls certificate not reloaded"))
-    });
-    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test").await.is_ok());
+    wait_until(
+        "the relay refuses the broken certificate",
+        Duration::from_secs(5),
+        || {
+            relay
+                .log()
+                .iter()
+                .any(|l| l.contains("tls certificate not reloaded"))
+        },
+    );
+    assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test")
+        .await
+        .is_ok());
 
     // Plaintext TURN on the TLS port is refused and counted.
     let mut plain = StreamClient::new(TcpStream::connect(tls).await.unwrap());
-    plain.write(&request(METHOD_BINDING, vec![], None).raw).await;
+    plain
+        .write(&request(METHOD_BINDING, vec![], None).raw)
+        .await;
     assert!(plain.closed_within(Duration::from_secs(5)).await);
     assert_eq!(
-        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"not_tls\"}"),
+        metric(
+            &relay,
+            "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"not_tls\"}"
+        ),
         1.0
     );
     assert!(
@@ -326,7 +418,10 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
             >= 1.0
     );
     let log = relay.log().join("\n");
-    assert!(!log.contains("PRIVATE KEY") && !log.contains(SECRET), "no secrets in the log");
+    assert!(
+        !log.contains("PRIVATE KEY") && !log.contains(SECRET),
+        "no secrets in the log"
+    );
 }
 
 #[test]
@@ -336,15 +431,37 @@ fn a_bad_certificate_is_a_one_line_error_naming_the_file() {
     let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
     let missing = dir.path().join("missing.crt");
     let cases = [
-        (missing.to_str().unwrap(), files.key.to_str().unwrap(), "missing.crt"),
-        (files.key.to_str().unwrap(), files.key.to_str().unwrap(), "no PEM certificate"),
+        (
+            missing.to_str().unwrap(),
+            files.key.to_str().unwrap(),
+            "missing.crt",
+        ),
+        (
+            files.key.to_str().unwrap(),
+            files.key.to_str().unwrap(),
+            "no PEM certificate",
+        ),
     ];
     for (cert, key, want) in cases {
         let out = Command::new(BIN)
             .env_clear()
             .env("NATKIT_TURN_SECRET", SECRET)
-            .args(["--listen", "127.0.0.1:0", "--alt-port", "0", "--metrics-listen", "off"])
-            .args(["--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--alt-port",
+                "0",
+                "--metrics-listen",
+                "off",
+            ])
+            .args([
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -372,11 +489,20 @@ fn credentials_list_every_transport_udp_first() {
         .env_clear()
         .env("NATKIT_TURN_SECRET", SECRET)
         .args(["--listen", "203.0.113.7:3478", "--tls-listen", ":5349"])
-        .args(["--tls-cert", files.cert.to_str().unwrap(), "--tls-key", files.key.to_str().unwrap()])
+        .args([
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ])
         .args(["credentials", "--user", "alice"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["iceServers"][0]["urls"],
@@ -397,7 +523,6 @@ fn credentials_list_every_transport_udp_first() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["iceServers"][0]["urls"].as_array().unwrap().len(), 2);
 }
-
 
 #[test]
 fn coturn_uclient_relays_over_tcp_and_tls() {
@@ -432,7 +557,10 @@ fn coturn_uclient_relays_over_tcp_and_tls() {
         );
         let (sent, received) = uclient_totals(&text);
         assert!(sent >= 200, "{transport}: uclient sent {sent}:\n{text}");
-        assert_eq!(sent, received, "{transport}: every message comes back:\n{text}");
+        assert_eq!(
+            sent, received,
+            "{transport}: every message comes back:\n{text}"
+        );
         let created = metric(
             &relay,
             &format!("natkit_relay_allocations_created_total{{transport=\"{transport}\"}}"),
@@ -476,7 +604,10 @@ async fn hostile_streams_leave_the_relay_serving_others() {
         idle.push(TcpStream::connect(tcp).await.unwrap());
     }
     wait_until("1,000 connections held", Duration::from_secs(10), || {
-        metric(&relay, "natkit_relay_stream_connections_active{transport=\"tcp\"}") >= 1000.0
+        metric(
+            &relay,
+            "natkit_relay_stream_connections_active{transport=\"tcp\"}",
+        ) >= 1000.0
     });
     let with_idle = rss_kib(pid);
     serves_others().await;
@@ -484,7 +615,10 @@ async fn hostile_streams_leave_the_relay_serving_others() {
         "relay RSS: {before} KiB before, {with_idle} KiB with 1,000 idle TCP connections ({:.1} KiB each)",
         (with_idle.saturating_sub(before)) as f64 / 1000.0
     );
-    assert!(with_idle < before + 32 * 1024, "{before} -> {with_idle} KiB");
+    assert!(
+        with_idle < before + 32 * 1024,
+        "{before} -> {with_idle} KiB"
+    );
 
     // A client that never reads while a peer floods its allocation.
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -504,12 +638,21 @@ async fn hostile_streams_leave_the_relay_serving_others() {
     }
     let flooded = rss_kib(pid);
     serves_others().await;
-    let drops = metric(&relay, "natkit_relay_stream_queue_drops_total{transport=\"tcp\"}");
+    let drops = metric(
+        &relay,
+        "natkit_relay_stream_queue_drops_total{transport=\"tcp\"}",
+    );
     eprintln!(
         "relay RSS: {flooded} KiB after 24 MB sent towards a client that never reads ({drops} datagrams dropped)"
     );
-    assert!(drops > 0.0, "the bounded queue dropped what the client did not read");
-    assert!(flooded < with_idle + 16 * 1024, "{with_idle} -> {flooded} KiB");
+    assert!(
+        drops > 0.0,
+        "the bounded queue dropped what the client did not read"
+    );
+    assert!(
+        flooded < with_idle + 16 * 1024,
+        "{with_idle} -> {flooded} KiB"
+    );
     drop(idle);
     drop(deaf);
 
@@ -543,11 +686,18 @@ async fn the_per_ip_connection_limit_refuses_and_counts() {
     );
     drop(held.pop());
     wait_until("a slot is free again", Duration::from_secs(5), || {
-        metric(&relay, "natkit_relay_stream_connections_active{transport=\"tcp\"}") == 2.0
+        metric(
+            &relay,
+            "natkit_relay_stream_connections_active{transport=\"tcp\"}",
+        ) == 2.0
     });
     let mut again = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
     assert_eq!(
-        again.transact(&request(METHOD_BINDING, vec![], None)).await.typ.class,
+        again
+            .transact(&request(METHOD_BINDING, vec![], None))
+            .await
+            .typ
+            .class,
         CLASS_SUCCESS_RESPONSE
     );
 }
@@ -564,7 +714,10 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_its_deadline() {
     stalled.write(&[0x16]).await;
     assert!(stalled.closed_within(Duration::from_secs(15)).await);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(9), "closed after {waited:?}, before the 10 s deadline");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed after {waited:?}, before the 10 s deadline"
+    );
     assert_eq!(
         metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tls\",reason=\"tls_handshake_timeout\"}"),
         1.0

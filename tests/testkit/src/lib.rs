@@ -180,7 +180,9 @@ pub fn http_get(url: &str) -> String {
         body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
         "{url}: {body}"
     );
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    body.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// The flags every headless Chromium of the tests starts with (Debian's `chromium`), with its own
@@ -203,4 +205,27 @@ pub fn chromium_headless_args(profile: &std::path::Path) -> Vec<String> {
     .map(|s| s.to_string())
     .chain([format!("--user-data-dir={}", profile.display())])
     .collect()
+}
+
+/// What a page logged with `console.log("PREFIX " + JSON)` in a Chromium started with
+/// [`chromium_headless_args`] (which writes console messages to standard error): each JSON text,
+/// as it comes, from the browser's piped `stderr`.
+pub fn console_reports(
+    stderr: std::process::ChildStderr,
+    prefix: &str,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let marker = format!("\"{prefix} ");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(&marker) {
+                let json = rest.rsplit_once("\", source:").map_or(rest, |(j, _)| j);
+                if tx.send(json.to_owned()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }

@@ -58,9 +58,10 @@ impl TestCa {
     pub fn issue(&self, names: &[&str], dir: &Path, prefix: &str) -> ServerFiles {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
         let spki = sha2::Sha256::digest(key.subject_public_key_info());

@@ -87,7 +87,10 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
             signal.relay_servers.len(),
             signal.relay_servers
         );
-        tokio::spawn(natkit_signal::fleet::watch(std::sync::Arc::clone(f), secrets.clone()));
+        tokio::spawn(natkit_signal::fleet::watch(
+            std::sync::Arc::clone(f),
+            secrets.clone(),
+        ));
     }
     let ice = IceConfig {
         relay: relay_addr.as_ref().map(|a| a.endpoints(None)),

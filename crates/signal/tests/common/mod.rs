@@ -64,7 +64,10 @@ pub async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
     let relay_addr = relay.addresses().primary;
     let ice = IceConfig {
         fleet: None,
-        relay: Some(natkit_proto::RelayEndpoints::udp(&relay_addr.ip().to_string(), relay_addr.port())),
+        relay: Some(natkit_proto::RelayEndpoints::udp(
+            &relay_addr.ip().to_string(),
+            relay_addr.port(),
+        )),
         relay_alt_port: Some(relay.addresses().alt_port.port()),
         urls: vec![],
         secrets: relay.secrets().clone(),

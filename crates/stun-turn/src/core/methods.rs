@@ -33,7 +33,10 @@ pub enum PortWant<S> {
     /// EVEN-PORT with R: an even port, and the next one too (it is reserved under a token).
     EvenPair,
     /// A port reserved earlier (RESERVATION-TOKEN): its socket is already open.
-    Reserved { port: u16, socket: S },
+    Reserved {
+        port: u16,
+        socket: S,
+    },
 }
 
 /// An authenticated Allocate, waiting for the shell to open its relay port.
@@ -351,7 +354,12 @@ impl<S: Clone> RelayCore<S> {
     }
 
     /// Checks peers against the policy and the allocation's family; the refusal to send if any.
-    fn refuse_peers(&self, m: &Message, peers: &[SocketAddr], a: &Allocation<S>) -> Option<Vec<u8>> {
+    fn refuse_peers(
+        &self,
+        m: &Message,
+        peers: &[SocketAddr],
+        a: &Allocation<S>,
+    ) -> Option<Vec<u8>> {
         for &p in peers {
             if p.is_ipv4() != a.relayed.is_ipv4() {
                 return Some(wire::error(m, 443, vec![]));

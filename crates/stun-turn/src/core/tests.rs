@@ -86,8 +86,7 @@ impl Bench {
         let challenge = reply(self.run(Slot::PRIMARY, f, &probe.raw, false));
         assert_eq!(code(&challenge), Some(401));
         let text = |t| TextAttribute::get_from_as(&challenge, t).unwrap().text;
-        let cred =
-            credentials::mint(&Secret::new(SECRET).unwrap(), user, ttl, self.unix).unwrap();
+        let cred = credentials::mint(&Secret::new(SECRET).unwrap(), user, ttl, self.unix).unwrap();
         LongTermAuth {
             username: cred.username,
             password: cred.password,
@@ -159,7 +158,10 @@ fn allocations_are_keyed_by_the_five_tuple_with_its_transport() {
     let auth = b.auth(over_udp, "alice", 600);
     let first = wire::request(METHOD_ALLOCATE, vec![udp()], Some(&auth));
     let ok = reply(b.run(Slot::PRIMARY, over_udp, &first.raw, false));
-    assert_eq!(ok.typ, MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE));
+    assert_eq!(
+        ok.typ,
+        MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)
+    );
     assert_eq!(relayed(&ok), "203.0.113.1:50000".parse().unwrap());
     // A retransmission gets the same answer; a new Allocate on the 5-tuple gets 437.
     let again = reply(b.run(Slot::PRIMARY, over_udp, &first.raw, false));
@@ -186,7 +188,9 @@ fn allocate_refusals() {
     let mut b = Bench::new();
     let f = five(Transport::Tcp, "198.51.100.2:5000");
     let auth = b.auth(f, "bob", 600);
-    let tcp_relay = Box::new(RequestedTransport { protocol: turn::proto::PROTO_TCP });
+    let tcp_relay = Box::new(RequestedTransport {
+        protocol: turn::proto::PROTO_TCP,
+    });
     let mut wrong = auth.clone();
     wrong.password = "not-the-password".into();
     let mut other_realm = auth.clone();
@@ -210,13 +214,18 @@ fn allocate_refusals() {
     assert_eq!(code(&b.allocate(f, &fresh)), Some(401));
     // No free port: 508, and the quota is given back.
     let m = wire::request(METHOD_ALLOCATE, vec![udp()], Some(&b.auth(f, "bob", 600)));
-    assert_eq!(code(&reply(b.run(Slot::PRIMARY, f, &m.raw, true))), Some(508));
+    assert_eq!(
+        code(&reply(b.run(Slot::PRIMARY, f, &m.raw, true))),
+        Some(508)
+    );
     assert_eq!(b.core.allocation_count(), 0);
     let auth = b.auth(f, "bob", 600);
     assert_eq!(b.allocate(f, &auth).typ.class, CLASS_SUCCESS_RESPONSE);
     let auth = b.auth(five(Transport::Tcp, "198.51.100.2:5001"), "bob", 600);
     assert_eq!(
-        b.allocate(five(Transport::Tcp, "198.51.100.2:5001"), &auth).typ.class,
+        b.allocate(five(Transport::Tcp, "198.51.100.2:5001"), &auth)
+            .typ
+            .class,
         CLASS_SUCCESS_RESPONSE,
         "both quota slots are free again"
     );
@@ -233,16 +242,56 @@ fn methods_on_an_allocation() {
         .map(|i| peer(&format!("198.51.100.{}:7", 10 + i)))
         .collect();
     let cases: Vec<(&str, Method, Vec<Box<dyn Setter>>, Option<u16>)> = vec![
-        ("permission", METHOD_CREATE_PERMISSION, vec![peer("198.51.100.7:9")], None),
-        ("private peer", METHOD_CREATE_PERMISSION, vec![peer("10.0.0.1:9")], Some(403)),
-        ("the relay itself", METHOD_CREATE_PERMISSION, vec![peer("203.0.113.1:3478")], Some(403)),
+        (
+            "permission",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("198.51.100.7:9")],
+            None,
+        ),
+        (
+            "private peer",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("10.0.0.1:9")],
+            Some(403),
+        ),
+        (
+            "the relay itself",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("203.0.113.1:3478")],
+            Some(403),
+        ),
         ("no peer", METHOD_CREATE_PERMISSION, vec![], Some(400)),
         ("17 peers", METHOD_CREATE_PERMISSION, too_many, Some(400)),
-        ("ipv6 peer", METHOD_CREATE_PERMISSION, vec![peer("[2001:db8::1]:9")], Some(443)),
-        ("bind", METHOD_CHANNEL_BIND, vec![channel(0x4000), peer("198.51.100.7:9")], None),
-        ("bad number", METHOD_CHANNEL_BIND, vec![channel(0x3fff), peer("198.51.100.7:9")], Some(400)),
-        ("number taken", METHOD_CHANNEL_BIND, vec![channel(0x4000), peer("198.51.100.8:9")], Some(400)),
-        ("refresh", METHOD_REFRESH, vec![Box::new(Lifetime(Duration::from_secs(300)))], None),
+        (
+            "ipv6 peer",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("[2001:db8::1]:9")],
+            Some(443),
+        ),
+        (
+            "bind",
+            METHOD_CHANNEL_BIND,
+            vec![channel(0x4000), peer("198.51.100.7:9")],
+            None,
+        ),
+        (
+            "bad number",
+            METHOD_CHANNEL_BIND,
+            vec![channel(0x3fff), peer("198.51.100.7:9")],
+            Some(400),
+        ),
+        (
+            "number taken",
+            METHOD_CHANNEL_BIND,
+            vec![channel(0x4000), peer("198.51.100.8:9")],
+            Some(400),
+        ),
+        (
+            "refresh",
+            METHOD_REFRESH,
+            vec![Box::new(Lifetime(Duration::from_secs(300)))],
+            None,
+        ),
     ];
     for (what, method, attrs, want) in cases {
         let got = b.request(f, &auth, method, attrs);
@@ -255,7 +304,11 @@ fn methods_on_an_allocation() {
     // ChannelData on the bound channel goes to its peer without a copy; on another, nowhere.
     let data = [0x40, 0x00, 0x00, 0x03, 1, 2, 3, 0];
     match b.run(Slot::PRIMARY, f, &data, false) {
-        Output::ToPeer { socket, peer, payload } => {
+        Output::ToPeer {
+            socket,
+            peer,
+            payload,
+        } => {
             assert_eq!((socket, peer), (50000, "198.51.100.7:9".parse().unwrap()));
             assert_eq!(payload, Payload::Range(4..7));
         }
@@ -281,14 +334,28 @@ fn methods_on_an_allocation() {
         Output::ToPeer { payload, .. } => assert_eq!(payload, Payload::Owned(b"hi".to_vec())),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(b.run(Slot::PRIMARY, f, &send("198.51.100.99:1"), false), Output::None));
+    assert!(matches!(
+        b.run(Slot::PRIMARY, f, &send("198.51.100.99:1"), false),
+        Output::None
+    ));
     // Another user on the same 5-tuple gets 441; Refresh 0 deletes; then 437.
     let mallory = b.auth(f, "mallory", 600);
-    assert_eq!(code(&b.request(f, &mallory, METHOD_REFRESH, vec![])), Some(441));
-    let gone = b.request(f, &auth, METHOD_REFRESH, vec![Box::new(Lifetime(Duration::ZERO))]);
+    assert_eq!(
+        code(&b.request(f, &mallory, METHOD_REFRESH, vec![])),
+        Some(441)
+    );
+    let gone = b.request(
+        f,
+        &auth,
+        METHOD_REFRESH,
+        vec![Box::new(Lifetime(Duration::ZERO))],
+    );
     assert_eq!(gone.typ.class, CLASS_SUCCESS_RESPONSE);
     assert_eq!(b.core.allocation_count(), 0);
-    assert_eq!(code(&b.request(f, &auth, METHOD_REFRESH, vec![])), Some(437));
+    assert_eq!(
+        code(&b.request(f, &auth, METHOD_REFRESH, vec![])),
+        Some(437)
+    );
 }
 
 #[test]
@@ -309,13 +376,24 @@ fn reservations_and_time() {
     let tok = Box::new(wire::RawAttribute(ATTR_RESERVATION_TOKEN, token));
     let h = five(Transport::Udp, "198.51.100.4:7004");
     let auth3 = b.auth(h, "erin", 3600);
-    assert_eq!(code(&b.request(h, &auth3, METHOD_ALLOCATE, vec![udp(), tok])), Some(508));
+    assert_eq!(
+        code(&b.request(h, &auth3, METHOD_ALLOCATE, vec![udp(), tok])),
+        Some(508)
+    );
     // Permissions go after 300 s, allocations after their lifetime (600 s by default).
-    b.request(f, &auth, METHOD_CREATE_PERMISSION, vec![peer("198.51.100.7:1")]);
+    b.request(
+        f,
+        &auth,
+        METHOD_CREATE_PERMISSION,
+        vec![peer("198.51.100.7:1")],
+    );
     let (state, _) = b.core.allocation_state(&f).unwrap();
     b.advance(Duration::from_secs(301));
     assert!(b.core.expire(b.now).is_empty());
-    assert!(!state.lock().unwrap().has_permission("198.51.100.7".parse().unwrap(), b.now));
+    assert!(!state
+        .lock()
+        .unwrap()
+        .has_permission("198.51.100.7".parse().unwrap(), b.now));
     b.advance(Duration::from_secs(300));
     let ended = b.core.expire(b.now);
     assert_eq!(ended.len(), 2);
@@ -361,7 +439,11 @@ fn binding_over_each_transport() {
             x.get_from(&m).unwrap();
             assert_eq!(SocketAddr::new(x.ip, x.port), f.client, "{t:?}");
             let o = origin(&m);
-            assert_eq!(o.port(), if from == Slot::ALT_PORT { 3479 } else { 3478 }, "{t:?}");
+            assert_eq!(
+                o.port(),
+                if from == Slot::ALT_PORT { 3479 } else { 3478 },
+                "{t:?}"
+            );
             assert!(!m.contains(ATTR_SOFTWARE));
         }
     }
@@ -373,7 +455,12 @@ fn draining_refuses_new_allocations_and_keeps_the_old_ones() {
     let old = five(Transport::Udp, "198.51.100.6:1000");
     let auth = b.auth(old, "old", 600);
     let first = wire::request(METHOD_ALLOCATE, vec![udp()], Some(&auth));
-    assert_eq!(reply(b.run(Slot::PRIMARY, old, &first.raw, false)).typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(
+        reply(b.run(Slot::PRIMARY, old, &first.raw, false))
+            .typ
+            .class,
+        CLASS_SUCCESS_RESPONSE
+    );
     let alternate: SocketAddr = "192.0.2.50:3478".parse().unwrap();
     b.core.start_drain(Drain {
         alternate: Some(alternate),
@@ -388,8 +475,18 @@ fn draining_refuses_new_allocations_and_keeps_the_old_ones() {
     assert_eq!(SocketAddr::new(alt.ip, alt.port), alternate);
     assert!(refused.contains(ATTR_MESSAGE_INTEGRITY), "signed");
     // The old allocation: its retransmitted Allocate, Refresh and permissions go on.
-    assert_eq!(reply(b.run(Slot::PRIMARY, old, &first.raw, false)).typ.class, CLASS_SUCCESS_RESPONSE);
-    let r = b.request(old, &auth, METHOD_CREATE_PERMISSION, vec![peer("198.51.100.7:9")]);
+    assert_eq!(
+        reply(b.run(Slot::PRIMARY, old, &first.raw, false))
+            .typ
+            .class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    let r = b.request(
+        old,
+        &auth,
+        METHOD_CREATE_PERMISSION,
+        vec![peer("198.51.100.7:9")],
+    );
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     // Without an alternate: 486.
     b.core.start_drain(Drain { alternate: None });
