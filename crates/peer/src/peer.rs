@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
-    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
@@ -154,9 +154,15 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<SelectedPair> {
             _ => None,
         })
     };
-    // Remote candidates that arrived inside the SDP (aiortc) have no stats entry in webrtc 0.21:
-    // the remote type is then reported as "unknown" rather than guessed.
-    let remote = kind(&pair.remote_candidate_id, false).unwrap_or_else(|| "unknown".into());
+    // webrtc 0.21 keeps stats only for trickled remote candidates: not for those inside the SDP
+    // (aiortc) nor for a peer-reflexive one learnt from a check that overtook the trickle. The
+    // ICE transport knows the selected remote candidate in every case.
+    let remote = match kind(&pair.remote_candidate_id, false) {
+        Some(k) => k,
+        None => remote_type_from_ice(pc)
+            .await
+            .unwrap_or_else(|| "unknown".into()),
+    };
     let local = kind(&pair.local_candidate_id, true)?;
     // webrtc 0.21 leaves the stats' relay_protocol unset: the URL the candidate was gathered
     // through says it.
@@ -177,6 +183,25 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<SelectedPair> {
         remote,
         relay_protocol,
     })
+}
+
+/// The selected remote candidate's type as the ICE agent has it. A peer-reflexive candidate whose
+/// address was also signalled takes the signalled type: the check arrived before the candidate.
+async fn remote_type_from_ice(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    let seen = pair.remote();
+    if seen.typ != RTCIceCandidateType::Prflx {
+        return Some(seen.typ.to_string());
+    }
+    let signalled = ice.get_remote_candidates().await.unwrap_or_default();
+    let same = signalled.iter().find(|c| {
+        c.typ != RTCIceCandidateType::Prflx
+            && c.address == seen.address
+            && c.port == seen.port
+            && c.protocol == seen.protocol
+    });
+    Some(same.unwrap_or(seen).typ.to_string())
 }
 
 /// The RTCConfiguration for `servers` under the chosen policy.
