@@ -5,6 +5,7 @@
 //! messages and time.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,9 @@ use crate::signaling::{self, Signaling, SignalingError};
 
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
-    /// `ws://HOST:PORT` of natkit-signal.
-    pub signal: String,
+    /// `ws://HOST:PORT` of natkit-signal: one, or several nodes of a cluster. The first that
+    /// answers is joined; a lost connection rejoins through the next ones in turn.
+    pub signal: Vec<String>,
     pub room: String,
     pub peer_id: Option<String>,
     pub token: Option<String>,
@@ -221,13 +223,19 @@ fn configuration(servers: &[IceServer], relay_only: bool) -> RTCConfiguration {
 async fn reconnect(
     cfg: PeerConfig,
     peer_id: String,
+    signal_at: Arc<AtomicUsize>,
     tx: mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>,
 ) {
+    let lost = signal_at.load(Ordering::Relaxed);
     for attempt in 0u32.. {
         tokio::time::sleep(reconnect_delay(attempt)).await;
-        let join = signaling::join(&cfg.signal, &cfg.room, Some(&peer_id), cfg.token.as_deref());
+        // The node that was lost comes last: another node of a cluster first.
+        let at = (lost + 1 + attempt as usize) % cfg.signal.len();
+        let signal = &cfg.signal[at];
+        let join = signaling::join(signal, &cfg.room, Some(&peer_id), cfg.token.as_deref());
         match tokio::time::timeout(Duration::from_secs(5), join).await {
             Ok(Ok(joined)) => {
+                signal_at.store(at, Ordering::Relaxed);
                 let _ = tx.send(Ok(joined));
                 return;
             }
@@ -269,6 +277,8 @@ struct Shell<'a> {
     sig: Option<Signaling>,
     rejoin_tx: mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>,
     rejoining: Option<tokio::task::JoinHandle<()>>,
+    /// Which of `cfg.signal` the signaling connection is to.
+    signal_at: Arc<AtomicUsize>,
     emit: &'a (dyn Fn(Event) + Send + Sync),
 }
 
@@ -445,6 +455,7 @@ impl Shell<'_> {
                     self.rejoining = Some(tokio::spawn(reconnect(
                         self.cfg.clone(),
                         self.my_id.clone(),
+                        Arc::clone(&self.signal_at),
                         self.rejoin_tx.clone(),
                     )));
                 }
@@ -492,25 +503,62 @@ impl Shell<'_> {
     }
 }
 
+/// Joins through the first of `cfg.signal` that answers, going round them again (with
+/// [`reconnect_delay`] between rounds) while they fail for a reason that may pass: a node of
+/// several that is down, a refusal such as `cluster-unavailable`. A refusal no node would answer
+/// differently ends it, and so does a single server that cannot be reached (said at once). At
+/// `deadline`, the last error. Which URL it was.
+async fn first_join(
+    cfg: &PeerConfig,
+    deadline: Instant,
+) -> Result<(Signaling, Welcome, usize), Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::new(Stage::Signaling, e.to_string());
+    let mut last = None;
+    for round in 0u32.. {
+        if round > 0 {
+            let pause = reconnect_delay(round - 1);
+            if Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        for (at, signal) in cfg.signal.iter().enumerate() {
+            let join = signaling::join(
+                signal,
+                &cfg.room,
+                cfg.peer_id.as_deref(),
+                cfg.token.as_deref(),
+            );
+            match tokio::time::timeout_at(deadline.into(), join).await {
+                Err(_) => break,
+                Ok(Ok((sig, welcome))) => return Ok((sig, welcome, at)),
+                Ok(Err(e)) if e.is_permanent() => return Err(fail(&e)),
+                Ok(Err(e @ (SignalingError::Connect { .. } | SignalingError::Closed)))
+                    if cfg.signal.len() == 1 =>
+                {
+                    return Err(fail(&e))
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%signal, error = %e, round, "signaling node unavailable");
+                    last = Some(e);
+                }
+            }
+        }
+    }
+    Err(match last {
+        Some(e) => fail(&e),
+        None => fail(&format!(
+            "no welcome from {} in time",
+            cfg.signal.join(" or ")
+        )),
+    })
+}
+
 /// Runs one session. `emit` receives every event as it happens.
 pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + cfg.timeout;
-    let joining = signaling::join(
-        &cfg.signal,
-        &cfg.room,
-        cfg.peer_id.as_deref(),
-        cfg.token.as_deref(),
-    );
-    let (sig, welcome) = tokio::time::timeout_at(deadline.into(), joining)
-        .await
-        .map_err(|_| {
-            Failure::new(
-                Stage::Signaling,
-                format!("no welcome from {} in time", cfg.signal),
-            )
-        })?
-        .map_err(|e| Failure::new(Stage::Signaling, e.to_string()))?;
+    let (sig, welcome, signal_at) = first_join(cfg, deadline).await?;
     emit(Event::Joined {
         peer_id: welcome.peer_id.clone(),
         room: welcome.room.clone(),
@@ -573,6 +621,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         sig: Some(sig),
         rejoin_tx,
         rejoining: None,
+        signal_at: Arc::new(AtomicUsize::new(signal_at)),
         emit,
     };
     let mut session = Session::new(

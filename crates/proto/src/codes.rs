@@ -30,6 +30,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server is shutting down.
     ShuttingDown,
+    /// A clustered node cannot reach its cluster store (Redis): joins and messages to peers on
+    /// other nodes are refused until it is back. Rooms whose peers are all on this node go on.
+    /// Retry (the message was not delivered).
+    ClusterUnavailable,
     /// A code this side does not know (sent by a newer peer); never sent by natkit-signal.
     #[serde(other)]
     Other,
@@ -37,7 +41,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code natkit-signal sends (not [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::NotJoined,
@@ -50,6 +54,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unauthorized,
         ErrorCode::ShuttingDown,
+        ErrorCode::ClusterUnavailable,
     ];
 
     /// The wire spelling.
@@ -67,6 +72,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::ClusterUnavailable => "cluster-unavailable",
             ErrorCode::Other => "other",
         }
     }
@@ -128,6 +134,7 @@ mod tests {
             (ErrorCode::BadPeerId, false),
             (ErrorCode::RateLimited, false),
             (ErrorCode::ShuttingDown, false),
+            (ErrorCode::ClusterUnavailable, false),
             (ErrorCode::Other, false),
         ] {
             assert_eq!(code.is_permanent_refusal(), permanent, "{code}");

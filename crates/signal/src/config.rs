@@ -117,6 +117,14 @@ pub struct SignalArgs {
     /// Seconds without any frame (pong included) before a peer is dropped [default: 60]
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<String>,
+    /// Share rooms with the other natkit-signal nodes through this Redis (redis://HOST:6379);
+    /// every node needs the same token secret (docs/cluster.md)
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Seconds a clustered node counts as alive without renewing its lease: a node that dies
+    /// has its peers leave their rooms within about 1.25 times this [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub cluster_lease: Option<String>,
 }
 
 /// Unvalidated signal settings from one source.
@@ -141,6 +149,8 @@ pub struct SignalRaw {
     pub max_connections: Option<String>,
     pub ping_interval: Option<String>,
     pub idle_timeout: Option<String>,
+    pub cluster: Option<String>,
+    pub cluster_lease: Option<String>,
 }
 
 /// The TOML file: signal keys at the top, relay keys under `[relay]`.
@@ -165,6 +175,8 @@ pub struct SignalFile {
     pub max_connections: Option<usize>,
     pub ping_interval: Option<u64>,
     pub idle_timeout: Option<u64>,
+    pub cluster: Option<String>,
+    pub cluster_lease: Option<u64>,
     pub relay: Option<FileSettings>,
 }
 
@@ -200,6 +212,8 @@ impl SignalFile {
                 max_connections: z(self.max_connections),
                 ping_interval: s(self.ping_interval),
                 idle_timeout: s(self.idle_timeout),
+                cluster: self.cluster,
+                cluster_lease: s(self.cluster_lease),
             },
             self.relay.map(Into::into).unwrap_or_default(),
         )
@@ -229,6 +243,8 @@ impl SignalArgs {
                 max_connections: self.max_connections,
                 ping_interval: self.ping_interval,
                 idle_timeout: self.idle_timeout,
+                cluster: self.cluster,
+                cluster_lease: self.cluster_lease,
             },
             RawSettings {
                 listen: self.relay_listen,
@@ -290,6 +306,8 @@ impl SignalRaw {
                 "MAX_CONNECTIONS" => s.max_connections = Some(v),
                 "PING_INTERVAL" => s.ping_interval = Some(v),
                 "IDLE_TIMEOUT" => s.idle_timeout = Some(v),
+                "CLUSTER" => s.cluster = Some(v),
+                "CLUSTER_LEASE" => s.cluster_lease = Some(v),
                 _ => {}
             }
         }
@@ -318,7 +336,9 @@ impl SignalRaw {
             max_rooms,
             max_connections,
             ping_interval,
-            idle_timeout
+            idle_timeout,
+            cluster,
+            cluster_lease
         )
     }
 
@@ -444,6 +464,35 @@ impl SignalRaw {
                 })
             })
             .collect::<Result<Vec<SocketAddr>, _>>()?;
+        let cluster = match self.cluster.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(url) => {
+                let lease: u64 = num("cluster_lease", self.cluster_lease.clone(), 5)?;
+                if !(1..=60).contains(&lease) {
+                    return Err(invalid("cluster_lease", "must be 1 to 60 seconds"));
+                }
+                if !url.starts_with("redis://") {
+                    return Err(invalid(
+                        "cluster",
+                        format!("{url:?}: use redis://HOST:PORT (TLS to Redis is not supported)"),
+                    ));
+                }
+                if let Err(e) = redis::Client::open(url) {
+                    return Err(invalid("cluster", format!("{url:?}: {e}")));
+                }
+                if generated_token {
+                    return Err(invalid(
+                        "cluster",
+                        "every node must accept the same join tokens: set token_secret_file or \
+                         NATKIT_SIGNAL_TOKEN_SECRET on each node (or auth = \"open\")",
+                    ));
+                }
+                Some(ClusterSettings {
+                    url: url.to_owned(),
+                    lease: Duration::from_secs(lease),
+                })
+            }
+        };
         let header_timeout: u64 = num("header_timeout", self.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -469,6 +518,7 @@ impl SignalRaw {
             max_connections: num("max_connections", self.max_connections, 20_000)?,
             ping_interval: Duration::from_secs(ping),
             idle_timeout: Duration::from_secs(idle),
+            cluster,
         })
     }
 }
@@ -506,6 +556,38 @@ pub struct SignalSettings {
     pub max_connections: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Rooms shared with other nodes through Redis; `None`: this process is the whole world.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `cluster` and `cluster_lease`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`; shown by [`ClusterSettings::redacted`].
+    pub url: String,
+    pub lease: Duration,
+}
+
+impl ClusterSettings {
+    /// The URL without its user and password, for logs.
+    pub fn redacted(&self) -> String {
+        match self.url.split_once("://").and_then(|(scheme, rest)| {
+            rest.rsplit_once('@')
+                .map(|(_, host)| format!("{scheme}://***@{host}"))
+        }) {
+            Some(r) => r,
+            None => self.url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("url", &self.redacted())
+            .field("lease", &self.lease)
+            .finish()
+    }
 }
 
 /// Everything the binary needs: signal settings and the relay's.
@@ -569,151 +651,4 @@ pub fn load(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn none(_: &str) -> std::io::Result<String> {
-        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no"))
-    }
-
-    #[test]
-    fn precedence_and_defaults() {
-        let flags = SignalRaw {
-            listen: Some("127.0.0.1:1".into()),
-            ..Default::default()
-        };
-        let env = SignalRaw::from_env([
-            ("NATKIT_SIGNAL_LISTEN".into(), "127.0.0.1:2".into()),
-            ("NATKIT_SIGNAL_PEERS_PER_ROOM".into(), "2".into()),
-            (
-                "NATKIT_SIGNAL_ICE_SERVERS".into(),
-                "stun:a:3478, turn:b:3478".into(),
-            ),
-        ]);
-        let (file, relay) = SignalFile::parse(
-            "peers_per_room = 5\nmax_rooms = 7\nno_relay = true\n[relay]\nrelay_ports = \"50000-50100\"\n",
-            "f.toml",
-        )
-        .unwrap()
-        .split();
-        let s = SignalRaw::merge(flags, env, file)
-            .resolve(None, none)
-            .unwrap();
-        assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(s.peers_per_room, 2);
-        assert_eq!(s.max_rooms, 7);
-        assert!(!s.embedded_relay);
-        assert_eq!(s.ice_urls, ["stun:a:3478", "turn:b:3478"]);
-        assert_eq!(s.messages_per_second, 50);
-        assert_eq!(s.idle_timeout, Duration::from_secs(60));
-        // Safe by default: no secret configured still means tokens, with a generated secret.
-        assert!(s.token.is_some() && s.generated_token && !s.open);
-        assert_eq!(s.metrics_listen, Some("127.0.0.1:9642".parse().unwrap()));
-        assert_eq!(s.max_connections_per_ip, 32);
-        assert_eq!(s.credentials_per_minute, 30);
-        assert_eq!(relay.relay_ports.as_deref(), Some("50000-50100"));
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let cases: [(SignalRaw, &str); 9] = [
-            (
-                SignalRaw {
-                    auth: Some("closed".into()),
-                    ..Default::default()
-                },
-                "auth:",
-            ),
-            (
-                SignalRaw {
-                    metrics_listen: Some("nowhere".into()),
-                    ..Default::default()
-                },
-                "metrics_listen:",
-            ),
-            (
-                SignalRaw {
-                    header_timeout: Some("0".into()),
-                    ..Default::default()
-                },
-                "header_timeout:",
-            ),
-            (
-                SignalRaw {
-                    listen: Some("x".into()),
-                    ..Default::default()
-                },
-                "listen:",
-            ),
-            (
-                SignalRaw {
-                    credential_ttl: Some("0".into()),
-                    ..Default::default()
-                },
-                "credential_ttl:",
-            ),
-            (
-                SignalRaw {
-                    max_frame_bytes: Some("10".into()),
-                    ..Default::default()
-                },
-                "max_frame_bytes:",
-            ),
-            (
-                SignalRaw {
-                    ping_interval: Some("30".into()),
-                    idle_timeout: Some("30".into()),
-                    ..Default::default()
-                },
-                "idle_timeout:",
-            ),
-            (
-                SignalRaw {
-                    ice_servers: Some(vec!["http://x".into()]),
-                    ..Default::default()
-                },
-                "ice_server:",
-            ),
-            (
-                SignalRaw {
-                    token_secret_file: Some("/nope".into()),
-                    ..Default::default()
-                },
-                "token_secret_file:",
-            ),
-        ];
-        for (raw, key) in cases {
-            let e = raw.clone().resolve(None, none).unwrap_err().to_string();
-            assert!(e.starts_with(key), "{raw:?}: {e}");
-        }
-        assert!(SignalFile::parse("lisen = 1\n", "f").is_err());
-        // Open mode and a token secret contradict each other.
-        let e = SignalRaw {
-            auth: Some("open".into()),
-            ..Default::default()
-        }
-        .resolve(Some("secret".into()), none)
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("auth:"), "{e}");
-    }
-
-    #[test]
-    fn open_mode_and_metrics_off_are_explicit() {
-        let s = SignalRaw {
-            auth: Some("open".into()),
-            metrics_listen: Some("off".into()),
-            ..Default::default()
-        }
-        .resolve(None, none)
-        .unwrap();
-        assert!(s.open && s.token.is_none() && !s.generated_token);
-        assert_eq!(s.metrics_listen, None);
-        let (raw, _) = SignalFile::parse("auth = \"open\"\n", "f").unwrap().split();
-        assert_eq!(raw.auth.as_deref(), Some("open"));
-        let s = SignalRaw::from_env([("NATKIT_SIGNAL_AUTH".to_owned(), "token".to_owned())])
-            .resolve(Some("k".into()), none)
-            .unwrap();
-        assert!(!s.open && !s.generated_token && s.token.is_some());
-    }
-}
+mod tests;

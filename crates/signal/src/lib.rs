@@ -14,12 +14,16 @@
 //! - [`config`]: flags, environment and TOML, validated before anything binds.
 //! - [`ice`]: the ICE servers and credentials handed to peers; [`metrics`]: Prometheus series.
 //! - [`fleet`]: which of several natkit-relays a room gets (pure), and their health checks.
+//! - [`cluster`]: rooms shared by several nodes through Redis: the frames between nodes (pure)
+//!   and [`cluster::store`], the Redis shell (scripts, lease, reaper, publisher); docs/cluster.md.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
 //!
 //! # Out of scope
-//! Persistence (rooms live in memory), clustering several signaling servers, TLS termination
+//! Persistence (rooms live in memory, in Redis when clustered, and nothing survives a Redis
+//! restart but what the nodes tell it again), signaling drain, TLS termination
 //! (put a reverse proxy in front).
 
+pub mod cluster;
 pub mod config;
 pub mod fleet;
 #[doc(hidden)]

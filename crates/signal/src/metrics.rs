@@ -12,6 +12,12 @@ pub struct SignalMetrics {
     pub credentials_issued: IntCounter,
     pub credentials_refused: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    /// 1 while a clustered node reaches its store (always 0 single-node).
+    pub cluster_up: IntGauge,
+    /// Frames from other nodes, by kind (`message`, `joined`, `left`, `bad`).
+    pub cluster_frames: IntCounterVec,
+    /// Messages for a peer on another node that could not be delivered (sender told).
+    pub cluster_undelivered: IntCounter,
 }
 
 impl SignalMetrics {
@@ -75,6 +81,30 @@ impl SignalMetrics {
         )
         .expect("metric");
         connections_refused.with_label_values(&["per_ip_limit"]);
+        let cluster_up = IntGauge::new(
+            "natkit_signal_cluster_up",
+            "1 while this clustered node reaches the cluster store and is in step with it.",
+        )
+        .expect("metric");
+        let cluster_frames = IntCounterVec::new(
+            Opts::new(
+                "natkit_signal_cluster_frames_total",
+                "Frames received from other nodes through the cluster store, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        for k in ["message", "joined", "left", "bad"] {
+            cluster_frames.with_label_values(&[k]);
+        }
+        let cluster_undelivered = IntCounter::new(
+            "natkit_signal_cluster_undelivered_total",
+            "Messages between nodes not delivered (store unreachable, addressee's node gone).",
+        )
+        .expect("metric");
+        reg(Box::new(cluster_up.clone()));
+        reg(Box::new(cluster_frames.clone()));
+        reg(Box::new(cluster_undelivered.clone()));
         reg(Box::new(credentials_refused.clone()));
         reg(Box::new(connections_refused.clone()));
         reg(Box::new(peers_connected.clone()));
@@ -90,6 +120,9 @@ impl SignalMetrics {
             credentials_issued,
             credentials_refused,
             connections_refused,
+            cluster_up,
+            cluster_frames,
+            cluster_undelivered,
         }
     }
 }

@@ -3,15 +3,25 @@
 //! Connections are identified by a [`ConnId`] the shell assigns; peers by ids unique within their
 //! room. Messages are delivered to the addressed peer only, with `from` added; nothing is ever
 //! broadcast except `peer-joined`/`peer-left` to the room.
+//!
+//! Clustered (`--cluster`, docs/cluster.md), a room's peers sit on several nodes. This node keeps
+//! a view of every room it has a local peer in: local seats (connections) and remote seats (the
+//! node that holds the peer). A join is two steps, [`Rooms::begin_join`] (local checks) and
+//! [`Rooms::finish_join`] (the cluster store's verdict with a snapshot of the room); the store's
+//! membership changes arrive as [`Rooms::remote_joined`] / [`Rooms::remote_left`], each with the
+//! store's sequence number so that a stale one (older than a snapshot) is ignored. What must go
+//! to the store or another node is queued as a [`ClusterOp`] for the shell
+//! ([`Rooms::take_ops`]), in the order it happened.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use natkit_proto::{ClientMsg, ErrorCode, IceServer, ServerMsg, Welcome, PROTOCOL_VERSION};
 
 pub type ConnId = u64;
 
-/// Room and server limits. 0 means unlimited.
-#[derive(Debug, Clone, Copy)]
+/// Room and server limits. 0 means unlimited. Clustered, the store enforces them.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RoomLimits {
     pub peers_per_room: usize,
     pub rooms: usize,
@@ -24,10 +34,79 @@ pub struct Out {
     pub msg: ServerMsg,
 }
 
+/// What the shell must tell the cluster, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterOp {
+    /// A message (`text`, `from` already added) for `to` in `room`, held by `node`.
+    Message {
+        sender: ConnId,
+        node: Arc<str>,
+        room: String,
+        to: String,
+        text: String,
+    },
+    /// A local peer left `room`: the store forgets it and tells the other nodes.
+    Left { room: String, peer: String },
+}
+
+/// The cluster store's answer to a join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinVerdict {
+    /// Seated. `seats` is the room as the store has it after the join (peer id, node), at
+    /// sequence number `seq`; the joining peer is among them.
+    Admitted {
+        seq: u64,
+        seats: Vec<(String, String)>,
+    },
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     room: String,
     peer_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seat {
+    Local(ConnId),
+    Remote(Arc<str>),
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// peer id -> where it sits (BTreeMap: `peers` in welcome come out in a stable order)
+    seats: BTreeMap<String, Seat>,
+    /// The store's sequence number of the newest membership change applied (0 single-node).
+    seq: u64,
+    /// Joins of this room waiting for the store's verdict.
+    pending: usize,
+}
+
+impl Room {
+    fn local_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.seats.values().filter_map(|s| match s {
+            Seat::Local(c) => Some(*c),
+            Seat::Remote(_) => None,
+        })
+    }
+
+    fn tell_locals(&self, msg: &ServerMsg) -> Vec<Out> {
+        self.local_conns()
+            .map(|c| Out {
+                to: c,
+                msg: msg.clone(),
+            })
+            .collect()
+    }
+
+    /// Nothing here for this node to keep a view of.
+    fn forgettable(&self) -> bool {
+        self.pending == 0 && self.local_conns().next().is_none()
+    }
 }
 
 /// What the shell gives `join` besides the message: a fresh peer id (used when the client did
@@ -40,10 +119,14 @@ pub struct JoinContext {
 
 #[derive(Debug, Default)]
 pub struct Rooms {
-    limits: Option<RoomLimits>,
-    /// room -> peer id -> connection (BTreeMap: `peers` in welcome come out in a stable order)
-    rooms: HashMap<String, BTreeMap<String, ConnId>>,
+    limits: RoomLimits,
+    /// This node's id in the cluster; `None` single-node.
+    node: Option<Arc<str>>,
+    rooms: HashMap<String, Room>,
     members: HashMap<ConnId, Member>,
+    /// Joins waiting for the store (clustered only).
+    pending: HashMap<ConnId, Member>,
+    ops: Vec<ClusterOp>,
 }
 
 /// Room names and peer ids: 1 to 64 bytes of `[A-Za-z0-9._~-]` (URL-safe, log-safe).
@@ -57,15 +140,25 @@ pub fn valid_name(s: &str) -> bool {
 impl Rooms {
     pub fn new(limits: RoomLimits) -> Self {
         Rooms {
-            limits: Some(limits),
+            limits,
             ..Default::default()
         }
     }
 
+    /// Rooms for node `node` of a cluster: limits are the store's, joins go through it.
+    pub fn clustered(node: &str) -> Self {
+        Rooms {
+            node: Some(node.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Rooms this node has a view of (single-node: every room).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
+    /// Peers connected to this node.
     pub fn peer_count(&self) -> usize {
         self.members.len()
     }
@@ -94,79 +187,67 @@ impl Rooms {
         }]
     }
 
-    /// Joins `conn` to `room`. The caller has checked authorisation.
-    pub fn join(
-        &mut self,
+    /// The checks every join passes before limits: one join per connection, valid names, an id
+    /// not held on this node. The peer id to join as.
+    fn check(
+        &self,
         conn: ConnId,
         room: &str,
         requested_id: Option<&str>,
-        ctx: JoinContext,
-    ) -> Vec<Out> {
-        let limits = self.limits.unwrap_or(RoomLimits {
-            peers_per_room: 0,
-            rooms: 0,
-        });
-        if self.members.contains_key(&conn) {
-            return Self::reply(
+        generated_id: &str,
+    ) -> Result<String, Vec<Out>> {
+        if self.members.contains_key(&conn) || self.pending.contains_key(&conn) {
+            return Err(Self::reply(
                 conn,
                 ErrorCode::AlreadyJoined,
                 "this connection already joined a room",
-            );
+            ));
         }
         if !valid_name(room) {
-            return Self::reply(
+            return Err(Self::reply(
                 conn,
                 ErrorCode::BadRoom,
                 "room names are 1-64 characters of A-Z a-z 0-9 . _ ~ -",
-            );
+            ));
         }
-        let peer_id = requested_id.unwrap_or(&ctx.generated_id).to_owned();
+        let peer_id = requested_id.unwrap_or(generated_id).to_owned();
         if !valid_name(&peer_id) {
-            return Self::reply(
+            return Err(Self::reply(
                 conn,
                 ErrorCode::BadPeerId,
                 "peer ids are 1-64 characters of A-Z a-z 0-9 . _ ~ -",
-            );
+            ));
         }
-        match self.rooms.get(room) {
-            Some(peers) => {
-                if limits.peers_per_room != 0 && peers.len() >= limits.peers_per_room {
-                    return Self::reply(
-                        conn,
-                        ErrorCode::RoomFull,
-                        format!("room holds at most {} peers", limits.peers_per_room),
-                    );
-                }
-                if peers.contains_key(&peer_id) {
-                    return Self::reply(
-                        conn,
-                        ErrorCode::BadPeerId,
-                        format!("peer id {peer_id:?} is taken in this room"),
-                    );
-                }
-            }
-            None => {
-                if limits.rooms != 0 && self.rooms.len() >= limits.rooms {
-                    return Self::reply(
-                        conn,
-                        ErrorCode::ServerFull,
-                        format!("server holds at most {} rooms", limits.rooms),
-                    );
-                }
-            }
+        let taken_here = self.rooms.get(room).is_some_and(|r| {
+            matches!(r.seats.get(&peer_id), Some(Seat::Local(_)))
+                || self
+                    .pending
+                    .values()
+                    .any(|m| m.room == room && m.peer_id == peer_id)
+        });
+        if taken_here {
+            return Err(Self::taken(conn, &peer_id));
         }
-        let peers = self.rooms.entry(room.to_owned()).or_default();
-        let mut out: Vec<Out> = peers
-            .values()
-            .map(|&c| Out {
-                to: c,
-                msg: ServerMsg::PeerJoined {
-                    peer_id: peer_id.clone(),
-                },
-            })
-            .collect();
-        let existing: Vec<String> = peers.keys().cloned().collect();
-        peers.insert(peer_id.clone(), conn);
+        Ok(peer_id)
+    }
+
+    fn taken(conn: ConnId, peer_id: &str) -> Vec<Out> {
+        Self::reply(
+            conn,
+            ErrorCode::BadPeerId,
+            format!("peer id {peer_id:?} is taken in this room"),
+        )
+    }
+
+    /// Seats `conn` as `peer_id` in `room` (which exists): `peer-joined` to the local peers,
+    /// `welcome` listing everyone else.
+    fn seat(&mut self, conn: ConnId, room: &str, peer_id: String, ctx: JoinContext) -> Vec<Out> {
+        let r = self.rooms.get_mut(room).expect("room exists");
+        let mut out = r.tell_locals(&ServerMsg::PeerJoined {
+            peer_id: peer_id.clone(),
+        });
+        let existing: Vec<String> = r.seats.keys().filter(|p| **p != peer_id).cloned().collect();
+        r.seats.insert(peer_id.clone(), Seat::Local(conn));
         self.members.insert(
             conn,
             Member {
@@ -188,7 +269,244 @@ impl Rooms {
         out
     }
 
+    /// Joins `conn` to `room` on a single node. The caller has checked authorisation.
+    pub fn join(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        requested_id: Option<&str>,
+        ctx: JoinContext,
+    ) -> Vec<Out> {
+        debug_assert!(self.node.is_none(), "clustered joins use begin/finish_join");
+        let peer_id = match self.check(conn, room, requested_id, &ctx.generated_id) {
+            Ok(p) => p,
+            Err(out) => return out,
+        };
+        let limits = self.limits;
+        match self.rooms.get(room) {
+            Some(r) if limits.peers_per_room != 0 && r.seats.len() >= limits.peers_per_room => {
+                return Self::reply(
+                    conn,
+                    ErrorCode::RoomFull,
+                    format!("room holds at most {} peers", limits.peers_per_room),
+                );
+            }
+            None if limits.rooms != 0 && self.rooms.len() >= limits.rooms => {
+                return Self::reply(
+                    conn,
+                    ErrorCode::ServerFull,
+                    format!("server holds at most {} rooms", limits.rooms),
+                );
+            }
+            _ => {}
+        }
+        self.rooms.entry(room.to_owned()).or_default();
+        self.seat(conn, room, peer_id, ctx)
+    }
+
+    /// The local half of a clustered join: the peer id to ask the store for, or the refusal.
+    /// Until [`Rooms::finish_join`], the room's changes are tracked for this connection.
+    pub fn begin_join(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        requested_id: Option<&str>,
+        generated_id: &str,
+    ) -> Result<String, Vec<Out>> {
+        let peer_id = self.check(conn, room, requested_id, generated_id)?;
+        self.rooms.entry(room.to_owned()).or_default().pending += 1;
+        self.pending.insert(
+            conn,
+            Member {
+                room: room.to_owned(),
+                peer_id: peer_id.clone(),
+            },
+        );
+        Ok(peer_id)
+    }
+
+    /// The store's verdict on `conn`'s pending join.
+    pub fn finish_join(
+        &mut self,
+        conn: ConnId,
+        verdict: JoinVerdict,
+        ctx: JoinContext,
+    ) -> Vec<Out> {
+        let Some(m) = self.pending.remove(&conn) else {
+            return vec![];
+        };
+        if let Some(r) = self.rooms.get_mut(&m.room) {
+            r.pending -= 1;
+        }
+        match verdict {
+            JoinVerdict::Refused { code, message } => {
+                self.forget_if_unused(&m.room);
+                Self::reply(conn, code, message)
+            }
+            JoinVerdict::Admitted { seq, seats } => {
+                let mut out = self.apply_snapshot(&m.room, seq, &seats, Some(&m.peer_id));
+                out.extend(self.seat(conn, &m.room, m.peer_id, ctx));
+                out
+            }
+        }
+    }
+
+    fn forget_if_unused(&mut self, room: &str) {
+        if self.rooms.get(room).is_some_and(Room::forgettable) {
+            self.rooms.remove(room);
+        }
+    }
+
+    /// Brings the remote seats of `room` in line with the store's `seats` at `seq` (a join's
+    /// verdict, or a resync after the store came back), telling the local peers what changed.
+    /// `joining` is left out: it is being seated. Older than what the view has: ignored.
+    pub fn apply_snapshot(
+        &mut self,
+        room: &str,
+        seq: u64,
+        seats: &[(String, String)],
+        joining: Option<&str>,
+    ) -> Vec<Out> {
+        self.snapshot(room, seq, seats, joining, false)
+    }
+
+    /// [`Rooms::apply_snapshot`] for a resync: what the store has now wins, whatever this view
+    /// saw before (frames may have been lost while the store was out of reach).
+    pub fn resync_snapshot(
+        &mut self,
+        room: &str,
+        seq: u64,
+        seats: &[(String, String)],
+    ) -> Vec<Out> {
+        self.snapshot(room, seq, seats, None, true)
+    }
+
+    /// The highest change number applied to any room here.
+    pub fn max_seq(&self) -> u64 {
+        self.rooms.values().map(|r| r.seq).max().unwrap_or(0)
+    }
+
+    fn snapshot(
+        &mut self,
+        room: &str,
+        seq: u64,
+        seats: &[(String, String)],
+        joining: Option<&str>,
+        force: bool,
+    ) -> Vec<Out> {
+        let Some(own) = self.node.clone() else {
+            return vec![];
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return vec![];
+        };
+        if seq <= r.seq && !force {
+            return vec![];
+        }
+        r.seq = r.seq.max(seq);
+        let remote: BTreeMap<&str, &str> = seats
+            .iter()
+            .filter(|(p, n)| *n != *own && Some(p.as_str()) != joining)
+            .map(|(p, n)| (p.as_str(), n.as_str()))
+            .collect();
+        let gone: Vec<String> = r
+            .seats
+            .iter()
+            .filter(|(p, s)| matches!(s, Seat::Remote(_)) && !remote.contains_key(p.as_str()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut out = Vec::new();
+        for p in gone {
+            r.seats.remove(&p);
+            out.extend(r.tell_locals(&ServerMsg::PeerLeft { peer_id: p }));
+        }
+        for (p, n) in remote {
+            match r.seats.get_mut(p) {
+                Some(Seat::Remote(at)) => *at = n.into(),
+                // Held here and, per the store, elsewhere: the shell settles that (resync).
+                Some(Seat::Local(_)) => {}
+                None => {
+                    r.seats.insert(p.to_owned(), Seat::Remote(n.into()));
+                    out.extend(r.tell_locals(&ServerMsg::PeerJoined {
+                        peer_id: p.to_owned(),
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    /// The store says `peer` joined `room` on `node` (change number `seq`).
+    pub fn remote_joined(&mut self, room: &str, peer: &str, node: &str, seq: u64) -> Vec<Out> {
+        let Some(r) = self.fresh(room, seq) else {
+            return vec![];
+        };
+        match r.seats.get_mut(peer) {
+            // A peer whose node died, reconnected through another: same peer, new node.
+            Some(Seat::Remote(at)) => {
+                *at = node.into();
+                vec![]
+            }
+            Some(Seat::Local(_)) => vec![],
+            None => {
+                r.seats.insert(peer.to_owned(), Seat::Remote(node.into()));
+                r.tell_locals(&ServerMsg::PeerJoined {
+                    peer_id: peer.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The store says `peer` left `room` (change number `seq`): its node let it go or died.
+    pub fn remote_left(&mut self, room: &str, peer: &str, seq: u64) -> Vec<Out> {
+        let Some(r) = self.fresh(room, seq) else {
+            return vec![];
+        };
+        if !matches!(r.seats.get(peer), Some(Seat::Remote(_))) {
+            return vec![];
+        }
+        r.seats.remove(peer);
+        r.tell_locals(&ServerMsg::PeerLeft {
+            peer_id: peer.to_owned(),
+        })
+    }
+
+    /// The room's view if change `seq` is newer than it (and records it as seen).
+    fn fresh(&mut self, room: &str, seq: u64) -> Option<&mut Room> {
+        let r = self.rooms.get_mut(room)?;
+        if seq <= r.seq {
+            return None;
+        }
+        r.seq = seq;
+        Some(r)
+    }
+
+    /// The local connection of `peer` in `room`, for a message another node forwarded.
+    pub fn local_conn(&self, room: &str, peer: &str) -> Option<ConnId> {
+        match self.rooms.get(room)?.seats.get(peer)? {
+            Seat::Local(c) => Some(*c),
+            Seat::Remote(_) => None,
+        }
+    }
+
+    /// Every local peer as (room, peer id, connection): what this node holds, for a resync.
+    pub fn local_members(&self) -> Vec<(String, String, ConnId)> {
+        let mut v: Vec<_> = self
+            .members
+            .iter()
+            .map(|(c, m)| (m.room.clone(), m.peer_id.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the shell must tell the cluster since the last call, in order.
+    pub fn take_ops(&mut self) -> Vec<ClusterOp> {
+        std::mem::take(&mut self.ops)
+    }
+
     /// Routes an offer, answer or candidate to its addressee; other messages are the shell's.
+    /// An addressee on another node becomes a [`ClusterOp::Message`].
     pub fn route(&mut self, conn: ConnId, msg: ClientMsg) -> Vec<Out> {
         if msg == ClientMsg::Ping {
             // Liveness is answered whether or not the connection joined a room.
@@ -197,35 +515,14 @@ impl Rooms {
         let Some(member) = self.members.get(&conn) else {
             return Self::reply(conn, ErrorCode::NotJoined, "join a room first");
         };
+        let from = member.peer_id.clone();
         let (to, deliver) = match msg {
-            ClientMsg::Offer { to, sdp } => (
-                to,
-                ServerMsg::Offer {
-                    from: member.peer_id.clone(),
-                    sdp,
-                },
-            ),
-            ClientMsg::Answer { to, sdp } => (
-                to,
-                ServerMsg::Answer {
-                    from: member.peer_id.clone(),
-                    sdp,
-                },
-            ),
-            ClientMsg::Candidate { to, candidate } => (
-                to,
-                ServerMsg::Candidate {
-                    from: member.peer_id.clone(),
-                    candidate,
-                },
-            ),
-            ClientMsg::NatSummary { to, nat } => (
-                to,
-                ServerMsg::NatSummary {
-                    from: member.peer_id.clone(),
-                    nat,
-                },
-            ),
+            ClientMsg::Offer { to, sdp } => (to, ServerMsg::Offer { from, sdp }),
+            ClientMsg::Answer { to, sdp } => (to, ServerMsg::Answer { from, sdp }),
+            ClientMsg::Candidate { to, candidate } => {
+                (to, ServerMsg::Candidate { from, candidate })
+            }
+            ClientMsg::NatSummary { to, nat } => (to, ServerMsg::NatSummary { from, nat }),
             ClientMsg::Leave => return self.leave(conn),
             ClientMsg::Ping => return Self::pong(conn),
             // Answered by the shell, which owns the clock and mints credentials for `peer_of`.
@@ -238,11 +535,21 @@ impl Rooms {
                 )
             }
         };
-        match self.rooms.get(&member.room).and_then(|p| p.get(&to)) {
-            Some(&target) if target != conn => vec![Out {
+        match self.rooms.get(&member.room).and_then(|r| r.seats.get(&to)) {
+            Some(&Seat::Local(target)) if target != conn => vec![Out {
                 to: target,
                 msg: deliver,
             }],
+            Some(Seat::Remote(node)) => {
+                self.ops.push(ClusterOp::Message {
+                    sender: conn,
+                    node: node.clone(),
+                    room: member.room.clone(),
+                    to,
+                    text: deliver.to_text(),
+                });
+                vec![]
+            }
             _ => {
                 let to: String = to.chars().take(64).collect();
                 Self::reply(
@@ -259,20 +566,22 @@ impl Rooms {
         let Some(m) = self.members.remove(&conn) else {
             return vec![];
         };
-        let Some(peers) = self.rooms.get_mut(&m.room) else {
+        let Some(r) = self.rooms.get_mut(&m.room) else {
             return vec![];
         };
-        peers.remove(&m.peer_id);
-        let out = peers
-            .values()
-            .map(|&c| Out {
-                to: c,
-                msg: ServerMsg::PeerLeft {
-                    peer_id: m.peer_id.clone(),
-                },
-            })
-            .collect();
-        if peers.is_empty() {
+        r.seats.remove(&m.peer_id);
+        let out = r.tell_locals(&ServerMsg::PeerLeft {
+            peer_id: m.peer_id.clone(),
+        });
+        if self.node.is_some() {
+            self.ops.push(ClusterOp::Left {
+                room: m.room.clone(),
+                peer: m.peer_id,
+            });
+        }
+        if self.node.is_some() {
+            self.forget_if_unused(&m.room);
+        } else if r.seats.is_empty() {
             self.rooms.remove(&m.room);
         }
         out
@@ -280,198 +589,4 @@ impl Rooms {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn ctx(id: &str) -> JoinContext {
-        JoinContext {
-            generated_id: id.into(),
-            ice_servers: vec![],
-            ttl: 60,
-        }
-    }
-
-    fn codes(out: &[Out]) -> Vec<(ConnId, String)> {
-        out.iter()
-            .map(|o| {
-                let v = serde_json::to_value(&o.msg).unwrap();
-                let label = match v["type"].as_str().unwrap() {
-                    "error" => format!("error:{}", v["code"].as_str().unwrap()),
-                    t => t.to_owned(),
-                };
-                (o.to, label)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn join_relay_leave_sequence() {
-        let mut r = Rooms::new(RoomLimits {
-            peers_per_room: 2,
-            rooms: 2,
-        });
-        // (step, effects as (connection, type))
-        let welcome_a = r.join(1, "room1", None, ctx("a"));
-        assert_eq!(codes(&welcome_a), [(1, "welcome".into())]);
-        assert!(
-            matches!(&welcome_a[0].msg, ServerMsg::Welcome(Welcome { peers, .. }) if peers.is_empty())
-        );
-        let welcome_b = r.join(2, "room1", Some("bob"), ctx("ignored"));
-        assert_eq!(
-            codes(&welcome_b),
-            [(1, "peer-joined".into()), (2, "welcome".into())]
-        );
-        assert!(
-            matches!(&welcome_b[1].msg, ServerMsg::Welcome(Welcome { peers, peer_id, .. }) if peers == &["a"] && peer_id == "bob")
-        );
-
-        let cases: Vec<(ConnId, ClientMsg, Vec<(ConnId, &str)>)> = vec![
-            (
-                2,
-                ClientMsg::Offer {
-                    to: "a".into(),
-                    sdp: "o".into(),
-                },
-                vec![(1, "offer")],
-            ),
-            (
-                1,
-                ClientMsg::Answer {
-                    to: "bob".into(),
-                    sdp: "a".into(),
-                },
-                vec![(2, "answer")],
-            ),
-            (
-                1,
-                ClientMsg::Candidate {
-                    to: "bob".into(),
-                    candidate: None,
-                },
-                vec![(2, "candidate")],
-            ),
-            (
-                1,
-                ClientMsg::Offer {
-                    to: "carol".into(),
-                    sdp: "o".into(),
-                },
-                vec![(1, "error:unknown-peer")],
-            ),
-            (
-                1,
-                ClientMsg::Offer {
-                    to: "a".into(),
-                    sdp: "o".into(),
-                },
-                vec![(1, "error:unknown-peer")],
-            ),
-            (
-                9,
-                ClientMsg::Offer {
-                    to: "a".into(),
-                    sdp: "o".into(),
-                },
-                vec![(9, "error:not-joined")],
-            ),
-            (9, ClientMsg::Leave, vec![(9, "error:not-joined")]),
-            (9, ClientMsg::Ping, vec![(9, "pong")]),
-            (1, ClientMsg::Ping, vec![(1, "pong")]),
-        ];
-        for (conn, msg, want) in cases {
-            let got = codes(&r.route(conn, msg.clone()));
-            let want: Vec<(ConnId, String)> =
-                want.into_iter().map(|(c, s)| (c, s.to_owned())).collect();
-            assert_eq!(got, want, "{conn} {msg:?}");
-        }
-        // `from` is added and the payload passes through untouched.
-        let out = r.route(
-            2,
-            ClientMsg::Candidate {
-                to: "a".into(),
-                candidate: serde_json::from_value(
-                    json!({"candidate":"c","sdpMid":"0","sdpMLineIndex":0}),
-                )
-                .unwrap(),
-            },
-        );
-        assert_eq!(
-            serde_json::to_value(&out[0].msg).unwrap(),
-            json!({"type":"candidate","from":"bob","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}})
-        );
-
-        // Limits: room full, second room fine, third room refused.
-        assert_eq!(
-            codes(&r.join(3, "room1", None, ctx("c"))),
-            [(3, "error:room-full".into())]
-        );
-        assert_eq!(
-            codes(&r.join(3, "room2", None, ctx("c"))),
-            [(3, "welcome".into())]
-        );
-        assert_eq!(
-            codes(&r.join(4, "room3", None, ctx("d"))),
-            [(4, "error:server-full".into())]
-        );
-        assert_eq!(
-            codes(&r.join(3, "room2", None, ctx("c"))),
-            [(3, "error:already-joined".into())]
-        );
-
-        // Leaving tells the room; an empty room disappears.
-        assert_eq!(codes(&r.leave(1)), [(2, "peer-left".into())]);
-        assert_eq!(codes(&r.leave(2)), []);
-        assert_eq!(codes(&r.leave(2)), []);
-        assert_eq!((r.room_count(), r.peer_count()), (1, 1));
-    }
-
-    #[test]
-    fn names_and_ids_are_validated() {
-        let mut r = Rooms::new(RoomLimits {
-            peers_per_room: 0,
-            rooms: 0,
-        });
-        let long = "x".repeat(65);
-        let cases: [(&str, Option<&str>, &str); 6] = [
-            ("", None, "error:bad-room"),
-            (&long, None, "error:bad-room"),
-            ("room with spaces", None, "error:bad-room"),
-            ("ok", Some("has/slash"), "error:bad-peer-id"),
-            ("ok", Some("me"), "welcome"),
-            ("ok", Some("me"), "error:bad-peer-id"),
-        ];
-        for (i, (room, id, want)) in cases.into_iter().enumerate() {
-            let got = codes(&r.join(i as ConnId, room, id, ctx(&format!("g{i}"))));
-            assert_eq!(got.last().unwrap().1, want, "{room:?} {id:?}");
-        }
-    }
-
-    #[test]
-    fn rooms_are_isolated() {
-        let mut r = Rooms::new(RoomLimits {
-            peers_per_room: 0,
-            rooms: 0,
-        });
-        r.join(1, "a", Some("x"), ctx("x"));
-        r.join(2, "a", Some("y"), ctx("y"));
-        let out = r.join(3, "b", Some("x"), ctx("x"));
-        assert_eq!(
-            codes(&out),
-            [(3, "welcome".into())],
-            "no peer-joined crosses rooms"
-        );
-        // Same peer id in another room is another peer.
-        assert_eq!(
-            codes(&r.route(
-                3,
-                ClientMsg::Offer {
-                    to: "y".into(),
-                    sdp: "s".into()
-                }
-            )),
-            [(3, "error:unknown-peer".into())]
-        );
-        assert_eq!(codes(&r.leave(3)), []);
-    }
-}
+mod tests;

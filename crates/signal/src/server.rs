@@ -16,13 +16,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use natkit_proto::{ClientMsg, ErrorCode, HttpError, IceServer, IceServers, ServerMsg};
+use natkit_proto::{ClientMsg, ErrorCode, HttpError, ServerMsg};
 use prometheus::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::cluster::store::Store;
 use crate::config::SignalSettings;
 pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
@@ -44,6 +45,11 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
 const LIMITER_KEYS: usize = 100_000;
 
+mod endpoints;
+mod link;
+use endpoints::{check_servers, ice_servers, metrics};
+use link::healthz;
+
 static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
 
@@ -51,7 +57,8 @@ static CHECK_HTML: &str = include_str!("../web/check.html");
 /// full) and what its join established.
 struct Conn {
     tx: mpsc::Sender<Message>,
-    evict: watch::Sender<bool>,
+    /// Set to the close reason when the connection is to be closed (code 1013).
+    evict: watch::Sender<Option<&'static str>>,
     ip: IpAddr,
     /// The join token this connection joined with (`refresh` honours it).
     token: Option<Grant>,
@@ -83,6 +90,10 @@ pub struct AppState {
     registry: Registry,
     pub metrics: SignalMetrics,
     shutdown: watch::Receiver<bool>,
+    /// The cluster store, when rooms are shared with other nodes (`--cluster`).
+    cluster: Option<Arc<Store>>,
+    /// The store's receiving ends, until [`AppState::start_cluster`] takes them.
+    cluster_tasks: Mutex<Option<crate::cluster::store::StoreTasks>>,
 }
 
 use natkit_daemon::unix_now;
@@ -117,11 +128,26 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let metrics = SignalMetrics::new(&registry);
-        Arc::new(AppState {
-            rooms: Mutex::new(Rooms::new(RoomLimits {
+        let (cluster, cluster_tasks) = match &settings.cluster {
+            Some(c) => {
+                let node = crate::cluster::node_id();
+                let (store, tasks) =
+                    Store::new(&c.url, &node, c.lease).expect("the URL was validated");
+                (Some(store), Some(tasks))
+            }
+            None => (None, None),
+        };
+        let rooms = match &cluster {
+            Some(store) => Rooms::clustered(store.node()),
+            None => Rooms::new(RoomLimits {
                 peers_per_room: settings.peers_per_room,
                 rooms: settings.max_rooms,
-            })),
+            }),
+        };
+        Arc::new(AppState {
+            rooms: Mutex::new(rooms),
+            cluster,
+            cluster_tasks: Mutex::new(cluster_tasks),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -154,17 +180,22 @@ impl AppState {
         let conns = self.conns.lock().expect("conns lock");
         for o in outs {
             let Some(c) = conns.get(&o.to) else { continue };
-            let text = o.msg.to_text();
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                c.tx.try_send(Message::Text(text.into()))
+            self.enqueue(c, o.msg.to_text());
+        }
+    }
+
+    /// Queues `text` for `c`; a full queue closes the connection rather than leave it with a
+    /// gap (the client reconnects and rejoins).
+    fn enqueue(&self, c: &Conn, text: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(Message::Text(text.into())) {
+            if c.evict
+                .send_replace(Some("too slow: outgoing queue full"))
+                .is_none()
             {
-                // Closed rather than left with a gap: the client reconnects and rejoins.
-                if !c.evict.send_replace(true) {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&["slow-consumer"])
-                        .inc();
-                }
+                self.metrics
+                    .rejected
+                    .with_label_values(&["slow-consumer"])
+                    .inc();
             }
         }
     }
@@ -234,7 +265,7 @@ impl AppState {
         }]);
     }
 
-    fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
+    async fn handle_text(&self, conn: ConnId, text: &str, url_token: Option<&str>) {
         let ip = match self.conns.lock().expect("conns lock").get(&conn) {
             Some(c) => c.ip,
             None => return,
@@ -299,10 +330,18 @@ impl AppState {
                     ice_servers,
                     ttl: self.ice.ttl,
                 };
-                let mut rooms = self.rooms.lock().expect("rooms lock");
-                let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
-                self.metrics.rooms.set(rooms.room_count() as i64);
-                drop(rooms);
+                let outs = match &self.cluster {
+                    Some(store) => {
+                        self.join_clustered(store, conn, &room, requested.as_deref(), ctx)
+                            .await
+                    }
+                    None => {
+                        let mut rooms = self.rooms.lock().expect("rooms lock");
+                        let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
+                        self.metrics.rooms.set(rooms.room_count() as i64);
+                        outs
+                    }
+                };
                 if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_))) {
                     self.metrics.credentials_issued.inc();
                     if let Some(c) = self.conns.lock().expect("conns lock").get_mut(&conn) {
@@ -362,9 +401,13 @@ impl AppState {
             }
             other => {
                 let kind = other.relayed_type();
-                let outs = self.rooms.lock().expect("rooms lock").route(conn, other);
+                let mut rooms = self.rooms.lock().expect("rooms lock");
+                let mut outs = rooms.route(conn, other);
+                let forwarded = self.send_ops(&mut rooms, &mut outs);
+                self.metrics.rooms.set(rooms.room_count() as i64);
+                drop(rooms);
                 if let (Some(kind), Some(first)) = (kind, outs.first()) {
-                    if first.to != conn {
+                    if first.to != conn || forwarded {
                         self.metrics
                             .messages_relayed
                             .with_label_values(&[kind])
@@ -390,7 +433,8 @@ impl AppState {
     fn disconnect(&self, conn: ConnId) {
         self.conns.lock().expect("conns lock").remove(&conn);
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        let outs = rooms.leave(conn);
+        let mut outs = rooms.leave(conn);
+        self.send_ops(&mut rooms, &mut outs);
         self.metrics.rooms.set(rooms.room_count() as i64);
         drop(rooms);
         self.deliver(outs);
@@ -409,96 +453,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::to_owned)
-}
-
-async fn ice_servers(
-    State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint)
-}
-
-/// `/v1/check-servers`: what the network check page (`/check`) gathers against.
-async fn check_servers(
-    State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint_for_check)
-}
-
-/// Answers with fresh ICE servers from `mint` (401 without a valid token when tokens are on).
-fn issue_ice_servers(
-    st: &AppState,
-    ip: IpAddr,
-    q: TokenQuery,
-    headers: &HeaderMap,
-    mint: fn(&IceConfig, &str, u64) -> Vec<IceServer>,
-) -> Response {
-    let token = q.token.or_else(|| bearer(headers));
-    if let Some(secret) = &st.settings.token {
-        let ok = token
-            .as_deref()
-            .map(|t| secret.verify(t, unix_now()).is_ok())
-            .unwrap_or(false);
-        if !ok {
-            st.metrics
-                .rejected
-                .with_label_values(&["unauthorized"])
-                .inc();
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(HttpError {
-                    error: ErrorCode::Unauthorized,
-                    message: "a valid token is required (?token= or Authorization: Bearer)".into(),
-                }),
-            )
-                .into_response();
-        }
-    }
-    if st.revoked(None, token.as_deref()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(HttpError {
-                error: ErrorCode::Unauthorized,
-                message: "this token has been revoked".into(),
-            }),
-        )
-            .into_response();
-    }
-    if !st.may_mint(ip, token.as_deref().map(token_key)) {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(HttpError {
-                error: ErrorCode::RateLimited,
-                message:
-                    "too many TURN credentials for this address or token; try again in a minute"
-                        .into(),
-            }),
-        )
-            .into_response();
-    }
-    st.metrics.credentials_issued.inc();
-    let user = format!("http-{}", peer_id());
-    Json(IceServers {
-        ice_servers: mint(&st.ice, &user, unix_now()),
-        ttl: st.ice.ttl,
-    })
-    .into_response()
-}
-
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let mut buf = Vec::new();
-    prometheus::Encoder::encode(
-        &prometheus::TextEncoder::new(),
-        &st.registry.gather(),
-        &mut buf,
-    )
-    .expect("encode");
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
 }
 
 async fn ws(
@@ -551,15 +505,19 @@ fn close(code: u16, reason: &'static str) -> Message {
 
 /// Completes with `true` once the connection is to be closed as a slow consumer (`false` if its
 /// entry is gone, which happens only as it ends anyway).
-async fn is_evicted(rx: &mut watch::Receiver<bool>) -> bool {
-    rx.wait_for(|e| *e).await.is_ok()
+async fn is_evicted(rx: &mut watch::Receiver<Option<&'static str>>) -> Option<&'static str> {
+    let why = rx.wait_for(|e| e.is_some()).await.map(|why| *why);
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>, ip: IpAddr) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
-    let (evict, mut evicted) = watch::channel(false);
+    let (evict, mut evicted) = watch::channel(None);
     let mut evicted_w = evict.subscribe();
     st.conns.lock().expect("conns lock").insert(
         conn,
@@ -575,9 +533,9 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
         loop {
             tokio::select! {
                 biased;
-                true = is_evicted(&mut evicted_w) => {
+                why = is_evicted(&mut evicted_w) => {
                     // What is queued is dropped: the client rejoins and starts over.
-                    let _ = sink.send(close(CLOSE_TRY_AGAIN, "too slow: outgoing queue full")).await;
+                    let _ = sink.send(close(CLOSE_TRY_AGAIN, why.unwrap_or("closed"))).await;
                     break;
                 }
                 m = rx.recv() => {
@@ -633,7 +591,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                             st.reject(conn, ErrorCode::RateLimited, format!("more than {} messages per second", s.messages_per_second));
                             continue;
                         }
-                        st.handle_text(conn, t.as_str(), url_token.as_deref());
+                        st.handle_text(conn, t.as_str(), url_token.as_deref()).await;
                     }
                     Message::Binary(b) => {
                         if b.len() > s.max_frame_bytes {
@@ -654,9 +612,9 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                 }
                 let _ = tx.try_send(Message::Ping(Vec::new().into()));
             }
-            true = is_evicted(&mut evicted) => {
-                warn!(conn, "closing a connection too slow to take its messages");
-                break "slow consumer";
+            why = is_evicted(&mut evicted) => {
+                warn!(conn, why, "closing a connection");
+                break "evicted";
             }
             _ = shutdown.changed() => {
                 let bye = ServerMsg::error(ErrorCode::ShuttingDown, "the server is shutting down").to_text();
@@ -686,7 +644,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/check-servers", get(check_servers))
         .route("/v1/ws", get(ws))
         .route("/v1/ice-servers", get(ice_servers))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
 
@@ -694,7 +652,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
 

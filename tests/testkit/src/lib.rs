@@ -10,6 +10,7 @@
 //!   did not happen.
 //! - [`workspace_bin`]: the path of a binary built in this workspace.
 //! - [`tls`]: a private CA made at run time, and temporary directories for its files.
+//! - [`redis::RedisServer`]: a real redis-server on loopback for the cluster tests.
 //! - [`turn_client`]: webrtc-rs's TURN client (the `turn` crate), listening, on 127.0.0.1.
 //! - [`natkit_signal_on_loopback`] / [`natkit_relay_on_loopback`]: the suite's servers on
 //!   127.0.0.1, every port chosen by the kernel.
@@ -18,6 +19,7 @@
 
 pub mod events;
 pub mod process;
+pub mod redis;
 pub mod tls;
 
 use std::net::SocketAddr;

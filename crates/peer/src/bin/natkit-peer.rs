@@ -15,9 +15,11 @@ use natkit_peer::policy::RelayMode;
     about = "WebRTC data-channel peer that falls back to TURN when its NAT needs it"
 )]
 struct Cli {
-    /// natkit-signal URL, e.g. ws://203.0.113.5:8080
-    #[arg(long)]
-    signal: String,
+    /// natkit-signal URL, e.g. ws://203.0.113.5:8080; repeat it (or separate with commas) for
+    /// the nodes of a cluster: the first that answers is joined, a lost connection rejoins
+    /// through the next
+    #[arg(long, required = true, value_delimiter = ',')]
+    signal: Vec<String>,
     #[arg(long)]
     room: String,
     /// Join token (when the server requires tokens)

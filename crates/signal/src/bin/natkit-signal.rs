@@ -121,7 +121,16 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         }
         _ => None,
     };
+    let cluster = signal.cluster.clone();
     let state = AppState::new(signal, ice, registry, stop_rx.clone());
+    state.start_cluster();
+    if let (Some(c), Some(node)) = (&cluster, state.cluster_node()) {
+        eprintln!(
+            "natkit-signal: node {node} of the cluster at {} (lease {} s): rooms are shared with the other nodes",
+            c.redacted(),
+            c.lease.as_secs()
+        );
+    }
     let shown = if http.ip().is_unspecified() {
         format!("http://{}:{}", advertised_ip(&relay), http.port())
     } else {
@@ -167,7 +176,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         }))
     });
     let mut rx = stop_rx.clone();
-    let http_task = tokio::spawn(server::serve(listener, state, async move {
+    let http_task = tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
         let _ = rx.changed().await;
     }));
     natkit_daemon::terminate_signal().await;
@@ -177,6 +186,7 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
         .await
         .context("http task")?
         .context("http server failed")?;
+    state.leave_cluster().await;
     if let Some(t) = relay_task {
         t.await.context("relay task")?;
     }

@@ -82,6 +82,7 @@ pub async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
         .unwrap();
     let http = listener.local_addr().unwrap();
     let state = AppState::new(settings, ice, registry.clone(), stop_rx.clone());
+    state.start_cluster();
     let mut rx = stop_rx;
     tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
         let _ = rx.changed().await;

@@ -1,0 +1,108 @@
+//! A natkit-signal cluster on loopback: a real redis-server, three natkit-signal processes
+//! sharing it, one natkit-relay they hand out. A natkit-peer session across two nodes goes on
+//! when the echo peer's node is SIGKILLed: the echo peer rejoins through another node under its
+//! id, the other peer hears it leave (lease ran out) or never notices, and every message of the
+//! chat peer comes back.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::redis::RedisServer;
+use natkit_testkit::{
+    http_get, metric, natkit_relay_on_loopback, wait_until, workspace_bin, Daemon,
+};
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+const SECRET: &str = "cluster-test-secret";
+
+fn signal_node(redis: &RedisServer, relay: &Daemon) -> Daemon {
+    let d = Daemon::start(
+        Command::new(workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--open",
+            ])
+            .args(["--relay-server", &relay.addr("stun").to_string()])
+            .args(["--cluster", &redis.url(), "--cluster-lease", "2"]),
+    );
+    let metrics = format!("http://{}/metrics", d.addr("metrics"));
+    wait_until(
+        "the node joins the cluster",
+        Duration::from_secs(10),
+        || metric(&http_get(&metrics), "natkit_signal_cluster_up") == 1.0,
+    );
+    d
+}
+
+fn peer(urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
+    EventProcess::spawn(
+        Command::new(PEER)
+            .env("RUST_LOG", "off")
+            .args(["--signal", &urls.join(","), "--room", room, "--peer-id", id])
+            .args(["--relay", "always", "--json", "--timeout", "60", mode]),
+    )
+}
+
+#[test]
+fn a_session_outlives_the_sigkill_of_a_signaling_node() {
+    let redis = RedisServer::start();
+    let relay = natkit_relay_on_loopback(SECRET, &[]);
+    let mut nodes: Vec<Daemon> = (0..3).map(|_| signal_node(&redis, &relay)).collect();
+    let urls: Vec<String> = nodes.iter().map(Daemon::ws_url).collect();
+    let room = "kill-a-node";
+    // The echo peer joins node 0 (and would rejoin through 1, then 2); the chat peer node 1.
+    let echo = peer(&urls, room, "echo", "--echo");
+    echo.wait_for("joined", Duration::from_secs(10));
+    let mut chat = peer(&[urls[1].clone(), urls[2].clone()], room, "chat", "--chat");
+    let c = chat.wait_for("connected", Duration::from_secs(20));
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            nodes[0].process().kill();
+        }
+        let line = format!("m{i}");
+        chat.send_line(&line);
+        sent.push(line);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_until("every message echoed", Duration::from_secs(15), || {
+        sent.iter().all(|m| chat.message_time(m).is_some())
+    });
+    let back = echo.wait_for("signaling", Duration::from_secs(1));
+    eprintln!(
+        "echo peer:\n{}\nchat peer:\n{}",
+        echo.timeline(t0),
+        chat.timeline(t0)
+    );
+    assert_eq!(back["state"], "lost", "{back}");
+    // Rejoined through a live node, under its id, in a room that still holds the chat peer
+    // (whose node is another one).
+    wait_until("the echo peer rejoins", Duration::from_secs(15), || {
+        echo.count("signaling", "state", "reconnected") == 1
+    });
+    let rejoined = echo
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e["event"] == "signaling" && e["state"] == "reconnected")
+        .unwrap();
+    assert_eq!(rejoined["peers"], serde_json::json!(["chat"]), "{rejoined}");
+    // The dead node was reaped; the store keeps one room with both peers.
+    wait_until("the dead node is reaped", Duration::from_secs(10), || {
+        redis.command("SCARD natkit:nodes").as_deref() == Some(":2\r\n")
+    });
+    let members = redis.command("HKEYS natkit:room:kill-a-node").unwrap();
+    assert!(
+        members.contains("echo") && members.contains("chat"),
+        "{members}"
+    );
+}
