@@ -428,6 +428,8 @@ impl Session {
             ServerMsg::Error { code, message } => {
                 tracing::warn!(%code, %message, "signaling error");
             }
+            // The node drains: move to another before it closes this connection.
+            ServerMsg::Reconnect { .. } => self.rejoin_elsewhere("draining"),
             ServerMsg::Welcome(_) | ServerMsg::Pong | ServerMsg::Unknown => {}
         }
         self.drive();
@@ -435,12 +437,17 @@ impl Session {
 
     /// The signaling connection closed: the data channel does not need it, renegotiation does.
     pub fn handle_signaling_lost(&mut self, _now: Instant) {
+        self.rejoin_elsewhere("lost");
+    }
+
+    /// Drops the signaling connection and rejoins (the next signaling URL first), saying why.
+    fn rejoin_elsewhere(&mut self, why: &'static str) {
         if self.outcome.is_some() || self.signaling != SignalingState::Up {
             return;
         }
         self.signaling = SignalingState::Rejoining;
         self.push(Action::Emit(Event::Signaling {
-            state: "lost",
+            state: why,
             peers: vec![],
         }));
         self.push(Action::Rejoin);

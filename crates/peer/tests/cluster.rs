@@ -2,7 +2,8 @@
 //! sharing it, one natkit-relay they hand out. A natkit-peer session across two nodes goes on
 //! when the echo peer's node is SIGKILLed: the echo peer rejoins through another node under its
 //! id, the other peer hears it leave (lease ran out) or never notices, and every message of the
-//! chat peer comes back.
+//! chat peer comes back. A node drained with SIGUSR1 tells its peers to reconnect, they move to
+//! the other node under the same id, and the drained node exits by itself.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ fn signal_node(redis: &RedisServer, relay: &Daemon) -> Daemon {
     let d = Daemon::start(
         Command::new(workspace_bin("natkit-signal"))
             .env("NATKIT_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -104,5 +105,60 @@ fn a_session_outlives_the_sigkill_of_a_signaling_node() {
     assert!(
         members.contains("echo") && members.contains("chat"),
         "{members}"
+    );
+}
+
+#[test]
+fn a_drained_node_moves_its_peers_to_another_and_exits() {
+    let redis = RedisServer::start();
+    let relay = natkit_relay_on_loopback(SECRET, &[]);
+    let mut nodes: Vec<Daemon> = (0..2).map(|_| signal_node(&redis, &relay)).collect();
+    let urls: Vec<String> = nodes.iter().map(Daemon::ws_url).collect();
+    let room = "drain-a-node";
+    let echo = peer(&urls, room, "echo", "--echo");
+    echo.wait_for("joined", Duration::from_secs(10));
+    let mut chat = peer(&urls[1..], room, "chat", "--chat");
+    chat.wait_for("connected", Duration::from_secs(20));
+
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            nodes[0].process_ref().signal("USR1");
+        }
+        let line = format!("m{i}");
+        chat.send_line(&line);
+        sent.push(line);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until("every message echoed", Duration::from_secs(15), || {
+        sent.iter().all(|m| chat.message_time(m).is_some())
+    });
+    eprintln!(
+        "echo peer:\n{}\nchat peer:\n{}",
+        echo.timeline(t0),
+        chat.timeline(t0)
+    );
+    // Told to move, it moved: the next node, the same id, its partner still there.
+    let moved: Vec<serde_json::Value> = echo
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["event"] == "signaling")
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!(moved[0]["state"], "draining");
+    assert_eq!(moved[1]["state"], "reconnected");
+    assert_eq!(moved[1]["peers"], serde_json::json!(["chat"]));
+    // With its last peer gone, the drained node exits by itself, successfully.
+    let status = nodes[0].process().wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(
+        nodes[0]
+            .log()
+            .iter()
+            .any(|l| l.contains("drained: every peer has gone")),
+        "{:?}",
+        nodes[0].log()
     );
 }

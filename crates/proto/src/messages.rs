@@ -131,6 +131,13 @@ pub enum ServerMsg {
         from: String,
         nat: NatSummary,
     },
+    /// This node is draining (an upgrade, a scale-in): connect again, through another node or
+    /// the same address (a load balancer sends the new connection elsewhere), and rejoin under
+    /// the same peer id; data channels carry on meanwhile. The node closes the connections left
+    /// when its drain timeout ends.
+    Reconnect {
+        reason: String,
+    },
     /// A message type this side does not know (from a newer server): clients ignore it.
     /// natkit-signal never sends it.
     #[serde(other)]

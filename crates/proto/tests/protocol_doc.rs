@@ -83,6 +83,7 @@ fn tables_show_every_message_and_each_parses() {
         "pong",
         "ice-servers",
         "nat-summary",
+        "reconnect",
     ]
     .iter()
     .map(|t| t.to_string())

@@ -125,6 +125,10 @@ pub struct SignalArgs {
     /// has its peers leave their rooms within about 1.25 times this [default: 5]
     #[arg(long, value_name = "SECS")]
     pub cluster_lease: Option<String>,
+    /// Seconds a draining node (SIGUSR1) waits for its peers to reconnect elsewhere before it
+    /// closes the rest and exits [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<String>,
 }
 
 /// Unvalidated signal settings from one source.
@@ -151,6 +155,7 @@ pub struct SignalRaw {
     pub idle_timeout: Option<String>,
     pub cluster: Option<String>,
     pub cluster_lease: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 /// The TOML file: signal keys at the top, relay keys under `[relay]`.
@@ -177,6 +182,7 @@ pub struct SignalFile {
     pub idle_timeout: Option<u64>,
     pub cluster: Option<String>,
     pub cluster_lease: Option<u64>,
+    pub drain_timeout: Option<u64>,
     pub relay: Option<FileSettings>,
 }
 
@@ -214,6 +220,7 @@ impl SignalFile {
                 idle_timeout: s(self.idle_timeout),
                 cluster: self.cluster,
                 cluster_lease: s(self.cluster_lease),
+                drain_timeout: s(self.drain_timeout),
             },
             self.relay.map(Into::into).unwrap_or_default(),
         )
@@ -245,6 +252,7 @@ impl SignalArgs {
                 idle_timeout: self.idle_timeout,
                 cluster: self.cluster,
                 cluster_lease: self.cluster_lease,
+                drain_timeout: self.drain_timeout,
             },
             RawSettings {
                 listen: self.relay_listen,
@@ -308,6 +316,7 @@ impl SignalRaw {
                 "IDLE_TIMEOUT" => s.idle_timeout = Some(v),
                 "CLUSTER" => s.cluster = Some(v),
                 "CLUSTER_LEASE" => s.cluster_lease = Some(v),
+                "DRAIN_TIMEOUT" => s.drain_timeout = Some(v),
                 _ => {}
             }
         }
@@ -338,7 +347,8 @@ impl SignalRaw {
             ping_interval,
             idle_timeout,
             cluster,
-            cluster_lease
+            cluster_lease,
+            drain_timeout
         )
     }
 
@@ -493,6 +503,7 @@ impl SignalRaw {
                 })
             }
         };
+        let drain_timeout: u64 = num("drain_timeout", self.drain_timeout, 30)?;
         let header_timeout: u64 = num("header_timeout", self.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -519,6 +530,7 @@ impl SignalRaw {
             ping_interval: Duration::from_secs(ping),
             idle_timeout: Duration::from_secs(idle),
             cluster,
+            drain_timeout: Duration::from_secs(drain_timeout),
         })
     }
 }
@@ -558,6 +570,8 @@ pub struct SignalSettings {
     pub idle_timeout: Duration,
     /// Rooms shared with other nodes through Redis; `None`: this process is the whole world.
     pub cluster: Option<ClusterSettings>,
+    /// How long a draining node waits for its peers to move before closing the rest.
+    pub drain_timeout: Duration,
 }
 
 /// `cluster` and `cluster_lease`.

@@ -16,11 +16,12 @@
 //! - [`fleet`]: which of several natkit-relays a room gets (pure), and their health checks.
 //! - [`cluster`]: rooms shared by several nodes through Redis: the frames between nodes (pure)
 //!   and [`cluster::store`], the Redis shell (scripts, lease, reaper, publisher); docs/cluster.md.
-//! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`.
+//! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`, and
+//!   the drain (SIGUSR1: peers told to `reconnect` elsewhere).
 //!
 //! # Out of scope
 //! Persistence (rooms live in memory, in Redis when clustered, and nothing survives a Redis
-//! restart but what the nodes tell it again), signaling drain, TLS termination
+//! restart but what the nodes tell it again), TLS termination
 //! (put a reverse proxy in front).
 
 pub mod cluster;

@@ -12,6 +12,8 @@ pub struct SignalMetrics {
     pub credentials_issued: IntCounter,
     pub credentials_refused: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    /// 1 while the node drains (SIGUSR1).
+    pub draining: IntGauge,
     /// 1 while a clustered node reaches its store (always 0 single-node).
     pub cluster_up: IntGauge,
     /// Frames from other nodes, by kind (`message`, `joined`, `left`, `bad`).
@@ -102,6 +104,12 @@ impl SignalMetrics {
             "Messages between nodes not delivered (store unreachable, addressee's node gone).",
         )
         .expect("metric");
+        let draining = IntGauge::new(
+            "natkit_signal_draining",
+            "1 while this node drains: no new joins, peers told to reconnect elsewhere.",
+        )
+        .expect("metric");
+        reg(Box::new(draining.clone()));
         reg(Box::new(cluster_up.clone()));
         reg(Box::new(cluster_frames.clone()));
         reg(Box::new(cluster_undelivered.clone()));
@@ -120,6 +128,7 @@ impl SignalMetrics {
             credentials_issued,
             credentials_refused,
             connections_refused,
+            draining,
             cluster_up,
             cluster_frames,
             cluster_undelivered,

@@ -45,6 +45,7 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
 const LIMITER_KEYS: usize = 100_000;
 
+mod drain;
 mod endpoints;
 mod link;
 use endpoints::{check_servers, ice_servers, metrics};
@@ -92,6 +93,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     /// The cluster store, when rooms are shared with other nodes (`--cluster`).
     cluster: Option<Arc<Store>>,
+    /// Set once this node drains ([`AppState::start_drain`]).
+    draining: watch::Sender<bool>,
     /// The store's receiving ends, until [`AppState::start_cluster`] takes them.
     cluster_tasks: Mutex<Option<crate::cluster::store::StoreTasks>>,
 }
@@ -148,6 +151,7 @@ impl AppState {
             rooms: Mutex::new(rooms),
             cluster,
             cluster_tasks: Mutex::new(cluster_tasks),
+            draining: watch::channel(false).0,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -281,6 +285,13 @@ impl AppState {
                 token,
                 version: _,
             } => {
+                if self.is_draining() {
+                    return self.reject(
+                        conn,
+                        ErrorCode::ShuttingDown,
+                        "this node is draining: connect to another node",
+                    );
+                }
                 let token = token.as_ref().map(|t| t.expose()).or(url_token);
                 let mut token_claim = None;
                 if let Some(secret) = &self.settings.token {
@@ -465,6 +476,16 @@ async fn ws(
     if *st.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if st.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HttpError {
+                error: ErrorCode::ShuttingDown,
+                message: "this node is draining: connect to another node".into(),
+            }),
+        )
+            .into_response();
+    }
     let Ok(permit) = Arc::clone(&st.conn_slots).try_acquire_owned() else {
         st.metrics
             .rejected
@@ -510,6 +531,14 @@ async fn is_evicted(rx: &mut watch::Receiver<Option<&'static str>>) -> Option<&'
     match why {
         Ok(why) => why,
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Completes once the node drains.
+async fn drain_started(rx: &mut watch::Receiver<bool>) {
+    let started = rx.wait_for(|d| *d).await.is_ok();
+    if !started {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -560,6 +589,8 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
     ping.tick().await;
     let mut last_seen = Instant::now();
     let mut shutdown = st.shutdown.clone();
+    let mut draining = st.draining.subscribe();
+    let mut told_to_move = false;
     let why = loop {
         tokio::select! {
             frame = stream.next() => {
@@ -615,6 +646,11 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
             why = is_evicted(&mut evicted) => {
                 warn!(conn, why, "closing a connection");
                 break "evicted";
+            }
+            () = drain_started(&mut draining), if !told_to_move => {
+                told_to_move = true;
+                let msg = ServerMsg::Reconnect { reason: "draining".into() }.to_text();
+                let _ = tx.try_send(Message::Text(msg.into()));
             }
             _ = shutdown.changed() => {
                 let bye = ServerMsg::error(ErrorCode::ShuttingDown, "the server is shutting down").to_text();

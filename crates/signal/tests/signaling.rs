@@ -616,3 +616,33 @@ async fn a_newer_clients_fields_are_tolerated_and_the_version_is_answered() {
     send(&mut b, &json!({"type":"ping"})).await;
     assert_eq!(recv(&mut b).await, json!({"type":"pong"}));
 }
+
+#[tokio::test]
+async fn a_draining_node_sends_its_peers_elsewhere_and_takes_no_one_new() {
+    let s = start(SignalRaw::default(), None).await;
+    let (mut a, _) = s.join("room1", Some("a")).await;
+    let mut idle = s.connect("").await;
+    s.state.start_drain();
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"reconnect","reason":"draining"})
+    );
+    assert_eq!(s.metric("natkit_signal_draining"), 1.0);
+    // A connection that has not joined yet is told too, and refused the join; new connections
+    // get 503.
+    assert_eq!(recv(&mut idle).await["type"], "reconnect");
+    send(&mut idle, &json!({"type":"join","room":"room1"})).await;
+    assert_eq!(recv(&mut idle).await["code"], "shutting-down");
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http)).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{refused:?}"
+    );
+    let (code, _) = s.get("/healthz").await;
+    assert_eq!(code, 503, "load balancers stop sending clients here");
+    // Drained once the peers have gone; not before.
+    assert!(!s.state.drained(Duration::from_millis(200)).await);
+    drop(a);
+    drop(idle);
+    assert!(s.state.drained(Duration::from_secs(5)).await);
+}

@@ -563,6 +563,17 @@ fn signaling_lost_and_rejoined() {
         ]
     );
 
+    // A draining node asks to move: the same rejoin, said as such, once.
+    let mut s = offerer_open("a", Mode::Echo);
+    let drain_msg = || ServerMsg::Reconnect {
+        reason: "draining".into(),
+    };
+    s.handle_signal(at(1.0), drain_msg());
+    s.handle_signal(at(1.1), drain_msg());
+    assert_eq!(drain(&mut s), ["emit:signaling:draining", "rejoin"]);
+    s.handle_rejoined(at(2.0), welcome("a", &["b"], 3600));
+    assert_eq!(drain(&mut s)[0], "emit:signaling:reconnected");
+
     // Giving up: fatal before a connection, not after.
     let mut s = offerer_open("a", Mode::Echo);
     s.handle_signaling_lost(at(1.0));

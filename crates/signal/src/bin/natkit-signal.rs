@@ -179,7 +179,30 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
     let http_task = tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
         let _ = rx.changed().await;
     }));
-    natkit_daemon::terminate_signal().await;
+    // SIGUSR1 drains: peers move to other nodes, then the node stops as on SIGTERM.
+    let drain_timeout = state.drain_timeout();
+    let draining = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                usr1.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGUSR1; drain is off");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = natkit_daemon::terminate_signal() => {}
+        _ = draining => {
+            state.start_drain();
+            tokio::select! {
+                _ = state.drained(drain_timeout) => {}
+                _ = natkit_daemon::terminate_signal() => {}
+            }
+        }
+    }
     info!("shutting down: telling peers, closing allocations");
     let _ = stop_tx.send(true);
     http_task

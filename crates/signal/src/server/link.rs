@@ -261,13 +261,18 @@ impl AppState {
     }
 }
 
-/// `/healthz`: `ok`, or `degraded: ...` (still 200: the node serves its local rooms) while a
-/// clustered node cannot reach the store.
+/// `/healthz`: `ok`; `draining` (503: a load balancer sends new clients elsewhere); or
+/// `degraded: ...` (still 200: the node serves its local rooms) while a clustered node cannot
+/// reach the store.
 pub(super) async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    match &st.cluster {
+    if st.is_draining() {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    let text = match &st.cluster {
         Some(store) if !store.is_up() => {
             "degraded: cluster store unreachable; joins and cross-node messages are refused\n"
         }
         _ => "ok\n",
-    }
+    };
+    (axum::http::StatusCode::OK, text)
 }
