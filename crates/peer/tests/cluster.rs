@@ -10,35 +10,14 @@ use std::time::{Duration, Instant};
 
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::redis::RedisServer;
-use natkit_testkit::{
-    http_get, metric, natkit_relay_on_loopback, wait_until, workspace_bin, Daemon,
-};
+use natkit_testkit::{natkit_relay_on_loopback, natkit_signal_clustered, wait_until, Daemon};
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 const SECRET: &str = "cluster-test-secret";
 
 fn signal_node(redis: &RedisServer, relay: &Daemon) -> Daemon {
-    let d = Daemon::start(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--open",
-            ])
-            .args(["--relay-server", &relay.addr("stun").to_string()])
-            .args(["--cluster", &redis.url(), "--cluster-lease", "2"]),
-    );
-    let metrics = format!("http://{}/metrics", d.addr("metrics"));
-    wait_until(
-        "the node joins the cluster",
-        Duration::from_secs(10),
-        || metric(&http_get(&metrics), "natkit_signal_cluster_up") == 1.0,
-    );
-    d
+    let relay = relay.addr("stun").to_string();
+    natkit_signal_clustered(SECRET, &redis.url(), &["--relay-server", &relay])
 }
 
 fn peer(urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {

@@ -460,16 +460,23 @@ impl SignalRaw {
                 "127.0.0.1:9642".parse().expect("valid"),
             )?),
         };
-        let relay_servers = self
-            .relay_servers
-            .clone()
-            .unwrap_or_default()
+        let listed = self.relay_servers.clone().unwrap_or_default();
+        let relays_from_cluster = listed.iter().any(|v| v.trim() == "cluster");
+        if relays_from_cluster && listed.len() > 1 {
+            return Err(invalid(
+                "relay_servers",
+                "\"cluster\" (the relays announced in the cluster store) stands alone: \
+                 drop the addresses, or list addresses without it",
+            ));
+        }
+        let relay_servers = listed
             .iter()
+            .filter(|v| v.trim() != "cluster")
             .map(|v| {
                 v.parse::<SocketAddr>().map_err(|_| {
                     invalid(
                         "relay_servers",
-                        format!("{v:?} is not IP:PORT, e.g. 203.0.113.7:3478"),
+                        format!("{v:?} is not IP:PORT (e.g. 203.0.113.7:3478) or \"cluster\""),
                     )
                 })
             })
@@ -504,6 +511,12 @@ impl SignalRaw {
             }
         };
         let drain_timeout: u64 = num("drain_timeout", self.drain_timeout, 30)?;
+        if relays_from_cluster && cluster.is_none() {
+            return Err(invalid(
+                "relay_servers",
+                "\"cluster\" hands out the relays announced in the cluster store: set cluster too",
+            ));
+        }
         let header_timeout: u64 = num("header_timeout", self.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -517,7 +530,10 @@ impl SignalRaw {
             credentials_per_minute: num("credentials_per_minute", self.credentials_per_minute, 30)?,
             revoked_file: None,
             listen,
-            embedded_relay: !self.no_relay.unwrap_or(false) && relay_servers.is_empty(),
+            embedded_relay: !self.no_relay.unwrap_or(false)
+                && relay_servers.is_empty()
+                && !relays_from_cluster,
+            relays_from_cluster,
             relay_servers,
             ice_urls: ice_servers,
             token,
@@ -542,6 +558,8 @@ pub struct SignalSettings {
     pub embedded_relay: bool,
     /// natkit-relays handed out, one per room among the healthy ones ([`crate::fleet`]).
     pub relay_servers: Vec<SocketAddr>,
+    /// `relay_servers = ["cluster"]`: hand out the relays announced in the cluster store.
+    pub relays_from_cluster: bool,
     /// Extra ICE server URLs (external relays, public STUN servers).
     pub ice_urls: Vec<String>,
     /// The join-token secret; `None` only in open mode.
@@ -649,8 +667,9 @@ pub fn load(
                 .expect("one secret"),
         );
     }
-    let needs_secret =
-        signal.ice_urls.iter().any(|u| u.starts_with("turn")) || !signal.relay_servers.is_empty();
+    let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"))
+        || !signal.relay_servers.is_empty()
+        || signal.relays_from_cluster;
     if !signal.embedded_relay && needs_secret && generated_secret {
         return Err(invalid(
             "ice_server",

@@ -3,14 +3,21 @@
 //!
 //! The choice is pure ([`pick`]): rendezvous hashing of the room over the relays currently fit,
 //! so both peers of a room get the same relay, and a relay that goes away moves only its own
-//! rooms. Fitness comes from [`check`], run every [`CHECK_INTERVAL`] by [`watch`]: an
-//! authenticated Allocate that asks for TCP relaying, which a serving natkit-relay refuses with
-//! 442 without creating anything, a draining one with 300 or 486, and a dead one not at all.
+//! rooms. The relays and their fitness come from one of two sources:
+//! - a static list ([`Fleet::new`]), checked by [`check`] every [`CHECK_INTERVAL`] ([`watch`]):
+//!   an authenticated Allocate that asks for TCP relaying, which a serving natkit-relay refuses
+//!   with 442 without creating anything, a draining one with 300 or 486, a dead one not at all;
+//! - the relays announcing themselves in the cluster store ([`Fleet::announced`],
+//!   `relay_servers = ["cluster"]`), read every [`CHECK_INTERVAL`] by [`watch_cluster`]: each
+//!   says how it is reached, its load and whether it drains; one whose announcement expired is
+//!   gone; one at 90% of its allocation limit is full.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use natkit_proto::RelayEndpoints;
+use natkit_stun_turn::announce::{self, Announcement};
 
 use natkit_stun_turn::credentials::{self, Secrets};
 use natkit_stun_turn::wire::{self, LongTermAuth};
@@ -27,27 +34,19 @@ const ANSWER_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// What the last check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Health {
     /// Not checked yet: handed out (a fresh signaling node must not refuse everyone).
-    Unknown = 0,
-    Serving = 1,
+    Unknown,
+    Serving,
     /// Refuses new allocations (SIGUSR1): not handed out.
-    Draining = 2,
+    Draining,
     /// No answer: not handed out.
-    Down = 3,
+    Down,
+    /// Announced at 90% of its allocation limit: not handed out for new rooms.
+    Full,
 }
 
 impl Health {
-    fn from_u8(v: u8) -> Health {
-        match v {
-            1 => Health::Serving,
-            2 => Health::Draining,
-            3 => Health::Down,
-            _ => Health::Unknown,
-        }
-    }
-
     pub fn fit(self) -> bool {
         matches!(self, Health::Unknown | Health::Serving)
     }
@@ -58,75 +57,150 @@ impl Health {
             Health::Serving => "serving",
             Health::Draining => "draining",
             Health::Down => "down",
+            Health::Full => "full",
         }
     }
 }
 
-/// The configured relays and their last health.
-#[derive(Debug)]
-pub struct Fleet {
-    relays: Vec<(SocketAddr, AtomicU8)>,
+/// One relay of the fleet: its identity (`HOST:PORT`), how clients reach it, its last health.
+#[derive(Debug, Clone)]
+struct Member {
+    id: String,
+    endpoints: RelayEndpoints,
+    health: Health,
 }
 
-fn score(key: &str, relay: SocketAddr) -> u64 {
+/// The relays and their last health.
+#[derive(Debug)]
+pub struct Fleet {
+    members: Mutex<Vec<Member>>,
+}
+
+fn score(key: &str, relay: &str) -> u64 {
     // FNV-1a over the key and the address: stable across processes and restarts.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(relay.to_string().bytes()) {
+    for b in key.bytes().chain(relay.bytes()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
 }
 
-/// The relay for `key` (a room) among `fit` (rendezvous hashing); `None` when none is fit.
-pub fn pick(key: &str, fit: &[SocketAddr]) -> Option<SocketAddr> {
-    fit.iter().copied().max_by_key(|r| (score(key, *r), *r))
+/// The relay for `key` (a room) among `fit` (rendezvous hashing on each relay's `HOST:PORT`);
+/// `None` when none is fit.
+pub fn pick<'a, T: std::fmt::Display + Ord>(key: &str, fit: &'a [T]) -> Option<&'a T> {
+    fit.iter().max_by_key(|r| (score(key, &r.to_string()), *r))
 }
 
 impl Fleet {
+    /// A static list of relays, to be checked by [`watch`].
     pub fn new(relays: &[SocketAddr]) -> Arc<Fleet> {
         Arc::new(Fleet {
-            relays: relays
-                .iter()
-                .map(|r| (*r, AtomicU8::new(Health::Unknown as u8)))
-                .collect(),
+            members: Mutex::new(
+                relays
+                    .iter()
+                    .map(|r| Member {
+                        id: r.to_string(),
+                        endpoints: RelayEndpoints {
+                            host: r.ip().to_string(),
+                            port: r.port(),
+                            tcp: true,
+                            tls: None,
+                        },
+                        health: Health::Unknown,
+                    })
+                    .collect(),
+            ),
         })
     }
 
-    pub fn health(&self) -> Vec<(SocketAddr, Health)> {
-        self.relays
+    /// The relays announced in the cluster store, kept by [`watch_cluster`]; none at first.
+    pub fn announced() -> Arc<Fleet> {
+        Arc::new(Fleet {
+            members: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn health(&self) -> Vec<(String, Health)> {
+        self.members
+            .lock()
+            .expect("fleet lock")
             .iter()
-            .map(|(r, h)| (*r, Health::from_u8(h.load(Ordering::Relaxed))))
+            .map(|m| (m.id.clone(), m.health))
             .collect()
     }
 
     /// The relay for a room: among the fit ones; when none is, among all (better a relay that
     /// may be down than none).
-    pub fn relay_for(&self, room: &str) -> Option<SocketAddr> {
-        let health = self.health();
-        let fit: Vec<SocketAddr> = health
-            .iter()
-            .filter(|(_, h)| h.fit())
-            .map(|(r, _)| *r)
-            .collect();
-        if fit.is_empty() {
-            let all: Vec<SocketAddr> = health.iter().map(|(r, _)| *r).collect();
-            return pick(room, &all);
+    pub fn relay_for(&self, room: &str) -> Option<RelayEndpoints> {
+        let members = self.members.lock().expect("fleet lock");
+        let ids = |fit: bool| -> Vec<&str> {
+            members
+                .iter()
+                .filter(|m| !fit || m.health.fit())
+                .map(|m| m.id.as_str())
+                .collect()
+        };
+        let mut choice = ids(true);
+        if choice.is_empty() {
+            choice = ids(false);
         }
-        pick(room, &fit)
+        let id = *pick(room, &choice)?;
+        members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.endpoints.clone())
+    }
+
+    /// Replaces the members with what the relays announced.
+    pub fn replace(&self, announced: &[Announcement]) {
+        let next: Vec<Member> = announced
+            .iter()
+            .map(|a| Member {
+                id: a.addr(),
+                endpoints: a.endpoints(),
+                health: if a.draining {
+                    Health::Draining
+                } else if a.full() {
+                    Health::Full
+                } else {
+                    Health::Serving
+                },
+            })
+            .collect();
+        let mut members = self.members.lock().expect("fleet lock");
+        for m in &next {
+            let before = members.iter().find(|o| o.id == m.id).map(|o| o.health);
+            if before != Some(m.health) {
+                log_change(&m.id, m.health);
+            }
+        }
+        for gone in members
+            .iter()
+            .filter(|o| !next.iter().any(|m| m.id == o.id))
+        {
+            warn!(relay = %gone.id, "relay announcement expired or withdrawn; no longer handed out");
+        }
+        *members = next;
     }
 
     fn set(&self, relay: SocketAddr, health: Health) {
-        if let Some((_, h)) = self.relays.iter().find(|(r, _)| *r == relay) {
-            let before = Health::from_u8(h.swap(health as u8, Ordering::Relaxed));
+        let id = relay.to_string();
+        let mut members = self.members.lock().expect("fleet lock");
+        if let Some(m) = members.iter_mut().find(|m| m.id == id) {
+            let before = std::mem::replace(&mut m.health, health);
             if before != health {
-                if health.fit() {
-                    info!(%relay, health = health.as_str(), "relay handed out again");
-                } else {
-                    warn!(%relay, health = health.as_str(), "relay no longer handed out");
-                }
+                log_change(&id, health);
             }
         }
+    }
+}
+
+fn log_change(relay: &str, health: Health) {
+    if health.fit() {
+        info!(%relay, health = health.as_str(), "relay handed out");
+    } else {
+        warn!(%relay, health = health.as_str(), "relay no longer handed out");
     }
 }
 
@@ -215,10 +289,62 @@ pub async fn watch(fleet: Arc<Fleet>, secrets: Secrets) {
     loop {
         tick.tick().await;
         let now = natkit_daemon::unix_now();
-        let relays: Vec<SocketAddr> = fleet.relays.iter().map(|(r, _)| *r).collect();
+        let relays: Vec<SocketAddr> = fleet
+            .health()
+            .iter()
+            .filter_map(|(id, _)| id.parse().ok())
+            .collect();
         for relay in relays {
             let h = check(relay, &secrets, now).await;
             fleet.set(relay, h);
+        }
+    }
+}
+
+/// Reads the relays' announcements from the Redis at `url` every [`CHECK_INTERVAL`] into
+/// `fleet`, forever; forgets (and removes from the set) those whose announcement expired. While
+/// Redis is out of reach the last relays known stay handed out.
+pub async fn watch_cluster(fleet: Arc<Fleet>, url: String) {
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        warn!("cluster URL not usable; no relay is handed out");
+        return;
+    };
+    let mut tick = tokio::time::interval(CHECK_INTERVAL);
+    let mut conn = None;
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            conn = client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let read = async {
+            let ids: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(announce::RELAYS)
+                .query_async(c)
+                .await?;
+            if ids.is_empty() {
+                return Ok::<_, redis::RedisError>(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|i| announce::key(i)).collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+            let mut found = Vec::new();
+            for (id, v) in ids.iter().zip(values) {
+                match v.and_then(|v| serde_json::from_str::<Announcement>(&v).ok()) {
+                    Some(a) => found.push(a),
+                    None => {
+                        let _: i64 = redis::cmd("SREM")
+                            .arg(announce::RELAYS)
+                            .arg(id)
+                            .query_async(c)
+                            .await?;
+                    }
+                }
+            }
+            Ok(found)
+        };
+        match tokio::time::timeout(CHECK_INTERVAL, read).await {
+            Ok(Ok(found)) => fleet.replace(&found),
+            _ => conn = None,
         }
     }
 }
@@ -233,10 +359,10 @@ mod tests {
             .map(|i| format!("203.0.113.{i}:3478").parse().unwrap())
             .collect();
         let rooms: Vec<String> = (0..300).map(|i| format!("room{i}")).collect();
-        let before: Vec<SocketAddr> = rooms.iter().map(|r| pick(r, &relays).unwrap()).collect();
+        let before: Vec<SocketAddr> = rooms.iter().map(|r| *pick(r, &relays).unwrap()).collect();
         // Stable: the same answer every time, so both peers of a room meet on one relay.
         for (r, b) in rooms.iter().zip(&before) {
-            assert_eq!(pick(r, &relays), Some(*b));
+            assert_eq!(pick(r, &relays), Some(b));
         }
         // Spread: every relay gets a fair share.
         for relay in &relays {
@@ -246,12 +372,17 @@ mod tests {
         // One relay leaves: only its rooms move.
         let fewer = &relays[1..];
         for (r, b) in rooms.iter().zip(&before) {
-            let after = pick(r, fewer).unwrap();
+            let after = *pick(r, fewer).unwrap();
             if *b != relays[0] {
                 assert_eq!(after, *b, "{r} moved although its relay stayed");
             }
         }
-        assert_eq!(pick("x", &[]), None);
+        assert_eq!(pick::<SocketAddr>("x", &[]), None);
+    }
+
+    fn host(e: Option<RelayEndpoints>) -> String {
+        e.map(|e| format!("{}:{}", e.host, e.port))
+            .unwrap_or_default()
     }
 
     #[test]
@@ -261,16 +392,65 @@ mod tests {
         let fleet = Fleet::new(&[a, b]);
         let room_of_a = (0..)
             .map(|i| format!("r{i}"))
-            .find(|r| fleet.relay_for(r) == Some(a))
+            .find(|r| host(fleet.relay_for(r)) == a.to_string())
             .unwrap();
         fleet.set(a, Health::Draining);
-        assert_eq!(fleet.relay_for(&room_of_a), Some(b));
+        assert_eq!(host(fleet.relay_for(&room_of_a)), b.to_string());
         fleet.set(b, Health::Down);
         assert!(
             fleet.relay_for(&room_of_a).is_some(),
             "none fit: one of all"
         );
         fleet.set(a, Health::Serving);
-        assert_eq!(fleet.relay_for(&room_of_a), Some(a));
+        assert_eq!(host(fleet.relay_for(&room_of_a)), a.to_string());
+    }
+
+    #[test]
+    fn announced_relays_table() {
+        let ann = |i: u8, allocations: u64, draining: bool| Announcement {
+            host: format!("203.0.113.{i}"),
+            port: 3478,
+            tcp: true,
+            tls: (i == 2).then(|| ("relay2.example.org".to_owned(), 5349)),
+            allocations,
+            capacity: 100,
+            draining,
+        };
+        let fleet = Fleet::announced();
+        assert_eq!(fleet.relay_for("r"), None, "nothing announced yet");
+        fleet.replace(&[ann(1, 0, false), ann(2, 0, false)]);
+        let rooms: Vec<String> = (0..50).map(|i| format!("room{i}")).collect();
+        let on = |fleet: &Fleet, i: u8| {
+            rooms
+                .iter()
+                .filter(|r| host(fleet.relay_for(r)) == format!("203.0.113.{i}:3478"))
+                .count()
+        };
+        assert!(on(&fleet, 1) > 0 && on(&fleet, 2) > 0);
+        // What a relay announces is what its peers get (relay 2's turns: name).
+        let of_2 = rooms
+            .iter()
+            .find(|r| host(fleet.relay_for(r)).starts_with("203.0.113.2"))
+            .unwrap();
+        assert_eq!(
+            fleet.relay_for(of_2).unwrap().tls.unwrap().0,
+            "relay2.example.org"
+        );
+        // (announcements, rooms on relay 1, rooms on relay 2)
+        let cases: [(Vec<Announcement>, usize, usize); 4] = [
+            (vec![ann(1, 0, true), ann(2, 0, false)], 0, 50),
+            (vec![ann(1, 95, false), ann(2, 10, false)], 0, 50),
+            (vec![ann(2, 10, false)], 0, 50),
+            (
+                vec![ann(1, 89, false), ann(2, 0, false)],
+                on(&fleet, 1),
+                on(&fleet, 2),
+            ),
+        ];
+        for (i, (list, want1, want2)) in cases.into_iter().enumerate() {
+            fleet.replace(&list);
+            assert_eq!((on(&fleet, 1), on(&fleet, 2)), (want1, want2), "case {i}");
+        }
+        assert_eq!(fleet.health().len(), 2);
     }
 }

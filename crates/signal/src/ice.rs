@@ -39,13 +39,7 @@ impl IceConfig {
         // The room is the TURN user's first part (`ROOM/PEER`): both peers get the same relay.
         let room = user.split('/').next().unwrap_or(user);
         if let Some(relay) = self.fleet.as_ref().and_then(|f| f.relay_for(room)) {
-            let ep = RelayEndpoints {
-                host: relay.ip().to_string(),
-                port: relay.port(),
-                tcp: true,
-                tls: None,
-            };
-            servers.push(cred.ice_server(&ep));
+            servers.push(cred.ice_server(&relay));
         }
         let (turn, stun): (Vec<String>, Vec<String>) = self
             .urls

@@ -6,53 +6,19 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+mod common;
+
+use common::relay_handed_out;
 use natkit_testkit::{natkit_relay_on_loopback, workspace_bin, Daemon};
-use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "fleet-test-secret";
 
-/// The relay a `join` to `room` is handed: the host:port of its `turn:` URL.
+/// The relay a `join` to `room` is handed (the host:port of its `turn:` URL); TCP is handed out
+/// too.
 async fn relay_for(signal: &Daemon, room: &str) -> SocketAddr {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/v1/ws", signal.ws_url()))
+    relay_handed_out(&signal.ws_url(), room)
         .await
-        .unwrap();
-    ws.send(Message::text(format!(
-        r#"{{"type":"join","room":"{room}"}}"#
-    )))
-    .await
-    .unwrap();
-    let welcome: Value = loop {
-        let m = ws.next().await.unwrap().unwrap();
-        if let Message::Text(t) = m {
-            break serde_json::from_str(&t).unwrap();
-        }
-    };
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    let urls: Vec<String> = welcome["ice_servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| {
-            s["urls"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u.as_str().unwrap().to_owned())
-        })
-        .collect();
-    let turn = urls
-        .iter()
-        .find(|u| u.starts_with("turn:") && u.ends_with("transport=udp"))
-        .unwrap_or_else(|| panic!("no turn: URL in {urls:?}"));
-    assert!(
-        urls.iter().any(|u| u.ends_with("transport=tcp")),
-        "TCP is handed out too: {urls:?}"
-    );
-    let hostport = turn.trim_start_matches("turn:").split('?').next().unwrap();
-    let _ = ws.close(None).await;
-    hostport.parse().unwrap()
+        .unwrap_or_else(|| panic!("no turn: URL for {room}"))
 }
 
 /// Joins `room` until it is handed a relay other than `away`, within 10 s.

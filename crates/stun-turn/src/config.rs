@@ -76,6 +76,10 @@ pub struct RelayArgs {
     /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9641]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Announce this relay, its load and its drain every 2 s in the signaling cluster's Redis
+    /// (redis://HOST:6379), for natkit-signal nodes with --relay-server cluster
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
     /// TURN over TCP on the listen port (same port as UDP), "on" or "off" [default: on]
     #[arg(long, value_name = "on|off")]
     pub tcp: Option<String>,
@@ -124,6 +128,7 @@ pub struct RawSettings {
     pub revoked_file: Option<String>,
     pub max_lifetime: Option<String>,
     pub metrics_listen: Option<String>,
+    pub cluster: Option<String>,
     pub tcp: Option<String>,
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -154,6 +159,7 @@ pub struct FileSettings {
     pub revoked_file: Option<String>,
     pub max_lifetime: Option<u32>,
     pub metrics_listen: Option<String>,
+    pub cluster: Option<String>,
     pub tcp: Option<bool>,
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
@@ -184,6 +190,7 @@ impl From<RelayArgs> for RawSettings {
             revoked_file: a.revoked_file,
             max_lifetime: a.max_lifetime,
             metrics_listen: a.metrics_listen,
+            cluster: a.cluster,
             tcp: a.tcp,
             tls_listen: a.tls_listen,
             tls_cert: a.tls_cert,
@@ -215,6 +222,7 @@ impl From<FileSettings> for RawSettings {
             revoked_file: f.revoked_file,
             max_lifetime: f.max_lifetime.map(|v| v.to_string()),
             metrics_listen: f.metrics_listen,
+            cluster: f.cluster,
             tcp: f.tcp.map(|v| if v { "on" } else { "off" }.to_owned()),
             tls_listen: f.tls_listen,
             tls_cert: f.tls_cert,
@@ -279,6 +287,7 @@ impl RawSettings {
                 "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
                 "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
                 "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
+                "NATKIT_CLUSTER" => s.cluster = Some(v),
                 "NATKIT_TCP" => s.tcp = Some(v),
                 "NATKIT_TLS_LISTEN" => s.tls_listen = Some(v),
                 "NATKIT_TLS_CERT" => s.tls_cert = Some(v),
@@ -317,6 +326,7 @@ impl RawSettings {
             revoked_file,
             max_lifetime,
             metrics_listen,
+            cluster,
             tcp,
             tls_listen,
             tls_cert,
@@ -395,6 +405,16 @@ impl RawSettings {
             ));
         }
         let max_lifetime = Duration::from_secs(max_lifetime);
+        let cluster = match self.cluster.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(url) if url.starts_with("redis://") => Some(url.to_owned()),
+            Some(url) => {
+                return Err(ConfigError::invalid(
+                    "cluster",
+                    format!("{url:?}: use redis://HOST:PORT (TLS to Redis is not supported)"),
+                ))
+            }
+        };
         let metrics_listen = match self.metrics_listen.as_deref() {
             Some("off") => None,
             Some(v) => Some(parse("metrics_listen", v)?),
@@ -475,6 +495,7 @@ impl RawSettings {
                 drain,
             },
             metrics_listen,
+            cluster,
         })
     }
 }
@@ -697,6 +718,8 @@ pub struct TlsConfig {
 pub struct Settings {
     pub relay: RelayConfig,
     pub metrics_listen: Option<SocketAddr>,
+    /// The signaling cluster's Redis, where the relay announces itself (`cluster`).
+    pub cluster: Option<String>,
 }
 
 /// Convenience for binaries: merge flags, the process environment and `--config` into [`Settings`].

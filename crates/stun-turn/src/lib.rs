@@ -50,6 +50,7 @@
 //! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
 
 pub mod allocation;
+pub mod announce;
 pub mod config;
 pub mod core;
 pub mod credentials;

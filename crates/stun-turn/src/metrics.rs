@@ -380,6 +380,19 @@ impl RelayMetrics {
             .inc();
     }
 
+    /// Allocations active now, every transport.
+    pub fn active_allocations(&self) -> u64 {
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .iter()
+            .map(|t| {
+                self.allocations_active
+                    .with_label_values(&[t.as_str()])
+                    .get()
+                    .max(0) as u64
+            })
+            .sum()
+    }
+
     pub(crate) fn allocation_ended(&self, transport: Transport) {
         self.allocations_active
             .with_label_values(&[transport.as_str()])

@@ -46,6 +46,11 @@ impl EventProcess {
         stdin.flush().expect("flush to the process");
     }
 
+    /// Closes the process's standard input (a `--chat` peer then finishes and exits).
+    pub fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
     pub fn events(&self) -> Vec<(Instant, Value)> {
         self.events.lock().expect("events lock").clone()
     }

@@ -110,6 +110,32 @@ pub fn natkit_signal_on_loopback(turn_secret: &str) -> Daemon {
     )
 }
 
+/// A natkit-signal node of the cluster at `redis_url` on 127.0.0.1 (open mode, lease 2 s, a
+/// metrics listener, `extra` flags), once it says it is in step with the cluster store.
+pub fn natkit_signal_clustered(turn_secret: &str, redis_url: &str, extra: &[&str]) -> Daemon {
+    let d = Daemon::start(
+        Command::new(workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", turn_secret)
+            .env("RUST_LOG", "info")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--open",
+            ])
+            .args(["--cluster", redis_url, "--cluster-lease", "2"])
+            .args(extra),
+    );
+    let metrics = format!("http://{}/metrics", d.addr("metrics"));
+    wait_until(
+        "the node joins the cluster",
+        Duration::from_secs(10),
+        || metric(&http_get(&metrics), "natkit_signal_cluster_up") == 1.0,
+    );
+    d
+}
+
 /// natkit-relay on 127.0.0.1 with an ephemeral primary and alternate port and no metrics
 /// listener, plus `extra` flags.
 pub fn natkit_relay_on_loopback(turn_secret: &str, extra: &[&str]) -> Daemon {

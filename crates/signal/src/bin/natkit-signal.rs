@@ -79,19 +79,24 @@ async fn serve(loaded: config::Loaded) -> Result<()> {
             let _ = rx.changed().await;
         })));
     }
-    let fleet = (!signal.relay_servers.is_empty())
-        .then(|| natkit_signal::fleet::Fleet::new(&signal.relay_servers));
-    if let Some(f) = &fleet {
+    let fleet = if signal.relays_from_cluster {
+        let f = natkit_signal::fleet::Fleet::announced();
+        let url = signal.cluster.as_ref().expect("validated").url.clone();
+        eprintln!("natkit-signal: handing out the natkit-relays announced in the cluster store, one per room among the serving ones");
+        tokio::spawn(natkit_signal::fleet::watch_cluster(Arc::clone(&f), url));
+        Some(f)
+    } else if !signal.relay_servers.is_empty() {
+        let f = natkit_signal::fleet::Fleet::new(&signal.relay_servers);
         eprintln!(
             "natkit-signal: handing out {} relay(s), one per room among the healthy ones: {:?}",
             signal.relay_servers.len(),
             signal.relay_servers
         );
-        tokio::spawn(natkit_signal::fleet::watch(
-            std::sync::Arc::clone(f),
-            secrets.clone(),
-        ));
-    }
+        tokio::spawn(natkit_signal::fleet::watch(Arc::clone(&f), secrets.clone()));
+        Some(f)
+    } else {
+        None
+    };
     let ice = IceConfig {
         relay: relay_addr.as_ref().map(|a| a.endpoints(None)),
         fleet: fleet.clone(),

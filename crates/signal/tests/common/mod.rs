@@ -216,3 +216,47 @@ pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
         }
     }
 }
+
+/// The relay a `join` to `room` through natkit-signal at `ws` (`ws://HOST:PORT`) is handed: the
+/// host:port of its `turn:` UDP URL (a TCP URL for it is handed out too), or `None` when the
+/// welcome names no TURN server.
+pub async fn relay_handed_out(ws: &str, room: &str) -> Option<SocketAddr> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws}/v1/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(format!(
+        r#"{{"type":"join","room":"{room}"}}"#
+    )))
+    .await
+    .unwrap();
+    let welcome: Value = loop {
+        let m = ws.next().await.unwrap().unwrap();
+        if let Message::Text(t) = m {
+            break serde_json::from_str(&t).unwrap();
+        }
+    };
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let urls: Vec<String> = welcome["ice_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["urls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap().to_owned())
+        })
+        .collect();
+    let _ = ws.close(None).await;
+    let turn = urls
+        .iter()
+        .find(|u| u.starts_with("turn:") && u.ends_with("transport=udp"))?;
+    let hostport = turn.trim_start_matches("turn:").split('?').next().unwrap();
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with(&format!("turn:{hostport}?")) && u.ends_with("transport=tcp")),
+        "TCP is handed out too: {urls:?}"
+    );
+    Some(hostport.parse().unwrap())
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use natkit_stun_turn::announce;
 use natkit_stun_turn::config::{self, RelayArgs, Settings};
 use natkit_stun_turn::credentials;
 use natkit_stun_turn::http;
@@ -93,6 +94,8 @@ fn print_credentials(
 async fn serve(settings: Settings) -> Result<()> {
     let metrics = RelayMetrics::new();
     let listen = settings.relay.listen;
+    let public_host = server::advertised_ip(&settings.relay).to_string();
+    let capacity = u64::from(settings.relay.total_quota);
     let relay = Relay::bind(settings.relay, metrics.clone())
         .await
         .with_context(|| format!("cannot start the relay on {listen}; is another TURN server (coturn?) using the port?"))?;
@@ -120,7 +123,7 @@ async fn serve(settings: Settings) -> Result<()> {
             let mut rx = stop_rx.clone();
             Some(tokio::spawn(http::serve_metrics(
                 listener,
-                metrics,
+                metrics.clone(),
                 async move {
                     let _ = rx.changed().await;
                 },
@@ -151,6 +154,32 @@ async fn serve(settings: Settings) -> Result<()> {
             }
         }
     });
+    let announcer = settings.cluster.clone().map(|url| {
+        let endpoints = a.endpoints(Some(&public_host));
+        let m = metrics.clone();
+        let mut rx = stop_rx.clone();
+        eprintln!(
+            "natkit-relay: announcing {}:{} in the cluster store every {} s",
+            endpoints.host,
+            endpoints.port,
+            announce::HEARTBEAT.as_secs()
+        );
+        tokio::spawn(announce::run(
+            url,
+            move || announce::Announcement {
+                host: endpoints.host.clone(),
+                port: endpoints.port,
+                tcp: endpoints.tcp,
+                tls: endpoints.tls.clone(),
+                allocations: m.active_allocations(),
+                capacity,
+                draining: m.draining.get() == 1,
+            },
+            async move {
+                let _ = rx.changed().await;
+            },
+        ))
+    });
     let mut rx = stop_rx;
     let mut relay_task = tokio::spawn(relay.run(async move {
         let _ = rx.changed().await;
@@ -166,6 +195,9 @@ async fn serve(settings: Settings) -> Result<()> {
             info!("drained; exiting");
             let _ = stop_tx.send(true);
         }
+    }
+    if let Some(t) = announcer {
+        let _ = t.await;
     }
     if let Some(t) = metrics_task {
         t.await
