@@ -185,10 +185,12 @@ impl Flavour {
     }
 }
 
-/// Compose on deploy/docker-compose.yml with a lab env file; `down` on drop.
+/// Compose on a file of deploy/ with a lab env file; `down` on drop.
 struct Compose<'a> {
     flavour: Flavour,
     dockerd: &'a Dockerd,
+    /// `docker-compose.yml` or `docker-compose.cluster.yml`.
+    file: &'static str,
     env_file: PathBuf,
     project: String,
 }
@@ -201,7 +203,7 @@ impl Compose<'_> {
             .arg("--project-directory")
             .arg(repo().join("deploy"))
             .arg("-f")
-            .arg(repo().join("deploy/docker-compose.yml"))
+            .arg(repo().join("deploy").join(self.file))
             .arg("--env-file")
             .arg(&self.env_file)
             .args(["-p", &self.project])
@@ -255,7 +257,7 @@ impl Drop for Compose<'_> {
 /// noexec mount would refuse). The packages come from the Debian mirror the machine's apt uses.
 const MAKE_ROOTFS: &str = r#"
 set -e
-tar="$1/bookworm-minbase.tar"
+tar="$1/bookworm-minbase-redis.tar"
 [ -f "$tar" ] && exit 0
 root="$(mktemp -d)"
 mount -t tmpfs -o size=2g,mode=0755 natkit-rootfs "$root"
@@ -263,13 +265,14 @@ trap 'umount -l "$root"; rmdir "$root"' EXIT
 # The mirror this machine's apt uses for bookworm/main (no address is written into the project).
 mirror="$(apt-cache policy 2>/dev/null | awk '$3 == "bookworm/main" && $2 ~ /^(https?|file):/ { print $2; exit }')"
 [ -n "$mirror" ] || { echo "no bookworm/main mirror in this machine's apt configuration" >&2; exit 1; }
-debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
+debootstrap --variant=minbase --include=redis-server bookworm "$root" "$mirror" >&2
 tar -C "$root" -cf "$tar.part" .
 mv "$tar.part" "$tar"
 "#;
 
-/// The runtime base: a minbase Debian bookworm root filesystem, imported as an image. The tarball
-/// is cached in the target directory; a fresh machine makes it in about half a minute.
+/// The runtime base: a minbase Debian bookworm root filesystem with Debian's redis-server (for
+/// the cluster file's Redis image), imported as an image. The tarball is cached in the target
+/// directory; a fresh machine makes it in about half a minute.
 fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
     let tag = "natkit-runtime-base:bookworm";
     let cache = workspace_bin("natkit-relay")
@@ -281,7 +284,7 @@ fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
         .arg(cache.join("rootfs.lock"))
         .args(["sh", "-c", MAKE_ROOTFS, "make-rootfs"])
         .arg(&cache));
-    let tar = cache.join("bookworm-minbase.tar");
+    let tar = cache.join("bookworm-minbase-redis.tar");
     dockerd.docker_ok(&["import", tar.to_str().unwrap(), tag]);
     tag
 }
@@ -304,17 +307,9 @@ fn compose_v1_stack_serves_natted_peers() {
     deploy_and_check(Flavour::V1, false);
 }
 
-fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
-    require_tools();
-    let mut lab = Lab::new();
-    lab.add_site(Nat::Symmetric);
-    lab.add_site(Nat::Symmetric);
-    // A site whose router drops all UDP: only TURN over TCP/TLS gets it out.
-    let blocked = lab.add_site(Nat::UdpBlocked);
-    let dockerd = Dockerd::start(&lab);
-    let base = import_runtime_base(&dockerd);
-
-    // The image: the Dockerfile's runtime stage over host-built (stripped) binaries.
+/// The image: the Dockerfile's runtime stage over host-built (stripped) binaries, checked to run
+/// as the unprivileged user.
+fn build_image(dockerd: &Dockerd, lab: &Lab, base: &str) -> String {
     let ctx = dockerd.dir.join("ctx");
     std::fs::create_dir_all(ctx.join("out")).unwrap();
     for bin in ["natkit-relay", "natkit-signal", "nat-probe", "natkit-peer"] {
@@ -353,6 +348,20 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         "the runtime runs as the unprivileged natkit user"
     );
 
+    image
+}
+
+fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
+    require_tools();
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Symmetric);
+    lab.add_site(Nat::Symmetric);
+    // A site whose router drops all UDP: only TURN over TCP/TLS gets it out.
+    let blocked = lab.add_site(Nat::UdpBlocked);
+    let dockerd = Dockerd::start(&lab);
+    let base = import_runtime_base(&dockerd);
+
+    let image = build_image(&dockerd, &lab, base);
     // The operator's files: the committed example env, with the lab's addresses. One IP, as
     // almost every deployment has: the example's NATKIT_ALT_IP stays empty.
     let secret = dockerd.dir.join("turn_secret");
@@ -394,6 +403,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let compose = Compose {
         flavour,
         dockerd: &dockerd,
+        file: "docker-compose.yml",
         env_file,
         project: lab.id().to_owned(),
     };
@@ -545,4 +555,164 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let restarted = compose.ok(&["ps", "-q", "relay"]);
     assert_eq!(restarted, relay_id, "the same container, restarted");
     compose.wait_healthy(&["relay"], Duration::from_secs(30));
+}
+
+/// deploy/docker-compose.cluster.yml in the lab: Redis, two signaling nodes and two relays on
+/// the server's two public addresses. Two natkit-peers behind symmetric NATs, each on its own
+/// node, connect relayed; the first peer's signaling container is killed and the session goes
+/// on, the peer rejoining through the other node.
+#[test]
+fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
+    if !require_root("compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill") {
+        return;
+    }
+    require_tools();
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Symmetric);
+    lab.add_site(Nat::Symmetric);
+    let dockerd = Dockerd::start(&lab);
+    let base = import_runtime_base(&dockerd);
+    let image = build_image(&dockerd, &lab, base);
+    let redis_image = format!("natkit-redis:{}", lab.id());
+    dockerd.docker_ok(&[
+        "build",
+        "--network",
+        "none",
+        "-f",
+        repo().join("deploy/Dockerfile").to_str().unwrap(),
+        "--target",
+        "redis",
+        "--build-arg",
+        &format!("RUNTIME_BASE={base}"),
+        "-t",
+        &redis_image,
+        dockerd.dir.join("ctx").to_str().unwrap(),
+    ]);
+
+    let secret = dockerd.dir.join("turn_secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let token_secret = dockerd.dir.join("token_secret");
+    std::fs::write(&token_secret, format!("{TOKEN_SECRET}\n")).unwrap();
+    for f in [&secret, &token_secret] {
+        sh(Command::new("chmod").arg("0444").arg(f));
+    }
+    let example =
+        std::fs::read_to_string(repo().join("deploy/natkit-cluster.env.example")).unwrap();
+    let mut env: Vec<String> = example
+        .lines()
+        .filter(|l| {
+            ![
+                "NATKIT_A_IP=",
+                "NATKIT_B_IP=",
+                "NATKIT_IMAGE=",
+                "NATKIT_REDIS_IMAGE=",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(str::to_owned)
+        .collect();
+    env.extend([
+        "NATKIT_A_IP=203.0.113.1".to_owned(),
+        "NATKIT_B_IP=203.0.113.2".to_owned(),
+        format!("NATKIT_IMAGE={image}"),
+        format!("NATKIT_REDIS_IMAGE={redis_image}"),
+        format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
+        format!("NATKIT_TOKEN_SECRET_FILE={}", token_secret.display()),
+    ]);
+    let env_file = dockerd.dir.join("cluster.env");
+    std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
+    let compose = Compose {
+        flavour: Flavour::V2,
+        dockerd: &dockerd,
+        file: "docker-compose.cluster.yml",
+        env_file,
+        project: format!("{}-cluster", lab.id()),
+    };
+    compose.ok(&["config", "-q"]);
+    compose.ok(&["up", "-d", "--no-build"]);
+    let services = ["redis", "relay-a", "relay-b", "signal-a", "signal-b"];
+    compose.wait_healthy(&services, Duration::from_secs(90));
+    let scrape = |port: u16| -> String {
+        let out = lab.server.run(
+            "bash",
+            &[
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"
+                ),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metric = |port: u16, series: &str| natkit_testkit::metric(&scrape(port), series);
+    // Both nodes are in step with Redis; both relays announce themselves.
+    natkit_testkit::wait_until("both nodes in the cluster", Duration::from_secs(20), || {
+        metric(9642, "natkit_signal_cluster_up") == 1.0
+            && metric(9644, "natkit_signal_cluster_up") == 1.0
+    });
+
+    let minted = sh(Command::new(workspace_bin("natkit-signal"))
+        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
+        .args(["token", "--room", "cluster", "--ttl", "3600"]));
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let (a, b) = ("ws://203.0.113.1:8080", "ws://203.0.113.2:8080");
+    let peer = |site: usize, signal: &str, mode: &str| {
+        EventProcess::spawn(
+            lab.sites[site]
+                .client
+                .cmd(workspace_bin("natkit-peer").to_str().unwrap())
+                .env("RUST_LOG", "off")
+                .env("NATKIT_PEER_TOKEN", &token)
+                .args(["--signal", signal, "--room", "cluster", "--peer-id"])
+                .arg(if mode == "--echo" { "echo" } else { "chat" })
+                .args(["--json", "--timeout", "150", mode]),
+        )
+    };
+    // The echo peer on node a (then b), the chat peer on node b (then a).
+    let t0 = Instant::now();
+    let echo = peer(0, &format!("{a},{b}"), "--echo");
+    echo.wait_for("probe", Duration::from_secs(20));
+    let mut chat = peer(1, &format!("{b},{a}"), "--chat");
+    let c = chat.wait_for("connected", Duration::from_secs(30));
+    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    assert_eq!(
+        metric(9642, "natkit_signal_peers_connected"),
+        1.0,
+        "one peer on node a"
+    );
+    assert_eq!(
+        metric(9644, "natkit_signal_peers_connected"),
+        1.0,
+        "one peer on node b"
+    );
+    let before = send_every_second(&mut [&mut chat], "before", 3);
+    assert!(late(&chat, &before, Duration::from_secs(5)).is_empty());
+
+    // Node a's container is killed: the data keeps flowing, the echo peer rejoins through b.
+    compose.ok(&["kill", "-s", "KILL", "signal-a"]);
+    let after = send_every_second(&mut [&mut chat], "after", 12);
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "chat peer:\n{}\necho peer:\n{}",
+        chat.timeline(t0),
+        echo.timeline(t0)
+    );
+    let lost = late(&chat, &after, Duration::from_secs(5));
+    assert!(
+        lost.is_empty(),
+        "late or lost after the node kill: {lost:?}"
+    );
+    let rejoined = echo
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e["event"] == "signaling" && e["state"] == "reconnected")
+        .unwrap_or_else(|| panic!("the echo peer did not rejoin: {:?}", echo.events()));
+    assert_eq!(rejoined["peers"], serde_json::json!(["chat"]), "{rejoined}");
+    assert_eq!(
+        metric(9644, "natkit_signal_peers_connected"),
+        2.0,
+        "both on node b now"
+    );
 }
