@@ -76,10 +76,71 @@ enum Seat {
     Remote(Arc<str>),
 }
 
+/// A room's peers by id, in id order (`peers` in welcome come out stable): a sorted vector, as
+/// rooms are small (a BTreeMap's first node alone is ~0.5 KiB, per room).
+#[derive(Debug, Default)]
+struct Seats(Vec<(String, Seat)>);
+
+impl Seats {
+    fn find(&self, peer: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| p.as_str().cmp(peer))
+    }
+
+    fn get(&self, peer: &str) -> Option<&Seat> {
+        self.find(peer).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, peer: &str) -> Option<&mut Seat> {
+        self.find(peer).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn insert(&mut self, peer: String, seat: Seat) {
+        match self.find(&peer) {
+            Ok(i) => self.0[i].1 = seat,
+            Err(i) => {
+                // Grow by little: most rooms hold two peers.
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(1.max(self.0.len() / 2));
+                }
+                self.0.insert(i, (peer, seat))
+            }
+        }
+    }
+
+    fn remove(&mut self, peer: &str) {
+        if let Ok(i) = self.find(peer) {
+            self.0.remove(i);
+            if self.0.capacity() > 2 * self.0.len() + 4 {
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Seat> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &Seat)> {
+        self.0.iter().map(|(p, s)| (p, s))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Room {
-    /// peer id -> where it sits (BTreeMap: `peers` in welcome come out in a stable order)
-    seats: BTreeMap<String, Seat>,
+    /// peer id -> where it sits
+    seats: Seats,
     /// The store's sequence number of the newest membership change applied (0 single-node).
     seq: u64,
     /// Joins of this room waiting for the store's verdict.

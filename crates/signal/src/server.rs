@@ -20,7 +20,7 @@ use natkit_proto::{ClientMsg, ErrorCode, HttpError, ServerMsg};
 use prometheus::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::cluster::store::Store;
@@ -42,14 +42,18 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for a text frame that is not UTF-8 (RFC 6455 section 7.4.1).
 pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Initial WebSocket read buffer per connection (docs/signaling-performance.md).
+const READ_BUFFER: usize = 256;
 /// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
 const LIMITER_KEYS: usize = 100_000;
 
 mod drain;
 mod endpoints;
 mod link;
+mod outbox;
 use endpoints::{check_servers, ice_servers, metrics};
 use link::healthz;
+use outbox::Outbox;
 
 static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
@@ -57,9 +61,8 @@ static CHECK_HTML: &str = include_str!("../web/check.html");
 /// One connection's outgoing side (its queue, and the switch that closes it when the queue is
 /// full) and what its join established.
 struct Conn {
-    tx: mpsc::Sender<Message>,
-    /// Set to the close reason when the connection is to be closed (code 1013).
-    evict: watch::Sender<Option<&'static str>>,
+    /// Its outgoing queue, which also closes it (code 1013) when evicted.
+    tx: Arc<Outbox>,
     ip: IpAddr,
     /// The join token this connection joined with (`refresh` honours it).
     token: Option<Grant>,
@@ -93,6 +96,9 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     /// The cluster store, when rooms are shared with other nodes (`--cluster`).
     cluster: Option<Arc<Store>>,
+    /// Ticks every `ping_interval` ([`serve`] drives it): one timer for every connection's pings
+    /// and idle check, instead of one per connection.
+    ping_tick: watch::Sender<u64>,
     /// Set once this node drains ([`AppState::start_drain`]).
     draining: watch::Sender<bool>,
     /// The store's receiving ends, until [`AppState::start_cluster`] takes them.
@@ -152,6 +158,7 @@ impl AppState {
             cluster,
             cluster_tasks: Mutex::new(cluster_tasks),
             draining: watch::channel(false).0,
+            ping_tick: watch::channel(0).0,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -191,11 +198,8 @@ impl AppState {
     /// Queues `text` for `c`; a full queue closes the connection rather than leave it with a
     /// gap (the client reconnects and rejoins).
     fn enqueue(&self, c: &Conn, text: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(Message::Text(text.into())) {
-            if c.evict
-                .send_replace(Some("too slow: outgoing queue full"))
-                .is_none()
-            {
+        if c.tx.try_send(Message::Text(text.into())).is_err() {
+            if c.tx.evict("too slow: outgoing queue full", false) {
                 self.metrics
                     .rejected
                     .with_label_values(&["slow-consumer"])
@@ -342,8 +346,10 @@ impl AppState {
                     ttl: self.ice.ttl,
                 };
                 let outs = match &self.cluster {
+                    // Boxed: the store's round trip would otherwise size every connection's
+                    // task for the whole of its life (memory per peer).
                     Some(store) => {
-                        self.join_clustered(store, conn, &room, requested.as_deref(), ctx)
+                        Box::pin(self.join_clustered(store, conn, &room, requested.as_deref(), ctx))
                             .await
                     }
                     None => {
@@ -503,14 +509,17 @@ async fn ws(
     // tungstenite's own limit sits above ours so that over-limit frames reach us and get 1009.
     let limit = st.settings.max_frame_bytes * 4 + 4096;
     // tungstenite's defaults (128 KiB read and write buffers per connection) would make 10k
-    // peers cost 2.5 GiB; signaling frames are small, and buffers grow when a frame needs it.
+    // peers cost 2.5 GiB; signaling frames are small (a candidate is ~200 bytes), and the read
+    // buffer grows for a frame that needs it (an SDP offer, a few KiB).
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 2)
         .on_upgrade(move |socket| async move {
-            connection(st, socket, q.token, peer.ip()).await;
+            // Boxed: axum's upgrade task would otherwise hold the connection's whole state
+            // beside its own for the connection's life (docs/signaling-performance.md).
+            Box::pin(connection(st, socket, q.token, peer.ip())).await;
             // The client IP's connection slot is held until the WebSocket ends.
             drop(slot);
             drop(permit);
@@ -524,16 +533,6 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Completes with `true` once the connection is to be closed as a slow consumer (`false` if its
-/// entry is gone, which happens only as it ends anyway).
-async fn is_evicted(rx: &mut watch::Receiver<Option<&'static str>>) -> Option<&'static str> {
-    let why = rx.wait_for(|e| e.is_some()).await.map(|why| *why);
-    match why {
-        Ok(why) => why,
-        Err(_) => std::future::pending().await,
-    }
-}
-
 /// Completes once the node drains.
 async fn drain_started(rx: &mut watch::Receiver<bool>) {
     let started = rx.wait_for(|d| *d).await.is_ok();
@@ -545,36 +544,27 @@ async fn drain_started(rx: &mut watch::Receiver<bool>) {
 async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>, ip: IpAddr) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(OUT_QUEUE);
-    let (evict, mut evicted) = watch::channel(None);
-    let mut evicted_w = evict.subscribe();
+    let tx = Arc::new(Outbox::new(OUT_QUEUE));
+    let rx = Arc::clone(&tx);
     st.conns.lock().expect("conns lock").insert(
         conn,
         Conn {
             tx: tx.clone(),
-            evict,
             ip,
             token: None,
         },
     );
     st.metrics.peers_connected.inc();
     let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                why = is_evicted(&mut evicted_w) => {
-                    // What is queued is dropped: the client rejoins and starts over.
-                    let _ = sink.send(close(CLOSE_TRY_AGAIN, why.unwrap_or("closed"))).await;
-                    break;
-                }
-                m = rx.recv() => {
-                    let Some(m) = m else { break };
-                    let last = matches!(m, Message::Close(_));
-                    if sink.send(m).await.is_err() || last {
-                        break;
-                    }
-                }
+        while let Some(m) = rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
             }
+        }
+        if let Some(why) = rx.eviction() {
+            // The client rejoins and starts over.
+            let _ = sink.send(close(CLOSE_TRY_AGAIN, why)).await;
         }
         let _ = sink.close().await;
     });
@@ -585,8 +575,8 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
         s.messages_per_second * 2,
         Instant::now(),
     );
-    let mut ping = tokio::time::interval(s.ping_interval);
-    ping.tick().await;
+    let mut ping = st.ping_tick.subscribe();
+    ping.borrow_and_update();
     let mut last_seen = Instant::now();
     let mut shutdown = st.shutdown.clone();
     let mut draining = st.draining.subscribe();
@@ -622,7 +612,9 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                             st.reject(conn, ErrorCode::RateLimited, format!("more than {} messages per second", s.messages_per_second));
                             continue;
                         }
-                        st.handle_text(conn, t.as_str(), url_token.as_deref()).await;
+                        // Boxed: a join's state is large and short-lived; inline, it would size
+                        // every connection's task for its whole life.
+                        Box::pin(st.handle_text(conn, t.as_str(), url_token.as_deref())).await;
                     }
                     Message::Binary(b) => {
                         if b.len() > s.max_frame_bytes {
@@ -636,14 +628,14 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            _ = ping.tick() => {
+            Ok(()) = ping.changed() => {
                 if last_seen.elapsed() > s.idle_timeout {
                     let _ = tx.try_send(close(CLOSE_GOING_AWAY, "idle timeout"));
                     break "idle timeout";
                 }
                 let _ = tx.try_send(Message::Ping(Vec::new().into()));
             }
-            why = is_evicted(&mut evicted) => {
+            why = tx.wait_evicted() => {
                 warn!(conn, why, "closing a connection");
                 break "evicted";
             }
@@ -662,7 +654,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
     };
     debug!(conn, why, "connection ends");
     st.disconnect(conn);
-    drop(tx);
+    tx.close();
     // A client that stopped reading can block the writer on TCP forever: give it 2 s.
     if tokio::time::timeout(std::time::Duration::from_secs(2), writer)
         .await
@@ -719,6 +711,17 @@ pub async fn serve(
 
     let app = router(Arc::clone(&state));
     let mut shutdown = std::pin::pin!(shutdown);
+    let ticker = {
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(st.settings.ping_interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                st.ping_tick.send_modify(|n| *n += 1);
+            }
+        })
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -759,6 +762,7 @@ pub async fn serve(
             drop(slot);
         });
     }
+    ticker.abort();
     // Give connection tasks a moment to send their close frames.
     for _ in 0..50 {
         if state.metrics.peers_connected.get() == 0 {

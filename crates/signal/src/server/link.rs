@@ -245,8 +245,7 @@ impl AppState {
                     "another node holds this peer id now (this node lost the cluster store for longer than its lease)",
                 );
                 if let Some(conn) = self.conns.lock().expect("conns lock").get(&c) {
-                    conn.evict
-                        .send_replace(Some("peer id taken over by another node"));
+                    conn.tx.evict("peer id taken over by another node", true);
                 }
             }
             info!(
