@@ -283,3 +283,41 @@ async fn a_redis_restart_under_load_spares_local_rooms_and_cross_node_delivery_r
     send(&mut x, &candidate("y", 0)).await;
     expect_candidates(&mut y, "x", 1).await;
 }
+
+/// A node that dies (SIGKILL, its lease of 2 s unrenewed) has its peers leave their rooms, and
+/// the peers on the other node hear it, within 1.25 leases and a margin.
+#[tokio::test]
+async fn a_killed_node_s_peers_leave_their_rooms_within_the_lease() {
+    let redis = RedisServer::start();
+    let mut a = natkit_testkit::natkit_signal_clustered("s", &redis.url(), &["--no-relay"]);
+    let b = natkit_testkit::natkit_signal_clustered("s", &redis.url(), &["--no-relay"]);
+    let join = |url: String, id: &'static str| async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}/v1/ws"))
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            &json!({"type":"join","room":"lease","peer_id": id}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["type"], "welcome");
+        ws
+    };
+    let mut x = join(a.ws_url(), "x").await;
+    let mut y = join(b.ws_url(), "y").await;
+    assert_eq!(
+        recv(&mut x).await,
+        json!({"type":"peer-joined","peer_id":"y"})
+    );
+    let killed = Instant::now();
+    a.process().kill();
+    let left = recv(&mut y).await;
+    let after = killed.elapsed();
+    eprintln!("peer-left of the killed node's peer after {after:?} (lease 2 s)");
+    assert_eq!(left, json!({"type":"peer-left","peer_id":"x"}));
+    assert!(after <= Duration::from_millis(2500 + 1000), "{after:?}");
+    // The room goes on on node b: a newcomer there sees only y.
+    let mut z = join(b.ws_url(), "z").await;
+    send(&mut z, &json!({"type":"offer","to":"x","sdp":"s"})).await;
+    assert_eq!(recv(&mut z).await["code"], "unknown-peer");
+}
