@@ -23,6 +23,29 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
 
 const RATE_PER_SEC: u64 = 1000;
+/// The CPU natkit's servers are pinned to during the rate search (`None`: not pinned).
+static SERVER_CPU: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
+/// Pins this process (the load generator) to every CPU but the last, which the servers get;
+/// `None` on a one-CPU machine or with `NATKIT_BENCH_PIN=0`.
+fn pin_for_search() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 || std::env::var("NATKIT_BENCH_PIN").as_deref() == Ok("0") {
+        return None;
+    }
+    let server = cpus - 1;
+    let load = if server == 1 {
+        "0".to_owned()
+    } else {
+        format!("0-{}", server - 1)
+    };
+    let ok = Command::new("taskset")
+        .args(["-a", "-c", "-p", &load, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(server)
+}
 /// Sending tasks of the load generator.
 const SENDERS: u64 = 4;
 const LOAD_SECS: u64 = 10;
@@ -149,30 +172,39 @@ fn start_kind(kind: Kind, cluster: Option<&str>) -> Server {
                 .unwrap()
                 .join("natkit-signal");
             assert!(bin.exists(), "build it first: cargo build --release --bins");
-            Command::new(bin)
-                .args([
-                    "--no-relay",
-                    "--open",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                ])
-                .args(["--metrics-listen", "off", "--max-connections-per-ip", "0"])
-                .args(["--credentials-per-minute", "0"])
-                .args([
-                    "--max-connections",
-                    "30000",
-                    "--max-rooms",
-                    "100000",
-                    "--peers-per-room",
-                    "2",
-                ])
-                .args(["--messages-per-second", "1000"])
-                .args(cluster.iter().flat_map(|c| ["--cluster", c]))
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+            // For the rate search, the servers get the last CPU, the load generator (and
+            // Redis, its child) the others: the limit found is the servers' core's.
+            let mut cmd = match SERVER_CPU.get().copied().flatten() {
+                Some(cpu) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", &cpu.to_string()]).arg(bin);
+                    c
+                }
+                None => Command::new(bin),
+            };
+            cmd.args([
+                "--no-relay",
+                "--open",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--metrics-listen", "off", "--max-connections-per-ip", "0"])
+            .args(["--credentials-per-minute", "0"])
+            .args([
+                "--max-connections",
+                "30000",
+                "--max-rooms",
+                "100000",
+                "--peers-per-room",
+                "2",
+            ])
+            .args(["--messages-per-second", "1000"])
+            .args(cluster.iter().flat_map(|c| ["--cluster", c]))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
         }
         Kind::PeerJs => Command::new(peerjs_bin())
             .args([
@@ -493,9 +525,12 @@ fn main() {
     if std::env::var("NATKIT_BENCH_SEARCH").as_deref() == Ok("0") {
         return;
     }
-    println!(
-        "throughput limit, 1,000 peers: the highest rate with 99.9% delivered and p99 under 50 ms"
-    );
+    let pinned = pin_for_search();
+    SERVER_CPU.set(pinned).ok();
+    match pinned {
+        Some(cpu) => println!("throughput limit, 1,000 peers, natkit on CPU {cpu} (both nodes share it), the load generator and Redis on the others: the highest rate with 99.9% delivered and p99 under 50 ms"),
+        None => println!("throughput limit, 1,000 peers, not pinned: the highest rate with 99.9% delivered and p99 under 50 ms"),
+    }
     let mut limits = Vec::new();
     for kind in [Kind::Natkit, Kind::Cluster] {
         let (limit, log) = rt.block_on(throughput_limit(kind));
