@@ -34,7 +34,8 @@ async fn transact(sock: &UdpSocket, m: &Message) -> anyhow::Result<Message> {
     anyhow::bail!("no answer to {:?}", m.typ)
 }
 
-fn code(m: &Message) -> Option<u16> {
+/// The answer's error code, if it has one.
+pub(crate) fn code(m: &Message) -> Option<u16> {
     let mut e = ErrorCodeAttribute::default();
     e.get_from(m).ok().map(|_| e.code.0)
 }
@@ -46,41 +47,62 @@ pub struct Allocation {
     auth: Auth,
 }
 
-/// Allocates on `server` with a REST credential for `user` minted from `secret`.
-pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
-    let sock = crate::sock::bind_loopback()?;
-    sock.connect(server).await?;
+/// REQUESTED-TRANSPORT UDP, as every Allocate of the load asks.
+pub(crate) fn requested_udp() -> Box<dyn Setter> {
+    Box::new(RequestedTransport {
+        protocol: turn::proto::PROTO_UDP,
+    })
+}
+
+/// The first Allocate, unauthenticated: its answer is the 401 challenge.
+pub(crate) fn first_allocate() -> Message {
+    build(METHOD_ALLOCATE, vec![requested_udp()], None)
+}
+
+/// The long-term credentials for a REST credential of `user` minted from `secret` now, with the
+/// realm and nonce of `challenge` (which must be a 401).
+pub(crate) fn answer_challenge(
+    challenge: &Message,
+    secret: &str,
+    user: &str,
+) -> anyhow::Result<Auth> {
+    anyhow::ensure!(
+        code(challenge) == Some(401),
+        "expected a 401 challenge, got {:?}",
+        code(challenge)
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let cred = credentials::mint(&Secret::new(secret)?, user, 3600, now)?;
-    let udp = || -> Box<dyn Setter> {
-        Box::new(RequestedTransport {
-            protocol: turn::proto::PROTO_UDP,
-        })
-    };
-    let r = transact(&sock, &build(METHOD_ALLOCATE, vec![udp()], None)).await?;
-    anyhow::ensure!(
-        code(&r) == Some(401),
-        "expected a 401 challenge, got {:?}",
-        code(&r)
-    );
-    let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
-    let auth = Auth {
+    let text = |t| TextAttribute::get_from_as(challenge, t).map(|a| a.text);
+    Ok(Auth {
         username: cred.username,
         password: cred.password,
         realm: text(ATTR_REALM)?,
         nonce: text(ATTR_NONCE)?,
-    };
-    let r = transact(
-        &sock,
-        &build(
-            METHOD_ALLOCATE,
-            vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))],
-            Some(&auth),
-        ),
+    })
+}
+
+/// The authenticated Allocate (600 s).
+pub(crate) fn second_allocate(auth: &Auth) -> Message {
+    build(
+        METHOD_ALLOCATE,
+        vec![
+            requested_udp(),
+            Box::new(Lifetime(Duration::from_secs(600))),
+        ],
+        Some(auth),
     )
-    .await?;
+}
+
+/// Allocates on `server` with a REST credential for `user` minted from `secret`.
+pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
+    let sock = crate::sock::bind_loopback()?;
+    sock.connect(server).await?;
+    let challenge = transact(&sock, &first_allocate()).await?;
+    let auth = answer_challenge(&challenge, secret, user)?;
+    let r = transact(&sock, &second_allocate(&auth)).await?;
     anyhow::ensure!(
         r.typ.class == CLASS_SUCCESS_RESPONSE,
         "allocate failed with {:?}",

@@ -9,20 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use natkit_stun_turn::credentials::{self, Secret};
 use natkit_stun_turn::framing;
-use natkit_stun_turn::wire::{request as build, LongTermAuth as Auth};
-use stun::attributes::*;
-use stun::error_code::ErrorCodeAttribute;
+use natkit_stun_turn::wire::request as build;
 use stun::message::*;
-use stun::textattrs::TextAttribute;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turn::proto::channum::ChannelNumber;
-use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
-use turn::proto::reqtrans::RequestedTransport;
 
+use crate::client::{answer_challenge, code, first_allocate, second_allocate};
 use crate::load::{LoadReport, Measured};
 use crate::proc_stats;
 
@@ -123,45 +118,12 @@ impl Conn {
     }
 }
 
-fn code(m: &Message) -> Option<u16> {
-    let mut e = ErrorCodeAttribute::default();
-    e.get_from(m).ok().map(|_| e.code.0)
-}
-
 /// A connection with an allocation and channel 0x4000 bound to the echo peer.
 async fn allocate(cfg: &StreamLoadConfig, user: &str) -> anyhow::Result<Conn> {
     let mut c = Conn::open(cfg).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let cred = credentials::mint(&Secret::new(cfg.secret.clone())?, user, 3600, now)?;
-    let udp = || -> Box<dyn Setter> {
-        Box::new(RequestedTransport {
-            protocol: turn::proto::PROTO_UDP,
-        })
-    };
-    let r = c
-        .transact(&build(METHOD_ALLOCATE, vec![udp()], None))
-        .await?;
-    anyhow::ensure!(
-        code(&r) == Some(401),
-        "expected a 401 challenge, got {:?}",
-        code(&r)
-    );
-    let text = |t| TextAttribute::get_from_as(&r, t).map(|a| a.text);
-    let auth = Auth {
-        username: cred.username,
-        password: cred.password,
-        realm: text(ATTR_REALM)?,
-        nonce: text(ATTR_NONCE)?,
-    };
-    let r = c
-        .transact(&build(
-            METHOD_ALLOCATE,
-            vec![udp(), Box::new(Lifetime(Duration::from_secs(600)))],
-            Some(&auth),
-        ))
-        .await?;
+    let challenge = c.transact(&first_allocate()).await?;
+    let auth = answer_challenge(&challenge, &cfg.secret, user)?;
+    let r = c.transact(&second_allocate(&auth)).await?;
     anyhow::ensure!(
         r.typ.class == CLASS_SUCCESS_RESPONSE,
         "allocate failed with {:?}",

@@ -114,10 +114,7 @@ pub fn parse(payload: &str) -> Result<Frame<'_>, FrameError> {
 
 /// A fresh node id: 12 characters a room name could hold, unique enough among live nodes.
 pub fn node_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    (0..12)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::rooms::random_name(12)
 }
 
 #[cfg(test)]

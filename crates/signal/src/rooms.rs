@@ -120,10 +120,6 @@ impl Seats {
         self.0.len()
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     fn keys(&self) -> impl Iterator<Item = &String> {
         self.0.iter().map(|(p, _)| p)
     }
@@ -196,6 +192,15 @@ pub fn valid_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// A random name of `len` characters that [`valid_name`] accepts, without look-alikes (no `l`,
+/// `o`, `0`, `1`): generated peer ids and node ids.
+pub fn random_name(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl Rooms {
@@ -640,11 +645,8 @@ impl Rooms {
                 peer: m.peer_id,
             });
         }
-        if self.node.is_some() {
-            self.forget_if_unused(&m.room);
-        } else if r.seats.is_empty() {
-            self.rooms.remove(&m.room);
-        }
+        // Single-node, every seat is local and nothing is pending: forgotten once empty.
+        self.forget_if_unused(&m.room);
         out
     }
 }

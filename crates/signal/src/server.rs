@@ -121,11 +121,9 @@ fn token_key(token: &str) -> u64 {
     h.finish()
 }
 
+/// A fresh peer id for a join that asks for none.
 fn peer_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    (0..10)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::rooms::random_name(10)
 }
 
 impl AppState {
@@ -612,9 +610,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                             st.reject(conn, ErrorCode::RateLimited, format!("more than {} messages per second", s.messages_per_second));
                             continue;
                         }
-                        // Boxed: a join's state is large and short-lived; inline, it would size
-                        // every connection's task for its whole life.
-                        Box::pin(st.handle_text(conn, t.as_str(), url_token.as_deref())).await;
+                        st.handle_text(conn, t.as_str(), url_token.as_deref()).await;
                     }
                     Message::Binary(b) => {
                         if b.len() > s.max_frame_bytes {

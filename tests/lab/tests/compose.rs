@@ -135,6 +135,24 @@ impl Dockerd {
     fn docker_ok(&self, args: &[&str]) -> String {
         succeeded(self.docker(args), &format!("docker {args:?}"))
     }
+
+    /// `docker build` of deploy/Dockerfile on `base`, offline, with `args` (a target, build
+    /// arguments), tagged `tag`, from the context `ctx`.
+    fn build(&self, base: &str, args: &[&str], tag: &str, ctx: &Path) {
+        let dockerfile = repo().join("deploy/Dockerfile");
+        let base_arg = format!("RUNTIME_BASE={base}");
+        let mut all = vec![
+            "build",
+            "--network",
+            "none",
+            "-f",
+            dockerfile.to_str().unwrap(),
+        ];
+        all.extend(["--build-arg", &base_arg]);
+        all.extend(args);
+        all.extend(["-t", tag, ctx.to_str().unwrap()]);
+        self.docker_ok(&all);
+    }
 }
 
 impl Drop for Dockerd {
@@ -319,20 +337,7 @@ fn build_image(dockerd: &Dockerd, lab: &Lab, base: &str) -> String {
             .arg(workspace_bin(bin)));
     }
     let image = format!("natkit:{}", lab.id());
-    dockerd.docker_ok(&[
-        "build",
-        "--network",
-        "none",
-        "-f",
-        repo().join("deploy/Dockerfile").to_str().unwrap(),
-        "--build-arg",
-        &format!("RUNTIME_BASE={base}"),
-        "--build-arg",
-        "BINARIES=prebuilt",
-        "-t",
-        &image,
-        ctx.to_str().unwrap(),
-    ]);
+    dockerd.build(base, &["--build-arg", "BINARIES=prebuilt"], &image, &ctx);
     let user = dockerd.docker_ok(&[
         "run",
         "--rm",
@@ -574,20 +579,12 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
     let base = import_runtime_base(&dockerd);
     let image = build_image(&dockerd, &lab, base);
     let redis_image = format!("natkit-redis:{}", lab.id());
-    dockerd.docker_ok(&[
-        "build",
-        "--network",
-        "none",
-        "-f",
-        repo().join("deploy/Dockerfile").to_str().unwrap(),
-        "--target",
-        "redis",
-        "--build-arg",
-        &format!("RUNTIME_BASE={base}"),
-        "-t",
+    dockerd.build(
+        base,
+        &["--target", "redis"],
         &redis_image,
-        dockerd.dir.join("ctx").to_str().unwrap(),
-    ]);
+        &dockerd.dir.join("ctx"),
+    );
 
     let secret = dockerd.dir.join("turn_secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();

@@ -117,6 +117,9 @@ pub struct Store {
     conn: Mutex<Option<MultiplexedConnection>>,
     up: AtomicBool,
     up_tx: watch::Sender<bool>,
+    /// A leave could not be queued or sent: the store may still hold a peer that has gone,
+    /// so the next lease renewal asks the shell to resync.
+    leave_lost: AtomicBool,
     jobs: mpsc::Sender<Job>,
     scripts: Scripts,
 }
@@ -145,6 +148,7 @@ impl Store {
                 conn: Mutex::new(None),
                 up: AtomicBool::new(false),
                 up_tx,
+                leave_lost: AtomicBool::new(false),
                 jobs,
                 scripts: Scripts::new(),
             }),
@@ -275,7 +279,8 @@ impl Store {
             Err(mpsc::error::TrySendError::Full(Job::Message { sender, .. }))
             | Err(mpsc::error::TrySendError::Closed(Job::Message { sender, .. })) => Err(sender),
             Err(_) => {
-                debug!("cluster job queue full: a leave is left to the next resync");
+                debug!("cluster job queue full: the leave is settled by a resync");
+                self.leave_lost.store(true, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -441,7 +446,11 @@ impl Store {
                         self.set_up(false);
                         let _ = inbound.send(Inbound::Resync).await;
                     }
-                    Ok(false) => {}
+                    Ok(false) => {
+                        if self.leave_lost.swap(false, Ordering::Relaxed) {
+                            let _ = inbound.send(Inbound::Resync).await;
+                        }
+                    }
                     Err(e) => return format!("lease renewal: {e}"),
                 },
                 _ = reap.tick() => {
@@ -503,28 +512,21 @@ impl Store {
                         self.set_up(false);
                     }
                     for j in &batch {
-                        if let Job::Message { sender, .. } = j {
-                            let why = "the cluster store is unreachable";
-                            let _ = inbound
-                                .send(Inbound::Undelivered {
+                        match j {
+                            Job::Message { sender, .. } => {
+                                let why = "the cluster store is unreachable";
+                                let undelivered = Inbound::Undelivered {
                                     sender: *sender,
                                     why,
-                                })
-                                .await;
+                                };
+                                let _ = inbound.send(undelivered).await;
+                            }
+                            Job::Left { .. } => self.leave_lost.store(true, Ordering::Relaxed),
                         }
                     }
                 }
             }
             batch.clear();
-        }
-    }
-}
-
-/// The error code a client gets for what the store refused or could not do.
-pub fn refusal_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::Unreachable | StoreError::Unexpected(_) | StoreError::Redis(_) => {
-            ErrorCode::ClusterUnavailable
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::AppState;
-use crate::cluster::store::{refusal_code, Inbound, Store};
+use crate::cluster::store::{Inbound, Store};
 use crate::cluster::{self, Frame};
 use crate::rooms::{ConnId, JoinContext, JoinVerdict, Out, RoomLimits, Rooms};
 
@@ -93,7 +93,7 @@ impl AppState {
                 Err(e) => {
                     warn!(conn, error = %e, "clustered join failed");
                     JoinVerdict::Refused {
-                        code: refusal_code(&e),
+                        code: ErrorCode::ClusterUnavailable,
                         message: UNAVAILABLE.into(),
                     }
                 }
