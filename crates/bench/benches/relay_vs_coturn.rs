@@ -243,16 +243,11 @@ fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
     println!();
     println!("TURN over TCP and TLS: one connection per allocation, 128 messages of {size} bytes in flight over all of them, {seconds} s per cell");
     println!(
-        "{:>6} {:>5} {:<13} {:>12} {:>12} {:>9} {:>8} {:>9} {:>9}",
+        "{:>6} {:>5} {:<13} {}",
         "allocs",
         "over",
         "server",
-        "relayed pps",
-        "CPU s/Mpkt",
-        "p99 us",
-        "loss %",
-        "srv core",
-        "load core"
+        columns()
     );
     for transport in ["tcp", "tls"] {
         for &n in &allocs {
@@ -281,30 +276,78 @@ fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
                     .block_on(natkit_bench::stream::run(&cfg))
                     .unwrap_or_else(|e| panic!("{server:?} over {transport} x{n}: {e:#}"));
                 println!(
-                    "{:>6} {:>5} {:<13} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>8.0}% {:>8.0}%",
+                    "{:>6} {:>5} {:<13} {}",
                     n,
                     transport,
                     format!("{server:?}").to_lowercase(),
-                    r.relayed_pps,
-                    r.cpu_s_per_million,
-                    r.rtt_p99_us,
-                    r.loss_pct,
-                    r.server_core_pct,
-                    r.load_core_pct
+                    row(&r)
                 );
                 reports.push(r);
             }
             let (nk, ct) = (&reports[0], &reports[1]);
             println!(
-                "{:>6} {:>5} {:<13} {:>11.2}x {:>11.2}x {:>8.2}x",
+                "{:>6} {:>5} {:<13} {}",
                 n,
                 transport,
                 "natkit/coturn",
-                nk.relayed_pps / ct.relayed_pps,
-                nk.cpu_s_per_million / ct.cpu_s_per_million,
-                nk.rtt_p99_us as f64 / ct.rtt_p99_us.max(1) as f64
+                ratios(nk, ct)
             );
         }
+    }
+}
+
+/// The measurement columns every table shares: relayed pps; CPU seconds per million relayed
+/// datagrams of the server process (utime + stime), of the server's pinned CPU and of the whole
+/// machine (both from /proc/stat, softirq included), and the machine's softirq part; p99; loss;
+/// the server's and the load's process CPU in percent of one core.
+fn columns() -> String {
+    format!(
+        "{:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>9}",
+        "relayed pps",
+        "proc s/M",
+        "core s/M",
+        "mach s/M",
+        "sirq s/M",
+        "p99 us",
+        "loss %",
+        "srv core",
+        "load core"
+    )
+}
+
+fn row(r: &LoadReport) -> String {
+    format!(
+        "{:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7.3} {:>7.0}% {:>8.0}%",
+        r.relayed_pps,
+        r.cpu_s_per_million,
+        server_core_s_per_million(r),
+        r.machine_cpu_s_per_million,
+        r.softirq_s_per_million,
+        r.rtt_p99_us,
+        r.loss_pct,
+        r.server_core_pct,
+        r.load_core_pct
+    )
+}
+
+/// natkit over coturn in the columns where a ratio means something (lower is better but for pps).
+fn ratios(nk: &LoadReport, ct: &LoadReport) -> String {
+    format!(
+        "{:>10.2}x {:>7.2}x {:>7.2}x {:>7.2}x {:>8} {:>7.2}x",
+        nk.relayed_pps / ct.relayed_pps,
+        nk.cpu_s_per_million / ct.cpu_s_per_million,
+        server_core_s_per_million(nk) / server_core_s_per_million(ct),
+        nk.machine_cpu_s_per_million / ct.machine_cpu_s_per_million,
+        "",
+        nk.rtt_p99_us as f64 / ct.rtt_p99_us.max(1) as f64
+    )
+}
+
+/// The pinned server CPU's busy time per million relayed datagrams (NaN when not pinned).
+fn server_core_s_per_million(r: &LoadReport) -> f64 {
+    match SERVER_CPU.get().copied().flatten() {
+        Some(cpu) => r.cpu_s_per_million_on(cpu),
+        None => f64::NAN,
     }
 }
 
@@ -343,17 +386,12 @@ fn main() {
     }
     println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, {cores}");
     println!(
-        "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8} {:>12} {:>9} {:>9}",
+        "{:>6} {:>6} {:<10} {} {:>12}",
         "allocs",
         "bytes",
         "server",
-        "relayed pps",
-        "CPU s/Mpkt",
-        "p99 us",
-        "loss %",
-        "RSS/alloc B",
-        "srv core",
-        "load core"
+        columns(),
+        "RSS/alloc B"
     );
     for &n in &allocs {
         for &size in &sizes {
@@ -383,21 +421,16 @@ fn main() {
                     .block_on(load::run(&cfg))
                     .unwrap_or_else(|e| panic!("{server:?} {n}x{size}: {e:#}"));
                 println!(
-                    "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3} {:>12.0} {:>8.0}% {:>8.0}%",
+                    "{:>6} {:>6} {:<10} {} {:>12.0}",
                     n,
                     size,
                     format!("{server:?}").to_lowercase(),
-                    r.relayed_pps,
-                    r.cpu_s_per_million,
-                    r.rtt_p99_us,
-                    r.loss_pct,
+                    row(&r),
                     if server == Server::Forwarder {
                         f64::NAN
                     } else {
                         r.rss_per_allocation_bytes
-                    },
-                    r.server_core_pct,
-                    r.load_core_pct
+                    }
                 );
                 reports.push((server, r));
             }
@@ -440,33 +473,27 @@ fn main() {
             if search_steps > 0 {
                 let (ct_rate, nk_rate) = (search(Server::Coturn), search(Server::Natkit));
                 println!(
-                    "{:>6} {:>6} {:<10} {:>12} {:>12} {:>9} {:>8}   sustainable (loss < 0.1%) send rate: natkit {} /s, coturn {} /s ({:.2}x)",
-                    n, size, "search", "", "", "", "", nk_rate, ct_rate,
+                    "{:>6} {:>6} {:<10} sustainable (loss < 0.1%) send rate: natkit {} /s, coturn {} /s ({:.2}x)",
+                    n, size, "search", nk_rate, ct_rate,
                     nk_rate as f64 / ct_rate.max(1) as f64
                 );
                 if ct_rate > 0 {
                     let at = run_at(Server::Natkit, ct_rate, seconds);
                     println!(
-                        "{:>6} {:>6} {:<10} {:>12.0} {:>12.2} {:>9} {:>8.3}   (natkit paced at coturn's sustainable rate)",
+                        "{:>6} {:>6} {:<10} {}   (natkit paced at coturn's sustainable rate)",
                         n,
                         size,
                         "natkit@ct",
-                        at.relayed_pps,
-                        at.cpu_s_per_million,
-                        at.rtt_p99_us,
-                        at.loss_pct
+                        row(&at)
                     );
                 }
             }
             println!(
-                "{:>6} {:>6} {:<10} {:>11.2}x {:>11.2}x {:>8.2}x {:>8} {:>11.2}x",
+                "{:>6} {:>6} {:<10} {} {:>11.2}x",
                 n,
                 size,
                 "natkit/coturn",
-                nk.relayed_pps / ct.relayed_pps,
-                nk.cpu_s_per_million / ct.cpu_s_per_million,
-                nk.rtt_p99_us as f64 / ct.rtt_p99_us.max(1) as f64,
-                "",
+                ratios(nk, ct),
                 nk.rss_per_allocation_bytes / ct.rss_per_allocation_bytes.max(1.0)
             );
         }

@@ -64,11 +64,30 @@ pub struct LoadReport {
     /// The load's own CPU time (generator, and the echo peer when it runs in-process), in percent
     /// of one core.
     pub load_core_pct: f64,
+    /// Every CPU's busy time (softirq included) per million relayed datagrams: the server, the
+    /// load and whatever the kernel did for them, wherever it ran.
+    pub machine_cpu_s_per_million: f64,
+    /// The softirq part of it (packet delivery the kernel did outside any process's time).
+    pub softirq_s_per_million: f64,
+    /// Each CPU's busy seconds over the run (softirq included), by CPU number.
+    pub cpu_busy_s: Vec<f64>,
     pub rss_before_kib: u64,
     pub rss_after_setup_kib: u64,
     /// Resident memory per idle allocation (RSS growth over the allocations created).
     pub rss_per_allocation_bytes: f64,
     pub setup_ms: u64,
+}
+
+impl LoadReport {
+    /// CPU `cpu`'s busy seconds (softirq included) per million relayed datagrams: on a pinned
+    /// server's CPU, the server and the kernel's work on its behalf there.
+    pub fn cpu_s_per_million_on(&self, cpu: usize) -> f64 {
+        let relayed = self.received * 2;
+        match self.cpu_busy_s.get(cpu) {
+            Some(busy) if relayed > 0 => busy / relayed as f64 * 1e6,
+            _ => f64::NAN,
+        }
+    }
 }
 
 /// What one run measured, before it is turned into a [`LoadReport`].
@@ -87,6 +106,8 @@ pub(crate) struct Measured {
     /// The server's CPU seconds before and after, the load's own.
     pub server_cpu: (f64, f64),
     pub own_cpu: (f64, f64),
+    /// What every CPU spent over the run.
+    pub machine: proc_stats::CpuTimes,
     pub rss_before_kib: u64,
     pub rss_after_setup_kib: u64,
     pub setup_ms: u64,
@@ -104,6 +125,14 @@ impl Measured {
         };
         let relayed = self.received * 2;
         let server = self.server_cpu.1 - self.server_cpu.0;
+        let per_million = |seconds: f64| {
+            if relayed == 0 {
+                f64::NAN
+            } else {
+                seconds / relayed as f64 * 1e6
+            }
+        };
+        let machine = self.machine.total();
         LoadReport {
             allocations: self.allocations,
             payload: self.payload,
@@ -118,17 +147,16 @@ impl Measured {
             },
             rtt_p50_us: pct(0.5),
             rtt_p99_us: pct(0.99),
-            cpu_s_per_million: if relayed == 0 {
-                f64::NAN
-            } else {
-                server / relayed as f64 * 1e6
-            },
+            cpu_s_per_million: per_million(server),
             server_core_pct: if self.server_known {
                 100.0 * server / self.seconds
             } else {
                 f64::NAN
             },
             load_core_pct: 100.0 * (self.own_cpu.1 - self.own_cpu.0) / self.seconds,
+            machine_cpu_s_per_million: per_million(machine.busy),
+            softirq_s_per_million: per_million(machine.softirq),
+            cpu_busy_s: self.machine.0.iter().map(|t| t.busy).collect(),
             rss_before_kib: self.rss_before_kib,
             rss_after_setup_kib: self.rss_after_setup_kib,
             rss_per_allocation_bytes: self.rss_after_setup_kib.saturating_sub(self.rss_before_kib)
@@ -201,6 +229,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
 
     let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own0 = proc_stats::cpu_seconds(std::process::id());
+    let machine0 = proc_stats::CpuTimes::now();
     let (payload, plain, pacing, inflight, duration) = (
         cfg.payload,
         matches!(cfg.target, Target::Plain { .. }),
@@ -214,6 +243,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
     .await??;
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own1 = proc_stats::cpu_seconds(std::process::id());
+    let machine = proc_stats::CpuTimes::now().since(&machine0);
     // Utilisation over the sending period: the 300 ms drain after it is idle but for stragglers.
     Ok(Measured {
         allocations: cfg.allocations,
@@ -226,6 +256,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         server_known: pid.is_some(),
         server_cpu: (cpu0, cpu1),
         own_cpu: (own0, own1),
+        machine,
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
         setup_ms,

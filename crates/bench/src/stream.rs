@@ -222,6 +222,7 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
 
     let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own0 = proc_stats::cpu_seconds(std::process::id());
+    let machine0 = proc_stats::CpuTimes::now();
     let shared = Arc::new(cfg.clone());
     let counters = Arc::new(Counters::default());
     let epoch = Instant::now();
@@ -243,6 +244,7 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
     }
     let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     let own1 = proc_stats::cpu_seconds(std::process::id());
+    let machine = proc_stats::CpuTimes::now().since(&machine0);
     let rtts_us = std::mem::take(&mut *counters.rtts_us.lock().expect("rtts"));
     Ok(Measured {
         allocations: cfg.allocations,
@@ -255,6 +257,7 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
         server_known: pid.is_some(),
         server_cpu: (cpu0, cpu1),
         own_cpu: (own0, own1),
+        machine,
         rss_before_kib: rss_before,
         rss_after_setup_kib: rss_after,
         setup_ms,

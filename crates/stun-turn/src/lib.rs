@@ -69,6 +69,7 @@ pub mod server;
 pub(crate) mod sockets;
 pub mod stream;
 pub mod tls;
+pub(crate) mod udp;
 pub mod wire;
 
 pub use error::{ConfigError, CredentialError, RelayError, TlsError};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::message::*;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -37,6 +37,7 @@ use crate::revocation::{RevocationFile, Revocations};
 use crate::rfc5780::Slot;
 use crate::stream::{self, StreamQueue};
 use crate::tls::TlsKeys;
+use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 use crate::wire;
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
@@ -86,16 +87,16 @@ pub struct Relay {
 }
 
 /// The relay's relay-socket handle, as the core holds it.
-pub(crate) type RelaySocket = Arc<UdpSocket>;
+pub(crate) type RelaySocket = Arc<Udp>;
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<RelayCore<RelaySocket>>,
     relay_bind_ip: IpAddr,
     relay_ports: RangeInclusive<u16>,
     /// Socket per RFC 5780 slot.
-    sockets: HashMap<Slot, Arc<UdpSocket>>,
+    sockets: HashMap<Slot, Arc<Udp>>,
     /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
-    primary_extra: Vec<Arc<UdpSocket>>,
+    primary_extra: Vec<Arc<Udp>>,
     /// The primary address as clients see it (the UDP and TCP 5-tuples' server side).
     pub(crate) primary_addr: SocketAddr,
     revoked_file: Option<Mutex<RevocationFile>>,
@@ -143,7 +144,7 @@ impl Drop for TaskGuard {
 #[derive(Clone)]
 pub(crate) enum ClientSink {
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<Udp>,
         client: SocketAddr,
     },
     Stream(StreamQueue),
@@ -418,31 +419,20 @@ pub fn stream_summary(a: &RelayAddresses) -> String {
     s
 }
 
-/// Where the answers to one client go.
-pub(crate) enum ReplyPath<'a> {
-    Udp,
-    Stream(&'a StreamQueue),
-}
-
 impl Shared {
-    /// Runs one message through the core and carries out what it decided.
-    pub(crate) async fn process(
-        &self,
-        slot: Slot,
-        five: FiveTuple,
-        buf: &[u8],
-        path: ReplyPath<'_>,
-    ) {
+    /// Runs one message from a stream connection through the core and carries out what it
+    /// decided; answers go into the connection's queue.
+    pub(crate) async fn process_stream(&self, five: FiveTuple, buf: &[u8], queue: &StreamQueue) {
         let out = self.core.lock().expect("core lock").handle(
-            slot,
+            Slot::PRIMARY,
             five,
             buf,
             Instant::now(),
             natkit_daemon::unix_now(),
         );
-        let (from, bytes) = match out {
+        let bytes = match out {
             Output::None => return,
-            Output::Reply { from, bytes } => (from, bytes),
+            Output::Reply { bytes, .. } => bytes,
             Output::ToPeer {
                 socket,
                 peer,
@@ -452,39 +442,101 @@ impl Shared {
                     Payload::Range(r) => &buf[r.clone()],
                     Payload::Owned(v) => v.as_slice(),
                 };
-                match send(&socket, bytes, peer).await {
+                match socket.send_to(bytes, peer).await {
                     Ok(_) => self.client_to_peer[five.transport as usize].relayed(bytes.len()),
                     Err(e) => debug!(error = %e, %peer, "relay to peer failed"),
                 }
                 return;
             }
-            Output::Open(pending) => {
-                let sink = match &path {
-                    ReplyPath::Udp => ClientSink::Udp {
-                        socket: Arc::clone(&self.sockets[&Slot::PRIMARY]),
-                        client: five.client,
-                    },
-                    ReplyPath::Stream(q) => ClientSink::Stream((*q).clone()),
-                };
-                let bound = self.open(&pending, sink);
-                let bytes = self.core.lock().expect("core lock").finish_allocate(
-                    pending,
-                    bound,
-                    Instant::now(),
-                );
-                (Slot::PRIMARY, bytes)
-            }
+            Output::Open(pending) => self.allocate(pending, ClientSink::Stream(queue.clone())),
         };
-        match path {
-            ReplyPath::Udp => {
-                if let Err(e) = send(&self.sockets[&from], &bytes, five.client).await {
-                    debug!(error = %e, to = %five.client, "reply failed");
+        queue.push(&bytes);
+    }
+
+    /// Runs a batch of datagrams read from a UDP socket through the core under one lock, then
+    /// sends what it decided: the payloads for one relay socket in one batch (GSO runs towards
+    /// one peer), the answers one by one.
+    async fn process_batch(&self, slot: Slot, batch: &RecvBatch) {
+        let server = self.primary_addr;
+        let mut to_peer: Vec<(RelaySocket, SocketAddr, usize, Payload)> = Vec::new();
+        let mut replies: Vec<(Slot, Vec<u8>, SocketAddr)> = Vec::new();
+        {
+            let now = Instant::now();
+            let unix = natkit_daemon::unix_now();
+            let mut core = self.core.lock().expect("core lock");
+            for i in 0..batch.len() {
+                let Some(client) = batch.source(i) else {
+                    continue;
+                };
+                let five = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server,
+                };
+                match core.handle(slot, five, batch.payload(i), now, unix) {
+                    Output::None => {}
+                    Output::Reply { from, bytes } => replies.push((from, bytes, client)),
+                    Output::ToPeer {
+                        socket,
+                        peer,
+                        payload,
+                    } => to_peer.push((socket, peer, i, payload)),
+                    Output::Open(pending) => {
+                        // The allocation must exist before the next datagram (its ChannelBind,
+                        // say) is handled.
+                        drop(core);
+                        let bytes = self.allocate(pending, self.udp_sink(client));
+                        replies.push((Slot::PRIMARY, bytes, client));
+                        core = self.core.lock().expect("core lock");
+                    }
                 }
             }
-            ReplyPath::Stream(q) => {
-                q.push(&bytes);
+        }
+        let counters = &self.client_to_peer[Transport::Udp as usize];
+        let mut rest = to_peer.as_slice();
+        while let Some((socket, ..)) = rest.first() {
+            let same = rest
+                .iter()
+                .take_while(|(s, ..)| Arc::ptr_eq(s, socket))
+                .count();
+            let (run, tail) = rest.split_at(same);
+            let out: Vec<Datagram> = run
+                .iter()
+                .map(|(_, peer, i, payload)| Datagram {
+                    bytes: match payload {
+                        Payload::Range(r) => &batch.payload(*i)[r.clone()],
+                        Payload::Owned(v) => v.as_slice(),
+                    },
+                    to: *peer,
+                })
+                .collect();
+            socket
+                .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
+                .await;
+            rest = tail;
+        }
+        for (from, bytes, client) in replies {
+            if let Err(e) = self.sockets[&from].send_to(&bytes, client).await {
+                debug!(error = %e, to = %client, "reply failed");
             }
         }
+    }
+
+    /// Where a UDP client's relayed datagrams go: out of the primary socket to its address.
+    fn udp_sink(&self, client: SocketAddr) -> ClientSink {
+        ClientSink::Udp {
+            socket: Arc::clone(&self.sockets[&Slot::PRIMARY]),
+            client,
+        }
+    }
+
+    /// Opens what an Allocate asked for and returns the core's answer to it.
+    fn allocate(&self, pending: PendingAllocate<RelaySocket>, sink: ClientSink) -> Vec<u8> {
+        let bound = self.open(&pending, sink);
+        self.core
+            .lock()
+            .expect("core lock")
+            .finish_allocate(pending, bound, Instant::now())
     }
 
     /// Opens the relay port(s) an Allocate asked for and starts the task that reads them.
@@ -525,11 +577,7 @@ impl Shared {
 
     /// Binds a socket on a free port of the relay range, starting at a random port; with `pair`,
     /// also the port after it (for an even port and its reserved successor).
-    fn bind_relay_port(
-        &self,
-        even: bool,
-        pair: bool,
-    ) -> Option<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
+    fn bind_relay_port(&self, even: bool, pair: bool) -> Option<(Arc<Udp>, Option<Arc<Udp>>)> {
         let (lo, hi) = (
             *self.relay_ports.start() as u32,
             *self.relay_ports.end() as u32,
@@ -577,46 +625,39 @@ impl Shared {
 async fn serve_socket(
     shared: Arc<Shared>,
     slot: Slot,
-    socket: Arc<UdpSocket>,
+    socket: Arc<Udp>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let server = shared.primary_addr;
+    let mut batch = RecvBatch::new();
     loop {
-        tokio::select! {
-            r = socket.readable() => if r.is_err() { continue },
+        let ready = tokio::select! {
+            r = socket.readable() => r,
             _ = stop.changed() => return,
-        }
-        // Drain what is queued (bounded, so a flood cannot starve the stop signal).
-        for _ in 0..256 {
-            let (n, src) = match socket.try_recv_from(&mut buf) {
-                Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+        };
+        let Ok(mut ready) = ready else { continue };
+        // Read what is queued, a batch at a time (bounded, so a flood cannot starve the stop
+        // signal). A short batch found the queue empty: readiness is cleared without another call.
+        for _ in 0..8 {
+            let n = match socket.recv_batch(&mut batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
+                }
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on Linux; keep serving.
                     debug!(error = %e, "recv error");
                     continue;
                 }
             };
-            let five = FiveTuple {
-                transport: Transport::Udp,
-                client: src,
-                server,
-            };
-            shared.process(slot, five, &buf[..n], ReplyPath::Udp).await;
+            if n < SLOTS {
+                ready.clear_ready();
+            }
+            shared.process_batch(slot, &batch).await;
+            if n < SLOTS {
+                break;
+            }
         }
-    }
-}
-
-/// Sends now if the socket is writable, else waits for it.
-pub(crate) async fn send(
-    socket: &UdpSocket,
-    bytes: &[u8],
-    to: SocketAddr,
-) -> std::io::Result<usize> {
-    match socket.try_send_to(bytes, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
-        r => r,
     }
 }
 
@@ -652,126 +693,182 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 thread_local! {
-    /// Receive buffer of the relay tasks on this worker thread, with 4 bytes of headroom so a
-    /// ChannelData header is written in front of the payload without copying. Shared by all
-    /// allocations: an idle allocation holds no buffer.
-    static RELAY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 4 + MAX_DATAGRAM]);
-}
-
-/// What one datagram from a peer turned into.
-enum PeerDatagram {
-    Sent,
-    /// The client's socket was not writable right now: send this when it is.
-    Pending(Vec<u8>, usize),
-    Dropped,
+    /// Receive slots of the relay tasks on this worker thread, with headroom so a ChannelData
+    /// header is written in front of the payload without copying. Shared by all allocations: an
+    /// idle allocation holds no buffer.
+    static RELAY_BATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::new());
 }
 
 /// Reads datagrams from peers on one relay socket and forwards them to the client.
 ///
-/// Waits for readiness, then drains the socket into [`RELAY_BUF`] and sends synchronously, so
-/// the common case over UDP does no allocation, no copy and no await per datagram. Over a
-/// stream the frame is copied into the connection's bounded queue.
+/// Waits for readiness, reads a batch into [`RELAY_BATCH`] and sends it on synchronously (over
+/// UDP in one `sendmmsg`, consecutive ChannelData of one size as one GSO send), so the common
+/// case does no allocation per datagram, no copy and no await. What the client's socket could
+/// not take at once is copied and sent when it is writable. Over a stream the frames are copied
+/// into the connection's bounded queue.
 async fn relay_task(
-    socket: Arc<UdpSocket>,
+    socket: Arc<Udp>,
     sink: ClientSink,
     state: Arc<Mutex<AllocState>>,
     metrics: RelayMetrics,
     counters: DirectionCounters,
 ) {
     loop {
-        if socket.readable().await.is_err() {
+        let Ok(mut ready) = socket.readable().await else {
             return;
-        }
-        loop {
-            let outcome = RELAY_BUF.with_borrow_mut(|buf| {
-                let (n, peer) = match socket.try_recv_from(&mut buf[4..]) {
-                    Ok(v) => v,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                    Err(e) => {
-                        // ICMP errors surface here; keep serving.
-                        debug!(error = %e, "relay socket recv error");
-                        return Some(PeerDatagram::Dropped);
-                    }
-                };
-                let now = Instant::now();
-                let channel = {
-                    let st = state.lock().expect("state lock");
-                    if !st.has_permission(peer.ip(), now) {
-                        metrics.drop("no_permission");
-                        return Some(PeerDatagram::Dropped);
-                    }
-                    st.peer_channel(peer, now)
-                };
-                let data_indication = |payload: &[u8]| {
-                    wire::build(
-                        TransactionId::new(),
-                        MessageType::new(METHOD_DATA, CLASS_INDICATION),
-                        vec![
-                            Box::new(XorMappedAddressAs(peer, ATTR_XOR_PEER_ADDRESS)),
-                            Box::new(Data(payload.to_vec())),
-                        ],
-                    )
-                };
-                let (socket, client) = match &sink {
-                    ClientSink::Stream(q) => {
-                        let payload = &buf[4..4 + n];
-                        let pushed = match channel {
-                            Some(number) if n <= u16::MAX as usize => {
-                                // Header, payload and padding straight into the queue.
-                                let padded = crate::framing::padded(n);
-                                q.push_with(4 + padded, |out| {
-                                    out.extend_from_slice(&wire::channel_data_header(number, n));
-                                    out.extend_from_slice(payload);
-                                    out.resize(out.len() + padded - n, 0);
-                                })
-                            }
-                            _ => q.push(&data_indication(payload)),
-                        };
-                        return Some(if pushed {
-                            counters.relayed(n);
-                            PeerDatagram::Sent
-                        } else {
-                            PeerDatagram::Dropped
-                        });
-                    }
-                    ClientSink::Udp { socket, client } => (socket, *client),
-                };
-                let framed: &[u8] = match channel {
-                    Some(number) if n <= u16::MAX as usize => {
-                        buf[..4].copy_from_slice(&wire::channel_data_header(number, n));
-                        &buf[..4 + n]
-                    }
-                    _ => {
-                        let msg = data_indication(&buf[4..4 + n]);
-                        return Some(match socket.try_send_to(&msg, client) {
-                            Ok(_) => {
-                                counters.relayed(n);
-                                PeerDatagram::Sent
-                            }
-                            Err(_) => PeerDatagram::Pending(msg, n),
-                        });
-                    }
-                };
-                Some(match socket.try_send_to(framed, client) {
-                    Ok(_) => {
-                        counters.relayed(n);
-                        PeerDatagram::Sent
-                    }
-                    Err(_) => PeerDatagram::Pending(framed.to_vec(), n),
-                })
-            });
-            match outcome {
-                None => break,
-                Some(PeerDatagram::Pending(bytes, n)) => {
-                    if let ClientSink::Udp { socket, client } = &sink {
-                        match socket.send_to(&bytes, *client).await {
-                            Ok(_) => counters.relayed(n),
-                            Err(e) => debug!(error = %e, %client, "send to client failed"),
-                        }
-                    }
+        };
+        let forwarded = RELAY_BATCH.with_borrow_mut(|batch| {
+            let n = match socket.recv_batch(batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    return Forwarded::Empty;
                 }
-                Some(_) => {}
+                Err(e) => {
+                    // ICMP errors surface here; keep serving.
+                    debug!(error = %e, "relay socket recv error");
+                    return Forwarded::Sent;
+                }
+            };
+            if n < SLOTS {
+                // The queue ran dry within the call.
+                ready.clear_ready();
+            }
+            forward(batch, &sink, &state, &metrics, &counters)
+        });
+        drop(ready);
+        if let (Forwarded::Pending(rest), ClientSink::Udp { socket, client }) = (forwarded, &sink) {
+            for (bytes, n) in rest {
+                match socket.send_to(&bytes, *client).await {
+                    Ok(_) => counters.relayed(n),
+                    Err(e) => debug!(error = %e, %client, "send to client failed"),
+                }
             }
         }
     }
+}
+
+/// What one batch from a relay socket turned into.
+enum Forwarded {
+    /// Nothing was queued.
+    Empty,
+    Sent,
+    /// The client's socket was full: these (framed datagram, payload length) wait for it.
+    Pending(Vec<(Vec<u8>, usize)>),
+}
+
+/// How one datagram from a peer goes to the client.
+#[derive(Clone, Copy)]
+enum Framing {
+    Dropped,
+    Channel(u16),
+    Indication,
+}
+
+/// Frames and sends on a batch read from a relay socket: ChannelData where the peer has a
+/// channel, a Data indication where it has only a permission, nothing without one.
+fn forward(
+    batch: &mut RecvBatch,
+    sink: &ClientSink,
+    state: &Mutex<AllocState>,
+    metrics: &RelayMetrics,
+    counters: &DirectionCounters,
+) -> Forwarded {
+    let n = batch.len();
+    let mut framing = [Framing::Dropped; SLOTS];
+    {
+        let now = Instant::now();
+        let st = state.lock().expect("state lock");
+        for (i, f) in framing.iter_mut().enumerate().take(n) {
+            let Some(peer) = batch.source(i) else {
+                continue;
+            };
+            if !st.has_permission(peer.ip(), now) {
+                metrics.drop("no_permission");
+                continue;
+            }
+            *f = match st.peer_channel(peer, now) {
+                Some(number) if batch.payload(i).len() <= u16::MAX as usize => {
+                    Framing::Channel(number)
+                }
+                _ => Framing::Indication,
+            };
+        }
+    }
+    let indication = |batch: &RecvBatch, i: usize| {
+        wire::build(
+            TransactionId::new(),
+            MessageType::new(METHOD_DATA, CLASS_INDICATION),
+            vec![
+                Box::new(XorMappedAddressAs(
+                    batch.source(i).expect("framed datagrams have a source"),
+                    ATTR_XOR_PEER_ADDRESS,
+                )),
+                Box::new(Data(batch.payload(i).to_vec())),
+            ],
+        )
+    };
+    let (socket, client) = match sink {
+        ClientSink::Stream(q) => {
+            for (i, f) in framing.iter().enumerate().take(n) {
+                let payload = batch.payload(i);
+                let pushed = match *f {
+                    Framing::Dropped => continue,
+                    Framing::Channel(number) => {
+                        // Header, payload and padding straight into the queue.
+                        let len = payload.len();
+                        let padded = crate::framing::padded(len);
+                        q.push_with(4 + padded, |out| {
+                            out.extend_from_slice(&wire::channel_data_header(number, len));
+                            out.extend_from_slice(payload);
+                            out.resize(out.len() + padded - len, 0);
+                        })
+                    }
+                    Framing::Indication => q.push(&indication(batch, i)),
+                };
+                if pushed {
+                    counters.relayed(payload.len());
+                }
+            }
+            return Forwarded::Sent;
+        }
+        ClientSink::Udp { socket, client } => (socket, *client),
+    };
+    let mut indications = Vec::new();
+    for (i, f) in framing.iter().enumerate().take(n) {
+        match *f {
+            Framing::Dropped => {}
+            Framing::Channel(number) => {
+                let len = batch.payload(i).len();
+                batch.prepend(i, wire::channel_data_header(number, len));
+            }
+            Framing::Indication => indications.push(indication(batch, i)),
+        }
+    }
+    let mut owned = indications.iter();
+    let mut out = Vec::with_capacity(n);
+    let mut lens = Vec::with_capacity(n);
+    for (i, f) in framing.iter().enumerate().take(n) {
+        let bytes = match *f {
+            Framing::Dropped => continue,
+            Framing::Channel(_) => batch.framed(i),
+            Framing::Indication => match owned.next() {
+                Some(msg) => msg.as_slice(),
+                None => continue,
+            },
+        };
+        out.push(Datagram { bytes, to: client });
+        lens.push(batch.payload(i).len());
+    }
+    let done = socket.try_send_batch(&out, |k| counters.relayed(lens[k]));
+    if done == out.len() {
+        return Forwarded::Sent;
+    }
+    Forwarded::Pending(
+        out[done..]
+            .iter()
+            .zip(&lens[done..])
+            .map(|(d, &n)| (d.bytes.to_vec(), n))
+            .collect(),
+    )
 }

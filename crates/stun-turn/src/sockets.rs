@@ -4,27 +4,24 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
 use tracing::warn;
 
 use crate::config::RelayConfig;
 use crate::error::RelayError;
+use crate::udp::Udp;
 
 /// Socket buffer size asked for on every relay socket (the kernel doubles it: 4 MiB, as coturn
 /// ends up with): bursts are absorbed
 /// instead of dropped. The kernel caps it at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 2 << 20;
 
-pub(crate) fn bind_udp(addr: SocketAddr) -> Result<Arc<UdpSocket>, RelayError> {
+pub(crate) fn bind_udp(addr: SocketAddr) -> Result<Arc<Udp>, RelayError> {
     bind_udp_with(addr, false)
 }
 
 /// `reuse_port`: join the address's SO_REUSEPORT group (the primary listener's sockets), so the
 /// kernel spreads clients over them by 4-tuple hash, each client always to the same socket.
-pub(crate) fn bind_udp_with(
-    addr: SocketAddr,
-    reuse_port: bool,
-) -> Result<Arc<UdpSocket>, RelayError> {
+pub(crate) fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<Udp>, RelayError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::Bind { addr, source };
     let s =
@@ -37,7 +34,7 @@ pub(crate) fn bind_udp_with(
     }
     s.bind(&addr.into()).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
-    UdpSocket::from_std(s.into()).map(Arc::new).map_err(err)
+    Udp::new(s.into()).map(Arc::new).map_err(err)
 }
 
 /// This host's local addresses and local ranges (127.0.0.0/8), from the kernel's tables

@@ -21,8 +21,7 @@ use crate::core::{FiveTuple, Transport};
 use crate::framing::{self, FrameError, MAX_FRAME};
 use crate::metrics::{StreamClose, StreamRefusal};
 use crate::ratelimit::IpSlots;
-use crate::rfc5780::Slot;
-use crate::server::{ReplyPath, Shared};
+use crate::server::Shared;
 
 /// Bytes waiting to be written to one client; beyond this, relayed datagrams are dropped.
 pub const QUEUE_BYTES: usize = 256 * 1024;
@@ -273,7 +272,7 @@ where
                         Ok(Some(f)) => {
                             framed = true;
                             let msg = &buf[at..at + f.message];
-                            shared.process(Slot::PRIMARY, five, msg, ReplyPath::Stream(&queue)).await;
+                            shared.process_stream(five, msg, &queue).await;
                             at += f.consumed;
                         }
                         Ok(None) => break,
