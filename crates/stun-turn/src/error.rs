@@ -40,6 +40,9 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel refused an epoll instance (the process's descriptor limit, `ulimit -n`).
+    #[error("cannot create the relayed sockets' epoll set")]
+    Poller(#[source] std::io::Error),
     /// Another process holds the TCP port (often a second relay, or a web server on 443).
     #[error("cannot listen on tcp {addr}")]
     BindTcp {

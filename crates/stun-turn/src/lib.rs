@@ -63,6 +63,7 @@ pub mod metrics;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;
+pub(crate) mod relayed;
 pub mod revocation;
 pub mod rfc5780;
 pub mod server;

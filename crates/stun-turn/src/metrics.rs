@@ -59,7 +59,7 @@ impl AuthFailure {
 }
 
 /// Label values of `natkit_relay_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 9] = [
     "rate_limited", // a source past answers_per_second (Binding, unauthenticated requests)
     "too_many_attributes", // more than MAX_ATTRIBUTES: dropped before decoding
     "not_stun",     // neither STUN nor ChannelData (wrong cookie, random bytes)
@@ -68,6 +68,7 @@ pub const DROP_REASONS: [&str; 8] = [
     "no_allocation", // ChannelData/Send from a 5-tuple without allocation
     "no_permission", // peer datagram or Send without permission or channel
     "unexpected",   // responses, unknown indications, non-Binding on RFC 5780 sockets
+    "send_buffer_full", // relayed datagrams a socket's 4 MiB send buffer had no room for (overload)
 ];
 
 /// Why a stream connection was refused at accept or during the TLS handshake

@@ -14,18 +14,11 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stun::agent::TransactionId;
-use stun::attributes::*;
-use stun::message::*;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
-use turn::proto::data::Data;
 
-use crate::allocation::AllocState;
 use crate::config::{RelayConfig, StreamConfig};
-use crate::core::auth::XorMappedAddressAs;
 use crate::core::{
     Bound, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore, Transport,
 };
@@ -33,16 +26,16 @@ use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
 use crate::metrics::{DirectionCounters, RelayMetrics};
 use crate::policy::{OwnSockets, PeerPolicy};
+use crate::relayed::{ClientSink, Poller};
 use crate::revocation::{RevocationFile, Revocations};
 use crate::rfc5780::Slot;
 use crate::stream::{self, StreamQueue};
 use crate::tls::TlsKeys;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
-use crate::wire;
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::advertised_ip;
-use crate::sockets::{bind_udp, bind_udp_with, local_addresses};
+use crate::sockets::{bind_relayed, bind_udp, bind_udp_with, local_addresses};
 pub use crate::tls::{announce_tls, reload_tls_on_sighup};
 
 /// Largest UDP payload; datagrams are never truncated.
@@ -109,6 +102,9 @@ pub(crate) struct Shared {
     drain_started: Mutex<Option<Instant>>,
     /// Signalled by the janitor when a drain is over (no allocation left, or its deadline).
     drained: tokio::sync::Notify,
+    /// The relayed sockets' pollers, one per worker thread; allocations take turns.
+    pollers: Vec<Arc<Poller>>,
+    next_poller: std::sync::atomic::AtomicUsize,
 }
 
 /// Starts a relay's drain from outside its [`Relay::run`] (natkit-relay calls it on SIGUSR1).
@@ -129,25 +125,6 @@ impl DrainHandle {
                 alternate: self.0.drain.alternate,
             });
     }
-}
-
-/// Aborts an allocation's relay task when the core drops the allocation.
-struct TaskGuard(AbortHandle);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Where datagrams from peers go: the client's UDP 5-tuple or its stream connection.
-#[derive(Clone)]
-pub(crate) enum ClientSink {
-    Udp {
-        socket: Arc<Udp>,
-        client: SocketAddr,
-    },
-    Stream(StreamQueue),
 }
 
 impl Relay {
@@ -308,7 +285,16 @@ impl Relay {
             metrics.clone(),
         );
         core.set_revocations(revoked);
+        let pollers = (0..listeners)
+            .map(|_| {
+                Poller::new(Arc::clone(&sockets[&Slot::PRIMARY]), metrics.clone())
+                    .map(Arc::new)
+                    .map_err(RelayError::Poller)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
+            pollers,
+            next_poller: Default::default(),
             core: Mutex::new(core),
             relay_bind_ip: cfg.listen.ip(),
             relay_ports: cfg.relay_ports.clone(),
@@ -386,6 +372,10 @@ impl Relay {
                 ));
             }
         }
+        for poller in &self.shared.pollers {
+            let (poller, stop) = (Arc::clone(poller), stop_rx.clone());
+            tasks.spawn(async move { poller.run(stop).await });
+        }
         tasks.spawn(janitor(Arc::clone(&self.shared), stop_rx));
         info!(
             primary = %self.addresses.primary,
@@ -444,6 +434,9 @@ impl Shared {
                 };
                 match socket.send_to(bytes, peer).await {
                     Ok(_) => self.client_to_peer[five.transport as usize].relayed(bytes.len()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.metrics.drop("send_buffer_full")
+                    }
                     Err(e) => debug!(error = %e, %peer, "relay to peer failed"),
                 }
                 return;
@@ -510,9 +503,10 @@ impl Shared {
                     to: *peer,
                 })
                 .collect();
-            socket
+            let done = socket
                 .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
                 .await;
+            (done..out.len()).for_each(|_| self.metrics.drop("send_buffer_full"));
             rest = tail;
         }
         for (from, bytes, client) in replies {
@@ -524,10 +518,7 @@ impl Shared {
 
     /// Where a UDP client's relayed datagrams go: out of the primary socket to its address.
     fn udp_sink(&self, client: SocketAddr) -> ClientSink {
-        ClientSink::Udp {
-            socket: Arc::clone(&self.sockets[&Slot::PRIMARY]),
-            client,
-        }
+        ClientSink::Udp(client)
     }
 
     /// Opens what an Allocate asked for and returns the core's answer to it.
@@ -559,18 +550,26 @@ impl Shared {
         let counters = self
             .metrics
             .direction("peer_to_client", pending.five.transport);
-        let task = tokio::spawn(relay_task(
+        let turn = self
+            .next_poller
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let poller = &self.pollers[turn % self.pollers.len()];
+        let registration = match poller.add(
             Arc::clone(&socket),
             sink,
             Arc::clone(&pending.state),
-            self.metrics.clone(),
             counters,
-        ))
-        .abort_handle();
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "relay socket not watched; allocation refused");
+                return None;
+            }
+        };
         Some(Bound {
             port,
             socket,
-            guard: Box::new(TaskGuard(task)),
+            guard: Box::new(registration),
             next,
         })
     }
@@ -589,13 +588,13 @@ impl Shared {
             if (even && port % 2 != 0) || (pair && port + 1 > hi) {
                 continue;
             }
-            let Ok(s) = bind_udp(SocketAddr::new(self.relay_bind_ip, port as u16)) else {
+            let Ok(s) = bind_relayed(SocketAddr::new(self.relay_bind_ip, port as u16)) else {
                 continue;
             };
             if !pair {
                 return Some((s, None));
             }
-            if let Ok(next) = bind_udp(SocketAddr::new(self.relay_bind_ip, (port + 1) as u16)) {
+            if let Ok(next) = bind_relayed(SocketAddr::new(self.relay_bind_ip, (port + 1) as u16)) {
                 return Some((s, Some(next)));
             }
         }
@@ -690,185 +689,4 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
-}
-
-thread_local! {
-    /// Receive slots of the relay tasks on this worker thread, with headroom so a ChannelData
-    /// header is written in front of the payload without copying. Shared by all allocations: an
-    /// idle allocation holds no buffer.
-    static RELAY_BATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::new());
-}
-
-/// Reads datagrams from peers on one relay socket and forwards them to the client.
-///
-/// Waits for readiness, reads a batch into [`RELAY_BATCH`] and sends it on synchronously (over
-/// UDP in one `sendmmsg`, consecutive ChannelData of one size as one GSO send), so the common
-/// case does no allocation per datagram, no copy and no await. What the client's socket could
-/// not take at once is copied and sent when it is writable. Over a stream the frames are copied
-/// into the connection's bounded queue.
-async fn relay_task(
-    socket: Arc<Udp>,
-    sink: ClientSink,
-    state: Arc<Mutex<AllocState>>,
-    metrics: RelayMetrics,
-    counters: DirectionCounters,
-) {
-    loop {
-        let Ok(mut ready) = socket.readable().await else {
-            return;
-        };
-        let forwarded = RELAY_BATCH.with_borrow_mut(|batch| {
-            let n = match socket.recv_batch(batch) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    ready.clear_ready();
-                    return Forwarded::Empty;
-                }
-                Err(e) => {
-                    // ICMP errors surface here; keep serving.
-                    debug!(error = %e, "relay socket recv error");
-                    return Forwarded::Sent;
-                }
-            };
-            if n < SLOTS {
-                // The queue ran dry within the call.
-                ready.clear_ready();
-            }
-            forward(batch, &sink, &state, &metrics, &counters)
-        });
-        drop(ready);
-        if let (Forwarded::Pending(rest), ClientSink::Udp { socket, client }) = (forwarded, &sink) {
-            for (bytes, n) in rest {
-                match socket.send_to(&bytes, *client).await {
-                    Ok(_) => counters.relayed(n),
-                    Err(e) => debug!(error = %e, %client, "send to client failed"),
-                }
-            }
-        }
-    }
-}
-
-/// What one batch from a relay socket turned into.
-enum Forwarded {
-    /// Nothing was queued.
-    Empty,
-    Sent,
-    /// The client's socket was full: these (framed datagram, payload length) wait for it.
-    Pending(Vec<(Vec<u8>, usize)>),
-}
-
-/// How one datagram from a peer goes to the client.
-#[derive(Clone, Copy)]
-enum Framing {
-    Dropped,
-    Channel(u16),
-    Indication,
-}
-
-/// Frames and sends on a batch read from a relay socket: ChannelData where the peer has a
-/// channel, a Data indication where it has only a permission, nothing without one.
-fn forward(
-    batch: &mut RecvBatch,
-    sink: &ClientSink,
-    state: &Mutex<AllocState>,
-    metrics: &RelayMetrics,
-    counters: &DirectionCounters,
-) -> Forwarded {
-    let n = batch.len();
-    let mut framing = [Framing::Dropped; SLOTS];
-    {
-        let now = Instant::now();
-        let st = state.lock().expect("state lock");
-        for (i, f) in framing.iter_mut().enumerate().take(n) {
-            let Some(peer) = batch.source(i) else {
-                continue;
-            };
-            if !st.has_permission(peer.ip(), now) {
-                metrics.drop("no_permission");
-                continue;
-            }
-            *f = match st.peer_channel(peer, now) {
-                Some(number) if batch.payload(i).len() <= u16::MAX as usize => {
-                    Framing::Channel(number)
-                }
-                _ => Framing::Indication,
-            };
-        }
-    }
-    let indication = |batch: &RecvBatch, i: usize| {
-        wire::build(
-            TransactionId::new(),
-            MessageType::new(METHOD_DATA, CLASS_INDICATION),
-            vec![
-                Box::new(XorMappedAddressAs(
-                    batch.source(i).expect("framed datagrams have a source"),
-                    ATTR_XOR_PEER_ADDRESS,
-                )),
-                Box::new(Data(batch.payload(i).to_vec())),
-            ],
-        )
-    };
-    let (socket, client) = match sink {
-        ClientSink::Stream(q) => {
-            for (i, f) in framing.iter().enumerate().take(n) {
-                let payload = batch.payload(i);
-                let pushed = match *f {
-                    Framing::Dropped => continue,
-                    Framing::Channel(number) => {
-                        // Header, payload and padding straight into the queue.
-                        let len = payload.len();
-                        let padded = crate::framing::padded(len);
-                        q.push_with(4 + padded, |out| {
-                            out.extend_from_slice(&wire::channel_data_header(number, len));
-                            out.extend_from_slice(payload);
-                            out.resize(out.len() + padded - len, 0);
-                        })
-                    }
-                    Framing::Indication => q.push(&indication(batch, i)),
-                };
-                if pushed {
-                    counters.relayed(payload.len());
-                }
-            }
-            return Forwarded::Sent;
-        }
-        ClientSink::Udp { socket, client } => (socket, *client),
-    };
-    let mut indications = Vec::new();
-    for (i, f) in framing.iter().enumerate().take(n) {
-        match *f {
-            Framing::Dropped => {}
-            Framing::Channel(number) => {
-                let len = batch.payload(i).len();
-                batch.prepend(i, wire::channel_data_header(number, len));
-            }
-            Framing::Indication => indications.push(indication(batch, i)),
-        }
-    }
-    let mut owned = indications.iter();
-    let mut out = Vec::with_capacity(n);
-    let mut lens = Vec::with_capacity(n);
-    for (i, f) in framing.iter().enumerate().take(n) {
-        let bytes = match *f {
-            Framing::Dropped => continue,
-            Framing::Channel(_) => batch.framed(i),
-            Framing::Indication => match owned.next() {
-                Some(msg) => msg.as_slice(),
-                None => continue,
-            },
-        };
-        out.push(Datagram { bytes, to: client });
-        lens.push(batch.payload(i).len());
-    }
-    let done = socket.try_send_batch(&out, |k| counters.relayed(lens[k]));
-    if done == out.len() {
-        return Forwarded::Sent;
-    }
-    Forwarded::Pending(
-        out[done..]
-            .iter()
-            .zip(&lens[done..])
-            .map(|(d, &n)| (d.bytes.to_vec(), n))
-            .collect(),
-    )
 }

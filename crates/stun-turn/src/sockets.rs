@@ -22,6 +22,18 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> Result<Arc<Udp>, RelayError> {
 /// `reuse_port`: join the address's SO_REUSEPORT group (the primary listener's sockets), so the
 /// kernel spreads clients over them by 4-tuple hash, each client always to the same socket.
 pub(crate) fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<Udp>, RelayError> {
+    let s = udp_socket(addr, reuse_port)?;
+    Udp::new(s)
+        .map(Arc::new)
+        .map_err(|source| RelayError::Bind { addr, source })
+}
+
+/// A relayed transport address's socket: read by a [`crate::relayed::Poller`], not by tokio.
+pub(crate) fn bind_relayed(addr: SocketAddr) -> Result<Arc<Udp>, RelayError> {
+    Ok(Arc::new(Udp::unregistered(udp_socket(addr, false)?)))
+}
+
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpSocket, RelayError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::Bind { addr, source };
     let s =
@@ -34,7 +46,7 @@ pub(crate) fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<Arc<Ud
     }
     s.bind(&addr.into()).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
-    Udp::new(s.into()).map(Arc::new).map_err(err)
+    Ok(s.into())
 }
 
 /// This host's local addresses and local ranges (127.0.0.0/8), from the kernel's tables

@@ -2,8 +2,7 @@
 //!
 //! On Linux most of a relayed datagram's cost is the kernel's: entering it once per datagram to
 //! read and once to write, and the IP path (routing, netfilter, the device) once per datagram
-//! sent. So the shells read with `recvmmsg(2)`, up to [`SLOTS`] datagrams per call, into slots
-//! with [`HEADROOM`] bytes in front (a ChannelData header is written there, no copy), and write
+//! sent. So the shells read with `recvmmsg(2)`, up to [`SLOTS`] datagrams per call, and write
 //! with `sendmmsg(2)`, in which consecutive datagrams to one destination of the same length
 //! leave as one GSO send (`UDP_SEGMENT`, Linux 4.18+): the kernel cuts one buffer into datagrams
 //! after crossing the IP path once. Where GSO is refused (a device without checksum offload, a
@@ -19,19 +18,18 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use socket2::{SockAddr, SockAddrStorage};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
 
 use crate::server::MAX_DATAGRAM;
 
 /// Datagrams per `recvmmsg` at most.
 pub(crate) const SLOTS: usize = 32;
-/// Free bytes in front of every received datagram (a ChannelData header).
-pub(crate) const HEADROOM: usize = 4;
-const STRIDE: usize = HEADROOM + MAX_DATAGRAM;
+const STRIDE: usize = MAX_DATAGRAM;
 /// Datagrams per `sendmmsg` at most.
 const MAX_PER_CALL: usize = 64;
 /// Segments of one GSO send at most (the kernel's `UDP_MAX_SEGMENTS` since 4.18).
@@ -39,76 +37,110 @@ const MAX_SEGMENTS: usize = 64;
 /// Bytes of one GSO send at most (under the 64 KiB an IP packet can carry).
 const MAX_GSO_BYTES: usize = 65_000;
 
+/// Milliseconds a send waits at most for room in a full send buffer (4 MiB: only overload fills
+/// it).
+const FULL_BUFFER_WAIT: u32 = 20;
+
 /// Cleared when the kernel refuses GSO with EIO (no checksum offload on the way out).
 static GSO: AtomicBool = AtomicBool::new(true);
 /// The largest segment the kernel took with GSO; lowered when a segment was over the path MTU.
 static GSO_MAX_SEGMENT: AtomicUsize = AtomicUsize::new(MAX_DATAGRAM);
 
-/// A non-blocking UDP socket registered with tokio.
+/// A non-blocking UDP socket, registered with tokio for reading or (a relayed socket, which the
+/// [`crate::relayed`] poller watches) not.
 pub(crate) struct Udp {
-    fd: AsyncFd<std::net::UdpSocket>,
+    // Declared first, so it is dropped (deregistered) before the socket closes.
+    ready: Option<AsyncFd<RawFd>>,
+    sock: std::net::UdpSocket,
 }
 
 /// Readiness to read, from [`Udp::readable`]; cleared by the shells when a read found the queue
 /// empty.
-pub(crate) type ReadGuard<'a> = AsyncFdReadyGuard<'a, std::net::UdpSocket>;
+pub(crate) type ReadGuard<'a> = AsyncFdReadyGuard<'a, RawFd>;
 
 impl Udp {
-    /// `socket` must be non-blocking.
+    /// `socket` must be non-blocking. Registered with tokio for reading: [`Udp::readable`] works.
     pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<Udp> {
-        // SAFETY: a std UdpSocket owns its descriptor, which stays open and the same until the
-        // AsyncFd (which owns the socket) is dropped.
-        let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
-        Ok(Udp { fd })
+        // Readable only: with EPOLLOUT in the set, every datagram the kernel frees would queue a
+        // writability event for the driver. A full send buffer is waited out by polling
+        // ([`Udp::send_to`]), which only happens under overload.
+        // SAFETY: the descriptor belongs to `sock`, which stays open and the same until `ready`
+        // has been dropped (field order).
+        let ready =
+            unsafe { AsyncFd::register_with_interest(socket.as_raw_fd(), Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok(Udp {
+            ready: Some(ready),
+            sock: socket,
+        })
+    }
+
+    /// `socket` must be non-blocking. Not registered with tokio: read through a poller.
+    pub(crate) fn unregistered(socket: std::net::UdpSocket) -> Udp {
+        Udp {
+            ready: None,
+            sock: socket,
+        }
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd.get_ref().local_addr()
+        self.sock.local_addr()
     }
 
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Waits until the socket is readable (an error for an unregistered socket).
     pub(crate) async fn readable(&self) -> io::Result<ReadGuard<'_>> {
-        self.fd.readable().await
+        match &self.ready {
+            Some(r) => r.readable().await,
+            None => Err(io::Error::other("socket not registered for reading")),
+        }
     }
 
     /// Reads up to [`SLOTS`] queued datagrams into `batch`; `WouldBlock` when none is queued.
     pub(crate) fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.recv(self.fd.as_raw_fd())
+        batch.recv(self.sock.as_raw_fd())
     }
 
     /// Sends one datagram now, or returns `WouldBlock`.
     pub(crate) fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.fd.get_ref().send_to(bytes, to)
+        self.sock.send_to(bytes, to)
     }
 
-    /// Sends one datagram, waiting while the socket's send buffer is full.
+    /// Sends one datagram, waiting while the socket's send buffer is full, up to
+    /// [`FULL_BUFFER_WAIT`]; then `WouldBlock` (the datagram is dropped, as an overloaded
+    /// interface drops it).
     pub(crate) async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        match self.try_send_to(bytes, to) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            r => return r,
-        }
+        let mut waits = FULL_BUFFER_WAIT;
         loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|s| s.get_ref().send_to(bytes, to)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
+            match self.try_send_to(bytes, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits > 0 => {
+                    waits -= 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                r => return r,
             }
         }
     }
 
-    /// Sends `out` in order, waiting while the send buffer is full; `sent(i)` is called for each
-    /// datagram the kernel took. See [`Udp::try_send_batch`].
-    pub(crate) async fn send_batch(&self, out: &[Datagram<'_>], mut sent: impl FnMut(usize)) {
+    /// Sends `out` in order, waiting while the send buffer is full as [`Udp::send_to`] does;
+    /// `sent(i)` is called for each datagram the kernel took. Returns how many were dealt with
+    /// (see [`Udp::try_send_batch`]); the rest found the buffer full for too long.
+    pub(crate) async fn send_batch(
+        &self,
+        out: &[Datagram<'_>],
+        mut sent: impl FnMut(usize),
+    ) -> usize {
         let mut done = self.try_send_batch(out, &mut sent);
-        while done < out.len() {
-            let Ok(mut guard) = self.fd.writable().await else {
-                return;
-            };
-            let more = self.try_send_batch(&out[done..], |i| sent(done + i));
-            if more == 0 {
-                guard.clear_ready();
-            }
-            done += more;
+        let mut waits = FULL_BUFFER_WAIT;
+        while done < out.len() && waits > 0 {
+            waits -= 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            done += self.try_send_batch(&out[done..], |i| sent(done + i));
         }
+        done
     }
 
     /// Sends what it can of `out`, in order: consecutive datagrams to one destination and of one
@@ -122,7 +154,7 @@ impl Udp {
         out: &[Datagram<'_>],
         mut sent: impl FnMut(usize),
     ) -> usize {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.sock.as_raw_fd();
         let mut first = 0;
         while first < out.len() {
             let end = (first + MAX_PER_CALL).min(out.len());
@@ -277,7 +309,7 @@ fn send_runs(fd: i32, out: &[Datagram<'_>], runs: &[(usize, usize)]) -> io::Resu
     Ok(n as usize)
 }
 
-/// Receive slots for [`SLOTS`] datagrams of any size, each with [`HEADROOM`] free bytes in front.
+/// Receive slots for [`SLOTS`] datagrams of any size.
 /// The 2 MiB they span is reserved, not touched: a slot costs resident memory only once a
 /// datagram that long has been read into it.
 pub(crate) struct RecvBatch {
@@ -304,7 +336,7 @@ impl RecvBatch {
         let base = self.data.as_mut_ptr();
         let mut iovs: [libc::iovec; SLOTS] = std::array::from_fn(|i| libc::iovec {
             // SAFETY: slot i lies within `data` (SLOTS * STRIDE bytes).
-            iov_base: unsafe { base.add(i * STRIDE + HEADROOM) }.cast(),
+            iov_base: unsafe { base.add(i * STRIDE) }.cast(),
             iov_len: MAX_DATAGRAM,
         });
         let addrs = self.addrs.as_mut_ptr();
@@ -351,7 +383,7 @@ impl RecvBatch {
     /// Datagram `i` of the last read.
     pub(crate) fn payload(&self, i: usize) -> &[u8] {
         assert!(i < self.count, "datagram {i} of {}", self.count);
-        let start = i * STRIDE + HEADROOM;
+        let start = i * STRIDE;
         &self.data[start..start + self.lens[i]]
     }
 
@@ -366,20 +398,6 @@ impl RecvBatch {
             SockAddr::new(storage, self.names[i])
         };
         addr.as_socket()
-    }
-
-    /// Writes `header` into datagram `i`'s headroom.
-    pub(crate) fn prepend(&mut self, i: usize, header: [u8; HEADROOM]) {
-        assert!(i < self.count, "datagram {i} of {}", self.count);
-        let start = i * STRIDE;
-        self.data[start..start + HEADROOM].copy_from_slice(&header);
-    }
-
-    /// Datagram `i` with its headroom (as written by [`RecvBatch::prepend`]).
-    pub(crate) fn framed(&self, i: usize) -> &[u8] {
-        assert!(i < self.count, "datagram {i} of {}", self.count);
-        let start = i * STRIDE;
-        &self.data[start..start + HEADROOM + self.lens[i]]
     }
 }
 
@@ -483,7 +501,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_reads_every_queued_datagram_with_its_source_and_room_for_a_header() {
+    async fn a_batch_reads_every_queued_datagram_with_its_source() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_nonblocking(true).unwrap();
         let addr = rx.local_addr().unwrap();
@@ -512,9 +530,6 @@ mod tests {
             assert!(n <= SLOTS);
             for i in 0..n {
                 assert_eq!(batch.source(i), Some(tx.local_addr().unwrap()));
-                batch.prepend(i, [0x40, 0x01, 0, 0]);
-                assert_eq!(&batch.framed(i)[..4], &[0x40, 0x01, 0, 0]);
-                assert_eq!(&batch.framed(i)[4..], batch.payload(i));
                 got.push(batch.payload(i).to_vec());
             }
         }
