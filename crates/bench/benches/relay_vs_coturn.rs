@@ -11,7 +11,8 @@
 //! After each flat-out cell, a rate search: for each server, the highest paced (open-loop) send
 //! rate at which it loses under 0.1% (`NATKIT_BENCH_SEARCH_STEPS=5` bisection steps of
 //! `NATKIT_BENCH_SEARCH_SECONDS=2`), then natkit paced at coturn's sustainable rate: the loss target.
-//! Then TURN over TCP and TLS (`NATKIT_BENCH_STREAM_ALLOCS=1,10,100`, `NATKIT_BENCH_STREAM_SIZE=100`,
+//! Then coturn's client load (`turnutils_uclient`, see [`uclient_load`]; `NATKIT_BENCH_ONLY_UCLIENT=1`
+//! runs only that), then TURN over TCP and TLS (`NATKIT_BENCH_STREAM_ALLOCS=1,10,100`, `NATKIT_BENCH_STREAM_SIZE=100`,
 //! empty to skip; `NATKIT_BENCH_ONLY_STREAMS=1` runs only these): one connection per allocation,
 //! both servers with the same certificate (from a CA made for the run), 128 messages in flight
 //! over all connections.
@@ -351,6 +352,145 @@ fn server_core_s_per_million(r: &LoadReport) -> f64 {
     }
 }
 
+/// coturn's own client load: `turnutils_uclient` (`NATKIT_BENCH_UCLIENT_CLIENTS=20` clients,
+/// `NATKIT_BENCH_UCLIENT_MESSAGES=5000` messages of 100 bytes each, no pause between them)
+/// against each server, echoed by `turnutils_peer`, natkit and coturn alternating twice; both
+/// tools run on the load's CPU. Server CPU is measured over uclient's whole run (its allocations
+/// included), per relayed datagram (two per message: to the peer and back).
+fn uclient_load() {
+    let clients = env_list("NATKIT_BENCH_UCLIENT_CLIENTS", "20")[0];
+    let messages = env_list("NATKIT_BENCH_UCLIENT_MESSAGES", "5000")[0];
+    if clients == 0 || messages == 0 {
+        return;
+    }
+    let load_cpu = SERVER_CPU.get().copied().flatten().map(|_| load_cpus());
+    let tool = |name: &str| -> Command {
+        match &load_cpu {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(name);
+                c
+            }
+            None => Command::new(name),
+        }
+    };
+    let peer_port = natkit_testkit::third_party_udp_port();
+    let mut peer = tool("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer (apt-get install coturn)");
+    std::thread::sleep(Duration::from_millis(300));
+    println!();
+    println!("coturn's client load: turnutils_uclient, {clients} clients, {messages} messages of 100 bytes each, echoed by turnutils_peer");
+    println!(
+        "{:<10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "server", "relayed pps", "proc s/M", "core s/M", "mach s/M", "sirq s/M", "lost %"
+    );
+    let mut per_server: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..4 {
+        let (i, server) = if round % 2 == 0 {
+            (0, Server::Natkit)
+        } else {
+            (1, Server::Coturn)
+        };
+        let p = start(server, "127.0.0.1:9".parse().unwrap());
+        let pid = p.child.id();
+        let cpu0 = natkit_bench::proc_stats::cpu_seconds(pid);
+        let machine0 = natkit_bench::proc_stats::CpuTimes::now();
+        let t = std::time::Instant::now();
+        let out = tool("turnutils_uclient")
+            .args(["-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
+            .args(["-r", &peer_port.to_string()])
+            .args(["-n", &messages.to_string(), "-m", &clients.to_string()])
+            .args(["-l", "100", "-z", "0", "-p", &p.addr.port().to_string()])
+            .arg("127.0.0.1")
+            .output()
+            .expect("turnutils_uclient (apt-get install coturn)");
+        let seconds = t.elapsed().as_secs_f64();
+        let cpu = natkit_bench::proc_stats::cpu_seconds(pid) - cpu0;
+        let machine = natkit_bench::proc_stats::CpuTimes::now().since(&machine0);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let (sent, received) = uclient_totals(&text);
+        assert!(
+            sent > 0,
+            "{server:?}: uclient sent nothing:\n{}",
+            &text[text.len().saturating_sub(2000)..]
+        );
+        let relayed = 2.0 * received as f64;
+        let per_million = |s: f64| s / relayed * 1e6;
+        let core = SERVER_CPU
+            .get()
+            .copied()
+            .flatten()
+            .and_then(|c| machine.0.get(c))
+            .map_or(f64::NAN, |t| per_million(t.busy));
+        let row = (
+            relayed / seconds,
+            per_million(cpu),
+            per_million(machine.total().busy),
+        );
+        println!(
+            "{:<10} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.3}",
+            format!("{server:?}").to_lowercase(),
+            row.0,
+            row.1,
+            core,
+            row.2,
+            per_million(machine.total().softirq),
+            100.0 * (sent - received) as f64 / sent as f64
+        );
+        per_server[i].push(row);
+    }
+    let mean = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        v.iter().map(f).sum::<f64>() / v.len() as f64
+    };
+    let (nk, ct) = (&per_server[0], &per_server[1]);
+    println!(
+        "{:<10} {:>11.2}x {:>7.2}x {:>8} {:>7.2}x   (means of the two runs each)",
+        "natkit/coturn",
+        mean(nk, |r| r.0) / mean(ct, |r| r.0),
+        mean(nk, |r| r.1) / mean(ct, |r| r.1),
+        "",
+        mean(nk, |r| r.2) / mean(ct, |r| r.2)
+    );
+    let _ = peer.kill();
+    let _ = peer.wait();
+}
+
+/// uclient's "tot_send_msgs=N, tot_recv_msgs=M" totals (the last such line).
+fn uclient_totals(out: &str) -> (u64, u64) {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    out.lines()
+        .rev()
+        .find_map(|l| Some((field(l, "tot_send_msgs=")?, field(l, "tot_recv_msgs=")?)))
+        .unwrap_or((0, 0))
+}
+
+/// The CPUs the load runs on, as taskset takes them ("0" on two CPUs).
+fn load_cpus() -> String {
+    let cpus: Vec<usize> = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(cpu_list)
+        })
+        .unwrap_or_default();
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn env_list(key: &str, default: &str) -> Vec<usize> {
     std::env::var(key)
         .unwrap_or_else(|_| default.into())
@@ -382,6 +522,10 @@ fn main() {
     };
     if std::env::var("NATKIT_BENCH_ONLY_STREAMS").as_deref() == Ok("1") {
         streams(&rt, echo, seconds);
+        return;
+    }
+    if std::env::var("NATKIT_BENCH_ONLY_UCLIENT").as_deref() == Ok("1") {
+        uclient_load();
         return;
     }
     println!("relay benchmark: flat out, min(128, {inflight_bytes}/size) packets in flight over all allocations, {seconds} s per cell, loopback, {cores}");
@@ -511,5 +655,6 @@ fn main() {
             r.requested
         );
     }
+    uclient_load();
     streams(&rt, echo, seconds);
 }

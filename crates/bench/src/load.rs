@@ -107,7 +107,7 @@ pub(crate) struct Measured {
     pub server_cpu: (f64, f64),
     pub own_cpu: (f64, f64),
     /// What every CPU spent over the run.
-    pub machine: proc_stats::CpuTimes,
+    pub machine: proc_stats::CpuUse,
     pub rss_before_kib: u64,
     pub rss_after_setup_kib: u64,
     pub setup_ms: u64,
