@@ -177,7 +177,7 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-/// Whatever the shell keeps alive for an allocation (its relay task); dropped when it ends.
+/// Whatever the shell keeps alive for an allocation (its place in a poller); dropped when it ends.
 pub type Guard = Box<dyn Send>;
 
 pub(crate) struct Allocation<S> {

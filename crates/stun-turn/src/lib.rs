@@ -20,7 +20,8 @@
 //!   the 5-tuple with its transport.
 //! - [`framing`]: STUN and ChannelData on a byte stream (pure).
 //! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
-//! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`) and the relay tasks;
+//! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`, read in batches by
+//!   `udp`) and the pollers of the relayed sockets (`relayed`);
 //!   [`stream`]: the TCP/TLS shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
 //!   metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.

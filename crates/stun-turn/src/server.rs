@@ -1,6 +1,7 @@
-//! The relay's async shell: it binds the sockets, owns the clock and the relay tasks, and moves
-//! bytes between the sockets and the protocol core ([`crate::core`]), which decides everything.
-//! The UDP path is here; TCP and TLS connections are in [`crate::stream`].
+//! The relay's async shell: it binds the sockets, owns the clock and the relayed sockets' pollers
+//! ([`crate::relayed`]), and moves bytes between the sockets and the protocol core
+//! ([`crate::core`]), which decides everything. The clients' side of UDP is here, read and
+//! written in batches ([`crate::udp`]); TCP and TLS connections are in [`crate::stream`].
 //!
 //! Why not `turn::server::Server`: it stores a nonce per unauthenticated request and never
 //! evicts them (a flood grows memory without bound), answers expired and forged credentials with
@@ -410,82 +411,86 @@ pub fn stream_summary(a: &RelayAddresses) -> String {
 }
 
 impl Shared {
-    /// Runs one message from a stream connection through the core and carries out what it
-    /// decided; answers go into the connection's queue.
-    pub(crate) async fn process_stream(&self, five: FiveTuple, buf: &[u8], queue: &StreamQueue) {
-        let out = self.core.lock().expect("core lock").handle(
-            Slot::PRIMARY,
-            five,
-            buf,
-            Instant::now(),
-            natkit_daemon::unix_now(),
-        );
-        let bytes = match out {
-            Output::None => return,
-            Output::Reply { bytes, .. } => bytes,
-            Output::ToPeer {
-                socket,
-                peer,
-                payload,
-            } => {
-                let bytes = match &payload {
-                    Payload::Range(r) => &buf[r.clone()],
-                    Payload::Owned(v) => v.as_slice(),
-                };
-                match socket.send_to(bytes, peer).await {
-                    Ok(_) => self.client_to_peer[five.transport as usize].relayed(bytes.len()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.metrics.drop("send_buffer_full")
-                    }
-                    Err(e) => debug!(error = %e, %peer, "relay to peer failed"),
-                }
-                return;
-            }
-            Output::Open(pending) => self.allocate(pending, ClientSink::Stream(queue.clone())),
-        };
-        queue.push(&bytes);
-    }
-
     /// Runs a batch of datagrams read from a UDP socket through the core under one lock, then
     /// sends what it decided: the payloads for one relay socket in one batch (GSO runs towards
     /// one peer), the answers one by one.
     async fn process_batch(&self, slot: Slot, batch: &RecvBatch) {
         let server = self.primary_addr;
-        let mut to_peer: Vec<(RelaySocket, SocketAddr, usize, Payload)> = Vec::new();
-        let mut replies: Vec<(Slot, Vec<u8>, SocketAddr)> = Vec::new();
-        {
-            let now = Instant::now();
-            let unix = natkit_daemon::unix_now();
-            let mut core = self.core.lock().expect("core lock");
-            for i in 0..batch.len() {
-                let Some(client) = batch.source(i) else {
-                    continue;
-                };
+        let msgs: Vec<(FiveTuple, &[u8])> = (0..batch.len())
+            .filter_map(|i| {
+                let client = batch.source(i)?;
                 let five = FiveTuple {
                     transport: Transport::Udp,
                     client,
                     server,
                 };
-                match core.handle(slot, five, batch.payload(i), now, unix) {
+                Some((five, batch.payload(i)))
+            })
+            .collect();
+        let replies = self
+            .run_batch(slot, &msgs, |five| self.udp_sink(five.client))
+            .await;
+        for (from, bytes, client) in replies {
+            if let Err(e) = self.sockets[&from].send_to(&bytes, client).await {
+                debug!(error = %e, to = %client, "reply failed");
+            }
+        }
+    }
+
+    /// Runs messages from a stream connection through the core and carries out what it
+    /// decided; answers go into the connection's queue, in order. (The stream shell passes one
+    /// message at a time: all the messages of one read at once, their ChannelData towards one
+    /// peer as one GSO send, measured no better; docs/performance.md.)
+    pub(crate) async fn process_stream(
+        &self,
+        five: FiveTuple,
+        frames: &[&[u8]],
+        queue: &StreamQueue,
+    ) {
+        let msgs: Vec<(FiveTuple, &[u8])> = frames.iter().map(|f| (five, *f)).collect();
+        let replies = self
+            .run_batch(Slot::PRIMARY, &msgs, |_| ClientSink::Stream(queue.clone()))
+            .await;
+        for (_, bytes, _) in replies {
+            queue.push(&bytes);
+        }
+    }
+
+    /// The core's decisions for `msgs` (one lock for all of them; an Allocate's ports are
+    /// opened before the next message is handled), with the payloads for peers sent: those for
+    /// one relay socket in one batch. Returns the answers, (socket, bytes, client), in order.
+    async fn run_batch(
+        &self,
+        slot: Slot,
+        msgs: &[(FiveTuple, &[u8])],
+        sink: impl Fn(&FiveTuple) -> ClientSink,
+    ) -> Vec<(Slot, Vec<u8>, SocketAddr)> {
+        let mut to_peer: Vec<(RelaySocket, SocketAddr, usize, Payload, Transport)> = Vec::new();
+        let mut replies: Vec<(Slot, Vec<u8>, SocketAddr)> = Vec::new();
+        {
+            let now = Instant::now();
+            let unix = natkit_daemon::unix_now();
+            let mut core = self.core.lock().expect("core lock");
+            for (i, (five, msg)) in msgs.iter().enumerate() {
+                match core.handle(slot, *five, msg, now, unix) {
                     Output::None => {}
-                    Output::Reply { from, bytes } => replies.push((from, bytes, client)),
+                    Output::Reply { from, bytes } => replies.push((from, bytes, five.client)),
                     Output::ToPeer {
                         socket,
                         peer,
                         payload,
-                    } => to_peer.push((socket, peer, i, payload)),
+                    } => to_peer.push((socket, peer, i, payload, five.transport)),
                     Output::Open(pending) => {
-                        // The allocation must exist before the next datagram (its ChannelBind,
+                        // The allocation must exist before the next message (its ChannelBind,
                         // say) is handled.
                         drop(core);
-                        let bytes = self.allocate(pending, self.udp_sink(client));
-                        replies.push((Slot::PRIMARY, bytes, client));
+                        let bytes = self.allocate(pending, sink(five));
+                        replies.push((Slot::PRIMARY, bytes, five.client));
                         core = self.core.lock().expect("core lock");
                     }
                 }
             }
         }
-        let counters = &self.client_to_peer[Transport::Udp as usize];
         let mut rest = to_peer.as_slice();
         while let Some((socket, ..)) = rest.first() {
             let same = rest
@@ -495,25 +500,22 @@ impl Shared {
             let (run, tail) = rest.split_at(same);
             let out: Vec<Datagram> = run
                 .iter()
-                .map(|(_, peer, i, payload)| Datagram {
+                .map(|(_, peer, i, payload, _)| Datagram {
                     bytes: match payload {
-                        Payload::Range(r) => &batch.payload(*i)[r.clone()],
+                        Payload::Range(r) => &msgs[*i].1[r.clone()],
                         Payload::Owned(v) => v.as_slice(),
                     },
                     to: *peer,
                 })
                 .collect();
+            let counters = &self.client_to_peer[run[0].4 as usize];
             let done = socket
                 .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
                 .await;
             (done..out.len()).for_each(|_| self.metrics.drop("send_buffer_full"));
             rest = tail;
         }
-        for (from, bytes, client) in replies {
-            if let Err(e) = self.sockets[&from].send_to(&bytes, client).await {
-                debug!(error = %e, to = %client, "reply failed");
-            }
-        }
+        replies
     }
 
     /// Where a UDP client's relayed datagrams go: out of the primary socket to its address.

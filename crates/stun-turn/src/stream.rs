@@ -44,7 +44,7 @@ struct Outgoing {
     closed: AtomicBool,
 }
 
-/// The outgoing side of one connection, shared with its allocation's relay task.
+/// The outgoing side of one connection, shared with the poller that reads its relayed socket.
 #[derive(Clone)]
 pub(crate) struct StreamQueue {
     out: Arc<Outgoing>,
@@ -225,7 +225,7 @@ where
                 }
                 spare = batch;
                 out.ready.notified().await;
-                // Let the tasks that are ready too (the relay task with more datagrams, the
+                // Let the tasks that are ready too (the poller with more datagrams, the
                 // reader with more requests) add to the buffer first, as an event loop writes
                 // at the end of its pass: fewer, fuller TCP writes.
                 tokio::task::yield_now().await;
@@ -272,7 +272,7 @@ where
                         Ok(Some(f)) => {
                             framed = true;
                             let msg = &buf[at..at + f.message];
-                            shared.process_stream(five, msg, &queue).await;
+                            shared.process_stream(five, &[msg], &queue).await;
                             at += f.consumed;
                         }
                         Ok(None) => break,
@@ -309,7 +309,7 @@ where
     };
     metrics.stream_closed(t, reason);
     debug!(reason = reason.as_str(), "connection closed");
-    // Ends the allocation: its relay task (holding a queue clone) stops with it.
+    // Ends the allocation: its poller entry (holding a queue clone) goes with it.
     let ended = shared.core.lock().expect("core lock").close(&five);
     drop(ended);
     queue.close();

@@ -154,6 +154,21 @@ impl Udp {
         out: &[Datagram<'_>],
         mut sent: impl FnMut(usize),
     ) -> usize {
+        if let [one] = out {
+            // One datagram: sendto costs less than a sendmmsg of one.
+            return match self.try_send_to(one.bytes, one.to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.try_send_batch(out, sent),
+                Err(e) => {
+                    tracing::debug!(error = %e, to = %one.to, "dropped");
+                    1
+                }
+                Ok(_) => {
+                    sent(0);
+                    1
+                }
+            };
+        }
         let fd = self.sock.as_raw_fd();
         let mut first = 0;
         while first < out.len() {

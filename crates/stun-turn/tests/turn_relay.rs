@@ -500,7 +500,7 @@ async fn peer_datagrams_without_permission_are_dropped() {
         r.is_err(),
         "a peer without permission must not reach the client"
     );
-    // Wait for the relay task to have counted it (it runs concurrently with this test).
+    // Wait for the poller to have counted it (it runs concurrently with this test).
     for _ in 0..50 {
         if relay.metric("natkit_relay_dropped_packets_total{reason=\"no_permission\"}") >= 1.0 {
             return;

@@ -57,7 +57,7 @@ pub struct PendingAllocate<S> {
 pub struct Bound<S> {
     pub port: u16,
     pub socket: S,
-    /// Kept for as long as the allocation lives (the shell's relay task).
+    /// Kept for as long as the allocation lives (the shell's poller entry).
     pub guard: Guard,
     /// For [`PortWant::EvenPair`]: the next port, to be reserved.
     pub next: Option<(u16, S)>,
