@@ -1,7 +1,7 @@
 //! The relay load over TURN-over-TCP and TURN-over-TLS: each allocation is its own connection to
 //! the server (Allocate with the 401 challenge, ChannelBind towards the UDP echo peer), then
 //! padded ChannelData back to back on the stream, `window` in flight per connection, every echo
-//! releasing the next. Reports the same figures as the UDP load ([`crate::load::LoadReport`]),
+//! releasing the next (the answers of one read release theirs in one write). Reports the same figures as the UDP load ([`crate::load::LoadReport`]),
 //! counting two relayed datagrams per round trip (to the peer over UDP, back over the stream).
 
 use std::net::SocketAddr;
@@ -66,10 +66,12 @@ pub fn tls_config(pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// One connection and its read buffer.
+/// One connection and its read buffer (`buf[at..]` not yet taken: frames are taken from the front
+/// without moving the rest, which is compacted only when more is read).
 struct Conn {
     io: Box<dyn Stream>,
     buf: Vec<u8>,
+    at: usize,
 }
 
 impl Conn {
@@ -89,20 +91,33 @@ impl Conn {
         Ok(Conn {
             io,
             buf: Vec::with_capacity(16 * 1024),
+            at: 0,
         })
     }
 
     /// The next whole frame, as it is on the stream.
     async fn frame(&mut self) -> anyhow::Result<Vec<u8>> {
         loop {
-            if let Some(f) = framing::next_frame(&self.buf)? {
-                return Ok(self.buf.drain(..f.consumed).take(f.message).collect());
+            if let Some(f) = self.buffered_frame()? {
+                return Ok(f);
             }
+            self.buf.drain(..self.at);
+            self.at = 0;
             let mut chunk = [0u8; 16 * 1024];
             let n = self.io.read(&mut chunk).await?;
             anyhow::ensure!(n > 0, "the server closed the connection");
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The next whole frame if the last read brought it, without reading again.
+    fn buffered_frame(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(f) = framing::next_frame(&self.buf[self.at..])? else {
+            return Ok(None);
+        };
+        let frame = self.buf[self.at..self.at + f.message].to_vec();
+        self.at += f.consumed;
+        Ok(Some(frame))
     }
 
     async fn transact(&mut self, m: &Message) -> anyhow::Result<Message> {
@@ -183,24 +198,37 @@ async fn traffic(
     let mut unanswered = cfg.window;
     while unanswered > 0 {
         let left = end.saturating_duration_since(Instant::now()) + Duration::from_millis(300);
-        let f = match tokio::time::timeout(left, c.frame()).await {
+        let first = match tokio::time::timeout(left, c.frame()).await {
             Ok(f) => f?,
             Err(_) => break,
         };
-        let Some((0x4000, data)) = natkit_stun_turn::wire::parse_channel_data(&f) else {
-            continue;
-        };
-        unanswered -= 1;
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        if data.len() >= 8 {
-            let sent = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
-            let now = epoch.elapsed().as_nanos() as u64;
-            rtts.push((now.saturating_sub(sent) / 1000) as u32);
+        // Every answer the last read brought releases one message; they leave in one write,
+        // as the UDP load sends a window in one call, so the load spends less per message.
+        let mut answered = 0;
+        let mut next = Some(first);
+        while let Some(f) = next {
+            if let Some((0x4000, data)) = natkit_stun_turn::wire::parse_channel_data(&f) {
+                answered += 1;
+                if data.len() >= 8 {
+                    let sent = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    rtts.push((now.saturating_sub(sent) / 1000) as u32);
+                }
+            }
+            next = c.buffered_frame()?;
         }
-        if Instant::now() < end {
-            c.io.write_all(&frame(cfg.payload, epoch)).await?;
-            counters.sent.fetch_add(1, Ordering::Relaxed);
-            unanswered += 1;
+        unanswered -= answered;
+        counters
+            .received
+            .fetch_add(answered as u64, Ordering::Relaxed);
+        if Instant::now() < end && answered > 0 {
+            out.clear();
+            for _ in 0..answered {
+                out.extend(frame(cfg.payload, epoch));
+            }
+            c.io.write_all(&out).await?;
+            counters.sent.fetch_add(answered as u64, Ordering::Relaxed);
+            unanswered += answered;
         }
     }
     counters.rtts_us.lock().expect("rtts").extend(rtts);
