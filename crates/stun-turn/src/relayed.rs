@@ -186,7 +186,13 @@ impl Poller {
                 r = self.ready.readable() => r,
                 _ = stop.changed() => return,
             };
-            let Ok(mut ready) = ready else { return };
+            let mut ready = match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relayed sockets' poller stopped");
+                    return;
+                }
+            };
             // SAFETY: `events` has EVENTS entries for the kernel to fill.
             let n = unsafe {
                 libc::epoll_wait(
