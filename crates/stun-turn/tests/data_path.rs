@@ -23,17 +23,21 @@ fn allow_loopback() -> RawSettings {
     }
 }
 
-/// A UDP socket with a 4 MiB receive buffer, so a test's bursts are not lost before it reads.
+/// A UDP socket on 127.0.0.1 with a 4 MiB receive buffer, so a test's bursts are not lost
+/// before it reads.
 fn roomy_socket() -> UdpSocket {
+    roomy_socket_on("127.0.0.1:0".parse().unwrap())
+}
+
+fn roomy_socket_on(addr: SocketAddr) -> UdpSocket {
     let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
+        socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )
     .unwrap();
     s.set_recv_buffer_size(4 << 20).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
+    s.bind(&addr.into()).unwrap();
     s.set_nonblocking(true).unwrap();
     UdpSocket::from_std(s.into()).unwrap()
 }
@@ -45,8 +49,9 @@ async fn allocation_towards(
     number: u16,
     peer: SocketAddr,
 ) -> (StunClient, SocketAddr, Auth) {
+    let local = SocketAddr::new(peer.ip(), 0);
     let client = StunClient {
-        sock: roomy_socket(),
+        sock: roomy_socket_on(local),
         server: relay.addr(),
     };
     let (ok, auth) = client.allocate(&mint(SECRET, user, 600)).await;
@@ -339,4 +344,48 @@ async fn many_allocations_each_get_their_own_datagrams_and_no_one_elses() {
         60.0 * 20.0,
     )
     .await;
+}
+
+#[tokio::test]
+async fn over_ipv6_bursts_go_both_ways_whole_and_in_order() {
+    let relay = TestRelay::start(RawSettings {
+        listen: Some("[::1]:0".into()),
+        allow_peer: Some(vec!["::1".into()]),
+        ..Default::default()
+    })
+    .await;
+    let peer = roomy_socket_on("[::1]:0".parse().unwrap());
+    let (client, relayed, _) =
+        allocation_towards(&relay, "six", 0x4004, peer.local_addr().unwrap()).await;
+    assert!(relayed.is_ipv6(), "relayed address {relayed}");
+    let sizes: Vec<usize> = (0..300u32)
+        .map(|i| if i % 50 == 49 { 33 } else { 500 })
+        .collect();
+    for (i, &len) in sizes.iter().enumerate() {
+        client
+            .sock
+            .send_to(
+                &channel_data(0x4004, &numbered(i as u32, len)),
+                relay.addr(),
+            )
+            .await
+            .unwrap();
+        peer.send_to(&numbered(i as u32, len), relayed)
+            .await
+            .unwrap();
+    }
+    let at_peer = recv_n(&peer, sizes.len()).await;
+    let at_client = recv_n(&client.sock, sizes.len()).await;
+    for (i, &len) in sizes.iter().enumerate() {
+        assert_eq!(
+            at_peer[i],
+            (numbered(i as u32, len), relayed),
+            "to the peer, {i}"
+        );
+        assert_eq!(
+            at_client[i],
+            (channel_data(0x4004, &numbered(i as u32, len)), relay.addr()),
+            "to the client, {i}"
+        );
+    }
 }
