@@ -428,18 +428,15 @@ mod tests {
 
     #[test]
     fn runs_group_one_destination_and_length_with_a_shorter_last() {
-        let a = [7u8; 100];
-        let short = [7u8; 40];
-        let long = [7u8; 200];
+        static A: [u8; 100] = [7; 100];
+        static SHORT: [u8; 40] = [7; 40];
+        static LONG: [u8; 200] = [7; 200];
+        static BIG: [u8; 20_000] = [1; 20_000];
+        let (a, short, long, big): (&[u8], &[u8], &[u8], &[u8]) = (&A, &SHORT, &LONG, &BIG);
         let d = |bytes: &'static [u8], port| Datagram {
             bytes,
             to: to(port),
         };
-        let (a, short, long): (&'static [u8], &'static [u8], &'static [u8]) = (
-            Box::leak(Box::new(a)),
-            Box::leak(Box::new(short)),
-            Box::leak(Box::new(long)),
-        );
         let cases: Vec<(Vec<Datagram>, Vec<(usize, usize)>)> = vec![
             (vec![], vec![]),
             (vec![d(a, 1)], vec![(0, 1)]),
@@ -462,7 +459,6 @@ mod tests {
         // At most MAX_SEGMENTS segments and MAX_GSO_BYTES bytes per run.
         let many = vec![d(a, 1); 150];
         assert_eq!(plan_runs(&many), vec![(0, 64), (64, 64), (128, 22)]);
-        let big: &'static [u8] = Box::leak(vec![1u8; 20_000].into_boxed_slice());
         assert_eq!(
             plan_runs(&vec![d(big, 1); 5]),
             vec![(0, 3), (3, 2)],
