@@ -5,15 +5,17 @@
 //! sent. So the shells read with `recvmmsg(2)`, up to [`SLOTS`] datagrams per call, and write
 //! with `sendmmsg(2)`, in which consecutive datagrams to one destination of the same length
 //! leave as one GSO send (`UDP_SEGMENT`, Linux 4.18+): the kernel cuts one buffer into datagrams
-//! after crossing the IP path once. Where GSO is refused (a device without checksum offload, a
-//! segment over the path MTU) the datagrams go one by one and GSO is avoided from then on.
+//! after crossing the IP path once. Where GSO is refused the datagrams go one by one: after an
+//! EIO (a device without checksum offload) GSO is off for the process, after an EINVAL (a segment
+//! over the path MTU) for segments that long or longer.
 //!
 //! Readiness is tokio's ([`AsyncFd`]); a read that returns fewer datagrams than it asked for
 //! found the queue empty, so the shells clear readiness then instead of paying one more call to
 //! see `WouldBlock`.
 //!
-//! This module holds the crate's `unsafe` code: it hands the kernel arrays of headers that point
-//! into buffers alive for the duration of one call.
+//! This module holds most of the crate's `unsafe` code (the rest is the pollers' epoll set in
+//! [`crate::relayed`]): it hands the kernel arrays of headers that point into buffers alive for
+//! the duration of one call.
 
 use std::io;
 use std::mem::{size_of, zeroed};
