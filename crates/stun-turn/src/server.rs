@@ -1,7 +1,7 @@
 //! The relay's async shell: it binds the sockets, owns the clock and the relayed sockets' pollers
-//! ([`crate::relayed`]), and moves bytes between the sockets and the protocol core
+//! (`relayed`), and moves bytes between the sockets and the protocol core
 //! ([`crate::core`]), which decides everything. The clients' side of UDP is here, read and
-//! written in batches ([`crate::udp`]); TCP and TLS connections are in [`crate::stream`].
+//! written in batches (`udp`); TCP and TLS connections are in [`crate::stream`].
 //!
 //! Why not `turn::server::Server`: it stores a nonce per unauthenticated request and never
 //! evicts them (a flood grows memory without bound), answers expired and forged credentials with
