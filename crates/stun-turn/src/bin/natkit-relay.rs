@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Print ICE server JSON with a time-limited TURN credential
     Credentials {
-        /// User id written into the username (<expiry>:<user>)
+        /// User id written into the username (EXPIRY:USER)
         #[arg(long)]
         user: String,
         /// Seconds the credential stays valid
