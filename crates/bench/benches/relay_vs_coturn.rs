@@ -58,6 +58,8 @@ fn release_bin(name: &str) -> std::path::PathBuf {
 
 /// The CPU every server runs on, when the load and the server each get cores of their own.
 static SERVER_CPU: OnceLock<Option<usize>> = OnceLock::new();
+/// The CPUs the load runs on then, as taskset takes them ("0" on two CPUs).
+static LOAD_CPUS: OnceLock<String> = OnceLock::new();
 
 /// Pins this process (the generator and the echo peer) to every allowed CPU but the last, which
 /// the servers get, so that "packets per core" is what the table shows and the load never takes
@@ -86,6 +88,7 @@ fn pin() -> Option<(String, usize)> {
         .success();
     assert!(ok, "taskset could not pin the load to CPUs {load}");
     SERVER_CPU.set(Some(server)).ok();
+    LOAD_CPUS.set(load.clone()).ok();
     Some((load, server))
 }
 
@@ -363,9 +366,9 @@ fn uclient_load() {
     if clients == 0 || messages == 0 {
         return;
     }
-    let load_cpu = SERVER_CPU.get().copied().flatten().map(|_| load_cpus());
+    let load_cpu = LOAD_CPUS.get();
     let tool = |name: &str| -> Command {
-        match &load_cpu {
+        match load_cpu {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
                 c.args(["-c", cpus]).arg(name);
@@ -413,7 +416,7 @@ fn uclient_load() {
         let machine = natkit_bench::proc_stats::CpuTimes::now().since(&machine0);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        let (sent, received) = uclient_totals(&text);
+        let (sent, received) = natkit_testkit::uclient_totals(&text).unwrap_or((0, 0));
         assert!(
             sent > 0,
             "{server:?}: uclient sent nothing:\n{}",
@@ -458,37 +461,6 @@ fn uclient_load() {
     );
     let _ = peer.kill();
     let _ = peer.wait();
-}
-
-/// uclient's "tot_send_msgs=N, tot_recv_msgs=M" totals (the last such line).
-fn uclient_totals(out: &str) -> (u64, u64) {
-    let field = |line: &str, key: &str| -> Option<u64> {
-        let rest = &line[line.find(key)? + key.len()..];
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    out.lines()
-        .rev()
-        .find_map(|l| Some((field(l, "tot_send_msgs=")?, field(l, "tot_recv_msgs=")?)))
-        .unwrap_or((0, 0))
-}
-
-/// The CPUs the load runs on, as taskset takes them ("0" on two CPUs).
-fn load_cpus() -> String {
-    let cpus: Vec<usize> = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(cpu_list)
-        })
-        .unwrap_or_default();
-    cpus.iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn env_list(key: &str, default: &str) -> Vec<usize> {

@@ -227,8 +227,14 @@ impl Poller {
                             self.forward(&mut batch, entry, &mut out);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        // ICMP errors surface here; keep serving.
-                        Err(e) => debug!(error = %e, "relay socket recv error"),
+                        // An ICMP error surfaced; datagrams may still be queued behind it, and
+                        // edge-triggered epoll will not say so again.
+                        Err(e) => {
+                            debug!(error = %e, "relay socket recv error");
+                            if !again.contains(&key) {
+                                again.push(key);
+                            }
+                        }
                     }
                 }
             }

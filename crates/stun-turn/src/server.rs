@@ -428,7 +428,7 @@ impl Shared {
             })
             .collect();
         let replies = self
-            .run_batch(slot, &msgs, |five| self.udp_sink(five.client))
+            .run_batch(slot, &msgs, |five| ClientSink::Udp(five.client))
             .await;
         for (from, bytes, client) in replies {
             if let Err(e) = self.sockets[&from].send_to(&bytes, client).await {
@@ -437,19 +437,15 @@ impl Shared {
         }
     }
 
-    /// Runs messages from a stream connection through the core and carries out what it
-    /// decided; answers go into the connection's queue, in order. (The stream shell passes one
-    /// message at a time: all the messages of one read at once, their ChannelData towards one
-    /// peer as one GSO send, measured no better; docs/performance.md.)
-    pub(crate) async fn process_stream(
-        &self,
-        five: FiveTuple,
-        frames: &[&[u8]],
-        queue: &StreamQueue,
-    ) {
-        let msgs: Vec<(FiveTuple, &[u8])> = frames.iter().map(|f| (five, *f)).collect();
+    /// Runs one message from a stream connection through the core and carries out what it
+    /// decided; answers go into the connection's queue. (One message at a time: all the
+    /// messages of one read at once, their ChannelData towards one peer as one GSO send,
+    /// measured no better; docs/performance.md.)
+    pub(crate) async fn process_stream(&self, five: FiveTuple, msg: &[u8], queue: &StreamQueue) {
         let replies = self
-            .run_batch(Slot::PRIMARY, &msgs, |_| ClientSink::Stream(queue.clone()))
+            .run_batch(Slot::PRIMARY, &[(five, msg)], |_| {
+                ClientSink::Stream(queue.clone())
+            })
             .await;
         for (_, bytes, _) in replies {
             queue.push(&bytes);
@@ -518,11 +514,6 @@ impl Shared {
         replies
     }
 
-    /// Where a UDP client's relayed datagrams go: out of the primary socket to its address.
-    fn udp_sink(&self, client: SocketAddr) -> ClientSink {
-        ClientSink::Udp(client)
-    }
-
     /// Opens what an Allocate asked for and returns the core's answer to it.
     fn allocate(&self, pending: PendingAllocate<RelaySocket>, sink: ClientSink) -> Vec<u8> {
         let bound = self.open(&pending, sink);
@@ -532,7 +523,7 @@ impl Shared {
             .finish_allocate(pending, bound, Instant::now())
     }
 
-    /// Opens the relay port(s) an Allocate asked for and starts the task that reads them.
+    /// Opens the relay port(s) an Allocate asked for and gives the relayed socket to a poller.
     fn open(
         &self,
         pending: &PendingAllocate<RelaySocket>,

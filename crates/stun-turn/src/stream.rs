@@ -272,7 +272,7 @@ where
                         Ok(Some(f)) => {
                             framed = true;
                             let msg = &buf[at..at + f.message];
-                            shared.process_stream(five, &[msg], &queue).await;
+                            shared.process_stream(five, msg, &queue).await;
                             at += f.consumed;
                         }
                         Ok(None) => break,

@@ -31,7 +31,6 @@ use crate::server::MAX_DATAGRAM;
 
 /// Datagrams per `recvmmsg` at most.
 pub(crate) const SLOTS: usize = 32;
-const STRIDE: usize = MAX_DATAGRAM;
 /// Datagrams per `sendmmsg` at most.
 const MAX_PER_CALL: usize = 64;
 /// Segments of one GSO send at most (the kernel's `UDP_MAX_SEGMENTS` since 4.18).
@@ -340,7 +339,7 @@ pub(crate) struct RecvBatch {
 impl RecvBatch {
     pub(crate) fn new() -> RecvBatch {
         RecvBatch {
-            data: vec![0u8; SLOTS * STRIDE],
+            data: vec![0u8; SLOTS * MAX_DATAGRAM],
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
             addrs: vec![unsafe { zeroed() }; SLOTS],
             names: [0; SLOTS],
@@ -352,8 +351,8 @@ impl RecvBatch {
     fn recv(&mut self, fd: i32) -> io::Result<usize> {
         let base = self.data.as_mut_ptr();
         let mut iovs: [libc::iovec; SLOTS] = std::array::from_fn(|i| libc::iovec {
-            // SAFETY: slot i lies within `data` (SLOTS * STRIDE bytes).
-            iov_base: unsafe { base.add(i * STRIDE) }.cast(),
+            // SAFETY: slot i lies within `data` (SLOTS * MAX_DATAGRAM bytes).
+            iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
             iov_len: MAX_DATAGRAM,
         });
         let addrs = self.addrs.as_mut_ptr();
@@ -400,7 +399,7 @@ impl RecvBatch {
     /// Datagram `i` of the last read.
     pub(crate) fn payload(&self, i: usize) -> &[u8] {
         assert!(i < self.count, "datagram {i} of {}", self.count);
-        let start = i * STRIDE;
+        let start = i * MAX_DATAGRAM;
         &self.data[start..start + self.lens[i]]
     }
 

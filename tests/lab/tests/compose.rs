@@ -29,6 +29,15 @@ const DOCKER: &str = "/usr/bin/docker";
 const SECRET: &str = "compose-lab-secret-0123456789abcdef";
 const TOKEN_SECRET: &str = "compose-lab-token-secret-fedcba9876543210";
 
+/// A join token for `room`, minted by `natkit-signal token` with the stack's token secret (as an
+/// application server would).
+fn join_token(room: &str) -> String {
+    let minted = sh(Command::new(workspace_bin("natkit-signal"))
+        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
+        .args(["token", "--room", room, "--ttl", "3600"]));
+    String::from_utf8_lossy(&minted.stdout).trim().to_owned()
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -486,10 +495,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     );
     assert!(refused_out.contains("unauthorized"), "{refused_out}");
     // ...and one with a token the application server minted gets in.
-    let minted = sh(Command::new(workspace_bin("natkit-signal"))
-        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
-        .args(["token", "--room", "compose", "--ttl", "3600"]));
-    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let token = join_token("compose");
     // Two peers behind symmetric NATs, through the containers.
     let peer = |site: usize, mode: &str| {
         EventProcess::spawn(
@@ -504,10 +510,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     };
     // From the UDP-blocked site: through the relay container over TCP or TLS.
     let blocked_room = "compose-blocked";
-    let minted = sh(Command::new(workspace_bin("natkit-signal"))
-        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
-        .args(["token", "--room", blocked_room, "--ttl", "3600"]));
-    let blocked_token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let blocked_token = join_token(blocked_room);
     let in_room = |site: usize, extra: &[&str]| {
         let mut c = lab.sites[site]
             .client
@@ -649,10 +652,7 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
             && metric(9644, "natkit_signal_cluster_up") == 1.0
     });
 
-    let minted = sh(Command::new(workspace_bin("natkit-signal"))
-        .env("NATKIT_SIGNAL_TOKEN_SECRET", TOKEN_SECRET)
-        .args(["token", "--room", "cluster", "--ttl", "3600"]));
-    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    let token = join_token("cluster");
     let (a, b) = ("ws://203.0.113.1:8080", "ws://203.0.113.2:8080");
     let peer = |site: usize, signal: &str, mode: &str| {
         EventProcess::spawn(

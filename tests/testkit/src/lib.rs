@@ -63,6 +63,24 @@ pub fn third_party_udp_port() -> u16 {
         .port()
 }
 
+/// The closing totals of coturn's `turnutils_uclient` ("tot_send_msgs=N, tot_recv_msgs=M" on its
+/// last line without "msz=", which the progress lines carry): (sent, received).
+pub fn uclient_totals(out: &str) -> Option<(u64, u64)> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))?;
+    let num = |key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    Some((num("tot_send_msgs=")?, num("tot_recv_msgs=")?))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for third-party servers (PeerJS in the
 /// signaling benchmark); the same caveat as [`third_party_udp_port`].
 pub fn third_party_tcp_port() -> u16 {

@@ -225,18 +225,6 @@ pub fn tool(name: &str) -> std::path::PathBuf {
 
 /// Parses uclient's closing "tot_send_msgs=N, tot_recv_msgs=M" line.
 pub fn uclient_totals(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
-        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"));
-    let num = |key: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap() + key.len()..];
-        rest.chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
-    (num("tot_send_msgs="), num("tot_recv_msgs="))
+    natkit_testkit::uclient_totals(out)
+        .unwrap_or_else(|| panic!("no totals in uclient output:\n{out}"))
 }
