@@ -233,7 +233,8 @@ fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Pro
     panic!("{server:?} did not start serving TCP and TLS");
 }
 
-/// The TCP and TLS rows: natkit and coturn, fresh processes per cell, the same certificate.
+/// The TCP and TLS rows: natkit and coturn, fresh processes per cell, the same certificate
+/// (`NATKIT_BENCH_STREAM_ALLOCS`, `NATKIT_BENCH_STREAM_SIZE`, `NATKIT_BENCH_STREAM_OVER=tcp,tls`).
 fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
     let allocs = env_list("NATKIT_BENCH_STREAM_ALLOCS", "1,10,100");
     if allocs.is_empty() {
@@ -253,7 +254,11 @@ fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
         "server",
         columns()
     );
+    let over = std::env::var("NATKIT_BENCH_STREAM_OVER").unwrap_or_else(|_| "tcp,tls".into());
     for transport in ["tcp", "tls"] {
+        if !over.split(',').any(|o| o.trim() == transport) {
+            continue;
+        }
         for &n in &allocs {
             let mut reports = Vec::new();
             for server in [Server::Natkit, Server::Coturn] {

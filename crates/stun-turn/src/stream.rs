@@ -33,6 +33,11 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes asked of the kernel per read; the buffer grows only while a frame needs it.
 const READ_CHUNK: usize = 16 * 1024;
+/// Frames one read's loop hands to the core before it lets the other ready tasks run. Without
+/// it, a read carrying a whole window (128 frames at one allocation) was sent on before any echo
+/// came back, and relay, load and peer took turns on the whole window instead of overlapping
+/// (docs/performance.md, "TURN over TCP and TLS").
+const YIELD_EVERY: usize = 32;
 /// The first read's buffer: a whole Allocate fits, an idle connection holds little.
 const FIRST_READ: usize = 512;
 
@@ -267,6 +272,7 @@ where
                     Ok(_) => last_rx = Instant::now(),
                 }
                 let mut at = 0;
+                let mut handled = 0usize;
                 loop {
                     match framing::next_frame(&buf[at..]) {
                         Ok(Some(f)) => {
@@ -274,6 +280,10 @@ where
                             let msg = &buf[at..at + f.message];
                             shared.process_stream(five, msg, &queue).await;
                             at += f.consumed;
+                            handled += 1;
+                            if handled % YIELD_EVERY == 0 {
+                                tokio::task::yield_now().await;
+                            }
                         }
                         Ok(None) => break,
                         Err(e @ FrameError::TooLarge { .. }) => {
