@@ -34,6 +34,7 @@ pub fn granted_lifetime(requested: Option<Duration>, max: Duration) -> Duration 
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Channel {
+    number: u16,
     peer: SocketAddr,
     expires: Instant,
 }
@@ -61,24 +62,26 @@ pub enum ChannelBindError {
     PeerBoundElsewhere { peer: SocketAddr, number: u16 },
 }
 
-/// Permissions, channel bindings and expiry of one allocation. Its maps are looked up for every
-/// relayed datagram and hold at most 64 entries each, chosen by the allocation's own client: a
-/// fast, unkeyed hash (FxHash) is cheaper than SipHash there, and no one gains by colliding.
+/// Permissions, channel bindings and expiry of one allocation. They are looked up for every
+/// relayed datagram and hold at most 64 entries each (most allocations have one or two), so they
+/// are kept as short vectors searched in order: one or two cache lines where maps cost a hash and
+/// a pointer chase per lookup (measured at 1000 allocations, docs/performance.md). A client
+/// that fills its own 64 slots slows only its own lookups.
 #[derive(Debug, Clone)]
 pub struct AllocState {
     expires: Instant,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, Channel>,
-    by_peer: HashMap<SocketAddr, u16>,
+    permissions: Vec<(IpAddr, Instant)>,
+    /// At most one entry per channel number and one per peer (a stale entry for a peer is removed
+    /// when the peer is bound to another number).
+    channels: Vec<Channel>,
 }
 
 impl AllocState {
     pub fn new(lifetime: Duration, now: Instant) -> Self {
         AllocState {
             expires: now + lifetime,
-            permissions: HashMap::default(),
-            channels: HashMap::default(),
-            by_peer: HashMap::default(),
+            permissions: Vec::new(),
+            channels: Vec::new(),
         }
     }
 
@@ -95,6 +98,14 @@ impl AllocState {
         self.expires.saturating_duration_since(now)
     }
 
+    fn permission(&self, ip: &IpAddr) -> Option<usize> {
+        self.permissions.iter().position(|(p, _)| p == ip)
+    }
+
+    fn channel(&self, number: u16) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.number == number)
+    }
+
     /// Installs or refreshes a permission (RFC 8656 section 9: keyed by IP only).
     pub fn add_permission(&mut self, ip: IpAddr, now: Instant) -> Result<(), PermissionsFull> {
         self.add_permissions(&[ip], now)
@@ -106,26 +117,37 @@ impl AllocState {
         let new = |st: &Self| {
             let mut seen: Vec<&IpAddr> = ips
                 .iter()
-                .filter(|ip| !st.permissions.contains_key(ip))
+                .filter(|ip| st.permission(ip).is_none())
                 .collect();
             seen.sort();
             seen.dedup();
             seen.len()
         };
         if self.permissions.len() + new(self) > MAX_PERMISSIONS {
-            self.permissions.retain(|_, exp| now < *exp);
+            self.permissions.retain(|(_, exp)| now < *exp);
             if self.permissions.len() + new(self) > MAX_PERMISSIONS {
                 return Err(PermissionsFull);
             }
         }
         for ip in ips {
-            self.permissions.insert(*ip, now + PERMISSION_LIFETIME);
+            self.install_permission(*ip, now);
         }
         Ok(())
     }
 
+    /// Sets `ip`'s permission to expire [`PERMISSION_LIFETIME`] from `now` (room checked).
+    fn install_permission(&mut self, ip: IpAddr, now: Instant) {
+        let expires = now + PERMISSION_LIFETIME;
+        match self.permission(&ip) {
+            Some(i) => self.permissions[i].1 = expires,
+            None => self.permissions.push((ip, expires)),
+        }
+    }
+
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|&exp| now < exp)
+        self.permissions
+            .iter()
+            .any(|(p, exp)| *p == ip && now < *exp)
     }
 
     /// Binds or refreshes a channel; a binding also installs or refreshes the peer's permission.
@@ -138,83 +160,69 @@ impl AllocState {
         if !CHANNEL_RANGE.contains(&number) {
             return Err(ChannelBindError::InvalidNumber(number));
         }
-        if let Some(c) = self.channels.get(&number) {
+        if let Some(c) = self.channel(number) {
             if c.peer != peer && now < c.expires {
                 return Err(ChannelBindError::NumberBoundElsewhere { number });
             }
         }
-        if let Some(&other) = self.by_peer.get(&peer) {
-            let live = self.channels.get(&other).is_some_and(|c| now < c.expires);
-            if other != number && live {
+        if let Some(other) = self.channels.iter().find(|c| c.peer == peer) {
+            if other.number != number && now < other.expires {
                 return Err(ChannelBindError::PeerBoundElsewhere {
                     peer,
-                    number: other,
+                    number: other.number,
                 });
             }
         }
-        if !self.channels.contains_key(&number) && self.channels.len() >= MAX_CHANNELS {
+        if self.channel(number).is_none() && self.channels.len() >= MAX_CHANNELS {
             self.prune(now);
             if self.channels.len() >= MAX_CHANNELS {
                 return Err(ChannelBindError::Full);
             }
         }
         // A binding installs the peer's permission; a full permission table refuses it too.
-        if !self.permissions.contains_key(&peer.ip()) && self.permissions.len() >= MAX_PERMISSIONS {
-            self.permissions.retain(|_, exp| now < *exp);
+        if self.permission(&peer.ip()).is_none() && self.permissions.len() >= MAX_PERMISSIONS {
+            self.permissions.retain(|(_, exp)| now < *exp);
             if self.permissions.len() >= MAX_PERMISSIONS {
                 return Err(ChannelBindError::Full);
             }
         }
-        if let Some(old) = self.channels.insert(
+        // The peer's stale binding to another number goes; this number's entry is replaced.
+        self.channels
+            .retain(|c| c.number != number && c.peer != peer);
+        self.channels.push(Channel {
             number,
-            Channel {
-                peer,
-                expires: now + CHANNEL_LIFETIME,
-            },
-        ) {
-            if old.peer != peer {
-                self.by_peer.remove(&old.peer);
-            }
-        }
-        if let Some(stale) = self.by_peer.insert(peer, number) {
-            if stale != number {
-                self.channels.remove(&stale);
-            }
-        }
-        self.permissions
-            .insert(peer.ip(), now + PERMISSION_LIFETIME);
+            peer,
+            expires: now + CHANNEL_LIFETIME,
+        });
+        self.install_permission(peer.ip(), now);
         Ok(())
     }
 
     /// The peer bound to `number`, if the binding is alive.
     pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
-        self.channels
-            .get(&number)
+        self.channel(number)
             .filter(|c| now < c.expires)
             .map(|c| c.peer)
     }
 
     /// The channel bound to `peer`, if the binding is alive.
     pub fn peer_channel(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        let number = *self.by_peer.get(&peer)?;
-        self.channel_peer(number, now).map(|_| number)
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer)
+            .filter(|c| now < c.expires)
+            .map(|c| c.number)
     }
 
     /// Drops expired permissions and channel bindings.
     pub fn prune(&mut self, now: Instant) {
-        self.permissions.retain(|_, exp| now < *exp);
-        self.channels.retain(|_, c| now < c.expires);
-        let channels = &self.channels;
-        self.by_peer.retain(|_, n| channels.contains_key(n));
+        self.permissions.retain(|(_, exp)| now < *exp);
+        self.channels.retain(|c| now < c.expires);
     }
 
     #[cfg(test)]
-    fn sizes(&self) -> (usize, usize, usize) {
-        (
-            self.permissions.len(),
-            self.channels.len(),
-            self.by_peer.len(),
-        )
+    fn sizes(&self) -> (usize, usize) {
+        (self.permissions.len(), self.channels.len())
     }
 }
 
@@ -440,9 +448,9 @@ mod tests {
         assert_eq!(a.bind_channel(0x4001, p1, later), Ok(()));
         assert_eq!(a.channel_peer(0x4000, later), Some(p2));
         assert_eq!(a.peer_channel(p1, later), Some(0x4001));
-        assert_eq!(a.sizes(), (2, 2, 2));
+        assert_eq!(a.sizes(), (2, 2));
         a.prune(later + CHANNEL_LIFETIME);
-        assert_eq!(a.sizes(), (0, 0, 0));
+        assert_eq!(a.sizes(), (0, 0));
     }
 
     #[test]
