@@ -79,6 +79,8 @@ pub fn run(
     for (i, f) in flows.iter().enumerate() {
         gso.push(
             f.send_indication_peer.is_none()
+                // NATKIT_BENCH_NO_GSO: one skb per datagram, as from a network (docs/performance.md).
+                && std::env::var_os("NATKIT_BENCH_NO_GSO").is_none()
                 && crate::mmsg::set_udp_segment(&f.sock, datagram(f)).is_ok(),
         );
         f.sock.set_nonblocking(true)?;
