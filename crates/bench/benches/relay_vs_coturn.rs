@@ -172,17 +172,7 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
             }
             continue;
         }
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut m = stun::message::Message::new();
-        m.build(&[
-            Box::new(stun::agent::TransactionId::new()),
-            Box::new(stun::message::BINDING_REQUEST),
-        ])
-        .unwrap();
-        s.send_to(&m.raw, addr).unwrap();
-        if s.recv_from(&mut [0u8; 1500]).is_ok() {
+        if natkit_bench::client::answers_binding("127.0.0.1:0".parse().unwrap(), addr, 1) {
             return Proc { child, addr };
         }
     }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use natkit_stun_turn::credentials::{self, Secret};
+use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::ErrorCodeAttribute;
 use stun::message::*;
@@ -98,7 +99,7 @@ pub(crate) fn second_allocate(auth: &Auth) -> Message {
 
 /// Allocates on `server` with a REST credential for `user` minted from `secret`.
 pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
-    let sock = crate::sock::bind_loopback()?;
+    let sock = crate::sock::bind_towards(server)?;
     sock.connect(server).await?;
     let challenge = transact(&sock, &first_allocate()).await?;
     let auth = answer_challenge(&challenge, secret, user)?;
@@ -139,4 +140,27 @@ impl Allocation {
         );
         Ok(())
     }
+}
+
+/// Whether a STUN server on `server` answers a Binding request from a socket on `local` within
+/// about `tries` x 150 ms (how the benchmarks wait for a server they started).
+pub fn answers_binding(local: SocketAddr, server: SocketAddr, tries: usize) -> bool {
+    let Ok(s) = std::net::UdpSocket::bind(local) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_millis(100)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut m = Message::new();
+    if m.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+        .is_err()
+    {
+        return false;
+    }
+    (0..tries).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        s.send_to(&m.raw, server).is_ok() && s.recv_from(&mut [0u8; 1500]).is_ok()
+    })
 }

@@ -199,7 +199,7 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
                         })
                     }
                     Target::Plain { forwarder } => {
-                        let sock = crate::sock::bind_loopback()?;
+                        let sock = crate::sock::bind_towards(*forwarder)?;
                         sock.connect(forwarder).await?;
                         Ok(Flow {
                             sock: sock.into_std()?,

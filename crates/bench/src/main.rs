@@ -62,7 +62,9 @@ enum Cmd {
         /// Treat --server as a plain UDP forwarder (no TURN)
         #[arg(long)]
         plain: bool,
-        /// The echo peer's address when --plain (the forwarder's --peer)
+        /// The echo peer's address: the forwarder's --peer with --plain; for a TURN server, an
+        /// echo peer run elsewhere (`natkit-bench echo`) [default: one in this process, on
+        /// loopback]
         #[arg(long)]
         echo: Option<SocketAddr>,
         /// How to reach the server: udp, or tcp / tls (one connection per allocation, --window
@@ -171,7 +173,8 @@ async fn main() -> Result<()> {
             let echo = match (plain, echo) {
                 (true, Some(e)) => e,
                 (true, None) => anyhow::bail!("--plain needs --echo (the forwarder's peer)"),
-                (false, _) => natkit_bench::echo::start(),
+                (false, Some(e)) => e,
+                (false, None) => natkit_bench::echo::start(),
             };
             let target = match (plain, secret) {
                 (true, _) => Target::Plain { forwarder: server },

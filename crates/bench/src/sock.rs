@@ -16,9 +16,15 @@ pub fn bind_std(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// A tokio socket on an ephemeral loopback port with large buffers.
-pub fn bind_loopback() -> std::io::Result<tokio::net::UdpSocket> {
-    let s = bind_std(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+/// A tokio socket on an ephemeral port with large buffers, for talking to `server`: on loopback
+/// when it is there, else on every address (a relay in another network namespace).
+pub fn bind_towards(server: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let ip: std::net::IpAddr = if server.ip().is_loopback() {
+        [127, 0, 0, 1].into()
+    } else {
+        [0, 0, 0, 0].into()
+    };
+    let s = bind_std(SocketAddr::new(ip, 0))?;
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s)
 }

@@ -214,6 +214,34 @@ impl AllocState {
             .map(|c| c.number)
     }
 
+    /// The live channel bindings as the kernel path relays them ([`crate::kernel_path`]): the
+    /// same rules as [`AllocState::channel_peer`] (client to peer: the binding is alive) and the
+    /// peers' path (peer to client: a permission too), each direction ending no later than the
+    /// allocation. Nothing once the allocation has expired.
+    pub fn kernel_bindings(&self, now: Instant) -> Vec<crate::kernel_path::KernelBinding> {
+        if self.is_expired(now) {
+            return Vec::new();
+        }
+        self.channels
+            .iter()
+            .filter(|c| now < c.expires)
+            .map(|c| {
+                let to_peer_until = c.expires.min(self.expires);
+                let permission = self
+                    .permissions
+                    .iter()
+                    .find(|(ip, exp)| *ip == c.peer.ip() && now < *exp)
+                    .map(|(_, exp)| (*exp).min(to_peer_until));
+                crate::kernel_path::KernelBinding {
+                    channel: c.number,
+                    peer: c.peer,
+                    to_peer_until,
+                    to_client_until: permission,
+                }
+            })
+            .collect()
+    }
+
     /// Drops expired permissions and channel bindings.
     pub fn prune(&mut self, now: Instant) {
         self.permissions.retain(|(_, exp)| now < *exp);

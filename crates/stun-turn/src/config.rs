@@ -108,6 +108,11 @@ pub struct RelayArgs {
     /// Longest drain, in seconds: the relay exits then even with allocations left [default: 600]
     #[arg(long, value_name = "SECONDS")]
     pub drain_timeout: Option<String>,
+    /// Relay UDP clients' ChannelData in the kernel (a TC program) on packets arriving on this
+    /// interface (repeatable); needs a build with the `kernel-path` feature, root (CAP_BPF and
+    /// CAP_NET_ADMIN) and --listen on one IPv4 address [default: off]
+    #[arg(long, value_name = "IFACE")]
+    pub kernel_path: Vec<String>,
 }
 
 /// Unvalidated settings from one source. `None` means "not set here".
@@ -138,6 +143,7 @@ pub struct RawSettings {
     pub stream_total: Option<String>,
     pub drain_alternate: Option<String>,
     pub drain_timeout: Option<String>,
+    pub kernel_path: Option<Vec<String>>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo does not silently do nothing.
@@ -169,6 +175,7 @@ pub struct FileSettings {
     pub stream_total: Option<u32>,
     pub drain_alternate: Option<String>,
     pub drain_timeout: Option<u32>,
+    pub kernel_path: Option<Vec<String>>,
 }
 
 impl From<RelayArgs> for RawSettings {
@@ -200,6 +207,7 @@ impl From<RelayArgs> for RawSettings {
             stream_total: a.stream_total,
             drain_alternate: a.drain_alternate,
             drain_timeout: a.drain_timeout,
+            kernel_path: list(a.kernel_path),
         }
     }
 }
@@ -232,6 +240,7 @@ impl From<FileSettings> for RawSettings {
             stream_total: f.stream_total.map(|v| v.to_string()),
             drain_alternate: f.drain_alternate,
             drain_timeout: f.drain_timeout.map(|v| v.to_string()),
+            kernel_path: f.kernel_path,
         }
     }
 }
@@ -297,6 +306,7 @@ impl RawSettings {
                 "NATKIT_STREAM_TOTAL" => s.stream_total = Some(v),
                 "NATKIT_DRAIN_ALTERNATE" => s.drain_alternate = Some(v),
                 "NATKIT_DRAIN_TIMEOUT" => s.drain_timeout = Some(v),
+                "NATKIT_KERNEL_PATH" => s.kernel_path = list(&v),
                 _ => {}
             }
         }
@@ -335,7 +345,8 @@ impl RawSettings {
             stream_per_ip,
             stream_total,
             drain_alternate,
-            drain_timeout
+            drain_timeout,
+            kernel_path
         )
     }
 
@@ -442,6 +453,29 @@ impl RawSettings {
             }
         }
 
+        let kernel_path = self.kernel_path.unwrap_or_default();
+        for iface in &kernel_path {
+            // IFNAMSIZ is 16 with the terminating NUL.
+            if iface.is_empty()
+                || iface.len() > 15
+                || iface.contains(|c: char| c == '/' || c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::invalid(
+                    "kernel_path",
+                    format!("{iface:?} is not a network interface name"),
+                ));
+            }
+        }
+        if !kernel_path.is_empty() && (!listen.is_ipv4() || listen.ip().is_unspecified()) {
+            return Err(ConfigError::invalid(
+                "kernel_path",
+                format!(
+                    "needs listen on one IPv4 address (the packets' destination), not {}",
+                    listen.ip()
+                ),
+            ));
+        }
+
         let mut secrets = Vec::new();
         if let Some(s) = secret_env.filter(|s| !s.is_empty()) {
             secrets.push(
@@ -493,6 +527,7 @@ impl RawSettings {
                 max_lifetime,
                 streams,
                 drain,
+                kernel_path,
             },
             metrics_listen,
             cluster,
@@ -653,6 +688,8 @@ pub struct RelayConfig {
     pub streams: StreamConfig,
     /// What a drain (SIGUSR1) does.
     pub drain: DrainConfig,
+    /// Interfaces whose ingress gets the kernel path ([`crate::kernel_path`]); empty = off.
+    pub kernel_path: Vec<String>,
 }
 
 /// How long a drain may last by default.

@@ -40,6 +40,16 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// `--kernel-path` could not load or attach the TC program.
+    #[error("cannot start the kernel path on {ifaces}")]
+    KernelPath {
+        ifaces: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `--kernel-path` given to a build without the program.
+    #[error("--kernel-path needs a natkit-relay built with `cargo build --release --features natkit-stun-turn/kernel-path` (which needs clang); this one was built without it")]
+    KernelPathNotBuilt,
     /// The kernel refused an epoll instance (the process's descriptor limit, `ulimit -n`).
     #[error("cannot create the relayed sockets' epoll set")]
     Poller(#[source] std::io::Error),

@@ -60,6 +60,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod kernel_path;
 pub mod metrics;
 pub mod nonce;
 pub mod policy;

@@ -158,6 +158,12 @@ impl DirectionCounters {
         self.packets.inc();
         self.bytes.inc_by(bytes as u64);
     }
+
+    /// What the kernel path relayed since the last reading.
+    pub(crate) fn relayed_many(&self, packets: u64, bytes: u64) {
+        self.packets.inc_by(packets);
+        self.bytes.inc_by(bytes);
+    }
 }
 
 #[derive(Clone)]
@@ -187,6 +193,14 @@ pub struct RelayMetrics {
     pub stream_closed: IntCounterVec,
     /// Datagrams from peers dropped because a stream client's outgoing queue was full.
     pub stream_queue_drops: IntCounterVec,
+    /// Datagrams the kernel path relayed, by `direction` (also in `relayed_packets`).
+    pub kernel_path_packets: IntCounterVec,
+    /// Datagrams the kernel path matched but left to the relay, by `reason`.
+    pub kernel_path_passed: IntCounterVec,
+    /// Entries in the kernel path's maps (one per direction of a channel binding).
+    pub kernel_path_entries: IntGauge,
+    /// Map writes the kernel refused (its maps full): those bindings stay in userspace.
+    pub kernel_path_refused: IntCounter,
 }
 
 fn slices<'a>(v: &'a [Vec<&'static str>]) -> Vec<&'a [&'static str]> {
@@ -340,6 +354,26 @@ impl RelayMetrics {
                 "Peer datagrams dropped because a stream client was not reading (its queue was full).",
                 &["transport"],
                 &slices(&one(&streams)),
+            ),
+            kernel_path_packets: vec(
+                "natkit_relay_kernel_path_packets_total",
+                "Datagrams relayed by the kernel path (--kernel-path), by direction; they are counted in natkit_relay_relayed_packets_total too.",
+                &["direction"],
+                &slices(&one(&directions)),
+            ),
+            kernel_path_passed: vec(
+                "natkit_relay_kernel_path_passed_total",
+                "Datagrams of a kernel-path binding left to the relay's sockets, by reason: expired (the relay decides), route (local, too big, or no neighbour yet), checksum (none, or offload pending).",
+                &["reason"],
+                &slices(&one(&crate::kernel_path::PASSED.map(|(_, r)| r))),
+            ),
+            kernel_path_entries: gauge(
+                "natkit_relay_kernel_path_entries",
+                "Entries in the kernel path's maps, one per direction of a channel binding.",
+            ),
+            kernel_path_refused: counter(
+                "natkit_relay_kernel_path_refused_total",
+                "Kernel path map writes refused (maps full); those bindings are relayed in userspace.",
             ),
             registry,
         }

@@ -25,6 +25,7 @@ use crate::core::{
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
+use crate::kernel_path::KernelPath;
 use crate::metrics::{DirectionCounters, RelayMetrics};
 use crate::policy::{OwnSockets, PeerPolicy};
 use crate::relayed::{ClientSink, Poller};
@@ -33,6 +34,7 @@ use crate::rfc5780::Slot;
 use crate::stream::{self, StreamQueue};
 use crate::tls::TlsKeys;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
+use crate::wire;
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::advertised_ip;
@@ -106,6 +108,8 @@ pub(crate) struct Shared {
     /// The relayed sockets' pollers, one per worker thread; allocations take turns.
     pollers: Vec<Arc<Poller>>,
     next_poller: std::sync::atomic::AtomicUsize,
+    /// `--kernel-path`: the TC program and what its maps hold. Locked after the core.
+    kernel: Option<Mutex<KernelPath>>,
 }
 
 /// Starts a relay's drain from outside its [`Relay::run`] (natkit-relay calls it on SIGUSR1).
@@ -293,7 +297,23 @@ impl Relay {
                     .map_err(RelayError::Poller)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let kernel = match (&cfg.kernel_path[..], primary_addr, cfg.listen.ip()) {
+            ([], ..) => None,
+            (ifaces, SocketAddr::V4(server), IpAddr::V4(relay_ip)) => {
+                let k = KernelPath::start(ifaces, server, relay_ip, metrics.clone())?;
+                info!(interfaces = %ifaces.join(","), %server, "kernel path attached: UDP clients' ChannelData to and from bound peers is relayed in the kernel");
+                Some(Mutex::new(k))
+            }
+            // The configuration refuses this too; a RelayConfig made in code may not have.
+            (ifaces, ..) => {
+                return Err(RelayError::KernelPath {
+                    ifaces: ifaces.join(","),
+                    source: "the kernel path needs the relay to listen on one IPv4 address".into(),
+                })
+            }
+        };
         let shared = Arc::new(Shared {
+            kernel,
             pollers,
             next_poller: Default::default(),
             core: Mutex::new(core),
@@ -486,6 +506,20 @@ impl Shared {
                     }
                 }
             }
+            // Under the core lock, so the maps follow the state in the order it changed, and
+            // before any answer leaves: after a Refresh with lifetime 0 the kernel relays nothing.
+            if let Some(kernel) = &self.kernel {
+                let mut kernel = kernel.lock().expect("kernel path lock");
+                for (five, msg) in msgs {
+                    if KernelPath::takes(five) && wire::changes_bindings(msg) {
+                        let alloc = core.allocation_state(five).map(|(st, relayed)| {
+                            let st = st.lock().expect("state lock");
+                            (relayed.port(), st.kernel_bindings(now))
+                        });
+                        kernel.sync(five, alloc);
+                    }
+                }
+            }
         }
         let mut rest = to_peer.as_slice();
         while let Some((socket, ..)) = rest.first() {
@@ -663,8 +697,17 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         shared.reload_revocations();
         let (ended, left) = {
+            let now = Instant::now();
             let mut core = shared.core.lock().expect("core lock");
-            (core.expire(Instant::now()), core.allocation_count())
+            let ended = core.expire(now);
+            if let Some(kernel) = &shared.kernel {
+                let mut kernel = kernel.lock().expect("kernel path lock");
+                for e in &ended {
+                    kernel.sync(&e.five, None);
+                }
+                kernel.tick(now);
+            }
+            (ended, core.allocation_count())
         };
         // The guards of ended allocations were dropped with them: their tasks are stopped.
         drop(ended);

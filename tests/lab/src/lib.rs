@@ -120,6 +120,11 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Creates the namespace `name` with its loopback up (deleted on drop).
+    pub fn new(name: String) -> Netns {
+        Netns::create(name)
+    }
+
     fn create(name: String) -> Netns {
         ip(&["netns", "add", &name]);
         let ns = Netns { name };
@@ -184,8 +189,24 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread that has entered the network namespace `name`: the sockets it opens
+/// live there (and stay there when handed back).
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a namespace descriptor we hold; it affects this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
 /// Connects `a` (interface `a_if`) and `b` (`b_if`) with a veth pair created inside them.
-fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ip(&[
         "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
         &b.name,

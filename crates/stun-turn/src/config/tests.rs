@@ -60,7 +60,7 @@ fn precedence_flags_env_file_defaults() {
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(RawSettings, &str); 11] = [
+    let cases: [(RawSettings, &str); 14] = [
         (
             RawSettings {
                 listen: Some("nope".into()),
@@ -138,6 +138,30 @@ fn bad_values_name_their_key() {
                 ..Default::default()
             },
             "metrics_listen",
+        ),
+        // The kernel path rewrites packets addressed to one IPv4 address.
+        (
+            RawSettings {
+                kernel_path: Some(vec!["eth0".into()]),
+                ..Default::default()
+            },
+            "kernel_path",
+        ),
+        (
+            RawSettings {
+                listen: Some("[2001:db8::1]:3478".into()),
+                kernel_path: Some(vec!["eth0".into()]),
+                ..Default::default()
+            },
+            "kernel_path",
+        ),
+        (
+            RawSettings {
+                listen: Some("192.0.2.1:3478".into()),
+                kernel_path: Some(vec!["eth0/../x".into()]),
+                ..Default::default()
+            },
+            "kernel_path",
         ),
     ];
     for (raw, key) in cases {
