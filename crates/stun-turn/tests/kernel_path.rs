@@ -20,7 +20,7 @@ use stun::message::*;
 use tokio::net::UdpSocket;
 
 const METRICS: &str = "127.0.0.1:9641";
-const MAX_LIFETIME_S: u64 = 5;
+const MAX_LIFETIME_S: u64 = 8;
 
 fn udp_in(ns: &Netns, addr: &str) -> UdpSocket {
     let addr: SocketAddr = addr.parse().unwrap();
@@ -147,6 +147,14 @@ async fn exchange(
     }
 }
 
+/// Refreshes the allocation (to the default lifetime, MAX_LIFETIME_S here).
+async fn refresh(client: &StunClient, auth: &Auth) {
+    let r = client
+        .transact(&request(METHOD_REFRESH, vec![], Some(auth)))
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{r:?}");
+}
+
 /// Waits for the relay's once-a-second reading of the program's counters to reach `want`.
 fn wait_metric(ns: &Netns, series: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -266,6 +274,17 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
         2.0,
         "one entry per direction of the binding"
     );
+    // Odd lengths (the checksum's last word is half a byte of payload) and the smallest
+    // payload that fills a minimum Ethernet frame. The allocation lives MAX_LIFETIME_S: a
+    // Refresh first, which the kernel's entries follow.
+    refresh(&client, &auth).await;
+    for (tag, len) in [(6, 333), (7, 1), (8, 18)] {
+        let before = value(srv, kernel_to_client);
+        exchange(&client, &peer, relayed, tag, 10, len).await;
+        if len >= 18 {
+            wait_metric(srv, kernel_to_client, before + 10.0);
+        }
+    }
     assert_eq!(
         (checksum_errors(client_ns), checksum_errors(peer_ns)),
         errors_before,
@@ -275,6 +294,7 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
     // A peer's datagram that would not fit the interface's MTU once framed (1472 bytes of UDP
     // payload fill 1500; ChannelData adds 4): the program leaves it to the relay's sockets,
     // which send it (fragmented), and it arrives whole.
+    refresh(&client, &auth).await;
     let route = r#"natkit_relay_kernel_path_passed_total{reason="route"}"#;
     let route_before = value(srv, route);
     let big = numbered(9, 0, 1472);
@@ -285,6 +305,7 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
     assert_eq!(got, channel_data(0x4000, &big));
     wait_metric(srv, route, route_before + 1.0);
 
+    refresh(&client, &auth).await;
     // A host that forwards on the interface: the program takes the FIB's next hop instead of
     // leaving the choice to the neighbour subsystem; the same datagrams, the same counts.
     srv.run("sysctl", &["-qw", "net.ipv4.conf.eth0.forwarding=1"]);
