@@ -318,6 +318,19 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
     );
     srv.run("sysctl", &["-qw", "net.ipv4.conf.eth0.forwarding=0"]);
 
+    // The peer policy decides before anything reaches the maps: a binding it refuses (a
+    // private address, outside --allow-peer) gets 403 and no entry.
+    let denied = request(
+        METHOD_CHANNEL_BIND,
+        vec![
+            Box::new(turn::proto::channum::ChannelNumber(0x4001)),
+            xor_peer("10.1.2.3:5000".parse().unwrap()),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(error_code(&client.transact(&denied).await), Some(403));
+    assert_eq!(value(srv, "natkit_relay_kernel_path_entries"), 2.0);
+
     // Deleted: from the Refresh's answer on, nothing is relayed, by the kernel or otherwise.
     let delete = request(
         METHOD_REFRESH,
