@@ -22,6 +22,7 @@
 
 use std::process::{Child, Stdio};
 
+use natkit_bench::env_list;
 use natkit_lab::{in_netns, veth, Netns};
 
 const SECRET: &str = "bench-secret";
@@ -434,19 +435,6 @@ fn receiver_drops(namespaces: &[&Netns]) -> (u64, u64) {
         sum.1 += field("InCsumErrors");
     }
     sum
-}
-
-fn env_list(key: &str, default: &str) -> Vec<usize> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{key}: {s:?} is not a number"))
-        })
-        .collect()
 }
 
 fn main() {

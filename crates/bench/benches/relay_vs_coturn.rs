@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use natkit_bench::env_list;
 use natkit_bench::load::{self, LoadConfig, LoadReport, Pacing, Target};
 
 const SECRET: &str = "bench-secret";
@@ -470,15 +471,6 @@ fn uclient_load() {
     );
     let _ = peer.kill();
     let _ = peer.wait();
-}
-
-fn env_list(key: &str, default: &str) -> Vec<usize> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect()
 }
 
 fn main() {

@@ -21,3 +21,18 @@ pub mod proc_stats;
 pub mod sock;
 pub mod stream;
 pub mod traffic;
+
+/// A benchmark's list setting from the environment (`NATKIT_BENCH_ALLOCS=1,10,100`), or
+/// `default`; empty entries are skipped, so an empty variable is an empty list.
+pub fn env_list(key: &str, default: &str) -> Vec<usize> {
+    std::env::var(key)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{key}: {s:?} is not a number"))
+        })
+        .collect()
+}

@@ -148,45 +148,21 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 struct Installed {
     /// The relayed socket's port (fixed for an allocation's life).
     relay_port: u16,
-    /// (channel, peer, whether the peer-to-client entry is in `chan_out`, the last instant any
-    /// of its entries is valid)
-    entries: Vec<(u16, SocketAddrV4, bool, Instant)>,
+    /// The bindings as last written (a binding whose peer-to-client entry is in `chan_out` has
+    /// `to_client_until`; an entry is used until its `to_peer_until`, the later of the two).
+    entries: Vec<(u16, SocketAddrV4, Instant, Option<Instant>)>,
 }
 
-/// The maps' contents as the relay wants them, kept so that every change is a small diff.
-#[derive(Debug, Clone)]
-pub struct Offload {
-    /// The primary socket's own address: where UDP clients' packets are addressed (the
-    /// five-tuple's server side is the advertised address, which may be a 1:1 NAT's).
+/// How the maps' keys are made: the primary socket's own address (where UDP clients' packets are
+/// addressed; the five-tuple's server side is the advertised address, which may be a 1:1 NAT's)
+/// and the relayed sockets' own IP.
+#[derive(Debug, Clone, Copy)]
+struct Keys {
     server: SocketAddrV4,
-    /// The relayed sockets' own IP.
     relay_ip: Ipv4Addr,
-    installed: HashMap<FiveTuple, Installed>,
 }
 
-impl Offload {
-    pub fn new(server: SocketAddrV4, relay_ip: Ipv4Addr) -> Offload {
-        Offload {
-            server,
-            relay_ip,
-            installed: HashMap::new(),
-        }
-    }
-
-    /// Does the kernel path take this client's allocation? UDP over IPv4 only.
-    pub fn takes(five: &FiveTuple) -> bool {
-        five.transport == Transport::Udp && v4(five.client).is_some()
-    }
-
-    /// Entries in the maps now (both directions).
-    pub fn entries(&self) -> usize {
-        self.installed
-            .values()
-            .flat_map(|i| &i.entries)
-            .map(|e| 1 + e.2 as usize)
-            .sum()
-    }
-
+impl Keys {
     fn in_key(&self, client: SocketAddrV4, channel: u16) -> InKey {
         InKey {
             client_ip: ip(*client.ip()),
@@ -206,10 +182,42 @@ impl Offload {
             relay_port: relay_port.to_be(),
         }
     }
+}
+
+/// The maps' contents as the relay wants them, kept so that every change is a small diff.
+#[derive(Debug, Clone)]
+pub struct Offload {
+    keys: Keys,
+    installed: HashMap<FiveTuple, Installed>,
+}
+
+impl Offload {
+    pub fn new(server: SocketAddrV4, relay_ip: Ipv4Addr) -> Offload {
+        Offload {
+            keys: Keys { server, relay_ip },
+            installed: HashMap::new(),
+        }
+    }
+
+    /// Does the kernel path take this client's allocation? UDP over IPv4 only.
+    pub fn takes(five: &FiveTuple) -> bool {
+        five.transport == Transport::Udp && v4(five.client).is_some()
+    }
+
+    /// Entries in the maps now (both directions).
+    pub fn entries(&self) -> usize {
+        self.installed
+            .values()
+            .flat_map(|i| &i.entries)
+            .map(|e| 1 + e.3.is_some() as usize)
+            .sum()
+    }
 
     /// The map changes that make `five`'s entries match its allocation now: `alloc` is the
     /// relayed port and the live bindings ([`AllocState::kernel_bindings`]), `None` when the
-    /// allocation is gone. Bindings to peers outside IPv4 stay with the userspace path.
+    /// allocation is gone. Bindings to peers outside IPv4 stay with the userspace path. What is
+    /// already written as it should be is not written again, so a request that changed nothing
+    /// (a retransmission, or one the core refused) costs no map write.
     ///
     /// [`AllocState::kernel_bindings`]: crate::allocation::AllocState::kernel_bindings
     pub fn sync(
@@ -222,6 +230,7 @@ impl Offload {
         let Some(client) = v4(five.client).filter(|_| Self::takes(five)) else {
             return ops;
         };
+        let keys = self.keys;
         let old = self.installed.remove(five).unwrap_or_default();
         let (relay_port, bindings) = alloc.unwrap_or((old.relay_port, &[]));
         let mut new = Installed {
@@ -230,22 +239,25 @@ impl Offload {
         };
         for b in bindings {
             let Some(peer) = v4(b.peer) else { continue };
-            let key = self.in_key(client, b.channel);
-            ops.push(MapOp::PutIn(
-                key,
-                InVal {
-                    relay_ip: ip(self.relay_ip),
-                    peer_ip: ip(*peer.ip()),
-                    relay_port: relay_port.to_be(),
-                    peer_port: peer.port().to_be(),
-                    pad: 0,
-                    expires_ns: mono.ns(b.to_peer_until),
-                },
-            ));
+            let key = keys.in_key(client, b.channel);
+            let had = old.entries.iter().find(|e| e.0 == b.channel && e.1 == peer);
+            if had.map(|e| e.2) != Some(b.to_peer_until) {
+                ops.push(MapOp::PutIn(
+                    key,
+                    InVal {
+                        relay_ip: ip(keys.relay_ip),
+                        peer_ip: ip(*peer.ip()),
+                        relay_port: relay_port.to_be(),
+                        peer_port: peer.port().to_be(),
+                        pad: 0,
+                        expires_ns: mono.ns(b.to_peer_until),
+                    },
+                ));
+            }
             // Without a permission, an entry it had goes with the others below.
-            if let Some(until) = b.to_client_until {
-                ops.push(MapOp::PutOut(
-                    self.out_key(peer, relay_port),
+            match b.to_client_until {
+                Some(until) if had.and_then(|e| e.3) != Some(until) => ops.push(MapOp::PutOut(
+                    keys.out_key(peer, relay_port),
                     OutVal {
                         client_ip: key.client_ip,
                         server_ip: key.server_ip,
@@ -255,21 +267,19 @@ impl Offload {
                         pad: 0,
                         expires_ns: mono.ns(until),
                     },
-                ));
+                )),
+                _ => {}
             }
-            let last = b
-                .to_client_until
-                .map_or(b.to_peer_until, |c| c.max(b.to_peer_until));
             new.entries
-                .push((b.channel, peer, b.to_client_until.is_some(), last));
+                .push((b.channel, peer, b.to_peer_until, b.to_client_until));
         }
         // What the allocation no longer has.
-        for &(channel, peer, out, _) in &old.entries {
+        for &(channel, peer, _, out) in &old.entries {
             if !new.entries.iter().any(|e| e.0 == channel) {
-                ops.push(MapOp::DelIn(self.in_key(client, channel)));
+                ops.push(MapOp::DelIn(keys.in_key(client, channel)));
             }
-            if out && !new.entries.iter().any(|e| e.1 == peer && e.2) {
-                ops.push(MapOp::DelOut(self.out_key(peer, old.relay_port)));
+            if out.is_some() && !new.entries.iter().any(|e| e.1 == peer && e.3.is_some()) {
+                ops.push(MapOp::DelOut(keys.out_key(peer, old.relay_port)));
             }
         }
         if !new.entries.is_empty() {
@@ -282,18 +292,18 @@ impl Offload {
     /// no longer uses them; this frees their room).
     pub fn prune(&mut self, now: Instant) -> Vec<MapOp> {
         let mut ops = Vec::new();
-        let keys = Offload::new(self.server, self.relay_ip);
+        let keys = self.keys;
         self.installed.retain(|five, inst| {
             let Some(client) = v4(five.client) else {
                 return false;
             };
             let port = inst.relay_port;
-            inst.entries.retain(|&(channel, peer, out, last)| {
-                if now < last {
+            inst.entries.retain(|&(channel, peer, until, out)| {
+                if now < until {
                     return true;
                 }
                 ops.push(MapOp::DelIn(keys.in_key(client, channel)));
-                if out {
+                if out.is_some() {
                     ops.push(MapOp::DelOut(keys.out_key(peer, port)));
                 }
                 false
@@ -333,10 +343,6 @@ impl Maps {
 }
 
 impl KernelPath {
-    pub(crate) fn takes(five: &FiveTuple) -> bool {
-        Offload::takes(five)
-    }
-
     /// Loads the program and attaches it to `ifaces`; `server` is the primary socket's own
     /// address, `relay_ip` the relayed sockets' own IP.
     pub(crate) fn start(

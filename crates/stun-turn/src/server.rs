@@ -25,7 +25,7 @@ use crate::core::{
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
-use crate::kernel_path::KernelPath;
+use crate::kernel_path::{KernelPath, Offload};
 use crate::metrics::{DirectionCounters, RelayMetrics};
 use crate::policy::{OwnSockets, PeerPolicy};
 use crate::relayed::{ClientSink, Poller};
@@ -511,7 +511,7 @@ impl Shared {
             if let Some(kernel) = &self.kernel {
                 let mut kernel = kernel.lock().expect("kernel path lock");
                 for (five, msg) in msgs {
-                    if KernelPath::takes(five) && wire::changes_bindings(msg) {
+                    if Offload::takes(five) && wire::changes_bindings(msg) {
                         let alloc = core.allocation_state(five).map(|(st, relayed)| {
                             let st = st.lock().expect("state lock");
                             (relayed.port(), st.kernel_bindings(now))

@@ -151,12 +151,15 @@ fn every_change_is_a_small_diff_and_an_ended_allocation_leaves_nothing() {
     let t0 = Instant::now();
     let mono = Mono { at: t0, ns: 0 };
     let p = |port: u16| -> SocketAddr { SocketAddr::new("198.51.100.1".parse().unwrap(), port) };
-    let bind = |channel: u16, port: u16, out: bool| KernelBinding {
-        channel,
-        peer: p(port),
-        to_peer_until: t0 + secs(600),
-        to_client_until: out.then_some(t0 + secs(300)),
+    let at = |refreshed: u64| {
+        move |channel: u16, port: u16, out: bool| KernelBinding {
+            channel,
+            peer: p(port),
+            to_peer_until: t0 + secs(600 + refreshed),
+            to_client_until: out.then_some(t0 + secs(300 + refreshed)),
+        }
     };
+    let (first, bind) = (at(0), at(100));
     let short = |ops: &[MapOp]| -> Vec<(&'static str, u16)> {
         ops.iter()
             .map(|op| match op {
@@ -172,38 +175,34 @@ fn every_change_is_a_small_diff_and_an_ended_allocation_leaves_nothing() {
     let steps: Vec<(Option<Vec<KernelBinding>>, Vec<(&str, u16)>, usize)> = vec![
         // (the allocation's bindings, the map changes, entries installed)
         (
-            Some(vec![bind(0x4000, 1000, true)]),
+            Some(vec![first(0x4000, 1000, true)]),
             vec![("put_in", 0x4000), ("put_out", 1000)],
             2,
         ),
+        // The same state again (a retransmission, a request the core refused): nothing written.
+        (Some(vec![first(0x4000, 1000, true)]), vec![], 2),
         // A refresh rewrites both (new expiry).
         (
             Some(vec![bind(0x4000, 1000, true)]),
             vec![("put_in", 0x4000), ("put_out", 1000)],
             2,
         ),
-        // The permission lapsed: the peer-to-client entry goes.
+        // The permission lapsed: the peer-to-client entry goes, the other stays as written.
         (
             Some(vec![bind(0x4000, 1000, false)]),
-            vec![("put_in", 0x4000), ("del_out", 1000)],
+            vec![("del_out", 1000)],
             1,
         ),
         // A second channel, to another peer port.
         (
             Some(vec![bind(0x4000, 1000, false), bind(0x4001, 2000, true)]),
-            vec![("put_in", 0x4000), ("put_in", 0x4001), ("put_out", 2000)],
+            vec![("put_in", 0x4001), ("put_out", 2000)],
             3,
         ),
         // The first channel expired; the peer rebinds it to another number after that.
         (
             Some(vec![bind(0x4001, 2000, true), bind(0x4002, 1000, true)]),
-            vec![
-                ("put_in", 0x4001),
-                ("put_out", 2000),
-                ("put_in", 0x4002),
-                ("put_out", 1000),
-                ("del_in", 0x4000),
-            ],
+            vec![("put_in", 0x4002), ("put_out", 1000), ("del_in", 0x4000)],
             4,
         ),
         // Deleted (Refresh 0), expired or revoked: everything goes.
