@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -44,6 +44,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Initial WebSocket read buffer per connection (docs/signaling-performance.md).
 const READ_BUFFER: usize = 256;
+/// How long a closing connection gets to send its last messages and finish the closing
+/// handshake before its socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
 const LIMITER_KEYS: usize = 100_000;
 
@@ -651,11 +654,21 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
     debug!(conn, why, "connection ends");
     st.disconnect(conn);
     tx.close();
-    // A client that stopped reading can block the writer on TCP forever: give it 2 s.
-    if tokio::time::timeout(std::time::Duration::from_secs(2), writer)
-        .await
-        .is_err()
-    {
+    // The closing handshake (RFC 6455 section 7.1.1): the writer sends what is left and the
+    // close frame, then the client's frames are read until its Close. A socket closed with
+    // the client's late frames (its Close, a Pong) unread answers them with RST, and an RST
+    // makes the client's kernel throw away what it had received and not yet read: the tail
+    // of its messages and the close code. A client that stopped reading can block the writer
+    // on TCP forever: all of this gets CLOSE_GRACE.
+    let handshake = async {
+        let _ = writer.await;
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(CLOSE_GRACE, handshake).await.is_err() {
         writer_abort.abort();
     }
     st.metrics.peers_connected.dec();

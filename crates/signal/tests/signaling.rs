@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -508,12 +508,24 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
                                 // b stops reading. 1,000 offers of 32 KiB (32 MB) are more than the TCP buffers and b's
                                 // 256-message queue hold together.
     let sdp = "x".repeat(32 * 1024);
-    for i in 0..1000 {
-        send(
-            &mut a,
-            &json!({"type":"offer","to":"b","sdp": format!("{i} {sdp}")}),
-        )
-        .await;
+    let flood = tokio::spawn(async move {
+        for i in 0..1000 {
+            send(
+                &mut a,
+                &json!({"type":"offer","to":"b","sdp": format!("{i} {sdp}")}),
+            )
+            .await;
+        }
+        a
+    });
+    // b reads again once it has been evicted (while a may still be flooding): the server gives
+    // an evicted connection's writer 2 s to get its close frame through, so a client that
+    // resumes reading within that time is told 1013; one that does not just sees TCP close.
+    let evicted = "natkit_signal_rejected_messages_total{reason=\"slow-consumer\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.metric(evicted) < 1.0 {
+        assert!(Instant::now() < deadline, "b was never evicted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // b gets what was already on its way, then 1013 (try again later): never a silent gap.
     let mut offers = Vec::new();
@@ -546,6 +558,7 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
     );
     assert_eq!(offers, (0..offers.len() as u32).collect::<Vec<_>>());
 
+    let mut a = flood.await.expect("a's flood");
     // a learns that b left (past any unknown-peer errors for offers sent after b was closed).
     loop {
         let m = recv(&mut a).await;
