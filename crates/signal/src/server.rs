@@ -34,6 +34,10 @@ use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
 /// not lose a message silently (a lost answer or candidate breaks a session with no sign why).
 const OUT_QUEUE: usize = 256;
+/// A connection's outgoing queue holds at most this many of the largest frames a client may
+/// send (`max_frame_bytes`): 1 MiB by default, so 20,000 connections that never read cost the
+/// server at most about 20 GiB of queued messages, not the 320 GiB of 256 full frames each.
+const OUT_QUEUE_FRAMES: usize = 16;
 /// WebSocket close code for a connection too slow to take its messages (IANA: Try Again Later).
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// WebSocket close code for a frame over the size limit (RFC 6455 section 7.4.1).
@@ -545,7 +549,10 @@ async fn drain_started(rx: &mut watch::Receiver<bool>) {
 async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>, ip: IpAddr) {
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let tx = Arc::new(Outbox::new(OUT_QUEUE));
+    let tx = Arc::new(Outbox::new(
+        OUT_QUEUE,
+        OUT_QUEUE_FRAMES * st.settings.max_frame_bytes,
+    ));
     let rx = Arc::clone(&tx);
     st.conns.lock().expect("conns lock").insert(
         conn,

@@ -505,8 +505,9 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
     let (mut a, _) = s.join("r", Some("a")).await;
     let (mut b, _) = s.join("r", Some("b")).await;
     let _ = recv(&mut a).await; // peer-joined
-                                // b stops reading. 1,000 offers of 32 KiB (32 MB) are more than the TCP buffers and b's
-                                // 256-message queue hold together.
+
+    // b stops reading. 1,000 offers of 32 KiB (32 MB) are more than the TCP buffers and b's
+    // outgoing queue (1 MiB) hold together.
     let sdp = "x".repeat(32 * 1024);
     let flood = tokio::spawn(async move {
         for i in 0..1000 {

@@ -1,6 +1,8 @@
 //! One connection's outgoing queue: what the rooms send it, waiting for its writer, and the
-//! switch that closes the connection (eviction: a full queue, an id taken over). Bounded (a
-//! connection that lets it fill is closed, never left with a gap) and empty-cheap: no buffer is
+//! switch that closes the connection (eviction: a full queue, an id taken over). Bounded in
+//! messages and in bytes (a connection that lets it fill is closed, never left with a gap: a
+//! peer that never reads must not make the server hold 256 maximum-size frames for it) and
+//! empty-cheap: no buffer is
 //! held while nothing waits, which matters at tens of thousands of idle peers
 //! (docs/signaling-performance.md): a tokio channel keeps a 32-slot block per connection and a
 //! watch channel ~0.3 KiB.
@@ -15,9 +17,20 @@ use tokio::sync::Notify;
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Full;
 
+/// What a message adds to the queue's byte count.
+fn payload_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.as_str().len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(c) => c.as_ref().map_or(0, |c| 2 + c.reason.as_str().len()),
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     queue: VecDeque<Message>,
+    /// Payload bytes of what is queued.
+    bytes: usize,
     closed: bool,
     /// Why the connection is to be closed (code 1013), once it is.
     evicted: Option<&'static str>,
@@ -25,15 +38,19 @@ struct Inner {
 
 pub(super) struct Outbox {
     limit: usize,
+    limit_bytes: usize,
     inner: Mutex<Inner>,
     ready: Notify,
     evicted: Notify,
 }
 
 impl Outbox {
-    pub(super) fn new(limit: usize) -> Outbox {
+    /// At most `limit` messages of `limit_bytes` payload bytes in all wait at once; a single
+    /// message over `limit_bytes` is never queued.
+    pub(super) fn new(limit: usize, limit_bytes: usize) -> Outbox {
         Outbox {
             limit,
+            limit_bytes,
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             evicted: Notify::new(),
@@ -42,9 +59,11 @@ impl Outbox {
 
     pub(super) fn try_send(&self, m: Message) -> Result<(), Full> {
         let mut g = self.inner.lock().expect("outbox lock");
-        if g.closed || g.queue.len() >= self.limit {
+        let len = payload_len(&m);
+        if g.closed || g.queue.len() >= self.limit || g.bytes + len > self.limit_bytes {
             return Err(Full);
         }
+        g.bytes += len;
         g.queue.push_back(m);
         drop(g);
         self.ready.notify_one();
@@ -57,6 +76,7 @@ impl Outbox {
             {
                 let mut g = self.inner.lock().expect("outbox lock");
                 if let Some(m) = g.queue.pop_front() {
+                    g.bytes -= payload_len(&m);
                     if g.queue.is_empty() {
                         // Nothing waits: hold no buffer.
                         g.queue = VecDeque::new();
@@ -89,6 +109,7 @@ impl Outbox {
         g.closed = true;
         if !keep_queued {
             g.queue = VecDeque::new();
+            g.bytes = 0;
         }
         drop(g);
         self.ready.notify_one();
@@ -118,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_ordered_and_closed() {
-        let o = std::sync::Arc::new(Outbox::new(2));
+        let o = std::sync::Arc::new(Outbox::new(2, 1024));
         assert_eq!(o.try_send(Message::Text("a".into())), Ok(()));
         assert_eq!(o.try_send(Message::Text("b".into())), Ok(()));
         assert_eq!(
@@ -146,9 +167,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_are_bounded_too() {
+        let o = Outbox::new(10, 10);
+        let text = |n: usize| Message::Text("x".repeat(n).into());
+        assert_eq!(
+            o.try_send(text(11)),
+            Err(Full),
+            "one message over the budget"
+        );
+        assert_eq!(o.try_send(text(6)), Ok(()));
+        assert_eq!(o.try_send(text(5)), Err(Full), "6 + 5 bytes");
+        assert_eq!(o.try_send(text(4)), Ok(()), "6 + 4 bytes");
+        assert_eq!(o.try_send(Message::Ping(vec![0].into())), Err(Full));
+        assert_eq!(o.recv().await, Some(text(6)));
+        assert_eq!(o.try_send(text(6)), Ok(()), "what was sent frees its bytes");
+        assert!(o.evict("too slow", false));
+        assert_eq!(o.recv().await, None);
+        let o = Outbox::new(10, 10);
+        o.try_send(text(10)).unwrap();
+        assert_eq!(o.recv().await, Some(text(10)));
+        assert_eq!(
+            o.try_send(text(10)),
+            Ok(()),
+            "an emptied queue has its whole budget"
+        );
+    }
+
+    #[tokio::test]
     async fn eviction_drops_or_keeps_the_queue_and_is_said_once() {
         for (keep, want) in [(false, None), (true, Some(Message::Text("q".into())))] {
-            let o = std::sync::Arc::new(Outbox::new(4));
+            let o = std::sync::Arc::new(Outbox::new(4, 1024));
             o.try_send(Message::Text("q".into())).unwrap();
             let w = std::sync::Arc::clone(&o);
             let waiter = tokio::spawn(async move { w.wait_evicted().await });
