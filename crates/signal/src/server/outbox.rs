@@ -2,10 +2,9 @@
 //! switch that closes the connection (eviction: a full queue, an id taken over). Bounded in
 //! messages and in bytes (a connection that lets it fill is closed, never left with a gap: a
 //! peer that never reads must not make the server hold 256 maximum-size frames for it) and
-//! empty-cheap: no buffer is
-//! held while nothing waits, which matters at tens of thousands of idle peers
-//! (docs/signaling-performance.md): a tokio channel keeps a 32-slot block per connection and a
-//! watch channel ~0.3 KiB.
+//! empty-cheap: no buffer is held while nothing waits, which matters at tens of thousands of
+//! idle peers (docs/signaling-performance.md): a tokio channel keeps a 32-slot block per
+//! connection and a watch channel ~0.3 KiB.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
