@@ -29,6 +29,7 @@ pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
 pub use crate::metrics::SignalMetrics;
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
+use natkit_stun_turn::credentials;
 use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
@@ -42,6 +43,8 @@ const OUT_QUEUE_FRAMES: usize = 16;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// WebSocket close code for a frame over the size limit (RFC 6455 section 7.4.1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code for a frame that breaks the protocol (RFC 6455 section 7.4.1).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// WebSocket close code when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for a text frame that is not UTF-8 (RFC 6455 section 7.4.1).
@@ -119,6 +122,16 @@ use natkit_daemon::unix_now;
 /// no peer can obtain a credential counted against another's quota, and `refresh` keeps it.
 pub fn turn_user(room: &str, peer: &str) -> String {
     format!("{room}/{peer}")
+}
+
+/// The TURN user id `user` is minted under: in its join token's quota group when tokens are on,
+/// so every credential granted under one token shares one `user_quota` of allocations on the
+/// relay, however many are fetched (`credentials::GROUP_SEPARATOR`).
+fn quota_user(user: &str, grant: Option<&Grant>) -> String {
+    match grant {
+        Some(g) => credentials::grouped(user, &credentials::grant_group(&g.token)),
+        None => user.to_owned(),
+    }
 }
 
 /// What rate limits count a token as (a hash, so a long token costs no more memory).
@@ -341,7 +354,10 @@ impl AppState {
                     );
                 }
                 let ice_servers = if valid {
-                    self.ice.mint(&turn_user(&room, &id), unix_now())
+                    self.ice.mint(
+                        &quota_user(&turn_user(&room, &id), token_claim.as_ref()),
+                        unix_now(),
+                    )
                 } else {
                     Vec::new()
                 };
@@ -416,7 +432,9 @@ impl AppState {
                 vec![Out {
                     to: conn,
                     msg: ServerMsg::IceServers {
-                        ice_servers: self.ice.mint(&user, unix_now()),
+                        ice_servers: self
+                            .ice
+                            .mint(&quota_user(&user, token.as_ref()), unix_now()),
                         ttl: self.ice.ttl,
                     },
                 }]
@@ -603,8 +621,15 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                             let _ = tx.try_send(close(CLOSE_INVALID_DATA, "text frames must be UTF-8"));
                             break "invalid utf-8";
                         }
-                        let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
-                        break "error";
+                        // Over tungstenite's own size limit: 1009; anything else it refuses
+                        // (reserved bits or opcodes, a fragmented control frame, an unmasked
+                        // frame) breaks the protocol: 1002 (RFC 6455 section 7.4.1).
+                        if e.to_string().to_ascii_lowercase().contains("space limit exceeded") {
+                            let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
+                            break "frame too big";
+                        }
+                        let _ = tx.try_send(close(CLOSE_PROTOCOL_ERROR, "websocket protocol error"));
+                        break "protocol error";
                     }
                     Some(Ok(f)) => f,
                 };

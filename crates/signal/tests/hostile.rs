@@ -278,6 +278,24 @@ async fn invalid_utf8_closes_with_1007() {
     assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"invalid-utf8\"}") >= 1.0);
 }
 
+/// Issue 24: a frame that breaks the WebSocket protocol (here a reserved opcode) closed with 1009
+/// ("message too big"); RFC 6455 section 7.4.1 says 1002. Frames over the size limit keep 1009.
+#[tokio::test]
+async fn a_protocol_violation_closes_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let s = start(SignalRaw::default(), None).await;
+    let mut ws = s.connect("").await;
+    let frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Reserved(3)), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Protocol));
+    let mut big = s.connect("").await;
+    let _ = big.send(Message::Text("y".repeat(200_000).into())).await;
+    assert_eq!(close_code(&mut big).await, Some(CloseCode::Size));
+    let (_ws, w) = s.join("after", None).await;
+    assert_eq!(w["type"], "welcome");
+}
+
 /// Revocation through natkit-signal: a token written into the revocation file gets no new
 /// credentials (join, refresh, /v1/ice-servers), and the embedded relay ends the user's
 /// allocations.
@@ -319,4 +337,92 @@ fn revoked_tokens_get_no_new_credentials() {
         assert_eq!(join(&format!("{ws}{other}"), "r").await["type"], "welcome");
     });
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Issue 24's finding: against the default, tokened natkit-signal, one client holding one
+/// ordinary valid token fetched 30 TURN credentials from `/v1/ice-servers` in under 0.1 s; each
+/// was a TURN user of its own with its own `user_quota` of 10, so the one token held 300
+/// allocations, the embedded relay's whole range (100 ports) within 0.6 s, and a legitimate pair
+/// with its own token got 508 until the attacker let go. Now every credential minted under one
+/// token counts in that token's quota group on the relay.
+#[test]
+fn one_token_holds_one_quota_of_allocations_however_many_credentials_it_fetches() {
+    let d = Daemon::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "t")
+            .env("NATKIT_SIGNAL_TOKEN_SECRET", "k")
+            .env("NATKIT_ALT_PORT", "0")
+            .env("RUST_LOG", "warn")
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--relay-ports",
+                "40000-40099",
+            ]),
+    );
+    let (http, relay) = (d.addr("http"), d.addr("stun"));
+    let mint = |room: &str| {
+        TokenSecret::new("k")
+            .unwrap()
+            .mint(room, 600, natkit_daemon::unix_now())
+    };
+    let attacker = mint("r");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let started = Instant::now();
+        let mut creds = Vec::new();
+        for _ in 0..30 {
+            let body =
+                natkit_testkit::http_get(&format!("http://{http}/v1/ice-servers?token={attacker}"));
+            let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            let s = &json["iceServers"][0];
+            creds.push((
+                s["username"].as_str().unwrap().to_owned(),
+                s["credential"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let fetched = started.elapsed();
+        let users: std::collections::HashSet<_> = creds.iter().map(|c| c.0.clone()).collect();
+        assert_eq!(users.len(), 30, "30 distinct TURN users, as before");
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for (user, pass) in &creds {
+            for _ in 0..10 {
+                let c = natkit_testkit::turn_client(relay, user, pass)
+                    .await
+                    .unwrap();
+                match c.allocate().await {
+                    Ok(conn) => held.push((c, conn)),
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        eprintln!(
+            "one token, 30 credentials in {:.3} s: before, 300 allocations and the relay's 100 \
+             ports; now {} held and {refused} refused",
+            fetched.as_secs_f64(),
+            held.len()
+        );
+        assert_eq!(held.len(), 10, "one user_quota for the whole token");
+        assert_eq!(refused, 290);
+        // Meanwhile a legitimate pair with its own token joins and allocates.
+        let pair = mint("team");
+        let ws = format!("ws://{http}/v1/ws?token={pair}");
+        for _ in 0..2 {
+            let w = join(&ws, "team").await;
+            assert_eq!(w["type"], "welcome", "{w}");
+            let s = &w["ice_servers"][0];
+            let c = natkit_testkit::turn_client(
+                relay,
+                s["username"].as_str().unwrap(),
+                s["credential"].as_str().unwrap(),
+            )
+            .await
+            .unwrap();
+            c.allocate()
+                .await
+                .expect("a legitimate peer allocates while the attacker holds its quota");
+        }
+    });
 }

@@ -657,3 +657,47 @@ async fn a_draining_node_sends_its_peers_elsewhere_and_takes_no_one_new() {
     drop(idle);
     assert!(s.state.drained(Duration::from_secs(5)).await);
 }
+
+/// A port on 127.0.0.1 free a moment ago for UDP and TCP, whose neighbour (port + 1) is too: a
+/// relay's listen port and its default RFC 5780 alternate port.
+fn free_port_pair(not: &[u16]) -> u16 {
+    for _ in 0..200 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = udp.local_addr().unwrap().port();
+        if p == u16::MAX || not.iter().any(|q| q.abs_diff(p) <= 1) {
+            continue;
+        }
+        let next = std::net::UdpSocket::bind(("127.0.0.1", p + 1));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", p));
+        let tcp_next = std::net::TcpListener::bind(("127.0.0.1", p + 1));
+        if next.is_ok() && tcp.is_ok() && tcp_next.is_ok() {
+            return p;
+        }
+    }
+    panic!("no two free neighbouring ports on 127.0.0.1");
+}
+
+/// Two nodes on one host, told apart only by their listen addresses: the embedded relay's
+/// alternate port follows its listen port (it was 3479 for every node, so the second one died
+/// "cannot bind udp 127.0.0.1:3479").
+#[test]
+fn two_nodes_with_different_listen_addresses_run_side_by_side() {
+    let first = free_port_pair(&[]);
+    let second = free_port_pair(&[first]);
+    let start = |relay: u16| {
+        natkit_testkit::Daemon::start(
+            std::process::Command::new(env!("CARGO_BIN_EXE_natkit-signal"))
+                .env("RUST_LOG", "warn")
+                .args(["--listen", "127.0.0.1:0"])
+                .args(["--relay-listen", &format!("127.0.0.1:{relay}")])
+                .args(["--metrics-listen", "127.0.0.1:0"]),
+        )
+    };
+    let a = start(first);
+    let b = start(second);
+    for (node, port) in [(&a, first), (&b, second)] {
+        assert_eq!(node.addr("stun").port(), port);
+        assert_eq!(node.addr("stun-alt").port(), port + 1, "{:?}", node.log());
+    }
+    assert_ne!(a.addr("metrics"), b.addr("metrics"));
+}

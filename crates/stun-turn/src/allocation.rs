@@ -290,8 +290,10 @@ impl Quotas {
         }
     }
 
-    /// Counts one more allocation for `user`, or says which quota it would exceed.
+    /// Counts one more allocation for `user` (in its quota group, see
+    /// [`crate::credentials::quota_key`]), or says which quota it would exceed.
     pub fn acquire(&mut self, user: &str) -> Result<(), QuotaExceeded> {
+        let user = crate::credentials::quota_key(user);
         if self.total_limit != 0 && self.total >= self.total_limit {
             return Err(QuotaExceeded::Total {
                 limit: self.total_limit,
@@ -310,6 +312,7 @@ impl Quotas {
 
     /// Returns an allocation of `user`. Users with none left are forgotten.
     pub fn release(&mut self, user: &str) {
+        let user = crate::credentials::quota_key(user);
         if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
@@ -507,6 +510,27 @@ mod tests {
         q.release("carol");
         q.release("nobody");
         assert_eq!((q.total(), q.users()), (0, 0));
+
+        // Users of one quota group (credentials minted for one join token) share one quota;
+        // a group never counts against a plain user id of the same spelling.
+        let mut g = Quotas::new(2, 0);
+        let grouped: [(&str, Result<(), QuotaExceeded>); 5] = [
+            ("http-a#g1", Ok(())),
+            ("r/p#g1", Ok(())),
+            ("http-b#g1", Err(QuotaExceeded::User { limit: 2 })),
+            ("http-c#g2", Ok(())),
+            ("g1", Ok(())),
+        ];
+        for (i, (user, want)) in grouped.into_iter().enumerate() {
+            assert_eq!(g.acquire(user), want, "grouped step {i}");
+        }
+        g.release("http-a#g1");
+        assert_eq!(
+            g.acquire("http-z#g1"),
+            Ok(()),
+            "a release frees the group's quota"
+        );
+        assert_eq!(g.users(), 3);
 
         let mut unlimited = Quotas::new(0, 0);
         for _ in 0..10_000 {

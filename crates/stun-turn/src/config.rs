@@ -19,7 +19,6 @@ use crate::credentials::{Secret, Secrets};
 use crate::error::ConfigError;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
-pub const DEFAULT_ALT_PORT: u16 = 3479;
 pub const DEFAULT_RELAY_PORTS: RangeInclusive<u16> = 49152..=65535;
 pub const DEFAULT_REALM: &str = "natkit";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
@@ -32,7 +31,7 @@ pub struct RelayArgs {
     /// UDP address for STUN/TURN [default: 0.0.0.0:3478]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// RFC 5780 alternate port on the same IP [default: 3479]
+    /// RFC 5780 alternate port on the same IP [default: the listen port + 1]
     #[arg(long, value_name = "PORT")]
     pub alt_port: Option<String>,
     /// RFC 5780 alternate IP; without it change-IP tests get 420
@@ -372,7 +371,7 @@ impl RawSettings {
         };
         let alt_port: u16 = match self.alt_port {
             Some(v) => parse("alt_port", &v)?,
-            None => DEFAULT_ALT_PORT,
+            None => default_alt_port(listen.port()),
         };
         let alt_ip: Option<IpAddr> = self.alt_ip.map(|v| parse("alt_ip", &v)).transpose()?;
         let public_ip: Option<IpAddr> =
@@ -615,6 +614,17 @@ impl RawSettings {
             per_ip,
             total,
         })
+    }
+}
+
+/// The RFC 5780 alternate port when none is set: the listen port's neighbour (3479 for 3478),
+/// so two relays given different listen ports never clash on it; any free port (0) when the
+/// listen port is itself picked by the system.
+pub fn default_alt_port(listen_port: u16) -> u16 {
+    match listen_port {
+        0 => 0,
+        u16::MAX => u16::MAX - 1,
+        p => p + 1,
     }
 }
 

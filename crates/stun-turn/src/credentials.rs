@@ -26,6 +26,49 @@ use crate::error::CredentialError;
 /// Separator between expiry and user id, as coturn's default (`-C ':'`).
 pub const SEPARATOR: char = ':';
 
+/// Separator between a user id and the quota group it is counted in: `demo/alice#1f0c...`.
+///
+/// The relay's `user_quota` counts allocations per group, so credentials minted for one grant (a
+/// join token) share one quota however many of them are fetched; a user id without a group is
+/// its own group. Revocation matches the user id without its group. The group is part of the
+/// signed username, so a client cannot pick it.
+pub const GROUP_SEPARATOR: char = '#';
+
+/// `user_id` counted in `group`'s quota: `user#group` (the user id as is for an empty group).
+pub fn grouped(user_id: &str, group: &str) -> String {
+    if group.is_empty() {
+        user_id.to_owned()
+    } else {
+        format!("{user_id}{GROUP_SEPARATOR}{group}")
+    }
+}
+
+/// What the relay's per-user quota counts `user_id` under: its group (`#...`, kept with its
+/// separator so it never equals a plain user id) or, without one, the user id itself.
+pub fn quota_key(user_id: &str) -> &str {
+    match user_id.rfind(GROUP_SEPARATOR) {
+        Some(i) => &user_id[i..],
+        None => user_id,
+    }
+}
+
+/// The user id without its quota group: what `user ID` revocation lines name.
+pub fn ungrouped(user_id: &str) -> &str {
+    match user_id.rfind(GROUP_SEPARATOR) {
+        Some(i) => &user_id[..i],
+        None => user_id,
+    }
+}
+
+/// A quota group for everything minted under one bearer grant (a join token): 16 hex digits of
+/// its SHA-1, so the grant itself never appears in usernames or logs, and every node of a
+/// cluster derives the same group for the same token.
+pub fn grant_group(grant: &str) -> String {
+    use sha1::Digest;
+    let digest = Sha1::digest(grant.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A shared TURN secret. Its `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -233,6 +276,34 @@ mod tests {
                 "{sec} {username}"
             );
         }
+    }
+
+    #[test]
+    fn quota_groups_table() {
+        let cases = [
+            // (user id, quota key, revocable name)
+            ("alice", "alice", "alice"),
+            (
+                "demo/alice#0011223344556677",
+                "#0011223344556677",
+                "demo/alice",
+            ),
+            ("http-x7#g", "#g", "http-x7"),
+            ("a#b#c", "#c", "a#b"),
+            ("", "", ""),
+        ];
+        for (user, key, name) in cases {
+            assert_eq!(quota_key(user), key, "{user}");
+            assert_eq!(ungrouped(user), name, "{user}");
+        }
+        assert_eq!(grouped("demo/alice", "g"), "demo/alice#g");
+        assert_eq!(grouped("demo/alice", ""), "demo/alice");
+        let g = grant_group("v1.1796241848.ZGVtbw.sig");
+        assert_eq!(g.len(), 16);
+        assert!(g.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(g, grant_group("v1.1796241848.ZGVtbw.sig"), "stable");
+        assert_ne!(g, grant_group("v1.1796241848.ZGVtbw.sih"));
+        assert!(mint(&Secret::new("s").unwrap(), &grouped("r/p", &g), 60, 0).is_ok());
     }
 
     #[test]

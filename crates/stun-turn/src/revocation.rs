@@ -59,8 +59,9 @@ impl Revocations {
         Ok(r)
     }
 
+    /// Is this TURN user revoked? A user id's quota group (`#...`) is not part of its name.
     pub fn is_user_revoked(&self, user: &str) -> bool {
-        self.users.contains(user)
+        self.users.contains(crate::credentials::ungrouped(user))
     }
 
     /// Is this join token revoked? Tokens are named by their last dot-separated part.
@@ -123,6 +124,11 @@ mod tests {
         .unwrap();
         assert!(r.is_user_revoked("demo/alice"));
         assert!(!r.is_user_revoked("demo/bob"));
+        assert!(
+            r.is_user_revoked("demo/alice#0123456789abcdef"),
+            "a group is not a name"
+        );
+        assert!(!r.is_user_revoked("demo/bob#demo/alice"));
         assert!(r.is_token_revoked("v1.1795480000.ZGVtbw.c2lnbmF0dXJl"));
         assert!(r.is_token_revoked("c2lnbmF0dXJl"));
         assert!(!r.is_token_revoked("v1.1795480000.ZGVtbw.b3RoZXI"));

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use natkit_daemon::unix_now;
 use natkit_proto::{ErrorCode, HttpError, IceServer, IceServers};
+use natkit_stun_turn::credentials;
 
 use super::{bearer, peer_id, token_key, AppState, IceConfig, TokenQuery};
 
@@ -84,7 +85,13 @@ fn issue_ice_servers(
             .into_response();
     }
     st.metrics.credentials_issued.inc();
+    // Every credential fetched with one token counts in that token's quota group on the relay:
+    // one token is worth one `user_quota` of allocations, not one per fetch.
     let user = format!("http-{}", peer_id());
+    let user = match (&st.settings.token, &token) {
+        (Some(_), Some(t)) => credentials::grouped(&user, &credentials::grant_group(t)),
+        _ => user,
+    };
     Json(IceServers {
         ice_servers: mint(&st.ice, &user, unix_now()),
         ttl: st.ice.ttl,

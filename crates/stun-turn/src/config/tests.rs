@@ -244,3 +244,25 @@ fn metrics_can_be_turned_off() {
     };
     assert_eq!(raw.resolve(None, no_file).unwrap().metrics_listen, None);
 }
+
+#[test]
+fn the_alternate_port_follows_the_listen_port_unless_set() {
+    let cases = [
+        // (listen, alt_port set, alt_port used)
+        ("0.0.0.0:3478", None, 3479),
+        ("127.0.0.1:4478", None, 4479),
+        ("127.0.0.1:0", None, 0),
+        ("127.0.0.1:65535", None, 65534),
+        ("127.0.0.1:4478", Some("3479"), 3479),
+    ];
+    for (listen, alt, want) in cases {
+        let s = RawSettings {
+            listen: Some(listen.into()),
+            alt_port: alt.map(str::to_owned),
+            ..Default::default()
+        }
+        .resolve(Some("sekret".into()), no_file)
+        .unwrap();
+        assert_eq!(s.relay.alt_port, want, "{listen} {alt:?}");
+    }
+}
