@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::Relay;
 use natkit_testkit::{Daemon, Process};
@@ -45,20 +45,19 @@ fn num(r: &Value, key: &str) -> f64 {
 fn natkit_relay() -> (SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = rt.block_on(async {
-        let raw = RawSettings {
+        let options = RelayOptions {
             listen: Some("127.0.0.1:0".into()),
             alt_port: Some("0".into()),
-            allow_peer: Some(vec!["127.0.0.1".into()]),
+            allow_peer: vec!["127.0.0.1".into()],
             // The allocation-rate runs hammer from one IP: no per-source answer limit.
             answers_per_second: Some("0".into()),
             user_quota: Some("0".into()),
             total_quota: Some("0".into()),
+            turn_secret: Some(SecretText(SECRET.into())),
             ..Default::default()
         };
-        let settings = RawSettings::merge(raw, RawSettings::default(), RawSettings::default())
-            .resolve(Some(SECRET.into()), |p| std::fs::read_to_string(p))
-            .expect("relay settings");
-        let relay = Relay::bind(settings.relay, RelayMetrics::new())
+        let config = RelayConfig::try_from(options).expect("relay settings");
+        let relay = Relay::bind(config, RelayMetrics::new())
             .await
             .expect("bind relay");
         let addr = relay.addresses().primary;

@@ -11,7 +11,13 @@
 //! - [`listening_line`] / [`parse_listening`]: the machine-readable line servers print at start,
 //!   and its reader (used by natkit-testkit), kept side by side so they cannot drift.
 //!
-//! Out of scope: configuration (each crate's `config.rs`) and anything protocol-specific.
+//! - [`layer`]: the one configuration layer (flags, environment, TOML) every server's
+//!   `config.rs` derives, and its generic merge.
+//!
+//! Out of scope: each server's keys and their validation (each crate's `config.rs`) and anything
+//! protocol-specific.
+
+pub mod layer;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -24,7 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::cluster::store::Store;
-use crate::config::SignalSettings;
+use crate::config::SignalConfig;
 pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
 pub use crate::metrics::SignalMetrics;
@@ -90,7 +90,7 @@ struct Grant {
 }
 
 pub struct AppState {
-    settings: SignalSettings,
+    settings: SignalConfig,
     ice: IceConfig,
     rooms: Mutex<Rooms>,
     conns: Mutex<HashMap<ConnId, Conn>>,
@@ -149,7 +149,7 @@ fn peer_id() -> String {
 impl AppState {
     /// `registry` gets the signal metrics (share the relay's to serve one page).
     pub fn new(
-        settings: SignalSettings,
+        settings: SignalConfig,
         ice: IceConfig,
         registry: Registry,
         shutdown: watch::Receiver<bool>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use natkit_signal::config::SignalRaw;
+use natkit_signal::config::SignalOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -182,7 +182,7 @@ async fn two_tabs(s: &Suite, room: &str, extra: &str) -> (Value, Value) {
 
 #[tokio::test]
 async fn two_chromium_tabs_chat_over_a_data_channel() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (first, second) = two_tabs(&s, "browser-direct", "").await;
     for v in [&first, &second] {
         assert_eq!(v["channel"], "open", "{v}");
@@ -205,7 +205,7 @@ async fn two_chromium_tabs_chat_over_a_data_channel() {
 
 #[tokio::test]
 async fn two_chromium_tabs_chat_relay_only_through_the_embedded_relay() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (first, second) = two_tabs(&s, "browser-relay", "&relay=1").await;
     // Both ends of the selected pair are relayed addresses of natkit's relay.
     for v in [&first, &second] {
@@ -224,7 +224,7 @@ async fn two_chromium_tabs_chat_relay_only_through_the_embedded_relay() {
 /// Chromium and natkit-peer (webrtc-rs) in one room, relay-only through the embedded relay.
 /// `peer_first`: natkit-peer echoes and the page offers; else the page echoes and the peer offers.
 async fn chromium_and_natkit_peer(peer_first: bool) {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let room = if peer_first {
         "interop-page-offers"
     } else {

@@ -7,15 +7,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use natkit_signal::config::SignalRaw;
+use natkit_signal::config::SignalOptions;
 use natkit_signal::token::TokenSecret;
 use natkit_testkit::redis::RedisServer;
 use serde_json::{json, Value};
 
-async fn node(redis: &RedisServer, extra: SignalRaw, token: Option<&str>) -> Suite {
+async fn node(redis: &RedisServer, extra: SignalOptions, token: Option<&str>) -> Suite {
     let s = start(
-        SignalRaw {
-            cluster: Some(redis.url()),
+        SignalOptions {
+            cluster: Some(redis.url().into()),
             cluster_lease: Some("2".into()),
             // These tests send bursts; the per-connection rate limit is another test's subject.
             messages_per_second: Some("100000".into()),
@@ -78,7 +78,7 @@ async fn join_err(s: &Suite, room: &str, id: &str) -> Value {
 #[tokio::test]
 async fn three_nodes_share_rooms_in_order_within_cluster_wide_limits() {
     let redis = RedisServer::start();
-    let limits = || SignalRaw {
+    let limits = || SignalOptions {
         peers_per_room: Some("3".into()),
         max_rooms: Some("2".into()),
         ..Default::default()
@@ -179,8 +179,8 @@ async fn three_nodes_share_rooms_in_order_within_cluster_wide_limits() {
 async fn a_token_minted_for_one_node_works_on_every_node() {
     let redis = RedisServer::start();
     let secret = "cluster-token-secret";
-    let a = node(&redis, SignalRaw::default(), Some(secret)).await;
-    let b = node(&redis, SignalRaw::default(), Some(secret)).await;
+    let a = node(&redis, SignalOptions::default(), Some(secret)).await;
+    let b = node(&redis, SignalOptions::default(), Some(secret)).await;
     let token = TokenSecret::new(secret)
         .unwrap()
         .mint("room1", 60, natkit_daemon::unix_now());
@@ -212,8 +212,8 @@ async fn a_token_minted_for_one_node_works_on_every_node() {
 #[tokio::test]
 async fn a_redis_restart_under_load_spares_local_rooms_and_cross_node_delivery_resumes() {
     let mut redis = RedisServer::start();
-    let a = node(&redis, SignalRaw::default(), None).await;
-    let b = node(&redis, SignalRaw::default(), None).await;
+    let a = node(&redis, SignalOptions::default(), None).await;
+    let b = node(&redis, SignalOptions::default(), None).await;
     // A room whose peers are all on node A, and one across A and B.
     let (mut x, _) = a.join("local", Some("x")).await;
     let (mut y, _) = a.join("local", Some("y")).await;

@@ -1,34 +1,52 @@
 //! deploy/signal.example.toml loads with natkit-signal's own parser, relay table included.
 
-use natkit_signal::config::{SignalFile, SignalRaw};
+use natkit_signal::config::{SignalConfig, SignalOptions};
+use natkit_stun_turn::config::RelayConfig;
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/signal.example.toml"
+);
 
 #[test]
 fn signal_example_toml_loads_and_validates() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/signal.example.toml"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    let (signal, relay) = SignalFile::parse(&text, path)
-        .expect("example parses")
-        .split();
-    let s = SignalRaw::merge(SignalRaw::default(), SignalRaw::default(), signal)
-        .resolve(None, |p| {
-            assert_eq!(p, "/run/secrets/natkit_signal_token_secret");
-            Ok("example-token-secret\n".into())
-        })
-        .expect("example validates");
+    let file = SignalOptions::from_file(EXAMPLE.as_ref()).expect("example parses");
+    let s = SignalConfig::from_options(file.clone(), |p| {
+        assert_eq!(p, "/run/secrets/natkit_signal_token_secret");
+        Ok("example-token-secret\n".into())
+    })
+    .expect("example validates");
     assert!(s.token.is_some());
     assert!(s.embedded_relay);
     assert_eq!(s.peers_per_room, 16);
-    let relay = relay
-        .resolve(None, |p| {
-            assert_eq!(p, "/run/secrets/natkit_turn_secret");
-            Ok("example-turn-secret\n".into())
-        })
-        .expect("relay table validates");
-    assert_eq!(relay.relay.deny_peers.len(), 3);
-    assert_eq!(relay.relay.listen.port(), 3478);
+    let relay = RelayConfig::from_options(file.relay, |p| {
+        assert_eq!(p, "/run/secrets/natkit_turn_secret");
+        Ok("example-turn-secret\n".into())
+    })
+    .expect("relay table validates");
+    assert_eq!(relay.deny_peers.len(), 3);
+    assert_eq!(relay.listen.port(), 3478);
+}
+
+/// Every key of natkit-signal's file is in the example, set or commented out, so operators can
+/// find each one. (The `[relay]` table's keys are natkit-relay's, checked against
+/// deploy/relay.example.toml, to which the table points.)
+#[test]
+fn the_signal_example_names_every_key() {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let (top, _relay) = text.split_once("\n[relay]\n").expect("a [relay] table");
+    let keys = serde_json::to_value(SignalOptions::default()).unwrap();
+    let missing: Vec<&String> = keys
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "relay" && !natkit_testkit::toml_names_key(top, k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/signal.example.toml lacks {missing:?}"
+    );
+    assert!(text.contains("deploy/relay.example.toml"));
 }
 
 /// The Python token minter in deploy/README.md ("Tokens") makes tokens natkit-signal accepts.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::SinkExt;
-use natkit_signal::config::SignalRaw;
+use natkit_signal::config::SignalOptions;
 use natkit_signal::token::TokenSecret;
 use natkit_testkit::Daemon;
 use serde_json::{json, Value};
@@ -102,7 +102,7 @@ fn open_mode_is_explicit_and_warns() {
 /// with a victim's id gave a credential counted against the victim's quota.
 #[tokio::test]
 async fn turn_identities_of_two_rooms_never_collide() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (_v, victim) = s.join("team", Some("alice")).await;
     let (_a, attacker) = s.join("other", Some("alice")).await;
     let user = |w: &Value| {
@@ -157,7 +157,7 @@ async fn turn_identities_of_two_rooms_never_collide() {
 async fn refresh_after_the_join_token_expired_is_refused() {
     // The client sleeps past the token's expiry without reading: no idle timeout meanwhile.
     let s = start(
-        SignalRaw {
+        SignalOptions {
             ping_interval: Some("10".into()),
             idle_timeout: Some("30".into()),
             ..Default::default()
@@ -185,7 +185,7 @@ async fn refresh_after_the_join_token_expired_is_refused() {
 #[tokio::test]
 async fn credential_minting_is_rate_limited_per_ip_and_counted() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             credentials_per_minute: Some("5".into()),
             ..Default::default()
         },
@@ -216,7 +216,7 @@ async fn credential_minting_is_rate_limited_per_ip_and_counted() {
 #[tokio::test]
 async fn slowloris_is_cut_off_and_connections_per_ip_are_limited() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             header_timeout: Some("1".into()),
             max_connections_per_ip: Some("5".into()),
             ..Default::default()
@@ -270,7 +270,7 @@ async fn slowloris_is_cut_off_and_connections_per_ip_are_limited() {
 async fn invalid_utf8_closes_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let mut ws = s.connect("").await;
     let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
     ws.send(Message::Frame(frame)).await.unwrap();
@@ -284,7 +284,7 @@ async fn invalid_utf8_closes_with_1007() {
 async fn a_protocol_violation_closes_with_1002() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let mut ws = s.connect("").await;
     let frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Reserved(3)), true);
     ws.send(Message::Frame(frame)).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use natkit_signal::config::SignalRaw;
+use natkit_signal::config::SignalOptions;
 use natkit_signal::token::TokenSecret;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (mut a, wa) = s.join("room1", Some("alice")).await;
     assert_eq!(wa["peers"], json!([]));
     assert!(wa["ice_servers"][0]["urls"][1]
@@ -100,7 +100,7 @@ async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
 #[tokio::test]
 async fn every_error_code_is_returned_and_the_connection_stays_open() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             peers_per_room: Some("1".into()),
             max_rooms: Some("2".into()),
             messages_per_second: Some("5".into()),
@@ -184,7 +184,7 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             max_frame_bytes: Some("2048".into()),
             ..Default::default()
         },
@@ -215,7 +215,7 @@ async fn oversized_frame_closes_with_1009() {
 #[tokio::test]
 async fn a_flood_of_bad_frames_does_not_disturb_other_peers() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             messages_per_second: Some("1000".into()),
             ..Default::default()
         },
@@ -259,7 +259,7 @@ async fn a_flood_of_bad_frames_does_not_disturb_other_peers() {
 
 #[tokio::test]
 async fn silent_peers_are_dropped_by_ping_timeout() {
-    let s = start(SignalRaw::default(), None).await; // ping 1 s, idle 3 s
+    let s = start(SignalOptions::default(), None).await; // ping 1 s, idle 3 s
     let (mut a, _) = s.join("r", Some("a")).await;
     let (_silent, _) = s.join("r", Some("silent")).await; // never read again: never answers pings
     assert_eq!(recv(&mut a).await["type"], "peer-joined");
@@ -292,7 +292,7 @@ async fn turn_allocate(
 #[tokio::test]
 async fn ice_server_credentials_allocate_on_the_embedded_relay_until_they_expire() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             credential_ttl: Some("2".into()),
             ..Default::default()
         },
@@ -330,7 +330,7 @@ async fn ice_server_credentials_allocate_on_the_embedded_relay_until_they_expire
 
 #[tokio::test]
 async fn tokens_gate_joins_and_ice_servers() {
-    let s = start(SignalRaw::default(), Some("token-secret")).await;
+    let s = start(SignalOptions::default(), Some("token-secret")).await;
     let key = TokenSecret::new("token-secret").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -379,7 +379,7 @@ async fn tokens_gate_joins_and_ice_servers() {
 
 #[tokio::test]
 async fn shutdown_tells_connected_peers() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (mut a, _) = s.join("r", Some("a")).await;
     s.stop.send(true).unwrap();
     assert_eq!(recv(&mut a).await["code"], "shutting-down");
@@ -390,7 +390,7 @@ async fn shutdown_tells_connected_peers() {
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             max_connections: Some("1".into()),
             ..Default::default()
         },
@@ -443,7 +443,7 @@ fn token_subcommand_mints_tokens_the_server_accepts() {
 
 #[tokio::test]
 async fn hostile_peer_ids_get_an_error_and_the_connection_survives() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let mut ws = s.connect("").await;
     for id in ["a:b", "", "x y", &"z".repeat(65)] {
         send(&mut ws, &json!({"type":"join","room":"r","peer_id": id})).await;
@@ -460,7 +460,7 @@ async fn hostile_peer_ids_get_an_error_and_the_connection_survives() {
 #[tokio::test]
 async fn refresh_mints_a_new_credential_for_the_same_peer() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             credential_ttl: Some("60".into()),
             ..Default::default()
         },
@@ -494,7 +494,7 @@ async fn refresh_mints_a_new_credential_for_the_same_peer() {
 #[tokio::test]
 async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
     let s = start(
-        SignalRaw {
+        SignalOptions {
             messages_per_second: Some("100000".into()),
             idle_timeout: Some("60".into()),
             ..Default::default()
@@ -597,7 +597,7 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
 #[tokio::test]
 async fn a_newer_clients_fields_are_tolerated_and_the_version_is_answered() {
     use natkit_proto::{ServerMsg, PROTOCOL_VERSION};
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let mut a = s.connect("").await;
     send(
         &mut a,
@@ -630,7 +630,7 @@ async fn a_newer_clients_fields_are_tolerated_and_the_version_is_answered() {
 
 #[tokio::test]
 async fn a_draining_node_sends_its_peers_elsewhere_and_takes_no_one_new() {
-    let s = start(SignalRaw::default(), None).await;
+    let s = start(SignalOptions::default(), None).await;
     let (mut a, _) = s.join("room1", Some("a")).await;
     let mut idle = s.connect("").await;
     s.state.start_drain();

@@ -1,6 +1,8 @@
 //! Relay configuration: command-line flags, `NATKIT_*` environment variables and an optional TOML
-//! file, merged with precedence flags > environment > file > defaults by [`RawSettings::merge`],
-//! then validated into a typed [`Settings`] before any socket is bound.
+//! file, all one struct ([`RelayOptions`], natkit-daemon's configuration layer), merged with
+//! precedence flags > environment > file > defaults, then validated by [`RelayConfig::try_from`]
+//! (or [`Settings::try_from`] for the binary's two extra keys) before any socket is bound. A
+//! [`RelayConfig`] cannot hold an invalid value: a relay is never handed one.
 //!
 //! Every key has the same name in all three places: `--relay-ports`, `NATKIT_RELAY_PORTS`,
 //! `relay_ports`. The secret is the exception on purpose: it comes from `NATKIT_TURN_SECRET` or
@@ -8,11 +10,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+pub use natkit_daemon::layer::SecretText;
+use natkit_daemon::layer::{self, Setting};
+use serde::{Deserialize, Serialize};
 
 use crate::allocation::MAX_LIFETIME;
 use crate::credentials::{Secret, Secrets};
@@ -25,397 +29,190 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
 /// Environment variable holding the current TURN secret.
 pub const SECRET_ENV: &str = "NATKIT_TURN_SECRET";
 
-/// The relay's flags, shared by `natkit-relay` and (later) `natkit-signal`'s embedded relay.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RelayArgs {
+/// The relay's keys, as written in any of the three places: a flag (`--relay-ports`), an
+/// environment variable (`NATKIT_RELAY_PORTS`) or a TOML key (`relay_ports`). Flags and variables
+/// are clap's; the file is serde's. [`RelayConfig::try_from`] validates the merged result.
+/// natkit-signal's embedded relay reads the same struct from its `[relay]` table and the same
+/// variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayOptions {
     /// UDP address for STUN/TURN [default: 0.0.0.0:3478]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    #[arg(long, env = "NATKIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<Setting>,
     /// RFC 5780 alternate port on the same IP [default: the listen port + 1]
-    #[arg(long, value_name = "PORT")]
-    pub alt_port: Option<String>,
+    #[arg(long, env = "NATKIT_ALT_PORT", value_name = "PORT")]
+    pub alt_port: Option<Setting>,
     /// RFC 5780 alternate IP; without it change-IP tests get 420
-    #[arg(long, value_name = "IP")]
-    pub alt_ip: Option<String>,
+    #[arg(long, env = "NATKIT_ALT_IP", value_name = "IP")]
+    pub alt_ip: Option<Setting>,
     /// Address written into XOR-RELAYED-ADDRESS, for hosts behind 1:1 NAT (coturn's external-ip)
-    #[arg(long, value_name = "IP")]
-    pub public_ip: Option<String>,
+    #[arg(long, env = "NATKIT_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<Setting>,
     /// Relayed port range [default: 49152-65535]
-    #[arg(long, value_name = "MIN-MAX")]
-    pub relay_ports: Option<String>,
+    #[arg(long, env = "NATKIT_RELAY_PORTS", value_name = "MIN-MAX")]
+    pub relay_ports: Option<Setting>,
     /// Authentication realm [default: natkit]
-    #[arg(long)]
-    pub realm: Option<String>,
+    #[arg(long, env = "NATKIT_REALM")]
+    pub realm: Option<Setting>,
     /// File with one TURN secret per line; the first mints, all verify (rotation)
-    #[arg(long, value_name = "FILE")]
-    pub secret_file: Option<String>,
+    #[arg(long, env = "NATKIT_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<Setting>,
     /// Peers to allow even if denied by default (CIDR, repeatable)
-    #[arg(long, value_name = "CIDR")]
-    pub allow_peer: Vec<String>,
+    #[arg(
+        long,
+        env = "NATKIT_ALLOW_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub allow_peer: Vec<Setting>,
     /// Peers to refuse (CIDR, repeatable), e.g. your private network
-    #[arg(long, value_name = "CIDR")]
-    pub deny_peer: Vec<String>,
-    /// Allocations one user may hold at once, 0 = unlimited [default: 10]
-    #[arg(long, value_name = "N")]
-    pub user_quota: Option<String>,
+    #[arg(
+        long,
+        env = "NATKIT_DENY_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub deny_peer: Vec<Setting>,
+    /// Allocations one user (or one join token's credentials) may hold at once, 0 = unlimited
+    /// [default: 10]
+    #[arg(long, env = "NATKIT_USER_QUOTA", value_name = "N")]
+    pub user_quota: Option<Setting>,
     /// Allocations the relay holds at once, 0 = unlimited [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub total_quota: Option<String>,
+    #[arg(long, env = "NATKIT_TOTAL_QUOTA", value_name = "N")]
+    pub total_quota: Option<Setting>,
     /// Binding answers and 401/438 challenges per second to one source IP (bursts of twice
     /// that; a reflection limit), 0 = unlimited [default: 50]
-    #[arg(long, value_name = "N")]
-    pub answers_per_second: Option<String>,
+    #[arg(long, env = "NATKIT_ANSWERS_PER_SECOND", value_name = "N")]
+    pub answers_per_second: Option<Setting>,
     /// File of revoked TURN users (`user ID`) and join tokens (`token ID`), re-read when it
     /// changes; revoked users get 401 and lose their allocations within a second
-    #[arg(long, value_name = "FILE")]
-    pub revoked_file: Option<String>,
+    #[arg(long, env = "NATKIT_REVOKED_FILE", value_name = "FILE")]
+    pub revoked_file: Option<Setting>,
     /// Longest allocation lifetime granted, in seconds (coturn's max-allocate-lifetime) [default: 3600]
-    #[arg(long, value_name = "SECONDS")]
-    pub max_lifetime: Option<String>,
+    #[arg(long, env = "NATKIT_MAX_LIFETIME", value_name = "SECONDS")]
+    pub max_lifetime: Option<Setting>,
     /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9641]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
+    #[arg(long, env = "NATKIT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<Setting>,
     /// Announce this relay, its load and its drain every 2 s in the signaling cluster's Redis
     /// (redis://HOST:6379), for natkit-signal nodes with --relay-server cluster
-    #[arg(long, value_name = "URL")]
-    pub cluster: Option<String>,
+    #[arg(long, env = "NATKIT_CLUSTER", value_name = "URL")]
+    pub cluster: Option<Setting>,
     /// TURN over TCP on the listen port (same port as UDP), "on" or "off" [default: on]
-    #[arg(long, value_name = "on|off")]
-    pub tcp: Option<String>,
+    #[arg(long, env = "NATKIT_TCP", value_name = "on|off")]
+    pub tcp: Option<Setting>,
     /// Address for TURN over TLS (e.g. 0.0.0.0:5349 or :443), or "off" [default: off]
-    #[arg(long, value_name = "ADDR")]
-    pub tls_listen: Option<String>,
+    #[arg(long, env = "NATKIT_TLS_LISTEN", value_name = "ADDR")]
+    pub tls_listen: Option<Setting>,
     /// PEM certificate chain for TLS; reloaded on SIGHUP
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<String>,
+    #[arg(long, env = "NATKIT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<Setting>,
     /// PEM private key for TLS; reloaded on SIGHUP
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<String>,
+    #[arg(long, env = "NATKIT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<Setting>,
     /// Host name in the turns: URLs handed out [default: the certificate's first DNS name]
-    #[arg(long, value_name = "NAME")]
-    pub tls_name: Option<String>,
+    #[arg(long, env = "NATKIT_TLS_NAME", value_name = "NAME")]
+    pub tls_name: Option<Setting>,
     /// TCP/TLS connections one source IP may hold, 0 = unlimited [default: 100]
-    #[arg(long, value_name = "N")]
-    pub stream_per_ip: Option<String>,
+    #[arg(long, env = "NATKIT_STREAM_PER_IP", value_name = "N")]
+    pub stream_per_ip: Option<Setting>,
     /// TCP/TLS connections the relay holds at once, 0 = unlimited [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub stream_total: Option<String>,
+    #[arg(long, env = "NATKIT_STREAM_TOTAL", value_name = "N")]
+    pub stream_total: Option<Setting>,
     /// While draining (SIGUSR1), send new clients here with 300 Try Alternate (another relay's
     /// STUN/TURN address); without it they get 486
-    #[arg(long, value_name = "ADDR")]
-    pub drain_alternate: Option<String>,
+    #[arg(long, env = "NATKIT_DRAIN_ALTERNATE", value_name = "ADDR")]
+    pub drain_alternate: Option<Setting>,
     /// Longest drain, in seconds: the relay exits then even with allocations left [default: 600]
-    #[arg(long, value_name = "SECONDS")]
-    pub drain_timeout: Option<String>,
+    #[arg(long, env = "NATKIT_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<Setting>,
     /// Relay UDP clients' ChannelData in the kernel (a TC program) on packets arriving on this
     /// interface (repeatable); needs a build with the `kernel-path` feature, root (CAP_BPF and
     /// CAP_NET_ADMIN) and --listen on one IPv4 address [default: off]
-    #[arg(long, value_name = "IFACE")]
-    pub kernel_path: Vec<String>,
+    #[arg(
+        long,
+        env = "NATKIT_KERNEL_PATH",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
+    pub kernel_path: Vec<Setting>,
+    /// The current TURN secret, from `NATKIT_TURN_SECRET` only: never a flag (flags show in
+    /// `ps` and shell history) nor a file key (use `secret_file`). Set by [`load`] and
+    /// [`RelayOptions::with_environment_secret`].
+    #[arg(skip)]
+    #[serde(skip)]
+    pub turn_secret: Option<SecretText>,
 }
 
-/// Unvalidated settings from one source. `None` means "not set here".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawSettings {
-    pub listen: Option<String>,
-    pub alt_port: Option<String>,
-    pub alt_ip: Option<String>,
-    pub public_ip: Option<String>,
-    pub relay_ports: Option<String>,
-    pub realm: Option<String>,
-    pub secret_file: Option<String>,
-    pub allow_peer: Option<Vec<String>>,
-    pub deny_peer: Option<Vec<String>>,
-    pub user_quota: Option<String>,
-    pub total_quota: Option<String>,
-    pub answers_per_second: Option<String>,
-    pub revoked_file: Option<String>,
-    pub max_lifetime: Option<String>,
-    pub metrics_listen: Option<String>,
-    pub cluster: Option<String>,
-    pub tcp: Option<String>,
-    pub tls_listen: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub tls_name: Option<String>,
-    pub stream_per_ip: Option<String>,
-    pub stream_total: Option<String>,
-    pub drain_alternate: Option<String>,
-    pub drain_timeout: Option<String>,
-    pub kernel_path: Option<Vec<String>>,
-}
-
-/// The TOML file's shape. Unknown keys are an error, so a typo does not silently do nothing.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub listen: Option<String>,
-    pub alt_port: Option<u16>,
-    pub alt_ip: Option<String>,
-    pub public_ip: Option<String>,
-    pub relay_ports: Option<String>,
-    pub realm: Option<String>,
-    pub secret_file: Option<String>,
-    pub allow_peer: Option<Vec<String>>,
-    pub deny_peer: Option<Vec<String>>,
-    pub user_quota: Option<u32>,
-    pub total_quota: Option<u32>,
-    pub answers_per_second: Option<u32>,
-    pub revoked_file: Option<String>,
-    pub max_lifetime: Option<u32>,
-    pub metrics_listen: Option<String>,
-    pub cluster: Option<String>,
-    pub tcp: Option<bool>,
-    pub tls_listen: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub tls_name: Option<String>,
-    pub stream_per_ip: Option<u32>,
-    pub stream_total: Option<u32>,
-    pub drain_alternate: Option<String>,
-    pub drain_timeout: Option<u32>,
-    pub kernel_path: Option<Vec<String>>,
-}
-
-impl From<RelayArgs> for RawSettings {
-    fn from(a: RelayArgs) -> Self {
-        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
-        RawSettings {
-            listen: a.listen,
-            alt_port: a.alt_port,
-            alt_ip: a.alt_ip,
-            public_ip: a.public_ip,
-            relay_ports: a.relay_ports,
-            realm: a.realm,
-            secret_file: a.secret_file,
-            allow_peer: list(a.allow_peer),
-            deny_peer: list(a.deny_peer),
-            user_quota: a.user_quota,
-            total_quota: a.total_quota,
-            answers_per_second: a.answers_per_second,
-            revoked_file: a.revoked_file,
-            max_lifetime: a.max_lifetime,
-            metrics_listen: a.metrics_listen,
-            cluster: a.cluster,
-            tcp: a.tcp,
-            tls_listen: a.tls_listen,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
-            tls_name: a.tls_name,
-            stream_per_ip: a.stream_per_ip,
-            stream_total: a.stream_total,
-            drain_alternate: a.drain_alternate,
-            drain_timeout: a.drain_timeout,
-            kernel_path: list(a.kernel_path),
-        }
-    }
-}
-
-impl From<FileSettings> for RawSettings {
-    fn from(f: FileSettings) -> Self {
-        RawSettings {
-            listen: f.listen,
-            alt_port: f.alt_port.map(|v| v.to_string()),
-            alt_ip: f.alt_ip,
-            public_ip: f.public_ip,
-            relay_ports: f.relay_ports,
-            realm: f.realm,
-            secret_file: f.secret_file,
-            allow_peer: f.allow_peer,
-            deny_peer: f.deny_peer,
-            user_quota: f.user_quota.map(|v| v.to_string()),
-            total_quota: f.total_quota.map(|v| v.to_string()),
-            answers_per_second: f.answers_per_second.map(|v| v.to_string()),
-            revoked_file: f.revoked_file,
-            max_lifetime: f.max_lifetime.map(|v| v.to_string()),
-            metrics_listen: f.metrics_listen,
-            cluster: f.cluster,
-            tcp: f.tcp.map(|v| if v { "on" } else { "off" }.to_owned()),
-            tls_listen: f.tls_listen,
-            tls_cert: f.tls_cert,
-            tls_key: f.tls_key,
-            tls_name: f.tls_name,
-            stream_per_ip: f.stream_per_ip.map(|v| v.to_string()),
-            stream_total: f.stream_total.map(|v| v.to_string()),
-            drain_alternate: f.drain_alternate,
-            drain_timeout: f.drain_timeout.map(|v| v.to_string()),
-            kernel_path: f.kernel_path,
-        }
-    }
-}
-
-impl FileSettings {
-    /// Parses TOML text; `path` only names the file in errors.
-    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::ParseFile {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })
-    }
-
-    pub fn load(path: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.to_owned(),
-            source,
+impl RelayOptions {
+    /// The relay's keys that the environment sets (`NATKIT_*`), `NATKIT_TURN_SECRET` included.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let opts: RelayOptions = layer::from_env().map_err(|e| ConfigError::Environment {
+            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
         })?;
-        Self::parse(&text, path)
+        Ok(opts.with_environment_secret())
+    }
+
+    /// Reads the TOML file (relay keys at the top).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Ok(layer::read_toml(path)?)
+    }
+
+    /// `self` laid over `under`: what `self` sets wins, key by key.
+    pub fn over(&self, under: &RelayOptions) -> RelayOptions {
+        RelayOptions {
+            turn_secret: self.turn_secret.clone().or(under.turn_secret.clone()),
+            ..layer::overlay(self, under)
+        }
+    }
+
+    /// Takes `NATKIT_TURN_SECRET` from the process environment when it is set and not blank.
+    pub fn with_environment_secret(self) -> Self {
+        RelayOptions {
+            turn_secret: SecretText::from_env(SECRET_ENV).or(self.turn_secret),
+            ..self
+        }
+    }
+
+    /// Whether a TURN secret is configured (the variable or `secret_file`).
+    pub fn has_secret(&self) -> bool {
+        self.turn_secret.is_some() || self.secret_file.is_some()
+    }
+
+    /// Generates a secret for this run when none is configured (natkit-signal's first run);
+    /// says whether it did.
+    pub fn generate_secret_if_unset(&mut self) -> bool {
+        if self.has_secret() {
+            return false;
+        }
+        self.turn_secret = Some(SecretText(Secret::generate().expose().to_owned()));
+        true
     }
 }
 
-impl RawSettings {
-    /// Reads `NATKIT_*` variables from `vars` (pass `std::env::vars()`). Lists are comma-separated.
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut s = RawSettings::default();
-        let list = |v: &str| {
-            Some(
-                v.split(',')
-                    .map(|x| x.trim().to_owned())
-                    .filter(|x| !x.is_empty())
-                    .collect(),
-            )
-        };
-        for (k, v) in vars {
-            // An empty variable counts as unset (compose files pass `${VAR:-}` through).
-            if v.trim().is_empty() {
-                continue;
-            }
-            match k.as_str() {
-                "NATKIT_LISTEN" => s.listen = Some(v),
-                "NATKIT_ALT_PORT" => s.alt_port = Some(v),
-                "NATKIT_ALT_IP" => s.alt_ip = Some(v),
-                "NATKIT_PUBLIC_IP" => s.public_ip = Some(v),
-                "NATKIT_RELAY_PORTS" => s.relay_ports = Some(v),
-                "NATKIT_REALM" => s.realm = Some(v),
-                "NATKIT_SECRET_FILE" => s.secret_file = Some(v),
-                "NATKIT_ALLOW_PEER" => s.allow_peer = list(&v),
-                "NATKIT_DENY_PEER" => s.deny_peer = list(&v),
-                "NATKIT_USER_QUOTA" => s.user_quota = Some(v),
-                "NATKIT_ANSWERS_PER_SECOND" => s.answers_per_second = Some(v),
-                "NATKIT_REVOKED_FILE" => s.revoked_file = Some(v),
-                "NATKIT_TOTAL_QUOTA" => s.total_quota = Some(v),
-                "NATKIT_MAX_LIFETIME" => s.max_lifetime = Some(v),
-                "NATKIT_METRICS_LISTEN" => s.metrics_listen = Some(v),
-                "NATKIT_CLUSTER" => s.cluster = Some(v),
-                "NATKIT_TCP" => s.tcp = Some(v),
-                "NATKIT_TLS_LISTEN" => s.tls_listen = Some(v),
-                "NATKIT_TLS_CERT" => s.tls_cert = Some(v),
-                "NATKIT_TLS_KEY" => s.tls_key = Some(v),
-                "NATKIT_TLS_NAME" => s.tls_name = Some(v),
-                "NATKIT_STREAM_PER_IP" => s.stream_per_ip = Some(v),
-                "NATKIT_STREAM_TOTAL" => s.stream_total = Some(v),
-                "NATKIT_DRAIN_ALTERNATE" => s.drain_alternate = Some(v),
-                "NATKIT_DRAIN_TIMEOUT" => s.drain_timeout = Some(v),
-                "NATKIT_KERNEL_PATH" => s.kernel_path = list(&v),
-                _ => {}
-            }
-        }
-        s
+impl TryFrom<RelayOptions> for RelayConfig {
+    type Error = ConfigError;
+    /// Validates every key and settles the secrets; reads `secret_file` from disk.
+    fn try_from(o: RelayOptions) -> Result<Self, ConfigError> {
+        RelayConfig::from_options(o, |p| std::fs::read_to_string(p))
     }
+}
 
-    /// Field by field, the first source that sets a key wins: flags, then environment, then file.
-    pub fn merge(flags: RawSettings, env: RawSettings, file: RawSettings) -> RawSettings {
-        macro_rules! pick {
-            ($($f:ident),*) => {
-                RawSettings { $($f: flags.$f.or(env.$f).or(file.$f)),* }
-            };
-        }
-        pick!(
-            listen,
-            alt_port,
-            alt_ip,
-            public_ip,
-            relay_ports,
-            realm,
-            secret_file,
-            allow_peer,
-            deny_peer,
-            user_quota,
-            total_quota,
-            answers_per_second,
-            revoked_file,
-            max_lifetime,
-            metrics_listen,
-            cluster,
-            tcp,
-            tls_listen,
-            tls_cert,
-            tls_key,
-            tls_name,
-            stream_per_ip,
-            stream_total,
-            drain_alternate,
-            drain_timeout,
-            kernel_path
-        )
+impl TryFrom<RelayOptions> for Settings {
+    type Error = ConfigError;
+    fn try_from(o: RelayOptions) -> Result<Self, ConfigError> {
+        Settings::from_options(o, |p| std::fs::read_to_string(p))
     }
+}
 
-    /// Validates into typed settings. `secret_env` is the value of `NATKIT_TURN_SECRET`;
-    /// `read` reads the secret file (a parameter so tests need no files).
-    pub fn resolve(
-        self,
-        secret_env: Option<String>,
+impl Settings {
+    /// [`RelayConfig::from_options`] and the binary's own keys (`metrics_listen`, `cluster`).
+    pub fn from_options(
+        o: RelayOptions,
         read: impl Fn(&str) -> std::io::Result<String>,
     ) -> Result<Settings, ConfigError> {
-        let listen: SocketAddr = parse("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
-        let streams = self.streams(listen)?;
-        let drain = DrainConfig {
-            alternate: self
-                .drain_alternate
-                .as_deref()
-                .map(|v| parse("drain_alternate", v))
-                .transpose()?,
-            timeout: Duration::from_secs(match &self.drain_timeout {
-                Some(v) => parse("drain_timeout", v)?,
-                None => DEFAULT_DRAIN_TIMEOUT.as_secs(),
-            }),
-        };
-        let alt_port: u16 = match self.alt_port {
-            Some(v) => parse("alt_port", &v)?,
-            None => default_alt_port(listen.port()),
-        };
-        let alt_ip: Option<IpAddr> = self.alt_ip.map(|v| parse("alt_ip", &v)).transpose()?;
-        let public_ip: Option<IpAddr> =
-            self.public_ip.map(|v| parse("public_ip", &v)).transpose()?;
-        let relay_ports = match self.relay_ports {
-            Some(v) => parse_range(&v)?,
-            None => DEFAULT_RELAY_PORTS,
-        };
-        let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
-        if realm.is_empty() || realm.len() > 127 {
-            return Err(ConfigError::invalid("realm", "must be 1 to 127 bytes"));
-        }
-        let nets = |key: &'static str, v: Option<Vec<String>>| -> Result<Vec<IpNet>, ConfigError> {
-            v.unwrap_or_default()
-                .iter()
-                .map(|s| parse_cidr(key, s))
-                .collect()
-        };
-        let allow_peers = nets("allow_peer", self.allow_peer)?;
-        let deny_peers = nets("deny_peer", self.deny_peer)?;
-        let user_quota: u32 = match self.user_quota {
-            Some(v) => parse("user_quota", &v)?,
-            None => 10,
-        };
-        let total_quota: u32 = match self.total_quota {
-            Some(v) => parse("total_quota", &v)?,
-            None => 10_000,
-        };
-        let answers_per_second: u32 = match self.answers_per_second {
-            Some(v) => parse("answers_per_second", &v)?,
-            None => 50,
-        };
-        let max_lifetime: u64 = match self.max_lifetime {
-            Some(v) => parse("max_lifetime", &v)?,
-            None => MAX_LIFETIME.as_secs(),
-        };
-        if !(1..=86_400).contains(&max_lifetime) {
-            return Err(ConfigError::invalid(
-                "max_lifetime",
-                format!("{max_lifetime} is not between 1 and 86400 seconds"),
-            ));
-        }
-        let max_lifetime = Duration::from_secs(max_lifetime);
-        let cluster = match self.cluster.as_deref().map(str::trim) {
+        let cluster = match o.cluster.as_ref().map(|s| s.as_str().trim()) {
             None | Some("") | Some("off") => None,
             Some(url) if url.starts_with("redis://") => Some(url.to_owned()),
             Some(url) => {
@@ -425,11 +222,75 @@ impl RawSettings {
                 ))
             }
         };
-        let metrics_listen = match self.metrics_listen.as_deref() {
+        let metrics_listen = match o.metrics_listen.as_ref().map(|s| s.as_str().trim()) {
             Some("off") => None,
-            Some(v) => Some(parse("metrics_listen", v)?),
-            None => Some(DEFAULT_METRICS_LISTEN.parse().expect("valid default")),
+            _ => Some(
+                parse_opt("metrics_listen", &o.metrics_listen)?
+                    .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.parse().expect("valid default")),
+            ),
         };
+        Ok(Settings {
+            relay: RelayConfig::from_options(o, read)?,
+            metrics_listen,
+            cluster,
+        })
+    }
+}
+
+impl RelayConfig {
+    /// Validates `o` into the relay's configuration: every key parsed and checked, the
+    /// cross-field rules, and the secrets settled (`NATKIT_TURN_SECRET` first, then every line of
+    /// `secret_file`, read with `read`). Without a secret it is an error that says how to set one.
+    pub fn from_options(
+        o: RelayOptions,
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<RelayConfig, ConfigError> {
+        let listen: SocketAddr = match &o.listen {
+            Some(v) => v.parse("listen")?,
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+        };
+        let streams = streams(&o, listen)?;
+        let drain = DrainConfig {
+            alternate: parse_opt("drain_alternate", &o.drain_alternate)?,
+            timeout: Duration::from_secs(
+                parse_opt("drain_timeout", &o.drain_timeout)?
+                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT.as_secs()),
+            ),
+        };
+        let alt_port: u16 =
+            parse_opt("alt_port", &o.alt_port)?.unwrap_or_else(|| default_alt_port(listen.port()));
+        let alt_ip: Option<IpAddr> = parse_opt("alt_ip", &o.alt_ip)?;
+        let public_ip: Option<IpAddr> = parse_opt("public_ip", &o.public_ip)?;
+        let relay_ports = match &o.relay_ports {
+            Some(v) => parse_range(v.as_str())?,
+            None => DEFAULT_RELAY_PORTS,
+        };
+        let realm = o
+            .realm
+            .as_ref()
+            .map_or(DEFAULT_REALM, |r| r.as_str())
+            .to_owned();
+        if realm.is_empty() || realm.len() > 127 {
+            return Err(ConfigError::invalid("realm", "must be 1 to 127 bytes"));
+        }
+        let nets = |key: &'static str, v: &[Setting]| -> Result<Vec<IpNet>, ConfigError> {
+            v.iter().map(|s| parse_cidr(key, s.as_str())).collect()
+        };
+        let allow_peers = nets("allow_peer", &o.allow_peer)?;
+        let deny_peers = nets("deny_peer", &o.deny_peer)?;
+        let user_quota: u32 = parse_opt("user_quota", &o.user_quota)?.unwrap_or(10);
+        let total_quota: u32 = parse_opt("total_quota", &o.total_quota)?.unwrap_or(10_000);
+        let answers_per_second: u32 =
+            parse_opt("answers_per_second", &o.answers_per_second)?.unwrap_or(50);
+        let max_lifetime: u64 =
+            parse_opt("max_lifetime", &o.max_lifetime)?.unwrap_or(MAX_LIFETIME.as_secs());
+        if !(1..=86_400).contains(&max_lifetime) {
+            return Err(ConfigError::invalid(
+                "max_lifetime",
+                format!("{max_lifetime} is not between 1 and 86400 seconds"),
+            ));
+        }
+        let max_lifetime = Duration::from_secs(max_lifetime);
 
         if alt_port != 0 && alt_port == listen.port() {
             return Err(ConfigError::invalid(
@@ -452,7 +313,11 @@ impl RawSettings {
             }
         }
 
-        let kernel_path = self.kernel_path.unwrap_or_default();
+        let kernel_path: Vec<String> = o
+            .kernel_path
+            .iter()
+            .map(|s| s.as_str().trim().to_owned())
+            .collect();
         for iface in &kernel_path {
             // IFNAMSIZ is 16 with the terminating NUL.
             if iface.is_empty()
@@ -476,16 +341,17 @@ impl RawSettings {
         }
 
         let mut secrets = Vec::new();
-        if let Some(s) = secret_env.filter(|s| !s.is_empty()) {
+        if let Some(SecretText(s)) = &o.turn_secret {
             secrets.push(
                 Secret::new(s.trim().to_owned()).map_err(|_| {
                     ConfigError::invalid("NATKIT_TURN_SECRET", "is only whitespace")
                 })?,
             );
         }
-        if let Some(path) = &self.secret_file {
+        if let Some(path) = &o.secret_file {
+            let path = path.as_str();
             let text = read(path).map_err(|source| ConfigError::ReadSecret {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
             let before = secrets.len();
@@ -502,119 +368,102 @@ impl RawSettings {
                 ));
             }
         }
-        let secrets = if secrets.is_empty() {
-            None
-        } else {
-            Some(Secrets::new(secrets)?)
-        };
+        if secrets.is_empty() {
+            return Err(ConfigError::NoSecret);
+        }
 
-        Ok(Settings {
-            relay: RelayConfig {
-                listen,
-                alt_port,
-                alt_ip,
-                public_ip,
-                relay_ports,
-                realm,
-                secrets,
-                allow_peers,
-                deny_peers,
-                user_quota,
-                total_quota,
-                answers_per_second,
-                revoked_file: self.revoked_file.map(std::path::PathBuf::from),
-                max_lifetime,
-                streams,
-                drain,
-                kernel_path,
-            },
-            metrics_listen,
-            cluster,
+        Ok(RelayConfig {
+            listen,
+            alt_port,
+            alt_ip,
+            public_ip,
+            relay_ports,
+            realm,
+            secrets: Secrets::new(secrets)?,
+            allow_peers,
+            deny_peers,
+            user_quota,
+            total_quota,
+            answers_per_second,
+            revoked_file: o.revoked_file.as_ref().map(|f| PathBuf::from(f.as_str())),
+            max_lifetime,
+            streams,
+            drain,
+            kernel_path,
         })
     }
 }
 
-impl RawSettings {
-    /// The TCP and TLS keys. The files are only named here; [`crate::tls`] reads them when the
-    /// relay binds (and on every reload).
-    fn streams(&self, listen: SocketAddr) -> Result<StreamConfig, ConfigError> {
-        let tcp = match self.tcp.as_deref().map(str::trim) {
-            None => true,
-            Some("on" | "true" | "yes" | "1") => true,
-            Some("off" | "false" | "no" | "0") => false,
-            Some(v) => {
-                return Err(ConfigError::invalid(
-                    "tcp",
-                    format!("{v:?} is not on or off"),
-                ))
-            }
-        };
-        let tls_listen = match self.tls_listen.as_deref().map(str::trim) {
-            None | Some("off") => None,
-            Some(v) => {
-                // ":5349" means the listen IP on that port.
-                let v = match v.strip_prefix(':') {
-                    Some(port) => format!(
-                        "{}",
-                        SocketAddr::new(listen.ip(), parse("tls_listen", port)?)
-                    ),
-                    None => v.to_owned(),
-                };
-                Some(parse::<SocketAddr>("tls_listen", &v)?)
-            }
-        };
-        let tls =
-            match (tls_listen, &self.tls_cert, &self.tls_key) {
-                (None, None, None) => None,
-                (None, _, _) => return Err(ConfigError::invalid(
-                    "tls_listen",
-                    "tls_cert and tls_key are set but tls_listen is not; set it, e.g. 0.0.0.0:5349",
-                )),
-                (Some(_), None, _) => {
-                    return Err(ConfigError::invalid(
-                        "tls_cert",
-                        "tls_listen needs a PEM certificate file",
-                    ))
-                }
-                (Some(_), _, None) => {
-                    return Err(ConfigError::invalid(
-                        "tls_key",
-                        "tls_listen needs a PEM private key file",
-                    ))
-                }
-                (Some(addr), Some(cert), Some(key)) => {
-                    if addr == listen && addr.port() != 0 && tcp {
-                        return Err(ConfigError::invalid(
-                            "tls_listen",
-                            "must differ from the listen address while tcp is on",
-                        ));
-                    }
-                    Some(TlsConfig {
-                        listen: addr,
-                        cert: PathBuf::from(cert),
-                        key: PathBuf::from(key),
-                        name: self.tls_name.clone().filter(|n| !n.trim().is_empty()),
-                    })
-                }
-            };
-        if tls.is_none() && self.tls_name.is_some() {
-            return Err(ConfigError::invalid("tls_name", "needs tls_listen"));
+/// The TCP and TLS keys. The files are only named here; [`crate::tls`] reads them when the
+/// relay binds (and on every reload).
+fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigError> {
+    let tcp = match o.tcp.as_ref().map(|s| s.as_str().trim()) {
+        None => true,
+        Some("on" | "true" | "yes" | "1") => true,
+        Some("off" | "false" | "no" | "0") => false,
+        Some(v) => {
+            return Err(ConfigError::invalid(
+                "tcp",
+                format!("{v:?} is not on or off"),
+            ))
         }
-        let per_ip: u32 = match &self.stream_per_ip {
-            Some(v) => parse("stream_per_ip", v)?,
-            None => DEFAULT_STREAM_PER_IP,
-        };
-        let total: u32 = match &self.stream_total {
-            Some(v) => parse("stream_total", v)?,
-            None => DEFAULT_STREAM_TOTAL,
-        };
-        Ok(StreamConfig {
-            tcp,
-            tls,
-            per_ip,
-            total,
-        })
+    };
+    let tls_listen = match o.tls_listen.as_ref().map(|s| s.as_str().trim()) {
+        None | Some("off") => None,
+        // ":5349" means the listen IP on that port.
+        Some(v) => Some(match v.strip_prefix(':') {
+            Some(port) => SocketAddr::new(listen.ip(), Setting::from(port).parse("tls_listen")?),
+            None => Setting::from(v).parse("tls_listen")?,
+        }),
+    };
+    let tls = match (tls_listen, &o.tls_cert, &o.tls_key) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(ConfigError::invalid(
+                "tls_listen",
+                "tls_cert and tls_key are set but tls_listen is not; set it, e.g. 0.0.0.0:5349",
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(ConfigError::invalid(
+                "tls_cert",
+                "tls_listen needs a PEM certificate file",
+            ))
+        }
+        (Some(_), _, None) => {
+            return Err(ConfigError::invalid(
+                "tls_key",
+                "tls_listen needs a PEM private key file",
+            ))
+        }
+        (Some(addr), Some(cert), Some(key)) => {
+            if addr == listen && addr.port() != 0 && tcp {
+                return Err(ConfigError::invalid(
+                    "tls_listen",
+                    "must differ from the listen address while tcp is on",
+                ));
+            }
+            Some(TlsConfig {
+                listen: addr,
+                cert: PathBuf::from(cert.as_str()),
+                key: PathBuf::from(key.as_str()),
+                name: o
+                    .tls_name
+                    .as_ref()
+                    .map(|n| n.as_str().trim().to_owned())
+                    .filter(|n| !n.is_empty()),
+            })
+        }
+    };
+    if tls.is_none() && o.tls_name.is_some() {
+        return Err(ConfigError::invalid("tls_name", "needs tls_listen"));
     }
+    Ok(StreamConfig {
+        tcp,
+        tls,
+        per_ip: parse_opt("stream_per_ip", &o.stream_per_ip)?.unwrap_or(DEFAULT_STREAM_PER_IP),
+        total: parse_opt("stream_total", &o.stream_total)?.unwrap_or(DEFAULT_STREAM_TOTAL),
+    })
 }
 
 /// The RFC 5780 alternate port when none is set: the listen port's neighbour (3479 for 3478),
@@ -628,13 +477,15 @@ pub fn default_alt_port(listen_port: u16) -> u16 {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError>
+/// A set key parsed, or `None` when unset.
+fn parse_opt<T: std::str::FromStr>(
+    key: &'static str,
+    v: &Option<Setting>,
+) -> Result<Option<T>, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    v.trim()
-        .parse()
-        .map_err(|e| ConfigError::invalid(key, format!("{v:?}: {e}")))
+    Ok(v.as_ref().map(|v| v.parse(key)).transpose()?)
 }
 
 fn parse_cidr(key: &'static str, v: &str) -> Result<IpNet, ConfigError> {
@@ -667,7 +518,7 @@ fn parse_range(v: &str) -> Result<RangeInclusive<u16>, ConfigError> {
     Ok(lo..=hi)
 }
 
-/// Validated relay configuration. Build it from [`RawSettings::resolve`] or by hand when embedding.
+/// Validated relay configuration, from [`RelayConfig::try_from`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub listen: SocketAddr,
@@ -677,9 +528,9 @@ pub struct RelayConfig {
     pub public_ip: Option<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
     pub realm: String,
-    /// `None` until a secret is configured; `natkit-relay` refuses to start without one,
-    /// `natkit-signal` generates one.
-    pub secrets: Option<Secrets>,
+    /// The first mints, every one verifies. `natkit-relay` refuses to start without one,
+    /// `natkit-signal` generates one ([`RelayOptions::generate_secret_if_unset`]).
+    pub secrets: Secrets,
     pub allow_peers: Vec<IpNet>,
     pub deny_peers: Vec<IpNet>,
     /// 0 = unlimited.
@@ -769,16 +620,14 @@ pub struct Settings {
     pub cluster: Option<String>,
 }
 
-/// Convenience for binaries: merge flags, the process environment and `--config` into [`Settings`].
-pub fn load(args: RelayArgs, config_file: Option<&PathBuf>) -> Result<Settings, ConfigError> {
+/// Everything `natkit-relay` reads: `cli` (its flags over the environment, as clap parsed them)
+/// over the `--config` file, with `NATKIT_TURN_SECRET`, validated.
+pub fn load(cli: &RelayOptions, config_file: Option<&Path>) -> Result<Settings, ConfigError> {
     let file = match config_file {
-        Some(p) => FileSettings::load(&p.to_string_lossy())?.into(),
-        None => RawSettings::default(),
+        Some(p) => RelayOptions::from_file(p)?,
+        None => RelayOptions::default(),
     };
-    let env = RawSettings::from_env(std::env::vars());
-    RawSettings::merge(args.into(), env, file).resolve(std::env::var(SECRET_ENV).ok(), |p| {
-        std::fs::read_to_string(p)
-    })
+    Settings::try_from(cli.clone().with_environment_secret().over(&file))
 }
 
 #[cfg(test)]

@@ -123,22 +123,31 @@ pub enum TlsError {
 pub enum ConfigError {
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
-    #[error("cannot read config file {path}")]
-    ReadFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    ParseFile { path: String, message: String },
+    #[error(transparent)]
+    File(#[from] natkit_daemon::layer::FileError),
+    /// A variable clap could not read (not UTF-8, say).
+    #[error("environment: {message}")]
+    Environment { message: String },
     #[error("secret_file {path}: cannot read")]
     ReadSecret {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// Set `NATKIT_TURN_SECRET`, or `secret_file` to a file of secrets.
+    #[error("no TURN secret configured: set NATKIT_TURN_SECRET or secret_file (--secret-file FILE, one secret per line)")]
+    NoSecret,
     #[error(transparent)]
     Credential(#[from] CredentialError),
+}
+
+impl From<natkit_daemon::layer::Invalid> for ConfigError {
+    fn from(e: natkit_daemon::layer::Invalid) -> Self {
+        ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        }
+    }
 }
 
 impl ConfigError {

@@ -19,7 +19,8 @@
 //!   state it holds): authentication, the TURN methods, RFC 5780 answers, allocations keyed by
 //!   the 5-tuple with its transport.
 //! - [`framing`]: STUN and ChannelData on a byte stream (pure).
-//! - [`config`]: flags, environment and TOML merged into a validated [`config::RelayConfig`].
+//! - [`config`]: the relay's keys ([`config::RelayOptions`]: flags, environment and TOML are one
+//!   struct) and their validation into a [`config::RelayConfig`] that cannot be invalid.
 //! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`, read in batches by
 //!   `udp`) and the pollers of the relayed sockets (`relayed`);
 //!   [`stream`]: the TCP/TLS shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
@@ -29,10 +30,15 @@
 //! # Embedding
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use natkit_stun_turn::{config::RawSettings, metrics::RelayMetrics, server::Relay};
-//! let settings = RawSettings { listen: Some("127.0.0.1:0".into()), alt_port: Some("0".into()),
-//!     ..Default::default() }.resolve(Some("secret".into()), |_| unreachable!())?;
-//! let relay = Relay::bind(settings.relay, RelayMetrics::new()).await?;
+//! use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
+//! use natkit_stun_turn::{metrics::RelayMetrics, server::Relay};
+//! let config = RelayConfig::try_from(RelayOptions {
+//!     listen: Some("127.0.0.1:0".into()),
+//!     alt_port: Some("0".into()),
+//!     turn_secret: Some(SecretText("secret".into())),
+//!     ..Default::default()
+//! })?;
+//! let relay = Relay::bind(config, RelayMetrics::new()).await?;
 //! println!("TURN on {}", relay.addresses().primary);
 //! relay.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # Ok(()) }

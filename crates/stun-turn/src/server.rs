@@ -136,9 +136,7 @@ impl Relay {
     /// Binds every socket the configuration asks for and reads the TLS keys. Nothing is served
     /// until [`Relay::run`].
     pub async fn bind(cfg: RelayConfig, metrics: RelayMetrics) -> Result<Relay, RelayError> {
-        let secrets = cfg.secrets.clone().unwrap_or_else(|| {
-            Secrets::new(vec![credentials::Secret::generate()]).expect("one secret")
-        });
+        let secrets = cfg.secrets.clone();
         // Read before any socket is bound: a bad certificate is a one-line error at start.
         let tls_keys = match &cfg.streams.tls {
             Some(t) => Some(Arc::new(TlsKeys::load(&t.cert, &t.key, t.name.as_deref())?)),
@@ -343,7 +341,7 @@ impl Relay {
         &self.addresses
     }
 
-    /// The secrets in use (generated when the configuration had none).
+    /// The secrets in use.
     pub fn secrets(&self) -> Secrets {
         self.shared
             .core

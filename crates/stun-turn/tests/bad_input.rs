@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use rand::{Rng, SeedableRng};
 use stun::attributes::*;
 use stun::message::*;
@@ -39,7 +39,7 @@ fn binding_bytes() -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_is_dropped_silently() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let mut wrong_cookie = binding_bytes();
     wrong_cookie[4] ^= 0xff;
     let mut truncated = binding_bytes();
@@ -103,7 +103,7 @@ async fn garbage_is_dropped_silently() {
 
 #[tokio::test]
 async fn unknown_comprehension_required_attribute_gets_420() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     for method in [METHOD_BINDING, METHOD_ALLOCATE] {
         let mut m = request(method, vec![], None);
@@ -135,7 +135,7 @@ async fn unknown_comprehension_required_attribute_gets_420() {
 #[tokio::test]
 async fn large_valid_request_is_answered_not_truncated() {
     // The turn crate's server reads into 1500 bytes; natkit reads whole datagrams.
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let mut m = request(METHOD_BINDING, vec![], None);
     m.add(ATTR_SOFTWARE, &vec![b'a'; 4000]);
@@ -144,7 +144,7 @@ async fn large_valid_request_is_answered_not_truncated() {
 
 #[tokio::test]
 async fn fuzzed_requests_never_stop_the_relay() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     // Seeds of the fuzz: an authenticated Allocate, a CreatePermission, a ChannelBind, a Send
     // indication, a ChannelData and a Binding with CHANGE-REQUEST.
     let c = StunClient::new(relay.addr()).await;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use stun::message::*;
 use tokio::process::Command;
 
@@ -29,8 +29,8 @@ async fn run(cmd: &mut Command, secs: u64) -> String {
 
 #[tokio::test]
 async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
-    let relay = TestRelay::start(RawSettings {
-        allow_peer: Some(vec!["127.0.0.1".into()]),
+    let relay = TestRelay::start(RelayOptions {
+        allow_peer: vec!["127.0.0.1".into()],
         ..Default::default()
     })
     .await;
@@ -105,7 +105,7 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
 #[tokio::test]
 async fn coturn_uclient_client_to_client_needs_no_allow_list() {
     // -y: uclient's clients relay to each other's relayed addresses on the same server.
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let out = run(
         Command::new(tool("turnutils_uclient")).args([
             "-y",
@@ -137,7 +137,7 @@ async fn coturn_uclient_client_to_client_needs_no_allow_list() {
 
 #[tokio::test]
 async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         alt_ip: Some("127.0.0.2".into()),
         ..Default::default()
     })
@@ -181,7 +181,7 @@ async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
 
 #[tokio::test]
 async fn one_address_relay_never_claims_an_other_address() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let out = run(
         Command::new(tool("turnutils_natdiscovery")).args([
             "-m",

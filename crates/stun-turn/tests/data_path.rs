@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use stun::attributes::ATTR_XOR_PEER_ADDRESS;
 use stun::message::*;
 use tokio::net::UdpSocket;
 
-fn allow_loopback() -> RawSettings {
-    RawSettings {
-        allow_peer: Some(vec!["127.0.0.1".into()]),
+fn allow_loopback() -> RelayOptions {
+    RelayOptions {
+        allow_peer: vec!["127.0.0.1".into()],
         ..Default::default()
     }
 }
@@ -260,8 +260,8 @@ async fn one_burst_mixes_channels_indications_and_strangers_and_each_is_framed_b
 async fn a_peer_without_permission_is_dropped_in_the_middle_of_a_burst() {
     // Loopback allowed as a peer, but the client asks only for 127.0.0.2: datagrams from
     // 127.0.0.1 have no permission.
-    let relay = TestRelay::start(RawSettings {
-        allow_peer: Some(vec!["127.0.0.0/8".into()]),
+    let relay = TestRelay::start(RelayOptions {
+        allow_peer: vec!["127.0.0.0/8".into()],
         ..Default::default()
     })
     .await;
@@ -348,9 +348,9 @@ async fn many_allocations_each_get_their_own_datagrams_and_no_one_elses() {
 
 #[tokio::test]
 async fn over_ipv6_bursts_go_both_ways_whole_and_in_order() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         listen: Some("[::1]:0".into()),
-        allow_peer: Some(vec!["::1".into()]),
+        allow_peer: vec!["::1".into()],
         ..Default::default()
     })
     .await;

@@ -1,22 +1,40 @@
-//! The configuration examples operators copy from deploy/ load with the relay's own parser.
+//! The configuration examples operators copy from deploy/ load with the relay's own parser, and
+//! name every key.
 
-use natkit_stun_turn::config::{FileSettings, RawSettings};
+use natkit_stun_turn::config::{RelayOptions, Settings};
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/relay.example.toml"
+);
 
 #[test]
 fn relay_example_toml_loads_and_validates() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/relay.example.toml"
-    );
-    let file: RawSettings = FileSettings::load(path).expect("example parses").into();
-    let settings = RawSettings::merge(RawSettings::default(), RawSettings::default(), file)
-        .resolve(None, |p| {
-            assert_eq!(p, "/run/secrets/natkit_turn_secret");
-            Ok("example-secret\n".into())
-        })
-        .expect("example validates");
+    let file = RelayOptions::from_file(EXAMPLE.as_ref()).expect("example parses");
+    let settings = Settings::from_options(file, |p| {
+        assert_eq!(p, "/run/secrets/natkit_turn_secret");
+        Ok("example-secret\n".into())
+    })
+    .expect("example validates");
     assert_eq!(settings.relay.listen.port(), 3478);
     assert_eq!(settings.relay.alt_port, 3479);
     assert_eq!(settings.relay.deny_peers.len(), 3);
-    assert_eq!(settings.relay.secrets.unwrap().len(), 1);
+    assert_eq!(settings.relay.secrets.len(), 1);
+}
+
+/// Every key of the relay's file is in the example, set or commented out.
+#[test]
+fn the_relay_example_names_every_key() {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let keys = serde_json::to_value(RelayOptions::default()).unwrap();
+    let missing: Vec<&String> = keys
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| !natkit_testkit::toml_names_key(&text, k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/relay.example.toml lacks {missing:?}"
+    );
 }

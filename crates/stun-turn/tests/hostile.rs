@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use natkit_stun_turn::allocation::MAX_PERMISSIONS;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use natkit_stun_turn::server::{MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST};
 use stun::attributes::*;
 use stun::message::*;
@@ -71,7 +71,7 @@ fn binding_with_unknown_attributes(n: usize) -> Vec<u8> {
 /// ports held for 30 s each outside any quota.
 #[tokio::test]
 async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         user_quota: Some("4".into()),
         ..Default::default()
     })
@@ -110,7 +110,7 @@ async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
 /// million permissions on one allocation grew the relay by 82 MiB.
 #[tokio::test]
 async fn permissions_are_capped_per_request_and_per_allocation() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
@@ -164,7 +164,7 @@ async fn permissions_are_capped_per_request_and_per_allocation() {
 /// a 232 ms median with 3 of 10 lost.
 #[tokio::test]
 async fn many_unknown_attributes_are_dropped_unread() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         answers_per_second: Some("0".into()),
         ..Default::default()
     })
@@ -241,7 +241,7 @@ async fn many_unknown_attributes_are_dropped_unread() {
 /// source: a reflection amplifier for spoofed sources.
 #[tokio::test]
 async fn binding_answers_are_limited_per_source() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let req = request(METHOD_BINDING, vec![], None).raw;
     let sent = 2000;
@@ -274,7 +274,7 @@ async fn binding_answers_are_limited_per_source() {
 /// relay's was accepted when the key was right.
 #[tokio::test]
 async fn long_usernames_and_foreign_realms_are_refused() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let cred = mint(SECRET, "alice", 600);
     let auth = c.challenge(&cred).await;
@@ -349,9 +349,9 @@ async fn long_usernames_and_foreign_realms_are_refused() {
 /// allocations), and `--allow-peer 127.0.0.0/8` reopened the relay's own ports.
 #[tokio::test]
 async fn the_relay_never_relays_into_itself() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         listen: Some("0.0.0.0:0".into()),
-        allow_peer: Some(vec!["127.0.0.0/8".into()]),
+        allow_peer: vec!["127.0.0.0/8".into()],
         ..Default::default()
     })
     .await;
@@ -389,7 +389,7 @@ async fn the_relay_never_relays_into_itself() {
 /// operator remembered `deny_peer`.
 #[tokio::test]
 async fn private_ranges_are_denied_by_default() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let (_, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
     for peer in [
@@ -420,8 +420,8 @@ async fn revoked_users_get_401_and_lose_their_allocations_within_a_second() {
     let dir = std::env::temp_dir().join(format!("natkit-revoked-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("revoked");
-    let relay = TestRelay::start(RawSettings {
-        revoked_file: Some(file.display().to_string()),
+    let relay = TestRelay::start(RelayOptions {
+        revoked_file: Some(file.display().to_string().into()),
         ..Default::default()
     })
     .await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use natkit_stun_turn::framing;
 use natkit_testkit::tls::{TempDir, TestCa};
 use natkit_testkit::{http_get, rss_kib, wait_until, Daemon};
@@ -153,8 +153,8 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn tcp_framing_and_exact_answers() {
-    let relay = TestRelay::start(RawSettings {
-        allow_peer: Some(vec!["127.0.0.1".into()]),
+    let relay = TestRelay::start(RelayOptions {
+        allow_peer: vec!["127.0.0.1".into()],
         ..Default::default()
     })
     .await;

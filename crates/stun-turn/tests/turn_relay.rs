@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::RelayOptions;
 use stun::attributes::*;
 use stun::message::*;
 use tokio::net::UdpSocket;
@@ -16,9 +16,9 @@ use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
 use util::Conn;
 
-fn allow_loopback() -> RawSettings {
-    RawSettings {
-        allow_peer: Some(vec!["127.0.0.1/32".into()]),
+fn allow_loopback() -> RelayOptions {
+    RelayOptions {
+        allow_peer: vec!["127.0.0.1/32".into()],
         ..Default::default()
     }
 }
@@ -102,7 +102,7 @@ async fn turn_client_relays_to_allowed_peer_and_back_with_live_metrics() {
 #[tokio::test]
 async fn two_clients_behind_the_same_relay_reach_each_other_without_allow_lists() {
     // Default policy: loopback is refused, but the relay's own relayed addresses always work.
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let a = mint(SECRET, "a", 600);
     let b = mint(SECRET, "b", 600);
     let ca = turn_client(relay.addr(), &a.username, &a.password).await;
@@ -124,7 +124,7 @@ async fn two_clients_behind_the_same_relay_reach_each_other_without_allow_lists(
 
 #[tokio::test]
 async fn forbidden_peers_get_403_and_are_counted() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
@@ -202,7 +202,7 @@ async fn loopback_peer_allowed_when_operator_says_so() {
 
 #[tokio::test]
 async fn expired_and_forged_credentials_get_401() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let cases = [
         (
             "expired",
@@ -248,8 +248,8 @@ async fn old_and_new_secret_both_work_during_rotation() {
     let file = dir.join("secrets");
     std::fs::write(&file, "# newest first\nnew-secret\nold-secret\n").unwrap();
     let relay = TestRelay::start_with_secret(
-        RawSettings {
-            secret_file: Some(file.to_string_lossy().into_owned()),
+        RelayOptions {
+            secret_file: Some(file.to_string_lossy().into_owned().into()),
             ..Default::default()
         },
         // NATKIT_TURN_SECRET is also set in this helper: it mints, the file's secrets verify.
@@ -275,7 +275,7 @@ async fn old_and_new_secret_both_work_during_rotation() {
 
 #[tokio::test]
 async fn stale_or_foreign_nonce_gets_438_then_works() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let cred = mint(SECRET, "alice", 600);
     let mut auth = c.challenge(&cred).await;
@@ -312,7 +312,7 @@ async fn stale_or_foreign_nonce_gets_438_then_works() {
 
 #[tokio::test]
 async fn quotas_per_user_and_total_answer_486() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         user_quota: Some("1".into()),
         total_quota: Some("2".into()),
         ..Default::default()
@@ -356,7 +356,7 @@ async fn quotas_per_user_and_total_answer_486() {
 
 #[tokio::test]
 async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let auth = c.challenge(&mint(SECRET, "alice", 600)).await;
     let req = request(
@@ -385,7 +385,7 @@ async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
 
 #[tokio::test]
 async fn allocate_protocol_errors() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let auth = c.challenge(&mint(SECRET, "alice", 600)).await;
     let tcp: Box<dyn Setter> = Box::new(turn::proto::reqtrans::RequestedTransport {
@@ -423,7 +423,7 @@ async fn allocate_protocol_errors() {
 
 #[tokio::test]
 async fn another_users_credentials_cannot_touch_an_allocation() {
-    let relay = TestRelay::start(RawSettings::default()).await;
+    let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
@@ -443,7 +443,7 @@ async fn another_users_credentials_cannot_touch_an_allocation() {
 /// rotation without re-allocating); the configured maximum lifetime caps what is granted.
 #[tokio::test]
 async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
-    let relay = TestRelay::start(RawSettings {
+    let relay = TestRelay::start(RelayOptions {
         max_lifetime: Some("20".into()),
         ..Default::default()
     })
@@ -514,16 +514,16 @@ async fn peer_datagrams_without_permission_are_dropped() {
 /// the same port is refused as before instead of joining the group and taking half the clients.
 #[tokio::test]
 async fn a_second_relay_on_the_same_port_is_refused() {
-    let relay = TestRelay::start(RawSettings::default()).await;
-    let settings = RawSettings {
-        listen: Some(relay.addr().to_string()),
+    let relay = TestRelay::start(RelayOptions::default()).await;
+    let config = natkit_stun_turn::config::RelayConfig::try_from(RelayOptions {
+        listen: Some(relay.addr().to_string().into()),
         alt_port: Some("0".into()),
+        turn_secret: Some(natkit_stun_turn::config::SecretText(SECRET.into())),
         ..Default::default()
-    }
-    .resolve(Some(SECRET.into()), |p| std::fs::read_to_string(p))
+    })
     .unwrap();
     let err = match natkit_stun_turn::server::Relay::bind(
-        settings.relay,
+        config,
         natkit_stun_turn::metrics::RelayMetrics::new(),
     )
     .await

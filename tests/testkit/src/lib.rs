@@ -275,3 +275,13 @@ pub fn console_reports(
     });
     rx
 }
+
+/// Whether TOML `text` sets `key` on a line of its own, or names it commented out
+/// (`# key = ...`): how the deploy examples show every key.
+pub fn toml_names_key(text: &str, key: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start().trim_start_matches('#').trim_start();
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+}

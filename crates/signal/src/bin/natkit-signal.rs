@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use natkit_signal::config::{self, SignalArgs};
+use natkit_signal::config::{self, SignalOptions};
 use natkit_signal::server::{self, AppState, IceConfig};
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::{advertised_ip, Relay};
@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     log_json: bool,
     #[command(flatten)]
-    args: SignalArgs,
+    args: SignalOptions,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -50,15 +50,15 @@ const DEMO_ROOM: &str = "demo";
 /// How long that link's token works.
 const DEMO_TOKEN_TTL: u64 = 24 * 3600;
 
-async fn serve(loaded: config::Loaded) -> Result<()> {
-    let config::Loaded {
+async fn serve(loaded: config::NodeConfig) -> Result<()> {
+    let config::NodeConfig {
         signal,
         relay,
         generated_secret,
     } = loaded;
     let registry = prometheus::Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let secrets = relay.secrets.clone().expect("load fills the secret");
+    let secrets = relay.secrets.clone();
     let mut relay_task = None;
     let mut relay_addr = None;
     if signal.embedded_relay {
@@ -230,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Token { room, ttl }) => {
             let loaded =
-                config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+                config::load(&cli.args, cli.config.as_deref()).context("invalid configuration")?;
             anyhow::ensure!(
                 !loaded.signal.generated_token && !loaded.signal.open,
                 "no token secret: set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file FILE (the same the server uses)"
@@ -247,7 +247,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let loaded =
-                config::load(cli.args, cli.config.as_deref()).context("invalid configuration")?;
+                config::load(&cli.args, cli.config.as_deref()).context("invalid configuration")?;
             tokio::runtime::Runtime::new()
                 .context("cannot start the tokio runtime")?
                 .block_on(serve(loaded))

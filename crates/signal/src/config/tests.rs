@@ -4,91 +4,159 @@ fn none(_: &str) -> std::io::Result<String> {
     Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no"))
 }
 
+/// Validates `o` with `token` as `NATKIT_SIGNAL_TOKEN_SECRET`.
+fn resolve(
+    o: SignalOptions,
+    token: Option<&str>,
+    read: impl Fn(&str) -> std::io::Result<String>,
+) -> Result<SignalConfig, SignalConfigError> {
+    let token_secret = token.map(|t| SecretText(t.into()));
+    SignalConfig::from_options(SignalOptions { token_secret, ..o }, read)
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    signal: SignalOptions,
+}
+
+/// The process environment is one per test binary: tests that set it take turns.
+static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with `env` set (and removed after): the flags and environment layers are read as
+/// natkit-signal reads them.
+fn with_env<T>(env: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
+    let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let out = f();
+    for (k, _) in env {
+        std::env::remove_var(k);
+    }
+    out
+}
+
+fn parse_cli(args: &[&str]) -> SignalOptions {
+    use clap::Parser;
+    Cli::try_parse_from(std::iter::once("natkit-signal").chain(args.iter().copied()))
+        .unwrap()
+        .signal
+}
+
+/// One table for both layers a node reads: the signal keys (flags > `NATKIT_SIGNAL_*` > file >
+/// defaults) and its embedded relay's (`--relay-*` flags > the relay's `NATKIT_*` > `[relay]`).
 #[test]
 fn precedence_and_defaults() {
-    let flags = SignalRaw {
-        listen: Some("127.0.0.1:1".into()),
-        ..Default::default()
-    };
-    let env = SignalRaw::from_env([
-        ("NATKIT_SIGNAL_LISTEN".into(), "127.0.0.1:2".into()),
-        ("NATKIT_SIGNAL_PEERS_PER_ROOM".into(), "2".into()),
-        (
-            "NATKIT_SIGNAL_ICE_SERVERS".into(),
-            "stun:a:3478, turn:b:3478".into(),
-        ),
-    ]);
-    let (file, relay) = SignalFile::parse(
-            "peers_per_room = 5\nmax_rooms = 7\nno_relay = true\n[relay]\nrelay_ports = \"50000-50100\"\n",
-            "f.toml",
-        )
-        .unwrap()
-        .split();
-    let s = SignalRaw::merge(flags, env, file)
-        .resolve(None, none)
-        .unwrap();
-    assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
-    assert_eq!(s.peers_per_room, 2);
-    assert_eq!(s.max_rooms, 7);
-    assert!(!s.embedded_relay);
-    assert_eq!(s.ice_urls, ["stun:a:3478", "turn:b:3478"]);
-    assert_eq!(s.messages_per_second, 50);
+    let dir = std::env::temp_dir().join(format!("natkit-signal-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("signal.toml");
+    std::fs::write(
+        &file,
+        "peers_per_room = 5\nmax_rooms = 7\nno_relay = true\n[relay]\nrelay_ports = \"50000-50100\"\n\
+         realm = \"file-realm\"\nuser_quota = 4\npublic_ip = \"192.0.2.9\"\n",
+    )
+    .unwrap();
+    let node = with_env(
+        &[
+            ("NATKIT_SIGNAL_LISTEN", "127.0.0.1:2"),
+            ("NATKIT_SIGNAL_PEERS_PER_ROOM", "2"),
+            ("NATKIT_SIGNAL_ICE_SERVERS", "stun:a:3478, turn:b:3478"),
+            ("NATKIT_TURN_SECRET", "turn"),
+            ("NATKIT_REALM", "env-realm"),
+            ("NATKIT_PUBLIC_IP", "192.0.2.8"),
+            ("NATKIT_RELAY_PORTS", "40000-40010"),
+        ],
+        || {
+            let cli = parse_cli(&["--listen", "127.0.0.1:1", "--relay-ports", "30000-30010"]);
+            load(&cli, Some(&file)).unwrap()
+        },
+    );
+    let s = &node.signal;
+    assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap()); // flag over env
+    assert_eq!(s.peers_per_room, 2); // env over file
+    assert_eq!(s.max_rooms, 7); // file
+    assert!(!s.embedded_relay); // file
+    assert_eq!(s.ice_urls, ["stun:a:3478", "turn:b:3478"]); // env list
+    assert_eq!(s.messages_per_second, 50); // default
     assert_eq!(s.idle_timeout, Duration::from_secs(60));
     // Safe by default: no secret configured still means tokens, with a generated secret.
     assert!(s.token.is_some() && s.generated_token && !s.open);
     assert_eq!(s.metrics_listen, Some("127.0.0.1:9642".parse().unwrap()));
     assert_eq!(s.max_connections_per_ip, 32);
     assert_eq!(s.credentials_per_minute, 30);
-    assert_eq!(relay.relay_ports.as_deref(), Some("50000-50100"));
+    let r = &node.relay;
+    assert_eq!(r.relay_ports, 30000..=30010); // --relay-ports over NATKIT_RELAY_PORTS
+    assert_eq!(r.public_ip, Some("192.0.2.8".parse().unwrap())); // env over [relay]
+    assert_eq!(r.realm, "env-realm"); // env over [relay]
+    assert_eq!(r.user_quota, 4); // [relay]
+    assert_eq!(r.total_quota, 10_000); // default
+    assert!(!node.generated_secret); // NATKIT_TURN_SECRET
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flags_that_take_no_value_and_their_variables() {
+    let (open, no_relay) = with_env(&[("NATKIT_SIGNAL_NO_RELAY", "yes")], || {
+        (parse_cli(&["--open"]), parse_cli(&[]))
+    });
+    let s = resolve(open.over(&SignalOptions::default()), None, none).unwrap();
+    assert!(s.open && s.token.is_none());
+    assert!(no_relay.no_relay);
+    let off = with_env(&[("NATKIT_SIGNAL_NO_RELAY", "0")], || parse_cli(&[]));
+    assert!(!off.no_relay);
+    // A file's switch stands unless a flag or variable turns it on: they cannot turn it off.
+    let file: SignalOptions = layer::parse_toml("no_relay = true\n", "f").unwrap();
+    assert!(off.over(&file).no_relay);
 }
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(SignalRaw, &str); 9] = [
+    let cases: [(SignalOptions, &str); 9] = [
         (
-            SignalRaw {
+            SignalOptions {
                 auth: Some("closed".into()),
                 ..Default::default()
             },
             "auth:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 metrics_listen: Some("nowhere".into()),
                 ..Default::default()
             },
             "metrics_listen:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 header_timeout: Some("0".into()),
                 ..Default::default()
             },
             "header_timeout:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 listen: Some("x".into()),
                 ..Default::default()
             },
             "listen:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 credential_ttl: Some("0".into()),
                 ..Default::default()
             },
             "credential_ttl:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 max_frame_bytes: Some("10".into()),
                 ..Default::default()
             },
             "max_frame_bytes:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 ping_interval: Some("30".into()),
                 idle_timeout: Some("30".into()),
                 ..Default::default()
@@ -96,14 +164,14 @@ fn bad_values_name_their_key() {
             "idle_timeout:",
         ),
         (
-            SignalRaw {
-                ice_servers: Some(vec!["http://x".into()]),
+            SignalOptions {
+                ice_servers: vec!["http://x".into()],
                 ..Default::default()
             },
             "ice_server:",
         ),
         (
-            SignalRaw {
+            SignalOptions {
                 token_secret_file: Some("/nope".into()),
                 ..Default::default()
             },
@@ -111,67 +179,64 @@ fn bad_values_name_their_key() {
         ),
     ];
     for (raw, key) in cases {
-        let e = raw.clone().resolve(None, none).unwrap_err().to_string();
+        let e = resolve(raw.clone(), None, none).unwrap_err().to_string();
         assert!(e.starts_with(key), "{raw:?}: {e}");
     }
-    assert!(SignalFile::parse("lisen = 1\n", "f").is_err());
-    // Open mode and a token secret contradict each other.
-    let e = SignalRaw {
+    assert!(layer::parse_toml::<SignalOptions>("lisen = 1\n", "f").is_err());
+    assert!(layer::parse_toml::<SignalOptions>("open = true\n", "f").is_err());
+    // Open mode and a token secret contradict each other; so do --open and auth = "token".
+    let open = SignalOptions {
         auth: Some("open".into()),
         ..Default::default()
-    }
-    .resolve(Some("secret".into()), none)
-    .unwrap_err()
-    .to_string();
+    };
+    let e = resolve(open, Some("secret"), none).unwrap_err().to_string();
+    assert!(e.starts_with("auth:"), "{e}");
+    let both = SignalOptions {
+        auth: Some("token".into()),
+        open: true,
+        ..Default::default()
+    };
+    let e = resolve(both, None, none).unwrap_err().to_string();
     assert!(e.starts_with("auth:"), "{e}");
 }
 
 #[test]
 fn open_mode_and_metrics_off_are_explicit() {
-    let s = SignalRaw {
+    let o = SignalOptions {
         auth: Some("open".into()),
         metrics_listen: Some("off".into()),
         ..Default::default()
-    }
-    .resolve(None, none)
-    .unwrap();
+    };
+    let s = resolve(o, None, none).unwrap();
     assert!(s.open && s.token.is_none() && !s.generated_token);
     assert_eq!(s.metrics_listen, None);
-    let (raw, _) = SignalFile::parse("auth = \"open\"\n", "f").unwrap().split();
-    assert_eq!(raw.auth.as_deref(), Some("open"));
-    let s = SignalRaw::from_env([("NATKIT_SIGNAL_AUTH".to_owned(), "token".to_owned())])
-        .resolve(Some("k".into()), none)
-        .unwrap();
+    let raw: SignalOptions = layer::parse_toml("auth = \"open\"\n", "f").unwrap();
+    assert_eq!(raw.auth, Some("open".into()));
+    let env = with_env(&[("NATKIT_SIGNAL_AUTH", "token")], || parse_cli(&[]));
+    let s = resolve(env, Some("k"), none).unwrap();
     assert!(!s.open && !s.generated_token && s.token.is_some());
 }
 
 #[test]
 fn cluster_keys_from_each_source_and_their_errors() {
-    let env = SignalRaw::from_env([
-        (
-            "NATKIT_SIGNAL_CLUSTER".into(),
-            "redis://10.0.0.5:6379".into(),
-        ),
-        ("NATKIT_SIGNAL_CLUSTER_LEASE".into(), "3".into()),
-    ]);
-    let s = SignalRaw::merge(SignalRaw::default(), env, SignalRaw::default())
-        .resolve(Some("shared".into()), none)
-        .unwrap();
+    let env = with_env(
+        &[
+            ("NATKIT_SIGNAL_CLUSTER", "redis://10.0.0.5:6379"),
+            ("NATKIT_SIGNAL_CLUSTER_LEASE", "3"),
+        ],
+        || parse_cli(&[]),
+    );
+    let s = resolve(env.over(&SignalOptions::default()), Some("shared"), none).unwrap();
     let c = s.cluster.unwrap();
     assert_eq!(
         (c.url.as_str(), c.lease),
         ("redis://10.0.0.5:6379", Duration::from_secs(3))
     );
-    let (file, _) = SignalFile::parse("cluster = \"redis://r:6379\"\n", "f")
-        .unwrap()
-        .split();
-    let s = SignalRaw::merge(SignalRaw::default(), SignalRaw::default(), file)
-        .resolve(Some("shared".into()), none)
-        .unwrap();
+    let file: SignalOptions = layer::parse_toml("cluster = \"redis://r:6379\"\n", "f").unwrap();
+    let s = resolve(SignalOptions::default().over(&file), Some("shared"), none).unwrap();
     assert_eq!(s.cluster.unwrap().lease, Duration::from_secs(5));
     // Without it, one process is the whole world.
-    assert!(SignalRaw::default()
-        .resolve(None, none)
+    assert!(resolve(SignalOptions::default(), None, none)
         .unwrap()
         .cluster
         .is_none());
@@ -190,14 +255,12 @@ fn cluster_keys_from_each_source_and_their_errors() {
         // A secret generated per node would make every other node refuse its tokens.
         ("redis://r:6379", None, None, "cluster:"),
     ] {
-        let e = SignalRaw {
+        let o = SignalOptions {
             cluster: Some(cluster.into()),
             cluster_lease: lease.map(Into::into),
             ..Default::default()
-        }
-        .resolve(token.map(Into::into), none)
-        .unwrap_err()
-        .to_string();
+        };
+        let e = resolve(o, token, none).unwrap_err().to_string();
         assert!(e.starts_with(key), "{cluster} {lease:?}: {e}");
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use natkit_proto::{ClientMsg, ServerMsg};
-use natkit_signal::config::{SignalRaw, SignalSettings};
+use natkit_signal::config::{SignalConfig, SignalOptions};
 use natkit_signal::server::{self, AppState, IceConfig};
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::Relay;
 use serde_json::Value;
@@ -36,26 +36,27 @@ impl Drop for Suite {
     }
 }
 
-pub async fn start(extra: SignalRaw, token: Option<&str>) -> Suite {
-    let defaults = SignalRaw {
+pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
+    let defaults = SignalOptions {
         listen: Some("127.0.0.1:0".into()),
         // Tests that give no token secret want an open server (the default requires tokens).
-        auth: token.is_none().then(|| "open".to_owned()),
+        auth: token.is_none().then(|| "open".into()),
         ping_interval: Some("1".into()),
         idle_timeout: Some("3".into()),
         ..Default::default()
     };
-    let settings: SignalSettings = SignalRaw::merge(extra, SignalRaw::default(), defaults)
-        .resolve(token.map(str::to_owned), |_| unreachable!())
-        .unwrap();
-    let relay_cfg = RawSettings {
+    let options = SignalOptions {
+        token_secret: token.map(|t| SecretText(t.into())),
+        ..extra.over(&defaults)
+    };
+    let settings = SignalConfig::from_options(options, |_| unreachable!()).unwrap();
+    let relay_cfg = RelayConfig::try_from(RelayOptions {
         listen: Some("127.0.0.1:0".into()),
         alt_port: Some("0".into()),
+        turn_secret: Some(SecretText("signal-test-secret".into())),
         ..Default::default()
-    }
-    .resolve(Some("signal-test-secret".into()), |_| unreachable!())
-    .unwrap()
-    .relay;
+    })
+    .unwrap();
     let registry = prometheus::Registry::new();
     let (stop, stop_rx) = watch::channel(false);
     let relay = Relay::bind(relay_cfg, RelayMetrics::with_registry(registry.clone()))

@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use natkit_stun_turn::announce;
-use natkit_stun_turn::config::{self, RelayArgs, Settings};
+use natkit_stun_turn::config::{self, RelayOptions, Settings};
 use natkit_stun_turn::credentials;
 use natkit_stun_turn::http;
 use natkit_stun_turn::metrics::RelayMetrics;
@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long, global = true, env = "NATKIT_LOG_JSON")]
     log_json: bool,
     #[command(flatten)]
-    relay: RelayArgs,
+    relay: RelayOptions,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,15 +48,7 @@ enum Command {
 }
 
 fn load(cli: &Cli) -> Result<Settings> {
-    let settings =
-        config::load(cli.relay.clone(), cli.config.as_ref()).context("invalid configuration")?;
-    if settings.relay.secrets.is_none() {
-        bail!(
-            "no TURN secret configured: set {} or --secret-file FILE (one secret per line)",
-            config::SECRET_ENV
-        );
-    }
-    Ok(settings)
+    config::load(&cli.relay, cli.config.as_deref()).context("invalid configuration")
 }
 
 fn print_credentials(
@@ -66,8 +58,7 @@ fn print_credentials(
     host: Option<String>,
 ) -> Result<()> {
     let now = natkit_daemon::unix_now();
-    let secrets = settings.relay.secrets.as_ref().expect("checked in load");
-    let cred = credentials::mint(secrets.current(), user, ttl, now)
+    let cred = credentials::mint(settings.relay.secrets.current(), user, ttl, now)
         .with_context(|| format!("cannot mint a credential for user {user:?}"))?;
     let relay = &settings.relay;
     let host = host.unwrap_or_else(|| server::advertised_ip(relay).to_string());

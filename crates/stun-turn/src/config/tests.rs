@@ -8,82 +8,114 @@ fn no_file(_: &str) -> std::io::Result<String> {
     ))
 }
 
-#[test]
-fn empty_environment_variables_count_as_unset() {
-    let env = RawSettings::from_env([
-        ("NATKIT_ALT_IP".to_string(), String::new()),
-        ("NATKIT_PUBLIC_IP".to_string(), " ".to_string()),
-        ("NATKIT_MAX_LIFETIME".to_string(), "120".to_string()),
-    ]);
-    assert_eq!(env.alt_ip, None);
-    assert_eq!(env.public_ip, None);
-    let s = RawSettings::merge(RawSettings::default(), env, RawSettings::default())
-        .resolve(Some("sekret".into()), no_file)
-        .unwrap();
-    assert_eq!(s.relay.max_lifetime, std::time::Duration::from_secs(120));
+/// Validates `o` with `secret` as `NATKIT_TURN_SECRET`.
+fn resolve(
+    o: RelayOptions,
+    secret: Option<&str>,
+    read: impl Fn(&str) -> std::io::Result<String>,
+) -> Result<Settings, ConfigError> {
+    let turn_secret = secret.map(|s| SecretText(s.into()));
+    Settings::from_options(RelayOptions { turn_secret, ..o }, read)
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    relay: RelayOptions,
+}
+
+/// The process environment is one per test binary: tests that set it take turns.
+static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The flags and environment layer exactly as natkit-relay's clap parses it, with `env` set
+/// for the parse only.
+fn parse_cli(args: &[&str], env: &[(&str, &str)]) -> RelayOptions {
+    use clap::Parser;
+    let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let parsed = Cli::try_parse_from(std::iter::once("natkit-relay").chain(args.iter().copied()));
+    for (k, _) in env {
+        std::env::remove_var(k);
+    }
+    parsed.unwrap().relay
 }
 
 #[test]
+fn empty_environment_variables_count_as_unset() {
+    let cli = parse_cli(
+        &[],
+        &[
+            ("NATKIT_ALT_IP", ""),
+            ("NATKIT_PUBLIC_IP", " "),
+            ("NATKIT_MAX_LIFETIME", "120"),
+        ],
+    );
+    let s = resolve(cli.over(&RelayOptions::default()), Some("sekret"), no_file).unwrap();
+    assert_eq!(s.relay.alt_ip, None);
+    assert_eq!(s.relay.public_ip, None);
+    assert_eq!(s.relay.max_lifetime, std::time::Duration::from_secs(120));
+}
+
+/// One row per source: each key set where the table says, and the winner.
+#[test]
 fn precedence_flags_env_file_defaults() {
-    let flags = RawSettings {
-        listen: Some("127.0.0.1:1000".into()),
-        ..Default::default()
-    };
-    let env = RawSettings::from_env([
-        ("NATKIT_LISTEN".to_string(), "127.0.0.1:2000".to_string()),
-        ("NATKIT_REALM".to_string(), "env-realm".to_string()),
-        (
-            "NATKIT_DENY_PEER".to_string(),
-            "10.0.0.0/8, 192.168.0.0/16".to_string(),
-        ),
-        ("UNRELATED".to_string(), "x".to_string()),
-    ]);
-    let file: RawSettings = FileSettings::parse(
-        "listen = \"127.0.0.1:3000\"\nrealm = \"file-realm\"\nalt_port = 4000\nuser_quota = 3\n",
+    let cli = parse_cli(
+        &["--listen", "127.0.0.1:1000", "--allow-peer", "10.1.0.0/16"],
+        &[
+            ("NATKIT_LISTEN", "127.0.0.1:2000"),
+            ("NATKIT_REALM", "env-realm"),
+            ("NATKIT_DENY_PEER", "10.0.0.0/8, 192.168.0.0/16"),
+            ("NATKIT_ALLOW_PEER", "10.2.0.0/16"),
+            ("UNRELATED", "x"),
+        ],
+    );
+    let file: RelayOptions = layer::parse_toml(
+        "listen = \"127.0.0.1:3000\"\nrealm = \"file-realm\"\nalt_port = 4000\nuser_quota = 3\n\
+         deny_peer = [\"172.16.0.0/12\"]\n",
         "t.toml",
     )
-    .unwrap()
-    .into();
-    let s = RawSettings::merge(flags, env, file)
-        .resolve(Some("sekret".into()), no_file)
-        .unwrap();
-    assert_eq!(s.relay.listen, "127.0.0.1:1000".parse().unwrap()); // flag
+    .unwrap();
+    let s = resolve(cli.over(&file), Some("sekret"), no_file).unwrap();
+    assert_eq!(s.relay.listen, "127.0.0.1:1000".parse().unwrap()); // flag over env and file
+    assert_eq!(s.relay.allow_peers, vec!["10.1.0.0/16".parse().unwrap()]); // flag over env
     assert_eq!(s.relay.realm, "env-realm"); // env over file
+    assert_eq!(s.relay.deny_peers.len(), 2); // env (a comma-separated list) over file
     assert_eq!(s.relay.alt_port, 4000); // file
     assert_eq!(s.relay.user_quota, 3); // file
     assert_eq!(s.relay.total_quota, 10_000); // default
-    assert_eq!(s.relay.deny_peers.len(), 2);
     assert_eq!(s.relay.relay_ports, DEFAULT_RELAY_PORTS);
     assert_eq!(s.metrics_listen, Some("127.0.0.1:9641".parse().unwrap()));
-    assert_eq!(s.relay.secrets.unwrap().len(), 1);
+    assert_eq!(s.relay.secrets.len(), 1);
 }
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(RawSettings, &str); 14] = [
+    let cases: [(RelayOptions, &str); 14] = [
         (
-            RawSettings {
+            RelayOptions {
                 listen: Some("nope".into()),
                 ..Default::default()
             },
             "listen",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 alt_port: Some("70000".into()),
                 ..Default::default()
             },
             "alt_port",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 alt_port: Some("3478".into()),
                 ..Default::default()
             },
             "alt_port",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 alt_ip: Some("1.2.3".into()),
                 ..Default::default()
             },
@@ -91,49 +123,49 @@ fn bad_values_name_their_key() {
         ),
         // alt ip with a wildcard listen address cannot work
         (
-            RawSettings {
+            RelayOptions {
                 alt_ip: Some("192.0.2.2".into()),
                 ..Default::default()
             },
             "alt_ip",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 public_ip: Some("x".into()),
                 ..Default::default()
             },
             "public_ip",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 relay_ports: Some("5000".into()),
                 ..Default::default()
             },
             "relay_ports",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 relay_ports: Some("6000-5000".into()),
                 ..Default::default()
             },
             "relay_ports",
         ),
         (
-            RawSettings {
-                allow_peer: Some(vec!["10.0.0.0/33".into()]),
+            RelayOptions {
+                allow_peer: vec!["10.0.0.0/33".into()],
                 ..Default::default()
             },
             "allow_peer",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 user_quota: Some("-1".into()),
                 ..Default::default()
             },
             "user_quota",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 metrics_listen: Some("9641".into()),
                 ..Default::default()
             },
@@ -141,31 +173,31 @@ fn bad_values_name_their_key() {
         ),
         // The kernel path rewrites packets addressed to one IPv4 address.
         (
-            RawSettings {
-                kernel_path: Some(vec!["eth0".into()]),
+            RelayOptions {
+                kernel_path: vec!["eth0".into()],
                 ..Default::default()
             },
             "kernel_path",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 listen: Some("[2001:db8::1]:3478".into()),
-                kernel_path: Some(vec!["eth0".into()]),
+                kernel_path: vec!["eth0".into()],
                 ..Default::default()
             },
             "kernel_path",
         ),
         (
-            RawSettings {
+            RelayOptions {
                 listen: Some("192.0.2.1:3478".into()),
-                kernel_path: Some(vec!["eth0/../x".into()]),
+                kernel_path: vec!["eth0/../x".into()],
                 ..Default::default()
             },
             "kernel_path",
         ),
     ];
     for (raw, key) in cases {
-        let err = raw.clone().resolve(Some("s".into()), no_file).unwrap_err();
+        let err = resolve(raw.clone(), Some("s"), no_file).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with(&format!("{key}:")), "{raw:?} gave {msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
@@ -174,7 +206,7 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn secrets_from_env_and_file_in_order() {
-    let raw = RawSettings {
+    let raw = RelayOptions {
         secret_file: Some("/run/secrets/turn".into()),
         ..Default::default()
     };
@@ -182,44 +214,48 @@ fn secrets_from_env_and_file_in_order() {
         assert_eq!(p, "/run/secrets/turn");
         Ok("# rotated 2026-11-01\nnew-one\n\n  old-one  \n".to_string())
     };
-    let s = raw.clone().resolve(Some("env-one".into()), read).unwrap();
-    let secrets = s.relay.secrets.unwrap();
+    let s = resolve(raw.clone(), Some("env-one"), read).unwrap();
+    let secrets = s.relay.secrets;
     assert_eq!(secrets.len(), 3);
     assert_eq!(secrets.current(), &Secret::new("env-one").unwrap());
-    let s = raw.clone().resolve(None, read).unwrap();
-    assert_eq!(
-        s.relay.secrets.unwrap().current(),
-        &Secret::new("new-one").unwrap()
-    );
+    let s = resolve(raw.clone(), None, read).unwrap();
+    assert_eq!(s.relay.secrets.current(), &Secret::new("new-one").unwrap());
 
-    let err = raw.clone().resolve(None, no_file).unwrap_err().to_string();
+    let err = resolve(raw.clone(), None, no_file).unwrap_err().to_string();
     assert!(
         err.starts_with("secret_file /run/secrets/turn: cannot read"),
         "{err}"
     );
-    let err = raw
-        .resolve(None, |_| Ok("# only a comment\n".into()))
+    let err = resolve(raw, None, |_| Ok("# only a comment\n".into()))
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("secret_file:"), "{err}");
-    // No secret anywhere is not an error here: the binary decides what that means.
-    assert!(RawSettings::default()
-        .resolve(None, no_file)
-        .unwrap()
-        .relay
-        .secrets
-        .is_none());
+    // No secret anywhere: the error says how to set one.
+    let err = resolve(RelayOptions::default(), None, no_file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("NATKIT_TURN_SECRET") && err.contains("secret_file"),
+        "{err}"
+    );
 }
 
 #[test]
 fn file_rejects_unknown_keys_and_secrets() {
     for text in [
         "secret = \"x\"\n",
+        "turn_secret = \"x\"\n",
         "lisen = \"1.2.3.4:1\"\n",
-        "alt_port = \"x\"\n",
     ] {
-        assert!(FileSettings::parse(text, "f.toml").is_err(), "{text}");
+        assert!(
+            layer::parse_toml::<RelayOptions>(text, "f.toml").is_err(),
+            "{text}"
+        );
     }
+    // A value of the wrong kind is read, then refused naming its key.
+    let o: RelayOptions = layer::parse_toml("alt_port = \"x\"\n", "f.toml").unwrap();
+    let err = resolve(o, Some("s"), no_file).unwrap_err().to_string();
+    assert!(err.starts_with("alt_port:"), "{err}");
 }
 
 #[test]
@@ -238,11 +274,14 @@ fn cidr_forms() {
 
 #[test]
 fn metrics_can_be_turned_off() {
-    let raw = RawSettings {
+    let raw = RelayOptions {
         metrics_listen: Some("off".into()),
         ..Default::default()
     };
-    assert_eq!(raw.resolve(None, no_file).unwrap().metrics_listen, None);
+    assert_eq!(
+        resolve(raw, Some("s"), no_file).unwrap().metrics_listen,
+        None
+    );
 }
 
 #[test]
@@ -256,13 +295,12 @@ fn the_alternate_port_follows_the_listen_port_unless_set() {
         ("127.0.0.1:4478", Some("3479"), 3479),
     ];
     for (listen, alt, want) in cases {
-        let s = RawSettings {
+        let o = RelayOptions {
             listen: Some(listen.into()),
-            alt_port: alt.map(str::to_owned),
+            alt_port: alt.map(Setting::from),
             ..Default::default()
-        }
-        .resolve(Some("sekret".into()), no_file)
-        .unwrap();
+        };
+        let s = resolve(o, Some("sekret"), no_file).unwrap();
         assert_eq!(s.relay.alt_port, want, "{listen} {alt:?}");
     }
 }

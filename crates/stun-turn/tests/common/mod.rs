@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use natkit_stun_turn::config::RawSettings;
+use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
 use natkit_stun_turn::credentials::{self, Credential, Secret};
 use natkit_stun_turn::metrics::RelayMetrics;
 use natkit_stun_turn::server::{Relay, RelayAddresses};
@@ -45,25 +45,20 @@ pub struct TestRelay {
 
 impl TestRelay {
     /// Starts a relay on loopback with `SECRET` (plus `extra`'s settings).
-    pub async fn start(extra: RawSettings) -> TestRelay {
+    pub async fn start(extra: RelayOptions) -> TestRelay {
         Self::start_with_secret(extra, SECRET).await
     }
 
-    pub async fn start_with_secret(extra: RawSettings, secret: &str) -> TestRelay {
-        let raw = RawSettings::merge(
-            extra,
-            RawSettings::default(),
-            RawSettings {
-                listen: Some("127.0.0.1:0".into()),
-                alt_port: Some("0".into()),
-                ..Default::default()
-            },
-        );
-        let settings = raw
-            .resolve(Some(secret.into()), |p| std::fs::read_to_string(p))
-            .expect("valid test settings");
+    pub async fn start_with_secret(extra: RelayOptions, secret: &str) -> TestRelay {
+        let options = extra.over(&RelayOptions {
+            listen: Some("127.0.0.1:0".into()),
+            alt_port: Some("0".into()),
+            turn_secret: Some(SecretText(secret.into())),
+            ..Default::default()
+        });
+        let config = RelayConfig::try_from(options).expect("valid test settings");
         let metrics = RelayMetrics::new();
-        let relay = Relay::bind(settings.relay, metrics.clone())
+        let relay = Relay::bind(config, metrics.clone())
             .await
             .expect("bind relay");
         let addrs = relay.addresses().clone();
