@@ -112,6 +112,32 @@ pub fn parse_listening(line: &str) -> Option<(String, Vec<(String, SocketAddr)>)
     Some((program.to_owned(), sockets))
 }
 
+/// Raises this process's soft limit on open files to its hard limit (as coturn does): a relay
+/// holding thousands of TCP connections and relay sockets must not stop at the common soft
+/// default of 1024. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,30 +183,4 @@ mod tests {
     fn the_clock_is_after_2020() {
         assert!(unix_now() > 1_577_836_800);
     }
-}
-
-/// Raises this process's soft limit on open files to its hard limit (as coturn does): a relay
-/// holding thousands of TCP connections and relay sockets must not stop at the common soft
-/// default of 1024. Returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur as u64
 }

@@ -671,12 +671,14 @@ mod tests {
         let s1b = a("192.0.2.1:3479");
         let s2 = a("192.0.2.2:3478");
         let m = |p: u16| Got(SocketAddr::new("203.0.113.254".parse().unwrap(), p));
-        let cases: Vec<(
+        // (observations, NAT type, mapping, force TURN)
+        type Row = (
             Vec<(SocketAddr, Outcome<SocketAddr>)>,
             NatType,
             Option<Behaviour>,
             bool,
-        )> = vec![
+        );
+        let cases: Vec<Row> = vec![
             (
                 vec![(s1, m(1)), (s2, m(1))],
                 NatType::Unknown,

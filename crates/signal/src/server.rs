@@ -216,13 +216,13 @@ impl AppState {
     /// Queues `text` for `c`; a full queue closes the connection rather than leave it with a
     /// gap (the client reconnects and rejoins).
     fn enqueue(&self, c: &Conn, text: String) {
-        if c.tx.try_send(Message::Text(text.into())).is_err() {
-            if c.tx.evict("too slow: outgoing queue full", false) {
-                self.metrics
-                    .rejected
-                    .with_label_values(&["slow-consumer"])
-                    .inc();
-            }
+        if c.tx.try_send(Message::Text(text.into())).is_err()
+            && c.tx.evict("too slow: outgoing queue full", false)
+        {
+            self.metrics
+                .rejected
+                .with_label_values(&["slow-consumer"])
+                .inc();
         }
     }
 

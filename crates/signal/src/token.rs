@@ -113,13 +113,15 @@ mod tests {
         let other = TokenSecret::new("other").unwrap();
         let t = key.mint("room1", 60, 1000);
         let tampered = t.replacen("v1.1060.", "v1.9999.", 1);
-        let cases: [(
-            &TokenSecret,
-            Option<&str>,
-            &str,
+        // (key, token, room, now, verdict)
+        type Row<'a> = (
+            &'a TokenSecret,
+            Option<&'a str>,
+            &'a str,
             u64,
             Result<u64, TokenError>,
-        ); 8] = [
+        );
+        let cases: [Row; 8] = [
             (&key, Some(&t), "room1", 1000, Ok(1060)),
             (&key, Some(&t), "room1", 1060, Ok(1060)),
             (&key, Some(&t), "room1", 1061, Err(TokenError::Expired(1))),

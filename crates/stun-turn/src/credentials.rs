@@ -335,7 +335,9 @@ mod tests {
     #[test]
     fn expiry_boundaries() {
         // (username, now, expected outcome)
-        let cases: [(&str, u64, Result<(u64, &str), &str>); 8] = [
+        // (username, now, (expiry, user id) or the error's text)
+        type Row = (&'static str, u64, Result<(u64, &'static str), &'static str>);
+        let cases: [Row; 8] = [
             ("100:alice", 99, Ok((100, "alice"))),
             ("100:alice", 100, Ok((100, "alice"))), // valid through its expiry second
             ("100:alice", 101, Err("expired")),

@@ -107,7 +107,8 @@ mod tests {
             v.extend_from_slice(&len.to_be_bytes());
             v
         };
-        let cases: Vec<(Vec<u8>, Result<Option<Frame>, FrameError>)> = vec![
+        type Row = (Vec<u8>, Result<Option<Frame>, FrameError>);
+        let cases: Vec<Row> = vec![
             (vec![], Ok(None)),
             (vec![0x00, 0x01, 0x00, 0x00], Ok(None)),
             (stun(8)[..27].to_vec(), Ok(None)),

@@ -320,8 +320,7 @@ where
     metrics.stream_closed(t, reason);
     debug!(reason = reason.as_str(), "connection closed");
     // Ends the allocation: its poller entry (holding a queue clone) goes with it.
-    let ended = shared.core.lock().expect("core lock").close(&five);
-    drop(ended);
+    let _ = shared.core.lock().expect("core lock").close(&five);
     queue.close();
     drop(queue);
     let abort = writer.abort_handle();

@@ -438,7 +438,8 @@ mod tests {
             bytes,
             to: to(port),
         };
-        let cases: Vec<(Vec<Datagram>, Vec<(usize, usize)>)> = vec![
+        type Row<'a> = (Vec<Datagram<'a>>, Vec<(usize, usize)>);
+        let cases: Vec<Row> = vec![
             (vec![], vec![]),
             (vec![d(a, 1)], vec![(0, 1)]),
             (vec![d(a, 1), d(a, 1), d(a, 1)], vec![(0, 3)]),

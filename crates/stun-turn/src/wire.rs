@@ -327,7 +327,8 @@ mod tests {
 
     #[test]
     fn channel_data_parse_table() {
-        let cases: [(&[u8], Option<(u16, &[u8])>); 5] = [
+        type Row = (&'static [u8], Option<(u16, &'static [u8])>);
+        let cases: [Row; 5] = [
             (&[0x40, 0x00, 0x00, 0x02, 7, 8], Some((0x4000, &[7, 8]))),
             (&[0x40, 0x01, 0x00, 0x00], Some((0x4001, &[]))),
             // padding after the payload is ignored

@@ -59,7 +59,9 @@ fn bad_configuration_is_a_one_line_error_naming_the_key() {
     let typo = dir.join("typo.toml");
     std::fs::write(&typo, "lisen = \"0.0.0.0:3478\"\n").unwrap();
     let typo = typo.to_string_lossy().into_owned();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (flags, environment, what the error says)
+    type Row<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Row> = vec![
         (vec!["--relay-ports", "9-2"], vec![], "relay_ports"),
         (vec!["--listen", "localhost"], vec![], "listen"),
         (vec![], vec![("NATKIT_ALT_PORT", "abc")], "alt_port"),

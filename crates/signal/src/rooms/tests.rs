@@ -43,7 +43,9 @@ fn join_relay_leave_sequence() {
         matches!(&welcome_b[1].msg, ServerMsg::Welcome(Welcome { peers, peer_id, .. }) if peers == &["a"] && peer_id == "bob")
     );
 
-    let cases: Vec<(ConnId, ClientMsg, Vec<(ConnId, &str)>)> = vec![
+    // (sender, message, what each connection receives)
+    type Row = (ConnId, ClientMsg, Vec<(ConnId, &'static str)>);
+    let cases: Vec<Row> = vec![
         (
             2,
             ClientMsg::Offer {
@@ -224,7 +226,12 @@ fn clustered_joins_views_and_stale_changes() {
         "{out:?}"
     );
     // Changes: (frame, effects). Stale ones (seq not above the last applied) do nothing.
-    let steps: Vec<(Box<dyn Fn(&mut Rooms) -> Vec<Out>>, Vec<(ConnId, &str)>)> = vec![
+    // (what happens, what each connection receives)
+    type Step = (
+        Box<dyn Fn(&mut Rooms) -> Vec<Out>>,
+        Vec<(ConnId, &'static str)>,
+    );
+    let steps: Vec<Step> = vec![
         (
             Box::new(|r| r.remote_joined("r", "y", "n3", 6)),
             vec![(1, "peer-joined")],

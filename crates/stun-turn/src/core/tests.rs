@@ -195,7 +195,9 @@ fn allocate_refusals() {
     wrong.password = "not-the-password".into();
     let mut other_realm = auth.clone();
     other_realm.realm = "elsewhere".into();
-    let cases: Vec<(&str, &LongTermAuth, Vec<Box<dyn Setter>>, u16)> = vec![
+    // (what, credentials, attributes, error code)
+    type Row<'a> = (&'a str, &'a LongTermAuth, Vec<Box<dyn Setter>>, u16);
+    let cases: Vec<Row> = vec![
         ("no REQUESTED-TRANSPORT", &auth, vec![], 400),
         ("RFC 6062 TCP relaying", &auth, vec![tcp_relay], 442),
         ("forged integrity", &wrong, vec![udp()], 401),
@@ -241,7 +243,9 @@ fn methods_on_an_allocation() {
     let too_many: Vec<Box<dyn Setter>> = (0..17)
         .map(|i| peer(&format!("198.51.100.{}:7", 10 + i)))
         .collect();
-    let cases: Vec<(&str, Method, Vec<Box<dyn Setter>>, Option<u16>)> = vec![
+    // (what, method, attributes, error code)
+    type Row = (&'static str, Method, Vec<Box<dyn Setter>>, Option<u16>);
+    let cases: Vec<Row> = vec![
         (
             "permission",
             METHOD_CREATE_PERMISSION,

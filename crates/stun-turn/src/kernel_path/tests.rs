@@ -172,7 +172,9 @@ fn every_change_is_a_small_diff_and_an_ended_allocation_leaves_nothing() {
     };
     let mut o = offload();
     let f = five("203.0.113.7:40000");
-    let steps: Vec<(Option<Vec<KernelBinding>>, Vec<(&str, u16)>, usize)> = vec![
+    // (bindings reported, map writes, entries)
+    type Step = (Option<Vec<KernelBinding>>, Vec<(&'static str, u16)>, usize);
+    let steps: Vec<Step> = vec![
         // (the allocation's bindings, the map changes, entries installed)
         (
             Some(vec![first(0x4000, 1000, true)]),
