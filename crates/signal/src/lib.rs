@@ -9,6 +9,9 @@
 //!   `docs/protocol.md`).
 //! - [`rooms`]: routing as a pure state machine (message in, addressed messages out).
 //! - [`token`]: signed, expiring, room-scoped join tokens (pure).
+//! - [`admission`]: who may join and take TURN credentials (draining, token, revocation, the
+//!   credential limits), one pure step per request that returns admitted or a refusal with its
+//!   code; the shell only carries it out.
 //! - [`limits`]: rate limits per connection, per client IP and per token (pure; the relay's
 //!   `ratelimit` module, shared).
 //! - [`config`]: flags, environment and TOML, validated before anything binds.
@@ -24,6 +27,7 @@
 //! restart but what the nodes tell it again), TLS termination
 //! (put a reverse proxy in front).
 
+pub mod admission;
 pub mod cluster;
 pub mod config;
 pub mod fleet;

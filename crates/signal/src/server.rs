@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,13 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Gate, Grant, Refusal};
 use crate::cluster::store::Store;
 use crate::config::SignalConfig;
 pub use crate::ice::IceConfig;
-use crate::limits::{IpSlot, IpSlots, KeyedLimiter, TokenBucket};
+use crate::limits::{IpSlot, IpSlots, TokenBucket};
 pub use crate::metrics::SignalMetrics;
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
-use natkit_stun_turn::credentials;
 use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
@@ -54,8 +53,6 @@ const READ_BUFFER: usize = 256;
 /// How long a closing connection gets to send its last messages and finish the closing
 /// handshake before its socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Client IPs and tokens whose credential minting is tracked at once (bounded memory).
-const LIMITER_KEYS: usize = 100_000;
 
 mod drain;
 mod endpoints;
@@ -78,17 +75,6 @@ struct Conn {
     token: Option<Grant>,
 }
 
-/// What a join token granted a connection.
-#[derive(Debug, Clone)]
-struct Grant {
-    /// The token's hash: rate limits count per token.
-    key: u64,
-    /// Unix seconds after which `refresh` is refused.
-    expires: u64,
-    /// The token itself (its last part names it in the revocation file).
-    token: String,
-}
-
 pub struct AppState {
     settings: SignalConfig,
     ice: IceConfig,
@@ -97,8 +83,8 @@ pub struct AppState {
     next_conn: AtomicU64,
     conn_slots: Arc<Semaphore>,
     ip_slots: Arc<IpSlots>,
-    mint_per_ip: Mutex<KeyedLimiter<IpAddr>>,
-    mint_per_token: Mutex<KeyedLimiter<u64>>,
+    /// Who may join and take credentials (the credential limits are its state).
+    admission: Mutex<Admission>,
     /// Revoked users and tokens, re-read from the file at most once a second.
     revoked: Mutex<(Revocations, Option<RevocationFile>, Option<Instant>)>,
     registry: Registry,
@@ -116,30 +102,6 @@ pub struct AppState {
 }
 
 use natkit_daemon::unix_now;
-
-/// The TURN user a joined peer's credentials are for: its room and peer id, which only that
-/// session holds (ids are unique within a room), joined by `/`, which neither may contain. So
-/// no peer can obtain a credential counted against another's quota, and `refresh` keeps it.
-pub fn turn_user(room: &str, peer: &str) -> String {
-    format!("{room}/{peer}")
-}
-
-/// The TURN user id `user` is minted under: in its join token's quota group when tokens are on,
-/// so every credential granted under one token shares one `user_quota` of allocations on the
-/// relay, however many are fetched (`credentials::GROUP_SEPARATOR`).
-fn quota_user(user: &str, grant: Option<&Grant>) -> String {
-    match grant {
-        Some(g) => credentials::grouped(user, &credentials::grant_group(&g.token)),
-        None => user.to_owned(),
-    }
-}
-
-/// What rate limits count a token as (a hash, so a long token costs no more memory).
-fn token_key(token: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    token.hash(&mut h);
-    h.finish()
-}
 
 /// A fresh peer id for a join that asks for none.
 fn peer_id() -> String {
@@ -181,14 +143,7 @@ impl AppState {
             next_conn: AtomicU64::new(1),
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
             ip_slots: IpSlots::new(settings.max_connections_per_ip),
-            mint_per_ip: Mutex::new(KeyedLimiter::new(
-                settings.credentials_per_minute,
-                LIMITER_KEYS,
-            )),
-            mint_per_token: Mutex::new(KeyedLimiter::new(
-                settings.credentials_per_minute,
-                LIMITER_KEYS,
-            )),
+            admission: Mutex::new(Admission::new(settings.credentials_per_minute)),
             revoked: Mutex::new((
                 Revocations::default(),
                 settings.revoked_file.as_deref().map(RevocationFile::new),
@@ -226,9 +181,9 @@ impl AppState {
         }
     }
 
-    /// Is the TURN user or the join token revoked (the revocation file, re-read when it changed
-    /// and at most once a second)?
-    fn revoked(&self, user: Option<&str>, token: Option<&str>) -> bool {
+    /// Runs one admission step with what this node knows now: the clock, whether it drains,
+    /// the token secret and the revocation file (re-read when it changed, at most once a second).
+    fn admit<T>(&self, step: impl FnOnce(&mut Admission, Gate<'_>) -> T) -> T {
         let mut g = self.revoked.lock().expect("revoked lock");
         let (revs, file, checked) = &mut *g;
         let now = Instant::now();
@@ -244,40 +199,30 @@ impl AppState {
                 }
             }
         }
-        user.is_some_and(|u| revs.is_user_revoked(u))
-            || token.is_some_and(|t| revs.is_token_revoked(t))
+        let gate = Gate {
+            unix: unix_now(),
+            now,
+            draining: self.is_draining(),
+            tokens: self.settings.token.as_ref(),
+            revocations: revs,
+        };
+        step(&mut self.admission.lock().expect("admission lock"), gate)
     }
 
-    /// May `ip` (and the token `token_key`) be handed another TURN credential now?
-    fn may_mint(&self, ip: IpAddr, token_key: Option<u64>) -> bool {
-        let now = Instant::now();
-        if !self
-            .mint_per_ip
-            .lock()
-            .expect("limiter lock")
-            .allow(&ip, now)
-        {
+    /// Counts a refusal's credential limit, if it hit one.
+    fn count_refusal(&self, r: &Refusal) {
+        if let Some(limit) = r.limit {
             self.metrics
                 .credentials_refused
-                .with_label_values(&["per_ip"])
+                .with_label_values(&[limit.as_str()])
                 .inc();
-            return false;
         }
-        if let Some(k) = token_key {
-            if !self
-                .mint_per_token
-                .lock()
-                .expect("limiter lock")
-                .allow(&k, now)
-            {
-                self.metrics
-                    .credentials_refused
-                    .with_label_values(&["per_token"])
-                    .inc();
-                return false;
-            }
-        }
-        true
+    }
+
+    /// Answers a refused request on the WebSocket.
+    fn refuse(&self, conn: ConnId, r: Refusal) {
+        self.count_refusal(&r);
+        self.reject(conn, r.code, r.message);
     }
 
     fn reject(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
@@ -307,59 +252,19 @@ impl AppState {
                 token,
                 version: _,
             } => {
-                if self.is_draining() {
-                    return self.reject(
-                        conn,
-                        ErrorCode::ShuttingDown,
-                        "this node is draining: connect to another node",
-                    );
-                }
                 let token = token.as_ref().map(|t| t.expose()).or(url_token);
-                let mut token_claim = None;
-                if let Some(secret) = &self.settings.token {
-                    match secret.authorize(token, &room, unix_now()) {
-                        Ok(expires) => {
-                            token_claim = token.map(|t| Grant {
-                                key: token_key(t),
-                                expires,
-                                token: t.to_owned(),
-                            })
-                        }
-                        Err(e) => {
-                            debug!(conn, error = %e, "join refused");
-                            return self.reject(
-                                conn,
-                                ErrorCode::Unauthorized,
-                                "a valid token for this room is required",
-                            );
-                        }
-                    }
-                }
                 let generated = peer_id();
                 let id = requested.clone().unwrap_or_else(|| generated.clone());
-                // An invalid room or requested id is refused by `join`; mint nothing for it.
-                let valid = crate::rooms::valid_name(&id) && crate::rooms::valid_name(&room);
-                if self.revoked(Some(&turn_user(&room, &id)), token) {
-                    return self.reject(
-                        conn,
-                        ErrorCode::Unauthorized,
-                        "this token or user has been revoked",
-                    );
-                }
-                if valid && !self.may_mint(ip, token_claim.as_ref().map(|g| g.key)) {
-                    return self.reject(
-                        conn,
-                        ErrorCode::RateLimited,
-                        "too many TURN credentials for this address or token; try again in a minute",
-                    );
-                }
-                let ice_servers = if valid {
-                    self.ice.mint(
-                        &quota_user(&turn_user(&room, &id), token_claim.as_ref()),
-                        unix_now(),
-                    )
-                } else {
-                    Vec::new()
+                let admitted = match self.admit(|a, gate| a.join(gate, ip, &room, &id, token)) {
+                    Ok(j) => j,
+                    Err(r) => {
+                        debug!(conn, code = r.code.as_str(), "join refused");
+                        return self.refuse(conn, r);
+                    }
+                };
+                let ice_servers = match &admitted.mint_for {
+                    Some(user) => self.ice.mint(user, unix_now()),
+                    None => Vec::new(),
                 };
                 let ctx = JoinContext {
                     generated_id: generated,
@@ -383,7 +288,7 @@ impl AppState {
                 if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_))) {
                     self.metrics.credentials_issued.inc();
                     if let Some(c) = self.conns.lock().expect("conns lock").get_mut(&conn) {
-                        c.token = token_claim;
+                        c.token = admitted.grant;
                     }
                     info!(conn, room = %room, "peer joined");
                 }
@@ -395,46 +300,24 @@ impl AppState {
                     rooms
                         .room_of(conn)
                         .zip(rooms.peer_of(conn))
-                        .map(|(r, p)| turn_user(r, p))
+                        .map(|(r, p)| (r.to_owned(), p.to_owned()))
                 };
-                let Some(user) = member else {
-                    return self.reject(conn, ErrorCode::NotJoined, "join a room first");
-                };
-                let token = self
+                let grant = self
                     .conns
                     .lock()
                     .expect("conns lock")
                     .get(&conn)
                     .and_then(|c| c.token.clone());
-                // A credential never outlives the join token it was granted under.
-                if token.as_ref().is_some_and(|g| g.expires < unix_now()) {
-                    return self.reject(
-                        conn,
-                        ErrorCode::Unauthorized,
-                        "the join token has expired: rejoin with a new token for new credentials",
-                    );
-                }
-                if self.revoked(Some(&user), token.as_ref().map(|g| g.token.as_str())) {
-                    return self.reject(
-                        conn,
-                        ErrorCode::Unauthorized,
-                        "this token or user has been revoked",
-                    );
-                }
-                if !self.may_mint(ip, token.as_ref().map(|g| g.key)) {
-                    return self.reject(
-                        conn,
-                        ErrorCode::RateLimited,
-                        "too many TURN credentials for this address or token; try again in a minute",
-                    );
-                }
+                let member = member.as_ref().map(|(r, p)| (r.as_str(), p.as_str()));
+                let user = match self.admit(|a, gate| a.refresh(gate, ip, member, grant.as_ref())) {
+                    Ok(user) => user,
+                    Err(r) => return self.refuse(conn, r),
+                };
                 self.metrics.credentials_issued.inc();
                 vec![Out {
                     to: conn,
                     msg: ServerMsg::IceServers {
-                        ice_servers: self
-                            .ice
-                            .mint(&quota_user(&user, token.as_ref()), unix_now()),
+                        ice_servers: self.ice.mint(&user, unix_now()),
                         ttl: self.ice.ttl,
                     },
                 }]

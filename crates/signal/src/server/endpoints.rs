@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use natkit_daemon::unix_now;
 use natkit_proto::{ErrorCode, HttpError, IceServer, IceServers};
-use natkit_stun_turn::credentials;
 
-use super::{bearer, peer_id, token_key, AppState, IceConfig, TokenQuery};
+use super::{bearer, peer_id, AppState, IceConfig, TokenQuery};
 
 pub(super) async fn ice_servers(
     State(st): State<Arc<AppState>>,
@@ -42,56 +41,30 @@ fn issue_ice_servers(
     mint: fn(&IceConfig, &str, u64) -> Vec<IceServer>,
 ) -> Response {
     let token = q.token.or_else(|| bearer(headers));
-    if let Some(secret) = &st.settings.token {
-        let ok = token
-            .as_deref()
-            .map(|t| secret.verify(t, unix_now()).is_ok())
-            .unwrap_or(false);
-        if !ok {
-            st.metrics
-                .rejected
-                .with_label_values(&["unauthorized"])
-                .inc();
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(HttpError {
-                    error: ErrorCode::Unauthorized,
-                    message: "a valid token is required (?token= or Authorization: Bearer)".into(),
-                }),
-            )
-                .into_response();
+    let fresh = format!("http-{}", peer_id());
+    let user = match st.admit(|a, gate| a.ice_servers(gate, ip, token.as_deref(), &fresh)) {
+        Ok(user) => user,
+        Err(r) => {
+            st.count_refusal(&r);
+            let status = match r.code {
+                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            if r.code == ErrorCode::Unauthorized {
+                st.metrics
+                    .rejected
+                    .with_label_values(&["unauthorized"])
+                    .inc();
+            }
+            let body = HttpError {
+                error: r.code,
+                message: r.message.into(),
+            };
+            return (status, Json(body)).into_response();
         }
-    }
-    if st.revoked(None, token.as_deref()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(HttpError {
-                error: ErrorCode::Unauthorized,
-                message: "this token has been revoked".into(),
-            }),
-        )
-            .into_response();
-    }
-    if !st.may_mint(ip, token.as_deref().map(token_key)) {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(HttpError {
-                error: ErrorCode::RateLimited,
-                message:
-                    "too many TURN credentials for this address or token; try again in a minute"
-                        .into(),
-            }),
-        )
-            .into_response();
-    }
-    st.metrics.credentials_issued.inc();
-    // Every credential fetched with one token counts in that token's quota group on the relay:
-    // one token is worth one `user_quota` of allocations, not one per fetch.
-    let user = format!("http-{}", peer_id());
-    let user = match (&st.settings.token, &token) {
-        (Some(_), Some(t)) => credentials::grouped(&user, &credentials::grant_group(t)),
-        _ => user,
     };
+    st.metrics.credentials_issued.inc();
     Json(IceServers {
         ice_servers: mint(&st.ice, &user, unix_now()),
         ttl: st.ice.ttl,
