@@ -123,6 +123,21 @@ impl fmt::Debug for SecretText {
     }
 }
 
+/// `impl TryFrom<$options> for $config` through `$config::from_options(options, read)`, which
+/// validates and reads the secret files it names with `read` (tests pass their own): here the
+/// files are read from disk.
+#[macro_export]
+macro_rules! validated_from {
+    ($options:ty => $config:ty, $error:ty) => {
+        impl TryFrom<$options> for $config {
+            type Error = $error;
+            fn try_from(options: $options) -> Result<Self, $error> {
+                <$config>::from_options(options, |path| std::fs::read_to_string(path))
+            }
+        }
+    };
+}
+
 /// A value that does not validate, named by its key (`relay_ports: "9-2": ...`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]

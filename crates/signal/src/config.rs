@@ -229,13 +229,7 @@ impl SignalOptions {
 /// The variable holding the join-token secret.
 pub const TOKEN_SECRET_ENV: &str = "NATKIT_SIGNAL_TOKEN_SECRET";
 
-impl TryFrom<SignalOptions> for SignalConfig {
-    type Error = SignalConfigError;
-    /// Validates every signal key; reads `token_secret_file` from disk.
-    fn try_from(o: SignalOptions) -> Result<Self, SignalConfigError> {
-        SignalConfig::from_options(o, |p| std::fs::read_to_string(p))
-    }
-}
+natkit_daemon::validated_from!(SignalOptions => SignalConfig, SignalConfigError);
 
 impl SignalConfig {
     /// Validates `o`: every signal key parsed and checked, the cross-field rules, and the

@@ -191,27 +191,20 @@ impl RelayOptions {
     }
 }
 
-impl TryFrom<RelayOptions> for RelayConfig {
-    type Error = ConfigError;
-    /// Validates every key and settles the secrets; reads `secret_file` from disk.
-    fn try_from(o: RelayOptions) -> Result<Self, ConfigError> {
-        RelayConfig::from_options(o, |p| std::fs::read_to_string(p))
-    }
-}
+natkit_daemon::validated_from!(RelayOptions => RelayConfig, ConfigError);
 
 impl TryFrom<RelayOptions> for Settings {
     type Error = ConfigError;
     fn try_from(o: RelayOptions) -> Result<Self, ConfigError> {
-        Settings::from_options(o, |p| std::fs::read_to_string(p))
+        let relay = RelayConfig::try_from(o.clone())?;
+        Settings::new(&o, relay)
     }
 }
 
 impl Settings {
-    /// [`RelayConfig::from_options`] and the binary's own keys (`metrics_listen`, `cluster`).
-    pub fn from_options(
-        o: RelayOptions,
-        read: impl Fn(&str) -> std::io::Result<String>,
-    ) -> Result<Settings, ConfigError> {
+    /// The binary's own keys (`metrics_listen`, `cluster`) read from `o`, around `relay`
+    /// (validated from the same options).
+    pub fn new(o: &RelayOptions, relay: RelayConfig) -> Result<Settings, ConfigError> {
         let cluster = match o.cluster.as_ref().map(|s| s.as_str().trim()) {
             None | Some("") | Some("off") => None,
             Some(url) if url.starts_with("redis://") => Some(url.to_owned()),
@@ -230,7 +223,7 @@ impl Settings {
             ),
         };
         Ok(Settings {
-            relay: RelayConfig::from_options(o, read)?,
+            relay,
             metrics_listen,
             cluster,
         })

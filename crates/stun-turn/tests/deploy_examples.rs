@@ -1,7 +1,7 @@
 //! The configuration examples operators copy from deploy/ load with the relay's own parser, and
 //! name every key.
 
-use natkit_stun_turn::config::{RelayOptions, Settings};
+use natkit_stun_turn::config::{RelayConfig, RelayOptions, Settings};
 
 const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -11,11 +11,12 @@ const EXAMPLE: &str = concat!(
 #[test]
 fn relay_example_toml_loads_and_validates() {
     let file = RelayOptions::from_file(EXAMPLE.as_ref()).expect("example parses");
-    let settings = Settings::from_options(file, |p| {
+    let relay = RelayConfig::from_options(file.clone(), |p| {
         assert_eq!(p, "/run/secrets/natkit_turn_secret");
         Ok("example-secret\n".into())
     })
     .expect("example validates");
+    let settings = Settings::new(&file, relay).expect("example validates");
     assert_eq!(settings.relay.listen.port(), 3478);
     assert_eq!(settings.relay.alt_port, 3479);
     assert_eq!(settings.relay.deny_peers.len(), 3);

@@ -285,3 +285,20 @@ pub fn toml_names_key(text: &str, key: &str) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('='))
     })
 }
+
+/// The process environment is one per test binary: tests that set variables take turns here.
+static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with the variables `env` set, and removes them after; tests that read the
+/// environment (a server's flags and variables as clap parses them) take turns.
+pub fn with_env<T>(env: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
+    let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let out = f();
+    for (k, _) in env {
+        std::env::remove_var(k);
+    }
+    out
+}

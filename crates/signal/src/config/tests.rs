@@ -4,44 +4,31 @@ fn none(_: &str) -> std::io::Result<String> {
     Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no"))
 }
 
-/// Validates `o` with `token` as `NATKIT_SIGNAL_TOKEN_SECRET`.
-fn resolve(
-    o: SignalOptions,
-    token: Option<&str>,
-    read: impl Fn(&str) -> std::io::Result<String>,
-) -> Result<SignalConfig, SignalConfigError> {
-    let token_secret = token.map(|t| SecretText(t.into()));
-    SignalConfig::from_options(SignalOptions { token_secret, ..o }, read)
+use natkit_testkit::with_env;
+
+/// Validates `o`, `token` standing for `NATKIT_SIGNAL_TOKEN_SECRET`.
+fn resolve(o: SignalOptions, token: Option<&str>, read: Read) -> SignalResult {
+    let with_token = SignalOptions {
+        token_secret: token.map(|t| SecretText(t.into())),
+        ..o
+    };
+    SignalConfig::from_options(with_token, read)
 }
 
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    signal: SignalOptions,
-}
+type Read = fn(&str) -> std::io::Result<String>;
+type SignalResult = Result<SignalConfig, SignalConfigError>;
 
-/// The process environment is one per test binary: tests that set it take turns.
-static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Runs `f` with `env` set (and removed after): the flags and environment layers are read as
-/// natkit-signal reads them.
-fn with_env<T>(env: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
-    let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
-    for (k, v) in env {
-        std::env::set_var(k, v);
-    }
-    let out = f();
-    for (k, _) in env {
-        std::env::remove_var(k);
-    }
-    out
-}
-
+/// natkit-signal's flags over the environment, as its clap parses them.
 fn parse_cli(args: &[&str]) -> SignalOptions {
-    use clap::Parser;
-    Cli::try_parse_from(std::iter::once("natkit-signal").chain(args.iter().copied()))
+    #[derive(clap::Parser)]
+    struct Signal {
+        #[command(flatten)]
+        options: SignalOptions,
+    }
+    let argv = std::iter::once("natkit-signal").chain(args.iter().copied());
+    <Signal as clap::Parser>::try_parse_from(argv)
         .unwrap()
-        .signal
+        .options
 }
 
 /// One table for both layers a node reads: the signal keys (flags > `NATKIT_SIGNAL_*` > file >

@@ -9,37 +9,34 @@ fn no_file(_: &str) -> std::io::Result<String> {
 }
 
 /// Validates `o` with `secret` as `NATKIT_TURN_SECRET`.
-fn resolve(
-    o: RelayOptions,
-    secret: Option<&str>,
-    read: impl Fn(&str) -> std::io::Result<String>,
-) -> Result<Settings, ConfigError> {
+fn resolve(o: RelayOptions, secret: Option<&str>, read: Read) -> Result<Settings, ConfigError> {
     let turn_secret = secret.map(|s| SecretText(s.into()));
-    Settings::from_options(RelayOptions { turn_secret, ..o }, read)
+    let relay = RelayConfig::from_options(
+        RelayOptions {
+            turn_secret,
+            ..o.clone()
+        },
+        read,
+    )?;
+    Settings::new(&o, relay)
 }
 
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    relay: RelayOptions,
-}
-
-/// The process environment is one per test binary: tests that set it take turns.
-static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+type Read = fn(&str) -> std::io::Result<String>;
 
 /// The flags and environment layer exactly as natkit-relay's clap parses it, with `env` set
 /// for the parse only.
 fn parse_cli(args: &[&str], env: &[(&str, &str)]) -> RelayOptions {
-    use clap::Parser;
-    let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
-    for (k, v) in env {
-        std::env::set_var(k, v);
+    #[derive(clap::Parser)]
+    struct Relay {
+        #[command(flatten)]
+        options: RelayOptions,
     }
-    let parsed = Cli::try_parse_from(std::iter::once("natkit-relay").chain(args.iter().copied()));
-    for (k, _) in env {
-        std::env::remove_var(k);
-    }
-    parsed.unwrap().relay
+    let argv = std::iter::once("natkit-relay").chain(args.iter().copied());
+    natkit_testkit::with_env(env, || {
+        <Relay as clap::Parser>::try_parse_from(argv)
+            .unwrap()
+            .options
+    })
 }
 
 #[test]
