@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::client;
 use crate::proc_stats;
+pub use crate::traffic::Pacing;
 use crate::traffic::{self, Flow};
 
 /// What the load talks to.
@@ -18,14 +19,6 @@ pub enum Target {
     Turn { server: SocketAddr, secret: String },
     /// A plain UDP forwarder (no TURN): raw payloads, the physical ceiling.
     Plain { forwarder: SocketAddr },
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Pacing {
-    /// Total datagrams per second sent by all allocations together.
-    Rate(u64),
-    /// Packets in flight per allocation; each answer releases the next.
-    Window(usize),
 }
 
 #[derive(Clone, Debug)]

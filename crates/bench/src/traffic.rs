@@ -22,8 +22,16 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::load::Pacing;
 use crate::mmsg::{RecvBatch, SendBatch, Wait, BATCH};
+
+/// How a run paces its datagrams.
+#[derive(Clone, Copy, Debug)]
+pub enum Pacing {
+    /// Total datagrams per second sent by all allocations together.
+    Rate(u64),
+    /// Packets in flight per allocation; each answer releases the next.
+    Window(usize),
+}
 
 /// Silence after which a flow's unanswered datagrams are given up (window mode).
 const GIVE_UP: Duration = Duration::from_millis(50);

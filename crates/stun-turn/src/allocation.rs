@@ -218,7 +218,7 @@ impl AllocState {
     /// same rules as [`AllocState::channel_peer`] (client to peer: the binding is alive) and the
     /// peers' path (peer to client: a permission too), each direction ending no later than the
     /// allocation. Nothing once the allocation has expired.
-    pub fn kernel_bindings(&self, now: Instant) -> Vec<crate::kernel_path::KernelBinding> {
+    pub fn kernel_bindings(&self, now: Instant) -> Vec<KernelBinding> {
         if self.is_expired(now) {
             return Vec::new();
         }
@@ -232,7 +232,7 @@ impl AllocState {
                     .iter()
                     .find(|(ip, exp)| *ip == c.peer.ip() && now < *exp)
                     .map(|(_, exp)| (*exp).min(to_peer_until));
-                crate::kernel_path::KernelBinding {
+                KernelBinding {
                     channel: c.number,
                     peer: c.peer,
                     to_peer_until,
@@ -252,6 +252,19 @@ impl AllocState {
     fn sizes(&self) -> (usize, usize) {
         (self.permissions.len(), self.channels.len())
     }
+}
+
+/// One channel binding as the kernel path relays it ([`Allocation::kernel_bindings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelBinding {
+    pub channel: u16,
+    pub peer: SocketAddr,
+    /// ChannelData from the client goes to the peer until then (the binding's and the
+    /// allocation's end, whichever is first).
+    pub to_peer_until: Instant,
+    /// The peer's datagrams go to the client as ChannelData until then (its permission too);
+    /// `None` without a live permission.
+    pub to_client_until: Option<Instant>,
 }
 
 /// Which quota an Allocate hit (answered with 486 Allocation Quota Reached).

@@ -42,6 +42,7 @@ mod methods;
 #[cfg(test)]
 mod tests;
 
+pub use crate::five_tuple::{FiveTuple, Transport};
 pub use methods::{Bound, PendingAllocate, PortWant};
 
 /// XOR-PEER-ADDRESS attributes one CreatePermission may carry; more get 400.
@@ -57,41 +58,6 @@ const ANSWER_LIMIT_KEYS: usize = 65_536;
 pub const MAX_USERNAME_BYTES: usize = 508;
 /// How long a reserved port is held, as RFC 8656 section 7.2 suggests.
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
-
-/// How a client reaches the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
-
-    /// The `transport` label of the metrics, and the `relay_protocol` natkit-peer reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-
-    /// Is this a byte stream (ChannelData padded, one connection per 5-tuple)?
-    pub fn is_stream(self) -> bool {
-        self != Transport::Udp
-    }
-}
-
-/// The client's 5-tuple: transport, the client's address and the relay's (advertised) address it
-/// reached. An allocation belongs to exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
-    pub transport: Transport,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-}
 
 /// The decisions' fixed inputs, from the validated configuration and the bound sockets.
 #[derive(Debug, Clone)]

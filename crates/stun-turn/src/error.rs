@@ -86,8 +86,16 @@ pub enum RelayError {
     RevokedFile {
         path: String,
         #[source]
-        source: crate::revocation::RevocationError,
+        source: RevocationError,
     },
+}
+
+/// A line that is not `user ID` or `token ID`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct RevocationError {
+    pub line: usize,
+    pub message: String,
 }
 
 /// A TLS certificate or key file that cannot be used. Names the file, never its contents.

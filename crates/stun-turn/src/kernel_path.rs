@@ -23,18 +23,7 @@ use crate::core::{FiveTuple, Transport};
 use crate::error::RelayError;
 use crate::metrics::{DirectionCounters, RelayMetrics};
 
-/// One channel binding as the kernel relays it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelBinding {
-    pub channel: u16,
-    pub peer: SocketAddr,
-    /// ChannelData from the client goes to the peer until then (the binding's and the
-    /// allocation's end, whichever is first).
-    pub to_peer_until: Instant,
-    /// The peer's datagrams go to the client as ChannelData until then (its permission too);
-    /// `None` without a live permission.
-    pub to_client_until: Option<Instant>,
-}
+pub use crate::allocation::KernelBinding;
 
 /// `chan_in`'s key: ChannelData from `client` to the relay's `server` address on `channel`.
 /// Addresses, ports and the channel number are in network byte order, as in the packet.
@@ -90,8 +79,7 @@ pub const TO_PEER_PACKETS: usize = 0;
 pub const TO_PEER_BYTES: usize = 1;
 pub const TO_CLIENT_PACKETS: usize = 2;
 pub const TO_CLIENT_BYTES: usize = 3;
-/// Packets the program matched and left to the relay, by reason (the metric's `reason` label).
-pub const PASSED: [(usize, &str); 3] = [(4, "expired"), (5, "route"), (6, "checksum")];
+pub use crate::metrics::KERNEL_PASSED as PASSED;
 
 /// The program's counters, one set per CPU.
 #[repr(C)]

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`credentials`]: minting and checking TURN REST API credentials (pure, shared with
 //!   natkit-signal).
+//! - [`five_tuple`]: the client's transport and 5-tuple, the key of an allocation (pure).
 //! - [`nonce`]: stateless nonces, so unauthenticated floods cost no memory (pure).
 //! - [`policy`]: which peers may be relayed to (pure).
 //! - [`rfc5780`]: which socket answers a Binding request with CHANGE-REQUEST (pure).
@@ -23,7 +24,8 @@
 //!   struct) and their validation into a [`config::RelayConfig`] that cannot be invalid.
 //! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`, read in batches by
 //!   `udp`) and the pollers of the relayed sockets (`relayed`);
-//!   [`stream`]: the TCP/TLS shell; [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
+//!   [`stream`]: the TCP/TLS shell (its outgoing queues in `queue`, the state both shells read
+//!   in `shared`, so neither shell imports the other); [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
 //!   metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //!
@@ -62,6 +64,7 @@ pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod error;
+pub mod five_tuple;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
@@ -70,11 +73,13 @@ pub mod kernel_path;
 pub mod metrics;
 pub mod nonce;
 pub mod policy;
+pub(crate) mod queue;
 pub mod ratelimit;
 pub(crate) mod relayed;
 pub mod revocation;
 pub mod rfc5780;
 pub mod server;
+pub(crate) mod shared;
 pub(crate) mod sockets;
 pub mod stream;
 pub mod tls;

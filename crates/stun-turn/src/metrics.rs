@@ -7,9 +7,14 @@ use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::core::Transport;
+use crate::five_tuple::Transport;
 
 use crate::policy::DenyReason;
+
+/// Packets the kernel path matched and left to the relay, by reason (the `reason` label of
+/// `natkit_relay_kernel_path_passed_total`), with the index of their counter in the program
+/// (`bpf/relay.bpf.c`); `kernel_path` reads the counters by these indices.
+pub const KERNEL_PASSED: [(usize, &str); 3] = [(4, "expired"), (5, "route"), (6, "checksum")];
 
 /// Label values of `natkit_relay_auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +370,7 @@ impl RelayMetrics {
                 "natkit_relay_kernel_path_passed_total",
                 "Datagrams of a kernel-path binding left to the relay's sockets, by reason: expired (the relay decides), route (local, too big, or no neighbour yet), checksum (none, or offload pending).",
                 &["reason"],
-                &slices(&one(&crate::kernel_path::PASSED.map(|(_, r)| r))),
+                &slices(&one(&KERNEL_PASSED.map(|(_, r)| r))),
             ),
             kernel_path_entries: gauge(
                 "natkit_relay_kernel_path_entries",

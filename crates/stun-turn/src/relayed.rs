@@ -26,7 +26,7 @@ use turn::proto::data::Data;
 use crate::allocation::AllocState;
 use crate::core::auth::XorMappedAddressAs;
 use crate::metrics::{DirectionCounters, RelayMetrics};
-use crate::stream::StreamQueue;
+use crate::queue::StreamQueue;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 use crate::wire;
 

@@ -16,13 +16,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// A line that is not `user ID` or `token ID`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
-pub struct RevocationError {
-    pub line: usize,
-    pub message: String,
-}
+pub use crate::error::RevocationError;
 
 /// What is revoked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

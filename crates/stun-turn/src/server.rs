@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,19 +18,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::config::{RelayConfig, StreamConfig};
+use crate::config::RelayConfig;
 use crate::core::{
     Bound, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore, Transport,
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
 use crate::kernel_path::{KernelPath, Offload};
-use crate::metrics::{DirectionCounters, RelayMetrics};
+use crate::metrics::RelayMetrics;
 use crate::policy::{OwnSockets, PeerPolicy};
+use crate::queue::StreamQueue;
 use crate::relayed::{ClientSink, Poller};
 use crate::revocation::{RevocationFile, Revocations};
 use crate::rfc5780::Slot;
-use crate::stream::{self, StreamQueue};
+pub(crate) use crate::shared::Shared;
+use crate::stream;
 use crate::tls::TlsKeys;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 use crate::wire;
@@ -40,9 +41,6 @@ pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USER
 pub use crate::sockets::advertised_ip;
 use crate::sockets::{bind_relayed, bind_udp, bind_udp_with, local_addresses};
 pub use crate::tls::{announce_tls, reload_tls_on_sighup};
-
-/// Largest UDP payload; datagrams are never truncated.
-pub(crate) const MAX_DATAGRAM: usize = 65_536;
 
 /// Where a running relay listens, as it tells clients.
 #[derive(Debug, Clone)]
@@ -82,35 +80,7 @@ pub struct Relay {
     tls: Option<TcpListener>,
 }
 
-/// The relay's relay-socket handle, as the core holds it.
-pub(crate) type RelaySocket = Arc<Udp>;
-
-pub(crate) struct Shared {
-    pub(crate) core: Mutex<RelayCore<RelaySocket>>,
-    relay_bind_ip: IpAddr,
-    relay_ports: RangeInclusive<u16>,
-    /// Socket per RFC 5780 slot.
-    sockets: HashMap<Slot, Arc<Udp>>,
-    /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
-    primary_extra: Vec<Arc<Udp>>,
-    /// The primary address as clients see it (the UDP and TCP 5-tuples' server side).
-    pub(crate) primary_addr: SocketAddr,
-    revoked_file: Option<Mutex<RevocationFile>>,
-    pub(crate) metrics: RelayMetrics,
-    client_to_peer: [DirectionCounters; 3],
-    pub(crate) streams: StreamConfig,
-    pub(crate) tls: Option<Arc<TlsKeys>>,
-    drain: crate::config::DrainConfig,
-    /// When the drain started.
-    drain_started: Mutex<Option<Instant>>,
-    /// Signalled by the janitor when a drain is over (no allocation left, or its deadline).
-    drained: tokio::sync::Notify,
-    /// The relayed sockets' pollers, one per worker thread; allocations take turns.
-    pollers: Vec<Arc<Poller>>,
-    next_poller: std::sync::atomic::AtomicUsize,
-    /// `--kernel-path`: the TC program and what its maps hold. Locked after the core.
-    kernel: Option<Mutex<KernelPath>>,
-}
+pub(crate) use crate::shared::RelaySocket;
 
 /// Starts a relay's drain from outside its [`Relay::run`] (natkit-relay calls it on SIGUSR1).
 #[derive(Clone)]

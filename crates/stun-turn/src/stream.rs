@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -20,11 +19,11 @@ use tracing::{debug, info, Instrument};
 use crate::core::{FiveTuple, Transport};
 use crate::framing::{self, FrameError, MAX_FRAME};
 use crate::metrics::{StreamClose, StreamRefusal};
+use crate::queue::{Outgoing, StreamQueue};
 use crate::ratelimit::IpSlots;
-use crate::server::Shared;
+use crate::shared::Shared;
 
-/// Bytes waiting to be written to one client; beyond this, relayed datagrams are dropped.
-pub const QUEUE_BYTES: usize = 256 * 1024;
+pub use crate::queue::QUEUE_BYTES;
 /// From accept to the end of the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From accept (or the end of the handshake) to the first complete message (slowloris).
@@ -40,54 +39,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const YIELD_EVERY: usize = 32;
 /// The first read's buffer: a whole Allocate fits, an idle connection holds little.
 const FIRST_READ: usize = 512;
-
-/// Bytes waiting for one connection's writer: frames are written into it directly (no buffer
-/// per frame), and the writer takes the whole of it at once.
-struct Outgoing {
-    buf: Mutex<Vec<u8>>,
-    ready: Notify,
-    closed: AtomicBool,
-}
-
-/// The outgoing side of one connection, shared with the poller that reads its relayed socket.
-#[derive(Clone)]
-pub(crate) struct StreamQueue {
-    out: Arc<Outgoing>,
-    drops: IntCounter,
-}
-
-impl StreamQueue {
-    /// Appends a frame of `len` bytes written by `write`; `false` (and counted) when the client
-    /// is too far behind or the connection is closing.
-    pub(crate) fn push_with(&self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let mut buf = self.out.buf.lock().expect("queue lock");
-        if self.out.closed.load(Ordering::Relaxed) {
-            return false;
-        }
-        if buf.len() + len > QUEUE_BYTES {
-            drop(buf);
-            self.drops.inc();
-            return false;
-        }
-        let was_empty = buf.is_empty();
-        write(&mut buf);
-        drop(buf);
-        if was_empty {
-            self.out.ready.notify_one();
-        }
-        true
-    }
-
-    /// Appends a whole message.
-    pub(crate) fn push(&self, message: &[u8]) -> bool {
-        self.push_with(message.len(), |b| b.extend_from_slice(message))
-    }
-
-    fn close(&self) {
-        self.out.closed.store(true, Ordering::Relaxed);
-        self.out.ready.notify_one();
-    }
-}
 
 /// Accepts connections on `listener` until `stop`.
 pub(crate) async fn serve(

@@ -27,8 +27,6 @@ use socket2::{SockAddr, SockAddrStorage};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
-use crate::server::MAX_DATAGRAM;
-
 /// Datagrams per `recvmmsg` at most.
 pub(crate) const SLOTS: usize = 32;
 /// Datagrams per `sendmmsg` at most.
@@ -45,6 +43,9 @@ const FULL_BUFFER_WAIT: u32 = 20;
 /// Cleared when the kernel refuses GSO with EIO (no checksum offload on the way out).
 static GSO: AtomicBool = AtomicBool::new(true);
 /// The largest segment the kernel took with GSO; lowered when a segment was over the path MTU.
+/// Largest UDP payload; datagrams are never truncated.
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
+
 static GSO_MAX_SEGMENT: AtomicUsize = AtomicUsize::new(MAX_DATAGRAM);
 
 /// A non-blocking UDP socket, registered with tokio for reading or (a relayed socket, which the

@@ -1,0 +1,50 @@
+//! The state the relay's shells share: the protocol core behind its lock, the sockets, the
+//! relayed sockets' pollers, the kernel path and the metrics. Defined apart from the UDP shell
+//! ([`crate::server`], where its methods are) so that the TCP/TLS shell ([`crate::stream`]) reads
+//! it without importing that shell.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::{DrainConfig, StreamConfig};
+use crate::core::RelayCore;
+use crate::kernel_path::KernelPath;
+use crate::metrics::{DirectionCounters, RelayMetrics};
+use crate::relayed::Poller;
+use crate::revocation::RevocationFile;
+use crate::rfc5780::Slot;
+use crate::tls::TlsKeys;
+use crate::udp::Udp;
+
+/// The relay's relay-socket handle, as the core holds it.
+pub(crate) type RelaySocket = Arc<Udp>;
+
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<RelayCore<RelaySocket>>,
+    pub(crate) relay_bind_ip: IpAddr,
+    pub(crate) relay_ports: RangeInclusive<u16>,
+    /// Socket per RFC 5780 slot.
+    pub(crate) sockets: HashMap<Slot, Arc<Udp>>,
+    /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
+    pub(crate) primary_extra: Vec<Arc<Udp>>,
+    /// The primary address as clients see it (the UDP and TCP 5-tuples' server side).
+    pub(crate) primary_addr: SocketAddr,
+    pub(crate) revoked_file: Option<Mutex<RevocationFile>>,
+    pub(crate) metrics: RelayMetrics,
+    pub(crate) client_to_peer: [DirectionCounters; 3],
+    pub(crate) streams: StreamConfig,
+    pub(crate) tls: Option<Arc<TlsKeys>>,
+    pub(crate) drain: DrainConfig,
+    /// When the drain started.
+    pub(crate) drain_started: Mutex<Option<Instant>>,
+    /// Signalled by the janitor when a drain is over (no allocation left, or its deadline).
+    pub(crate) drained: tokio::sync::Notify,
+    /// The relayed sockets' pollers, one per worker thread; allocations take turns.
+    pub(crate) pollers: Vec<Arc<Poller>>,
+    pub(crate) next_poller: std::sync::atomic::AtomicUsize,
+    /// `--kernel-path`: the TC program and what its maps hold. Locked after the core.
+    pub(crate) kernel: Option<Mutex<KernelPath>>,
+}
