@@ -254,7 +254,7 @@ impl AllocState {
     }
 }
 
-/// One channel binding as the kernel path relays it ([`Allocation::kernel_bindings`]).
+/// One channel binding as the kernel path relays it ([`AllocState::kernel_bindings`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBinding {
     pub channel: u16,

@@ -25,8 +25,8 @@
 //! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`, read in batches by
 //!   `udp`) and the pollers of the relayed sockets (`relayed`);
 //!   [`stream`]: the TCP/TLS shell (its outgoing queues in `queue`, the state both shells read
-//!   in `shared`, so neither shell imports the other); [`tls`]: certificate loading and SIGHUP reload; [`http`]: the
-//!   metrics endpoint.
+//!   in `shared`, so neither shell imports the other); [`tls`]: certificate loading and SIGHUP
+//!   reload; [`http`]: the metrics endpoint.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //!
 //! # Embedding
