@@ -8,7 +8,7 @@ pub struct SignalMetrics {
     pub peers_connected: IntGauge,
     pub rooms: IntGauge,
     pub messages_relayed: IntCounterVec,
-    pub rejected: IntCounterVec,
+    rejected: IntCounterVec,
     pub credentials_issued: IntCounter,
     pub credentials_refused: IntCounterVec,
     pub connections_refused: IntCounterVec,
@@ -55,13 +55,10 @@ impl SignalMetrics {
         )
         .expect("metric");
         for t in ClientMsg::RELAYED_TYPES {
-            messages_relayed.with_label_values(&[t]);
+            messages_relayed.with_label_values(&[&snake(t)]);
         }
-        for c in ErrorCode::ALL {
-            rejected.with_label_values(&[c.as_str()]);
-        }
-        for r in ["frame-too-big", "slow-consumer", "invalid-utf8"] {
-            rejected.with_label_values(&[r]);
+        for r in Rejection::all() {
+            rejected.with_label_values(&[&r.label()]);
         }
         let credentials_refused = IntCounterVec::new(
             Opts::new(
@@ -71,8 +68,8 @@ impl SignalMetrics {
             &["limit"],
         )
         .expect("metric");
-        for l in ["per_ip", "per_token"] {
-            credentials_refused.with_label_values(&[l]);
+        for l in crate::admission::Limit::ALL {
+            credentials_refused.with_label_values(&[l.as_str()]);
         }
         let connections_refused = IntCounterVec::new(
             Opts::new(
@@ -134,4 +131,57 @@ impl SignalMetrics {
             cluster_undelivered,
         }
     }
+}
+
+/// Why a message was refused: the `reason` label of `natkit_signal_rejected_messages_total`.
+/// Every label value of natkit's metrics is snake_case: a refusal answered with a protocol error
+/// code is labelled with that code, `-` written `_` (`rate_limited` for `rate-limited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Answered with this error code.
+    Refused(ErrorCode),
+    /// Closed with 1009.
+    FrameTooBig,
+    /// Closed with 1013: its outgoing queue was full.
+    SlowConsumer,
+    /// Closed with 1007.
+    InvalidUtf8,
+}
+
+impl Rejection {
+    pub fn all() -> impl Iterator<Item = Rejection> {
+        ErrorCode::ALL.into_iter().map(Rejection::Refused).chain([
+            Rejection::FrameTooBig,
+            Rejection::SlowConsumer,
+            Rejection::InvalidUtf8,
+        ])
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Rejection::Refused(code) => snake(code.as_str()),
+            Rejection::FrameTooBig => "frame_too_big".into(),
+            Rejection::SlowConsumer => "slow_consumer".into(),
+            Rejection::InvalidUtf8 => "invalid_utf8".into(),
+        }
+    }
+}
+
+impl SignalMetrics {
+    /// Counts one relayed message of this `type` (`nat-summary` labelled `nat_summary`).
+    pub fn relayed(&self, kind: &str) {
+        self.messages_relayed
+            .with_label_values(&[&snake(kind)])
+            .inc();
+    }
+
+    /// Counts one refused message.
+    pub fn reject(&self, why: Rejection) {
+        self.rejected.with_label_values(&[&why.label()]).inc();
+    }
+}
+
+/// A protocol name as a label value: snake_case (`nat-summary` -> `nat_summary`).
+fn snake(name: &str) -> String {
+    name.replace('-', "_")
 }

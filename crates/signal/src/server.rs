@@ -27,7 +27,7 @@ use crate::cluster::store::Store;
 use crate::config::SignalConfig;
 pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, TokenBucket};
-pub use crate::metrics::SignalMetrics;
+pub use crate::metrics::{Rejection, SignalMetrics};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
 use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 
@@ -174,10 +174,7 @@ impl AppState {
         if c.tx.try_send(Message::Text(text.into())).is_err()
             && c.tx.evict("too slow: outgoing queue full", false)
         {
-            self.metrics
-                .rejected
-                .with_label_values(&["slow-consumer"])
-                .inc();
+            self.metrics.reject(Rejection::SlowConsumer);
         }
     }
 
@@ -226,10 +223,7 @@ impl AppState {
     }
 
     fn reject(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
-        self.metrics
-            .rejected
-            .with_label_values(&[code.as_str()])
-            .inc();
+        self.metrics.reject(Rejection::Refused(code));
         self.deliver(vec![Out {
             to: conn,
             msg: ServerMsg::error(code, message),
@@ -331,10 +325,7 @@ impl AppState {
                 drop(rooms);
                 if let (Some(kind), Some(first)) = (kind, outs.first()) {
                     if first.to != conn || forwarded {
-                        self.metrics
-                            .messages_relayed
-                            .with_label_values(&[kind])
-                            .inc();
+                        self.metrics.relayed(kind);
                     }
                 }
                 outs
@@ -343,10 +334,7 @@ impl AppState {
         for o in &outs {
             if o.to == conn {
                 if let ServerMsg::Error { code, .. } = &o.msg {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&[code.as_str()])
-                        .inc();
+                    self.metrics.reject(Rejection::Refused(*code));
                 }
             }
         }
@@ -399,10 +387,7 @@ async fn ws(
             .into_response();
     }
     let Ok(permit) = Arc::clone(&st.conn_slots).try_acquire_owned() else {
-        st.metrics
-            .rejected
-            .with_label_values(&["server-full"])
-            .inc();
+        st.metrics.reject(Rejection::Refused(ErrorCode::ServerFull));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(HttpError {
@@ -500,7 +485,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                         // tungstenite checks that text frames are UTF-8 (its error says
                         // "UTF-8"); otherwise it is usually a frame above even its limit.
                         if e.to_string().to_ascii_lowercase().contains("utf-8") {
-                            st.metrics.rejected.with_label_values(&["invalid-utf8"]).inc();
+                            st.metrics.reject(Rejection::InvalidUtf8);
                             let _ = tx.try_send(close(CLOSE_INVALID_DATA, "text frames must be UTF-8"));
                             break "invalid utf-8";
                         }
@@ -520,7 +505,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                 match frame {
                     Message::Text(t) => {
                         if t.len() > s.max_frame_bytes {
-                            st.metrics.rejected.with_label_values(&["frame-too-big"]).inc();
+                            st.metrics.reject(Rejection::FrameTooBig);
                             let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
                             break "frame too big";
                         }
@@ -532,7 +517,7 @@ async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<Stri
                     }
                     Message::Binary(b) => {
                         if b.len() > s.max_frame_bytes {
-                            st.metrics.rejected.with_label_values(&["frame-too-big"]).inc();
+                            st.metrics.reject(Rejection::FrameTooBig);
                             let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
                             break "frame too big";
                         }

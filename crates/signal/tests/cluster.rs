@@ -153,7 +153,7 @@ async fn three_nodes_share_rooms_in_order_within_cluster_wide_limits() {
     let (_other, _) = b.join("room2", Some("x")).await;
     assert_eq!(join_err(&c, "room3", "y").await["code"], "server-full");
     assert_eq!(
-        a.metric("natkit_signal_rejected_messages_total{reason=\"room-full\"}"),
+        a.metric("natkit_signal_rejected_messages_total{reason=\"room_full\"}"),
         1.0
     );
 

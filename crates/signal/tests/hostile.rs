@@ -275,7 +275,7 @@ async fn invalid_utf8_closes_with_1007() {
     let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
     ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Invalid));
-    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"invalid-utf8\"}") >= 1.0);
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"invalid_utf8\"}") >= 1.0);
 }
 
 /// Issue 24: a frame that breaks the WebSocket protocol (here a reserved opcode) closed with 1009

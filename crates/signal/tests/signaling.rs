@@ -174,9 +174,9 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     send(&mut ws, &json!({"type":"ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong");
-    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"rate-limited\"}") >= 15.0);
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"rate_limited\"}") >= 15.0);
     assert_eq!(
-        s.metric("natkit_signal_rejected_messages_total{reason=\"bad-json\"}"),
+        s.metric("natkit_signal_rejected_messages_total{reason=\"bad_json\"}"),
         2.0
     );
 }
@@ -209,7 +209,7 @@ async fn oversized_frame_closes_with_1009() {
         recv(&mut a).await,
         json!({"type":"peer-left","peer_id":"c"})
     );
-    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"frame-too-big\"}") >= 1.0);
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"frame_too_big\"}") >= 1.0);
 }
 
 #[tokio::test]
@@ -405,7 +405,7 @@ async fn connections_beyond_the_limit_get_503() {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 503),
         other => panic!("expected HTTP 503, got {other:?}"),
     }
-    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"server-full\"}") >= 1.0);
+    assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"server_full\"}") >= 1.0);
 }
 
 #[test]
@@ -522,7 +522,7 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
     // b reads again once it has been evicted (while a may still be flooding): the server gives
     // an evicted connection's writer 2 s to get its close frame through, so a client that
     // resumes reading within that time is told 1013; one that does not just sees TCP close.
-    let evicted = "natkit_signal_rejected_messages_total{reason=\"slow-consumer\"}";
+    let evicted = "natkit_signal_rejected_messages_total{reason=\"slow_consumer\"}";
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.metric(evicted) < 1.0 {
         assert!(Instant::now() < deadline, "b was never evicted");

@@ -29,7 +29,7 @@ use tracing::{debug, info};
 
 use crate::allocation::{AllocState, Quotas};
 use crate::credentials::Secrets;
-use crate::metrics::RelayMetrics;
+use crate::metrics::{Dropped, RelayMetrics};
 use crate::nonce::NonceKey;
 use crate::policy::{canonical as policy_canonical, Decision, PeerPolicy};
 use crate::ratelimit::KeyedLimiter;
@@ -275,34 +275,34 @@ impl<S: Clone> RelayCore<S> {
         unix: u64,
     ) -> Output<S> {
         let Some(&first) = buf.first() else {
-            self.metrics.drop("not_stun");
+            self.metrics.drop(Dropped::NotStun);
             return Output::None;
         };
         if wire::is_channel_data(first) {
             if slot != Slot::PRIMARY {
-                self.metrics.drop("unexpected");
+                self.metrics.drop(Dropped::Unexpected);
                 return Output::None;
             }
             return self.handle_channel_data(buf, five, now);
         }
         if first & 0xc0 != 0 || !is_message(buf) {
-            self.metrics.drop("not_stun");
+            self.metrics.drop(Dropped::NotStun);
             return Output::None;
         }
         // Counted on the raw bytes before anything is decoded: a datagram of 10,000 attributes
         // used to cost 13 ms of CPU and a 20-32 KB 420 answer.
         if wire::attribute_count(buf) > MAX_ATTRIBUTES {
-            self.metrics.drop("too_many_attributes");
+            self.metrics.drop(Dropped::TooManyAttributes);
             return Output::None;
         }
         let mut m = Message::new();
         m.raw = buf.to_vec();
         if m.decode().is_err() {
-            self.metrics.drop("malformed");
+            self.metrics.drop(Dropped::Malformed);
             return Output::None;
         }
         if m.contains(ATTR_FINGERPRINT) && FINGERPRINT.check(&m).is_err() {
-            self.metrics.drop("bad_fingerprint");
+            self.metrics.drop(Dropped::BadFingerprint);
             return Output::None;
         }
         // What anyone gets without a credential (a Binding answer, a 401 challenge) is limited
@@ -313,7 +313,7 @@ impl<S: Clone> RelayCore<S> {
             && !five.transport.is_stream()
             && !self.answers.allow(&five.client.ip(), now)
         {
-            self.metrics.drop("rate_limited");
+            self.metrics.drop(Dropped::RateLimited);
             return Output::None;
         }
         let reply = |bytes| Output::Reply { from: slot, bytes };
@@ -332,7 +332,7 @@ impl<S: Clone> RelayCore<S> {
                 return self.handle_binding(slot, five, &m);
             }
             if slot != Slot::PRIMARY {
-                self.metrics.drop("unexpected");
+                self.metrics.drop(Dropped::Unexpected);
                 return Output::None;
             }
             let bytes = match m.typ.method {
@@ -346,13 +346,13 @@ impl<S: Clone> RelayCore<S> {
         }
         if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND && slot == Slot::PRIMARY {
             if !unknown.is_empty() {
-                self.metrics.drop("malformed");
+                self.metrics.drop(Dropped::Malformed);
                 return Output::None;
             }
             return self.handle_send(&m, five, now);
         }
         // Responses, other indications (Binding keepalives included): nothing to answer.
-        self.metrics.drop("unexpected");
+        self.metrics.drop(Dropped::Unexpected);
         Output::None
     }
 

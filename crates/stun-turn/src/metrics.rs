@@ -63,18 +63,56 @@ impl AuthFailure {
     }
 }
 
-/// Label values of `natkit_relay_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 9] = [
-    "rate_limited", // a source past answers_per_second (Binding, unauthenticated requests)
-    "too_many_attributes", // more than MAX_ATTRIBUTES: dropped before decoding
-    "not_stun",     // neither STUN nor ChannelData (wrong cookie, random bytes)
-    "malformed",    // looked like STUN/ChannelData but did not decode
-    "bad_fingerprint", // FINGERPRINT present and wrong
-    "no_allocation", // ChannelData/Send from a 5-tuple without allocation
-    "no_permission", // peer datagram or Send without permission or channel
-    "unexpected",   // responses, unknown indications, non-Binding on RFC 5780 sockets
-    "send_buffer_full", // relayed datagrams a socket's 4 MiB send buffer had no room for (overload)
-];
+/// Why a message was dropped without an answer (`natkit_relay_dropped_packets_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A source past `answers_per_second` (Binding, unauthenticated requests).
+    RateLimited,
+    /// More than `MAX_ATTRIBUTES`: dropped before decoding.
+    TooManyAttributes,
+    /// Neither STUN nor ChannelData (wrong cookie, random bytes).
+    NotStun,
+    /// Looked like STUN or ChannelData but did not decode.
+    Malformed,
+    /// FINGERPRINT present and wrong.
+    BadFingerprint,
+    /// ChannelData or Send from a 5-tuple without an allocation.
+    NoAllocation,
+    /// A peer's datagram, or Send, without a permission or channel.
+    NoPermission,
+    /// Responses, unknown indications, anything but Binding on the RFC 5780 sockets.
+    Unexpected,
+    /// Relayed datagrams a socket's 4 MiB send buffer had no room for (overload).
+    SendBufferFull,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 9] = [
+        Dropped::RateLimited,
+        Dropped::TooManyAttributes,
+        Dropped::NotStun,
+        Dropped::Malformed,
+        Dropped::BadFingerprint,
+        Dropped::NoAllocation,
+        Dropped::NoPermission,
+        Dropped::Unexpected,
+        Dropped::SendBufferFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::RateLimited => "rate_limited",
+            Dropped::TooManyAttributes => "too_many_attributes",
+            Dropped::NotStun => "not_stun",
+            Dropped::Malformed => "malformed",
+            Dropped::BadFingerprint => "bad_fingerprint",
+            Dropped::NoAllocation => "no_allocation",
+            Dropped::NoPermission => "no_permission",
+            Dropped::Unexpected => "unexpected",
+            Dropped::SendBufferFull => "send_buffer_full",
+        }
+    }
+}
 
 /// Why a stream connection was refused at accept or during the TLS handshake
 /// (`natkit_relay_stream_refused_total`).
@@ -329,7 +367,7 @@ impl RelayMetrics {
                 "natkit_relay_dropped_packets_total",
                 "Messages dropped without an answer, by reason.",
                 &["reason"],
-                &slices(&one(&DROP_REASONS)),
+                &slices(&one(&Dropped::ALL.map(Dropped::as_str))),
             ),
             stream_active: gauge_vec(
                 "natkit_relay_stream_connections_active",
@@ -407,8 +445,10 @@ impl RelayMetrics {
         }
     }
 
-    pub(crate) fn drop(&self, reason: &str) {
-        self.dropped_packets.with_label_values(&[reason]).inc();
+    pub(crate) fn drop(&self, reason: Dropped) {
+        self.dropped_packets
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub(crate) fn allocation_created(&self, transport: Transport) {

@@ -25,7 +25,7 @@ use turn::proto::data::Data;
 
 use crate::allocation::AllocState;
 use crate::core::auth::XorMappedAddressAs;
-use crate::metrics::{DirectionCounters, RelayMetrics};
+use crate::metrics::{DirectionCounters, Dropped, RelayMetrics};
 use crate::queue::StreamQueue;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 use crate::wire;
@@ -266,7 +266,7 @@ impl Poller {
             .primary
             .send_batch(&datagrams, |i| self.counters.relayed(out.items[i].3))
             .await;
-        (done..datagrams.len()).for_each(|_| self.metrics.drop("send_buffer_full"));
+        (done..datagrams.len()).for_each(|_| self.metrics.drop(Dropped::SendBufferFull));
         drop(datagrams);
         out.items.clear();
         out.bytes.clear();
@@ -285,7 +285,7 @@ impl Poller {
                     continue;
                 };
                 if !st.has_permission(peer.ip(), now) {
-                    self.metrics.drop("no_permission");
+                    self.metrics.drop(Dropped::NoPermission);
                     continue;
                 }
                 *f = match st.peer_channel(peer, now) {

@@ -25,7 +25,7 @@ use crate::core::{
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
 use crate::kernel_path::{KernelPath, Offload};
-use crate::metrics::RelayMetrics;
+use crate::metrics::{Dropped, RelayMetrics};
 use crate::policy::{OwnSockets, PeerPolicy};
 use crate::queue::StreamQueue;
 use crate::relayed::{ClientSink, Poller};
@@ -510,7 +510,7 @@ impl Shared {
             let done = socket
                 .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
                 .await;
-            (done..out.len()).for_each(|_| self.metrics.drop("send_buffer_full"));
+            (done..out.len()).for_each(|_| self.metrics.drop(Dropped::SendBufferFull));
             rest = tail;
         }
         replies

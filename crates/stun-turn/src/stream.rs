@@ -18,7 +18,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::core::{FiveTuple, Transport};
 use crate::framing::{self, FrameError, MAX_FRAME};
-use crate::metrics::{StreamClose, StreamRefusal};
+use crate::metrics::{Dropped, StreamClose, StreamRefusal};
 use crate::queue::{Outgoing, StreamQueue};
 use crate::ratelimit::IpSlots;
 use crate::shared::Shared;
@@ -243,7 +243,7 @@ where
                         }
                         Err(e @ FrameError::NotStun { .. }) => {
                             debug!(error = %e, "closing");
-                            shared.metrics.drop("not_stun");
+                            shared.metrics.drop(Dropped::NotStun);
                             break 'conn StreamClose::NotStun;
                         }
                     }

@@ -11,7 +11,7 @@ use axum::Json;
 use natkit_daemon::unix_now;
 use natkit_proto::{ErrorCode, HttpError, IceServer, IceServers};
 
-use super::{bearer, peer_id, AppState, IceConfig, TokenQuery};
+use super::{bearer, peer_id, AppState, IceConfig, Rejection, TokenQuery};
 
 pub(super) async fn ice_servers(
     State(st): State<Arc<AppState>>,
@@ -53,9 +53,7 @@ fn issue_ice_servers(
             };
             if r.code == ErrorCode::Unauthorized {
                 st.metrics
-                    .rejected
-                    .with_label_values(&["unauthorized"])
-                    .inc();
+                    .reject(Rejection::Refused(ErrorCode::Unauthorized));
             }
             let body = HttpError {
                 error: r.code,

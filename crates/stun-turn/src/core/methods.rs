@@ -23,6 +23,7 @@ use super::{
     MAX_PEERS_PER_REQUEST, RESERVATION_LIFETIME,
 };
 use crate::allocation::{granted_lifetime, AllocState, ChannelBindError};
+use crate::metrics::Dropped;
 use crate::wire;
 
 /// Which relay port an Allocate needs the shell to open.
@@ -448,12 +449,12 @@ impl<S: Clone> RelayCore<S> {
 
     pub(super) fn handle_send(&self, m: &Message, five: FiveTuple, now: Instant) -> Output<S> {
         let Some(a) = self.allocations.get(&five) else {
-            self.metrics.drop("no_allocation");
+            self.metrics.drop(Dropped::NoAllocation);
             return Output::None;
         };
         let peers = wire::peer_addresses(m);
         let (Some([peer]), Ok(data)) = (peers.as_deref(), m.get(ATTR_DATA)) else {
-            self.metrics.drop("malformed");
+            self.metrics.drop(Dropped::Malformed);
             return Output::None;
         };
         if self.policy_allows(*peer).is_err() {
@@ -465,7 +466,7 @@ impl<S: Clone> RelayCore<S> {
             .expect("state lock")
             .has_permission(peer.ip(), now)
         {
-            self.metrics.drop("no_permission");
+            self.metrics.drop(Dropped::NoPermission);
             return Output::None;
         }
         Output::ToPeer {
@@ -482,11 +483,11 @@ impl<S: Clone> RelayCore<S> {
         now: Instant,
     ) -> Output<S> {
         let Some((number, payload)) = wire::parse_channel_data(buf) else {
-            self.metrics.drop("malformed");
+            self.metrics.drop(Dropped::Malformed);
             return Output::None;
         };
         let Some(a) = self.allocations.get(&five) else {
-            self.metrics.drop("no_allocation");
+            self.metrics.drop(Dropped::NoAllocation);
             return Output::None;
         };
         let Some(peer) = a
@@ -495,7 +496,7 @@ impl<S: Clone> RelayCore<S> {
             .expect("state lock")
             .channel_peer(number, now)
         else {
-            self.metrics.drop("no_permission");
+            self.metrics.drop(Dropped::NoPermission);
             return Output::None;
         };
         Output::ToPeer {
