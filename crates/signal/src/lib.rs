@@ -19,6 +19,9 @@
 //! - [`fleet`]: which of several natkit-relays a room gets (pure), and their health checks.
 //! - [`cluster`]: rooms shared by several nodes through Redis: the frames between nodes (pure)
 //!   and [`cluster::store`], the Redis shell (scripts, lease, reaper, publisher); docs/cluster.md.
+//! - [`node`]: a whole node (embedded relay, web and metrics listeners) bound from its
+//!   configuration by `Node::start` and served by `Node::run`; the binary is parse, log, start,
+//!   print, run.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`, and
 //!   the drain (SIGUSR1: peers told to `reconnect` elsewhere).
 //!
@@ -35,6 +38,7 @@ pub mod fleet;
 pub mod fuzz;
 pub mod ice;
 pub mod metrics;
+pub mod node;
 /// The rate limiters (token buckets, per-key limits, per-IP connection slots), shared with the
 /// relay.
 pub use natkit_stun_turn::ratelimit as limits;
