@@ -27,6 +27,8 @@
 //!   [`stream`]: the TCP/TLS shell (its outgoing queues in `queue`, the state both shells read
 //!   in `shared`, so neither shell imports the other); [`tls`]: certificate loading and SIGHUP
 //!   reload; [`http`]: the metrics endpoint.
+//! - [`node`]: the standalone relay (relay, metrics endpoint, cluster announcement) bound by
+//!   `Node::start` and served by `Node::run`: what the `natkit-relay` binary runs.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //!
 //! # Embedding
@@ -71,6 +73,7 @@ pub mod fuzz;
 pub mod http;
 pub mod kernel_path;
 pub mod metrics;
+pub mod node;
 pub mod nonce;
 pub mod policy;
 pub(crate) mod queue;
