@@ -7,8 +7,10 @@
 //! - [`session`]: the session as a sans-IO state machine (signaling, WebRTC and timer inputs in,
 //!   actions out): who offers, glare, candidate buffering, renewal, ICE restarts, the remote peer
 //!   leaving and coming back, and the outcome. Table-tested without a socket.
-//! - [`peer`]: the thin shell: join, probe, policy, the webrtc peer connection and data channel,
-//!   carrying out the session's actions; [`events`]: what it reports.
+//! - [`peer`]: the driver: join, probe, policy, carrying out the session's actions over the
+//!   signaling connection and the data channel; [`events`]: what it reports.
+//! - [`rtc`]: the webrtc glue: the peer connection for a policy, its callbacks as events,
+//!   candidates and ICE servers converted, the selected pair read from the stats.
 //! - [`renewal`]: when to renew credentials, reconnect backoff, who yields on glare (pure).
 //! - The signaling messages are `natkit-proto`'s, shared with natkit-signal.
 
@@ -16,5 +18,6 @@ pub mod events;
 pub mod peer;
 pub mod policy;
 pub mod renewal;
+pub mod rtc;
 pub mod session;
 pub mod signaling;

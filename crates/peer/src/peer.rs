@@ -1,28 +1,28 @@
-//! The peer's shell: join a room through natkit-signal, probe the NAT, choose the ICE transport
+//! The peer's driver: join a room through natkit-signal, probe the NAT, choose the ICE transport
 //! policy, then drive a [`Session`] with what the signaling connection, the WebRTC peer
-//! connection, the data channel, standard input and the clock report, and carry out the actions
-//! it asks for. Every decision is the session's ([`crate::session`]); this file only moves
-//! messages and time.
+//! connection (through the glue in [`crate::rtc`]), the data channel, standard input and the
+//! clock report, and carry out the actions it asks for. Every decision is the session's
+//! ([`crate::session`]); this file only moves messages and time.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use natkit_nat_probe::{probe, ProbeConfig};
-use natkit_proto::{ErrorCode, IceCandidate, IceServer, ServerMsg, Welcome};
+use natkit_proto::{ErrorCode, ServerMsg, Welcome};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
-    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
-};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 
 use crate::events::Event;
 use crate::policy::{stun_target, summary, usable_servers, RelayMode};
 use crate::renewal::reconnect_delay;
+use crate::rtc::{
+    build_peer_connection, configuration, from_rtc_candidate, ice_err, local_ip_towards,
+    selected_pair, to_rtc_candidate, PcEvent, SelectedPair,
+};
+pub use crate::rtc::{rtc_ice_servers, turn_tls_config};
 use crate::session::{Action, RtcEvent, Session, SessionConfig};
 pub use crate::session::{Failure, Mode, Stage};
 use crate::signaling::{self, Signaling, SignalingError};
@@ -44,178 +44,6 @@ pub struct PeerConfig {
     pub renew: bool,
     /// How `turns:` relays are verified; `None`: the system's roots and `SSL_CERT_FILE`.
     pub turn_tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// The TLS configuration for `turns:` relays: the system's roots, `SSL_CERT_FILE`, and the CA
-/// certificates in the PEM file `ca`. An error names the file.
-pub fn turn_tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use webrtc::peer_connection::turn_tls;
-    let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
-    let mut roots = turn_tls::system_roots();
-    if turn_tls::add_pem_roots(&mut roots, &pem) == 0 {
-        return Err(format!(
-            "--tls-ca {}: no PEM certificate in it",
-            ca.display()
-        ));
-    }
-    Ok(turn_tls::client_config(roots))
-}
-
-/// Events from the WebRTC callbacks into the shell's loop.
-enum PcEvent {
-    Candidate(Option<RTCIceCandidateInit>),
-    State(RTCPeerConnectionState),
-    Channel(Arc<dyn DataChannel>),
-}
-
-struct Handler(mpsc::UnboundedSender<PcEvent>);
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.0.send(PcEvent::Candidate(Some(init)));
-        }
-    }
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.0.send(PcEvent::Candidate(None));
-        }
-    }
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.0.send(PcEvent::State(state));
-    }
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.0.send(PcEvent::Channel(dc));
-    }
-}
-
-/// natkit-proto's `RTCIceServer` as webrtc's type.
-pub fn rtc_ice_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
-    servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .collect()
-}
-
-fn to_rtc_candidate(c: IceCandidate) -> RTCIceCandidateInit {
-    RTCIceCandidateInit {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_m_line_index,
-        username_fragment: c.username_fragment,
-        url: None,
-    }
-}
-
-fn from_rtc_candidate(c: RTCIceCandidateInit) -> IceCandidate {
-    IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_m_line_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-/// The local interface address towards `host` (a connected UDP socket sends nothing).
-fn local_ip_towards(host: &str) -> Option<IpAddr> {
-    let target: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
-        .ok()?
-        .find(|a| a.is_ipv4())?;
-    natkit_daemon::source_ip_towards(target).ok()
-}
-
-/// The nominated pair: local and remote candidate types, and how the local relay was reached.
-struct SelectedPair {
-    local: String,
-    remote: String,
-    relay_protocol: Option<String>,
-}
-
-/// The nominated pair, from the stats.
-async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<SelectedPair> {
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let pair = report.iter().find_map(|e| match e {
-        RTCStatsReportEntry::IceCandidatePair(p) if p.nominated => Some(p),
-        _ => None,
-    })?;
-    // webrtc 0.21 names candidates "candidate:X" in the pair but keys them as
-    // "RTCLocalIceCandidate_candidate:X" / "RTCRemoteIceCandidate_candidate:X" in the report.
-    let kind = |id: &str, local: bool| {
-        report.iter().find_map(|e| match e {
-            RTCStatsReportEntry::LocalCandidate(c) if local && c.stats.id.ends_with(id) => {
-                Some(c.candidate_type.to_string())
-            }
-            RTCStatsReportEntry::RemoteCandidate(c) if !local && c.stats.id.ends_with(id) => {
-                Some(c.candidate_type.to_string())
-            }
-            _ => None,
-        })
-    };
-    // webrtc 0.21 keeps stats only for trickled remote candidates: not for those inside the SDP
-    // (aiortc) nor for a peer-reflexive one learnt from a check that overtook the trickle. The
-    // ICE transport knows the selected remote candidate in every case.
-    let remote = match kind(&pair.remote_candidate_id, false) {
-        Some(k) => k,
-        None => remote_type_from_ice(pc)
-            .await
-            .unwrap_or_else(|| "unknown".into()),
-    };
-    let local = kind(&pair.local_candidate_id, true)?;
-    // webrtc 0.21 leaves the stats' relay_protocol unset: the URL the candidate was gathered
-    // through says it.
-    let relay_protocol = (local == "relay")
-        .then(|| {
-            report.iter().find_map(|e| match e {
-                RTCStatsReportEntry::LocalCandidate(c)
-                    if c.stats.id.ends_with(&pair.local_candidate_id) && !c.url.is_empty() =>
-                {
-                    Some(crate::policy::relay_protocol(&c.url).to_owned())
-                }
-                _ => None,
-            })
-        })
-        .flatten();
-    Some(SelectedPair {
-        local,
-        remote,
-        relay_protocol,
-    })
-}
-
-/// The selected remote candidate's type as the ICE agent has it. A peer-reflexive candidate whose
-/// address was also signalled takes the signalled type: the check arrived before the candidate.
-async fn remote_type_from_ice(pc: &Arc<dyn PeerConnection>) -> Option<String> {
-    let ice = pc.sctp().await?.transport().ice_transport();
-    let pair = ice.get_selected_candidate_pair().await.ok()??;
-    let seen = pair.remote();
-    if seen.typ != RTCIceCandidateType::Prflx {
-        return Some(seen.typ.to_string());
-    }
-    let signalled = ice.get_remote_candidates().await.unwrap_or_default();
-    let same = signalled.iter().find(|c| {
-        c.typ != RTCIceCandidateType::Prflx
-            && c.address == seen.address
-            && c.port == seen.port
-            && c.protocol == seen.protocol
-    });
-    Some(same.unwrap_or(seen).typ.to_string())
-}
-
-/// The RTCConfiguration for `servers` under the chosen policy.
-fn configuration(servers: &[IceServer], relay_only: bool) -> RTCConfiguration {
-    RTCConfigurationBuilder::new()
-        .with_ice_servers(rtc_ice_servers(servers))
-        .with_ice_transport_policy(if relay_only {
-            RTCIceTransportPolicy::Relay
-        } else {
-            RTCIceTransportPolicy::All
-        })
-        .build()
 }
 
 /// Rejoins `room` as `peer_id` until it works, with [`reconnect_delay`] between attempts. Stops
@@ -280,58 +108,6 @@ struct Shell<'a> {
     /// Which of `cfg.signal` the signaling connection is to.
     signal_at: Arc<AtomicUsize>,
     emit: &'a (dyn Fn(Event) + Send + Sync),
-}
-
-fn ice_err(e: impl std::fmt::Display) -> Failure {
-    Failure::new(Stage::Ice, e.to_string())
-}
-
-/// The webrtc peer connection for the chosen policy, bound to `local_ip`.
-async fn build_peer_connection(
-    servers: &[IceServer],
-    relay_only: bool,
-    local_ip: IpAddr,
-    turn_tls: Option<Arc<rustls::ClientConfig>>,
-    events: mpsc::UnboundedSender<PcEvent>,
-) -> Result<Arc<dyn PeerConnection>, Failure> {
-    let runtime = webrtc::runtime::default_runtime()
-        .ok_or_else(|| Failure::new(Stage::Ice, "no async runtime"))?;
-    let settings = SettingEngineBuilder::new()
-        // An ICE restart (renewal or recovery) binds new sockets, so it allocates afresh on the
-        // relay with the current credentials instead of refreshing an allocation that may be
-        // gone (a restarted relay answers 437 to the old one).
-        .with_discard_local_candidates_during_ice_restart(true)
-        // Notice a dead path in seconds, so recovery starts soon.
-        .with_ice_timeouts(
-            Some(Duration::from_secs(3)),
-            Some(Duration::from_secs(8)),
-            Some(Duration::from_secs(1)),
-        );
-    let settings = if relay_only {
-        // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
-        settings
-            .with_relay_acceptance_min_wait(Some(Duration::ZERO))
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-    } else {
-        // A remote relay candidate that checks in before its trickled description arrives is
-        // learned as peer-reflexive, whose priority beats server-reflexive: give such candidates
-        // the relay wait too, so a working direct pair is nominated first.
-        settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
-    };
-    let mut builder = PeerConnectionBuilder::new();
-    if let Some(tls) = turn_tls {
-        builder = builder.with_turn_tls_config(tls);
-    }
-    let pc = builder
-        .with_configuration(configuration(servers, relay_only))
-        .with_handler(Arc::new(Handler(events)))
-        .with_setting_engine(settings.build())
-        .with_runtime(runtime)
-        .with_udp_addrs(vec![format!("{local_ip}:0")])
-        .build()
-        .await
-        .map_err(|e| ice_err(format!("cannot create the peer connection: {e}")))?;
-    Ok(Arc::new(pc))
 }
 
 impl Shell<'_> {
