@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use natkit_nat_probe::{probe, ProbeConfig};
-use natkit_proto::{ErrorCode, ServerMsg, Welcome};
+use natkit_proto::{ErrorCode, NatSummary, ServerMsg, Welcome};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
@@ -23,7 +23,7 @@ use crate::rtc::{
     selected_pair, to_rtc_candidate, PcEvent, SelectedPair,
 };
 pub use crate::rtc::{rtc_ice_servers, turn_tls_config};
-use crate::session::{Action, RtcEvent, Session, SessionConfig};
+use crate::session::{Action, LocalNat, RtcEvent, Session, SessionConfig};
 pub use crate::session::{Failure, Mode, Stage};
 use crate::signaling::{self, Signaling, SignalingError};
 
@@ -111,6 +111,28 @@ struct Shell<'a> {
 }
 
 impl Shell<'_> {
+    /// Runs nat-probe against `target` (the session asked), reports the result as an event and
+    /// returns this side's summary; `None` when the probe failed.
+    async fn probe(&self, target: &str) -> Option<NatSummary> {
+        let config = ProbeConfig {
+            servers: vec![target.to_owned()],
+            tcp_rtt_seed: true,
+            ..Default::default()
+        };
+        match probe(&config).await {
+            Ok(r) => {
+                (self.emit)(Event::Probe(
+                    serde_json::to_value(&r).expect("report serialises"),
+                ));
+                Some(summary(&r))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %target, "probe failed");
+                None
+            }
+        }
+    }
+
     /// The peer connection; the session asks for WebRTC actions only after `Configure`.
     fn pc(&self) -> Result<Arc<dyn PeerConnection>, Failure> {
         self.pc
@@ -235,6 +257,10 @@ impl Shell<'_> {
                         self.rejoin_tx.clone(),
                     )));
                 }
+                Action::Probe { target } => {
+                    let nat = self.probe(&target).await;
+                    session.handle_probe(Instant::now(), nat);
+                }
                 Action::Emit(e) => (self.emit)(e),
             }
         }
@@ -341,30 +367,8 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         peers: welcome.peers.clone(),
     });
 
-    let servers = usable_servers(&welcome.ice_servers, cfg.relay, None);
-    let target = stun_target(&servers);
-    let report = match (cfg.relay, &target) {
-        (RelayMode::Auto, Some(target)) => match probe(&ProbeConfig {
-            servers: vec![target.clone()],
-            tcp_rtt_seed: true,
-            ..Default::default()
-        })
-        .await
-        {
-            Ok(r) => {
-                emit(Event::Probe(
-                    serde_json::to_value(&r).expect("report serialises"),
-                ));
-                Some(r)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %target, "probe failed");
-                None
-            }
-        },
-        _ => None,
-    };
-    let local_nat = report.as_ref().map(summary);
+    // The PC binds to the interface that reaches the relay.
+    let target = stun_target(&usable_servers(&welcome.ice_servers, RelayMode::Auto, None));
     let local_ip = target
         .and_then(|t| local_ip_towards(&t))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -404,7 +408,7 @@ pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Resu
         SessionConfig {
             mode: cfg.mode.clone(),
             relay: cfg.relay,
-            local_nat,
+            local_nat: LocalNat::Probe,
             renew: cfg.renew,
             started,
             deadline,

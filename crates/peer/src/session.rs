@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 use natkit_proto::{ClientMsg, IceCandidate, IceServer, NatSummary, ServerMsg, Welcome};
 
 use crate::events::Event;
-use crate::policy::{decide, usable_servers, Policy, RelayMode, Rule};
+use crate::policy::{decide, stun_target, usable_servers, Policy, RelayMode, Rule};
 
 mod interface;
 use crate::renewal::{polite, renew_after};
-pub use interface::{Action, Failure, Mode, RestartReason, RtcEvent, SessionConfig, Stage};
+pub use interface::{
+    Action, Failure, LocalNat, Mode, RestartReason, RtcEvent, SessionConfig, Stage,
+};
 
 /// How long a remote peer that left signaling (while our data channel is open) may take to come
 /// back before the session is over.
@@ -84,6 +86,10 @@ struct Remote {
 
 pub struct Session {
     cfg: SessionConfig,
+    /// This side's NAT summary, once probed (`None`: not probed, or the probe failed).
+    local_nat: Option<NatSummary>,
+    /// Waiting for the probe asked for: the welcome to go on from.
+    probing: Option<Welcome>,
     my_id: String,
     /// We joined a room with peers in it: we offer.
     offerer: bool,
@@ -125,11 +131,27 @@ pub struct Session {
 impl Session {
     /// A session that has just joined: `welcome` is the server's answer to our `join`. The side
     /// that finds peers in the room offers to the first of them at once.
+    ///
+    /// With [`LocalNat::Probe`], `relay` `auto` and a STUN server among the welcome's ICE
+    /// servers, the session first asks for a probe of that server ([`Action::Probe`]) and goes on
+    /// once [`Session::handle_probe`] reports it.
     pub fn new(cfg: SessionConfig, welcome: Welcome, now: Instant) -> Session {
-        let servers = usable_servers(&welcome.ice_servers, cfg.relay, cfg.local_nat.as_ref());
+        let probe_target = match &cfg.local_nat {
+            LocalNat::Probe if cfg.relay == RelayMode::Auto => {
+                stun_target(&usable_servers(&welcome.ice_servers, cfg.relay, None))
+            }
+            _ => None,
+        };
+        let local_nat = match &cfg.local_nat {
+            LocalNat::Known(nat) => nat.clone(),
+            LocalNat::Probe => None,
+        };
+        let servers = usable_servers(&welcome.ice_servers, cfg.relay, local_nat.as_ref());
         let renews = cfg.renew && servers.iter().any(IceServer::has_turn);
         let mut s = Session {
-            my_id: welcome.peer_id,
+            local_nat,
+            probing: None,
+            my_id: welcome.peer_id.clone(),
             offerer: !welcome.peers.is_empty(),
             policy: None,
             remote_nat: None,
@@ -158,21 +180,48 @@ impl Session {
             cfg,
         };
         s.schedule_renewal(welcome.ttl, now);
-        // Convention: the peer that joins a room where others already are sends the offer,
-        // once it has told the other its NAT and heard back (or waited long enough).
+        match probe_target {
+            Some(target) => {
+                s.push(Action::Probe { target });
+                s.probing = Some(welcome);
+            }
+            None => s.start(&welcome, now),
+        }
+        s
+    }
+
+    /// The probe asked for by [`Action::Probe`] ended: this side's NAT summary, or `None` when
+    /// it failed (the session goes on without one).
+    pub fn handle_probe(&mut self, now: Instant, nat: Option<NatSummary>) {
+        let Some(welcome) = self.probing.take() else {
+            return;
+        };
+        self.local_nat = nat;
+        self.servers = usable_servers(
+            &welcome.ice_servers,
+            self.cfg.relay,
+            self.local_nat.as_ref(),
+        );
+        self.renews = self.cfg.renew && self.servers.iter().any(IceServer::has_turn);
+        self.start(&welcome, now);
+    }
+
+    /// The side that joins a room where others already are sends the offer, once it has told
+    /// the other its NAT and heard back (or waited long enough).
+    fn start(&mut self, welcome: &Welcome, now: Instant) {
+        let s = self;
         if let Some(first) = welcome.peers.first() {
             s.remote = Some(Remote {
                 id: first.clone(),
                 gone_since: None,
             });
             s.send_summary(first.clone());
-            if s.cfg.relay == RelayMode::Auto && s.cfg.local_nat.is_some() {
+            if s.cfg.relay == RelayMode::Auto && s.local_nat.is_some() {
                 s.decide_by = Some(now + SUMMARY_WAIT);
             } else {
                 s.decide_policy(now);
             }
         }
-        s
     }
 
     /// The policy, once decided.
@@ -186,7 +235,7 @@ impl Session {
 
     /// Tells `to` our NAT summary (once per peer; nothing when we did not probe).
     fn send_summary(&mut self, to: String) {
-        let Some(nat) = self.cfg.local_nat.clone() else {
+        let Some(nat) = self.local_nat.clone() else {
             return;
         };
         if self.signaling != SignalingState::Up
@@ -211,11 +260,7 @@ impl Session {
             .as_ref()
             .filter(|(from, _)| Some(from) == remote_id.as_ref())
             .map(|(_, n)| n.clone());
-        let policy = decide(
-            self.cfg.relay,
-            self.cfg.local_nat.as_ref(),
-            remote_nat.as_ref(),
-        );
+        let policy = decide(self.cfg.relay, self.local_nat.as_ref(), remote_nat.as_ref());
         self.decide_by = None;
         self.push(Action::Configure {
             servers: self.servers.clone(),
@@ -225,7 +270,7 @@ impl Session {
             ice_transport_policy: if policy.relay_only { "relay" } else { "all" },
             rule: policy.rule.as_str(),
             reason: policy.reason.clone(),
-            local_nat: self.cfg.local_nat.clone(),
+            local_nat: self.local_nat.clone(),
             remote_nat,
         }));
         let has_turn = self.servers.iter().any(IceServer::has_turn);
@@ -333,7 +378,7 @@ impl Session {
                     ice_transport_policy: "relay",
                     rule: Rule::DirectDeadline.as_str(),
                     reason,
-                    local_nat: self.cfg.local_nat.clone(),
+                    local_nat: self.local_nat.clone(),
                     remote_nat,
                 }));
                 self.restart_wanted
@@ -393,7 +438,7 @@ impl Session {
             } => {}
             ServerMsg::IceServers { ice_servers, ttl } => {
                 self.servers =
-                    usable_servers(&ice_servers, self.cfg.relay, self.cfg.local_nat.as_ref());
+                    usable_servers(&ice_servers, self.cfg.relay, self.local_nat.as_ref());
                 self.schedule_renewal(ttl, now);
                 self.push(Action::Emit(Event::Renewed { ttl }));
                 if self.have_remote_desc {
@@ -467,7 +512,7 @@ impl Session {
         self.servers = usable_servers(
             &welcome.ice_servers,
             self.cfg.relay,
-            self.cfg.local_nat.as_ref(),
+            self.local_nat.as_ref(),
         );
         if self.policy.is_some() {
             self.apply_servers();

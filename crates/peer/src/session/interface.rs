@@ -152,8 +152,23 @@ pub enum Action {
     /// Rejoin the room with our peer id, retrying; report through
     /// [`Session::handle_rejoined`] or [`Session::handle_rejoin_failed`].
     Rejoin,
+    /// Run nat-probe against this STUN server (`host:port`) and report through
+    /// [`Session::handle_probe`]; nothing else happens until then.
+    Probe {
+        target: String,
+    },
     /// Report this event to the user.
     Emit(Event),
+}
+
+/// What a session knows of its own NAT when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalNat {
+    /// Not probed yet: with `relay` `auto` and a STUN server in the welcome, the session asks
+    /// for a probe first ([`Action::Probe`]); otherwise it goes on without a summary.
+    Probe,
+    /// Known already (or deliberately unknown): no probe.
+    Known(Option<NatSummary>),
 }
 
 /// The session's fixed inputs.
@@ -161,8 +176,9 @@ pub enum Action {
 pub struct SessionConfig {
     pub mode: Mode,
     pub relay: RelayMode,
-    /// This side's NAT, from the probe (`None` when it did not run).
-    pub local_nat: Option<NatSummary>,
+    /// This side's NAT: to be probed (the session decides whether, and asks with
+    /// [`Action::Probe`]), or already known.
+    pub local_nat: LocalNat,
     /// Renew TURN credentials at half their TTL.
     pub renew: bool,
     /// When the attempt started (before joining): `elapsed_ms` counts from here.

@@ -29,7 +29,7 @@ fn open() -> NatSummary {
 
 fn probed(nat: NatSummary) -> SessionConfig {
     SessionConfig {
-        local_nat: Some(nat),
+        local_nat: LocalNat::Known(Some(nat)),
         ..config(Mode::Echo)
     }
 }
@@ -166,5 +166,84 @@ fn no_direct_pair_in_time_restarts_ice_relay_only() {
     s.handle_rtc(at(2.0), connected());
     drain(&mut s);
     s.handle_timeout(at(1.0) + DIRECT_DEADLINE);
+    assert!(drain(&mut s).is_empty());
+}
+
+/// The session decides whether to probe: with `relay` auto and a STUN server in the welcome it
+/// asks for one and does nothing else until the result; the result (or its failure) then drives
+/// the summary and the policy as a known NAT would.
+#[test]
+fn the_session_asks_for_a_probe_when_it_needs_one() {
+    let asking = |relay: RelayMode| SessionConfig {
+        local_nat: LocalNat::Probe,
+        relay,
+        ..config(Mode::Echo)
+    };
+    // (relay mode, peers in the room, first actions, after the probe reports)
+    type Row = (
+        RelayMode,
+        bool,
+        Vec<&'static str>,
+        Option<Vec<&'static str>>,
+    );
+    let cases: [Row; 4] = [
+        (
+            RelayMode::Auto,
+            true,
+            vec!["probe:203.0.113.1:3478"],
+            Some(vec!["signal:nat-summary"]),
+        ),
+        (
+            RelayMode::Auto,
+            false,
+            vec!["probe:203.0.113.1:3478"],
+            Some(vec![]),
+        ),
+        (
+            RelayMode::Always,
+            true,
+            vec!["configure-relay", "channel", "offer"],
+            None,
+        ),
+        (
+            RelayMode::Never,
+            true,
+            vec!["configure", "channel", "offer"],
+            None,
+        ),
+    ];
+    for (i, (relay, peers, first, after)) in cases.into_iter().enumerate() {
+        let mut s = Session::new(
+            asking(relay),
+            welcome("me", if peers { &["a"] } else { &[] }, 600),
+            at(0.0),
+        );
+        let got = drain(&mut s);
+        let got: Vec<&str> = got
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("emit:"))
+            .collect();
+        assert_eq!(got, first, "case {i}");
+        if let Some(after) = after {
+            s.handle_probe(at(0.3), Some(symmetric()));
+            let got = drain(&mut s);
+            let got: Vec<&str> = got
+                .iter()
+                .map(String::as_str)
+                .filter(|a| !a.starts_with("emit:"))
+                .collect();
+            assert_eq!(got, after, "case {i} after the probe");
+        }
+    }
+    // A failed probe: no summary to send, the policy is decided from this side alone at once.
+    let mut s = Session::new(asking(RelayMode::Auto), welcome("me", &["a"], 600), at(0.0));
+    drain(&mut s);
+    s.handle_probe(at(0.3), None);
+    let got = drain(&mut s);
+    assert!(got.contains(&"configure".to_string()), "{got:?}");
+    assert!(!got.iter().any(|a| a == "signal:nat-summary"), "{got:?}");
+    // A second report is ignored.
+    s.handle_probe(at(0.4), Some(symmetric()));
     assert!(drain(&mut s).is_empty());
 }

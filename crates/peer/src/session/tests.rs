@@ -38,7 +38,7 @@ pub(super) fn config(mode: Mode) -> SessionConfig {
     SessionConfig {
         mode,
         relay: RelayMode::Auto,
-        local_nat: None,
+        local_nat: LocalNat::Known(None),
         renew: true,
         started: at(0.0),
         deadline: at(30.0),
@@ -87,6 +87,7 @@ pub(super) fn drain(s: &mut Session) -> Vec<String> {
             }
             Action::SendText(t) => format!("send:{t}"),
             Action::Rejoin => "rejoin".into(),
+            Action::Probe { target } => format!("probe:{target}"),
             Action::Emit(e) => {
                 let v = serde_json::to_value(&e).unwrap();
                 let name = v["event"].as_str().unwrap().to_owned();
