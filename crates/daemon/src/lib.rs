@@ -24,7 +24,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Installs the process's `tracing` subscriber: filter from `RUST_LOG` (else `default_filter`),
 /// text on standard error (coloured only on a terminal), or JSON lines with `json`.
+///
+/// Client and peer addresses show as tags ([`natkit_proto::Redacted`]) unless
+/// `NATKIT_LOG_ADDRESSES` is `1`, `true` or `yes`.
 pub fn init_tracing(json: bool, default_filter: &str) {
+    let show = std::env::var("NATKIT_LOG_ADDRESSES").unwrap_or_default();
+    natkit_proto::redact::show_addresses(matches!(show.trim(), "1" | "true" | "yes"));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let fmt = tracing_subscriber::fmt()

@@ -29,7 +29,7 @@ use stun::fingerprint::FINGERPRINT;
 use stun::message::*;
 use stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::classify::{self, MultiObservations, Observations, Outcome};
 use crate::error::ProbeError;
@@ -211,6 +211,11 @@ async fn tcp_round_trip(server: SocketAddr) -> Option<std::time::Duration> {
 
 /// Runs the probe and classifies the NAT. Errors only for bad input; "UDP blocked" is a verdict.
 pub async fn probe(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
+    let span = tracing::info_span!("probe", servers = ?cfg.servers);
+    probe_in_span(cfg).instrument(span).await
+}
+
+async fn probe_in_span(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
     if cfg.servers.is_empty() {
         return Err(ProbeError::NoServer);
     }

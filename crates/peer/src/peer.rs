@@ -358,6 +358,14 @@ async fn first_join(
 
 /// Runs one session. `emit` receives every event as it happens.
 pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Result<(), Failure> {
+    let span = tracing::info_span!("session", room = %cfg.room);
+    tracing::Instrument::instrument(run_session(cfg, emit), span).await
+}
+
+async fn run_session(
+    cfg: &PeerConfig,
+    emit: &(dyn Fn(Event) + Send + Sync),
+) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let (sig, welcome, signal_at) = first_join(cfg, deadline).await?;

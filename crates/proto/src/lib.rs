@@ -12,6 +12,7 @@
 //! - [`ice`]: the `RTCIceServer` / `RTCConfiguration.iceServers` shape handed to clients, and a
 //!   trickled ICE candidate.
 //! - [`nat`]: the NAT summary peers send each other (`nat-summary`).
+//! - [`redact`]: how logs show client and peer addresses ([`Redacted`]: a tag by default).
 //!
 //! # Compatibility
 //! Readers are tolerant: unknown fields are ignored on both sides, and a client ignores server
@@ -20,14 +21,17 @@
 //! server answers with its own in `welcome`. What old and new sides do with each other is in
 //! `docs/protocol.md`, "Versions".
 //!
-//! Out of scope: IO of any kind. This crate is serde types and pure functions.
+//! Out of scope: IO of any kind. This crate is serde types and pure functions (and the one switch
+//! that shows addresses in logs).
 
 pub mod codes;
 pub mod ice;
 pub mod messages;
 pub mod nat;
+pub mod redact;
 
 pub use codes::{ErrorCode, HttpError};
 pub use ice::{IceCandidate, IceServer, IceServers, RelayEndpoints};
 pub use messages::{ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
 pub use nat::{NatBehaviour, NatSummary};
+pub use redact::Redacted;

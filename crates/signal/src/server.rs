@@ -15,12 +15,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
+use natkit_proto::Redacted;
 use natkit_proto::{ClientMsg, ErrorCode, HttpError, ServerMsg};
 use prometheus::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::{Admission, Gate, Grant, Refusal};
 use crate::cluster::store::Store;
@@ -410,7 +411,11 @@ async fn ws(
         .on_upgrade(move |socket| async move {
             // Boxed: axum's upgrade task would otherwise hold the connection's whole state
             // beside its own for the connection's life (docs/signaling-performance.md).
-            Box::pin(connection(st, socket, q.token, peer.ip())).await;
+            let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("connection", conn, client = %Redacted(peer.ip()));
+            Box::pin(connection(st, conn, socket, q.token, peer.ip()))
+                .instrument(span)
+                .await;
             // The client IP's connection slot is held until the WebSocket ends.
             drop(slot);
             drop(permit);
@@ -432,8 +437,13 @@ async fn drain_started(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn connection(st: Arc<AppState>, socket: WebSocket, url_token: Option<String>, ip: IpAddr) {
-    let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
+async fn connection(
+    st: Arc<AppState>,
+    conn: ConnId,
+    socket: WebSocket,
+    url_token: Option<String>,
+    ip: IpAddr,
+) {
     let (mut sink, mut stream) = socket.split();
     let tx = Arc::new(Outbox::new(
         OUT_QUEUE,
@@ -650,7 +660,7 @@ pub async fn serve(
                 .connections_refused
                 .with_label_values(&["per_ip_limit"])
                 .inc();
-            debug!(%peer, "connection refused: per-IP limit");
+            debug!(peer = %Redacted(peer), "connection refused: per-IP limit");
             drop(stream);
             continue;
         };

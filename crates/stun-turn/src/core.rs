@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use natkit_proto::Redacted;
 use stun::attributes::*;
 use stun::fingerprint::FINGERPRINT;
 use stun::message::*;
@@ -320,7 +321,7 @@ impl<S: Clone> RelayCore<S> {
         let unknown = wire::unknown_required(&m);
         if m.typ.class == CLASS_REQUEST {
             if !unknown.is_empty() {
-                debug!(src = %five.client, ?unknown, "420 unknown comprehension-required attributes");
+                debug!(src = %Redacted(five.client), ?unknown, "420 unknown comprehension-required attributes");
                 let listed = unknown.into_iter().take(MAX_UNKNOWN_LISTED).collect();
                 return reply(wire::error(
                     &m,
@@ -335,6 +336,12 @@ impl<S: Clone> RelayCore<S> {
                 self.metrics.drop(Dropped::Unexpected);
                 return Output::None;
             }
+            let _allocation = tracing::info_span!(
+                "allocation",
+                client = %Redacted(five.client),
+                transport = five.transport.as_str()
+            )
+            .entered();
             let bytes = match m.typ.method {
                 METHOD_ALLOCATE => return self.handle_allocate(&mut m, five, now, unix),
                 METHOD_REFRESH => self.handle_refresh(&mut m, five, now, unix),

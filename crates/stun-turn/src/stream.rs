@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use natkit_proto::Redacted;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -75,12 +76,12 @@ pub(crate) async fn serve(
                 };
                 let Some(slot) = per_ip.acquire(client.ip()) else {
                     shared.metrics.stream_refused(transport, StreamRefusal::PerIp);
-                    debug!(%client, "connection refused: per-IP stream limit");
+                    debug!(client = %Redacted(client), "connection refused: per-IP stream limit");
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let five = FiveTuple { transport, client, server };
-                let span = tracing::debug_span!("stream", transport = transport.as_str(), %client);
+                let span = tracing::info_span!("stream", transport = transport.as_str(), client = %Redacted(client));
                 conns.spawn(
                     connection(Arc::clone(&shared), stream, five, stop.clone(), (permit, slot))
                         .instrument(span),
@@ -123,7 +124,7 @@ async fn connection<H: Send>(
         Ok(Ok(0)) | Ok(Err(_)) => return,
         Ok(Ok(_)) if looks_like_turn(first[0]) => {
             metrics.stream_refused(five.transport, StreamRefusal::NotTls);
-            info!(client = %five.client, "plaintext TURN on the TLS port; closed (use turn:...?transport=tcp on the TCP port)");
+            info!(client = %Redacted(five.client), "plaintext TURN on the TLS port; closed (use turn:...?transport=tcp on the TCP port)");
             return;
         }
         Ok(Ok(_)) => {}
@@ -137,7 +138,7 @@ async fn connection<H: Send>(
         Ok(Err(e)) => {
             metrics.stream_refused(five.transport, StreamRefusal::Handshake);
             // rustls errors name the alert or the protocol step, never key material.
-            info!(client = %five.client, error = %e, "tls handshake failed");
+            info!(client = %Redacted(five.client), error = %e, "tls handshake failed");
         }
         Ok(Ok(tls)) => run(shared, tls, five, stop).await,
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use natkit_proto::Redacted;
 use stun::addr::MappedAddress;
 use stun::attributes::*;
 use stun::integrity::MessageIntegrity;
@@ -150,14 +151,14 @@ impl<S: Clone> RelayCore<S> {
         };
         if username.len() > MAX_USERNAME_BYTES {
             self.auth_failed(AuthFailure::MalformedUsername);
-            debug!(%src, bytes = username.len(), "400 username too long");
+            debug!(src = %Redacted(src), bytes = username.len(), "400 username too long");
             return Err(wire::error(m, 400, vec![]));
         }
         // The key is derived with our realm; a request naming another one is challenged again
         // with ours rather than accepted because the key happened to match.
         if realm != self.cfg.realm {
             self.auth_failed(AuthFailure::WrongRealm);
-            debug!(%src, realm = %printable(&realm), "401 wrong realm");
+            debug!(src = %Redacted(src), realm = %printable(&realm), "401 wrong realm");
             return Err(self.challenge(m, 401, src, unix));
         }
         if self.nonce_key.verify(&nonce, src, unix) != NonceCheck::Valid {
@@ -167,7 +168,7 @@ impl<S: Clone> RelayCore<S> {
         let user = match credentials::check_username(&username, unix) {
             Ok(v) if self.revoked.is_user_revoked(v.user_id) => {
                 self.auth_failed(AuthFailure::Revoked);
-                debug!(%src, user = %printable(v.user_id), "401 revoked user");
+                debug!(src = %Redacted(src), user = %printable(v.user_id), "401 revoked user");
                 return Err(self.challenge(m, 401, src, unix));
             }
             Ok(v) => v.user_id.to_owned(),
@@ -177,7 +178,7 @@ impl<S: Clone> RelayCore<S> {
                     _ => AuthFailure::MalformedUsername,
                 };
                 self.auth_failed(reason);
-                debug!(%src, error = %e, "401");
+                debug!(src = %Redacted(src), error = %e, "401");
                 return Err(self.challenge(m, 401, src, unix));
             }
         };
@@ -203,7 +204,7 @@ impl<S: Clone> RelayCore<S> {
             }
         }
         self.auth_failed(AuthFailure::BadIntegrity);
-        debug!(%src, username = %printable(&username), "401 bad message integrity");
+        debug!(src = %Redacted(src), username = %printable(&username), "401 bad message integrity");
         Err(self.challenge(m, 401, src, unix))
     }
 

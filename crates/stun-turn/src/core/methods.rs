@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use natkit_proto::Redacted;
 use stun::attributes::*;
 use stun::message::*;
 use stun::xoraddr::XorMappedAddress;
@@ -305,7 +306,7 @@ impl<S: Clone> RelayCore<S> {
         };
         let relayed = SocketAddr::new(self.cfg.relay_ip, bound.port);
         let reply = self.allocate_success(&m, relayed, key.clone(), lifetime, five.client, token);
-        info!(user = %printable(&user), client = %five.client, transport = five.transport.as_str(), %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
+        info!(user = %printable(&user), client = %Redacted(five.client), transport = five.transport.as_str(), %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
         self.relayed.insert(relayed);
         self.allocations.insert(
             five,
@@ -366,7 +367,7 @@ impl<S: Clone> RelayCore<S> {
                 return Some(wire::error(m, 443, vec![]));
             }
             if let Err(reason) = self.policy_allows(p) {
-                info!(user = %printable(&a.user), peer = %p, reason = reason.as_str(), "403 peer refused");
+                info!(user = %printable(&a.user), peer = %Redacted(p), reason = reason.as_str(), "403 peer refused");
                 return Some(wire::error(m, 403, vec![]));
             }
         }
