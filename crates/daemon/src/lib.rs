@@ -117,6 +117,17 @@ pub fn parse_listening(line: &str) -> Option<(String, Vec<(String, SocketAddr)>)
     Some((program.to_owned(), sockets))
 }
 
+/// Binds a TCP listener on `addr` when there is one (an optional listener such as metrics
+/// set to `off`): `Ok(None)` without an address.
+pub async fn bind_optional(
+    addr: Option<SocketAddr>,
+) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(a) => tokio::net::TcpListener::bind(a).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Raises this process's soft limit on open files to its hard limit (as coturn does): a relay
 /// holding thousands of TCP connections and relay sockets must not stop at the common soft
 /// default of 1024. Returns the limit now in force.

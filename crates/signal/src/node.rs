@@ -119,14 +119,12 @@ impl Node {
             addr: signal.listen,
             source,
         })?;
-        let metrics_listener = match signal.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| NodeError::Metrics { addr, source })?,
-            ),
-            None => None,
-        };
+        let metrics_listener = natkit_daemon::bind_optional(signal.metrics_listen)
+            .await
+            .map_err(|source| NodeError::Metrics {
+                addr: signal.metrics_listen.expect("bound only with an address"),
+                source,
+            })?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let open = signal.open;
         let demo_token = match (&signal.token, signal.generated_token) {

@@ -69,14 +69,12 @@ impl Node {
         if let Some((x, y)) = a.alt_ip {
             sockets.extend([("stun-alt-ip", x), ("stun-alt-ip-port", y)]);
         }
-        let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| NodeError::Metrics { addr, source })?,
-            ),
-            None => None,
-        };
+        let metrics_listener = natkit_daemon::bind_optional(settings.metrics_listen)
+            .await
+            .map_err(|source| NodeError::Metrics {
+                addr: settings.metrics_listen.expect("bound only with an address"),
+                source,
+            })?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         sockets.extend(metrics_addr.map(|m| ("metrics", m)));
         let banner = format!(
