@@ -34,6 +34,36 @@ pub struct Out {
     pub msg: ServerMsg,
 }
 
+/// Everything one step of the rooms decided: the messages to deliver, and what the shell acts
+/// on without reading them back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routed {
+    pub outs: Vec<Out>,
+    /// The sender was seated as this peer id (its join succeeded).
+    pub seated: Option<String>,
+    /// The sender's request was refused with this code (its error is in `outs`).
+    pub refused: Option<ErrorCode>,
+    /// The sender's message was delivered to another local peer (a remote one becomes a
+    /// [`ClusterOp::Message`]).
+    pub relayed: bool,
+}
+
+impl Routed {
+    /// Messages to deliver, nothing else decided.
+    pub fn send(outs: Vec<Out>) -> Self {
+        Routed {
+            outs,
+            ..Default::default()
+        }
+    }
+}
+
+impl AsRef<[Out]> for Routed {
+    fn as_ref(&self) -> &[Out] {
+        &self.outs
+    }
+}
+
 /// What the shell must tell the cluster, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterOp {
@@ -239,18 +269,22 @@ impl Rooms {
         self.members.get(&conn).map(|m| m.peer_id.as_str())
     }
 
-    fn pong(conn: ConnId) -> Vec<Out> {
-        vec![Out {
+    fn pong(conn: ConnId) -> Routed {
+        Routed::send(vec![Out {
             to: conn,
             msg: ServerMsg::Pong,
-        }]
+        }])
     }
 
-    fn reply(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
-        vec![Out {
-            to: conn,
-            msg: ServerMsg::error(code, message),
-        }]
+    fn reply(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Routed {
+        Routed {
+            outs: vec![Out {
+                to: conn,
+                msg: ServerMsg::error(code, message),
+            }],
+            refused: Some(code),
+            ..Default::default()
+        }
     }
 
     /// The checks every join passes before limits: one join per connection, valid names, an id
@@ -261,7 +295,7 @@ impl Rooms {
         room: &str,
         requested_id: Option<&str>,
         generated_id: &str,
-    ) -> Result<String, Vec<Out>> {
+    ) -> Result<String, Routed> {
         if self.members.contains_key(&conn) || self.pending.contains_key(&conn) {
             return Err(Self::reply(
                 conn,
@@ -297,7 +331,7 @@ impl Rooms {
         Ok(peer_id)
     }
 
-    fn taken(conn: ConnId, peer_id: &str) -> Vec<Out> {
+    fn taken(conn: ConnId, peer_id: &str) -> Routed {
         Self::reply(
             conn,
             ErrorCode::BadPeerId,
@@ -307,7 +341,7 @@ impl Rooms {
 
     /// Seats `conn` as `peer_id` in `room` (which exists): `peer-joined` to the local peers,
     /// `welcome` listing everyone else.
-    fn seat(&mut self, conn: ConnId, room: &str, peer_id: String, ctx: JoinContext) -> Vec<Out> {
+    fn seat(&mut self, conn: ConnId, room: &str, peer_id: String, ctx: JoinContext) -> Routed {
         let r = self.rooms.get_mut(room).expect("room exists");
         let mut out = r.tell_locals(&ServerMsg::PeerJoined {
             peer_id: peer_id.clone(),
@@ -324,7 +358,7 @@ impl Rooms {
         out.push(Out {
             to: conn,
             msg: ServerMsg::Welcome(Welcome {
-                peer_id,
+                peer_id: peer_id.clone(),
                 room: room.to_owned(),
                 peers: existing,
                 ice_servers: ctx.ice_servers,
@@ -332,7 +366,11 @@ impl Rooms {
                 version: PROTOCOL_VERSION,
             }),
         });
-        out
+        Routed {
+            outs: out,
+            seated: Some(peer_id),
+            ..Default::default()
+        }
     }
 
     /// Joins `conn` to `room` on a single node. The caller has checked authorisation.
@@ -342,7 +380,7 @@ impl Rooms {
         room: &str,
         requested_id: Option<&str>,
         ctx: JoinContext,
-    ) -> Vec<Out> {
+    ) -> Routed {
         debug_assert!(self.node.is_none(), "clustered joins use begin/finish_join");
         let peer_id = match self.check(conn, room, requested_id, &ctx.generated_id) {
             Ok(p) => p,
@@ -378,7 +416,7 @@ impl Rooms {
         room: &str,
         requested_id: Option<&str>,
         generated_id: &str,
-    ) -> Result<String, Vec<Out>> {
+    ) -> Result<String, Routed> {
         let peer_id = self.check(conn, room, requested_id, generated_id)?;
         self.rooms.entry(room.to_owned()).or_default().pending += 1;
         self.pending.insert(
@@ -392,14 +430,9 @@ impl Rooms {
     }
 
     /// The store's verdict on `conn`'s pending join.
-    pub fn finish_join(
-        &mut self,
-        conn: ConnId,
-        verdict: JoinVerdict,
-        ctx: JoinContext,
-    ) -> Vec<Out> {
+    pub fn finish_join(&mut self, conn: ConnId, verdict: JoinVerdict, ctx: JoinContext) -> Routed {
         let Some(m) = self.pending.remove(&conn) else {
-            return vec![];
+            return Routed::default();
         };
         if let Some(r) = self.rooms.get_mut(&m.room) {
             r.pending -= 1;
@@ -410,9 +443,13 @@ impl Rooms {
                 Self::reply(conn, code, message)
             }
             JoinVerdict::Admitted { seq, seats } => {
-                let mut out = self.apply_snapshot(&m.room, seq, &seats, Some(&m.peer_id));
-                out.extend(self.seat(conn, &m.room, m.peer_id, ctx));
-                out
+                let mut seen = self.apply_snapshot(&m.room, seq, &seats, Some(&m.peer_id));
+                let mut seated = self.seat(conn, &m.room, m.peer_id, ctx);
+                seen.append(&mut seated.outs);
+                Routed {
+                    outs: seen,
+                    ..seated
+                }
             }
         }
     }
@@ -573,7 +610,7 @@ impl Rooms {
 
     /// Routes an offer, answer or candidate to its addressee; other messages are the shell's.
     /// An addressee on another node becomes a [`ClusterOp::Message`].
-    pub fn route(&mut self, conn: ConnId, msg: ClientMsg) -> Vec<Out> {
+    pub fn route(&mut self, conn: ConnId, msg: ClientMsg) -> Routed {
         if msg == ClientMsg::Ping {
             // Liveness is answered whether or not the connection joined a room.
             return Self::pong(conn);
@@ -589,10 +626,10 @@ impl Rooms {
                 (to, ServerMsg::Candidate { from, candidate })
             }
             ClientMsg::NatSummary { to, nat } => (to, ServerMsg::NatSummary { from, nat }),
-            ClientMsg::Leave => return self.leave(conn),
+            ClientMsg::Leave => return Routed::send(self.leave(conn)),
             ClientMsg::Ping => return Self::pong(conn),
             // Answered by the shell, which owns the clock and mints credentials for `peer_of`.
-            ClientMsg::Refresh => return vec![],
+            ClientMsg::Refresh => return Routed::default(),
             ClientMsg::Join { .. } => {
                 return Self::reply(
                     conn,
@@ -602,10 +639,14 @@ impl Rooms {
             }
         };
         match self.rooms.get(&member.room).and_then(|r| r.seats.get(&to)) {
-            Some(&Seat::Local(target)) if target != conn => vec![Out {
-                to: target,
-                msg: deliver,
-            }],
+            Some(&Seat::Local(target)) if target != conn => Routed {
+                outs: vec![Out {
+                    to: target,
+                    msg: deliver,
+                }],
+                relayed: true,
+                ..Default::default()
+            },
             Some(Seat::Remote(node)) => {
                 self.ops.push(ClusterOp::Message {
                     sender: conn,
@@ -614,7 +655,7 @@ impl Rooms {
                     to,
                     text: deliver.to_text(),
                 });
-                vec![]
+                Routed::default()
             }
             _ => {
                 let to: String = to.chars().take(64).collect();

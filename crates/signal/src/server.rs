@@ -39,7 +39,7 @@ use crate::config::SignalConfig;
 pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, TokenBucket};
 pub use crate::metrics::{Rejection, SignalMetrics};
-use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms};
+use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms, Routed};
 use natkit_stun_turn::revocation::{RevocationFile, Revocations};
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must

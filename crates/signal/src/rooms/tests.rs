@@ -9,8 +9,9 @@ fn ctx(id: &str) -> JoinContext {
     }
 }
 
-fn codes(out: &[Out]) -> Vec<(ConnId, String)> {
-    out.iter()
+fn codes(out: &(impl AsRef<[Out]> + ?Sized)) -> Vec<(ConnId, String)> {
+    out.as_ref()
+        .iter()
         .map(|o| {
             let v = serde_json::to_value(&o.msg).unwrap();
             let label = match v["type"].as_str().unwrap() {
@@ -32,7 +33,7 @@ fn join_relay_leave_sequence() {
     let welcome_a = r.join(1, "room1", None, ctx("a"));
     assert_eq!(codes(&welcome_a), [(1, "welcome".into())]);
     assert!(
-        matches!(&welcome_a[0].msg, ServerMsg::Welcome(Welcome { peers, .. }) if peers.is_empty())
+        matches!(&welcome_a.outs[0].msg, ServerMsg::Welcome(Welcome { peers, .. }) if peers.is_empty())
     );
     let welcome_b = r.join(2, "room1", Some("bob"), ctx("ignored"));
     assert_eq!(
@@ -40,7 +41,7 @@ fn join_relay_leave_sequence() {
         [(1, "peer-joined".into()), (2, "welcome".into())]
     );
     assert!(
-        matches!(&welcome_b[1].msg, ServerMsg::Welcome(Welcome { peers, peer_id, .. }) if peers == &["a"] && peer_id == "bob")
+        matches!(&welcome_b.outs[1].msg, ServerMsg::Welcome(Welcome { peers, peer_id, .. }) if peers == &["a"] && peer_id == "bob")
     );
 
     // (sender, message, what each connection receives)
@@ -116,7 +117,7 @@ fn join_relay_leave_sequence() {
         },
     );
     assert_eq!(
-        serde_json::to_value(&out[0].msg).unwrap(),
+        serde_json::to_value(&out.outs[0].msg).unwrap(),
         json!({"type":"candidate","from":"bob","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}})
     );
 
@@ -222,7 +223,7 @@ fn clustered_joins_views_and_stale_changes() {
     assert!(r.remote_joined("r", "x", "n2", 5).is_empty());
     let out = r.finish_join(1, admitted(4, &[("a", "me"), ("x", "n2")]), ctx("a"));
     assert!(
-        matches!(&out[..], [Out { to: 1, msg: ServerMsg::Welcome(w) }] if w.peers == ["x"]),
+        matches!(&out.outs[..], [Out { to: 1, msg: ServerMsg::Welcome(w) }] if w.peers == ["x"]),
         "{out:?}"
     );
     // Changes: (frame, effects). Stale ones (seq not above the last applied) do nothing.
@@ -260,15 +261,11 @@ fn clustered_joins_views_and_stale_changes() {
     assert_eq!(r.room_count(), 1);
 
     // A message for a remote peer becomes one op for its node (the moved y: n4), with `from`.
-    assert!(r
-        .route(
-            1,
-            ClientMsg::Offer {
-                to: "y".into(),
-                sdp: "o".into()
-            }
-        )
-        .is_empty());
+    let offer = ClientMsg::Offer {
+        to: "y".into(),
+        sdp: "o".into(),
+    };
+    assert_eq!(r.route(1, offer), Routed::default(), "the op carries it");
     let ops = r.take_ops();
     assert!(
         matches!(&ops[..], [ClusterOp::Message { sender: 1, node, room, to, text }]
@@ -339,4 +336,37 @@ fn a_resync_takes_the_store_as_it_is() {
     got.sort();
     assert_eq!(got, [(1, "peer-joined".into()), (1, "peer-left".into())]);
     assert_eq!(r.local_members(), [("r".into(), "a".into(), 1)]);
+}
+
+/// What each step decided, as the shell reads it: seated, refused (with the code), relayed.
+#[test]
+fn routed_says_what_was_decided() {
+    let mut r = Rooms::new(RoomLimits {
+        peers_per_room: 2,
+        rooms: 0,
+    });
+    let j = r.join(1, "room1", Some("a"), ctx("a"));
+    assert_eq!((j.seated.as_deref(), j.refused), (Some("a"), None));
+    let j = r.join(2, "room1", Some("a"), ctx("a"));
+    assert_eq!((j.seated, j.refused), (None, Some(ErrorCode::BadPeerId)));
+    r.join(3, "room1", Some("b"), ctx("b"));
+    let full = r.join(4, "room1", Some("c"), ctx("c"));
+    assert_eq!(full.refused, Some(ErrorCode::RoomFull));
+    let offer = |to: &str| ClientMsg::Offer {
+        to: to.into(),
+        sdp: "s".into(),
+    };
+    let sent = r.route(1, offer("b"));
+    assert!(sent.relayed && sent.refused.is_none());
+    let unknown = r.route(1, offer("zed"));
+    assert_eq!(
+        (unknown.relayed, unknown.refused),
+        (false, Some(ErrorCode::UnknownPeer))
+    );
+    assert_eq!(r.route(9, offer("b")).refused, Some(ErrorCode::NotJoined));
+    let pong = r.route(9, ClientMsg::Ping);
+    assert_eq!(
+        (pong.refused, pong.relayed, pong.outs.len()),
+        (None, false, 1)
+    );
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::AppState;
 use crate::cluster::store::{Inbound, Store};
 use crate::cluster::{self, Frame};
-use crate::rooms::{ConnId, JoinContext, JoinVerdict, Out, RoomLimits, Rooms};
+use crate::rooms::{ConnId, JoinContext, JoinVerdict, Out, RoomLimits, Rooms, Routed};
 
 /// Frames and events from the store waiting for the rooms (the subscriber waits beyond this).
 const INBOUND_QUEUE: usize = 16_384;
@@ -67,7 +67,7 @@ impl AppState {
         room: &str,
         requested: Option<&str>,
         ctx: JoinContext,
-    ) -> Vec<Out> {
+    ) -> Routed {
         let begun = self.rooms.lock().expect("rooms lock").begin_join(
             conn,
             room,
@@ -76,7 +76,7 @@ impl AppState {
         );
         let peer = match begun {
             Ok(p) => p,
-            Err(outs) => return outs,
+            Err(refused) => return refused,
         };
         let limits = RoomLimits {
             peers_per_room: self.settings.peers_per_room,
@@ -100,15 +100,15 @@ impl AppState {
             }
         };
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        let outs = rooms.finish_join(conn, verdict, ctx);
+        let routed = rooms.finish_join(conn, verdict, ctx);
         self.metrics.rooms.set(rooms.room_count() as i64);
-        outs
+        routed
     }
 
     /// Hands what `rooms` queued for the cluster to the store (under the rooms lock, so that
     /// the order is the order things happened). A message that cannot go gets its sender an
-    /// error in `outs`. True if a message was forwarded.
-    pub(super) fn send_ops(&self, rooms: &mut Rooms, outs: &mut Vec<Out>) -> bool {
+    /// error in `routed`, refused. True if a message was forwarded.
+    pub(super) fn send_ops(&self, rooms: &mut Rooms, routed: &mut Routed) -> bool {
         let Some(store) = &self.cluster else {
             return false;
         };
@@ -119,7 +119,8 @@ impl AppState {
                 Ok(()) => forwarded |= is_message,
                 Err(sender) => {
                     self.metrics.cluster_undelivered.inc();
-                    outs.push(Out {
+                    routed.refused = Some(ErrorCode::ClusterUnavailable);
+                    routed.outs.push(Out {
                         to: sender,
                         msg: ServerMsg::error(
                             ErrorCode::ClusterUnavailable,

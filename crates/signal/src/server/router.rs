@@ -14,7 +14,7 @@ impl AppState {
             Ok(m) => m,
             Err(e) => return self.reject(conn, e.code, e.message),
         };
-        let outs = match msg {
+        let routed = match msg {
             ClientMsg::Join {
                 room,
                 peer_id: requested,
@@ -40,7 +40,7 @@ impl AppState {
                     ice_servers,
                     ttl: self.ice.ttl,
                 };
-                let outs = match &self.cluster {
+                let routed = match &self.cluster {
                     // Boxed: the store's round trip would otherwise size every connection's
                     // task for the whole of its life (memory per peer).
                     Some(store) => {
@@ -49,19 +49,19 @@ impl AppState {
                     }
                     None => {
                         let mut rooms = self.rooms.lock().expect("rooms lock");
-                        let outs = rooms.join(conn, &room, requested.as_deref(), ctx);
+                        let routed = rooms.join(conn, &room, requested.as_deref(), ctx);
                         self.metrics.rooms.set(rooms.room_count() as i64);
-                        outs
+                        routed
                     }
                 };
-                if outs.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_))) {
+                if routed.seated.is_some() {
                     self.metrics.credentials_issued.inc();
                     if let Some(c) = self.conns.lock().expect("conns lock").get_mut(&conn) {
                         c.token = admitted.grant;
                     }
                     info!(conn, room = %room, "peer joined");
                 }
-                outs
+                routed
             }
             ClientMsg::Refresh => {
                 let member = {
@@ -83,36 +83,32 @@ impl AppState {
                     Err(r) => return self.refuse(conn, r),
                 };
                 self.metrics.credentials_issued.inc();
-                vec![Out {
+                Routed::send(vec![Out {
                     to: conn,
                     msg: ServerMsg::IceServers {
                         ice_servers: self.ice.mint(&user, unix_now()),
                         ttl: self.ice.ttl,
                     },
-                }]
+                }])
             }
             other => {
                 let kind = other.relayed_type();
                 let mut rooms = self.rooms.lock().expect("rooms lock");
-                let mut outs = rooms.route(conn, other);
-                let forwarded = self.send_ops(&mut rooms, &mut outs);
+                let mut routed = rooms.route(conn, other);
+                let forwarded = self.send_ops(&mut rooms, &mut routed);
                 self.metrics.rooms.set(rooms.room_count() as i64);
                 drop(rooms);
-                if let (Some(kind), Some(first)) = (kind, outs.first()) {
-                    if first.to != conn || forwarded {
+                if let Some(kind) = kind {
+                    if routed.relayed || forwarded {
                         self.metrics.relayed(kind);
                     }
                 }
-                outs
+                routed
             }
         };
-        for o in &outs {
-            if o.to == conn {
-                if let ServerMsg::Error { code, .. } = &o.msg {
-                    self.metrics.reject(Rejection::Refused(*code));
-                }
-            }
+        if let Some(code) = routed.refused {
+            self.metrics.reject(Rejection::Refused(code));
         }
-        self.deliver(outs);
+        self.deliver(routed.outs);
     }
 }

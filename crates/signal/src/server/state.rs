@@ -169,10 +169,10 @@ impl AppState {
     pub(super) fn disconnect(&self, conn: ConnId) {
         self.conns.lock().expect("conns lock").remove(&conn);
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        let mut outs = rooms.leave(conn);
-        self.send_ops(&mut rooms, &mut outs);
+        let mut routed = Routed::send(rooms.leave(conn));
+        self.send_ops(&mut rooms, &mut routed);
         self.metrics.rooms.set(rooms.room_count() as i64);
         drop(rooms);
-        self.deliver(outs);
+        self.deliver(routed.outs);
     }
 }
