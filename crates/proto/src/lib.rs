@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`messages`]: every WebSocket message in both directions ([`ClientMsg`], [`ServerMsg`],
 //!   [`Welcome`]) and [`PROTOCOL_VERSION`].
+//! - [`announcement`]: what a relay announces of itself in the cluster's Redis, and the keys.
 //! - [`codes`]: the machine-readable error codes ([`ErrorCode`]) and the HTTP error body.
 //! - [`ice`]: the `RTCIceServer` / `RTCConfiguration.iceServers` shape handed to clients, and a
 //!   trickled ICE candidate.
@@ -24,6 +25,7 @@
 //! Out of scope: IO of any kind. This crate is serde types and pure functions (and the one switch
 //! that shows addresses in logs).
 
+pub mod announcement;
 pub mod codes;
 pub mod ice;
 pub mod messages;

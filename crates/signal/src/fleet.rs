@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use natkit_proto::announcement::{self as announce, Announcement};
 use natkit_proto::RelayEndpoints;
-use natkit_stun_turn::announce::{self, Announcement};
 
 use natkit_stun_turn::credentials::{self, Secrets};
 use natkit_stun_turn::wire::{self, LongTermAuth};
