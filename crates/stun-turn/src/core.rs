@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natkit_proto::Redacted;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use stun::attributes::*;
 use stun::fingerprint::FINGERPRINT;
 use stun::message::*;
@@ -174,6 +176,8 @@ struct Reservation<S> {
 pub struct RelayCore<S> {
     cfg: CoreConfig,
     nonce_key: NonceKey,
+    /// Reservation tokens come from here (a CSPRNG seeded by the shell).
+    rng: StdRng,
     allocations: HashMap<FiveTuple, Allocation<S>>,
     /// The relayed addresses of `allocations` (the peer policy's "really allocated").
     relayed: HashSet<SocketAddr>,
@@ -197,9 +201,14 @@ pub struct Drain {
 }
 
 impl<S: Clone> RelayCore<S> {
-    pub fn new(cfg: CoreConfig, metrics: RelayMetrics) -> Self {
+    /// A core with no allocation. `seed` is all the randomness it uses (the nonce key,
+    /// reservation tokens): the shell passes 32 random bytes, tests a constant, so a test's run
+    /// is the same every time.
+    pub fn new(cfg: CoreConfig, metrics: RelayMetrics, seed: [u8; 32]) -> Self {
+        let mut rng = StdRng::from_seed(seed);
         RelayCore {
-            nonce_key: NonceKey::random(),
+            nonce_key: NonceKey::from_rng(&mut rng),
+            rng,
             allocations: HashMap::new(),
             relayed: HashSet::new(),
             quotas: Quotas::new(cfg.user_quota, cfg.total_quota),

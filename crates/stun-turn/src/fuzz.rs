@@ -84,7 +84,11 @@ impl RelayHarness {
             })
             .collect();
         RelayHarness {
-            core: RelayCore::new(core_config(SECRET, USER_QUOTA as u32), RelayMetrics::new()),
+            core: RelayCore::new(
+                core_config(SECRET, USER_QUOTA as u32),
+                RelayMetrics::new(),
+                [7; 32],
+            ),
             clients,
             next_port: 49152,
         }

@@ -22,8 +22,9 @@ pub const NONCE_LIFETIME_SECS: u64 = 600;
 pub struct NonceKey([u8; 20]);
 
 impl NonceKey {
-    pub fn random() -> Self {
-        NonceKey(rand::random())
+    /// A key drawn from `rng` (the core's, seeded by its shell).
+    pub fn from_rng(rng: &mut impl rand::Rng) -> Self {
+        NonceKey(rng.random())
     }
 
     #[cfg(test)]

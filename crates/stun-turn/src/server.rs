@@ -256,6 +256,7 @@ impl Relay {
                 origins,
             },
             metrics.clone(),
+            rand::random(),
         );
         core.set_revocations(revoked);
         let pollers = (0..listeners)

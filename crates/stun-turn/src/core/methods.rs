@@ -281,7 +281,7 @@ impl<S: Clone> RelayCore<S> {
         }
         let token = match (pair, bound.next) {
             (true, Some((port, socket))) => {
-                let token: [u8; 8] = rand::random();
+                let token: [u8; 8] = rand::Rng::random(&mut self.rng);
                 self.reservations.insert(
                     token,
                     Reservation {

@@ -42,7 +42,7 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         Bench {
-            core: RelayCore::new(core_config(SECRET, 2), RelayMetrics::new()),
+            core: RelayCore::new(core_config(SECRET, 2), RelayMetrics::new(), [7; 32]),
             now: Instant::now(),
             unix: 1_900_000_000,
             next_port: 50000,
