@@ -146,15 +146,6 @@ pub struct Invalid {
     pub message: String,
 }
 
-impl Invalid {
-    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
-        Invalid {
-            key,
-            message: message.into(),
-        }
-    }
-}
-
 /// A configuration file that cannot be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {

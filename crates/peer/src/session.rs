@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use natkit_proto::{ClientMsg, IceCandidate, IceServer, NatSummary, ServerMsg, Welcome};
 
 use crate::events::Event;
-use crate::policy::{decide, stun_target, usable_servers, Policy, RelayMode, Rule};
+use crate::policy::{stun_target, usable_servers, Policy, RelayMode, Rule};
 
 mod interface;
+mod pair;
 use crate::renewal::{polite, renew_after};
 pub use interface::{
     Action, Failure, LocalNat, Mode, RestartReason, RtcEvent, SessionConfig, Stage,
@@ -190,40 +191,6 @@ impl Session {
         s
     }
 
-    /// The probe asked for by [`Action::Probe`] ended: this side's NAT summary, or `None` when
-    /// it failed (the session goes on without one).
-    pub fn handle_probe(&mut self, now: Instant, nat: Option<NatSummary>) {
-        let Some(welcome) = self.probing.take() else {
-            return;
-        };
-        self.local_nat = nat;
-        self.servers = usable_servers(
-            &welcome.ice_servers,
-            self.cfg.relay,
-            self.local_nat.as_ref(),
-        );
-        self.renews = self.cfg.renew && self.servers.iter().any(IceServer::has_turn);
-        self.start(&welcome, now);
-    }
-
-    /// The side that joins a room where others already are sends the offer, once it has told
-    /// the other its NAT and heard back (or waited long enough).
-    fn start(&mut self, welcome: &Welcome, now: Instant) {
-        let s = self;
-        if let Some(first) = welcome.peers.first() {
-            s.remote = Some(Remote {
-                id: first.clone(),
-                gone_since: None,
-            });
-            s.send_summary(first.clone());
-            if s.cfg.relay == RelayMode::Auto && s.local_nat.is_some() {
-                s.decide_by = Some(now + SUMMARY_WAIT);
-            } else {
-                s.decide_policy(now);
-            }
-        }
-    }
-
     /// The policy, once decided.
     pub fn policy(&self) -> Option<&Policy> {
         self.policy.as_ref()
@@ -231,58 +198,6 @@ impl Session {
 
     fn relay_only(&self) -> bool {
         self.policy.as_ref().is_some_and(|p| p.relay_only)
-    }
-
-    /// Tells `to` our NAT summary (once per peer; nothing when we did not probe).
-    fn send_summary(&mut self, to: String) {
-        let Some(nat) = self.local_nat.clone() else {
-            return;
-        };
-        if self.signaling != SignalingState::Up
-            || self.summary_sent_to.contains(&to)
-            || self.summary_sent_to.len() >= MAX_SUMMARY_TARGETS
-        {
-            return;
-        }
-        self.summary_sent_to.push(to.clone());
-        self.push(Action::Signal(ClientMsg::NatSummary { to, nat }));
-    }
-
-    /// Decides the ICE policy from both summaries (or ours alone), creates the peer connection,
-    /// and, on the offering side, offers.
-    fn decide_policy(&mut self, now: Instant) {
-        if self.policy.is_some() {
-            return;
-        }
-        let remote_id = self.remote.as_ref().map(|r| r.id.clone());
-        let remote_nat = self
-            .remote_nat
-            .as_ref()
-            .filter(|(from, _)| Some(from) == remote_id.as_ref())
-            .map(|(_, n)| n.clone());
-        let policy = decide(self.cfg.relay, self.local_nat.as_ref(), remote_nat.as_ref());
-        self.decide_by = None;
-        self.push(Action::Configure {
-            servers: self.servers.clone(),
-            relay_only: policy.relay_only,
-        });
-        self.push(Action::Emit(Event::Policy {
-            ice_transport_policy: if policy.relay_only { "relay" } else { "all" },
-            rule: policy.rule.as_str(),
-            reason: policy.reason.clone(),
-            local_nat: self.local_nat.clone(),
-            remote_nat,
-        }));
-        let has_turn = self.servers.iter().any(IceServer::has_turn);
-        if !policy.relay_only && self.cfg.relay == RelayMode::Auto && has_turn {
-            self.direct_deadline = Some(now + DIRECT_DEADLINE);
-        }
-        self.policy = Some(policy);
-        if self.offerer && self.negotiation == Negotiation::Idle {
-            self.push(Action::CreateDataChannel);
-            self.push(Action::CreateOffer { ice_restart: false });
-            self.negotiation = Negotiation::OfferPending;
-        }
     }
 
     /// The ICE servers in force (after `--relay never` removed TURN).

@@ -9,6 +9,10 @@ pub struct SignalMetrics {
     pub rooms: IntGauge,
     pub messages_relayed: IntCounterVec,
     rejected: IntCounterVec,
+    /// The series of `messages_relayed` and `rejected`, resolved at start: counting one on the
+    /// message path neither formats a label nor looks one up.
+    relayed_by_type: Vec<(&'static str, IntCounter)>,
+    rejected_by_reason: Vec<(Rejection, IntCounter)>,
     pub credentials_issued: IntCounter,
     pub credentials_refused: IntCounterVec,
     pub connections_refused: IntCounterVec,
@@ -54,12 +58,13 @@ impl SignalMetrics {
             "TURN credentials handed out.",
         )
         .expect("metric");
-        for t in ClientMsg::RELAYED_TYPES {
-            messages_relayed.with_label_values(&[&snake(t)]);
-        }
-        for r in Rejection::all() {
-            rejected.with_label_values(&[&r.label()]);
-        }
+        let relayed_by_type = ClientMsg::RELAYED_TYPES
+            .iter()
+            .map(|t| (*t, messages_relayed.with_label_values(&[&snake(t)])))
+            .collect();
+        let rejected_by_reason = Rejection::all()
+            .map(|r| (r, rejected.with_label_values(&[&r.label()])))
+            .collect();
         let credentials_refused = IntCounterVec::new(
             Opts::new(
                 "natkit_signal_credentials_refused_total",
@@ -122,6 +127,8 @@ impl SignalMetrics {
             rooms,
             messages_relayed,
             rejected,
+            relayed_by_type,
+            rejected_by_reason,
             credentials_issued,
             credentials_refused,
             connections_refused,
@@ -170,14 +177,21 @@ impl Rejection {
 impl SignalMetrics {
     /// Counts one relayed message of this `type` (`nat-summary` labelled `nat_summary`).
     pub fn relayed(&self, kind: &str) {
-        self.messages_relayed
-            .with_label_values(&[&snake(kind)])
-            .inc();
+        match self.relayed_by_type.iter().find(|(t, _)| *t == kind) {
+            Some((_, c)) => c.inc(),
+            None => self
+                .messages_relayed
+                .with_label_values(&[&snake(kind)])
+                .inc(),
+        }
     }
 
     /// Counts one refused message.
     pub fn reject(&self, why: Rejection) {
-        self.rejected.with_label_values(&[&why.label()]).inc();
+        match self.rejected_by_reason.iter().find(|(r, _)| *r == why) {
+            Some((_, c)) => c.inc(),
+            None => self.rejected.with_label_values(&[&why.label()]).inc(),
+        }
     }
 }
 

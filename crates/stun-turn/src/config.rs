@@ -175,15 +175,10 @@ impl RelayOptions {
         }
     }
 
-    /// Whether a TURN secret is configured (the variable or `secret_file`).
-    pub fn has_secret(&self) -> bool {
-        self.turn_secret.is_some() || self.secret_file.is_some()
-    }
-
-    /// Generates a secret for this run when none is configured (natkit-signal's first run);
-    /// says whether it did.
+    /// Generates a secret for this run when none is configured (neither the variable nor
+    /// `secret_file`: natkit-signal's first run); says whether it did.
     pub fn generate_secret_if_unset(&mut self) -> bool {
-        if self.has_secret() {
+        if self.turn_secret.is_some() || self.secret_file.is_some() {
             return false;
         }
         self.turn_secret = Some(SecretText(Secret::generate().expose().to_owned()));

@@ -46,9 +46,9 @@ fn issue_ice_servers(
         Ok(user) => user,
         Err(r) => {
             st.count_refusal(&r);
+            // Admission refuses HTTP credentials for a rate limit or an unauthorized token.
             let status = match r.code {
                 ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::UNAUTHORIZED,
             };
             if r.code == ErrorCode::Unauthorized {
