@@ -181,7 +181,9 @@ impl RelayOptions {
         if self.turn_secret.is_some() || self.secret_file.is_some() {
             return false;
         }
-        self.turn_secret = Some(SecretText(Secret::generate().expose().to_owned()));
+        self.turn_secret = Some(SecretText(
+            Secret::from_random(rand::random()).expose().to_owned(),
+        ));
         true
     }
 }

@@ -6,20 +6,10 @@
 //! that `natkit-signal` embeds.
 //!
 //! # Layout
-//! - [`credentials`]: minting and checking TURN REST API credentials (pure, shared with
-//!   natkit-signal).
-//! - [`five_tuple`]: the client's transport and 5-tuple, the key of an allocation (pure).
-//! - [`nonce`]: stateless nonces, so unauthenticated floods cost no memory (pure).
-//! - [`policy`]: which peers may be relayed to (pure).
-//! - [`rfc5780`]: which socket answers a Binding request with CHANGE-REQUEST (pure).
-//! - [`allocation`]: permissions, channel bindings, lifetimes and quotas (pure).
-//! - [`ratelimit`]: token buckets per key and connection slots per IP (pure; natkit-signal's
-//!   too).
-//! - [`revocation`]: revoked TURN users and join tokens, from a watched file.
-//! - [`core`]: every STUN/TURN decision for every transport, socket-free (pure but for the
-//!   state it holds): authentication, the TURN methods, RFC 5780 answers, allocations keyed by
-//!   the 5-tuple with its transport.
-//! - [`framing`]: STUN and ChannelData on a byte stream (pure).
+//! Every decision is in the socket-free core crate, `natkit-turn-core`, re-exported here under
+//! the same module names: [`credentials`], [`five_tuple`], [`nonce`], [`policy`], [`rfc5780`],
+//! [`allocation`], [`ratelimit`], [`core`] (the TURN methods), [`observe`] (what the core
+//! reports for the metrics), [`framing`] and [`wire`]. This crate is the shells around it:
 //! - [`config`]: the relay's keys ([`config::RelayOptions`]: flags, environment and TOML are one
 //!   struct) and their validation into a [`config::RelayConfig`] that cannot be invalid.
 //! - [`server`]: the UDP shell that owns the sockets (bound by `sockets`, read in batches by
@@ -29,7 +19,9 @@
 //!   reload; [`http`]: the metrics endpoint.
 //! - [`node`]: the standalone relay (relay, metrics endpoint, cluster announcement) bound by
 //!   `Node::start` and served by `Node::run`: what the `natkit-relay` binary runs.
-//! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
+//! - [`revocation`]: the watched revocation file (what it revokes is the core's).
+//! - [`metrics`]: the Prometheus metrics (counting the core's events); [`kernel_path`]: the
+//!   optional eBPF path for UDP ChannelData; [`announce`]: the cluster announcement in Redis.
 //!
 //! # Embedding
 //! ```no_run
@@ -60,33 +52,27 @@
 //! 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData, 12.5 stream padding);
 //! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
 
-pub mod allocation;
 pub mod announce;
 pub mod config;
-pub mod core;
-pub mod credentials;
 pub mod error;
-pub mod five_tuple;
-pub mod framing;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod http;
 pub mod kernel_path;
 pub mod metrics;
 pub mod node;
-pub mod nonce;
-pub mod policy;
 pub(crate) mod queue;
-pub mod ratelimit;
 pub(crate) mod relayed;
 pub mod revocation;
-pub mod rfc5780;
 pub mod server;
 pub(crate) mod shared;
 pub(crate) mod sockets;
 pub mod stream;
 pub mod tls;
 pub(crate) mod udp;
-pub mod wire;
 
 pub use error::{ConfigError, CredentialError, RelayError, TlsError};
+#[doc(hidden)]
+pub use natkit_turn_core::fuzz;
+pub use natkit_turn_core::{
+    allocation, core, credentials, five_tuple, framing, nonce, observe, policy, ratelimit, rfc5780,
+    wire,
+};

@@ -7,112 +7,15 @@ use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::five_tuple::Transport;
-
-use crate::policy::DenyReason;
+use natkit_turn_core::five_tuple::Transport;
+pub use natkit_turn_core::observe::{AuthFailure, Dropped};
+use natkit_turn_core::observe::{Event, Observer, QuotaScope};
+use natkit_turn_core::policy::DenyReason;
 
 /// Packets the kernel path matched and left to the relay, by reason (the `reason` label of
 /// `natkit_relay_kernel_path_passed_total`), with the index of their counter in the program
 /// (`bpf/relay.bpf.c`); `kernel_path` reads the counters by these indices.
 pub const KERNEL_PASSED: [(usize, &str); 3] = [(4, "expired"), (5, "route"), (6, "checksum")];
-
-/// Label values of `natkit_relay_auth_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// The credential's expiry has passed.
-    Expired,
-    /// The username is not `<expiry>:<user>`.
-    MalformedUsername,
-    /// MESSAGE-INTEGRITY matched no configured secret (forged or wrong password).
-    BadIntegrity,
-    /// The nonce was expired or not ours; the client gets a fresh one (438).
-    StaleNonce,
-    /// A Refresh/CreatePermission/ChannelBind used another username than the allocation's (441).
-    WrongCredentials,
-    /// USERNAME, REALM or NONCE missing next to MESSAGE-INTEGRITY (400).
-    MissingAttribute,
-    /// REALM is not the relay's (401 with the right one).
-    WrongRealm,
-    /// The user is in the revocation file (401).
-    Revoked,
-}
-
-impl AuthFailure {
-    pub const ALL: [AuthFailure; 8] = [
-        AuthFailure::Revoked,
-        AuthFailure::WrongRealm,
-        AuthFailure::Expired,
-        AuthFailure::MalformedUsername,
-        AuthFailure::BadIntegrity,
-        AuthFailure::StaleNonce,
-        AuthFailure::WrongCredentials,
-        AuthFailure::MissingAttribute,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::Expired => "expired",
-            AuthFailure::MalformedUsername => "malformed_username",
-            AuthFailure::BadIntegrity => "bad_integrity",
-            AuthFailure::StaleNonce => "stale_nonce",
-            AuthFailure::WrongCredentials => "wrong_credentials",
-            AuthFailure::MissingAttribute => "missing_attribute",
-            AuthFailure::WrongRealm => "wrong_realm",
-            AuthFailure::Revoked => "revoked",
-        }
-    }
-}
-
-/// Why a message was dropped without an answer (`natkit_relay_dropped_packets_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// A source past `answers_per_second` (Binding, unauthenticated requests).
-    RateLimited,
-    /// More than `MAX_ATTRIBUTES`: dropped before decoding.
-    TooManyAttributes,
-    /// Neither STUN nor ChannelData (wrong cookie, random bytes).
-    NotStun,
-    /// Looked like STUN or ChannelData but did not decode.
-    Malformed,
-    /// FINGERPRINT present and wrong.
-    BadFingerprint,
-    /// ChannelData or Send from a 5-tuple without an allocation.
-    NoAllocation,
-    /// A peer's datagram, or Send, without a permission or channel.
-    NoPermission,
-    /// Responses, unknown indications, anything but Binding on the RFC 5780 sockets.
-    Unexpected,
-    /// Relayed datagrams a socket's 4 MiB send buffer had no room for (overload).
-    SendBufferFull,
-}
-
-impl Dropped {
-    pub const ALL: [Dropped; 9] = [
-        Dropped::RateLimited,
-        Dropped::TooManyAttributes,
-        Dropped::NotStun,
-        Dropped::Malformed,
-        Dropped::BadFingerprint,
-        Dropped::NoAllocation,
-        Dropped::NoPermission,
-        Dropped::Unexpected,
-        Dropped::SendBufferFull,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dropped::RateLimited => "rate_limited",
-            Dropped::TooManyAttributes => "too_many_attributes",
-            Dropped::NotStun => "not_stun",
-            Dropped::Malformed => "malformed",
-            Dropped::BadFingerprint => "bad_fingerprint",
-            Dropped::NoAllocation => "no_allocation",
-            Dropped::NoPermission => "no_permission",
-            Dropped::Unexpected => "unexpected",
-            Dropped::SendBufferFull => "send_buffer_full",
-        }
-    }
-}
 
 /// Why a stream connection was refused at accept or during the TLS handshake
 /// (`natkit_relay_stream_refused_total`).
@@ -361,7 +264,7 @@ impl RelayMetrics {
                 "natkit_relay_quota_rejections_total",
                 "Allocate requests refused for capacity, by scope: user or total quota (486), or draining (300 Try Alternate, or 486 with no alternate).",
                 &["scope"],
-                &slices(&one(&["user", "total", "draining"])),
+                &slices(&one(&QuotaScope::ALL.map(QuotaScope::as_str))),
             ),
             dropped_packets: vec(
                 "natkit_relay_dropped_packets_total",
@@ -489,6 +392,32 @@ impl RelayMetrics {
         self.stream_closed
             .with_label_values(&[transport.as_str(), reason.as_str()])
             .inc();
+    }
+}
+
+/// The core's events, counted.
+impl Observer for RelayMetrics {
+    fn observe(&self, event: Event) {
+        match event {
+            Event::Dropped(reason) => self.drop(reason),
+            Event::AuthFailed(reason) => self
+                .auth_failures
+                .with_label_values(&[reason.as_str()])
+                .inc(),
+            Event::Binding => self.binding_requests.inc(),
+            Event::AllocationCreated(transport) => self.allocation_created(transport),
+            Event::AllocationEnded(transport) => self.allocation_ended(transport),
+            Event::PeerRefused(reason) => self
+                .peer_refused
+                .with_label_values(&[reason.as_str()])
+                .inc(),
+            Event::QuotaRefused(scope) => self
+                .quota_rejections
+                .with_label_values(&[scope.as_str()])
+                .inc(),
+            Event::Reservations(n) => self.reservations_active.set(n as i64),
+            Event::Draining => self.draining.set(1),
+        }
     }
 }
 

@@ -23,12 +23,11 @@ use tokio::io::Interest;
 use tracing::debug;
 use turn::proto::data::Data;
 
-use crate::allocation::AllocState;
-use crate::core::auth::XorMappedAddressAs;
 use crate::metrics::{DirectionCounters, Dropped, RelayMetrics};
 use crate::queue::StreamQueue;
+use crate::shared::PeerView;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
-use crate::wire;
+use crate::wire::{self, XorMappedAddressAs};
 
 /// Where an allocation's datagrams from peers go.
 #[derive(Clone)]
@@ -42,7 +41,7 @@ pub(crate) enum ClientSink {
 struct Entry {
     socket: Arc<Udp>,
     sink: ClientSink,
-    state: Arc<Mutex<AllocState>>,
+    state: PeerView,
     counters: DirectionCounters,
 }
 
@@ -129,7 +128,7 @@ impl Poller {
         self: &Arc<Self>,
         socket: Arc<Udp>,
         sink: ClientSink,
-        state: Arc<Mutex<AllocState>>,
+        state: PeerView,
         counters: DirectionCounters,
     ) -> io::Result<Registration> {
         let fd = socket.raw_fd();

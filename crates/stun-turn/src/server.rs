@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::RelayConfig;
 use crate::core::{
-    Bound, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore, Transport,
+    Bound, Change, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore,
+    Transport,
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
@@ -35,7 +36,6 @@ pub(crate) use crate::shared::Shared;
 use crate::stream;
 use crate::tls::TlsKeys;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
-use crate::wire;
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::advertised_ip;
@@ -475,17 +475,31 @@ impl Shared {
                     }
                 }
             }
-            // Under the core lock, so the maps follow the state in the order it changed, and
-            // before any answer leaves: after a Refresh with lifetime 0 the kernel relays nothing.
-            if let Some(kernel) = &self.kernel {
-                let mut kernel = kernel.lock().expect("kernel path lock");
-                for (five, msg) in msgs {
-                    if Offload::takes(five) && wire::changes_bindings(msg) {
-                        let alloc = core.allocation_state(five).map(|(st, relayed)| {
-                            let st = st.lock().expect("state lock");
-                            (relayed.port(), st.kernel_bindings(now))
-                        });
-                        kernel.sync(five, alloc);
+            // Under the core lock, so the copies follow the state in the order it changed, and
+            // before any answer leaves: after a CreatePermission's answer the peer's datagrams
+            // pass; after a Refresh with lifetime 0 the kernel relays nothing.
+            let changes = core.take_changes();
+            let mut kernel = self
+                .kernel
+                .as_ref()
+                .map(|k| k.lock().expect("kernel path lock"));
+            for change in changes {
+                match change {
+                    Change::Peers {
+                        five,
+                        socket,
+                        relayed,
+                        state,
+                    } => {
+                        if let Some(kernel) = kernel.as_mut().filter(|_| Offload::takes(&five)) {
+                            kernel.sync(&five, Some((relayed.port(), state.kernel_bindings(now))));
+                        }
+                        *socket.peers.lock().expect("peer view lock") = state;
+                    }
+                    Change::Ended(ended) => {
+                        if let Some(kernel) = kernel.as_mut() {
+                            kernel.sync(&ended.five, None);
+                        }
                     }
                 }
             }
@@ -494,7 +508,7 @@ impl Shared {
         while let Some((socket, ..)) = rest.first() {
             let same = rest
                 .iter()
-                .take_while(|(s, ..)| Arc::ptr_eq(s, socket))
+                .take_while(|(s, ..)| Arc::ptr_eq(&s.socket, &socket.socket))
                 .count();
             let (run, tail) = rest.split_at(same);
             let out: Vec<Datagram> = run
@@ -509,6 +523,7 @@ impl Shared {
                 .collect();
             let counters = &self.client_to_peer[run[0].4 as usize];
             let done = socket
+                .socket
                 .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
                 .await;
             (done..out.len()).for_each(|_| self.metrics.drop(Dropped::SendBufferFull));
@@ -539,10 +554,10 @@ impl Shared {
                 let (s, n) = self.bind_relay_port(true, true)?;
                 (s, n)
             }
-            PortWant::Reserved { socket, .. } => (Arc::clone(socket), None),
+            PortWant::Reserved { socket, .. } => (socket.clone(), None),
         };
-        let port = socket.local_addr().ok()?.port();
-        let next = next.and_then(|n| Some((n.local_addr().ok()?.port(), n)));
+        let port = socket.socket.local_addr().ok()?.port();
+        let next = next.and_then(|n| Some((n.socket.local_addr().ok()?.port(), n)));
         let counters = self
             .metrics
             .direction("peer_to_client", pending.five.transport);
@@ -551,9 +566,9 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let poller = &self.pollers[turn % self.pollers.len()];
         let registration = match poller.add(
-            Arc::clone(&socket),
+            Arc::clone(&socket.socket),
             sink,
-            Arc::clone(&pending.state),
+            Arc::clone(&socket.peers),
             counters,
         ) {
             Ok(r) => r,
@@ -572,7 +587,11 @@ impl Shared {
 
     /// Binds a socket on a free port of the relay range, starting at a random port; with `pair`,
     /// also the port after it (for an even port and its reserved successor).
-    fn bind_relay_port(&self, even: bool, pair: bool) -> Option<(Arc<Udp>, Option<Arc<Udp>>)> {
+    fn bind_relay_port(
+        &self,
+        even: bool,
+        pair: bool,
+    ) -> Option<(RelaySocket, Option<RelaySocket>)> {
         let (lo, hi) = (
             *self.relay_ports.start() as u32,
             *self.relay_ports.end() as u32,
@@ -588,10 +607,10 @@ impl Shared {
                 continue;
             };
             if !pair {
-                return Some((s, None));
+                return Some((RelaySocket::new(s), None));
             }
             if let Ok(next) = bind_relayed(SocketAddr::new(self.relay_bind_ip, (port + 1) as u16)) {
-                return Some((s, Some(next)));
+                return Some((RelaySocket::new(s), Some(RelaySocket::new(next))));
             }
         }
         warn!(range = ?self.relay_ports, "no free relay port");

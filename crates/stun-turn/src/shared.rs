@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::allocation::AllocState;
 use crate::config::{DrainConfig, StreamConfig};
 use crate::core::RelayCore;
 use crate::kernel_path::KernelPath;
@@ -19,8 +20,27 @@ use crate::rfc5780::Slot;
 use crate::tls::TlsKeys;
 use crate::udp::Udp;
 
-/// The relay's relay-socket handle, as the core holds it.
-pub(crate) type RelaySocket = Arc<Udp>;
+/// An allocation's permissions and channels as the shell's peer-to-client path reads them: the
+/// shell's copy, written from the core's [`Change`](crate::core::Change)s.
+pub(crate) type PeerView = Arc<Mutex<AllocState>>;
+
+/// The relay's handle of an allocation's relay port, as the core holds it: the socket, and the
+/// view its poller reads.
+#[derive(Clone)]
+pub(crate) struct RelaySocket {
+    pub(crate) socket: Arc<Udp>,
+    pub(crate) peers: PeerView,
+}
+
+impl RelaySocket {
+    /// A socket whose view lets nothing through until the core says otherwise.
+    pub(crate) fn new(socket: Arc<Udp>) -> Self {
+        RelaySocket {
+            socket,
+            peers: Arc::new(Mutex::new(AllocState::new(Duration::ZERO, Instant::now()))),
+        }
+    }
+}
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<RelayCore<RelaySocket>>,

@@ -1,4 +1,4 @@
-//! ChannelData framing: `natkit_stun_turn::fuzz::channel_data`.
+//! ChannelData framing: `natkit_turn_core::fuzz::channel_data`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| natkit_stun_turn::fuzz::channel_data(data));
+    afl::fuzz!(|data: &[u8]| natkit_turn_core::fuzz::channel_data(data));
 }

@@ -1,9 +1,9 @@
 //! TURN over TCP/TLS: one connection's bytes cut into frames and run through the relay's core
-//! (`natkit_stun_turn::fuzz::RelayHarness::stream`).
+//! (`natkit_turn_core::fuzz::RelayHarness::stream`).
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 
-use natkit_stun_turn::fuzz::RelayHarness;
+use natkit_turn_core::fuzz::RelayHarness;
 
 fn feed(harness: &AssertUnwindSafe<RefCell<RelayHarness>>, data: &[u8]) {
     harness.0.borrow_mut().stream(data);

@@ -1,8 +1,8 @@
-//! The relay's decision path for one datagram (raw and re-signed): `natkit_stun_turn::fuzz`.
+//! The relay's decision path for one datagram (raw and re-signed): `natkit_turn_core::fuzz`.
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 
-use natkit_stun_turn::fuzz::{attribute_count, RelayHarness};
+use natkit_turn_core::fuzz::{attribute_count, RelayHarness};
 
 /// The harness sits in a RefCell behind AssertUnwindSafe, so the closure below captures a shared
 /// reference and is unwind-safe: a panic ends the run (AFL++ records the crash) and the harness

@@ -17,7 +17,6 @@ use stun::textattrs::TextAttribute;
 
 use crate::core::{Bound, CoreConfig, FiveTuple, Output, PortWant, RelayCore, Transport};
 use crate::credentials::{self, Secret, Secrets};
-use crate::metrics::RelayMetrics;
 use crate::policy::{OwnSockets, PeerPolicy};
 use crate::rfc5780::Slot;
 use crate::wire::{self, LongTermAuth};
@@ -25,11 +24,15 @@ use crate::wire::{self, LongTermAuth};
 const SECRET: &str = "fuzz-secret";
 /// Fewer than the harness's clients: the quota is exercised too.
 const USER_QUOTA: usize = 3;
+/// The Unix time the harness's credentials and nonces are checked at.
+const UNIX_NOW: u64 = 1_800_000_000;
 
 /// The relay's protocol core with in-memory "ports", fed messages directly: no socket, no
 /// runtime, so AFL runs it at full speed.
 pub struct RelayHarness {
     core: RelayCore<u16>,
+    /// The harness's clock stands still: a run is the same every time.
+    now: Instant,
     clients: Vec<FiveTuple>,
     next_port: u16,
 }
@@ -84,11 +87,8 @@ impl RelayHarness {
             })
             .collect();
         RelayHarness {
-            core: RelayCore::new(
-                core_config(SECRET, USER_QUOTA as u32),
-                RelayMetrics::new(),
-                [7; 32],
-            ),
+            core: RelayCore::new(core_config(SECRET, USER_QUOTA as u32), (), [7; 32]),
+            now: Instant::now(),
             clients,
             next_port: 49152,
         }
@@ -96,11 +96,8 @@ impl RelayHarness {
 
     /// One message through the core, with Allocate's ports "opened" in memory.
     fn feed(&mut self, msg: &[u8], five: FiveTuple) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        match self
-            .core
-            .handle(Slot::PRIMARY, five, msg, now, natkit_daemon::unix_now())
-        {
+        let now = self.now;
+        match self.core.handle(Slot::PRIMARY, five, msg, now, UNIX_NOW) {
             Output::Reply { bytes, .. } => Some(bytes),
             Output::Open(pending) => {
                 let port = self.next_port;
@@ -190,13 +187,7 @@ impl RelayHarness {
         c.decode().ok()?;
         let text = |t| TextAttribute::get_from_as(&c, t).ok().map(|a| a.text);
         let (realm, nonce) = (text(ATTR_REALM)?, text(ATTR_NONCE)?);
-        let cred = credentials::mint(
-            &Secret::new(SECRET).ok()?,
-            "fuzz",
-            600,
-            natkit_daemon::unix_now(),
-        )
-        .ok()?;
+        let cred = credentials::mint(&Secret::new(SECRET).ok()?, "fuzz", 600, UNIX_NOW).ok()?;
         let auth = LongTermAuth {
             username: cred.username,
             password: cred.password,

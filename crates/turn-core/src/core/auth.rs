@@ -16,8 +16,8 @@ use tracing::debug;
 use super::{printable, FiveTuple, Output, RelayCore, MAX_USERNAME_BYTES};
 use crate::credentials;
 use crate::error::CredentialError;
-use crate::metrics::AuthFailure;
 use crate::nonce::NonceCheck;
+use crate::observe::{AuthFailure, Event};
 use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
 use crate::wire;
 
@@ -28,19 +28,6 @@ pub(super) struct Authed {
     pub username: String,
     pub user: String,
     pub key: Vec<u8>,
-}
-
-/// An XOR address attribute of any type (XOR-PEER-ADDRESS, XOR-RELAYED-ADDRESS, ...).
-pub(crate) struct XorMappedAddressAs(pub SocketAddr, pub AttrType);
-
-impl Setter for XorMappedAddressAs {
-    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
-        XorMappedAddress {
-            ip: self.0.ip(),
-            port: self.0.port(),
-        }
-        .add_to_as(m, self.1)
-    }
 }
 
 /// A plain address attribute of any type (MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS).
@@ -61,7 +48,7 @@ impl<S: Clone> RelayCore<S> {
     /// stream connection has one socket, so a change it asks for gets 420 as from a server that
     /// cannot honour it, and the answer names no OTHER-ADDRESS.
     pub(super) fn handle_binding(&self, slot: Slot, five: FiveTuple, m: &Message) -> Output<S> {
-        self.metrics.binding_requests.inc();
+        self.observe(Event::Binding);
         let src = five.client;
         let reply = |from, bytes| Output::Reply { from, bytes };
         let change = match m.get(ATTR_CHANGE_REQUEST) {
@@ -126,10 +113,7 @@ impl<S: Clone> RelayCore<S> {
     }
 
     fn auth_failed(&self, reason: AuthFailure) {
-        self.metrics
-            .auth_failures
-            .with_label_values(&[reason.as_str()])
-            .inc();
+        self.observe(Event::AuthFailed(reason));
     }
 
     /// The long-term credential mechanism (RFC 8489 section 9.2.4) with TURN REST API usernames.

@@ -83,13 +83,14 @@ impl Secret {
         Ok(Secret(value))
     }
 
-    /// A fresh random secret (32 random bytes, base64), for deployments that did not configure one.
-    pub fn generate() -> Self {
-        let bytes: [u8; 32] = rand::random();
+    /// A secret made of 32 random bytes (base64), for deployments that did not configure one:
+    /// the shell draws the bytes from the OS.
+    pub fn from_random(bytes: [u8; 32]) -> Self {
         Secret(BASE64.encode(bytes))
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    /// The secret itself, for HMAC keys and for handing a generated secret on. Never log it.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }

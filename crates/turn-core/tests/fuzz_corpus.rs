@@ -1,11 +1,11 @@
 //! The relay fuzz targets' short run in every test run: each seed of `fuzz/corpus/` (RFC 5769
 //! vectors and one message of each kind of TURN exchange) and everything AFL++ campaigns added
-//! there goes through the same harness as `fuzz/` (`natkit_stun_turn::fuzz`), followed by
+//! there goes through the same harness as `fuzz/` (`natkit_turn_core::fuzz`), followed by
 //! deterministic mutations of it. docs/fuzzing.md has the long campaigns.
 
 use std::path::{Path, PathBuf};
 
-use natkit_stun_turn::fuzz::{attribute_count, channel_data, RelayHarness};
+use natkit_turn_core::fuzz::{attribute_count, channel_data, RelayHarness};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

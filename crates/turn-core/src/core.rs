@@ -1,7 +1,7 @@
 //! The relay's protocol core: every STUN and TURN decision, for every transport, with no socket,
 //! no task and no clock.
 //!
-//! A shell (the UDP shell in [`crate::server`], the TCP/TLS shell in [`crate::stream`]) hands
+//! A shell (natkit-stun-turn's UDP shell `server` and TCP/TLS shell `stream`) hands
 //! [`RelayCore::handle`] one message, the [`FiveTuple`] it came on and `now`; the core answers
 //! with an [`Output`]: a reply to the client, a payload for a peer, or a request to open relay
 //! ports for an Allocate ([`Output::Open`]), which the shell binds and completes with
@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natkit_proto::Redacted;
@@ -32,8 +31,8 @@ use tracing::{debug, info};
 
 use crate::allocation::{AllocState, Quotas};
 use crate::credentials::Secrets;
-use crate::metrics::{Dropped, RelayMetrics};
 use crate::nonce::NonceKey;
+use crate::observe::{Dropped, Event, Observer};
 use crate::policy::{canonical as policy_canonical, Decision, PeerPolicy};
 use crate::ratelimit::KeyedLimiter;
 use crate::revocation::Revocations;
@@ -109,6 +108,23 @@ pub enum Output<S> {
     Open(PendingAllocate<S>),
 }
 
+/// What a message changed in an allocation, for the shell to mirror: its peer-to-client path
+/// reads its own copy of each allocation's permissions and channels (and the kernel path its
+/// maps) instead of reading the core's. Taken with [`RelayCore::take_changes`].
+#[derive(Debug, Clone)]
+pub enum Change<S> {
+    /// The allocation's permissions, channels or lifetime are now `state` (also when it was
+    /// created: an empty state).
+    Peers {
+        five: FiveTuple,
+        socket: S,
+        relayed: SocketAddr,
+        state: AllocState,
+    },
+    /// A Refresh with lifetime 0 ended the allocation.
+    Ended(Ended),
+}
+
 /// An allocation that ended (expired, revoked, deleted, or its connection closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
@@ -157,7 +173,7 @@ pub(crate) struct Allocation<S> {
     allocate_tid: stun::agent::TransactionId,
     socket: S,
     relayed: SocketAddr,
-    state: Arc<Mutex<AllocState>>,
+    state: AllocState,
     _guard: Guard,
 }
 
@@ -188,9 +204,12 @@ pub struct RelayCore<S> {
     /// source cannot turn the relay into a reflector. Streams cannot be spoofed.
     answers: KeyedLimiter<IpAddr>,
     revoked: Revocations,
-    metrics: RelayMetrics,
+    /// Where counted events go (the shell's metrics).
+    observer: Box<dyn Observer>,
     /// Draining: new allocations are refused, sent to this relay when one is known.
     drain: Option<Drain>,
+    /// What messages changed since the shell last took them.
+    changes: Vec<Change<S>>,
 }
 
 /// A relay that is draining (SIGUSR1): existing allocations go on, new ones are refused with 300
@@ -204,7 +223,7 @@ impl<S: Clone> RelayCore<S> {
     /// A core with no allocation. `seed` is all the randomness it uses (the nonce key,
     /// reservation tokens): the shell passes 32 random bytes, tests a constant, so a test's run
     /// is the same every time.
-    pub fn new(cfg: CoreConfig, metrics: RelayMetrics, seed: [u8; 32]) -> Self {
+    pub fn new(cfg: CoreConfig, observer: impl Observer + 'static, seed: [u8; 32]) -> Self {
         let mut rng = StdRng::from_seed(seed);
         RelayCore {
             nonce_key: NonceKey::from_rng(&mut rng),
@@ -219,8 +238,9 @@ impl<S: Clone> RelayCore<S> {
                 ANSWER_LIMIT_KEYS,
             ),
             revoked: Revocations::default(),
-            metrics,
+            observer: Box::new(observer),
             drain: None,
+            changes: Vec::new(),
             cfg,
         }
     }
@@ -231,7 +251,7 @@ impl<S: Clone> RelayCore<S> {
             info!(alternate = ?drain.alternate, allocations = self.allocations.len(), "draining: new allocations are refused");
         }
         self.drain = Some(drain);
-        self.metrics.draining.set(1);
+        self.observe(Event::Draining);
     }
 
     pub fn draining(&self) -> Option<Drain> {
@@ -242,8 +262,12 @@ impl<S: Clone> RelayCore<S> {
         &self.cfg
     }
 
-    pub fn metrics(&self) -> &RelayMetrics {
-        &self.metrics
+    fn observe(&self, event: Event) {
+        self.observer.observe(event);
+    }
+
+    fn dropped(&self, reason: Dropped) {
+        self.observe(Event::Dropped(reason));
     }
 
     pub fn allocation_count(&self) -> usize {
@@ -258,15 +282,23 @@ impl<S: Clone> RelayCore<S> {
         self.allocations.contains_key(five)
     }
 
-    /// The permissions and channels of `five`'s allocation, which the shell's peer-to-client
-    /// path reads, and the relayed address.
-    pub fn allocation_state(
-        &self,
-        five: &FiveTuple,
-    ) -> Option<(Arc<Mutex<AllocState>>, SocketAddr)> {
-        self.allocations
-            .get(five)
-            .map(|a| (Arc::clone(&a.state), a.relayed))
+    /// What the messages handled since the last call changed, in order. The shell takes them
+    /// after each batch, before it sends the answers, so a peer's path never lags an answer the
+    /// client has seen.
+    pub fn take_changes(&mut self) -> Vec<Change<S>> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Records that `five`'s allocation now relays as its state says.
+    fn changed(&mut self, five: FiveTuple) {
+        if let Some(a) = self.allocations.get(&five) {
+            self.changes.push(Change::Peers {
+                five,
+                socket: a.socket.clone(),
+                relayed: a.relayed,
+                state: a.state.clone(),
+            });
+        }
     }
 
     /// Replaces the revoked users; their allocations end at the next [`RelayCore::expire`].
@@ -285,34 +317,34 @@ impl<S: Clone> RelayCore<S> {
         unix: u64,
     ) -> Output<S> {
         let Some(&first) = buf.first() else {
-            self.metrics.drop(Dropped::NotStun);
+            self.dropped(Dropped::NotStun);
             return Output::None;
         };
         if wire::is_channel_data(first) {
             if slot != Slot::PRIMARY {
-                self.metrics.drop(Dropped::Unexpected);
+                self.dropped(Dropped::Unexpected);
                 return Output::None;
             }
             return self.handle_channel_data(buf, five, now);
         }
         if first & 0xc0 != 0 || !is_message(buf) {
-            self.metrics.drop(Dropped::NotStun);
+            self.dropped(Dropped::NotStun);
             return Output::None;
         }
         // Counted on the raw bytes before anything is decoded: a datagram of 10,000 attributes
         // used to cost 13 ms of CPU and a 20-32 KB 420 answer.
         if wire::attribute_count(buf) > MAX_ATTRIBUTES {
-            self.metrics.drop(Dropped::TooManyAttributes);
+            self.dropped(Dropped::TooManyAttributes);
             return Output::None;
         }
         let mut m = Message::new();
         m.raw = buf.to_vec();
         if m.decode().is_err() {
-            self.metrics.drop(Dropped::Malformed);
+            self.dropped(Dropped::Malformed);
             return Output::None;
         }
         if m.contains(ATTR_FINGERPRINT) && FINGERPRINT.check(&m).is_err() {
-            self.metrics.drop(Dropped::BadFingerprint);
+            self.dropped(Dropped::BadFingerprint);
             return Output::None;
         }
         // What anyone gets without a credential (a Binding answer, a 401 challenge) is limited
@@ -323,7 +355,7 @@ impl<S: Clone> RelayCore<S> {
             && !five.transport.is_stream()
             && !self.answers.allow(&five.client.ip(), now)
         {
-            self.metrics.drop(Dropped::RateLimited);
+            self.dropped(Dropped::RateLimited);
             return Output::None;
         }
         let reply = |bytes| Output::Reply { from: slot, bytes };
@@ -342,7 +374,7 @@ impl<S: Clone> RelayCore<S> {
                 return self.handle_binding(slot, five, &m);
             }
             if slot != Slot::PRIMARY {
-                self.metrics.drop(Dropped::Unexpected);
+                self.dropped(Dropped::Unexpected);
                 return Output::None;
             }
             let _allocation = tracing::info_span!(
@@ -362,13 +394,13 @@ impl<S: Clone> RelayCore<S> {
         }
         if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND && slot == Slot::PRIMARY {
             if !unknown.is_empty() {
-                self.metrics.drop(Dropped::Malformed);
+                self.dropped(Dropped::Malformed);
                 return Output::None;
             }
             return self.handle_send(&m, five, now);
         }
         // Responses, other indications (Binding keepalives included): nothing to answer.
-        self.metrics.drop(Dropped::Unexpected);
+        self.dropped(Dropped::Unexpected);
         Output::None
     }
 
@@ -378,7 +410,7 @@ impl<S: Clone> RelayCore<S> {
         let mut gone = Vec::new();
         let revoked = &self.revoked;
         self.allocations.retain(|five, a| {
-            let mut st = a.state.lock().expect("state lock");
+            let st = &mut a.state;
             let reason = if st.is_expired(now) {
                 EndReason::Expired
             } else if revoked.is_user_revoked(&a.user) {
@@ -401,7 +433,7 @@ impl<S: Clone> RelayCore<S> {
         for (e, user) in gone {
             self.quotas.release(&user);
             self.relayed.remove(&e.relayed);
-            self.metrics.allocation_ended(e.five.transport);
+            self.observe(Event::AllocationEnded(e.five.transport));
             info!(user = %printable(&user), relayed = %e.relayed, transport = e.five.transport.as_str(), reason = e.reason.as_str(), "allocation ended");
             ended.push(e);
         }
@@ -419,12 +451,12 @@ impl<S: Clone> RelayCore<S> {
     pub fn clear(&mut self) -> usize {
         let n = self.allocations.len();
         for a in self.allocations.values() {
-            self.metrics.allocation_ended(a.five.transport);
+            self.observe(Event::AllocationEnded(a.five.transport));
         }
         self.allocations.clear();
         self.relayed.clear();
         self.reservations.clear();
-        self.metrics.reservations_active.set(0);
+        self.observe(Event::Reservations(0));
         n
     }
 
@@ -438,9 +470,7 @@ impl<S: Clone> RelayCore<S> {
             }
             k
         });
-        self.metrics
-            .reservations_active
-            .set(self.reservations.len() as i64);
+        self.observe(Event::Reservations(self.reservations.len()));
     }
 
     fn remove_allocation(&mut self, five: &FiveTuple, reason: EndReason) -> Option<Ended> {
@@ -450,7 +480,7 @@ impl<S: Clone> RelayCore<S> {
         // Its reserved port goes with it (Allocate with R, then Refresh 0, held ports outside
         // any quota before).
         self.drop_reservations(|r| r.owner != *five);
-        self.metrics.allocation_ended(five.transport);
+        self.observe(Event::AllocationEnded(five.transport));
         info!(user = %printable(&a.user), relayed = %a.relayed, transport = five.transport.as_str(), reason = reason.as_str(), "allocation ended");
         Some(Ended {
             five: *five,
@@ -469,10 +499,7 @@ impl<S: Clone> RelayCore<S> {
         match self.cfg.policy.decide(peer, self.is_relayed(peer)) {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => {
-                self.metrics
-                    .peer_refused
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
+                self.observe(Event::PeerRefused(reason));
                 Err(reason)
             }
         }

@@ -1,12 +1,12 @@
 //! Writes the relay fuzz targets' seed corpus (`fuzz/corpus/stun_handle`, `.../channel_data`):
 //! the RFC 5769 test vectors and one message of each kind a TURN exchange has, as the relay
-//! would receive them. `cargo run -p natkit-stun-turn --example fuzz_seeds -- fuzz/corpus`
+//! would receive them. `cargo run -p natkit-turn-core --example fuzz_seeds -- fuzz/corpus`
 //!
 //! Each `stun_handle` seed starts with one byte that picks the harness's client address.
 
 use std::path::Path;
 
-use natkit_stun_turn::wire::{self, RawAttribute};
+use natkit_turn_core::wire::{self, RawAttribute};
 use stun::attributes::*;
 use stun::message::*;
 use turn::proto::channum::ChannelNumber;

@@ -1,7 +1,6 @@
 //! The TURN methods (RFC 8656 sections 7 to 12) on the core's allocation table.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natkit_proto::Redacted;
@@ -20,11 +19,11 @@ use turn::proto::PROTO_UDP;
 
 use super::auth::Authed;
 use super::{
-    printable, Allocation, EndReason, FiveTuple, Guard, Output, Payload, RelayCore, Reservation,
-    MAX_PEERS_PER_REQUEST, RESERVATION_LIFETIME,
+    printable, Allocation, Change, EndReason, FiveTuple, Guard, Output, Payload, RelayCore,
+    Reservation, MAX_PEERS_PER_REQUEST, RESERVATION_LIFETIME,
 };
 use crate::allocation::{granted_lifetime, AllocState, ChannelBindError};
-use crate::metrics::Dropped;
+use crate::observe::{Dropped, Event, QuotaScope};
 use crate::wire;
 
 /// Which relay port an Allocate needs the shell to open.
@@ -46,8 +45,6 @@ pub enum PortWant<S> {
 pub struct PendingAllocate<S> {
     pub five: FiveTuple,
     pub want: PortWant<S>,
-    /// The allocation's permissions and channels: the shell's peer-to-client path reads them.
-    pub state: Arc<Mutex<AllocState>>,
     request: Message,
     username: String,
     user: String,
@@ -96,10 +93,7 @@ impl<S: Clone> RelayCore<S> {
     }
 
     fn quota_refused(&self, user: &str, q: crate::allocation::QuotaExceeded, what: &str) {
-        self.metrics
-            .quota_rejections
-            .with_label_values(&[q.scope()])
-            .inc();
+        self.observe(Event::QuotaRefused(q.into()));
         info!(user = %printable(user), error = %q, "486 {what}");
     }
 
@@ -123,7 +117,7 @@ impl<S: Clone> RelayCore<S> {
         if let Some(a) = self.allocations.get(&five) {
             // A retransmitted Allocate whose success response was lost gets the same answer.
             if a.allocate_tid == m.transaction_id && a.username == auth.username {
-                let remaining = a.state.lock().expect("state lock").remaining(now);
+                let remaining = a.state.remaining(now);
                 let (relayed, key) = (a.relayed, a.key.clone());
                 return reply(self.allocate_success(m, relayed, key, remaining, src, None));
             }
@@ -142,10 +136,7 @@ impl<S: Clone> RelayCore<S> {
                 ),
                 None => wire::error(m, 486, vec![]),
             };
-            self.metrics
-                .quota_rejections
-                .with_label_values(&["draining"])
-                .inc();
+            self.observe(Event::QuotaRefused(QuotaScope::Draining));
             return reply(bytes);
         }
         let mut transport = RequestedTransport::default();
@@ -194,9 +185,7 @@ impl<S: Clone> RelayCore<S> {
             Some(t) => {
                 // The new allocation holds its own quota; the reservation's goes back.
                 let taken = self.reservations.remove(&t);
-                self.metrics
-                    .reservations_active
-                    .set(self.reservations.len() as i64);
+                self.observe(Event::Reservations(self.reservations.len()));
                 match taken {
                     Some(r) if now < r.expires => {
                         self.quotas.release(&r.user);
@@ -235,7 +224,6 @@ impl<S: Clone> RelayCore<S> {
         Output::Open(PendingAllocate {
             five,
             want,
-            state: Arc::new(Mutex::new(AllocState::new(lifetime, now))),
             request: m.clone(),
             username,
             user,
@@ -255,7 +243,6 @@ impl<S: Clone> RelayCore<S> {
         let PendingAllocate {
             five,
             want,
-            state,
             request: m,
             username,
             user,
@@ -292,9 +279,7 @@ impl<S: Clone> RelayCore<S> {
                         owner: five,
                     },
                 );
-                self.metrics
-                    .reservations_active
-                    .set(self.reservations.len() as i64);
+                self.observe(Event::Reservations(self.reservations.len()));
                 Some(token)
             }
             (true, None) => {
@@ -318,11 +303,12 @@ impl<S: Clone> RelayCore<S> {
                 allocate_tid: m.transaction_id,
                 socket: bound.socket,
                 relayed,
-                state,
+                state: AllocState::new(lifetime, now),
                 _guard: bound.guard,
             },
         );
-        self.metrics.allocation_created(five.transport);
+        self.changed(five);
+        self.observe(Event::AllocationCreated(five.transport));
         reply
     }
 
@@ -345,11 +331,18 @@ impl<S: Clone> RelayCore<S> {
         let mut lifetime_attr = Lifetime::default();
         let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
         let granted = if requested == Some(Duration::ZERO) {
-            self.remove_allocation(&five, EndReason::Deleted);
+            if let Some(ended) = self.remove_allocation(&five, EndReason::Deleted) {
+                self.changes.push(Change::Ended(ended));
+            }
             Duration::ZERO
         } else {
             let l = granted_lifetime(requested, self.cfg.max_lifetime);
-            a.state.lock().expect("state lock").refresh(l, now);
+            self.allocations
+                .get_mut(&five)
+                .expect("authenticated on it")
+                .state
+                .refresh(l, now);
+            self.changed(five);
             l
         };
         self.success(m, vec![Box::new(Lifetime(granted))], key)
@@ -394,16 +387,16 @@ impl<S: Clone> RelayCore<S> {
             return reply;
         }
         let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
-        let added = a
-            .state
-            .lock()
-            .expect("state lock")
-            .add_permissions(&ips, now);
-        if let Err(e) = added {
+        let a = self
+            .allocations
+            .get_mut(&five)
+            .expect("authenticated on it");
+        if let Err(e) = a.state.add_permissions(&ips, now) {
             debug!(user = %printable(&a.user), error = %e, "508 permission");
             return wire::error(m, 508, vec![]);
         }
         debug!(user = %printable(&a.user), ?peers, "permission installed");
+        self.changed(five);
         self.success(m, vec![], key)
     }
 
@@ -427,14 +420,14 @@ impl<S: Clone> RelayCore<S> {
         if let Some(reply) = self.refuse_peers(m, &[*peer], a) {
             return reply;
         }
-        let bound = a
-            .state
-            .lock()
-            .expect("state lock")
-            .bind_channel(number.0, *peer, now);
-        match bound {
+        let a = self
+            .allocations
+            .get_mut(&five)
+            .expect("authenticated on it");
+        match a.state.bind_channel(number.0, *peer, now) {
             Ok(()) => {
                 debug!(user = %printable(&a.user), channel = number.0, %peer, "channel bound");
+                self.changed(five);
                 self.success(m, vec![], key)
             }
             Err(e @ ChannelBindError::Full) => {
@@ -450,24 +443,19 @@ impl<S: Clone> RelayCore<S> {
 
     pub(super) fn handle_send(&self, m: &Message, five: FiveTuple, now: Instant) -> Output<S> {
         let Some(a) = self.allocations.get(&five) else {
-            self.metrics.drop(Dropped::NoAllocation);
+            self.dropped(Dropped::NoAllocation);
             return Output::None;
         };
         let peers = wire::peer_addresses(m);
         let (Some([peer]), Ok(data)) = (peers.as_deref(), m.get(ATTR_DATA)) else {
-            self.metrics.drop(Dropped::Malformed);
+            self.dropped(Dropped::Malformed);
             return Output::None;
         };
         if self.policy_allows(*peer).is_err() {
             return Output::None;
         }
-        if !a
-            .state
-            .lock()
-            .expect("state lock")
-            .has_permission(peer.ip(), now)
-        {
-            self.metrics.drop(Dropped::NoPermission);
+        if !a.state.has_permission(peer.ip(), now) {
+            self.dropped(Dropped::NoPermission);
             return Output::None;
         }
         Output::ToPeer {
@@ -484,20 +472,15 @@ impl<S: Clone> RelayCore<S> {
         now: Instant,
     ) -> Output<S> {
         let Some((number, payload)) = wire::parse_channel_data(buf) else {
-            self.metrics.drop(Dropped::Malformed);
+            self.dropped(Dropped::Malformed);
             return Output::None;
         };
         let Some(a) = self.allocations.get(&five) else {
-            self.metrics.drop(Dropped::NoAllocation);
+            self.dropped(Dropped::NoAllocation);
             return Output::None;
         };
-        let Some(peer) = a
-            .state
-            .lock()
-            .expect("state lock")
-            .channel_peer(number, now)
-        else {
-            self.metrics.drop(Dropped::NoPermission);
+        let Some(peer) = a.state.channel_peer(number, now) else {
+            self.dropped(Dropped::NoPermission);
             return Output::None;
         };
         Output::ToPeer {

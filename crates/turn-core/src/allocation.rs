@@ -214,7 +214,7 @@ impl AllocState {
             .map(|c| c.number)
     }
 
-    /// The live channel bindings as the kernel path relays them ([`crate::kernel_path`]): the
+    /// The live channel bindings as the kernel path relays them (natkit-stun-turn's `kernel_path`): the
     /// same rules as [`AllocState::channel_peer`] (client to peer: the binding is alive) and the
     /// peers' path (peer to client: a permission too), each direction ending no later than the
     /// allocation. Nothing once the allocation has expired.
@@ -274,15 +274,6 @@ pub enum QuotaExceeded {
     User { limit: u32 },
     #[error("relay already holds {limit} allocations")]
     Total { limit: u32 },
-}
-
-impl QuotaExceeded {
-    pub fn scope(self) -> &'static str {
-        match self {
-            QuotaExceeded::User { .. } => "user",
-            QuotaExceeded::Total { .. } => "total",
-        }
-    }
 }
 
 /// Allocation counts per user and in total. A limit of 0 means unlimited.

@@ -42,7 +42,7 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         Bench {
-            core: RelayCore::new(core_config(SECRET, 2), RelayMetrics::new(), [7; 32]),
+            core: RelayCore::new(core_config(SECRET, 2), (), [7; 32]),
             now: Instant::now(),
             unix: 1_900_000_000,
             next_port: 50000,
@@ -391,13 +391,14 @@ fn reservations_and_time() {
         METHOD_CREATE_PERMISSION,
         vec![peer("198.51.100.7:1")],
     );
-    let (state, _) = b.core.allocation_state(&f).unwrap();
+    // The shell's copy of the allocation (what its peer-to-client path reads) expires alone.
+    let Some(Change::Peers { state, .. }) = b.core.take_changes().pop() else {
+        panic!("CreatePermission reports the allocation's new state");
+    };
+    assert!(state.has_permission("198.51.100.7".parse().unwrap(), b.now));
     b.advance(Duration::from_secs(301));
     assert!(b.core.expire(b.now).is_empty());
-    assert!(!state
-        .lock()
-        .unwrap()
-        .has_permission("198.51.100.7".parse().unwrap(), b.now));
+    assert!(!state.has_permission("198.51.100.7".parse().unwrap(), b.now));
     b.advance(Duration::from_secs(300));
     let ended = b.core.expire(b.now);
     assert_eq!(ended.len(), 2);
@@ -498,4 +499,89 @@ fn draining_refuses_new_allocations_and_keeps_the_old_ones() {
     let late_auth = b.auth(late, "late", 600);
     assert_eq!(code(&b.allocate(late, &late_auth)), Some(486));
     assert_eq!(b.core.allocation_count(), 1);
+}
+
+/// What each message reports to the shell: a change wherever the relayed path must follow.
+#[test]
+fn messages_report_what_they_changed() {
+    let mut b = Bench::new();
+    let f = five(Transport::Udp, "198.51.100.20:6000");
+    let auth = b.auth(f, "frank", 600);
+    assert!(
+        b.core.take_changes().is_empty(),
+        "a challenge changes nothing"
+    );
+    let ok = b.allocate(f, &auth);
+    let changes = b.core.take_changes();
+    assert!(
+        matches!(&changes[..], [Change::Peers { five, socket: 50000, relayed: r, .. }] if *five == f && *r == relayed(&ok)),
+        "Allocate: the new allocation, empty: {changes:?}"
+    );
+    let lifetime =
+        |s: u32| -> Box<dyn Setter> { Box::new(Lifetime(Duration::from_secs(s.into()))) };
+    // (what, method, attributes, how many changes, what the last one says)
+    type Check = fn(&Change<u16>, Instant) -> bool;
+    let allowed: Check = |c, now| match c {
+        Change::Peers { state, .. } => state.has_permission("198.51.100.30".parse().unwrap(), now),
+        Change::Ended(_) => false,
+    };
+    let bound: Check = |c, now| match c {
+        Change::Peers { state, .. } => state.channel_peer(0x4001, now).is_some(),
+        Change::Ended(_) => false,
+    };
+    let any: Check = |_, _| true;
+    type Row = (&'static str, Method, Vec<Box<dyn Setter>>, usize, Check);
+    let rows: Vec<Row> = vec![
+        (
+            "permission",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("198.51.100.30:1")],
+            1,
+            allowed,
+        ),
+        (
+            "refused peer (403)",
+            METHOD_CREATE_PERMISSION,
+            vec![peer("127.0.0.1:1")],
+            0,
+            any,
+        ),
+        ("no peer (400)", METHOD_CREATE_PERMISSION, vec![], 0, any),
+        (
+            "channel",
+            METHOD_CHANNEL_BIND,
+            vec![Box::new(ChannelNumber(0x4001)), peer("198.51.100.31:9")],
+            1,
+            bound,
+        ),
+        ("refresh", METHOD_REFRESH, vec![lifetime(300)], 1, bound),
+    ];
+    for (what, method, attrs, n, check) in rows {
+        b.request(f, &auth, method, attrs);
+        let changes = b.core.take_changes();
+        assert_eq!(changes.len(), n, "{what}: {changes:?}");
+        if let Some(last) = changes.last() {
+            assert!(check(last, b.now), "{what}: {last:?}");
+        }
+    }
+    // Relaying changes nothing.
+    let send = wire::build(
+        stun::agent::TransactionId::new(),
+        MessageType::new(METHOD_SEND, CLASS_INDICATION),
+        vec![
+            peer("198.51.100.30:1"),
+            Box::new(wire::RawAttribute(ATTR_DATA, b"hi".to_vec())),
+        ],
+    );
+    assert!(matches!(
+        b.run(Slot::PRIMARY, f, &send, false),
+        Output::ToPeer { .. }
+    ));
+    assert!(b.core.take_changes().is_empty());
+    b.request(f, &auth, METHOD_REFRESH, vec![lifetime(0)]);
+    let changes = b.core.take_changes();
+    assert!(
+        matches!(&changes[..], [Change::Ended(e)] if e.five == f && e.reason == EndReason::Deleted),
+        "Refresh 0: {changes:?}"
+    );
 }
