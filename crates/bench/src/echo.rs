@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::mmsg::{RecvBatch, SendBatch, Wait};
+use natkit_udp::{RecvBatch, SendBatch, Wait};
 
 /// Starts an echo peer on `127.0.0.1:0` and returns its address. The thread lives as long as
 /// the process (a benchmark's lifetime).
@@ -19,7 +19,7 @@ pub fn start_on(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("echo".into())
         .spawn(move || {
-            let mut rx = RecvBatch::new(65536);
+            let mut rx = RecvBatch::new(natkit_udp::MAX_PER_CALL, 65536);
             let mut tx = SendBatch::new();
             loop {
                 let n = match rx.recv(&sock, Wait::ForOne) {

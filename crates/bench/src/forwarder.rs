@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::mmsg::{RecvBatch, SendBatch, Wait, BATCH};
+use natkit_udp::{RecvBatch, SendBatch, Wait, MAX_PER_CALL as BATCH};
 
 const FRONT: Token = Token(usize::MAX);
 
@@ -47,7 +47,7 @@ pub fn run(
 
     let mut backs: Vec<Back> = Vec::new();
     let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut rx = RecvBatch::new(65536);
+    let mut rx = RecvBatch::new(natkit_udp::MAX_PER_CALL, 65536);
     let (mut to_back, mut to_front) = (SendBatch::new(), SendBatch::new());
     let mut events = Events::with_capacity(1024);
     loop {

@@ -8,6 +8,8 @@
 //!   allocation-rate load; [`forwarder`]: a plain UDP forwarder, the physical ceiling.
 //! - [`stream`]: the relay load over TURN-over-TCP and TURN-over-TLS connections.
 //!
+//! Batched UDP I/O (`recvmmsg`/`sendmmsg`, GSO) is natkit-udp's, the relay's own.
+//!
 //! The generator measures from the outside: delivered round trips, loss, round-trip time, and the
 //! server's CPU time and RSS read from `/proc/<pid>`.
 
@@ -16,7 +18,6 @@ pub mod coturn;
 pub mod echo;
 pub mod forwarder;
 pub mod load;
-pub mod mmsg;
 pub mod proc_stats;
 pub mod sock;
 pub mod stream;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::mmsg::{RecvBatch, SendBatch, Wait, BATCH};
+use natkit_udp::{RecvBatch, SendBatch, Wait, MAX_PER_CALL as BATCH};
 
 /// How a run paces its datagrams.
 #[derive(Clone, Copy, Debug)]
@@ -89,7 +89,7 @@ pub fn run(
             f.send_indication_peer.is_none()
                 // NATKIT_BENCH_NO_GSO: one skb per datagram, as from a network (docs/performance.md).
                 && std::env::var_os("NATKIT_BENCH_NO_GSO").is_none()
-                && crate::mmsg::set_udp_segment(&f.sock, datagram(f)).is_ok(),
+                && natkit_udp::set_udp_segment(&f.sock, datagram(f)).is_ok(),
         );
         f.sock.set_nonblocking(true)?;
         poll.registry().register(
@@ -107,7 +107,7 @@ pub fn run(
         plain,
         epoch,
         tx: SendBatch::new(),
-        rx: RecvBatch::new(65536),
+        rx: RecvBatch::new(natkit_udp::MAX_PER_CALL, 65536),
         scratch: Vec::with_capacity(65536),
         totals: Totals::default(),
         next_seq: vec![0; flows.len()],

@@ -173,7 +173,7 @@ impl Poller {
 
     /// Forwards until `stop`.
     pub(crate) async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut batch = RecvBatch::new();
+        let mut batch = crate::udp::recv_batch();
         let mut out = Outgoing::default();
         // SAFETY: epoll_event is plain old data.
         let mut events: Vec<libc::epoll_event> = vec![unsafe { std::mem::zeroed() }; EVENTS];
@@ -258,7 +258,7 @@ impl Poller {
             .iter()
             .map(|&(start, len, to, _)| Datagram {
                 bytes: &out.bytes[start..start + len],
-                to,
+                to: Some(to),
             })
             .collect();
         let done = self

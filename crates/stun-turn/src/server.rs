@@ -518,7 +518,7 @@ impl Shared {
                         Payload::Range(r) => &msgs[*i].1[r.clone()],
                         Payload::Owned(v) => v.as_slice(),
                     },
-                    to: *peer,
+                    to: Some(*peer),
                 })
                 .collect();
             let counters = &self.client_to_peer[run[0].4 as usize];
@@ -642,7 +642,7 @@ async fn serve_socket(
     socket: Arc<Udp>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut batch = RecvBatch::new();
+    let mut batch = crate::udp::recv_batch();
     loop {
         let ready = tokio::select! {
             r = socket.readable() => r,
