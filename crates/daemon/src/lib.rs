@@ -17,10 +17,12 @@
 //! Out of scope: each server's keys and their validation (each crate's `config.rs`) and anything
 //! protocol-specific.
 
+pub mod clock;
 pub mod layer;
 
+pub use clock::Clock;
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Installs the process's `tracing` subscriber: filter from `RUST_LOG` (else `default_filter`),
 /// text on standard error (coloured only on a terminal), or JSON lines with `json`.
@@ -59,12 +61,9 @@ pub async fn terminate_signal() {
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
+/// Seconds since the Unix epoch (0 if the clock is before it): the system's [`Clock::unix`].
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    Clock::system().unix()
 }
 
 /// The interface address the kernel uses as the source towards `target`: a UDP socket is

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use natkit_daemon::unix_now;
+use natkit_daemon::Clock;
 use natkit_proto::Redacted;
 use natkit_proto::{ClientMsg, ErrorCode, HttpError, ServerMsg};
 use prometheus::Registry;

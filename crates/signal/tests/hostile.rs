@@ -173,7 +173,7 @@ async fn refresh_after_the_join_token_expired_is_refused() {
     assert_eq!(recv(&mut ws).await["type"], "welcome");
     send(&mut ws, &json!({"type":"refresh"})).await;
     assert_eq!(recv(&mut ws).await["type"], "ice-servers");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    s.clock.advance(Duration::from_millis(3100));
     send(&mut ws, &json!({"type":"refresh"})).await;
     let r = recv(&mut ws).await;
     assert_eq!(r["code"], "unauthorized", "{r}");

@@ -135,14 +135,14 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
             "{m:?}"
         );
         assert!(r["message"].as_str().unwrap().len() > 5);
-        tokio::time::sleep(Duration::from_millis(210)).await; // stay under the rate limit
+        s.clock.advance(Duration::from_millis(210)); // stay under the rate limit
     }
     send(&mut ws, &json!({"type":"join","room":"full"})).await;
     assert_eq!(recv(&mut ws).await["type"], "welcome");
-    tokio::time::sleep(Duration::from_millis(210)).await;
+    s.clock.advance(Duration::from_millis(210));
     send(&mut ws, &json!({"type":"join","room":"other"})).await;
     assert_eq!(recv(&mut ws).await["code"], "already-joined");
-    tokio::time::sleep(Duration::from_millis(210)).await;
+    s.clock.advance(Duration::from_millis(210));
     send(&mut ws, &json!({"type":"offer","to":"ghost","sdp":"s"})).await;
     assert_eq!(recv(&mut ws).await["code"], "unknown-peer");
 
@@ -156,7 +156,7 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
     assert_eq!(recv(&mut third).await["code"], "server-full");
 
     // Rate limit: a burst of 30 pings gets some answers and some rate-limited errors.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.clock.advance(Duration::from_millis(1000));
     for _ in 0..30 {
         send(&mut ws, &json!({"type":"ping"})).await;
     }
@@ -171,7 +171,7 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
     }
     assert!(limited >= 15, "only {limited} limited");
     // Still open and serving after all of that.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.clock.advance(Duration::from_millis(1100));
     send(&mut ws, &json!({"type":"ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong");
     assert!(s.metric("natkit_signal_rejected_messages_total{reason=\"rate_limited\"}") >= 15.0);
@@ -310,7 +310,7 @@ async fn ice_server_credentials_allocate_on_the_embedded_relay_until_they_expire
     turn_allocate(s.relay, user, pass)
         .await
         .expect("fresh credentials allocate");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.clock.advance(Duration::from_secs(4));
     assert!(
         turn_allocate(s.relay, user, pass).await.is_err(),
         "expired credentials must be refused"
@@ -477,7 +477,7 @@ async fn refresh_mints_a_new_credential_for_the_same_peer() {
 
     let (mut ws, w) = s.join("r", Some("renewer")).await;
     let first = w["ice_servers"][0]["username"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // a later expiry second
+    s.clock.advance(Duration::from_millis(1100)); // a later expiry second
     send(&mut ws, &json!({"type": "refresh"})).await;
     let r = recv(&mut ws).await;
     assert_eq!(r["type"], "ice-servers", "{r}");

@@ -13,7 +13,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use stun::agent::TransactionId;
 use stun::attributes::ATTR_XOR_PEER_ADDRESS;
@@ -66,6 +65,8 @@ pub(crate) struct Poller {
     entries: Mutex<Slab>,
     counters: DirectionCounters,
     metrics: RelayMetrics,
+    /// The time the permissions are checked at.
+    clock: natkit_daemon::Clock,
 }
 
 #[derive(Default)]
@@ -102,7 +103,11 @@ impl Drop for Registration {
 impl Poller {
     /// Must be called inside the runtime. `metrics` is what it counts drops and relayed
     /// datagrams towards UDP clients with.
-    pub(crate) fn new(primary: Arc<Udp>, metrics: RelayMetrics) -> io::Result<Poller> {
+    pub(crate) fn new(
+        primary: Arc<Udp>,
+        metrics: RelayMetrics,
+        clock: natkit_daemon::Clock,
+    ) -> io::Result<Poller> {
         // SAFETY: epoll_create1 returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -120,6 +125,7 @@ impl Poller {
             entries: Mutex::new(Slab::default()),
             counters: metrics.direction("peer_to_client", crate::core::Transport::Udp),
             metrics,
+            clock,
         })
     }
 
@@ -277,7 +283,7 @@ impl Poller {
         let n = batch.len();
         let mut framing = [Framing::Dropped; SLOTS];
         {
-            let now = Instant::now();
+            let now = self.clock.now();
             let st = entry.state.lock().expect("state lock");
             for (i, f) in framing.iter_mut().enumerate().take(n) {
                 let Some(peer) = batch.source(i) else {

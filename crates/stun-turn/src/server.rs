@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use natkit_daemon::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -106,6 +107,16 @@ impl Relay {
     /// Binds every socket the configuration asks for and reads the TLS keys. Nothing is served
     /// until [`Relay::run`].
     pub async fn bind(cfg: RelayConfig, metrics: RelayMetrics) -> Result<Relay, RelayError> {
+        Self::bind_with_clock(cfg, metrics, Clock::system()).await
+    }
+
+    /// [`Relay::bind`] with the clock its decisions read (a test's manual clock moves
+    /// credential expiry, lifetimes and permissions without sleeping).
+    pub async fn bind_with_clock(
+        cfg: RelayConfig,
+        metrics: RelayMetrics,
+        clock: Clock,
+    ) -> Result<Relay, RelayError> {
         let secrets = cfg.secrets.clone();
         // Read before any socket is bound: a bad certificate is a one-line error at start.
         let tls_keys = match &cfg.streams.tls {
@@ -261,9 +272,13 @@ impl Relay {
         core.set_revocations(revoked);
         let pollers = (0..listeners)
             .map(|_| {
-                Poller::new(Arc::clone(&sockets[&Slot::PRIMARY]), metrics.clone())
-                    .map(Arc::new)
-                    .map_err(RelayError::Poller)
+                Poller::new(
+                    Arc::clone(&sockets[&Slot::PRIMARY]),
+                    metrics.clone(),
+                    clock.clone(),
+                )
+                .map(Arc::new)
+                .map_err(RelayError::Poller)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let kernel = match (&cfg.kernel_path[..], primary_addr, cfg.listen.ip()) {
@@ -299,6 +314,7 @@ impl Relay {
             drain: cfg.drain.clone(),
             drain_started: Mutex::new(None),
             drained: tokio::sync::Notify::new(),
+            clock,
         });
         Ok(Relay {
             shared,
@@ -453,8 +469,8 @@ impl Shared {
         let mut to_peer: Vec<(RelaySocket, SocketAddr, usize, Payload, Transport)> = Vec::new();
         let mut replies: Vec<(Slot, Vec<u8>, SocketAddr)> = Vec::new();
         {
-            let now = Instant::now();
-            let unix = natkit_daemon::unix_now();
+            let now = self.clock.now();
+            let unix = self.clock.unix();
             let mut core = self.core.lock().expect("core lock");
             for (i, (five, msg)) in msgs.iter().enumerate() {
                 match core.handle(slot, *five, msg, now, unix) {
@@ -538,7 +554,7 @@ impl Shared {
         self.core
             .lock()
             .expect("core lock")
-            .finish_allocate(pending, bound, Instant::now())
+            .finish_allocate(pending, bound, self.clock.now())
     }
 
     /// Opens the relay port(s) an Allocate asked for and gives the relayed socket to a poller.
@@ -685,7 +701,7 @@ async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         shared.reload_revocations();
         let (ended, left) = {
-            let now = Instant::now();
+            let now = shared.clock.now();
             let mut core = shared.core.lock().expect("core lock");
             let ended = core.expire(now);
             if let Some(kernel) = &shared.kernel {

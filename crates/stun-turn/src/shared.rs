@@ -67,4 +67,6 @@ pub(crate) struct Shared {
     pub(crate) next_poller: std::sync::atomic::AtomicUsize,
     /// `--kernel-path`: the TC program and what its maps hold. Locked after the core.
     pub(crate) kernel: Option<Mutex<KernelPath>>,
+    /// What the core's `now` and `unix` are read from.
+    pub(crate) clock: natkit_daemon::Clock,
 }

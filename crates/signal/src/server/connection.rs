@@ -114,7 +114,7 @@ async fn connection(
     let mut bucket = TokenBucket::new(
         s.messages_per_second,
         s.messages_per_second * 2,
-        Instant::now(),
+        st.clock.now(),
     );
     let mut ping = st.ping_tick.subscribe();
     ping.borrow_and_update();
@@ -156,7 +156,7 @@ async fn connection(
                             let _ = tx.try_send(close(CLOSE_TOO_BIG, "frame too big"));
                             break "frame too big";
                         }
-                        if !bucket.allow(last_seen) {
+                        if !bucket.allow(st.clock.now()) {
                             st.reject(conn, ErrorCode::RateLimited, format!("more than {} messages per second", s.messages_per_second));
                             continue;
                         }

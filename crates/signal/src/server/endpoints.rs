@@ -8,7 +8,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use natkit_daemon::unix_now;
 use natkit_proto::{ErrorCode, HttpError, IceServer, IceServers};
 
 use super::{bearer, peer_id, AppState, IceConfig, Rejection, TokenQuery};
@@ -64,7 +63,7 @@ fn issue_ice_servers(
     };
     st.metrics.credentials_issued.inc();
     Json(IceServers {
-        ice_servers: mint(&st.ice, &user, unix_now()),
+        ice_servers: mint(&st.ice, &user, st.clock.unix()),
         ttl: st.ice.ttl,
     })
     .into_response()

@@ -32,7 +32,7 @@ impl AppState {
                     }
                 };
                 let ice_servers = match &admitted.mint_for {
-                    Some(user) => self.ice.mint(user, unix_now()),
+                    Some(user) => self.ice.mint(user, self.clock.unix()),
                     None => Vec::new(),
                 };
                 let ctx = JoinContext {
@@ -86,7 +86,7 @@ impl AppState {
                 Routed::send(vec![Out {
                     to: conn,
                     msg: ServerMsg::IceServers {
-                        ice_servers: self.ice.mint(&user, unix_now()),
+                        ice_servers: self.ice.mint(&user, self.clock.unix()),
                         ttl: self.ice.ttl,
                     },
                 }])

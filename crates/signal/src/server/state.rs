@@ -15,6 +15,8 @@ pub(super) struct Conn {
 
 pub struct AppState {
     pub(super) settings: SignalConfig,
+    /// What admission, rate limits and credentials read the time from.
+    pub(super) clock: Clock,
     pub(super) ice: IceConfig,
     pub(super) rooms: Mutex<Rooms>,
     pub(super) conns: Mutex<HashMap<ConnId, Conn>>,
@@ -52,6 +54,17 @@ impl AppState {
         registry: Registry,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        Self::with_clock(settings, ice, registry, shutdown, Clock::system())
+    }
+
+    /// [`AppState::new`] on `clock` (tests move a manual clock instead of sleeping).
+    pub fn with_clock(
+        settings: SignalConfig,
+        ice: IceConfig,
+        registry: Registry,
+        shutdown: watch::Receiver<bool>,
+        clock: Clock,
+    ) -> Arc<Self> {
         let metrics = SignalMetrics::new(&registry);
         let (cluster, cluster_tasks) = match &settings.cluster {
             Some(c) => {
@@ -71,6 +84,7 @@ impl AppState {
         };
         Arc::new(AppState {
             rooms: Mutex::new(rooms),
+            clock,
             cluster,
             cluster_tasks: Mutex::new(cluster_tasks),
             draining: watch::channel(false).0,
@@ -119,7 +133,7 @@ impl AppState {
     pub(super) fn admit<T>(&self, step: impl FnOnce(&mut Admission, Gate<'_>) -> T) -> T {
         let mut g = self.revoked.lock().expect("revoked lock");
         let (revs, file, checked) = &mut *g;
-        let now = Instant::now();
+        let now = self.clock.now();
         if let Some(f) = file {
             if checked.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
                 *checked = Some(now);
@@ -133,7 +147,7 @@ impl AppState {
             }
         }
         let gate = Gate {
-            unix: unix_now(),
+            unix: self.clock.unix(),
             now,
             draining: self.is_draining(),
             tokens: self.settings.token.as_ref(),

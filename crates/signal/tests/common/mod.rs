@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use natkit_daemon::Clock;
 use natkit_proto::{ClientMsg, ServerMsg};
 use natkit_signal::config::{SignalConfig, SignalOptions};
 use natkit_signal::server::{self, AppState, IceConfig};
@@ -28,6 +29,8 @@ pub struct Suite {
     pub stop: watch::Sender<bool>,
     pub relay: SocketAddr,
     pub registry: prometheus::Registry,
+    /// The server's and the embedded relay's clock: tests move it instead of sleeping.
+    pub clock: Clock,
 }
 
 impl Drop for Suite {
@@ -59,9 +62,14 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
     .unwrap();
     let registry = prometheus::Registry::new();
     let (stop, stop_rx) = watch::channel(false);
-    let relay = Relay::bind(relay_cfg, RelayMetrics::with_registry(registry.clone()))
-        .await
-        .unwrap();
+    let clock = Clock::manual();
+    let relay = Relay::bind_with_clock(
+        relay_cfg,
+        RelayMetrics::with_registry(registry.clone()),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     let relay_addr = relay.addresses().primary;
     let ice = IceConfig {
         fleet: None,
@@ -82,7 +90,13 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
         .await
         .unwrap();
     let http = listener.local_addr().unwrap();
-    let state = AppState::new(settings, ice, registry.clone(), stop_rx.clone());
+    let state = AppState::with_clock(
+        settings,
+        ice,
+        registry.clone(),
+        stop_rx.clone(),
+        clock.clone(),
+    );
     state.start_cluster();
     let mut rx = stop_rx;
     tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
@@ -94,6 +108,7 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
         stop,
         relay: relay_addr,
         registry,
+        clock,
     }
 }
 
