@@ -54,19 +54,13 @@ fn start_coturn(lab: &mut Lab, ips: &[&str], port: u16) {
 }
 
 fn probe(lab: &Lab, site: usize, port: u16) -> Value {
-    let out = lab.sites[site]
-        .client
-        .cmd(PROBE)
-        .args(["--json", &format!("{SERVER_IP}:{port}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nat-probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    natkit_testkit::json_of(
+        "nat-probe",
+        lab.sites[site]
+            .client
+            .cmd(PROBE)
+            .args(["--json", &format!("{SERVER_IP}:{port}")]),
+    )
 }
 
 /// (mapping, filtering, nat_type, force_turn) for each topology.

@@ -49,26 +49,18 @@ fn exchange(relay: &str) -> Vec<Value> {
     let (_sig, url) = signal();
     let room = format!("r-{relay}");
     let _echo = echo_peer(&url, &room, &["--relay", relay]);
-    let out = peer(
-        &url,
-        &room,
-        &[
-            "--send",
-            "hello natkit",
-            "--relay",
-            relay,
-            "--timeout",
-            "30",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "sender failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    events(&out.stdout)
+    let args = [
+        "--send",
+        "hello natkit",
+        "--relay",
+        relay,
+        "--timeout",
+        "30",
+    ];
+    events(&natkit_testkit::stdout_of(
+        "the sender",
+        &mut peer(&url, &room, &args),
+    ))
 }
 
 #[test]

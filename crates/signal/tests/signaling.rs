@@ -411,17 +411,13 @@ async fn connections_beyond_the_limit_get_503() {
 #[test]
 fn token_subcommand_mints_tokens_the_server_accepts() {
     let bin = env!("CARGO_BIN_EXE_natkit-signal");
-    let out = std::process::Command::new(bin)
-        .env("NATKIT_SIGNAL_TOKEN_SECRET", "cli-secret")
-        .args(["token", "--room", "standup", "--ttl", "120"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = natkit_testkit::stdout_of(
+        "natkit-signal token",
+        std::process::Command::new(bin)
+            .env("NATKIT_SIGNAL_TOKEN_SECRET", "cli-secret")
+            .args(["token", "--room", "standup", "--ttl", "120"]),
     );
-    let token = String::from_utf8(out.stdout).unwrap();
+    let token = String::from_utf8(out).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -103,9 +103,9 @@ fn bad_configuration_is_a_one_line_error_naming_the_key() {
 #[tokio::test]
 async fn credentials_subcommand_output_is_accepted_by_the_relay() {
     let relay = spawn_relay(&[]);
-    let out = relay_cmd()
-        .env("NATKIT_TURN_SECRET", SECRET)
-        .args([
+    let json = natkit_testkit::json_of(
+        "natkit-relay credentials",
+        relay_cmd().env("NATKIT_TURN_SECRET", SECRET).args([
             "--listen",
             &relay.primary.to_string(),
             "credentials",
@@ -113,15 +113,8 @@ async fn credentials_subcommand_output_is_accepted_by_the_relay() {
             "alice",
             "--ttl",
             "120",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["ttl"], 120);
     let server = &json["iceServers"][0];
     let port = relay.primary.port();

@@ -485,25 +485,20 @@ fn credentials_list_every_transport_udp_first() {
     let dir = TempDir::new("tls-creds");
     let ca = TestCa::new("natkit test CA");
     let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
-    let out = Command::new(BIN)
-        .env_clear()
-        .env("NATKIT_TURN_SECRET", SECRET)
-        .args(["--listen", "203.0.113.7:3478", "--tls-listen", ":5349"])
-        .args([
-            "--tls-cert",
-            files.cert.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ])
-        .args(["credentials", "--user", "alice"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = natkit_testkit::json_of(
+        "natkit-relay credentials",
+        Command::new(BIN)
+            .env_clear()
+            .env("NATKIT_TURN_SECRET", SECRET)
+            .args(["--listen", "203.0.113.7:3478", "--tls-listen", ":5349"])
+            .args([
+                "--tls-cert",
+                files.cert.to_str().unwrap(),
+                "--tls-key",
+                files.key.to_str().unwrap(),
+            ])
+            .args(["credentials", "--user", "alice"]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["iceServers"][0]["urls"],
         serde_json::json!([

@@ -52,6 +52,29 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
+/// Runs `cmd` to its end and returns what it wrote to stdout; when it cannot start or exits
+/// unsuccessfully, panics naming `what` with its status and everything it printed.
+pub fn stdout_of(what: &str, cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out.stdout
+}
+
+/// [`stdout_of`], parsed as one JSON document.
+pub fn json_of(what: &str, cmd: &mut Command) -> serde_json::Value {
+    let out = stdout_of(what, cmd);
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{what}: bad JSON ({e}): {}", String::from_utf8_lossy(&out)))
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago, for third-party servers (coturn's
 /// `turnserver` and `turnutils_peer`) that cannot report the port they bound. natkit's own
 /// servers take port 0 and say which port they got ([`Daemon`]); use this only where that is
