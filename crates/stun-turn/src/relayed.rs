@@ -24,9 +24,12 @@ use turn::proto::data::Data;
 
 use crate::metrics::{DirectionCounters, Dropped, RelayMetrics};
 use crate::queue::StreamQueue;
-use crate::shared::PeerView;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 use crate::wire::{self, XorMappedAddressAs};
+
+/// An allocation's permissions and channels as the pollers read them: the shell's copy, written
+/// from the core's [`Change`](crate::core::Change)s.
+pub(crate) type PeerView = Arc<Mutex<crate::allocation::AllocState>>;
 
 /// Where an allocation's datagrams from peers go.
 #[derive(Clone)]

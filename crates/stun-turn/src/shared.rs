@@ -14,15 +14,11 @@ use crate::config::{DrainConfig, StreamConfig};
 use crate::core::RelayCore;
 use crate::kernel_path::KernelPath;
 use crate::metrics::{DirectionCounters, RelayMetrics};
-use crate::relayed::Poller;
+use crate::relayed::{PeerView, Poller};
 use crate::revocation::RevocationFile;
 use crate::rfc5780::Slot;
 use crate::tls::TlsKeys;
 use crate::udp::Udp;
-
-/// An allocation's permissions and channels as the shell's peer-to-client path reads them: the
-/// shell's copy, written from the core's [`Change`](crate::core::Change)s.
-pub(crate) type PeerView = Arc<Mutex<AllocState>>;
 
 /// The relay's handle of an allocation's relay port, as the core holds it: the socket, and the
 /// view its poller reads.

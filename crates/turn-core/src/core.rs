@@ -30,10 +30,10 @@ use stun::uattrs::UnknownAttributes;
 use tracing::{debug, info};
 
 use crate::allocation::{AllocState, Quotas};
-use crate::credentials::Secrets;
+use crate::credentials::{Secret, Secrets};
 use crate::nonce::NonceKey;
 use crate::observe::{Dropped, Event, Observer};
-use crate::policy::{canonical as policy_canonical, Decision, PeerPolicy};
+use crate::policy::{canonical as policy_canonical, Decision, OwnSockets, PeerPolicy};
 use crate::ratelimit::KeyedLimiter;
 use crate::revocation::Revocations;
 use crate::rfc5780::Slot;
@@ -77,6 +77,34 @@ pub struct CoreConfig {
     pub answers_per_second: u32,
     /// What RESPONSE-ORIGIN and OTHER-ADDRESS say for each UDP socket.
     pub origins: HashMap<Slot, SocketAddr>,
+}
+
+/// A core configuration for tests and fuzzing: relayed addresses on 203.0.113.1, peers in
+/// 198.51.100.0/24 allowed.
+#[doc(hidden)]
+pub fn core_config(secret: &str, user_quota: u32) -> CoreConfig {
+    let server: SocketAddr = "203.0.113.1:3478".parse().expect("valid");
+    let alt: SocketAddr = "203.0.113.1:3479".parse().expect("valid");
+    CoreConfig {
+        realm: "natkit".into(),
+        secrets: Secrets::new(vec![Secret::new(secret).expect("non-empty")]).expect("one"),
+        policy: PeerPolicy::new(
+            vec!["198.51.100.0/24".parse().expect("valid")],
+            vec![],
+            OwnSockets {
+                ips: vec![server.ip()],
+                ports: vec![3478, 3479],
+                ..Default::default()
+            },
+        ),
+        relay_ip: server.ip(),
+        have_alt_ip: false,
+        max_lifetime: crate::allocation::MAX_LIFETIME,
+        user_quota,
+        total_quota: 100,
+        answers_per_second: 0,
+        origins: [(Slot::PRIMARY, server), (Slot::ALT_PORT, alt)].into(),
+    }
 }
 
 /// Where the bytes to relay to a peer are.

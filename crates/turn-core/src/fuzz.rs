@@ -15,9 +15,8 @@ use stun::attributes::*;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 
-use crate::core::{Bound, CoreConfig, FiveTuple, Output, PortWant, RelayCore, Transport};
-use crate::credentials::{self, Secret, Secrets};
-use crate::policy::{OwnSockets, PeerPolicy};
+use crate::core::{core_config, Bound, FiveTuple, Output, PortWant, RelayCore, Transport};
+use crate::credentials::{self, Secret};
 use crate::rfc5780::Slot;
 use crate::wire::{self, LongTermAuth};
 
@@ -40,34 +39,6 @@ pub struct RelayHarness {
 impl Default for RelayHarness {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// A core configuration for tests and fuzzing: relayed addresses on 203.0.113.1, peers in
-/// 198.51.100.0/24 allowed.
-#[doc(hidden)]
-pub fn core_config(secret: &str, user_quota: u32) -> CoreConfig {
-    let server: SocketAddr = "203.0.113.1:3478".parse().expect("valid");
-    let alt: SocketAddr = "203.0.113.1:3479".parse().expect("valid");
-    CoreConfig {
-        realm: "natkit".into(),
-        secrets: Secrets::new(vec![Secret::new(secret).expect("non-empty")]).expect("one"),
-        policy: PeerPolicy::new(
-            vec!["198.51.100.0/24".parse().expect("valid")],
-            vec![],
-            OwnSockets {
-                ips: vec![server.ip()],
-                ports: vec![3478, 3479],
-                ..Default::default()
-            },
-        ),
-        relay_ip: server.ip(),
-        have_alt_ip: false,
-        max_lifetime: crate::allocation::MAX_LIFETIME,
-        user_quota,
-        total_quota: 100,
-        answers_per_second: 0,
-        origins: [(Slot::PRIMARY, server), (Slot::ALT_PORT, alt)].into(),
     }
 }
 

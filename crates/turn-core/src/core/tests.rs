@@ -17,7 +17,6 @@ use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
 use crate::credentials::{self, Secret};
-use crate::fuzz::core_config;
 use crate::wire::{self, LongTermAuth};
 
 const SECRET: &str = "core-test-secret";
