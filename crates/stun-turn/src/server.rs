@@ -498,6 +498,7 @@ impl Shared {
             let mut kernel = self
                 .kernel
                 .as_ref()
+                .filter(|_| !changes.is_empty())
                 .map(|k| k.lock().expect("kernel path lock"));
             for change in changes {
                 match change {

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use stun::addr::MappedAddress;
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
@@ -234,6 +235,19 @@ pub struct XorMappedAddressAs(pub SocketAddr, pub AttrType);
 impl Setter for XorMappedAddressAs {
     fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
         XorMappedAddress {
+            ip: self.0.ip(),
+            port: self.0.port(),
+        }
+        .add_to_as(m, self.1)
+    }
+}
+
+/// A plain address attribute of any type (MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS).
+pub struct MappedAddressAs(pub SocketAddr, pub AttrType);
+
+impl Setter for MappedAddressAs {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        MappedAddress {
             ip: self.0.ip(),
             port: self.0.port(),
         }

@@ -197,13 +197,25 @@ pub fn try_send(sock: &impl AsRawFd, out: &[Datagram<'_>], mut sent: impl FnMut(
     while first < out.len() {
         let end = (first + MAX_PER_CALL).min(out.len());
         let chunk = &out[first..end];
+        if let [one] = chunk {
+            // One datagram (the usual case with many allocations): a plain send costs less than
+            // a sendmmsg of one, and needs no plan.
+            match send_one(fd, one) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return first,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "dropped");
+                    first += 1;
+                }
+                Ok(()) => {
+                    sent(first);
+                    first += 1;
+                }
+            }
+            continue;
+        }
         let runs = plan_runs(chunk, GSO.load(Ordering::Relaxed));
-        let result = match chunk {
-            // One datagram: a plain send costs less than a sendmmsg of one.
-            [one] => send_one(fd, one).map(|()| 1),
-            _ => send_runs(fd, chunk, &runs),
-        };
-        match result {
+        match send_runs(fd, chunk, &runs) {
             Ok(messages) => {
                 for &(start, len) in &runs[..messages] {
                     (start..start + len).for_each(|i| sent(first + i));

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 
 use natkit_proto::Redacted;
-use stun::addr::MappedAddress;
 use stun::attributes::*;
 use stun::integrity::MessageIntegrity;
 use stun::message::*;
@@ -28,19 +27,6 @@ pub(super) struct Authed {
     pub username: String,
     pub user: String,
     pub key: Vec<u8>,
-}
-
-/// A plain address attribute of any type (MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS).
-pub(crate) struct MappedAddressAs(pub SocketAddr, pub AttrType);
-
-impl Setter for MappedAddressAs {
-    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
-        MappedAddress {
-            ip: self.0.ip(),
-            port: self.0.port(),
-        }
-        .add_to_as(m, self.1)
-    }
 }
 
 impl<S: Clone> RelayCore<S> {
@@ -88,11 +74,11 @@ impl<S: Clone> RelayCore<S> {
                 ip: src.ip(),
                 port: src.port(),
             }),
-            Box::new(MappedAddressAs(src, ATTR_MAPPED_ADDRESS)),
-            Box::new(MappedAddressAs(origin, ATTR_RESPONSE_ORIGIN)),
+            Box::new(wire::MappedAddressAs(src, ATTR_MAPPED_ADDRESS)),
+            Box::new(wire::MappedAddressAs(origin, ATTR_RESPONSE_ORIGIN)),
         ];
         if let Some(other) = other {
-            attrs.push(Box::new(MappedAddressAs(other, ATTR_OTHER_ADDRESS)));
+            attrs.push(Box::new(wire::MappedAddressAs(other, ATTR_OTHER_ADDRESS)));
         }
         // No SOFTWARE: an answer anyone can ask for carries nothing it does not need.
         reply(from, wire::respond(m, CLASS_SUCCESS_RESPONSE, attrs))

@@ -130,7 +130,7 @@ impl<S: Clone> RelayCore<S> {
                     m,
                     300,
                     vec![
-                        Box::new(super::auth::MappedAddressAs(alt, ATTR_ALTERNATE_SERVER)),
+                        Box::new(wire::MappedAddressAs(alt, ATTR_ALTERNATE_SERVER)),
                         Box::new(stun::integrity::MessageIntegrity(auth.key)),
                     ],
                 ),

@@ -518,7 +518,7 @@ fn messages_report_what_they_changed() {
     );
     let lifetime =
         |s: u32| -> Box<dyn Setter> { Box::new(Lifetime(Duration::from_secs(s.into()))) };
-    // (what, method, attributes, how many changes, what the last one says)
+    // (what, method, attributes, the answer's error code, how many changes, what the last says)
     type Check = fn(&Change<u16>, Instant) -> bool;
     let allowed: Check = |c, now| match c {
         Change::Peers { state, .. } => state.has_permission("198.51.100.30".parse().unwrap(), now),
@@ -529,12 +529,20 @@ fn messages_report_what_they_changed() {
         Change::Ended(_) => false,
     };
     let any: Check = |_, _| true;
-    type Row = (&'static str, Method, Vec<Box<dyn Setter>>, usize, Check);
+    type Row = (
+        &'static str,
+        Method,
+        Vec<Box<dyn Setter>>,
+        Option<u16>,
+        usize,
+        Check,
+    );
     let rows: Vec<Row> = vec![
         (
             "permission",
             METHOD_CREATE_PERMISSION,
             vec![peer("198.51.100.30:1")],
+            None,
             1,
             allowed,
         ),
@@ -542,21 +550,37 @@ fn messages_report_what_they_changed() {
             "refused peer (403)",
             METHOD_CREATE_PERMISSION,
             vec![peer("127.0.0.1:1")],
+            Some(403),
             0,
             any,
         ),
-        ("no peer (400)", METHOD_CREATE_PERMISSION, vec![], 0, any),
+        (
+            "no peer (400)",
+            METHOD_CREATE_PERMISSION,
+            vec![],
+            Some(400),
+            0,
+            any,
+        ),
         (
             "channel",
             METHOD_CHANNEL_BIND,
             vec![Box::new(ChannelNumber(0x4001)), peer("198.51.100.31:9")],
+            None,
             1,
             bound,
         ),
-        ("refresh", METHOD_REFRESH, vec![lifetime(300)], 1, bound),
+        (
+            "refresh",
+            METHOD_REFRESH,
+            vec![lifetime(300)],
+            None,
+            1,
+            bound,
+        ),
     ];
-    for (what, method, attrs, n, check) in rows {
-        b.request(f, &auth, method, attrs);
+    for (what, method, attrs, answer, n, check) in rows {
+        assert_eq!(code(&b.request(f, &auth, method, attrs)), answer, "{what}");
         let changes = b.core.take_changes();
         assert_eq!(changes.len(), n, "{what}: {changes:?}");
         if let Some(last) = changes.last() {
