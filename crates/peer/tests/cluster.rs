@@ -133,10 +133,7 @@ fn a_drained_node_moves_its_peers_to_another_and_exits() {
     let status = nodes[0].process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     assert!(
-        nodes[0]
-            .log()
-            .iter()
-            .any(|l| l.contains("drained: every peer has gone")),
+        nodes[0].logged("drained: every peer has gone"),
         "{:?}",
         nodes[0].log()
     );

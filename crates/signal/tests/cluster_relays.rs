@@ -133,11 +133,7 @@ fn announced_relays_are_shared_by_nodes_drained_and_forgotten() {
     eprintln!("peers ended: chat {chat_exit}, echo {echo_exit}");
     let status = a.process().wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status}");
-    assert!(
-        a.log().iter().any(|l| l.contains("drain complete")),
-        "{:?}",
-        a.log()
-    );
+    assert!(a.logged("drain complete"), "{:?}", a.log());
     wait_until(
         "a withdrew its announcement",
         Duration::from_secs(5),

@@ -27,10 +27,9 @@ async fn poke(relay: &TestRelay, bytes: &[u8]) -> Option<Vec<u8>> {
 /// The relay still answers a Binding request and still allocates.
 async fn still_serving(relay: &TestRelay) {
     let c = StunClient::new(relay.addr()).await;
-    let r = c.transact(&request(METHOD_BINDING, vec![], None)).await;
+    let r = c.call(METHOD_BINDING, vec![], None).await;
     assert_eq!(r.typ, BINDING_SUCCESS);
-    let (r, _) = c.allocate(&mint(SECRET, "after-abuse", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    c.allocated("after-abuse").await;
 }
 
 fn binding_bytes() -> Vec<u8> {
@@ -149,20 +148,19 @@ async fn fuzzed_requests_never_stop_the_relay() {
     // indication, a ChannelData and a Binding with CHANGE-REQUEST.
     let c = StunClient::new(relay.addr()).await;
     let (_, auth) = c.allocate(&mint(SECRET, "fuzz", 600)).await;
-    let peer = xor_peer("198.51.100.1:9".parse().unwrap());
     let seeds: Vec<Vec<u8>> = vec![
+        request(METHOD_ALLOCATE, vec![udp()], Some(&auth)).raw,
         request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
+            METHOD_CREATE_PERMISSION,
+            vec![peer("198.51.100.1:9")],
             Some(&auth),
         )
         .raw,
-        request(METHOD_CREATE_PERMISSION, vec![peer], Some(&auth)).raw,
         request(
             METHOD_CHANNEL_BIND,
             vec![
                 Box::new(turn::proto::channum::ChannelNumber(0x4001)),
-                xor_peer("198.51.100.1:9".parse().unwrap()),
+                peer("198.51.100.1:9"),
             ],
             Some(&auth),
         )
@@ -172,7 +170,7 @@ async fn fuzzed_requests_never_stop_the_relay() {
             m.build(&[
                 Box::new(stun::agent::TransactionId::new()),
                 Box::new(MessageType::new(METHOD_SEND, CLASS_INDICATION)),
-                xor_peer("198.51.100.1:9".parse().unwrap()),
+                peer("198.51.100.1:9"),
                 Box::new(turn::proto::data::Data(b"payload".to_vec())),
             ])
             .unwrap();

@@ -163,19 +163,14 @@ fn sigterm_closes_allocations_and_exits_zero() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = StunClient::new(relay.primary).await;
-        let (r, _) = c.allocate(&mint(SECRET, "bob", 600)).await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+        c.allocated("bob").await;
     });
     relay.daemon.process().terminate();
     let status = relay.daemon.process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     // The log reader may still be taking the last lines.
     natkit_testkit::wait_until("the relay's last log line", Duration::from_secs(2), || {
-        relay
-            .daemon
-            .log()
-            .iter()
-            .any(|l| l.contains("relay stopped"))
+        relay.daemon.logged("relay stopped")
     });
     let log = relay.daemon.log();
     let stopped = log
@@ -205,7 +200,7 @@ async fn unauthenticated_flood_does_not_grow_memory() {
             tasks.push(tokio::spawn(async move {
                 let c = StunClient::new(server).await;
                 for _ in 0..per_client {
-                    let m = request(METHOD_ALLOCATE, vec![requested_transport_udp()], None);
+                    let m = request(METHOD_ALLOCATE, vec![udp()], None);
                     if let Some(r) = c.try_transact(&m).await {
                         assert_eq!(error_code(&r), Some(401));
                         answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,12 +233,7 @@ async fn unauthenticated_flood_does_not_grow_memory() {
 
 /// Refresh with LIFETIME 0: the client deletes its allocation.
 async fn delete(c: &StunClient, auth: &Auth) -> Message {
-    c.transact(&request(
-        METHOD_REFRESH,
-        vec![Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO))],
-        Some(auth),
-    ))
-    .await
+    c.call(METHOD_REFRESH, vec![lifetime(0)], Some(auth)).await
 }
 
 /// A relay with `extra` flags holding one allocation (returned with its client), then sent
@@ -256,8 +246,7 @@ fn draining_with_an_allocation(
     let metrics = relay.metrics.clone().unwrap();
     let held = rt.block_on(async {
         let c = StunClient::new(relay.primary).await;
-        let (r, auth) = c.allocate(&mint(SECRET, "before-drain", 600)).await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+        let auth = c.allocated("before-drain").await;
         (c, auth)
     });
     relay.daemon.process().signal("USR1");
@@ -294,9 +283,7 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
             .expect("the 300 is signed with the client's credential");
         // The allocation made before the drain goes on...
         let (c, auth) = &old;
-        let refresh = c
-            .transact(&request(METHOD_REFRESH, vec![], Some(auth)))
-            .await;
+        let refresh = c.call(METHOD_REFRESH, vec![], Some(auth)).await;
         assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
         // ...until its client deletes it.
         let gone = delete(c, auth).await;
@@ -304,7 +291,7 @@ fn sigusr1_drains_new_clients_away_and_exits_when_the_last_allocation_ends() {
     });
     let status = relay.daemon.process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "a drained relay exits 0: {status:?}");
-    assert!(relay.daemon.log().iter().any(|l| l.contains("draining")));
+    assert!(relay.daemon.logged("draining"));
 
     // No alternate: 486. An allocation held meanwhile keeps the relay up for the check.
     let (mut relay, keeper) = draining_with_an_allocation(&rt, &[]);

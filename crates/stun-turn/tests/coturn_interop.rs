@@ -27,13 +27,47 @@ async fn run(cmd: &mut Command, secs: u64) -> String {
     )
 }
 
+/// Runs one of coturn's tools against `relay` on loopback (`-p PORT 127.0.0.1` follow `args`).
+async fn against(relay: &TestRelay, name: &str, args: &[&str], secs: u64) -> String {
+    let port = relay.addr().port().to_string();
+    run(
+        Command::new(tool(name))
+            .args(args)
+            .args(["-p", &port, "127.0.0.1"]),
+        secs,
+    )
+    .await
+}
+
+/// turnutils_uclient with the REST secret `secret`: two clients (`-m 2`), each sending
+/// `messages` to the peer at 127.0.0.1:`peer_port`.
+async fn uclient_to_peer(
+    relay: &TestRelay,
+    secret: &str,
+    peer_port: u16,
+    messages: &str,
+) -> String {
+    let peer = peer_port.to_string();
+    let args = [
+        "-W",
+        secret,
+        "-u",
+        "uclient",
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer,
+        "-n",
+        messages,
+        "-m",
+        "2",
+    ];
+    against(relay, "turnutils_uclient", &args, 60).await
+}
+
 #[tokio::test]
 async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
-    let relay = TestRelay::start(RelayOptions {
-        allow_peer: vec!["127.0.0.1".into()],
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.allow_peer = vec!["127.0.0.1".into()]).await;
     let peer_port = natkit_testkit::third_party_udp_port();
     let _peer = Command::new(tool("turnutils_peer"))
         .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
@@ -45,27 +79,7 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // -W: TURN REST API secret; uclient derives username and password as coturn does.
     // Default mode asks for an RTP/RTCP pair (EVEN-PORT with reservation) and binds channels.
-    let out = run(
-        Command::new(tool("turnutils_uclient")).args([
-            "-W",
-            SECRET,
-            "-u",
-            "uclient",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port.to_string(),
-            "-n",
-            "20",
-            "-m",
-            "2",
-            "-p",
-            &relay.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        60,
-    )
-    .await;
+    let out = uclient_to_peer(&relay, SECRET, peer_port, "20").await;
     let (sent, received) = uclient_totals(&out);
     assert!(sent >= 40, "uclient sent {sent}:\n{out}");
     assert_eq!(
@@ -76,25 +90,7 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
 
     // The same client with a wrong secret is refused.
-    let out = run(
-        Command::new(tool("turnutils_uclient")).args([
-            "-W",
-            "not-the-secret",
-            "-u",
-            "uclient",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port.to_string(),
-            "-n",
-            "2",
-            "-p",
-            &relay.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        60,
-    )
-    .await;
+    let out = uclient_to_peer(&relay, "not-the-secret", peer_port, "2").await;
     assert!(
         out.contains("Cannot complete Allocation"),
         "wrong secret must be refused:\n{out}"
@@ -106,21 +102,10 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
 async fn coturn_uclient_client_to_client_needs_no_allow_list() {
     // -y: uclient's clients relay to each other's relayed addresses on the same server.
     let relay = TestRelay::start(RelayOptions::default()).await;
-    let out = run(
-        Command::new(tool("turnutils_uclient")).args([
-            "-y",
-            "-W",
-            SECRET,
-            "-u",
-            "pair",
-            "-n",
-            "20",
-            "-m",
-            "2",
-            "-p",
-            &relay.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
+    let out = against(
+        &relay,
+        "turnutils_uclient",
+        &["-y", "-W", SECRET, "-u", "pair", "-n", "20", "-m", "2"],
         60,
     )
     .await;
@@ -137,22 +122,8 @@ async fn coturn_uclient_client_to_client_needs_no_allow_list() {
 
 #[tokio::test]
 async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
-    let relay = TestRelay::start(RelayOptions {
-        alt_ip: Some("127.0.0.2".into()),
-        ..Default::default()
-    })
-    .await;
-    let out = run(
-        Command::new(tool("turnutils_natdiscovery")).args([
-            "-m",
-            "-f",
-            "-p",
-            &relay.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        30,
-    )
-    .await;
+    let relay = TestRelay::with(|o| o.alt_ip = Some("127.0.0.2".into())).await;
+    let out = against(&relay, "turnutils_natdiscovery", &["-m", "-f"], 30).await;
     // Loopback has no NAT: both behaviours are endpoint-independent.
     assert!(
         out.contains("NAT with Endpoint Independent Mapping!"),
@@ -182,17 +153,7 @@ async fn coturn_natdiscovery_gets_rfc5780_verdicts_from_two_addresses() {
 #[tokio::test]
 async fn one_address_relay_never_claims_an_other_address() {
     let relay = TestRelay::start(RelayOptions::default()).await;
-    let out = run(
-        Command::new(tool("turnutils_natdiscovery")).args([
-            "-m",
-            "-f",
-            "-p",
-            &relay.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        30,
-    )
-    .await;
+    let out = against(&relay, "turnutils_natdiscovery", &["-m", "-f"], 30).await;
     assert!(!out.contains("Other addr"), "{out}");
     assert!(
         !out.contains("NAT with"),
@@ -202,7 +163,7 @@ async fn one_address_relay_never_claims_an_other_address() {
     let c = StunClient::new(relay.addr()).await;
     let mut port = request(METHOD_BINDING, vec![], None);
     port.add(stun::attributes::ATTR_CHANGE_REQUEST, &[0, 0, 0, 2]);
-    c.sock.send_to(&port.raw, relay.addr()).await.unwrap();
+    c.send(&port.raw).await;
     let mut buf = [0u8; 1500];
     let (_, from) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
         .await

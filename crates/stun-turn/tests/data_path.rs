@@ -138,13 +138,8 @@ async fn bursts_arrive_whole_in_order_and_exactly_once_both_ways() {
         .collect();
     for (i, &len) in sizes.iter().enumerate() {
         client
-            .sock
-            .send_to(
-                &channel_data(0x4001, &numbered(i as u32, len)),
-                relay.addr(),
-            )
-            .await
-            .unwrap();
+            .send(&channel_data(0x4001, &numbered(i as u32, len)))
+            .await;
     }
     let got = recv_n(&peer, sizes.len()).await;
     for (i, (data, from)) in got.iter().enumerate() {
@@ -260,11 +255,7 @@ async fn one_burst_mixes_channels_indications_and_strangers_and_each_is_framed_b
 async fn a_peer_without_permission_is_dropped_in_the_middle_of_a_burst() {
     // Loopback allowed as a peer, but the client asks only for 127.0.0.2: datagrams from
     // 127.0.0.1 have no permission.
-    let relay = TestRelay::start(RelayOptions {
-        allow_peer: vec!["127.0.0.0/8".into()],
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.allow_peer = vec!["127.0.0.0/8".into()]).await;
     let peer = UdpSocket::bind("127.0.0.2:0").await.unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (client, relayed, _) =
@@ -363,13 +354,8 @@ async fn over_ipv6_bursts_go_both_ways_whole_and_in_order() {
         .collect();
     for (i, &len) in sizes.iter().enumerate() {
         client
-            .sock
-            .send_to(
-                &channel_data(0x4004, &numbered(i as u32, len)),
-                relay.addr(),
-            )
-            .await
-            .unwrap();
+            .send(&channel_data(0x4004, &numbered(i as u32, len)))
+            .await;
         peer.send_to(&numbered(i as u32, len), relayed)
             .await
             .unwrap();

@@ -14,7 +14,6 @@ use stun::attributes::*;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 use tokio::net::UdpSocket;
-use turn::proto::lifetime::Lifetime;
 
 /// An attribute written as raw bytes.
 struct Raw(AttrType, Vec<u8>);
@@ -40,11 +39,11 @@ async fn allocate_reserving(
     let c = StunClient::new(relay).await;
     let auth = c.challenge(cred).await;
     let r = c
-        .transact(&request(
+        .call(
             METHOD_ALLOCATE,
-            vec![requested_transport_udp(), even_port_reserve()],
+            vec![udp(), even_port_reserve()],
             Some(&auth),
-        ))
+        )
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
     (c, auth)
@@ -71,22 +70,12 @@ fn binding_with_unknown_attributes(n: usize) -> Vec<u8> {
 /// ports held for 30 s each outside any quota.
 #[tokio::test]
 async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
-    let relay = TestRelay::start(RelayOptions {
-        user_quota: Some("4".into()),
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.user_quota = Some("4".into())).await;
     let cred = mint(SECRET, "mallory", 600);
     let started = Instant::now();
     for _ in 0..200 {
         let (c, auth) = allocate_reserving(relay.addr(), &cred).await;
-        let r = c
-            .transact(&request(
-                METHOD_REFRESH,
-                vec![Box::new(Lifetime(Duration::ZERO))],
-                Some(&auth),
-            ))
-            .await;
+        let r = c.call(METHOD_REFRESH, vec![lifetime(0)], Some(&auth)).await;
         assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     }
     let held = relay.metric("natkit_relay_reservations_active");
@@ -112,8 +101,7 @@ async fn reserved_ports_count_against_the_quota_and_go_with_their_allocation() {
 async fn permissions_are_capped_per_request_and_per_allocation() {
     let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
-    let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let auth = c.allocated("mallory").await;
     let peers = |from: usize, n: usize| -> Vec<Box<dyn Setter>> {
         (from..from + n)
             .map(|i| {
@@ -126,11 +114,11 @@ async fn permissions_are_capped_per_request_and_per_allocation() {
     };
     // More addresses than one request may carry: 400.
     let r = c
-        .transact(&request(
+        .call(
             METHOD_CREATE_PERMISSION,
             peers(0, MAX_PEERS_PER_REQUEST + 1),
             Some(&auth),
-        ))
+        )
         .await;
     assert_eq!(error_code(&r), Some(400));
     // Requests within the limit, until the allocation holds its maximum: then 508.
@@ -138,11 +126,11 @@ async fn permissions_are_capped_per_request_and_per_allocation() {
     let mut refused = None;
     for k in 0..10 {
         let r = c
-            .transact(&request(
+            .call(
                 METHOD_CREATE_PERMISSION,
                 peers(k * MAX_PEERS_PER_REQUEST, MAX_PEERS_PER_REQUEST),
                 Some(&auth),
-            ))
+            )
             .await;
         match error_code(&r) {
             None => installed += MAX_PEERS_PER_REQUEST,
@@ -164,20 +152,12 @@ async fn permissions_are_capped_per_request_and_per_allocation() {
 /// a 232 ms median with 3 of 10 lost.
 #[tokio::test]
 async fn many_unknown_attributes_are_dropped_unread() {
-    let relay = TestRelay::start(RelayOptions {
-        answers_per_second: Some("0".into()),
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.answers_per_second = Some("0".into())).await;
     let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let heavy = binding_with_unknown_attributes(10_000);
     // A few unknown attributes still get their 420, with a short list.
     let probe = StunClient::new(relay.addr()).await;
-    probe
-        .sock
-        .send_to(&binding_with_unknown_attributes(12), relay.addr())
-        .await
-        .unwrap();
+    probe.send(&binding_with_unknown_attributes(12)).await;
     let mut buf = vec![0u8; 65536];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), probe.sock.recv_from(&mut buf))
         .await
@@ -225,11 +205,7 @@ async fn many_unknown_attributes_are_dropped_unread() {
     );
     // The boundary: MAX_ATTRIBUTES attributes are read (and get their 420), one more is not.
     for (n, answered) in [(MAX_ATTRIBUTES, true), (MAX_ATTRIBUTES + 1, false)] {
-        probe
-            .sock
-            .send_to(&binding_with_unknown_attributes(n), relay.addr())
-            .await
-            .unwrap();
+        probe.send(&binding_with_unknown_attributes(n)).await;
         let got = tokio::time::timeout(Duration::from_millis(500), probe.sock.recv_from(&mut buf))
             .await
             .is_ok();
@@ -298,7 +274,7 @@ async fn long_usernames_and_foreign_realms_are_refused() {
     raw.extend_from_slice(&0x2112_a442u32.to_be_bytes());
     raw.extend_from_slice(&tid);
     raw.extend(body);
-    c.sock.send_to(&raw, relay.addr()).await.unwrap();
+    c.send(&raw).await;
     let mut buf = vec![0u8; 65536];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), c.sock.recv_from(&mut buf))
         .await
@@ -316,13 +292,7 @@ async fn long_usernames_and_foreign_realms_are_refused() {
         realm: "elsewhere".into(),
         ..auth.clone()
     };
-    let r = c
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&foreign),
-        ))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![udp()], Some(&foreign)).await;
     assert_eq!(
         error_code(&r),
         Some(401),
@@ -334,13 +304,7 @@ async fn long_usernames_and_foreign_realms_are_refused() {
     );
     assert!(relay.metric("natkit_relay_auth_failures_total{reason=\"wrong_realm\"}") >= 1.0);
     // The right realm still works.
-    let r = c
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&auth),
-        ))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
 }
 
@@ -359,8 +323,7 @@ async fn the_relay_never_relays_into_itself() {
     let alt = relay.addrs.alt_port.port();
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let c = StunClient::new(server).await;
-    let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let auth = c.allocated("mallory").await;
     let permit =
         |peer: SocketAddr| request(METHOD_CREATE_PERMISSION, vec![xor_peer(peer)], Some(&auth));
     let mut refused = Vec::new();
@@ -399,11 +362,11 @@ async fn private_ranges_are_denied_by_default() {
         "100.64.0.1:80",
     ] {
         let r = c
-            .transact(&request(
+            .call(
                 METHOD_CREATE_PERMISSION,
                 vec![xor_peer(peer.parse().unwrap())],
                 Some(&auth),
-            ))
+            )
             .await;
         assert_eq!(error_code(&r), Some(403), "{peer}");
     }
@@ -420,11 +383,7 @@ async fn revoked_users_get_401_and_lose_their_allocations_within_a_second() {
     let dir = std::env::temp_dir().join(format!("natkit-revoked-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("revoked");
-    let relay = TestRelay::start(RelayOptions {
-        revoked_file: Some(file.display().to_string().into()),
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.revoked_file = Some(file.display().to_string().into())).await;
     let alice = StunClient::new(relay.addr()).await;
     let bob = StunClient::new(relay.addr()).await;
     assert_eq!(

@@ -123,11 +123,7 @@ async fn exchange(
 ) {
     for i in 0..n {
         let payload = numbered(tag, i, len);
-        client
-            .sock
-            .send_to(&channel_data(0x4000, &payload), client.server)
-            .await
-            .unwrap();
+        client.send(&channel_data(0x4000, &payload)).await;
         let (got, from) = recv(peer, Duration::from_secs(2))
             .await
             .unwrap_or_else(|| panic!("datagram {i} (tag {tag}) did not reach the peer"));
@@ -149,9 +145,7 @@ async fn exchange(
 
 /// Refreshes the allocation (to the default lifetime, MAX_LIFETIME_S here).
 async fn refresh(client: &StunClient, auth: &Auth) {
-    let r = client
-        .transact(&request(METHOD_REFRESH, vec![], Some(auth)))
-        .await;
+    let r = client.call(METHOD_REFRESH, vec![], Some(auth)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{r:?}");
 }
 
@@ -332,11 +326,7 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
     assert_eq!(value(srv, "natkit_relay_kernel_path_entries"), 2.0);
 
     // Deleted: from the Refresh's answer on, nothing is relayed, by the kernel or otherwise.
-    let delete = request(
-        METHOD_REFRESH,
-        vec![Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO))],
-        Some(&auth),
-    );
+    let delete = request(METHOD_REFRESH, vec![lifetime(0)], Some(&auth));
     let r = client.transact(&delete).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{r:?}");
     client

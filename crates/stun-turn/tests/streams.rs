@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use natkit_stun_turn::config::RelayOptions;
 use natkit_stun_turn::framing;
 use natkit_testkit::tls::{TempDir, TestCa};
 use natkit_testkit::{http_get, rss_kib, wait_until, Daemon};
@@ -75,16 +74,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
         r
     }
 
+    async fn call(
+        &mut self,
+        method: Method,
+        attrs: Vec<Box<dyn Setter>>,
+        auth: Option<&Auth>,
+    ) -> Message {
+        self.transact(&request(method, attrs, auth)).await
+    }
+
     /// Challenge, then Allocate: the auth for later requests.
     async fn allocate(&mut self, user: &str) -> (Message, Auth) {
         let cred = mint(SECRET, user, 600);
-        let r = self
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp()],
-                None,
-            ))
-            .await;
+        let r = self.call(METHOD_ALLOCATE, vec![udp()], None).await;
         assert_eq!(error_code(&r), Some(401));
         let auth = Auth {
             username: cred.username,
@@ -92,13 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
             realm: text(&r, ATTR_REALM).unwrap(),
             nonce: text(&r, ATTR_NONCE).unwrap(),
         };
-        let ok = self
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp()],
-                Some(&auth),
-            ))
-            .await;
+        let ok = self.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
         (ok, auth)
     }
 
@@ -153,11 +149,7 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn tcp_framing_and_exact_answers() {
-    let relay = TestRelay::start(RelayOptions {
-        allow_peer: vec!["127.0.0.1".into()],
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.allow_peer = vec!["127.0.0.1".into()]).await;
     let tcp = relay
         .addrs
         .tcp
@@ -168,7 +160,7 @@ async fn tcp_framing_and_exact_answers() {
     let local = c.io.local_addr().unwrap();
 
     // Binding over TCP: the client's TCP address.
-    let b = c.transact(&request(METHOD_BINDING, vec![], None)).await;
+    let b = c.call(METHOD_BINDING, vec![], None).await;
     assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
     assert_eq!(xor_mapped(&b), Some(local));
     // RFC 6062 TCP relaying is not offered: 442.
@@ -182,12 +174,7 @@ async fn tcp_framing_and_exact_answers() {
         Some(&auth),
     );
     let mut c2 = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
-    c2.transact(&request(
-        METHOD_ALLOCATE,
-        vec![requested_transport_udp()],
-        None,
-    ))
-    .await;
+    c2.call(METHOD_ALLOCATE, vec![udp()], None).await;
     let refused = c2.transact(&tcp_relaying).await;
     assert!(
         matches!(error_code(&refused), Some(442) | Some(438)),
@@ -330,10 +317,7 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
     let relay = tls_relay(&dir, &files, &[]);
     let tls = relay.addr("turn-tls");
     assert!(
-        relay
-            .log()
-            .iter()
-            .any(|l| l.contains("turns:turn.natkit.test")),
+        relay.logged("turns:turn.natkit.test"),
         "the start-up line names the turns: host: {:?}",
         relay.log()
     );
@@ -359,16 +343,7 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
     let new_ca = TestCa::new("natkit new test CA");
     new_ca.issue(&["turn.natkit.test"], dir.path(), "relay");
     relay.process_ref().hangup();
-    wait_until(
-        "the relay reloads its certificate",
-        Duration::from_secs(5),
-        || {
-            relay
-                .log()
-                .iter()
-                .any(|l| l.contains("tls certificate reloaded"))
-        },
-    );
+    relay.wait_for_log("tls certificate reloaded", Duration::from_secs(5));
     assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test")
         .await
         .is_ok());
@@ -379,23 +354,12 @@ async fn tls_serves_allocations_and_reloads_its_certificate_on_sighup() {
         "new handshakes use the new certificate"
     );
     // The allocation made before the reload lives on, on its connection.
-    let refresh = c
-        .transact(&request(METHOD_REFRESH, vec![], Some(&auth)))
-        .await;
+    let refresh = c.call(METHOD_REFRESH, vec![], Some(&auth)).await;
     assert_eq!(refresh.typ.class, CLASS_SUCCESS_RESPONSE);
     // A broken file on reload keeps the current certificate.
     std::fs::write(&files.cert, "garbage").unwrap();
     relay.process_ref().hangup();
-    wait_until(
-        "the relay refuses the broken certificate",
-        Duration::from_secs(5),
-        || {
-            relay
-                .log()
-                .iter()
-                .any(|l| l.contains("tls certificate not reloaded"))
-        },
-    );
+    relay.wait_for_log("tls certificate not reloaded", Duration::from_secs(5));
     assert!(tls_connect(new_ca.pem(), tls, "turn.natkit.test")
         .await
         .is_ok());
@@ -572,10 +536,10 @@ async fn hostile_streams_leave_the_relay_serving_others() {
     let pid = relay.id();
     let serves_others = || async {
         let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
-        let b = c.transact(&request(METHOD_BINDING, vec![], None)).await;
+        let b = c.call(METHOD_BINDING, vec![], None).await;
         assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
         let u = StunClient::new(relay.addr("stun")).await;
-        let b = u.transact(&request(METHOD_BINDING, vec![], None)).await;
+        let b = u.call(METHOD_BINDING, vec![], None).await;
         assert_eq!(b.typ.class, CLASS_SUCCESS_RESPONSE);
     };
     serves_others().await;
@@ -670,7 +634,7 @@ async fn the_per_ip_connection_limit_refuses_and_counts() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut c = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
-        c.transact(&request(METHOD_BINDING, vec![], None)).await;
+        c.call(METHOD_BINDING, vec![], None).await;
         held.push(c);
     }
     let mut fourth = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
@@ -688,11 +652,7 @@ async fn the_per_ip_connection_limit_refuses_and_counts() {
     });
     let mut again = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
     assert_eq!(
-        again
-            .transact(&request(METHOD_BINDING, vec![], None))
-            .await
-            .typ
-            .class,
+        again.call(METHOD_BINDING, vec![], None).await.typ.class,
         CLASS_SUCCESS_RESPONSE
     );
 }

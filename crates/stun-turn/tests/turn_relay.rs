@@ -126,8 +126,7 @@ async fn two_clients_behind_the_same_relay_reach_each_other_without_allow_lists(
 async fn forbidden_peers_get_403_and_are_counted() {
     let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
-    let (r, auth) = c.allocate(&mint(SECRET, "mallory", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let auth = c.allocated("mallory").await;
     let cases: [(&str, Method); 5] = [
         ("127.0.0.3:22", METHOD_CREATE_PERMISSION),
         // the relay's own address (it listens on 127.0.0.1 here), outside the relay port range
@@ -142,7 +141,7 @@ async fn forbidden_peers_get_403_and_are_counted() {
         if method == METHOD_CHANNEL_BIND {
             attrs.insert(0, Box::new(turn::proto::channum::ChannelNumber(0x4000)));
         }
-        let r = c.transact(&request(method, attrs, Some(&auth))).await;
+        let r = c.call(method, attrs, Some(&auth)).await;
         assert_eq!(error_code(&r), Some(403), "{peer}");
     }
     assert_eq!(
@@ -166,13 +165,7 @@ async fn forbidden_peers_get_403_and_are_counted() {
         1.0
     );
     // A public-looking peer is fine.
-    let ok = c
-        .transact(&request(
-            METHOD_CREATE_PERMISSION,
-            vec![xor_peer("198.51.100.7:5000".parse().unwrap())],
-            Some(&auth),
-        ))
-        .await;
+    let ok = c.permit("198.51.100.7:5000", &auth).await;
     assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE);
 }
 
@@ -181,22 +174,10 @@ async fn loopback_peer_allowed_when_operator_says_so() {
     let relay = TestRelay::start(allow_loopback()).await;
     let c = StunClient::new(relay.addr()).await;
     let (_, auth) = c.allocate(&mint(SECRET, "ops", 600)).await;
-    let r = c
-        .transact(&request(
-            METHOD_CREATE_PERMISSION,
-            vec![xor_peer("127.0.0.1:22".parse().unwrap())],
-            Some(&auth),
-        ))
-        .await;
+    let r = c.permit("127.0.0.1:22", &auth).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     // 127.0.0.2 is not in the allow list.
-    let r = c
-        .transact(&request(
-            METHOD_CREATE_PERMISSION,
-            vec![xor_peer("127.0.0.2:22".parse().unwrap())],
-            Some(&auth),
-        ))
-        .await;
+    let r = c.permit("127.0.0.2:22", &auth).await;
     assert_eq!(error_code(&r), Some(403));
 }
 
@@ -280,33 +261,15 @@ async fn stale_or_foreign_nonce_gets_438_then_works() {
     let cred = mint(SECRET, "alice", 600);
     let mut auth = c.challenge(&cred).await;
     auth.nonce = "0000000000000000ffffffffffffffff".into();
-    let r = c
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&auth),
-        ))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
     assert_eq!(error_code(&r), Some(438));
     auth.nonce = text(&r, ATTR_NONCE).unwrap();
-    let r = c
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&auth),
-        ))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
 
     // A nonce issued to another 5-tuple is not accepted from this one.
     let other = StunClient::new(relay.addr()).await;
-    let r = other
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&auth),
-        ))
-        .await;
+    let r = other.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
     assert_eq!(error_code(&r), Some(438));
 }
 
@@ -343,11 +306,7 @@ async fn quotas_per_user_and_total_answer_486() {
 
     // Alice deletes her allocation (Refresh with lifetime 0): room for carol.
     let r = a1
-        .transact(&request(
-            METHOD_REFRESH,
-            vec![Box::new(Lifetime(Duration::ZERO))],
-            Some(&alice_auth),
-        ))
+        .call(METHOD_REFRESH, vec![lifetime(0)], Some(&alice_auth))
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
     assert_eq!(c.allocate(&carol).await.0.typ.class, CLASS_SUCCESS_RESPONSE);
@@ -359,11 +318,7 @@ async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
     let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
     let auth = c.challenge(&mint(SECRET, "alice", 600)).await;
-    let req = request(
-        METHOD_ALLOCATE,
-        vec![requested_transport_udp()],
-        Some(&auth),
-    );
+    let req = request(METHOD_ALLOCATE, vec![udp()], Some(&auth));
     let first = c.transact(&req).await;
     let again = c.transact(&req).await;
     let relayed = |m: &Message| {
@@ -372,13 +327,7 @@ async fn allocate_retransmission_is_idempotent_and_new_allocate_mismatches() {
         (r.ip, r.port)
     };
     assert_eq!(relayed(&first), relayed(&again));
-    let other = c
-        .transact(&request(
-            METHOD_ALLOCATE,
-            vec![requested_transport_udp()],
-            Some(&auth),
-        ))
-        .await;
+    let other = c.call(METHOD_ALLOCATE, vec![udp()], Some(&auth)).await;
     assert_eq!(error_code(&other), Some(437));
     assert_eq!(relay.metric("natkit_relay_allocations_created_total"), 1.0);
 }
@@ -392,15 +341,11 @@ async fn allocate_protocol_errors() {
         protocol: turn::proto::Protocol(6),
     });
     let dont_fragment = |m: &mut Message| m.add(ATTR_DONT_FRAGMENT, &[]);
-    let r = c
-        .transact(&request(METHOD_ALLOCATE, vec![], Some(&auth)))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![], Some(&auth)).await;
     assert_eq!(error_code(&r), Some(400), "missing REQUESTED-TRANSPORT");
-    let r = c
-        .transact(&request(METHOD_ALLOCATE, vec![tcp], Some(&auth)))
-        .await;
+    let r = c.call(METHOD_ALLOCATE, vec![tcp], Some(&auth)).await;
     assert_eq!(error_code(&r), Some(442), "TCP relaying");
-    let mut m = request(METHOD_ALLOCATE, vec![requested_transport_udp()], None);
+    let mut m = request(METHOD_ALLOCATE, vec![udp()], None);
     dont_fragment(&mut m);
     let r = c.transact(&m).await;
     assert_eq!(error_code(&r), Some(420), "DONT-FRAGMENT is not supported");
@@ -411,11 +356,7 @@ async fn allocate_protocol_errors() {
         METHOD_CHANNEL_BIND,
     ] {
         let r = c
-            .transact(&request(
-                method,
-                vec![xor_peer("198.51.100.1:1".parse().unwrap())],
-                Some(&auth),
-            ))
+            .call(method, vec![peer("198.51.100.1:1")], Some(&auth))
             .await;
         assert_eq!(error_code(&r), Some(437), "{method:?}");
     }
@@ -425,16 +366,9 @@ async fn allocate_protocol_errors() {
 async fn another_users_credentials_cannot_touch_an_allocation() {
     let relay = TestRelay::start(RelayOptions::default()).await;
     let c = StunClient::new(relay.addr()).await;
-    let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
-    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    c.allocated("alice").await;
     let eve = c.challenge(&mint(SECRET, "eve", 600)).await;
-    let r = c
-        .transact(&request(
-            METHOD_REFRESH,
-            vec![Box::new(Lifetime(Duration::ZERO))],
-            Some(&eve),
-        ))
-        .await;
+    let r = c.call(METHOD_REFRESH, vec![lifetime(0)], Some(&eve)).await;
     assert_eq!(error_code(&r), Some(441));
     assert_eq!(relay.metric("natkit_relay_allocations_active"), 1.0);
 }
@@ -443,11 +377,7 @@ async fn another_users_credentials_cannot_touch_an_allocation() {
 /// rotation without re-allocating); the configured maximum lifetime caps what is granted.
 #[tokio::test]
 async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
-    let relay = TestRelay::start(RelayOptions {
-        max_lifetime: Some("20".into()),
-        ..Default::default()
-    })
-    .await;
+    let relay = TestRelay::with(|o| o.max_lifetime = Some("20".into())).await;
     let c = StunClient::new(relay.addr()).await;
     let first = mint(SECRET, "alice", 30);
     let (r, _) = c.allocate(&first).await;
@@ -463,11 +393,7 @@ async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
     assert_ne!(renewed.username, first.username);
     let auth = c.challenge(&renewed).await;
     let r = c
-        .transact(&request(
-            METHOD_REFRESH,
-            vec![Box::new(Lifetime(Duration::from_secs(3600)))],
-            Some(&auth),
-        ))
+        .call(METHOD_REFRESH, vec![lifetime(3600)], Some(&auth))
         .await;
     assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
     granted.get_from(&r).unwrap();
@@ -479,9 +405,7 @@ async fn renewed_credential_of_the_same_user_refreshes_the_allocation() {
     // The first credential, once expired, no longer refreshes anything.
     let stale = expired(SECRET, "alice");
     let auth = c.challenge(&stale).await;
-    let r = c
-        .transact(&request(METHOD_REFRESH, vec![], Some(&auth)))
-        .await;
+    let r = c.call(METHOD_REFRESH, vec![], Some(&auth)).await;
     assert_eq!(error_code(&r), Some(401));
 }
 
@@ -535,7 +459,6 @@ async fn a_second_relay_on_the_same_port_is_refused() {
     // The first relay still answers every client, from many source ports.
     for _ in 0..8 {
         let c = StunClient::new(relay.addr()).await;
-        let (r, _) = c.allocate(&mint(SECRET, "alice", 600)).await;
-        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+        c.allocated("alice").await;
     }
 }

@@ -167,6 +167,30 @@ impl Daemon {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// Has the server written a line containing `needle`?
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Waits until the server writes a line containing `needle`; panics with the log after
+    /// `within`.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) {
+        let until = std::time::Instant::now() + within;
+        while !self.logged(needle) {
+            assert!(
+                std::time::Instant::now() < until,
+                "{} wrote no line with {needle:?} within {within:?}:\n{}",
+                self.program,
+                self.log().join("\n")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }

@@ -49,6 +49,13 @@ impl TestRelay {
         Self::start_with_secret(extra, SECRET).await
     }
 
+    /// Starts a relay on loopback with `SECRET` and the settings `set` makes.
+    pub async fn with(set: impl FnOnce(&mut RelayOptions)) -> TestRelay {
+        let mut options = RelayOptions::default();
+        set(&mut options);
+        Self::start(options).await
+    }
+
     pub async fn start_with_secret(extra: RelayOptions, secret: &str) -> TestRelay {
         let options = extra.over(&RelayOptions {
             listen: Some("127.0.0.1:0".into()),
@@ -114,10 +121,21 @@ pub fn text(m: &Message, t: AttrType) -> Option<String> {
     TextAttribute::get_from_as(m, t).ok().map(|a| a.text)
 }
 
-pub fn requested_transport_udp() -> Box<dyn Setter> {
+/// REQUESTED-TRANSPORT: UDP.
+pub fn udp() -> Box<dyn Setter> {
     Box::new(turn::proto::reqtrans::RequestedTransport {
         protocol: turn::proto::PROTO_UDP,
     })
+}
+
+/// LIFETIME in seconds (0 deletes the allocation).
+pub fn lifetime(secs: u64) -> Box<dyn Setter> {
+    Box::new(turn::proto::lifetime::Lifetime(Duration::from_secs(secs)))
+}
+
+/// XOR-PEER-ADDRESS from its text form.
+pub fn peer(addr: &str) -> Box<dyn Setter> {
+    xor_peer(addr.parse().expect("a socket address"))
 }
 
 pub fn xor_peer(addr: SocketAddr) -> Box<dyn Setter> {
@@ -145,11 +163,32 @@ impl StunClient {
         self.sock.local_addr().unwrap()
     }
 
+    /// Sends raw bytes (a ChannelData, a hand-made message) to the relay.
+    pub async fn send(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).await.unwrap();
+    }
+
     /// Sends `m` and returns the response with its transaction id (3 tries, 1 s each).
     pub async fn transact(&self, m: &Message) -> Message {
         self.try_transact(m)
             .await
             .unwrap_or_else(|| panic!("no response from {} to {:?}", self.server, m.typ))
+    }
+
+    /// Builds a request (`wire::request`) and transacts it.
+    pub async fn call(
+        &self,
+        method: Method,
+        attrs: Vec<Box<dyn Setter>>,
+        auth: Option<&Auth>,
+    ) -> Message {
+        self.transact(&request(method, attrs, auth)).await
+    }
+
+    /// CreatePermission for one peer address (text form).
+    pub async fn permit(&self, peer_addr: &str, auth: &Auth) -> Message {
+        self.call(METHOD_CREATE_PERMISSION, vec![peer(peer_addr)], Some(auth))
+            .await
     }
 
     pub async fn try_transact(&self, m: &Message) -> Option<Message> {
@@ -173,11 +212,7 @@ impl StunClient {
     /// Sends an unauthenticated request to learn realm and nonce (expects 401).
     pub async fn challenge(&self, cred: &Credential) -> Auth {
         let r = self
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp()],
-                None,
-            ))
+            .transact(&request(METHOD_ALLOCATE, vec![udp()], None))
             .await;
         assert_eq!(
             error_code(&r),
@@ -192,15 +227,18 @@ impl StunClient {
         }
     }
 
+    /// Allocates for `user` (a credential of `SECRET` for 10 minutes) and asserts success.
+    pub async fn allocated(&self, user: &str) -> Auth {
+        let (r, auth) = self.allocate(&mint(SECRET, user, 600)).await;
+        assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{r:?}");
+        auth
+    }
+
     /// Challenge, then Allocate with `cred`; returns the final response.
     pub async fn allocate(&self, cred: &Credential) -> (Message, Auth) {
         let auth = self.challenge(cred).await;
         let r = self
-            .transact(&request(
-                METHOD_ALLOCATE,
-                vec![requested_transport_udp()],
-                Some(&auth),
-            ))
+            .transact(&request(METHOD_ALLOCATE, vec![udp()], Some(&auth)))
             .await;
         (r, auth)
     }
