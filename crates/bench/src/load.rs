@@ -94,6 +94,24 @@ pub(crate) struct Measured {
     pub rtts_us: Vec<u32>,
     /// The sending period, seconds.
     pub seconds: f64,
+    /// The server's and the machine's figures around it.
+    pub watched: Watched,
+}
+
+/// Watches the server (when its pid is known) and the machine through one run: start it before
+/// the set-up, call [`Watch::setup_done`] when the allocations stand and [`Watch::finish`] when
+/// the traffic has ended.
+pub(crate) struct Watch {
+    pid: Option<u32>,
+    started: Instant,
+    rss_before_kib: u64,
+    setup_ms: u64,
+    rss_after_setup_kib: u64,
+    cpu: (f64, f64, proc_stats::CpuTimes),
+}
+
+/// What a [`Watch`] saw.
+pub(crate) struct Watched {
     /// Whether the server's pid was known (its CPU figures are NaN otherwise).
     pub server_known: bool,
     /// The server's CPU seconds before and after, the load's own.
@@ -104,6 +122,46 @@ pub(crate) struct Measured {
     pub rss_before_kib: u64,
     pub rss_after_setup_kib: u64,
     pub setup_ms: u64,
+}
+
+impl Watch {
+    pub(crate) fn start(pid: Option<u32>) -> Watch {
+        Watch {
+            pid,
+            started: Instant::now(),
+            rss_before_kib: pid.map(proc_stats::rss_kib).unwrap_or(0),
+            setup_ms: 0,
+            rss_after_setup_kib: 0,
+            cpu: (0.0, 0.0, proc_stats::CpuTimes::now()),
+        }
+    }
+
+    fn server_cpu(&self) -> f64 {
+        self.pid.map(proc_stats::cpu_seconds).unwrap_or(0.0)
+    }
+
+    /// The set-up is done: its time, the server's memory once it settled (200 ms), and the
+    /// CPU counters the traffic starts from.
+    pub(crate) async fn setup_done(&mut self) {
+        self.setup_ms = self.started.elapsed().as_millis() as u64;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.rss_after_setup_kib = self.pid.map(proc_stats::rss_kib).unwrap_or(0);
+        let own = proc_stats::cpu_seconds(std::process::id());
+        self.cpu = (self.server_cpu(), own, proc_stats::CpuTimes::now());
+    }
+
+    pub(crate) fn finish(self) -> Watched {
+        let (server0, own0, machine0) = &self.cpu;
+        Watched {
+            server_known: self.pid.is_some(),
+            server_cpu: (*server0, self.server_cpu()),
+            own_cpu: (*own0, proc_stats::cpu_seconds(std::process::id())),
+            machine: proc_stats::CpuTimes::now().since(machine0),
+            rss_before_kib: self.rss_before_kib,
+            rss_after_setup_kib: self.rss_after_setup_kib,
+            setup_ms: self.setup_ms,
+        }
+    }
 }
 
 impl Measured {
@@ -117,7 +175,7 @@ impl Measured {
                 .unwrap_or(0) as u64
         };
         let relayed = self.received * 2;
-        let server = self.server_cpu.1 - self.server_cpu.0;
+        let server = self.watched.server_cpu.1 - self.watched.server_cpu.0;
         let per_million = |seconds: f64| {
             if relayed == 0 {
                 f64::NAN
@@ -125,7 +183,7 @@ impl Measured {
                 seconds / relayed as f64 * 1e6
             }
         };
-        let machine = self.machine.total();
+        let machine = self.watched.machine.total();
         LoadReport {
             allocations: self.allocations,
             payload: self.payload,
@@ -141,22 +199,25 @@ impl Measured {
             rtt_p50_us: pct(0.5),
             rtt_p99_us: pct(0.99),
             cpu_s_per_million: per_million(server),
-            server_core_pct: if self.server_known {
+            server_core_pct: if self.watched.server_known {
                 100.0 * server / self.seconds
             } else {
                 f64::NAN
             },
-            load_core_pct: 100.0 * (self.own_cpu.1 - self.own_cpu.0) / self.seconds,
+            load_core_pct: 100.0 * (self.watched.own_cpu.1 - self.watched.own_cpu.0) / self.seconds,
             machine_cpu_s_per_million: per_million(machine.busy),
             softirq_s_per_million: per_million(machine.softirq),
-            cpu_busy_s: self.machine.0.iter().map(|t| t.busy).collect(),
-            rss_before_kib: self.rss_before_kib,
-            rss_after_setup_kib: self.rss_after_setup_kib,
-            rss_per_allocation_bytes: self.rss_after_setup_kib.saturating_sub(self.rss_before_kib)
+            cpu_busy_s: self.watched.machine.0.iter().map(|t| t.busy).collect(),
+            rss_before_kib: self.watched.rss_before_kib,
+            rss_after_setup_kib: self.watched.rss_after_setup_kib,
+            rss_per_allocation_bytes: self
+                .watched
+                .rss_after_setup_kib
+                .saturating_sub(self.watched.rss_before_kib)
                 as f64
                 * 1024.0
                 / self.allocations as f64,
-            setup_ms: self.setup_ms,
+            setup_ms: self.watched.setup_ms,
         }
     }
 }
@@ -212,17 +273,9 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
 
 /// Creates the allocations, runs the traffic, and measures.
 pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
-    let pid = cfg.server_pid;
-    let rss_before = pid.map(proc_stats::rss_kib).unwrap_or(0);
-    let t = Instant::now();
+    let mut watch = Watch::start(cfg.server_pid);
     let flows: Vec<Flow> = setup(cfg).await?;
-    let setup_ms = t.elapsed().as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_after = pid.map(proc_stats::rss_kib).unwrap_or(0);
-
-    let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
-    let own0 = proc_stats::cpu_seconds(std::process::id());
-    let machine0 = proc_stats::CpuTimes::now();
+    watch.setup_done().await;
     let (payload, plain, pacing, inflight, duration) = (
         cfg.payload,
         matches!(cfg.target, Target::Plain { .. }),
@@ -234,9 +287,6 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         traffic::run(&flows, payload, plain, pacing, inflight, duration)
     })
     .await??;
-    let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
-    let own1 = proc_stats::cpu_seconds(std::process::id());
-    let machine = proc_stats::CpuTimes::now().since(&machine0);
     // Utilisation over the sending period: the 300 ms drain after it is idle but for stragglers.
     Ok(Measured {
         allocations: cfg.allocations,
@@ -246,13 +296,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
         misrouted: totals.misrouted,
         rtts_us: totals.rtts_us,
         seconds: cfg.duration.as_secs_f64(),
-        server_known: pid.is_some(),
-        server_cpu: (cpu0, cpu1),
-        own_cpu: (own0, own1),
-        machine,
-        rss_before_kib: rss_before,
-        rss_after_setup_kib: rss_after,
-        setup_ms,
+        watched: watch.finish(),
     }
     .report())
 }

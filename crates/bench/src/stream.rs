@@ -18,8 +18,7 @@ use turn::proto::channum::ChannelNumber;
 use turn::proto::peeraddr::PeerAddress;
 
 use crate::client::{answer_challenge, code, first_allocate, second_allocate};
-use crate::load::{LoadReport, Measured};
-use crate::proc_stats;
+use crate::load::{LoadReport, Measured, Watch};
 
 /// How the load reaches the server.
 #[derive(Clone)]
@@ -237,20 +236,12 @@ async fn traffic(
 
 /// Opens the connections and allocations, runs the traffic, and measures.
 pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
-    let pid = cfg.server_pid;
-    let rss_before = pid.map(proc_stats::rss_kib).unwrap_or(0);
-    let t = Instant::now();
+    let mut watch = Watch::start(cfg.server_pid);
     let mut conns = Vec::with_capacity(cfg.allocations);
     for i in 0..cfg.allocations {
         conns.push(allocate(cfg, &format!("stream{i}")).await?);
     }
-    let setup_ms = t.elapsed().as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_after = pid.map(proc_stats::rss_kib).unwrap_or(0);
-
-    let cpu0 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
-    let own0 = proc_stats::cpu_seconds(std::process::id());
-    let machine0 = proc_stats::CpuTimes::now();
+    watch.setup_done().await;
     let shared = Arc::new(cfg.clone());
     let counters = Arc::new(Counters::default());
     let epoch = Instant::now();
@@ -270,9 +261,6 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
     for t in tasks {
         t.await??;
     }
-    let cpu1 = pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
-    let own1 = proc_stats::cpu_seconds(std::process::id());
-    let machine = proc_stats::CpuTimes::now().since(&machine0);
     let rtts_us = std::mem::take(&mut *counters.rtts_us.lock().expect("rtts"));
     Ok(Measured {
         allocations: cfg.allocations,
@@ -282,13 +270,7 @@ pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
         misrouted: 0,
         rtts_us,
         seconds: cfg.duration.as_secs_f64(),
-        server_known: pid.is_some(),
-        server_cpu: (cpu0, cpu1),
-        own_cpu: (own0, own1),
-        machine,
-        rss_before_kib: rss_before,
-        rss_after_setup_kib: rss_after,
-        setup_ms,
+        watched: watch.finish(),
     }
     .report())
 }

@@ -15,24 +15,15 @@ use serde_json::Value;
 const SECRET: &str = "generator-test-secret";
 const BIN: &str = env!("CARGO_BIN_EXE_natkit-bench");
 
-/// Runs `natkit-bench` with `args` to completion and parses the JSON report it prints.
-fn report(args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("NATKIT_TURN_SECRET", SECRET)
-        .output()
-        .expect("run natkit-bench");
-    assert!(
-        out.status.success(),
-        "natkit-bench {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "natkit-bench printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+/// Runs `natkit-bench MODE --server ADDR ARGS` to completion and parses the JSON report it prints.
+fn report(mode: &str, server: SocketAddr, args: &[&str]) -> Value {
+    natkit_testkit::json_of(
+        &format!("natkit-bench {mode} {args:?}"),
+        Command::new(BIN)
+            .args([mode, "--server", &server.to_string()])
+            .args(args)
+            .env("NATKIT_TURN_SECRET", SECRET),
+    )
 }
 
 fn num(r: &Value, key: &str) -> f64 {
@@ -87,19 +78,20 @@ fn assert_closed_loop_report(r: &Value, allocations: u64) {
 fn drives_natkit_relay_with_channel_data_and_reports_its_cpu_and_memory() {
     let (addr, _rt) = natkit_relay();
     let pid = std::process::id().to_string(); // the relay runs in this test process
-    let r = report(&[
+    let r = report(
         "relay",
-        "--server",
-        &addr.to_string(),
-        "--server-pid",
-        &pid,
-        "--allocations",
-        "20",
-        "--window",
-        "2",
-        "--seconds",
-        "1",
-    ]);
+        addr,
+        &[
+            "--server-pid",
+            &pid,
+            "--allocations",
+            "20",
+            "--window",
+            "2",
+            "--seconds",
+            "1",
+        ],
+    );
     assert_closed_loop_report(&r, 20);
     assert!(num(&r, "cpu_s_per_million") > 0.0, "no server CPU: {r}");
     assert!(num(&r, "rss_before_kib") > 0.0, "no server RSS: {r}");
@@ -112,32 +104,27 @@ fn drives_natkit_relay_with_channel_data_and_reports_its_cpu_and_memory() {
 #[test]
 fn send_indications_and_an_open_loop_rate_reach_the_echo_peer_too() {
     let (addr, _rt) = natkit_relay();
-    let r = report(&[
+    let r = report(
         "relay",
-        "--server",
-        &addr.to_string(),
-        "--allocations",
-        "4",
-        "--send",
-        "--window",
-        "2",
-        "--seconds",
-        "1",
-    ]);
+        addr,
+        &[
+            "--allocations",
+            "4",
+            "--send",
+            "--window",
+            "2",
+            "--seconds",
+            "1",
+        ],
+    );
     assert_closed_loop_report(&r, 4);
 
     // 2,000 datagrams per second for 2 s, spread over 10 allocations: about 4,000 sent.
-    let r = report(&[
+    let r = report(
         "relay",
-        "--server",
-        &addr.to_string(),
-        "--allocations",
-        "10",
-        "--rate",
-        "2000",
-        "--seconds",
-        "2",
-    ]);
+        addr,
+        &["--allocations", "10", "--rate", "2000", "--seconds", "2"],
+    );
     let sent = num(&r, "sent");
     assert!(
         (3900.0..=4000.0).contains(&sent),
@@ -152,13 +139,7 @@ fn send_indications_and_an_open_loop_rate_reach_the_echo_peer_too() {
 #[test]
 fn counts_allocations_per_second_and_failures() {
     let (addr, _rt) = natkit_relay();
-    let r = report(&[
-        "alloc-rate",
-        "--server",
-        &addr.to_string(),
-        "--count",
-        "300",
-    ]);
+    let r = report("alloc-rate", addr, &["--count", "300"]);
     assert_eq!(num(&r, "succeeded"), 300.0, "{r}");
     assert_eq!(num(&r, "failed"), 0.0);
     assert!(num(&r, "per_second") > 0.0);
@@ -221,24 +202,25 @@ fn drives_its_own_forwarder_and_echo_peer() {
         "--peer",
         &echo,
     ]));
-    let fwd = forwarder.addr("forwarder").to_string();
+    let fwd = forwarder.addr("forwarder");
     let pid = forwarder.id().to_string();
-    let r = report(&[
+    let r = report(
         "relay",
-        "--plain",
-        "--server",
-        &fwd,
-        "--echo",
-        &echo,
-        "--server-pid",
-        &pid,
-        "--allocations",
-        "30",
-        "--window",
-        "4",
-        "--seconds",
-        "1",
-    ]);
+        fwd,
+        &[
+            "--plain",
+            "--echo",
+            &echo,
+            "--server-pid",
+            &pid,
+            "--allocations",
+            "30",
+            "--window",
+            "4",
+            "--seconds",
+            "1",
+        ],
+    );
     assert_closed_loop_report(&r, 30);
     assert!(num(&r, "cpu_s_per_million") > 0.0, "{r}");
 
@@ -256,7 +238,14 @@ fn drives_its_own_forwarder_and_echo_peer() {
     ] {
         let out = Command::new(BIN)
             .args([
-                "relay", "--plain", "--server", &fwd, "--echo", &echo, flag, value,
+                "relay",
+                "--plain",
+                "--server",
+                &fwd.to_string(),
+                "--echo",
+                &echo,
+                flag,
+                value,
             ])
             .output()
             .unwrap();
@@ -267,7 +256,7 @@ fn drives_its_own_forwarder_and_echo_peer() {
 
     // Without --echo, --plain is refused with a reason.
     let out = Command::new(BIN)
-        .args(["relay", "--plain", "--server", &fwd])
+        .args(["relay", "--plain", "--server", &fwd.to_string()])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -43,6 +43,16 @@ impl Setting {
     }
 }
 
+/// The entries of a list key, whichever source gave them: a flag repeated, a TOML array, or one
+/// comma-separated value (as an environment variable carries a list): each split at commas,
+/// trimmed, blanks dropped.
+pub fn items(list: &[Setting]) -> impl Iterator<Item = &str> {
+    list.iter()
+        .flat_map(|s| s.as_str().split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 impl fmt::Debug for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::tls::{ServerFiles, TempDir, TestCa};
-use natkit_testkit::Process;
+use natkit_testkit::ChromiumPage;
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -200,27 +200,23 @@ fn only_turns_handed_out_gives_a_tls_relay() {
 /// Opens the web page in headless Chromium inside the UDP-blocked site and returns the page's
 /// last report once `done` accepts it.
 fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let profile = std::env::temp_dir().join(format!("natkit-page-{}", l.lab.id()));
-    let mut chromium = Process::spawn(
-        l.lab.sites[BLOCKED]
-            .client
-            .cmd("chromium")
-            .args(natkit_testkit::chromium_headless_args(&profile))
-            // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
-            .arg(format!(
-                "--ignore-certificate-errors-spki-list={}",
-                l.files.spki_sha256
-            ))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
+    // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        l.files.spki_sha256
     );
-    let stderr = chromium.child().stderr.take().expect("piped stderr");
-    let rx = natkit_testkit::console_reports(stderr, "natkit-page");
+    let page = ChromiumPage::open(
+        l.lab.sites[BLOCKED].client.cmd(natkit_testkit::chromium()),
+        &format!("natkit-page-{}", l.lab.id()),
+        &[trust],
+        url,
+        "natkit-page",
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let mut last = Value::Null;
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match rx
+        match page
+            .reports
             .recv_timeout(left)
             .map(|j| serde_json::from_str::<Value>(&j))
         {
@@ -233,8 +229,6 @@ fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Val
             Err(_) => break,
         }
     }
-    chromium.kill();
-    let _ = std::fs::remove_dir_all(&profile);
     last
 }
 
@@ -243,10 +237,6 @@ fn chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns() {
     if !require_root("chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns") {
         return;
     }
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "chromium is needed: apt-get install -y chromium (tests/run installs it)"
-    );
     let l = stream_lab(true);
     let mut echo = l.echo_at(SYMMETRIC, "chromium");
     let page = format!(

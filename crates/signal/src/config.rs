@@ -63,8 +63,7 @@ pub struct SignalOptions {
     #[arg(
         long = "ice-server",
         env = "NATKIT_SIGNAL_ICE_SERVERS",
-        value_name = "URL",
-        value_delimiter = ','
+        value_name = "URL"
     )]
     pub ice_servers: Vec<Setting>,
     /// A natkit-relay to hand out (repeatable, IP:PORT, same TURN secret): with two or more,
@@ -72,8 +71,7 @@ pub struct SignalOptions {
     #[arg(
         long = "relay-server",
         env = "NATKIT_SIGNAL_RELAY_SERVERS",
-        value_name = "IP:PORT",
-        value_delimiter = ','
+        value_name = "IP:PORT"
     )]
     pub relay_servers: Vec<Setting>,
     /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
@@ -218,11 +216,11 @@ impl SignalOptions {
     }
 
     /// Takes `NATKIT_SIGNAL_TOKEN_SECRET` from the process environment when set and not blank.
-    pub fn with_environment_secret(self) -> Self {
-        SignalOptions {
-            token_secret: SecretText::from_env(TOKEN_SECRET_ENV).or(self.token_secret),
-            ..self
+    pub fn with_environment_secret(mut self) -> Self {
+        if let Some(secret) = SecretText::from_env(TOKEN_SECRET_ENV) {
+            self.token_secret = Some(secret);
         }
+        self
     }
 }
 
@@ -278,11 +276,7 @@ impl SignalConfig {
                 ),
             ));
         }
-        let ice_servers: Vec<String> = o
-            .ice_servers
-            .iter()
-            .map(|u| u.as_str().trim().to_owned())
-            .collect();
+        let ice_servers: Vec<String> = layer::items(&o.ice_servers).map(str::to_owned).collect();
         for u in &ice_servers {
             if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:")) {
                 return Err(invalid(
@@ -340,7 +334,7 @@ impl SignalConfig {
                 "127.0.0.1:9642".parse().expect("valid"),
             )?),
         };
-        let listed: Vec<&str> = o.relay_servers.iter().map(|v| v.as_str().trim()).collect();
+        let listed: Vec<&str> = layer::items(&o.relay_servers).collect();
         let relays_from_cluster = listed.contains(&"cluster");
         if relays_from_cluster && listed.len() > 1 {
             return Err(invalid(

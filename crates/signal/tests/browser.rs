@@ -15,15 +15,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
-fn chromium() -> &'static str {
-    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if std::path::Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("chromium not found: apt-get install -y chromium (tests/run installs it)");
-}
-
 /// A headless Chromium with a fresh profile, killed and cleaned up on drop.
 struct Browser {
     _child: tokio::process::Child,
@@ -45,20 +36,12 @@ impl Browser {
             std::process::id(),
             rand_suffix()
         ));
-        let mut child = tokio::process::Command::new(chromium())
+        let mut child = tokio::process::Command::new(natkit_testkit::chromium())
+            .args(natkit_testkit::chromium_headless_args(&profile))
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 // Two tabs on one host: offer real host addresses instead of mDNS names.
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--remote-debugging-port=0",
-                &format!("--user-data-dir={}", profile.display()),
                 "about:blank",
             ])
             .stderr(Stdio::piped())

@@ -3,26 +3,28 @@
 use natkit_signal::config::{SignalConfig, SignalOptions};
 use natkit_stun_turn::config::RelayConfig;
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../deploy/signal.example.toml"
-);
+fn example() -> std::path::PathBuf {
+    natkit_testkit::repo_file("deploy/signal.example.toml")
+}
 
 #[test]
 fn signal_example_toml_loads_and_validates() {
-    let file = SignalOptions::from_file(EXAMPLE.as_ref()).expect("example parses");
-    let s = SignalConfig::from_options(file.clone(), |p| {
-        assert_eq!(p, "/run/secrets/natkit_signal_token_secret");
-        Ok("example-token-secret\n".into())
-    })
+    let file = SignalOptions::from_file(&example()).expect("example parses");
+    let s = SignalConfig::from_options(
+        file.clone(),
+        natkit_testkit::one_file(
+            "/run/secrets/natkit_signal_token_secret",
+            "example-token-secret\n",
+        ),
+    )
     .expect("example validates");
     assert!(s.token.is_some());
     assert!(s.embedded_relay);
     assert_eq!(s.peers_per_room, 16);
-    let relay = RelayConfig::from_options(file.relay, |p| {
-        assert_eq!(p, "/run/secrets/natkit_turn_secret");
-        Ok("example-turn-secret\n".into())
-    })
+    let relay = RelayConfig::from_options(
+        file.relay,
+        natkit_testkit::one_file("/run/secrets/natkit_turn_secret", "example-turn-secret\n"),
+    )
     .expect("relay table validates");
     assert_eq!(relay.deny_peers.len(), 3);
     assert_eq!(relay.listen.port(), 3478);
@@ -33,15 +35,9 @@ fn signal_example_toml_loads_and_validates() {
 /// deploy/relay.example.toml, to which the table points.)
 #[test]
 fn the_signal_example_names_every_key() {
-    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let text = std::fs::read_to_string(example()).unwrap();
     let (top, _relay) = text.split_once("\n[relay]\n").expect("a [relay] table");
-    let keys = serde_json::to_value(SignalOptions::default()).unwrap();
-    let missing: Vec<&String> = keys
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|k| *k != "relay" && !natkit_testkit::toml_names_key(top, k))
-        .collect();
+    let missing = natkit_testkit::keys_missing_from(top, &SignalOptions::default(), &["relay"]);
     assert!(
         missing.is_empty(),
         "deploy/signal.example.toml lacks {missing:?}"

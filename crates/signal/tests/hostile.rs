@@ -156,14 +156,10 @@ async fn turn_identities_of_two_rooms_never_collide() {
 #[tokio::test]
 async fn refresh_after_the_join_token_expired_is_refused() {
     // The client sleeps past the token's expiry without reading: no idle timeout meanwhile.
-    let s = start(
-        SignalOptions {
-            ping_interval: Some("10".into()),
-            idle_timeout: Some("30".into()),
-            ..Default::default()
-        },
-        Some("k"),
-    )
+    let s = start_tokened("k", |o| {
+        o.ping_interval = Some("10".into());
+        o.idle_timeout = Some("30".into());
+    })
     .await;
     let token = TokenSecret::new("k")
         .unwrap()
@@ -184,14 +180,7 @@ async fn refresh_after_the_join_token_expired_is_refused() {
 /// refusals are counted.
 #[tokio::test]
 async fn credential_minting_is_rate_limited_per_ip_and_counted() {
-    let s = start(
-        SignalOptions {
-            credentials_per_minute: Some("5".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.credentials_per_minute = Some("5".into())).await;
     let started = Instant::now();
     let mut codes = Vec::new();
     for _ in 0..20 {
@@ -215,14 +204,10 @@ async fn credential_minting_is_rate_limited_per_ip_and_counted() {
 /// one IP could hold any number of them.
 #[tokio::test]
 async fn slowloris_is_cut_off_and_connections_per_ip_are_limited() {
-    let s = start(
-        SignalOptions {
-            header_timeout: Some("1".into()),
-            max_connections_per_ip: Some("5".into()),
-            ..Default::default()
-        },
-        None,
-    )
+    let s = start_with(|o| {
+        o.header_timeout = Some("1".into());
+        o.max_connections_per_ip = Some("5".into());
+    })
     .await;
     let mut slow = Vec::new();
     for _ in 0..5 {

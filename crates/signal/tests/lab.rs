@@ -4,29 +4,24 @@
 //! is blocked. The page logs its result to the console, which Chromium writes to its standard
 //! error. Needs root (fails under CI without it).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
-use natkit_testkit::Process;
+use natkit_testkit::ChromiumPage;
 use serde_json::Value;
 
 /// Opens `url` in a headless Chromium inside `site`'s client namespace and returns what the page
 /// logged as `natkit-check {...}`.
 fn check_from(lab: &Lab, site: usize, url: &str) -> Value {
-    let profile = std::env::temp_dir().join(format!("natkit-check-{}-{site}", lab.id()));
-    let mut chromium = Process::spawn(
-        lab.sites[site]
-            .client
-            .cmd("chromium")
-            .args(natkit_testkit::chromium_headless_args(&profile))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
+    let page = ChromiumPage::open(
+        lab.sites[site].client.cmd(natkit_testkit::chromium()),
+        &format!("natkit-check-{}-{site}", lab.id()),
+        &[],
+        url,
+        "natkit-check",
     );
-    let stderr = chromium.child().stderr.take().expect("piped stderr");
-    let rx = natkit_testkit::console_reports(stderr, "natkit-check");
-    let line = rx
+    let line = page
+        .reports
         .recv_timeout(Duration::from_secs(40))
         .unwrap_or_else(|_| {
             panic!(
@@ -34,8 +29,7 @@ fn check_from(lab: &Lab, site: usize, url: &str) -> Value {
                 lab.sites[site].nat.name()
             )
         });
-    chromium.kill();
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(page);
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
@@ -44,10 +38,6 @@ fn the_check_page_tells_three_networks_apart() {
     if !require_root("the_check_page_tells_three_networks_apart") {
         return;
     }
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "chromium is needed: apt-get install -y chromium (tests/run installs it)"
-    );
     let mut lab = Lab::new();
     let sites = [
         (lab.add_site(Nat::Symmetric), "turn-needed"),

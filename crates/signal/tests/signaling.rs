@@ -99,15 +99,11 @@ async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
 
 #[tokio::test]
 async fn every_error_code_is_returned_and_the_connection_stays_open() {
-    let s = start(
-        SignalOptions {
-            peers_per_room: Some("1".into()),
-            max_rooms: Some("2".into()),
-            messages_per_second: Some("5".into()),
-            ..Default::default()
-        },
-        None,
-    )
+    let s = start_with(|o| {
+        o.peers_per_room = Some("1".into());
+        o.max_rooms = Some("2".into());
+        o.messages_per_second = Some("5".into());
+    })
     .await;
     let mut ws = s.connect("").await;
     let cases: Vec<(Message, &str)> = vec![
@@ -183,14 +179,7 @@ async fn every_error_code_is_returned_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
-    let s = start(
-        SignalOptions {
-            max_frame_bytes: Some("2048".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.max_frame_bytes = Some("2048".into())).await;
     let (mut a, _) = s.join("r", Some("a")).await;
     let (mut b, _) = s.join("r", Some("b")).await;
     let _ = recv(&mut a).await; // peer-joined
@@ -214,14 +203,7 @@ async fn oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn a_flood_of_bad_frames_does_not_disturb_other_peers() {
-    let s = start(
-        SignalOptions {
-            messages_per_second: Some("1000".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.messages_per_second = Some("1000".into())).await;
     let (mut a, _) = s.join("calm", Some("a")).await;
     let (mut b, _) = s.join("calm", Some("b")).await;
     let _ = recv(&mut a).await;
@@ -291,14 +273,7 @@ async fn turn_allocate(
 
 #[tokio::test]
 async fn ice_server_credentials_allocate_on_the_embedded_relay_until_they_expire() {
-    let s = start(
-        SignalOptions {
-            credential_ttl: Some("2".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.credential_ttl = Some("2".into())).await;
     let (code, body) = s.get("/v1/ice-servers").await;
     assert_eq!(code, 200);
     assert_eq!(body["ttl"], 2);
@@ -389,14 +364,7 @@ async fn shutdown_tells_connected_peers() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
-    let s = start(
-        SignalOptions {
-            max_connections: Some("1".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.max_connections = Some("1".into())).await;
     let (_a, _) = s.join("r", Some("a")).await;
     let err = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http))
         .await
@@ -455,14 +423,7 @@ async fn hostile_peer_ids_get_an_error_and_the_connection_survives() {
 /// relay; before `join` it is refused.
 #[tokio::test]
 async fn refresh_mints_a_new_credential_for_the_same_peer() {
-    let s = start(
-        SignalOptions {
-            credential_ttl: Some("60".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await;
+    let s = start_with(|o| o.credential_ttl = Some("60".into())).await;
     let mut lone = s.connect("").await;
     send(&mut lone, &json!({"type": "refresh"})).await;
     let r = recv(&mut lone).await;
@@ -489,14 +450,10 @@ async fn refresh_mints_a_new_credential_for_the_same_peer() {
 
 #[tokio::test]
 async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
-    let s = start(
-        SignalOptions {
-            messages_per_second: Some("100000".into()),
-            idle_timeout: Some("60".into()),
-            ..Default::default()
-        },
-        None,
-    )
+    let s = start_with(|o| {
+        o.messages_per_second = Some("100000".into());
+        o.idle_timeout = Some("60".into());
+    })
     .await;
     let (mut a, _) = s.join("r", Some("a")).await;
     let (mut b, _) = s.join("r", Some("b")).await;

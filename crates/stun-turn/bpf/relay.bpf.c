@@ -67,13 +67,9 @@ struct out_key {
 	__u16 relay_port;
 };
 
+// The client's side of the channel, as chan_in's key names it.
 struct out_val {
-	__u32 client_ip;
-	__u32 server_ip;
-	__u16 client_port;
-	__u16 server_port;
-	__u16 channel;
-	__u16 pad;
+	struct in_key to;
 	__u64 expires_ns;
 };
 
@@ -93,21 +89,18 @@ struct stats {
 	__u64 n[COUNTERS];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct in_key);
-	__type(value, struct in_val);
-} chan_in SEC(".maps");
+// The channel maps: 65,536 entries each, allocated as the relay adds them.
+#define CHANNEL_MAP(name, k, v)                                                                    \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, 65536);                                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, k);                                                                    \
+		__type(value, v);                                                                  \
+	} name SEC(".maps")
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct out_key);
-	__type(value, struct out_val);
-} chan_out SEC(".maps");
+CHANNEL_MAP(chan_in, struct in_key, struct in_val);
+CHANNEL_MAP(chan_out, struct out_key, struct out_val);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -336,7 +329,7 @@ ALWAYS int to_client(struct __sk_buff *skb, struct out_val *w, struct iphdr *ip,
 	if (plen > 0xffff - 40)
 		return PASS;
 	struct bpf_fib_lookup fib;
-	int via = route(skb, &fib, w->server_ip, w->client_ip, w->server_port, w->client_port,
+	int via = route(skb, &fib, w->to.server_ip, w->to.client_ip, w->to.server_port, w->to.client_port,
 	                32 + plen);
 	if (via == NO_ROUTE) {
 		count(PASS_ROUTE, 1);
@@ -347,8 +340,8 @@ ALWAYS int to_client(struct __sk_buff *skb, struct out_val *w, struct iphdr *ip,
 	__u16 nlen = __builtin_bswap16(12 + plen);
 	__u16 cdlen = __builtin_bswap16(plen);
 	__u32 acc =
-	    rechecksum(ip, udp, w->server_ip, w->client_ip, w->server_port, w->client_port, nlen);
-	acc = add16(acc, w->channel); // the ChannelData header joins the payload
+	    rechecksum(ip, udp, w->to.server_ip, w->to.client_ip, w->to.server_port, w->to.client_port, nlen);
+	acc = add16(acc, w->to.channel); // the ChannelData header joins the payload
 	acc = add16(acc, cdlen);
 	if (check == 0 || offload_pending(skb, check)) {
 		count(PASS_CHECKSUM, 1);
@@ -359,15 +352,15 @@ ALWAYS int to_client(struct __sk_buff *skb, struct out_val *w, struct iphdr *ip,
 		__u16 channel;
 		__u16 len;
 	} hdr = {
-	    .udp = {.source = w->server_port,
-	            .dest = w->client_port,
+	    .udp = {.source = w->to.server_port,
+	            .dest = w->to.client_port,
 	            .len = nlen,
 	            .check = finish_udp(acc)},
-	    .channel = w->channel,
+	    .channel = w->to.channel,
 	    .len = cdlen,
 	};
 	struct iphdr nip;
-	new_ip(&nip, tos, 32 + plen, w->server_ip, w->client_ip);
+	new_ip(&nip, tos, 32 + plen, w->to.server_ip, w->to.client_ip);
 	if (bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_NET, 0))
 		return TC_ACT_SHOT;
 	if (bpf_skb_store_bytes(skb, UDP_OFF, &hdr, sizeof(hdr), 0))

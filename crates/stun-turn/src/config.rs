@@ -58,21 +58,17 @@ pub struct RelayOptions {
     /// File with one TURN secret per line; the first mints, all verify (rotation)
     #[arg(long, env = "NATKIT_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<Setting>,
+    /// The current TURN secret, from `NATKIT_TURN_SECRET` only: never a flag (flags show in
+    /// `ps` and shell history) nor a file key (use `secret_file`). Set by [`load`] and
+    /// [`RelayOptions::with_environment_secret`].
+    #[arg(skip)]
+    #[serde(skip)]
+    pub turn_secret: Option<SecretText>,
     /// Peers to allow even if denied by default (CIDR, repeatable)
-    #[arg(
-        long,
-        env = "NATKIT_ALLOW_PEER",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "NATKIT_ALLOW_PEER", value_name = "CIDR")]
     pub allow_peer: Vec<Setting>,
     /// Peers to refuse (CIDR, repeatable), e.g. your private network
-    #[arg(
-        long,
-        env = "NATKIT_DENY_PEER",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "NATKIT_DENY_PEER", value_name = "CIDR")]
     pub deny_peer: Vec<Setting>,
     /// Allocations one user (or one join token's credentials) may hold at once, 0 = unlimited
     /// [default: 10]
@@ -130,19 +126,8 @@ pub struct RelayOptions {
     /// Relay UDP clients' ChannelData in the kernel (a TC program) on packets arriving on this
     /// interface (repeatable); needs a build with the `kernel-path` feature, root (CAP_BPF and
     /// CAP_NET_ADMIN) and --listen on one IPv4 address [default: off]
-    #[arg(
-        long,
-        env = "NATKIT_KERNEL_PATH",
-        value_name = "IFACE",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "NATKIT_KERNEL_PATH", value_name = "IFACE")]
     pub kernel_path: Vec<Setting>,
-    /// The current TURN secret, from `NATKIT_TURN_SECRET` only: never a flag (flags show in
-    /// `ps` and shell history) nor a file key (use `secret_file`). Set by [`load`] and
-    /// [`RelayOptions::with_environment_secret`].
-    #[arg(skip)]
-    #[serde(skip)]
-    pub turn_secret: Option<SecretText>,
 }
 
 impl RelayOptions {
@@ -264,7 +249,7 @@ impl RelayConfig {
             return Err(ConfigError::invalid("realm", "must be 1 to 127 bytes"));
         }
         let nets = |key: &'static str, v: &[Setting]| -> Result<Vec<IpNet>, ConfigError> {
-            v.iter().map(|s| parse_cidr(key, s.as_str())).collect()
+            layer::items(v).map(|s| parse_cidr(key, s)).collect()
         };
         let allow_peers = nets("allow_peer", &o.allow_peer)?;
         let deny_peers = nets("deny_peer", &o.deny_peer)?;
@@ -303,11 +288,7 @@ impl RelayConfig {
             }
         }
 
-        let kernel_path: Vec<String> = o
-            .kernel_path
-            .iter()
-            .map(|s| s.as_str().trim().to_owned())
-            .collect();
+        let kernel_path: Vec<String> = layer::items(&o.kernel_path).map(str::to_owned).collect();
         for iface in &kernel_path {
             // IFNAMSIZ is 16 with the terminating NUL.
             if iface.is_empty()

@@ -60,16 +60,12 @@ pub struct OutKey {
     pub relay_port: u16,
 }
 
-/// `chan_out`'s value: the client it goes to as ChannelData on `channel`, from `server`.
+/// `chan_out`'s value: the client it goes to as ChannelData (on `to.channel`, from `to.server`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutVal {
-    pub client_ip: u32,
-    pub server_ip: u32,
-    pub client_port: u16,
-    pub server_port: u16,
-    pub channel: u16,
-    pub pad: u16,
+    /// The client's side of the channel, as `chan_in`'s key names it.
+    pub to: InKey,
     pub expires_ns: u64,
 }
 
@@ -247,12 +243,7 @@ impl Offload {
                 Some(until) if had.and_then(|e| e.3) != Some(until) => ops.push(MapOp::PutOut(
                     keys.out_key(peer, relay_port),
                     OutVal {
-                        client_ip: key.client_ip,
-                        server_ip: key.server_ip,
-                        client_port: key.client_port,
-                        server_port: key.server_port,
-                        channel: key.channel,
-                        pad: 0,
+                        to: key,
                         expires_ns: mono.ns(until),
                     },
                 )),

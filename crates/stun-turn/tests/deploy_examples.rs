@@ -3,18 +3,17 @@
 
 use natkit_stun_turn::config::{RelayConfig, RelayOptions, Settings};
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../deploy/relay.example.toml"
-);
+use natkit_testkit::repo_file;
+
+const EXAMPLE: &str = "deploy/relay.example.toml";
 
 #[test]
 fn relay_example_toml_loads_and_validates() {
-    let file = RelayOptions::from_file(EXAMPLE.as_ref()).expect("example parses");
-    let relay = RelayConfig::from_options(file.clone(), |p| {
-        assert_eq!(p, "/run/secrets/natkit_turn_secret");
-        Ok("example-secret\n".into())
-    })
+    let file = RelayOptions::from_file(&repo_file(EXAMPLE)).expect("example parses");
+    let relay = RelayConfig::from_options(
+        file.clone(),
+        natkit_testkit::one_file("/run/secrets/natkit_turn_secret", "example-secret\n"),
+    )
     .expect("example validates");
     let settings = Settings::new(&file, relay).expect("example validates");
     assert_eq!(settings.relay.listen.port(), 3478);
@@ -26,14 +25,8 @@ fn relay_example_toml_loads_and_validates() {
 /// Every key of the relay's file is in the example, set or commented out.
 #[test]
 fn the_relay_example_names_every_key() {
-    let text = std::fs::read_to_string(EXAMPLE).unwrap();
-    let keys = serde_json::to_value(RelayOptions::default()).unwrap();
-    let missing: Vec<&String> = keys
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|k| !natkit_testkit::toml_names_key(&text, k))
-        .collect();
+    let text = std::fs::read_to_string(repo_file(EXAMPLE)).unwrap();
+    let missing = natkit_testkit::keys_missing_from(&text, &RelayOptions::default(), &[]);
     assert!(
         missing.is_empty(),
         "deploy/relay.example.toml lacks {missing:?}"

@@ -411,14 +411,30 @@ impl<S: Clone> RelayCore<S> {
                 transport = five.transport.as_str()
             )
             .entered();
-            let bytes = match m.typ.method {
-                METHOD_ALLOCATE => return self.handle_allocate(&mut m, five, now, unix),
-                METHOD_REFRESH => self.handle_refresh(&mut m, five, now, unix),
-                METHOD_CREATE_PERMISSION => self.handle_create_permission(&mut m, five, now, unix),
-                METHOD_CHANNEL_BIND => self.handle_channel_bind(&mut m, five, now, unix),
-                _ => wire::error(&m, 400, vec![]),
+            let method = m.typ.method;
+            if method == METHOD_ALLOCATE {
+                return self.handle_allocate(&mut m, five, now, unix);
+            }
+            if ![
+                METHOD_REFRESH,
+                METHOD_CREATE_PERMISSION,
+                METHOD_CHANNEL_BIND,
+            ]
+            .contains(&method)
+            {
+                return reply(wire::error(&m, 400, vec![]));
+            }
+            // The other methods act on the client's allocation, with its user's credentials.
+            let key = match self.authenticate_on_allocation(&mut m, &five, unix) {
+                Ok(key) => key,
+                Err(refusal) => return reply(refusal),
             };
-            return reply(bytes);
+            let on = methods::OnAllocation { five, now, key };
+            return reply(match method {
+                METHOD_REFRESH => self.handle_refresh(&mut m, on),
+                METHOD_CREATE_PERMISSION => self.handle_create_permission(&mut m, on),
+                _ => self.handle_channel_bind(&mut m, on),
+            });
         }
         if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND && slot == Slot::PRIMARY {
             if !unknown.is_empty() {

@@ -499,11 +499,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     // Two peers behind symmetric NATs, through the containers.
     let peer = |site: usize, mode: &str| {
         EventProcess::spawn(
-            lab.sites[site]
-                .client
-                .cmd(workspace_bin("natkit-peer").to_str().unwrap())
-                .env("RUST_LOG", "off")
-                .env("NATKIT_PEER_TOKEN", &token)
+            natkit_peer(&lab, site, &token)
                 .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
                 .args(["--json", "--timeout", "150", mode]),
         )
@@ -656,11 +652,7 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
     let (a, b) = ("ws://203.0.113.1:8080", "ws://203.0.113.2:8080");
     let peer = |site: usize, signal: &str, mode: &str| {
         EventProcess::spawn(
-            lab.sites[site]
-                .client
-                .cmd(workspace_bin("natkit-peer").to_str().unwrap())
-                .env("RUST_LOG", "off")
-                .env("NATKIT_PEER_TOKEN", &token)
+            natkit_peer(&lab, site, &token)
                 .args(["--signal", signal, "--room", "cluster", "--peer-id"])
                 .arg(if mode == "--echo" { "echo" } else { "chat" })
                 .args(["--json", "--timeout", "150", mode]),
@@ -712,4 +704,14 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
         2.0,
         "both on node b now"
     );
+}
+
+/// natkit-peer in `site`'s client namespace with the join `token`, logging off (its events
+/// are what the tests read).
+fn natkit_peer(lab: &Lab, site: usize, token: &str) -> std::process::Command {
+    let mut cmd = lab.sites[site]
+        .client
+        .cmd(workspace_bin("natkit-peer").to_str().unwrap());
+    cmd.env("RUST_LOG", "off").env("NATKIT_PEER_TOKEN", token);
+    cmd
 }

@@ -43,6 +43,13 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
+/// A file of the repository, by its path from the root (`deploy/relay.example.toml`).
+pub fn repo_file(path: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
 /// Polls `done` every 20 ms until it holds; panics naming `what` after `within`.
 pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let until = Instant::now() + within;
@@ -254,6 +261,60 @@ pub fn http_get(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Debian's Chromium; panics when it is missing (`tests/run` and `.ci/run` install it, and a
+/// test that skipped would prove nothing).
+pub fn chromium() -> &'static str {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("chromium not found: apt-get install -y chromium (tests/run installs it)")
+        })
+}
+
+/// A headless Chromium showing one page whose script reports with
+/// `console.log("PREFIX " + JSON)`; killed, and its profile removed, on drop.
+pub struct ChromiumPage {
+    process: process::Process,
+    profile: PathBuf,
+    /// Each report's JSON text, as it comes ([`console_reports`]).
+    pub reports: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChromiumPage {
+    /// Opens `url` with `cmd` (a command running [`chromium`], on this host or in a lab
+    /// namespace) given the headless flags, a profile named after `profile` and `extra` flags.
+    pub fn open(
+        mut cmd: Command,
+        profile: &str,
+        extra: &[String],
+        url: &str,
+        prefix: &str,
+    ) -> Self {
+        let profile = std::env::temp_dir().join(profile);
+        let mut process = process::Process::spawn(
+            cmd.args(chromium_headless_args(&profile))
+                .args(extra)
+                .arg(url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped()),
+        );
+        let stderr = process.child().stderr.take().expect("piped stderr");
+        ChromiumPage {
+            process,
+            profile,
+            reports: console_reports(stderr, prefix),
+        }
+    }
+}
+
+impl Drop for ChromiumPage {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
 /// The flags every headless Chromium of the tests starts with (Debian's `chromium`), with its own
 /// profile in `profile`: no sandbox (root), no GPU, QUIC and background traffic off, console
 /// messages on standard error.
@@ -307,6 +368,35 @@ pub fn toml_names_key(text: &str, key: &str) -> bool {
         l.strip_prefix(key)
             .is_some_and(|rest| rest.trim_start().starts_with('='))
     })
+}
+
+/// The keys of `options` (a server's options struct, serialized) that `example` (a TOML file's
+/// text) neither sets nor names in a comment, but for `except`.
+pub fn keys_missing_from(
+    example: &str,
+    options: &impl serde::Serialize,
+    except: &[&str],
+) -> Vec<String> {
+    let keys = serde_json::to_value(options).expect("options serialize");
+    let serde_json::Value::Object(keys) = keys else {
+        panic!("options serialize to a table");
+    };
+    keys.into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !except.contains(&k.as_str()) && !toml_names_key(example, k))
+        .collect()
+}
+
+/// A file reader for a server's `from_options` that knows one file, `path`, holding `text`, and
+/// fails the test when asked for another.
+pub fn one_file(
+    path: &'static str,
+    text: &'static str,
+) -> impl Fn(&str) -> std::io::Result<String> {
+    move |p| {
+        assert_eq!(p, path, "the configuration reads another file");
+        Ok(text.to_owned())
+    }
 }
 
 /// The process environment is one per test binary: tests that set variables take turns here.

@@ -39,6 +39,20 @@ impl Drop for Suite {
     }
 }
 
+/// An open server (no token) with the settings `set` makes.
+pub async fn start_with(set: impl FnOnce(&mut SignalOptions)) -> Suite {
+    let mut options = SignalOptions::default();
+    set(&mut options);
+    start(options, None).await
+}
+
+/// A server that needs join tokens signed with `token`, with the settings `set` makes.
+pub async fn start_tokened(token: &str, set: impl FnOnce(&mut SignalOptions)) -> Suite {
+    let mut options = SignalOptions::default();
+    set(&mut options);
+    start(options, Some(token)).await
+}
+
 pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
     let defaults = SignalOptions {
         listen: Some("127.0.0.1:0".into()),

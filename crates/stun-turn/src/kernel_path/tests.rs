@@ -126,12 +126,7 @@ fn keys_and_values_are_in_network_order_as_the_packet_has_them() {
             MapOp::PutOut(
                 out_key,
                 OutVal {
-                    client_ip: in_key.client_ip,
-                    server_ip: in_key.server_ip,
-                    client_port: in_key.client_port,
-                    server_port: in_key.server_port,
-                    channel: in_key.channel,
-                    pad: 0,
+                    to: in_key,
                     expires_ns: 1_000_001_000,
                 }
             ),

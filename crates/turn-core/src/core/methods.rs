@@ -62,6 +62,14 @@ pub struct Bound<S> {
     pub next: Option<(u16, S)>,
 }
 
+/// A request on the client's allocation (Refresh, CreatePermission, ChannelBind) that passed
+/// authentication: its 5-tuple, when it came, and the key that signs the answer.
+pub(super) struct OnAllocation {
+    pub five: FiveTuple,
+    pub now: Instant,
+    pub key: Vec<u8>,
+}
+
 impl<S: Clone> RelayCore<S> {
     fn allocate_success(
         &self,
@@ -312,17 +320,8 @@ impl<S: Clone> RelayCore<S> {
         reply
     }
 
-    pub(super) fn handle_refresh(
-        &mut self,
-        m: &mut Message,
-        five: FiveTuple,
-        now: Instant,
-        unix: u64,
-    ) -> Vec<u8> {
-        let key = match self.authenticate_on_allocation(m, &five, unix) {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
+    pub(super) fn handle_refresh(&mut self, m: &mut Message, on: OnAllocation) -> Vec<u8> {
+        let OnAllocation { five, now, key } = on;
         let a = &self.allocations[&five];
         let mut family = RequestedAddressFamily::default();
         if family.get_from(m).is_ok() && (family == REQUESTED_FAMILY_IPV6) != a.relayed.is_ipv6() {
@@ -370,14 +369,9 @@ impl<S: Clone> RelayCore<S> {
     pub(super) fn handle_create_permission(
         &mut self,
         m: &mut Message,
-        five: FiveTuple,
-        now: Instant,
-        unix: u64,
+        on: OnAllocation,
     ) -> Vec<u8> {
-        let key = match self.authenticate_on_allocation(m, &five, unix) {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
+        let OnAllocation { five, now, key } = on;
         let a = &self.allocations[&five];
         let peers = match wire::peer_addresses(m) {
             Some(p) if !p.is_empty() && p.len() <= MAX_PEERS_PER_REQUEST => p,
@@ -400,17 +394,8 @@ impl<S: Clone> RelayCore<S> {
         self.success(m, vec![], key)
     }
 
-    pub(super) fn handle_channel_bind(
-        &mut self,
-        m: &mut Message,
-        five: FiveTuple,
-        now: Instant,
-        unix: u64,
-    ) -> Vec<u8> {
-        let key = match self.authenticate_on_allocation(m, &five, unix) {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
+    pub(super) fn handle_channel_bind(&mut self, m: &mut Message, on: OnAllocation) -> Vec<u8> {
+        let OnAllocation { five, now, key } = on;
         let a = &self.allocations[&five];
         let mut number = ChannelNumber::default();
         let peers = wire::peer_addresses(m);
