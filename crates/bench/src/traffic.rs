@@ -232,6 +232,19 @@ struct Generator<'a> {
 }
 
 impl Generator<'_> {
+    /// Appends flow `i`'s next datagram to `scratch` and numbers the one after.
+    fn append_next(&mut self, i: usize, stamp: u64) {
+        let seq = self.next_seq[i];
+        packet(
+            &self.flows[i],
+            self.payload,
+            tag(i, seq),
+            stamp,
+            &mut self.scratch,
+        );
+        self.next_seq[i] = seq + 1;
+    }
+
     /// Sends `count` datagrams on flow `i`, in batches; returns how many the kernel took.
     fn send(&mut self, i: usize, count: usize) -> std::io::Result<usize> {
         let flow = &self.flows[i];
@@ -250,14 +263,7 @@ impl Generator<'_> {
             let took = if self.gso[i] && batch > 1 {
                 self.scratch.clear();
                 for _ in 0..batch {
-                    packet(
-                        flow,
-                        self.payload,
-                        tag(i, self.next_seq[i]),
-                        stamp,
-                        &mut self.scratch,
-                    );
-                    self.next_seq[i] += 1;
+                    self.append_next(i, stamp);
                 }
                 match flow.sock.send(&self.scratch) {
                     Ok(_) => batch,
@@ -268,14 +274,7 @@ impl Generator<'_> {
             } else {
                 for _ in 0..batch {
                     self.scratch.clear();
-                    packet(
-                        flow,
-                        self.payload,
-                        tag(i, self.next_seq[i]),
-                        stamp,
-                        &mut self.scratch,
-                    );
-                    self.next_seq[i] += 1;
+                    self.append_next(i, stamp);
                     self.tx.push(&self.scratch, None);
                 }
                 self.tx.flush(&flow.sock)?
@@ -409,18 +408,24 @@ mod tests {
         (flow, t)
     }
 
+    /// One flow in a closed loop of `window` for 300 ms.
+    fn closed_loop_300ms(flow: Flow, payload: usize, plain: bool, window: usize) -> Totals {
+        let pacing = Pacing::Window(window);
+        run(
+            &[flow],
+            payload,
+            plain,
+            pacing,
+            window,
+            Duration::from_millis(300),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_closed_loop_keeps_its_window_and_every_answer_is_counted_with_a_round_trip() {
         let (flow, server) = echo_flow(vec![0x40, 0x00, 0x00, 100]);
-        let t = run(
-            &[flow],
-            100,
-            false,
-            Pacing::Window(4),
-            4,
-            Duration::from_millis(300),
-        )
-        .unwrap();
+        let t = closed_loop_300ms(flow, 100, false, 4);
         let answered = server.join().unwrap();
         assert!(t.sent > 100, "only {} sent in 300 ms", t.sent);
         assert_eq!(t.received, t.sent, "loopback echo loses nothing");
@@ -504,15 +509,7 @@ mod tests {
             header: vec![],
             send_indication_peer: None,
         };
-        let t = run(
-            &[flow],
-            16,
-            true,
-            Pacing::Window(8),
-            8,
-            Duration::from_millis(300),
-        )
-        .unwrap();
+        let t = closed_loop_300ms(flow, 16, true, 8);
         assert_eq!(t.received, 0);
         // A first window, then one more after each 50 ms (+ up to 10 ms) of silence.
         assert!((24..=56).contains(&t.sent), "sent {}", t.sent);

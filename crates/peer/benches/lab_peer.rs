@@ -20,9 +20,7 @@ const LINES: usize = 2000;
 const LINE_BYTES: usize = 1000;
 
 fn lab() -> (Lab, String, String) {
-    let mut lab = Lab::new();
-    lab.add_site(Nat::PortRestrictedCone);
-    lab.add_site(Nat::PortRestrictedCone);
+    let mut lab = Lab::with_sites(&[Nat::PortRestrictedCone, Nat::PortRestrictedCone]);
     let url = lab.start_natkit_signal("bench");
     let id = lab.id().to_owned();
     (lab, url, id)

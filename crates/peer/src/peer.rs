@@ -140,6 +140,20 @@ impl Shell<'_> {
             .ok_or_else(|| ice_err("internal: a WebRTC action before the peer connection exists"))
     }
 
+    async fn set_local(&self, desc: RTCSessionDescription) -> Result<(), Failure> {
+        self.pc()?
+            .set_local_description(desc)
+            .await
+            .map_err(ice_err)
+    }
+
+    async fn set_remote(&self, desc: RTCSessionDescription) -> Result<(), Failure> {
+        self.pc()?
+            .set_remote_description(desc)
+            .await
+            .map_err(ice_err)
+    }
+
     /// Takes a data channel (ours, or the remote peer's) and forwards its events to the loop.
     fn attach(&mut self, dc: Arc<dyn DataChannel>) {
         self.channel = Some(Arc::clone(&dc));
@@ -201,10 +215,7 @@ impl Shell<'_> {
                         self.pc()?.restart_ice().await.map_err(ice_err)?;
                     }
                     let offer = self.pc()?.create_offer(None).await.map_err(ice_err)?;
-                    self.pc()?
-                        .set_local_description(offer.clone())
-                        .await
-                        .map_err(ice_err)?;
+                    self.set_local(offer.clone()).await?;
                     session.handle_local_offer(Instant::now(), offer.sdp);
                 }
                 Action::AcceptOffer { sdp, rollback } => {
@@ -217,24 +228,15 @@ impl Shell<'_> {
                     }
                     let desc = RTCSessionDescription::offer(sdp)
                         .map_err(|e| Failure::new(Stage::Signaling, format!("bad offer: {e}")))?;
-                    self.pc()?
-                        .set_remote_description(desc)
-                        .await
-                        .map_err(ice_err)?;
+                    self.set_remote(desc).await?;
                     let answer = self.pc()?.create_answer(None).await.map_err(ice_err)?;
-                    self.pc()?
-                        .set_local_description(answer.clone())
-                        .await
-                        .map_err(ice_err)?;
+                    self.set_local(answer.clone()).await?;
                     session.handle_local_answer(Instant::now(), answer.sdp);
                 }
                 Action::AcceptAnswer { sdp } => {
                     let desc = RTCSessionDescription::answer(sdp)
                         .map_err(|e| Failure::new(Stage::Signaling, format!("bad answer: {e}")))?;
-                    self.pc()?
-                        .set_remote_description(desc)
-                        .await
-                        .map_err(ice_err)?;
+                    self.set_remote(desc).await?;
                 }
                 Action::AddRemoteCandidate(c) => {
                     if let Err(e) = self.pc()?.add_ice_candidate(to_rtc_candidate(c)).await {

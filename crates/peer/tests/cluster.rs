@@ -29,12 +29,38 @@ fn peer(urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
     )
 }
 
+/// Redis, one natkit-relay, and `n` natkit-signal nodes sharing both.
+struct Cluster {
+    redis: RedisServer,
+    _relay: Daemon,
+    nodes: Vec<Daemon>,
+    /// The nodes' WebSocket URLs, in order.
+    urls: Vec<String>,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let redis = RedisServer::start();
+        let relay = natkit_relay_on_loopback(SECRET, &[]);
+        let nodes: Vec<Daemon> = (0..n).map(|_| signal_node(&redis, &relay)).collect();
+        let urls = nodes.iter().map(Daemon::ws_url).collect();
+        Cluster {
+            redis,
+            _relay: relay,
+            nodes,
+            urls,
+        }
+    }
+}
+
 #[test]
 fn a_session_outlives_the_sigkill_of_a_signaling_node() {
-    let redis = RedisServer::start();
-    let relay = natkit_relay_on_loopback(SECRET, &[]);
-    let mut nodes: Vec<Daemon> = (0..3).map(|_| signal_node(&redis, &relay)).collect();
-    let urls: Vec<String> = nodes.iter().map(Daemon::ws_url).collect();
+    let Cluster {
+        redis,
+        _relay,
+        mut nodes,
+        urls,
+    } = Cluster::start(3);
     let room = "kill-a-node";
     // The echo peer joins node 0 (and would rejoin through 1, then 2); the chat peer node 1.
     let echo = peer(&urls, room, "echo", "--echo");
@@ -89,10 +115,12 @@ fn a_session_outlives_the_sigkill_of_a_signaling_node() {
 
 #[test]
 fn a_drained_node_moves_its_peers_to_another_and_exits() {
-    let redis = RedisServer::start();
-    let relay = natkit_relay_on_loopback(SECRET, &[]);
-    let mut nodes: Vec<Daemon> = (0..2).map(|_| signal_node(&redis, &relay)).collect();
-    let urls: Vec<String> = nodes.iter().map(Daemon::ws_url).collect();
+    let Cluster {
+        redis: _redis,
+        _relay,
+        mut nodes,
+        urls,
+    } = Cluster::start(2);
     let room = "drain-a-node";
     let echo = peer(&urls, room, "echo", "--echo");
     echo.wait_for("joined", Duration::from_secs(10));

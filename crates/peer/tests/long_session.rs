@@ -58,9 +58,7 @@ fn relayed_session_outlives_a_20s_credential_ttl_only_with_renewal() {
     if !require_root("relayed_session_outlives_a_20s_credential_ttl_only_with_renewal") {
         return;
     }
-    let mut lab = Lab::new();
-    lab.add_site(Nat::Symmetric);
-    lab.add_site(Nat::Symmetric);
+    let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     let (url, _) = lab.start_natkit_signal_with(
         "lab",
         &[
@@ -122,9 +120,7 @@ fn peers_recover_when_signaling_and_its_relay_restart() {
     if !require_root("peers_recover_when_signaling_and_its_relay_restart") {
         return;
     }
-    let mut lab = Lab::new();
-    lab.add_site(Nat::Symmetric);
-    lab.add_site(Nat::Symmetric);
+    let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     let (url, pid) = lab.start_natkit_signal_with("lab", &[]);
     let t0 = Instant::now();
     let room = lab.id().to_owned();

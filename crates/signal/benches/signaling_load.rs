@@ -503,24 +503,19 @@ fn main() {
             );
             rows.push(r);
         }
-        println!(
-            "{:>6} {:<15} {:>10.2}x {:>11.2}x {:>8.2}x {:>8.2}x",
-            n,
-            "2 nodes/1 node",
-            rows[1].rss_mib / rows[0].rss_mib,
-            rows[1].per_peer_kib / rows[0].per_peer_kib,
-            rows[1].p50 / rows[0].p50,
-            rows[1].p99 / rows[0].p99
-        );
-        println!(
-            "{:>6} {:<15} {:>10.2}x {:>11.2}x {:>8.2}x {:>8.2}x",
-            n,
-            "1 node/peerjs",
-            rows[0].rss_mib / rows[2].rss_mib,
-            rows[0].per_peer_kib / rows[2].per_peer_kib,
-            rows[0].p50 / rows[2].p50,
-            rows[0].p99 / rows[2].p99
-        );
+        let ratio = |what: &str, a: &Row, b: &Row| {
+            println!(
+                "{:>6} {:<15} {:>10.2}x {:>11.2}x {:>8.2}x {:>8.2}x",
+                n,
+                what,
+                a.rss_mib / b.rss_mib,
+                a.per_peer_kib / b.per_peer_kib,
+                a.p50 / b.p50,
+                a.p99 / b.p99
+            )
+        };
+        ratio("2 nodes/1 node", &rows[1], &rows[0]);
+        ratio("1 node/peerjs", &rows[0], &rows[2]);
     }
     if std::env::var("NATKIT_BENCH_SEARCH").as_deref() == Ok("0") {
         return;

@@ -3,13 +3,12 @@
 //! its old allocations go on, and one that dies likewise; rooms of the other relay do not move.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
 use common::relay_handed_out;
-use natkit_testkit::{natkit_relay_on_loopback, workspace_bin, Daemon};
+use natkit_testkit::{natkit_relay_on_loopback, Daemon};
 
 const SECRET: &str = "fleet-test-secret";
 
@@ -44,17 +43,8 @@ async fn rooms_share_a_relay_and_drained_or_dead_relays_are_left_out() {
     let c = natkit_relay_on_loopback(SECRET, &[]);
     let relays = [a.addr("stun"), b.addr("stun"), c.addr("stun")];
     let signal = Daemon::start(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--open",
-                "--metrics-listen",
-                "off",
-            ])
-            .args(["--credentials-per-minute", "0"])
+        natkit_testkit::natkit_signal_open(SECRET, "warn")
+            .args(["--metrics-listen", "off", "--credentials-per-minute", "0"])
             .args(
                 relays
                     .iter()

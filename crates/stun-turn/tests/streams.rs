@@ -289,19 +289,22 @@ fn relay_with(dir: &TempDir, extra: &[&str]) -> Daemon {
     )
 }
 
-/// [`relay_with`] serving TLS on an ephemeral port with `files`.
-fn tls_relay(dir: &TempDir, files: &natkit_testkit::tls::ServerFiles, extra: &[&str]) -> Daemon {
-    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
-    let mut args = vec![
+/// TURN over TLS on an ephemeral port with these certificate and key files.
+fn tls_flags<'a>(cert: &'a str, key: &'a str) -> [&'a str; 6] {
+    [
         "--tls-listen",
         "127.0.0.1:0",
         "--tls-cert",
         cert,
         "--tls-key",
         key,
-    ];
-    args.extend_from_slice(extra);
-    relay_with(dir, &args)
+    ]
+}
+
+/// [`relay_with`] serving TLS on an ephemeral port with `files`.
+fn tls_relay(dir: &TempDir, files: &natkit_testkit::tls::ServerFiles, extra: &[&str]) -> Daemon {
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    relay_with(dir, &[tls_flags(cert, key).as_slice(), extra].concat())
 }
 
 fn metric(relay: &Daemon, series: &str) -> f64 {
@@ -418,14 +421,7 @@ fn a_bad_certificate_is_a_one_line_error_naming_the_file() {
                 "--metrics-listen",
                 "off",
             ])
-            .args([
-                "--tls-listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                cert,
-                "--tls-key",
-                key,
-            ])
+            .args(tls_flags(cert, key))
             .output()
             .unwrap();
         assert!(!out.status.success());

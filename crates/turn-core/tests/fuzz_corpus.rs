@@ -58,40 +58,37 @@ fn mutations(seed: &[u8], n: usize, mut x: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Every seed of `target`'s corpus, then a bounded budget of its mutations (spread over however
+/// many seeds the campaigns left, so their additions do not slow every run), through `feed`;
+/// returns how many mutations ran.
+fn replay(target: &str, salt: u64, mut feed: impl FnMut(&[u8])) -> usize {
+    let seeds = corpus(target);
+    let per_seed = (20_000 / seeds.len()).max(10);
+    let mut runs = 0;
+    for (_, seed) in seeds {
+        feed(&seed);
+        for m in mutations(&seed, per_seed, salt ^ seed.len() as u64) {
+            feed(&m);
+            runs += 1;
+        }
+    }
+    runs
+}
+
 #[test]
 fn stun_handle_corpus_and_mutations() {
     let mut harness = RelayHarness::new();
-    let mut runs = 0;
-    let seeds = corpus("stun_handle");
-    // A bounded budget of mutations, spread over however many seeds the campaigns left.
-    let per_seed = (20_000 / seeds.len()).max(10);
-    for (path, seed) in seeds {
-        harness.datagram(&seed);
-        attribute_count(&seed);
-        for m in mutations(&seed, per_seed, 0x5eed ^ seed.len() as u64) {
-            harness.datagram(&m);
-            attribute_count(&m);
-            runs += 1;
-        }
-        let _ = path;
-    }
+    let runs = replay("stun_handle", 0x5eed, |d| {
+        harness.datagram(d);
+        attribute_count(d);
+    });
     eprintln!("stun_handle: {runs} mutated datagrams through the relay");
 }
 
 #[test]
 fn stream_framing_corpus_and_mutations() {
     let mut harness = RelayHarness::new();
-    let mut runs = 0;
-    let seeds = corpus("stream_framing");
-    // A bounded budget, as for stun_handle: the campaigns' additions do not slow every run.
-    let per_seed = (20_000 / seeds.len()).max(10);
-    for (_, seed) in seeds {
-        harness.stream(&seed);
-        for m in mutations(&seed, per_seed, 11 + seed.len() as u64) {
-            harness.stream(&m);
-            runs += 1;
-        }
-    }
+    let runs = replay("stream_framing", 11, |s| harness.stream(s));
     eprintln!("stream_framing: {runs} mutated streams through the relay");
 }
 

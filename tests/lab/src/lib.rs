@@ -273,6 +273,15 @@ impl Lab {
         &self.id
     }
 
+    /// A lab with one client site behind each of `nats`, in that order (site `i` is `nats[i]`).
+    pub fn with_sites(nats: &[Nat]) -> Lab {
+        let mut lab = Lab::new();
+        for &nat in nats {
+            lab.add_site(nat);
+        }
+        lab
+    }
+
     /// Adds a client site behind `nat` and returns its index.
     pub fn add_site(&mut self, nat: Nat) -> usize {
         let k = self.sites.len() + 1;

@@ -367,9 +367,7 @@ fn build_image(dockerd: &Dockerd, lab: &Lab, base: &str) -> String {
 
 fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     require_tools();
-    let mut lab = Lab::new();
-    lab.add_site(Nat::Symmetric);
-    lab.add_site(Nat::Symmetric);
+    let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     // A site whose router drops all UDP: only TURN over TCP/TLS gets it out.
     let blocked = lab.add_site(Nat::UdpBlocked);
     let dockerd = Dockerd::start(&lab);
@@ -571,9 +569,7 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
         return;
     }
     require_tools();
-    let mut lab = Lab::new();
-    lab.add_site(Nat::Symmetric);
-    lab.add_site(Nat::Symmetric);
+    let lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     let dockerd = Dockerd::start(&lab);
     let base = import_runtime_base(&dockerd);
     let image = build_image(&dockerd, &lab, base);

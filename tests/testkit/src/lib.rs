@@ -144,17 +144,29 @@ pub async fn turn_client(
     Ok(client)
 }
 
+/// The natkit-signal command in open mode (no tokens) on 127.0.0.1:0, with `turn_secret` and
+/// `RUST_LOG=log`; callers add the flags their test is about.
+pub fn natkit_signal_open(turn_secret: &str, log: &str) -> Command {
+    let mut cmd = Command::new(workspace_bin("natkit-signal"));
+    cmd.env("NATKIT_TURN_SECRET", turn_secret)
+        .env("RUST_LOG", log)
+        .args(["--listen", "127.0.0.1:0", "--open"]);
+    cmd
+}
+
 /// natkit-signal with its embedded relay on 127.0.0.1, every port ephemeral, in open mode (no
 /// tokens: these tests are about something else). `http` is the signaling address
 /// ([`Daemon::ws_url`]), `stun` the relay's, `metrics` the metrics listener.
 pub fn natkit_signal_on_loopback(turn_secret: &str) -> Daemon {
     Daemon::start(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", turn_secret)
+        natkit_signal_open(turn_secret, "warn")
             .env("NATKIT_ALT_PORT", "0")
-            .env("RUST_LOG", "warn")
-            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--open"]),
+            .args([
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ]),
     )
 }
 
@@ -162,16 +174,8 @@ pub fn natkit_signal_on_loopback(turn_secret: &str) -> Daemon {
 /// metrics listener, `extra` flags), once it says it is in step with the cluster store.
 pub fn natkit_signal_clustered(turn_secret: &str, redis_url: &str, extra: &[&str]) -> Daemon {
     let d = Daemon::start(
-        Command::new(workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", turn_secret)
-            .env("RUST_LOG", "info")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--open",
-            ])
+        natkit_signal_open(turn_secret, "info")
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--cluster", redis_url, "--cluster-lease", "2"])
             .args(extra),
     );

@@ -8,12 +8,9 @@ use natkit_peer::events::Event;
 use natkit_peer::peer::{run, Mode, PeerConfig};
 use natkit_peer::policy::RelayMode;
 
+/// WebRTC data-channel peer that falls back to TURN when its NAT needs it
 #[derive(Parser, Debug)]
-#[command(
-    name = "natkit-peer",
-    version,
-    about = "WebRTC data-channel peer that falls back to TURN when its NAT needs it"
-)]
+#[command(version)]
 struct Cli {
     /// natkit-signal URL, e.g. ws://203.0.113.5:8080; repeat it (or separate with commas) for
     /// the nodes of a cluster: the first that answers is joined, a lost connection rejoins
