@@ -99,15 +99,23 @@ pub(crate) struct Measured {
 }
 
 /// Watches the server (when its pid is known) and the machine through one run: start it before
-/// the set-up, call [`Watch::setup_done`] when the allocations stand and [`Watch::finish`] when
-/// the traffic has ended.
+/// the set-up, call [`Watch::setup_done`] when the allocations stand and [`Running::finish`]
+/// when the traffic has ended.
 pub(crate) struct Watch {
     pid: Option<u32>,
     started: Instant,
     rss_before_kib: u64,
-    setup_ms: u64,
+}
+
+/// A [`Watch`] past the set-up: the counters the traffic starts from.
+pub(crate) struct Running {
+    pid: Option<u32>,
+    rss_before_kib: u64,
     rss_after_setup_kib: u64,
-    cpu: (f64, f64, proc_stats::CpuTimes),
+    setup_ms: u64,
+    server_cpu: f64,
+    own_cpu: f64,
+    machine: proc_stats::CpuTimes,
 }
 
 /// What a [`Watch`] saw.
@@ -124,39 +132,43 @@ pub(crate) struct Watched {
     pub setup_ms: u64,
 }
 
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    pid.map(proc_stats::cpu_seconds).unwrap_or(0.0)
+}
+
 impl Watch {
     pub(crate) fn start(pid: Option<u32>) -> Watch {
         Watch {
             pid,
             started: Instant::now(),
             rss_before_kib: pid.map(proc_stats::rss_kib).unwrap_or(0),
-            setup_ms: 0,
-            rss_after_setup_kib: 0,
-            cpu: (0.0, 0.0, proc_stats::CpuTimes::now()),
         }
-    }
-
-    fn server_cpu(&self) -> f64 {
-        self.pid.map(proc_stats::cpu_seconds).unwrap_or(0.0)
     }
 
     /// The set-up is done: its time, the server's memory once it settled (200 ms), and the
     /// CPU counters the traffic starts from.
-    pub(crate) async fn setup_done(&mut self) {
-        self.setup_ms = self.started.elapsed().as_millis() as u64;
+    pub(crate) async fn setup_done(self) -> Running {
+        let setup_ms = self.started.elapsed().as_millis() as u64;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        self.rss_after_setup_kib = self.pid.map(proc_stats::rss_kib).unwrap_or(0);
-        let own = proc_stats::cpu_seconds(std::process::id());
-        self.cpu = (self.server_cpu(), own, proc_stats::CpuTimes::now());
+        Running {
+            pid: self.pid,
+            rss_before_kib: self.rss_before_kib,
+            rss_after_setup_kib: self.pid.map(proc_stats::rss_kib).unwrap_or(0),
+            setup_ms,
+            server_cpu: cpu_seconds(self.pid),
+            own_cpu: proc_stats::cpu_seconds(std::process::id()),
+            machine: proc_stats::CpuTimes::now(),
+        }
     }
+}
 
+impl Running {
     pub(crate) fn finish(self) -> Watched {
-        let (server0, own0, machine0) = &self.cpu;
         Watched {
             server_known: self.pid.is_some(),
-            server_cpu: (*server0, self.server_cpu()),
-            own_cpu: (*own0, proc_stats::cpu_seconds(std::process::id())),
-            machine: proc_stats::CpuTimes::now().since(machine0),
+            server_cpu: (self.server_cpu, cpu_seconds(self.pid)),
+            own_cpu: (self.own_cpu, proc_stats::cpu_seconds(std::process::id())),
+            machine: proc_stats::CpuTimes::now().since(&self.machine),
             rss_before_kib: self.rss_before_kib,
             rss_after_setup_kib: self.rss_after_setup_kib,
             setup_ms: self.setup_ms,
@@ -273,9 +285,9 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
 
 /// Creates the allocations, runs the traffic, and measures.
 pub async fn run(cfg: &LoadConfig) -> anyhow::Result<LoadReport> {
-    let mut watch = Watch::start(cfg.server_pid);
+    let watch = Watch::start(cfg.server_pid);
     let flows: Vec<Flow> = setup(cfg).await?;
-    watch.setup_done().await;
+    let watch = watch.setup_done().await;
     let (payload, plain, pacing, inflight, duration) = (
         cfg.payload,
         matches!(cfg.target, Target::Plain { .. }),

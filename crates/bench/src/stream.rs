@@ -236,12 +236,12 @@ async fn traffic(
 
 /// Opens the connections and allocations, runs the traffic, and measures.
 pub async fn run(cfg: &StreamLoadConfig) -> anyhow::Result<LoadReport> {
-    let mut watch = Watch::start(cfg.server_pid);
+    let watch = Watch::start(cfg.server_pid);
     let mut conns = Vec::with_capacity(cfg.allocations);
     for i in 0..cfg.allocations {
         conns.push(allocate(cfg, &format!("stream{i}")).await?);
     }
-    watch.setup_done().await;
+    let watch = watch.setup_done().await;
     let shared = Arc::new(cfg.clone());
     let counters = Arc::new(Counters::default());
     let epoch = Instant::now();

@@ -116,15 +116,32 @@ pub fn parse_listening(line: &str) -> Option<(String, Vec<(String, SocketAddr)>)
     Some((program.to_owned(), sockets))
 }
 
-/// Binds a TCP listener on `addr` when there is one (an optional listener such as metrics
-/// set to `off`): `Ok(None)` without an address.
-pub async fn bind_optional(
+/// The metrics listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")]
+pub struct MetricsListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the Prometheus listener when there is an address for it (`None`: metrics are `off`):
+/// the listener and the address it got.
+pub async fn bind_metrics(
     addr: Option<SocketAddr>,
-) -> std::io::Result<Option<tokio::net::TcpListener>> {
-    match addr {
-        Some(a) => tokio::net::TcpListener::bind(a).await.map(Some),
-        None => Ok(None),
-    }
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, MetricsListenError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let bound = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map(Some)
+        .map_err(|source| MetricsListenError { addr, source })
 }
 
 /// Raises this process's soft limit on open files to its hard limit (as coturn does): a relay

@@ -42,12 +42,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// Pick another `--metrics-listen`, or `off`.
-    #[error("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")]
-    Metrics {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Metrics(#[from] natkit_daemon::MetricsListenError),
     #[error("{task} task failed")]
     Task {
         task: &'static str,
@@ -119,13 +115,9 @@ impl Node {
             addr: signal.listen,
             source,
         })?;
-        let metrics_listener = natkit_daemon::bind_optional(signal.metrics_listen)
-            .await
-            .map_err(|source| NodeError::Metrics {
-                addr: signal.metrics_listen.expect("bound only with an address"),
-                source,
-            })?;
-        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (metrics_listener, metrics_addr) = natkit_daemon::bind_metrics(signal.metrics_listen)
+            .await?
+            .unzip();
         let open = signal.open;
         let demo_token = match (&signal.token, signal.generated_token) {
             (Some(secret), true) => {

@@ -28,12 +28,8 @@ pub enum NodeError {
         source: RelayError,
     },
     /// Pick another `--metrics-listen`, or `off`.
-    #[error("cannot serve metrics on {addr}; pick another --metrics-listen or \"off\"")]
-    Metrics {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Metrics(#[from] natkit_daemon::MetricsListenError),
 }
 
 /// A bound relay, not yet serving.
@@ -69,13 +65,9 @@ impl Node {
         if let Some((x, y)) = a.alt_ip {
             sockets.extend([("stun-alt-ip", x), ("stun-alt-ip-port", y)]);
         }
-        let metrics_listener = natkit_daemon::bind_optional(settings.metrics_listen)
-            .await
-            .map_err(|source| NodeError::Metrics {
-                addr: settings.metrics_listen.expect("bound only with an address"),
-                source,
-            })?;
-        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (metrics_listener, metrics_addr) = natkit_daemon::bind_metrics(settings.metrics_listen)
+            .await?
+            .unzip();
         sockets.extend(metrics_addr.map(|m| ("metrics", m)));
         let banner = format!(
             "STUN/TURN on udp {}{} (RFC 5780 alternate port {}{}), relayed addresses on {}, metrics {}",
