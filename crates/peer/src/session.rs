@@ -405,12 +405,17 @@ impl Session {
         if self.outcome.is_some() || self.signaling != SignalingState::Up {
             return;
         }
-        self.signaling = SignalingState::Rejoining;
-        self.push(Action::Emit(Event::Signaling {
-            state: why,
-            peers: vec![],
-        }));
+        self.signaling_is(SignalingState::Rejoining, why, vec![]);
         self.push(Action::Rejoin);
+    }
+
+    /// Signaling is in `state` now; the event says so as `shown`, with the room's `peers`.
+    fn signaling_is(&mut self, state: SignalingState, shown: &'static str, peers: Vec<String>) {
+        self.signaling = state;
+        self.push(Action::Emit(Event::Signaling {
+            state: shown,
+            peers,
+        }));
     }
 
     /// Rejoined the room under our id; `welcome` carries a fresh credential.
@@ -418,11 +423,7 @@ impl Session {
         if self.outcome.is_some() {
             return;
         }
-        self.signaling = SignalingState::Up;
-        self.push(Action::Emit(Event::Signaling {
-            state: "reconnected",
-            peers: welcome.peers.clone(),
-        }));
+        self.signaling_is(SignalingState::Up, "reconnected", welcome.peers.clone());
         // The welcome's credential counts as a renewal.
         self.servers = usable_servers(
             &welcome.ice_servers,
@@ -453,11 +454,7 @@ impl Session {
         if self.outcome.is_some() {
             return;
         }
-        self.signaling = SignalingState::GaveUp;
-        self.push(Action::Emit(Event::Signaling {
-            state: "gave-up",
-            peers: vec![],
-        }));
+        self.signaling_is(SignalingState::GaveUp, "gave-up", vec![]);
         if !self.connected {
             return self.end(Err(Failure::new(Stage::Signaling, why)));
         }
@@ -466,27 +463,28 @@ impl Session {
 
     /// The offer the shell created for [`Action::CreateOffer`] is our local description now.
     pub fn handle_local_offer(&mut self, _now: Instant, sdp: String) {
-        if self.outcome.is_some() {
-            return;
-        }
-        self.have_local_desc = true;
-        if let Some(to) = self.signal_target() {
-            self.push(Action::Signal(ClientMsg::Offer { to, sdp }));
-        }
-        self.flush_local();
+        self.local_description(sdp, |to, sdp| ClientMsg::Offer { to, sdp });
     }
 
     /// The answer the shell created for [`Action::AcceptOffer`] is our local description now.
     pub fn handle_local_answer(&mut self, _now: Instant, sdp: String) {
+        if self.local_description(sdp, |to, sdp| ClientMsg::Answer { to, sdp }) {
+            self.drive();
+        }
+    }
+
+    /// Sends our new local description as `message` and lets the held candidates trickle;
+    /// false once the session has ended.
+    fn local_description(&mut self, sdp: String, message: fn(String, String) -> ClientMsg) -> bool {
         if self.outcome.is_some() {
-            return;
+            return false;
         }
         self.have_local_desc = true;
         if let Some(to) = self.signal_target() {
-            self.push(Action::Signal(ClientMsg::Answer { to, sdp }));
+            self.push(Action::Signal(message(to, sdp)));
         }
         self.flush_local();
-        self.drive();
+        true
     }
 
     pub fn handle_rtc(&mut self, now: Instant, event: RtcEvent) {

@@ -56,24 +56,18 @@ async fn two_peers_exchange_addressed_messages_and_other_rooms_see_nothing() {
         json!({"type":"answer","from":"alice","sdp":"v=0 answer"})
     );
     let cand = json!({"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0});
-    send(
-        &mut a,
-        &json!({"type":"candidate","to": bob,"candidate": cand}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut b).await,
-        json!({"type":"candidate","from":"alice","candidate": cand})
-    );
-    send(
-        &mut a,
-        &json!({"type":"candidate","to": bob,"candidate": null}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut b).await,
-        json!({"type":"candidate","from":"alice","candidate": null})
-    );
+    // A candidate, then the end of candidates.
+    for c in [cand, Value::Null] {
+        send(
+            &mut a,
+            &json!({"type":"candidate","to": bob,"candidate": c}),
+        )
+        .await;
+        assert_eq!(
+            recv(&mut b).await,
+            json!({"type":"candidate","from":"alice","candidate": c})
+        );
+    }
 
     quiet(&mut c, 300).await;
     assert_eq!(
@@ -514,25 +508,11 @@ async fn a_peer_too_slow_to_read_is_closed_not_left_with_gaps() {
 
     let mut a = flood.await.expect("a's flood");
     // a learns that b left (past any unknown-peer errors for offers sent after b was closed).
-    loop {
-        let m = recv(&mut a).await;
-        if m["type"] == "peer-left" {
-            assert_eq!(m["peer_id"], "b");
-            break;
-        }
-        assert_eq!(m["code"], "unknown-peer", "{m}");
-    }
+    past_unknown_peer_errors(&mut a, "peer-left", "b").await;
     assert_eq!(s.metric(evicted), 1.0);
     // b rejoins under its id and the room works again.
     let (mut b, _) = s.join("r", Some("b")).await;
-    loop {
-        let m = recv(&mut a).await;
-        if m["type"] == "peer-joined" {
-            assert_eq!(m["peer_id"], "b");
-            break;
-        }
-        assert_eq!(m["code"], "unknown-peer", "{m}");
-    }
+    past_unknown_peer_errors(&mut a, "peer-joined", "b").await;
     send(&mut a, &json!({"type":"offer","to":"b","sdp":"again"})).await;
     // The new b may first get the tail of a's flood, which the server was still reading from a.
     loop {
@@ -653,4 +633,16 @@ fn two_nodes_with_different_listen_addresses_run_side_by_side() {
         assert_eq!(node.addr("stun-alt").port(), port + 1, "{:?}", node.log());
     }
     assert_ne!(a.addr("metrics"), b.addr("metrics"));
+}
+
+/// Reads `ws` up to the `kind` event about `peer`; only unknown-peer errors may come first.
+async fn past_unknown_peer_errors(ws: &mut Ws, kind: &str, peer: &str) {
+    loop {
+        let m = recv(ws).await;
+        if m["type"] == kind {
+            assert_eq!(m["peer_id"], peer);
+            return;
+        }
+        assert_eq!(m["code"], "unknown-peer", "{m}");
+    }
 }

@@ -20,22 +20,14 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub const PRIMARY: Slot = Slot {
-        alt_ip: false,
-        alt_port: false,
-    };
-    pub const ALT_PORT: Slot = Slot {
-        alt_ip: false,
-        alt_port: true,
-    };
-    pub const ALT_IP: Slot = Slot {
-        alt_ip: true,
-        alt_port: false,
-    };
-    pub const ALT_BOTH: Slot = Slot {
-        alt_ip: true,
-        alt_port: true,
-    };
+    const fn at(alt_ip: bool, alt_port: bool) -> Slot {
+        Slot { alt_ip, alt_port }
+    }
+
+    pub const PRIMARY: Slot = Slot::at(false, false);
+    pub const ALT_PORT: Slot = Slot::at(false, true);
+    pub const ALT_IP: Slot = Slot::at(true, false);
+    pub const ALT_BOTH: Slot = Slot::at(true, true);
 }
 
 /// The flags of a CHANGE-REQUEST attribute (RFC 5780 section 7.2).
@@ -107,22 +99,17 @@ pub fn plan(received: Slot, change: ChangeRequest, have_alt_ip: bool) -> Result<
 mod tests {
     use super::*;
 
-    const NONE: ChangeRequest = ChangeRequest {
-        change_ip: false,
-        change_port: false,
-    };
-    const PORT: ChangeRequest = ChangeRequest {
-        change_ip: false,
-        change_port: true,
-    };
-    const IP: ChangeRequest = ChangeRequest {
-        change_ip: true,
-        change_port: false,
-    };
-    const BOTH: ChangeRequest = ChangeRequest {
-        change_ip: true,
-        change_port: true,
-    };
+    const fn change(change_ip: bool, change_port: bool) -> ChangeRequest {
+        ChangeRequest {
+            change_ip,
+            change_port,
+        }
+    }
+
+    const NONE: ChangeRequest = change(false, false);
+    const PORT: ChangeRequest = change(false, true);
+    const IP: ChangeRequest = change(true, false);
+    const BOTH: ChangeRequest = change(true, true);
 
     #[test]
     fn two_ip_server_answers_every_change_request() {

@@ -112,6 +112,14 @@ pub(super) fn offer(from: &str) -> ServerMsg {
     }
 }
 
+/// Fresh TURN credentials valid for `ttl` seconds.
+fn ice_servers(ttl: u64) -> ServerMsg {
+    ServerMsg::IceServers {
+        ice_servers: relay(),
+        ttl,
+    }
+}
+
 fn answer(from: &str) -> ServerMsg {
     ServerMsg::Answer {
         from: from.into(),
@@ -206,13 +214,7 @@ fn glare_in_both_directions() {
     for (me, on_offer, on_answer) in cases {
         let mut s = offerer_open(me, Mode::Echo);
         // A renewal restarts ICE on our side: an offer is pending...
-        s.handle_signal(
-            at(1.0),
-            ServerMsg::IceServers {
-                ice_servers: relay(),
-                ttl: 3600,
-            },
-        );
+        s.handle_signal(at(1.0), ice_servers(3600));
         assert_eq!(
             drain(&mut s),
             [
@@ -245,13 +247,7 @@ fn glare_in_both_directions() {
 #[test]
 fn a_restart_waits_while_an_offer_is_pending() {
     let mut s = offerer_open("a", Mode::Echo);
-    s.handle_signal(
-        at(1.0),
-        ServerMsg::IceServers {
-            ice_servers: relay(),
-            ttl: 3600,
-        },
-    );
+    s.handle_signal(at(1.0), ice_servers(3600));
     drain(&mut s);
     // The path fails while our restart offer is unanswered: no second offer on top of it.
     s.handle_rtc(at(2.0), RtcEvent::Failed);
@@ -370,13 +366,7 @@ fn renewal_asks_at_half_the_ttl_and_retries() {
     s.handle_timeout(at(13.0));
     assert_eq!(drain(&mut s), ["signal:refresh"], "asked again after 3 s");
     // Not negotiated yet: the new servers apply at once, for the first gathering.
-    s.handle_signal(
-        at(13.5),
-        ServerMsg::IceServers {
-            ice_servers: relay(),
-            ttl: 20,
-        },
-    );
+    s.handle_signal(at(13.5), ice_servers(20));
     assert_eq!(drain(&mut s), ["emit:renewed", "apply"]);
     assert_eq!(s.poll_timeout(), at(23.5));
 
@@ -416,13 +406,7 @@ fn renewal_during_a_restart_restarts_again_after_it() {
     s.handle_local_offer(at(5.1), "v=0".into());
     drain(&mut s);
     // A credential arrives while the restart offer is unanswered: wait, then restart with it.
-    s.handle_signal(
-        at(5.2),
-        ServerMsg::IceServers {
-            ice_servers: relay(),
-            ttl: 3600,
-        },
-    );
+    s.handle_signal(at(5.2), ice_servers(3600));
     assert_eq!(drain(&mut s), ["emit:renewed"]);
     s.handle_signal(at(5.5), answer("b"));
     assert_eq!(
@@ -540,13 +524,7 @@ fn signaling_lost_and_rejoined() {
 
     // An offer sent into the old connection may be lost: it is offered again.
     let mut s = offerer_open("a", Mode::Echo);
-    s.handle_signal(
-        at(1.0),
-        ServerMsg::IceServers {
-            ice_servers: relay(),
-            ttl: 3600,
-        },
-    );
+    s.handle_signal(at(1.0), ice_servers(3600));
     s.handle_local_offer(at(1.1), "v=0".into());
     drain(&mut s);
     s.handle_signaling_lost(at(1.2));

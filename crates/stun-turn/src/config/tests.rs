@@ -87,116 +87,39 @@ fn precedence_flags_env_file_defaults() {
     assert_eq!(s.relay.secrets.len(), 1);
 }
 
+/// Each row: a file (the one layer reads flags, variables and files alike) and the key its
+/// error must name.
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(RelayOptions, &str); 14] = [
-        (
-            RelayOptions {
-                listen: Some("nope".into()),
-                ..Default::default()
-            },
-            "listen",
-        ),
-        (
-            RelayOptions {
-                alt_port: Some("70000".into()),
-                ..Default::default()
-            },
-            "alt_port",
-        ),
-        (
-            RelayOptions {
-                alt_port: Some("3478".into()),
-                ..Default::default()
-            },
-            "alt_port",
-        ),
-        (
-            RelayOptions {
-                alt_ip: Some("1.2.3".into()),
-                ..Default::default()
-            },
-            "alt_ip",
-        ),
+    let cases = [
+        ("listen = \"nope\"", "listen"),
+        ("alt_port = 70000", "alt_port"),
+        ("alt_port = 3478", "alt_port"),
+        ("alt_ip = \"1.2.3\"", "alt_ip"),
         // alt ip with a wildcard listen address cannot work
-        (
-            RelayOptions {
-                alt_ip: Some("192.0.2.2".into()),
-                ..Default::default()
-            },
-            "alt_ip",
-        ),
-        (
-            RelayOptions {
-                public_ip: Some("x".into()),
-                ..Default::default()
-            },
-            "public_ip",
-        ),
-        (
-            RelayOptions {
-                relay_ports: Some("5000".into()),
-                ..Default::default()
-            },
-            "relay_ports",
-        ),
-        (
-            RelayOptions {
-                relay_ports: Some("6000-5000".into()),
-                ..Default::default()
-            },
-            "relay_ports",
-        ),
-        (
-            RelayOptions {
-                allow_peer: vec!["10.0.0.0/33".into()],
-                ..Default::default()
-            },
-            "allow_peer",
-        ),
-        (
-            RelayOptions {
-                user_quota: Some("-1".into()),
-                ..Default::default()
-            },
-            "user_quota",
-        ),
-        (
-            RelayOptions {
-                metrics_listen: Some("9641".into()),
-                ..Default::default()
-            },
-            "metrics_listen",
-        ),
+        ("alt_ip = \"192.0.2.2\"", "alt_ip"),
+        ("public_ip = \"x\"", "public_ip"),
+        ("relay_ports = \"5000\"", "relay_ports"),
+        ("relay_ports = \"6000-5000\"", "relay_ports"),
+        ("allow_peer = [\"10.0.0.0/33\"]", "allow_peer"),
+        ("user_quota = -1", "user_quota"),
+        ("metrics_listen = 9641", "metrics_listen"),
         // The kernel path rewrites packets addressed to one IPv4 address.
+        ("kernel_path = [\"eth0\"]", "kernel_path"),
         (
-            RelayOptions {
-                kernel_path: vec!["eth0".into()],
-                ..Default::default()
-            },
+            "listen = \"[2001:db8::1]:3478\"\nkernel_path = [\"eth0\"]",
             "kernel_path",
         ),
         (
-            RelayOptions {
-                listen: Some("[2001:db8::1]:3478".into()),
-                kernel_path: vec!["eth0".into()],
-                ..Default::default()
-            },
-            "kernel_path",
-        ),
-        (
-            RelayOptions {
-                listen: Some("192.0.2.1:3478".into()),
-                kernel_path: vec!["eth0/../x".into()],
-                ..Default::default()
-            },
+            "listen = \"192.0.2.1:3478\"\nkernel_path = [\"eth0/../x\"]",
             "kernel_path",
         ),
     ];
-    for (raw, key) in cases {
-        let err = resolve(raw.clone(), Some("s"), no_file).unwrap_err();
+    for (file, key) in cases {
+        let raw: RelayOptions = layer::parse_toml(file, "t.toml").unwrap();
+        let err = resolve(raw, Some("s"), no_file).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with(&format!("{key}:")), "{raw:?} gave {msg}");
+        assert!(msg.starts_with(&format!("{key}:")), "{file} gave {msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 }
