@@ -402,7 +402,6 @@ impl SignalConfig {
             max_connections_per_ip: num("max_connections_per_ip", &o.max_connections_per_ip, 32)?,
             header_timeout: Duration::from_secs(header_timeout),
             credentials_per_minute: num("credentials_per_minute", &o.credentials_per_minute, 30)?,
-            revoked_file: None,
             listen,
             embedded_relay: !o.no_relay && relay_servers.is_empty() && !relays_from_cluster,
             relays_from_cluster,
@@ -448,8 +447,6 @@ pub struct SignalConfig {
     pub header_timeout: Duration,
     /// TURN credentials per minute per client IP and per token (0 = unlimited).
     pub credentials_per_minute: u32,
-    /// Revoked users and tokens: the relay's `revoked_file` (one file for both).
-    pub revoked_file: Option<std::path::PathBuf>,
     pub credential_ttl: u64,
     pub max_frame_bytes: usize,
     pub messages_per_second: u32,
@@ -510,8 +507,7 @@ impl TryFrom<SignalOptions> for NodeConfig {
         let generated_secret = o.relay.generate_secret_if_unset();
         let relay = RelayConfig::try_from(std::mem::take(&mut o.relay))?;
         // Flags for the embedded relay sit on top of its table and variables (`load`).
-        let mut signal = SignalConfig::try_from(o)?;
-        signal.revoked_file = relay.revoked_file.clone();
+        let signal = SignalConfig::try_from(o)?;
         let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"))
             || !signal.relay_servers.is_empty()
             || signal.relays_from_cluster;

@@ -127,6 +127,9 @@ impl Node {
         };
         let cluster = signal.cluster.clone();
         let state = AppState::new(signal, ice, registry, stop_rx);
+        if let Some(file) = &relay.revoked_file {
+            state.watch_revocations(file);
+        }
         state.start_cluster();
         if let (Some(c), Some(node)) = (&cluster, state.cluster_node()) {
             banner.push(format!(

@@ -9,7 +9,8 @@
 //! node that holds the peer). A join is two steps, [`Rooms::begin_join`] (local checks) and
 //! [`Rooms::finish_join`] (the cluster store's verdict with a snapshot of the room); the store's
 //! membership changes arrive as [`Rooms::remote_joined`] / [`Rooms::remote_left`], each with the
-//! store's sequence number so that a stale one (older than a snapshot) is ignored. What must go
+//! store's sequence number so that a stale one (older than a snapshot) is ignored; those that
+//! arrive while a room's first join waits for the store are held and replayed over its snapshot. What must go
 //! to the store or another node is queued as a [`ClusterOp`] for the shell
 //! ([`Rooms::take_ops`]), in the order it happened.
 
@@ -171,6 +172,24 @@ struct Room {
     seq: u64,
     /// Joins of this room waiting for the store's verdict.
     pending: usize,
+    /// Clustered: the view holds a snapshot from the store (a join's verdict or a resync).
+    /// Until then the store's changes wait in `early`, to be replayed over the first snapshot.
+    synced: bool,
+    /// The store's changes that arrived before the first snapshot, with their change numbers:
+    /// the verdict and the changes come over different connections to the store, in either
+    /// order. At most [`MAX_EARLY_CHANGES`]; past that the oldest go (they are the likeliest
+    /// to be older than the snapshot anyway).
+    early: Vec<(u64, Change)>,
+}
+
+/// How many of a room's changes are kept while its first join waits for the store.
+const MAX_EARLY_CHANGES: usize = 256;
+
+/// A membership change the store announced.
+#[derive(Debug, Clone)]
+enum Change {
+    Joined { peer: String, node: Arc<str> },
+    Left { peer: String },
 }
 
 impl Room {
@@ -188,6 +207,38 @@ impl Room {
                 msg: msg.clone(),
             })
             .collect()
+    }
+
+    /// Applies the store's change number `seq` unless the view has seen it (then nothing).
+    fn apply(&mut self, seq: u64, change: Change) -> Vec<Out> {
+        if seq <= self.seq {
+            return vec![];
+        }
+        self.seq = seq;
+        match change {
+            Change::Joined { peer, node } => match self.seats.get_mut(&peer) {
+                // A peer whose node died, reconnected through another: same peer, new node.
+                Some(Seat::Remote(at)) => {
+                    *at = node;
+                    vec![]
+                }
+                Some(Seat::Local(_)) => vec![],
+                None => {
+                    let msg = ServerMsg::PeerJoined {
+                        peer_id: peer.clone(),
+                    };
+                    self.seats.insert(peer, Seat::Remote(node));
+                    self.tell_locals(&msg)
+                }
+            },
+            Change::Left { peer } => {
+                if !matches!(self.seats.get(&peer), Some(Seat::Remote(_))) {
+                    return vec![];
+                }
+                self.seats.remove(&peer);
+                self.tell_locals(&ServerMsg::PeerLeft { peer_id: peer })
+            }
+        }
     }
 
     /// Nothing here for this node to keep a view of.
@@ -536,52 +587,46 @@ impl Rooms {
                 }
             }
         }
+        r.synced = true;
+        let mut early = std::mem::take(&mut r.early);
+        early.sort_by_key(|(seq, _)| *seq);
+        for (seq, change) in early {
+            out.extend(r.apply(seq, change));
+        }
         out
     }
 
     /// The store says `peer` joined `room` on `node` (change number `seq`).
     pub fn remote_joined(&mut self, room: &str, peer: &str, node: &str, seq: u64) -> Vec<Out> {
-        let Some(r) = self.fresh(room, seq) else {
-            return vec![];
+        let change = Change::Joined {
+            peer: peer.to_owned(),
+            node: node.into(),
         };
-        match r.seats.get_mut(peer) {
-            // A peer whose node died, reconnected through another: same peer, new node.
-            Some(Seat::Remote(at)) => {
-                *at = node.into();
-                vec![]
-            }
-            Some(Seat::Local(_)) => vec![],
-            None => {
-                r.seats.insert(peer.to_owned(), Seat::Remote(node.into()));
-                r.tell_locals(&ServerMsg::PeerJoined {
-                    peer_id: peer.to_owned(),
-                })
-            }
-        }
+        self.remote_change(room, seq, change)
     }
 
     /// The store says `peer` left `room` (change number `seq`): its node let it go or died.
     pub fn remote_left(&mut self, room: &str, peer: &str, seq: u64) -> Vec<Out> {
-        let Some(r) = self.fresh(room, seq) else {
-            return vec![];
+        let change = Change::Left {
+            peer: peer.to_owned(),
         };
-        if !matches!(r.seats.get(peer), Some(Seat::Remote(_))) {
-            return vec![];
-        }
-        r.seats.remove(peer);
-        r.tell_locals(&ServerMsg::PeerLeft {
-            peer_id: peer.to_owned(),
-        })
+        self.remote_change(room, seq, change)
     }
 
-    /// The room's view if change `seq` is newer than it (and records it as seen).
-    fn fresh(&mut self, room: &str, seq: u64) -> Option<&mut Room> {
-        let r = self.rooms.get_mut(room)?;
-        if seq <= r.seq {
-            return None;
+    /// Applies `change` to the view of `room` if this node has one and has not seen it; held
+    /// for the first snapshot while the room's first join waits for the store.
+    fn remote_change(&mut self, room: &str, seq: u64, change: Change) -> Vec<Out> {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return vec![];
+        };
+        if !r.synced {
+            if r.early.len() == MAX_EARLY_CHANGES {
+                r.early.remove(0);
+            }
+            r.early.push((seq, change));
+            return vec![];
         }
-        r.seq = seq;
-        Some(r)
+        r.apply(seq, change)
     }
 
     /// The local connection of `peer` in `room`, for a message another node forwarded.

@@ -175,6 +175,48 @@ async fn three_nodes_share_rooms_in_order_within_cluster_wide_limits() {
     );
 }
 
+/// A peer joins on one node while the room's other peer drops its connection on another: the
+/// joiner's first message is its welcome, and it hears a leave only of a peer its welcome
+/// listed. (Once seen: a `peer-left` overtook the welcome.)
+#[tokio::test]
+async fn a_join_racing_a_leave_on_another_node_gets_its_welcome_first() {
+    let redis = RedisServer::start();
+    // 120 joins from one address: the credential limit is another test's subject.
+    let unlimited = || SignalOptions {
+        credentials_per_minute: Some("0".into()),
+        ..Default::default()
+    };
+    let n1 = node(&redis, unlimited(), None).await;
+    let n2 = node(&redis, unlimited(), None).await;
+    let (mut listed, mut unlisted) = (0, 0);
+    for i in 0..60u64 {
+        let room = format!("race{i}");
+        let (a, _) = n1.join(&room, Some("a")).await;
+        // Leave a little before, at, or after the join, to cross it in every order.
+        let leave = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i % 4)).await;
+            drop(a);
+        });
+        // `join` asserts that the first message is the welcome.
+        let (mut b, welcome) = n2.join(&room, Some("b")).await;
+        leave.await.unwrap();
+        if welcome["peers"] == json!(["a"]) {
+            listed += 1;
+            let m = recv(&mut b).await;
+            assert_eq!(
+                (&m["type"], &m["peer_id"]),
+                (&json!("peer-left"), &json!("a")),
+                "{m}"
+            );
+        } else {
+            assert_eq!(welcome["peers"], json!([]), "{welcome}");
+            unlisted += 1;
+            quiet(&mut b, 50).await;
+        }
+    }
+    println!("welcomes listing the leaving peer: {listed}, not listing it: {unlisted}");
+}
+
 #[tokio::test]
 async fn a_token_minted_for_one_node_works_on_every_node() {
     let redis = RedisServer::start();

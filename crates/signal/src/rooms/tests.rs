@@ -320,6 +320,50 @@ fn clustered_joins_views_and_stale_changes() {
     assert_eq!(r.room_count(), 0);
 }
 
+/// The store's changes can reach this node before a join's verdict (they come over another
+/// connection to the store): they are held and replayed over the verdict's snapshot, so the
+/// welcome lists the room as it is and no one hears of a peer it was never shown.
+#[test]
+fn changes_before_the_first_verdict_are_replayed_over_it() {
+    let mut r = Rooms::clustered("me");
+    r.begin_join(1, "r", Some("a"), "gen").unwrap();
+    // x leaves (7) and y joins (8) after the snapshot (6); z's join (5) is older than it.
+    assert!(r.remote_left("r", "x", 7).is_empty());
+    assert!(r.remote_joined("r", "y", "n3", 8).is_empty());
+    assert!(r.remote_joined("r", "z", "n2", 5).is_empty());
+    let snapshot = [("a", "me"), ("c", "n2"), ("x", "n2"), ("z", "n2")];
+    let out = r.finish_join(1, admitted(6, &snapshot), ctx("a"));
+    assert!(
+        matches!(&out.outs[..], [Out { to: 1, msg: ServerMsg::Welcome(w) }]
+            if w.peers == ["c", "y", "z"]),
+        "{out:?}"
+    );
+    // From then on changes apply as they come, and an old one does nothing.
+    assert_eq!(
+        codes(&r.remote_left("r", "c", 9)),
+        [(1, "peer-left".into())]
+    );
+    assert!(r.remote_joined("r", "x", "n2", 4).is_empty());
+
+    // Held changes are bounded: the newest 256 stay.
+    r.begin_join(2, "busy", Some("b"), "gen").unwrap();
+    for i in 0..300u64 {
+        assert!(r
+            .remote_joined("busy", &format!("p{i}"), "n2", 10 + i)
+            .is_empty());
+    }
+    let out = r.finish_join(2, admitted(1, &[("b", "me")]), ctx("b"));
+    let [Out {
+        msg: ServerMsg::Welcome(w),
+        ..
+    }] = &out.outs[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(w.peers.len(), 256);
+    assert!(w.peers.contains(&"p299".to_owned()) && !w.peers.contains(&"p43".to_owned()));
+}
+
 #[test]
 fn a_resync_takes_the_store_as_it_is() {
     let mut r = Rooms::clustered("me");

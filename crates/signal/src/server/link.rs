@@ -100,8 +100,9 @@ impl AppState {
             }
         };
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        let routed = rooms.finish_join(conn, verdict, ctx);
+        let mut routed = rooms.finish_join(conn, verdict, ctx);
         self.metrics.rooms.set(rooms.room_count() as i64);
+        self.deliver_in_order(&rooms, std::mem::take(&mut routed.outs));
         routed
     }
 
@@ -194,9 +195,9 @@ impl AppState {
             } => ("joined", rooms.remote_joined(room, peer, node, seq)),
             Frame::Left { room, peer, seq } => ("left", rooms.remote_left(room, peer, seq)),
         };
+        self.deliver_in_order(&rooms, outs);
         drop(rooms);
         self.metrics.cluster_frames.with_label_values(&[kind]).inc();
-        self.deliver(outs);
     }
 
     /// Makes the store hold what this node holds, and this node's views what the store has;
@@ -237,8 +238,8 @@ impl AppState {
                 .iter()
                 .filter_map(|(room, peer)| rooms.local_conn(room, peer))
                 .collect();
+            self.deliver_in_order(&rooms, outs);
             drop(rooms);
-            self.deliver(outs);
             for c in evict {
                 self.reject(
                     c,

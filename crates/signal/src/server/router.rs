@@ -49,8 +49,9 @@ impl AppState {
                     }
                     None => {
                         let mut rooms = self.rooms.lock().expect("rooms lock");
-                        let routed = rooms.join(conn, &room, requested.as_deref(), ctx);
+                        let mut routed = rooms.join(conn, &room, requested.as_deref(), ctx);
                         self.metrics.rooms.set(rooms.room_count() as i64);
+                        self.deliver_in_order(&rooms, std::mem::take(&mut routed.outs));
                         routed
                     }
                 };
@@ -97,6 +98,7 @@ impl AppState {
                 let mut routed = rooms.route(conn, other);
                 let forwarded = self.send_ops(&mut rooms, &mut routed);
                 self.metrics.rooms.set(rooms.room_count() as i64);
+                self.deliver_in_order(&rooms, std::mem::take(&mut routed.outs));
                 drop(rooms);
                 if let Some(kind) = kind {
                     if routed.relayed || forwarded {

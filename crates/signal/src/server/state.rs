@@ -94,11 +94,7 @@ impl AppState {
             conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
             ip_slots: IpSlots::new(settings.max_connections_per_ip),
             admission: Mutex::new(Admission::new(settings.credentials_per_minute)),
-            revoked: Mutex::new((
-                Revocations::default(),
-                settings.revoked_file.as_deref().map(RevocationFile::new),
-                None,
-            )),
+            revoked: Mutex::new((Revocations::default(), None, None)),
             settings,
             ice,
             registry,
@@ -107,6 +103,14 @@ impl AppState {
         })
     }
 
+    /// Queues what the rooms decided while their lock is still held (`_rooms` proves it), so
+    /// that every connection gets its messages in the order the rooms decided them: a joiner's
+    /// `welcome` before a leave that another task processed just after the join.
+    pub(super) fn deliver_in_order(&self, _rooms: &MutexGuard<'_, Rooms>, outs: Vec<Out>) {
+        self.deliver(outs);
+    }
+
+    /// Queues messages that no room decided (answers to the sender alone).
     pub(super) fn deliver(&self, outs: Vec<Out>) {
         if outs.is_empty() {
             return;
@@ -126,6 +130,13 @@ impl AppState {
         {
             self.metrics.reject(Rejection::SlowConsumer);
         }
+    }
+
+    /// Refuses the users and tokens listed in `file` (the relay's `revoked_file`: one file for
+    /// both), re-read when it changes.
+    pub fn watch_revocations(&self, file: &std::path::Path) {
+        let mut g = self.revoked.lock().expect("revoked lock");
+        (g.1, g.2) = (Some(RevocationFile::new(file)), None);
     }
 
     /// Runs one admission step with what this node knows now: the clock, whether it drains,
@@ -186,7 +197,6 @@ impl AppState {
         let mut routed = Routed::send(rooms.leave(conn));
         self.send_ops(&mut rooms, &mut routed);
         self.metrics.rooms.set(rooms.room_count() as i64);
-        drop(rooms);
-        self.deliver(routed.outs);
+        self.deliver_in_order(&rooms, routed.outs);
     }
 }
