@@ -14,6 +14,8 @@
 //!   trickled ICE candidate.
 //! - [`nat`]: the NAT summary peers send each other (`nat-summary`).
 //! - [`redact`]: how logs show client and peer addresses ([`Redacted`]: a tag by default).
+//! - [`token`]: join tokens (HMAC-SHA256, expiring, one room): what an application server or
+//!   a client library mints and natkit-signal checks.
 //!
 //! # Compatibility
 //! Readers are tolerant: unknown fields are ignored on both sides, and a client ignores server
@@ -22,7 +24,7 @@
 //! server answers with its own in `welcome`. What old and new sides do with each other is in
 //! `docs/protocol.md`, "Versions".
 //!
-//! Out of scope: IO of any kind. This crate is serde types and pure functions (and the one switch
+//! Out of scope: IO of any kind. This crate is serde types and pure functions (the token MAC included) (and the one switch
 //! that shows addresses in logs).
 
 pub mod announcement;
@@ -31,6 +33,7 @@ pub mod ice;
 pub mod messages;
 pub mod nat;
 pub mod redact;
+pub mod token;
 
 pub use codes::{ErrorCode, HttpError};
 pub use ice::{IceCandidate, IceServer, IceServers, RelayEndpoints};

@@ -44,4 +44,5 @@ pub mod node;
 pub use natkit_stun_turn::ratelimit as limits;
 pub mod rooms;
 pub mod server;
-pub mod token;
+/// Join tokens: natkit-proto's, so clients and application servers mint what this server checks.
+pub use natkit_proto::token;

@@ -13,13 +13,18 @@
 //! | any other | any other | all, TURN as fallback (and ICE restarted relay-only if no direct pair works in time) | `direct-possible` |
 //! | symmetric | no summary (aiortc, a browser, an older natkit-peer) | relay | `this-side-only` |
 //! | not symmetric | no summary | all, TURN as fallback | `this-side-only` |
+//!
+//! Every row, with each RFC 4787 mapping x filtering pair of both sides, is spelled out in
+//! `crates/peer-core/pair_rule.tsv`: one table, checked by this crate's tests and the Python
+//! package's.
 
 use natkit_nat_probe::{Behaviour, NatReport};
 use natkit_proto::ice::is_turn_url;
 use natkit_proto::{IceServer, NatBehaviour, NatSummary};
 
 /// The `--relay` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RelayMode {
     /// Probe the NAT, exchange NAT summaries and relay only when the pair cannot connect directly.
     Auto,
@@ -228,12 +233,6 @@ mod tests {
     use super::*;
     use NatBehaviour::*;
 
-    const ALL: [NatBehaviour; 3] = [
-        EndpointIndependent,
-        AddressDependent,
-        AddressAndPortDependent,
-    ];
-
     fn nat(mapping: NatBehaviour, filtering: NatBehaviour) -> NatSummary {
         NatSummary {
             mapping: vec![mapping],
@@ -250,123 +249,70 @@ mod tests {
         }
     }
 
-    /// Every RFC 4787 mapping x filtering combination on both sides.
-    #[test]
-    fn pair_table_covers_every_combination_on_both_sides() {
-        let dependent = |b: NatBehaviour| b != EndpointIndependent;
-        for lm in ALL {
-            for lf in ALL {
-                for rm in ALL {
-                    for rf in ALL {
-                        let (l, r) = (nat(lm, lf), nat(rm, rf));
-                        let p = decide(RelayMode::Auto, Some(&l), Some(&r));
-                        let both_symmetric = dependent(lm) && dependent(rm);
-                        let sym_vs_restricted =
-                            (dependent(lm) && dependent(rf)) || (dependent(rm) && dependent(lf));
-                        let want = if both_symmetric {
-                            (true, Rule::SymmetricPair)
-                        } else if sym_vs_restricted {
-                            (true, Rule::SymmetricRestricted)
-                        } else {
-                            (false, Rule::DirectPossible)
-                        };
-                        assert_eq!(
-                            (p.relay_only, p.rule),
-                            want,
-                            "{lm:?}/{lf:?} vs {rm:?}/{rf:?}"
-                        );
-                        // Both sides reach the same decision.
-                        let q = decide(RelayMode::Auto, Some(&r), Some(&l));
-                        assert_eq!(q.relay_only, p.relay_only, "symmetric rule");
-                    }
-                }
+    /// `pair_rule.tsv`'s NAT notation: `MAPPING/FILTERING` (each a comma-separated list of EI,
+    /// AD, APD), `blocked`, or `-` for no summary.
+    fn side(text: &str) -> Option<NatSummary> {
+        let list = |l: &str| -> Vec<NatBehaviour> {
+            l.split(',')
+                .map(|b| match b {
+                    "EI" => EndpointIndependent,
+                    "AD" => AddressDependent,
+                    "APD" => AddressAndPortDependent,
+                    other => panic!("pair_rule.tsv: unknown behaviour {other:?}"),
+                })
+                .collect()
+        };
+        match text {
+            "-" => None,
+            "blocked" => Some(blocked()),
+            _ => {
+                let (m, f) = text.split_once('/').expect("MAPPING/FILTERING");
+                Some(NatSummary {
+                    mapping: list(m),
+                    filtering: list(f),
+                    udp_blocked: false,
+                })
             }
         }
     }
 
+    /// The shared table, every row: the decision, its rule, and a reason to show. The Python
+    /// package's tests read the same file.
     #[test]
-    fn the_named_pairs() {
-        let open = nat(EndpointIndependent, EndpointIndependent);
-        let symmetric = nat(AddressAndPortDependent, AddressAndPortDependent);
-        let port_restricted = nat(EndpointIndependent, AddressAndPortDependent);
-        // What a one-IP deployment reports for a cone: EI or AD mapping.
-        let one_ip_cone = NatSummary {
-            mapping: vec![EndpointIndependent, AddressDependent],
-            filtering: vec![EndpointIndependent, AddressDependent],
-            udp_blocked: false,
-        };
-        let one_ip_port_restricted = NatSummary {
-            mapping: vec![EndpointIndependent, AddressDependent],
-            filtering: vec![AddressAndPortDependent],
-            udp_blocked: false,
-        };
-        let cases = [
-            (&open, &symmetric, false),
-            (&one_ip_cone, &symmetric, false),
-            (&symmetric, &symmetric, true),
-            (&symmetric, &port_restricted, true),
-            (&symmetric, &one_ip_port_restricted, true),
-            (&port_restricted, &port_restricted, false),
-            (&blocked(), &open, true),
-            (&open, &blocked(), true),
-        ];
-        for (l, r, relay) in cases {
-            let p = decide(RelayMode::Auto, Some(l), Some(r));
-            assert_eq!(p.relay_only, relay, "{l:?} vs {r:?}: {p:?}");
-            assert!(!p.reason.is_empty());
+    fn the_shared_pair_rule_table() {
+        let table = include_str!("../pair_rule.tsv");
+        let mut auto_pairs = std::collections::HashMap::new();
+        for row in table.lines().filter(|l| !l.starts_with('#')).skip(1) {
+            let [mode, local, remote, policy, rule] = row.split('\t').collect::<Vec<_>>()[..]
+            else {
+                panic!("pair_rule.tsv: not five columns: {row:?}");
+            };
+            let mode = match mode {
+                "auto" => RelayMode::Auto,
+                "always" => RelayMode::Always,
+                "never" => RelayMode::Never,
+                other => panic!("pair_rule.tsv: unknown mode {other:?}"),
+            };
+            let p = decide(mode, side(local).as_ref(), side(remote).as_ref());
+            let got = (if p.relay_only { "relay" } else { "all" }, p.rule.as_str());
+            assert_eq!(got, (policy, rule), "{row}");
+            assert!(!p.reason.is_empty(), "{row}");
+            if mode == RelayMode::Auto {
+                auto_pairs.insert((local, remote), p.relay_only);
+            }
         }
-    }
-
-    #[test]
-    fn modes_and_missing_information() {
-        let symmetric = nat(AddressAndPortDependent, AddressAndPortDependent);
-        let cone = nat(EndpointIndependent, AddressAndPortDependent);
-        let cases = [
-            (RelayMode::Always, None, None, true, Rule::RelayAlways),
-            (
-                RelayMode::Never,
-                Some(&symmetric),
-                Some(&symmetric),
-                false,
-                Rule::RelayNever,
-            ),
-            (
-                RelayMode::Auto,
-                None,
-                Some(&symmetric),
-                false,
-                Rule::NoProbe,
-            ),
-            // A partner that sends no summary: this side's report alone, as before.
-            (
-                RelayMode::Auto,
-                Some(&symmetric),
-                None,
-                true,
-                Rule::ThisSideOnly,
-            ),
-            (
-                RelayMode::Auto,
-                Some(&cone),
-                None,
-                false,
-                Rule::ThisSideOnly,
-            ),
-            (
-                RelayMode::Auto,
-                Some(&blocked()),
-                None,
-                true,
-                Rule::UdpBlocked,
-            ),
-        ];
-        for (mode, l, r, relay, rule) in cases {
-            let p = decide(mode, l, r);
-            assert_eq!(
-                (p.relay_only, p.rule),
-                (relay, rule),
-                "{mode:?} {l:?} {r:?}"
-            );
+        // Every RFC 4787 mapping x filtering pair of both sides is in the table, and both sides
+        // of a pair reach the same decision.
+        let all = ["EI", "AD", "APD"];
+        let sides: Vec<String> = all
+            .iter()
+            .flat_map(|m| all.iter().map(move |f| format!("{m}/{f}")))
+            .collect();
+        for (l, r) in sides.iter().flat_map(|l| sides.iter().map(move |r| (l, r))) {
+            let here = auto_pairs.get(&(l.as_str(), r.as_str()));
+            let there = auto_pairs.get(&(r.as_str(), l.as_str()));
+            assert!(here.is_some(), "pair_rule.tsv lacks {l} vs {r}");
+            assert_eq!(here, there, "{l} vs {r}: the two sides disagree");
         }
     }
 

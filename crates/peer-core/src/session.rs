@@ -1,7 +1,7 @@
 //! The peer's session as a sans-IO state machine, in the manner of str0m and quinn-proto.
 //!
 //! [`Session`] never touches a socket, a WebRTC object or the clock. The shell
-//! ([`crate::peer`]) feeds it what happened, each with `now`:
+//! (natkit-peer's `peer` module, the Python package's session) feeds it what happened, each with `now`:
 //! - [`Session::handle_signal`]: a message from natkit-signal;
 //! - [`Session::handle_signaling_lost`], [`Session::handle_rejoined`],
 //!   [`Session::handle_rejoin_failed`]: the signaling connection's fate;
