@@ -147,6 +147,52 @@ fn double_nat_behind_cgn() {
     topology(Nat::DoubleNat);
 }
 
+/// The Python package's probe (`python -m natkit probe --json`: this crate's classifier through
+/// the package's extension) reports what nat-probe reports, field for field, in every topology.
+#[test]
+fn the_python_package_gives_nat_probes_verdicts() {
+    if !require_root("python probe") {
+        return;
+    }
+    let python = natkit_testkit::natkit_python();
+    let mut lab = Lab::with_sites(&Nat::ALL);
+    let port = lab.start_natkit_relay("lab-secret");
+    let server = format!("{SERVER_IP}:{port}");
+    let keys = |v: &Value| {
+        v.as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (site, nat) in Nat::ALL.into_iter().enumerate() {
+        let rust = probe(&lab, site, port);
+        let py = natkit_testkit::json_of(
+            "python -m natkit probe",
+            lab.sites[site]
+                .client
+                .cmd(python.to_str().expect("utf-8 path"))
+                .args(["-m", "natkit", "probe", "--json", &server]),
+        );
+        check(nat, Server::Natkit, &py);
+        assert_eq!(keys(&py), keys(&rust), "{}", nat.name());
+        for k in [
+            "nat_type",
+            "mapping",
+            "filtering",
+            "mapping_possible",
+            "filtering_possible",
+            "force_turn",
+            "reason",
+            "servers",
+            "other_address",
+            "warnings",
+        ] {
+            assert_eq!(py[k], rust[k], "{}: {k}", nat.name());
+        }
+    }
+}
+
 #[test]
 fn verdicts_survive_ten_percent_loss() {
     if !require_root("verdicts_survive_ten_percent_loss") {

@@ -37,6 +37,8 @@ pub mod token;
 
 pub use codes::{ErrorCode, HttpError};
 pub use ice::{IceCandidate, IceServer, IceServers, RelayEndpoints};
-pub use messages::{ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
+pub use messages::{
+    valid_name, ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION,
+};
 pub use nat::{NatBehaviour, NatSummary};
 pub use redact::Redacted;

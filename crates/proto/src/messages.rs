@@ -236,6 +236,14 @@ impl ServerMsg {
     }
 }
 
+/// Room names and peer ids: 1 to 64 bytes of `[A-Za-z0-9._~-]` (URL-safe, log-safe).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

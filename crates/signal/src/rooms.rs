@@ -267,13 +267,8 @@ pub struct Rooms {
     ops: Vec<ClusterOp>,
 }
 
-/// Room names and peer ids: 1 to 64 bytes of `[A-Za-z0-9._~-]` (URL-safe, log-safe).
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-}
+/// Room names and peer ids: the protocol's rule.
+pub use natkit_proto::valid_name;
 
 /// A random name of `len` characters that [`valid_name`] accepts, without look-alikes (no `l`,
 /// `o`, `0`, `1`): generated peer ids and node ids.

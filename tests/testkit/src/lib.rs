@@ -43,6 +43,21 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
+/// The Python interpreter of the virtual environment `tests/run` installs the natkit wheel into
+/// (`target/python-venv`; `NATKIT_PYTHON` names another), for tests that drive the Python
+/// package.
+pub fn natkit_python() -> PathBuf {
+    let p = std::env::var_os("NATKIT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_file("target/python-venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: the Python package is built and installed there by tests/run",
+        p.display()
+    );
+    p
+}
+
 /// A file of the repository, by its path from the root (`deploy/relay.example.toml`).
 pub fn repo_file(path: &str) -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

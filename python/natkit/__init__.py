@@ -1,0 +1,31 @@
+"""natkit for Python: natkit's NAT probe, pair rule and join tokens, from its Rust core.
+
+- ``await natkit.probe(server, *more, timeout=3.0)`` -> :class:`NatReport`
+- ``natkit.pair_rule(local, remote, relay="auto")`` -> :class:`PairDecision`
+- ``natkit.mint_token(secret, room, ttl=3600)`` / ``natkit.verify_token(secret, token)``
+
+Errors are :class:`natkit.Error` subclasses. ``python -m natkit probe HOST:PORT`` runs the probe
+from a shell. See python/README.md.
+"""
+
+from ._natkit import __version__
+from .errors import Error, ProbeError, Timeout, TokenError
+from .probe import NatReport, probe, probe_blocking
+from .rule import PairDecision, RelayMode, pair_rule
+from .tokens import mint_token, verify_token
+
+__all__ = [
+    "Error",
+    "NatReport",
+    "PairDecision",
+    "ProbeError",
+    "RelayMode",
+    "Timeout",
+    "TokenError",
+    "__version__",
+    "mint_token",
+    "pair_rule",
+    "probe",
+    "probe_blocking",
+    "verify_token",
+]
