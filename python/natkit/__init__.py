@@ -3,6 +3,7 @@
 - ``await natkit.probe(server, *more, timeout=3.0)`` -> :class:`NatReport`
 - ``natkit.pair_rule(local, remote, relay="auto")`` -> :class:`PairDecision`
 - ``natkit.mint_token(secret, room, ttl=3600)`` / ``natkit.verify_token(secret, token)``
+- :class:`NatkitSignaling`: aiortc's signaling interface over natkit-signal
 
 Errors are :class:`natkit.Error` subclasses. ``python -m natkit probe HOST:PORT`` runs the probe
 from a shell. See python/README.md.
@@ -12,14 +13,17 @@ from ._natkit import __version__
 from .errors import Error, ProbeError, Timeout, TokenError
 from .probe import NatReport, probe, probe_blocking
 from .rule import PairDecision, RelayMode, pair_rule
+from .signaling import NatkitSignaling, SignalingError
 from .tokens import mint_token, verify_token
 
 __all__ = [
     "Error",
     "NatReport",
+    "NatkitSignaling",
     "PairDecision",
     "ProbeError",
     "RelayMode",
+    "SignalingError",
     "Timeout",
     "TokenError",
     "__version__",
