@@ -4,7 +4,7 @@
 //!
 //! - [`probe`]: nat-probe's classifier against one RFC 5780 server or several plain STUN servers,
 //!   with the GIL released for the whole probe.
-//! - [`pair_rule`], [`usable_servers`]: natkit-peer-core's pair rule and server selection.
+//! - [`pair_rule`]: natkit-peer-core's pair rule.
 //! - [`mint_token`], [`verify_token`]: natkit-proto's join tokens, as natkit-signal checks them.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use natkit_nat_probe::{probe as run_probe, ProbeConfig};
 use natkit_peer_core::policy::{self, RelayMode};
 use natkit_proto::token::{TokenError, TokenSecret};
-use natkit_proto::{IceServer, NatSummary};
+use natkit_proto::NatSummary;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -122,18 +122,6 @@ fn pair_rule(
     Ok((p.relay_only, p.rule.as_str().to_owned(), p.reason))
 }
 
-/// The ICE servers (JSON, an `iceServers` array) a session in relay mode `mode` uses, given this
-/// side's NAT summary `local` (JSON or `None`): natkit-peer's choice, as JSON.
-#[pyfunction]
-#[pyo3(signature = (servers, mode, local))]
-fn usable_servers(servers: &str, mode: &str, local: Option<&str>) -> PyResult<String> {
-    let mode = relay_mode(mode)?;
-    let servers: Vec<IceServer> = from_json("servers", servers)?;
-    let local: Option<NatSummary> = local.map(|t| from_json("local", t)).transpose()?;
-    let chosen = policy::usable_servers(&servers, mode, local.as_ref());
-    Ok(serde_json::to_string(&chosen).expect("servers serialise"))
-}
-
 fn secret(secret: &str) -> PyResult<TokenSecret> {
     TokenSecret::new(secret).ok_or_else(|| PyValueError::new_err("the token secret is empty"))
 }
@@ -164,7 +152,6 @@ fn verify_token(secret_text: &str, token: &str, now: u64) -> PyResult<String> {
 fn _natkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(pair_rule, m)?)?;
-    m.add_function(wrap_pyfunction!(usable_servers, m)?)?;
     m.add_function(wrap_pyfunction!(mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(verify_token, m)?)?;
     m.add("ProbeFailed", m.py().get_type::<ProbeFailed>())?;

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -60,9 +59,6 @@ class Daemon:
             self.proc.kill()
         self.proc.wait()
 
-    def log(self) -> str:
-        return "".join(self.lines)
-
 
 @pytest.fixture
 def daemons():
@@ -77,10 +73,3 @@ def daemons():
     for d in started:
         d.stop()
 
-
-def wait_until(check, within: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {within} s")
-        time.sleep(0.02)

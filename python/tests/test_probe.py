@@ -71,7 +71,7 @@ def test_a_server_that_does_not_answer_gets_nat_probes_verdict():
     assert report.force_turn
 
 
-def test_the_event_loop_runs_while_the_probe_does(relay):
+def test_the_event_loop_runs_while_the_probe_does():
     async def main():
         ticks = 0
 
