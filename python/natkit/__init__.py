@@ -3,6 +3,8 @@
 - ``await natkit.probe(server, *more, timeout=3.0)`` -> :class:`NatReport`
 - ``natkit.pair_rule(local, remote, relay="auto")`` -> :class:`PairDecision`
 - ``natkit.mint_token(secret, room, ttl=3600)`` / ``natkit.verify_token(secret, token)``
+- ``natkit.connect(signal_url, room=...)`` -> :class:`Session`; ``await session.channel()`` ->
+  :class:`Channel`: a data channel to a partner, the path decided as natkit-peer decides it
 - :class:`NatkitSignaling`: aiortc's signaling interface over natkit-signal
 
 Errors are :class:`natkit.Error` subclasses. ``python -m natkit probe HOST:PORT`` runs the probe
@@ -13,10 +15,17 @@ from ._natkit import __version__
 from .errors import Error, ProbeError, Timeout, TokenError
 from .probe import NatReport, probe, probe_blocking
 from .rule import PairDecision, RelayMode, pair_rule
+from .session import Channel, ChannelClosed, Path, Session, SessionError, connect
 from .signaling import NatkitSignaling, SignalingError
 from .tokens import mint_token, verify_token
 
 __all__ = [
+    "Channel",
+    "ChannelClosed",
+    "Path",
+    "Session",
+    "SessionError",
+    "connect",
     "Error",
     "NatReport",
     "NatkitSignaling",

@@ -27,10 +27,58 @@ class SignalingError(Error):
         self.message = message
 
 
+# natkit-signal's own limit on a message (an SDP with many candidates stays far below it).
+MAX_MESSAGE = 64 * 1024
+
+
 def ws_url(url: str) -> str:
     """``ws://HOST:PORT`` as natkit-signal's WebSocket (``/v1/ws`` added when missing)."""
     url = url.rstrip("/")
     return url if url.endswith("/v1/ws") else url + "/v1/ws"
+
+
+async def join(
+    url: str,
+    room: str,
+    *,
+    token: Optional[str],
+    peer_id: Optional[str],
+    timeout: float,
+) -> tuple[Any, dict[str, Any], str]:
+    """Connects to natkit-signal at ``url`` and joins ``room``: the open WebSocket, the welcome,
+    and the welcome as the server sent it. Raises :class:`SignalingError` (the server's code)
+    when refused, :class:`natkit.Timeout` (stage ``join``) when no answer comes in time, and
+    :class:`natkit.Error` when the server cannot be reached."""
+    url = ws_url(url)
+    ws = None
+    try:
+        ws = await asyncio.wait_for(websockets.connect(url, max_size=MAX_MESSAGE), timeout)
+        msg: dict[str, Any] = {"type": "join", "room": room, "version": 1}
+        if token is not None:
+            msg["token"] = token
+        if peer_id is not None:
+            msg["peer_id"] = peer_id
+        await ws.send(json.dumps(msg))
+        text = await asyncio.wait_for(ws.recv(), timeout)
+        first = json.loads(text)
+    except asyncio.TimeoutError:
+        await _close(ws)
+        raise Timeout("join", f"join: no welcome from {url} within {timeout} s") from None
+    except (OSError, websockets.WebSocketException, ValueError) as e:
+        await _close(ws)
+        raise Error(f"join: cannot reach {url}: {e}") from e
+    if first.get("type") == "error":
+        await _close(ws)
+        raise SignalingError(first.get("code", "unknown"), first.get("message", ""))
+    if first.get("type") != "welcome":
+        await _close(ws)
+        raise Error(f"join: {url} answered {first.get('type')!r}, not a welcome")
+    return ws, first, text if isinstance(text, str) else text.decode()
+
+
+async def _close(ws: Any) -> None:
+    if ws is not None:
+        await ws.close()
 
 
 class NatkitSignaling:
@@ -79,24 +127,9 @@ class NatkitSignaling:
     async def connect(self) -> None:
         """Joins the room; raises :class:`SignalingError` (the server's code) when refused and
         :class:`natkit.Timeout` (stage ``join``) when no answer comes in time."""
-        try:
-            self._ws = await asyncio.wait_for(websockets.connect(self.url), self._timeout)
-            join: dict[str, Any] = {"type": "join", "room": self.room, "version": 1}
-            if self._token is not None:
-                join["token"] = self._token
-            if self._requested_id is not None:
-                join["peer_id"] = self._requested_id
-            await self._ws.send(json.dumps(join))
-            first = json.loads(await asyncio.wait_for(self._ws.recv(), self._timeout))
-        except asyncio.TimeoutError:
-            await self.close()
-            raise Timeout("join", f"join: no welcome from {self.url} within {self._timeout} s")
-        except (OSError, websockets.WebSocketException) as e:
-            await self.close()
-            raise Error(f"join: cannot reach {self.url}: {e}") from e
-        if first.get("type") == "error":
-            await self.close()
-            raise SignalingError(first.get("code", "unknown"), first.get("message", ""))
+        self._ws, first, _ = await join(
+            self.url, self.room, token=self._token, peer_id=self._requested_id, timeout=self._timeout
+        )
         self.welcome = first
         self.peer_id = first["peer_id"]
         self.peers = list(first.get("peers", []))

@@ -6,6 +6,9 @@
 //!   with the GIL released for the whole probe.
 //! - [`pair_rule`]: natkit-peer-core's pair rule.
 //! - [`mint_token`], [`verify_token`]: natkit-proto's join tokens, as natkit-signal checks them.
+//! - [`session::Session`]: natkit-peer-core's session state machine, for the aiortc shell.
+
+mod session;
 
 use std::time::Duration;
 
@@ -148,12 +151,29 @@ fn verify_token(secret_text: &str, token: &str, now: u64) -> PyResult<String> {
         .map_err(|e: TokenError| TokenRefused::new_err(e.to_string()))
 }
 
+/// natkit-peer's pause before signaling reconnect attempt `attempt` (0-based), in seconds.
+#[pyfunction]
+fn reconnect_delay(attempt: u32) -> f64 {
+    natkit_peer_core::renewal::reconnect_delay(attempt).as_secs_f64()
+}
+
+/// Whether natkit-signal's refusal `code` is one no retry (and no other node) answers
+/// differently: a bad token, a bad room name, a full room or server.
+#[pyfunction]
+fn is_permanent_refusal(code: &str) -> bool {
+    serde_json::from_value::<natkit_proto::ErrorCode>(serde_json::Value::from(code))
+        .is_ok_and(|c| c.is_permanent_refusal())
+}
+
 #[pymodule]
 fn _natkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(pair_rule, m)?)?;
     m.add_function(wrap_pyfunction!(mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(verify_token, m)?)?;
+    m.add_function(wrap_pyfunction!(reconnect_delay, m)?)?;
+    m.add_function(wrap_pyfunction!(is_permanent_refusal, m)?)?;
+    m.add_class::<session::Session>()?;
     m.add("ProbeFailed", m.py().get_type::<ProbeFailed>())?;
     m.add("ProbeTimedOut", m.py().get_type::<ProbeTimedOut>())?;
     m.add("TokenRefused", m.py().get_type::<TokenRefused>())?;

@@ -33,7 +33,7 @@ mod interface;
 mod pair;
 use crate::renewal::{polite, renew_after};
 pub use interface::{
-    Action, Failure, LocalNat, Mode, RestartReason, RtcEvent, SessionConfig, Stage,
+    Action, Failure, LocalNat, Message, Mode, RestartReason, RtcEvent, SessionConfig, Stage,
 };
 
 /// How long a remote peer that left signaling (while our data channel is open) may take to come
@@ -46,7 +46,7 @@ pub const CHAT_QUIET: Duration = Duration::from_secs(1);
 /// Candidates kept while they cannot be sent or added yet; more are dropped (a remote peer
 /// cannot grow our memory without bound).
 pub const MAX_BUFFERED_CANDIDATES: usize = 256;
-/// `--chat` lines kept until the data channel opens.
+/// `--chat` lines (or a program's messages) kept until the data channel opens.
 pub const MAX_UNSENT_LINES: usize = 1024;
 /// How long the offering side waits for the other peer's NAT summary before deciding alone.
 pub const SUMMARY_WAIT: Duration = Duration::from_secs(1);
@@ -118,7 +118,7 @@ pub struct Session {
     pending_remote: Vec<IceCandidate>,
     /// Local candidates gathered before they could be sent.
     pending_local: Vec<Option<IceCandidate>>,
-    unsent: Vec<String>,
+    unsent: Vec<Message>,
     input_done: bool,
     /// `--chat` after the input ended: finish at this moment (extended by every arrival).
     end_at: Option<Instant>,
@@ -214,9 +214,23 @@ impl Session {
         self.outcome.as_ref()
     }
 
+    /// When an attempt fails, an echo peer ends; `None`: never (a connected [`Mode::App`]).
+    fn deadline(&self) -> Option<Instant> {
+        match self.end_at {
+            Some(at) => Some(at),
+            None if self.cfg.mode == Mode::App && self.connected => None,
+            None => Some(self.cfg.deadline),
+        }
+    }
+
     /// When [`Session::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        let mut next = self.end_at.unwrap_or(self.cfg.deadline);
+        // A connected program's channel has no deadline: a day is as good as never.
+        let mut next = self.deadline().unwrap_or(
+            self.cfg
+                .deadline
+                .max(self.cfg.started + Duration::from_secs(86_400)),
+        );
         for at in [self.decide_by, self.direct_deadline].into_iter().flatten() {
             next = next.min(at);
         }
@@ -252,7 +266,7 @@ impl Session {
         if self.outcome.is_some() {
             return;
         }
-        if now >= self.end_at.unwrap_or(self.cfg.deadline) {
+        if self.deadline().is_some_and(|at| now >= at) {
             let served = !matches!(self.cfg.mode, Mode::Send(_)) && self.connected;
             if self.end_at.is_some() || served {
                 // An echo peer that served its session ends at its timeout.
@@ -356,11 +370,12 @@ impl Session {
                     usable_servers(&ice_servers, self.cfg.relay, self.local_nat.as_ref());
                 self.schedule_renewal(ttl, now);
                 self.push(Action::Emit(Event::Renewed { ttl }));
-                if self.have_remote_desc {
+                if self.have_remote_desc && self.cfg.restart_on_renewal {
                     // Apply them and restart ICE, so a new allocation carries them.
                     self.restart_wanted.get_or_insert(RestartReason::Renewal);
                 } else if self.policy.is_some() {
-                    // Not negotiated yet: the first gathering will use them.
+                    // Not negotiated yet, the first gathering will use them; or the shell
+                    // hands them to the live allocations.
                     self.apply_servers();
                 }
                 // (No peer connection yet: it is created with the new servers.)
@@ -551,19 +566,23 @@ impl Session {
                 self.channel_open = true;
                 if let Mode::Send(text) = &self.cfg.mode {
                     let text = text.clone();
-                    self.push(Action::SendText(text));
+                    self.push(Action::Send(Message::Text(text)));
                 }
-                for l in std::mem::take(&mut self.unsent) {
-                    self.push(Action::SendText(l));
+                for m in std::mem::take(&mut self.unsent) {
+                    self.push(Action::Send(m));
                 }
                 if self.input_done {
                     self.end_at = Some(now + CHAT_QUIET);
                 }
             }
-            RtcEvent::Message(data) => {
-                self.push(Action::Emit(Event::Message { data: data.clone() }));
+            RtcEvent::Message(msg) if self.cfg.mode == Mode::App => self.push(Action::Deliver(msg)),
+            RtcEvent::Message(msg) => {
+                self.push(Action::Emit(Event::Message {
+                    data: msg.to_text_lossy(),
+                }));
                 match &self.cfg.mode {
-                    Mode::Echo => self.push(Action::SendText(data)),
+                    Mode::Echo => self.push(Action::Send(msg)),
+                    Mode::App => unreachable!("delivered above"),
                     Mode::Send(_) => return self.end(Ok(())),
                     // After the input ended, every arrival extends the quiet second.
                     Mode::Chat => {
@@ -590,18 +609,24 @@ impl Session {
         self.drive();
     }
 
-    /// A line of `--chat` input; `None` at the end of input.
-    pub fn handle_input(&mut self, now: Instant, line: Option<String>) {
+    /// A line of `--chat` input, or a program's message ([`Mode::App`]); `None` at the end of
+    /// input. False when it could not be taken: the session is over, or [`MAX_UNSENT_LINES`]
+    /// messages already wait for the channel to open.
+    pub fn handle_input(&mut self, now: Instant, input: Option<Message>) -> bool {
         if self.outcome.is_some() {
-            return;
+            return false;
         }
-        match line {
-            Some(l) if self.channel_open => self.push(Action::SendText(l)),
-            Some(l) if self.unsent.len() < MAX_UNSENT_LINES => self.unsent.push(l),
-            Some(_) => tracing::warn!("too many lines before the data channel opened; dropped one"),
+        match input {
+            Some(m) if self.channel_open => self.push(Action::Send(m)),
+            Some(m) if self.unsent.len() < MAX_UNSENT_LINES => self.unsent.push(m),
+            Some(_) => {
+                tracing::warn!("too many messages before the data channel opened; dropped one");
+                return false;
+            }
             None if self.channel_open => self.end_at = Some(now + CHAT_QUIET),
             None => self.input_done = true,
         }
+        true
     }
 
     fn push(&mut self, a: Action) {

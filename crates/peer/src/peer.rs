@@ -23,7 +23,7 @@ use crate::rtc::{
     selected_pair, to_rtc_candidate, PcEvent, SelectedPair,
 };
 pub use crate::rtc::{rtc_ice_servers, turn_tls_config};
-use crate::session::{Action, LocalNat, RtcEvent, Session, SessionConfig};
+use crate::session::{Action, LocalNat, Message, RtcEvent, Session, SessionConfig};
 pub use crate::session::{Failure, Mode, Stage};
 use crate::signaling::{self, Signaling, SignalingError};
 
@@ -243,9 +243,13 @@ impl Shell<'_> {
                         tracing::debug!(error = %e, "remote candidate not added");
                     }
                 }
-                Action::SendText(text) => {
+                Action::Send(msg) => {
                     if let Some(dc) = &self.channel {
-                        if let Err(e) = dc.send_text(&text).await {
+                        let sent = match &msg {
+                            Message::Text(t) => dc.send_text(t).await,
+                            Message::Binary(b) => dc.send(bytes::BytesMut::from(&b[..])).await,
+                        };
+                        if let Err(e) = sent {
                             session.handle_rtc(Instant::now(), RtcEvent::SendFailed(e.to_string()));
                         }
                     }
@@ -264,6 +268,8 @@ impl Shell<'_> {
                     session.handle_probe(Instant::now(), nat);
                 }
                 Action::Emit(e) => (self.emit)(e),
+                // natkit-peer's modes never ask for it (Mode::App does).
+                Action::Deliver(_) => {}
             }
         }
         Ok(())
@@ -420,6 +426,7 @@ async fn run_session(
             relay: cfg.relay,
             local_nat: LocalNat::Probe,
             renew: cfg.renew,
+            restart_on_renewal: true,
             started,
             deadline,
         },
@@ -465,13 +472,17 @@ async fn run_session(
                     session.handle_rtc(Instant::now(), ev);
                 }
             }
-            Some(line) = line_rx.recv() => session.handle_input(Instant::now(), line),
+            Some(line) = line_rx.recv() => {
+                session.handle_input(Instant::now(), line.map(Message::Text));
+            }
             Some((_, e)) = dc_rx.recv() => {
                 let ev = match e {
                     DataChannelEvent::OnOpen => Some(RtcEvent::ChannelOpen),
-                    DataChannelEvent::OnMessage(msg) => {
-                        Some(RtcEvent::Message(String::from_utf8_lossy(&msg.data).into_owned()))
-                    }
+                    DataChannelEvent::OnMessage(msg) => Some(RtcEvent::Message(if msg.is_string {
+                        Message::Text(String::from_utf8_lossy(&msg.data).into_owned())
+                    } else {
+                        Message::Binary(msg.data.to_vec())
+                    })),
                     DataChannelEvent::OnClose => Some(RtcEvent::ChannelClosed),
                     _ => None,
                 };

@@ -18,6 +18,62 @@ pub enum Mode {
     Send(String),
     /// Send each line read from standard input; print what arrives; finish at end of input.
     Chat,
+    /// A program's channel: what it sends ([`Session::handle_input`]) goes out once the channel
+    /// is open, what arrives is handed to it ([`Action::Deliver`]). Connected, it has no
+    /// deadline; it ends when the remote peer leaves for good or the channel closes.
+    ///
+    /// [`Session::handle_input`]: super::Session::handle_input
+    App,
+}
+
+/// A data-channel message: text (a string message) or binary.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Message {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// The text, or the bytes read as UTF-8 with replacement characters.
+    pub fn to_text_lossy(&self) -> String {
+        match self {
+            Message::Text(t) => t.clone(),
+            Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Message::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+impl From<&str> for Message {
+    fn from(t: &str) -> Message {
+        Message::Text(t.to_owned())
+    }
+}
+
+impl From<String> for Message {
+    fn from(t: String) -> Message {
+        Message::Text(t)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Message {
+        Message::Binary(b)
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(b: &[u8]) -> Message {
+        Message::Binary(b.to_vec())
+    }
 }
 
 /// Where an attempt failed.
@@ -106,7 +162,7 @@ pub enum RtcEvent {
     /// The peer connection stopped delivering events altogether.
     Gone,
     ChannelOpen,
-    Message(String),
+    Message(Message),
     ChannelClosed,
     /// Sending on the data channel failed.
     SendFailed(String),
@@ -147,8 +203,10 @@ pub enum Action {
         sdp: String,
     },
     AddRemoteCandidate(IceCandidate),
-    /// Send text on the open data channel.
-    SendText(String),
+    /// Send this on the open data channel.
+    Send(Message),
+    /// Hand this message, arrived on the data channel, to the program ([`Mode::App`]).
+    Deliver(Message),
     /// Rejoin the room with our peer id, retrying; report through
     /// [`Session::handle_rejoined`] or [`Session::handle_rejoin_failed`].
     Rejoin,
@@ -181,6 +239,10 @@ pub struct SessionConfig {
     pub local_nat: LocalNat,
     /// Renew TURN credentials at half their TTL.
     pub renew: bool,
+    /// Apply a renewed credential with an ICE restart (a new allocation carries it); false:
+    /// with [`Action::ApplyServers`] alone, for a shell that hands it to its live allocations
+    /// (natkit's relay lets a renewed credential of the same user refresh an allocation).
+    pub restart_on_renewal: bool,
     /// When the attempt started (before joining): `elapsed_ms` counts from here.
     pub started: Instant,
     /// When an attempt that has not succeeded fails (and an echo peer that served ends).

@@ -40,6 +40,7 @@ pub(super) fn config(mode: Mode) -> SessionConfig {
         relay: RelayMode::Auto,
         local_nat: LocalNat::Known(None),
         renew: true,
+        restart_on_renewal: true,
         started: at(0.0),
         deadline: at(30.0),
     }
@@ -85,7 +86,8 @@ pub(super) fn drain(s: &mut Session) -> Vec<String> {
             Action::AddRemoteCandidate(c) => {
                 format!("add:{}", c.candidate.split(' ').next().unwrap())
             }
-            Action::SendText(t) => format!("send:{t}"),
+            Action::Send(m) => format!("send:{}", m.to_text_lossy()),
+            Action::Deliver(m) => format!("deliver:{m:?}"),
             Action::Rejoin => "rejoin".into(),
             Action::Probe { target } => format!("probe:{target}"),
             Action::Emit(e) => {
@@ -391,6 +393,43 @@ fn renewal_asks_at_half_the_ttl_and_retries() {
 }
 
 #[test]
+fn a_renewal_restarts_ice_only_where_the_shell_cannot_hand_it_to_live_allocations() {
+    for (restart_on_renewal, want) in [
+        (
+            true,
+            vec![
+                "emit:renewed",
+                "apply",
+                "restart-offer",
+                "emit:ice-restart:renewal",
+            ],
+        ),
+        (false, vec!["emit:renewed", "apply"]),
+    ] {
+        let mut c = config(Mode::App);
+        c.restart_on_renewal = restart_on_renewal;
+        let mut s = Session::new(c, welcome("a", &["b"], 20), at(0.0));
+        s.handle_local_offer(at(0.1), "v=0".into());
+        s.handle_signal(at(0.2), answer("b"));
+        s.handle_rtc(at(0.3), connected());
+        drain(&mut s);
+        s.handle_timeout(at(10.0));
+        assert_eq!(drain(&mut s), ["signal:refresh"]);
+        s.handle_signal(at(10.1), ice_servers(20));
+        assert_eq!(
+            drain(&mut s),
+            want,
+            "restart_on_renewal {restart_on_renewal}"
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            at(20.1),
+            "the next renewal is due at half the new TTL"
+        );
+    }
+}
+
+#[test]
 fn renewal_during_a_restart_restarts_again_after_it() {
     let mut s = answerer_open("a");
     s.handle_rtc(at(5.0), RtcEvent::Failed);
@@ -666,6 +705,52 @@ fn modes_on_the_data_channel() {
     let mut s = answerer_open("a");
     s.handle_rtc(at(2.0), RtcEvent::ChannelClosed);
     assert_eq!(s.outcome(), Some(&Ok(())));
+}
+
+#[test]
+fn a_programs_channel_sends_and_delivers_and_has_no_deadline_once_connected() {
+    let mut s = Session::new(config(Mode::App), welcome("a", &["b"], 3600), at(0.0));
+    drain(&mut s);
+    // What the program sends before the channel opens waits for it, text and bytes alike.
+    assert!(s.handle_input(at(0.1), Some("one".into())));
+    assert!(s.handle_input(at(0.1), Some(vec![0u8, 255].into())));
+    assert!(drain(&mut s).is_empty());
+    s.handle_local_offer(at(0.2), "v=0".into());
+    s.handle_signal(at(0.3), answer("b"));
+    s.handle_rtc(at(0.4), connected());
+    s.handle_rtc(at(0.5), RtcEvent::ChannelOpen);
+    let out = drain(&mut s);
+    assert_eq!(out[out.len() - 2..], ["send:one", "send:\u{0}\u{fffd}"]);
+    // Arrivals go to the program as they are (no event, no echo).
+    s.handle_rtc(at(1.0), RtcEvent::Message(vec![1u8, 2].into()));
+    s.handle_rtc(at(1.1), RtcEvent::Message("hi".into()));
+    assert_eq!(
+        drain(&mut s),
+        ["deliver:Binary(2 bytes)", "deliver:Text(\"hi\")"]
+    );
+    // Connected, the attempt's deadline no longer applies.
+    assert!(s.poll_timeout() > at(60.0), "only the renewal is due");
+    s.handle_timeout(at(31.0));
+    assert_eq!(s.outcome(), None);
+    // The remote peer leaving for good ends it as done; then input is refused.
+    s.handle_signal(
+        at(40.0),
+        ServerMsg::PeerLeft {
+            peer_id: "b".into(),
+        },
+    );
+    s.handle_timeout(at(40.0) + REMOTE_RETURN_GRACE);
+    assert_eq!(s.outcome(), Some(&Ok(())));
+    assert!(!s.handle_input(at(60.0), Some("late".into())));
+
+    // Not connected by the deadline, it fails like any attempt; a full queue refuses input.
+    let mut s = Session::new(config(Mode::App), welcome("a", &["b"], 3600), at(0.0));
+    for _ in 0..MAX_UNSENT_LINES {
+        assert!(s.handle_input(at(0.1), Some("x".into())));
+    }
+    assert!(!s.handle_input(at(0.1), Some("x".into())));
+    s.handle_timeout(at(30.0));
+    assert_eq!(s.outcome().cloned().unwrap().unwrap_err().stage, Stage::Ice);
 }
 
 #[test]

@@ -1,0 +1,252 @@
+"""The aiortc glue of :mod:`natkit.session`: ICE servers as aiortc can use them, the peer
+connection built for the policy the session chose, candidates converted, the selected pair, and
+ICE restarts, which aiortc lacks. No decision about the pair is made here (the Rust session makes
+them); what is decided here is only what aiortc's limits force.
+
+aiortc's limits, and what is done about them:
+
+- it uses only the first STUN and the first TURN URL it is given: :func:`turn_choices` orders the
+  TURN URLs (UDP, then TCP, then TLS; UDP left out where the probe found it blocked), and
+  :func:`reachable` skips those this network cannot reach (a TCP connection, a verified TLS
+  handshake), so the URL that goes first is one that works;
+- it verifies ``turns:`` against the system's CAs only: the gatherer's connection gets an SSL
+  context that also trusts ``tls_ca``;
+- it cannot restart ICE: :class:`IceRestart` gives the ICE transport a fresh aioice connection
+  (new credentials, candidates gathered with the servers in force) that the next description
+  carries, and moves the DTLS transport's data onto it once it connects, without a new DTLS
+  handshake, so the data channel carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import aioice
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+)
+from aioice.turn import make_integrity_key
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcicetransport import connection_kwargs
+from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
+
+log = logging.getLogger("natkit")
+
+
+def tls_context(tls_ca: Optional[str]) -> ssl.SSLContext:
+    """The context ``turns:`` relays are verified with: the system's CAs, and ``tls_ca`` (a PEM
+    file) when given."""
+    ctx = ssl.create_default_context()
+    if tls_ca is not None:
+        ctx.load_verify_locations(cafile=tls_ca)
+    return ctx
+
+
+def _transport(url: str) -> str:
+    if url.startswith("turns:"):
+        return "tls"
+    return "tcp" if "transport=tcp" in url else "udp"
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    rest = url.split(":", 1)[1].split("?", 1)[0]
+    parts = urlsplit("//" + rest)
+    default = 5349 if url.startswith("turns:") else 3478
+    return parts.hostname or "", parts.port or default
+
+
+def turn_choices(servers: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every TURN URL with its server entry, UDP first, then TCP, then TLS (the session's
+    servers already leave out UDP where UDP is blocked)."""
+    urls = [(u, s) for s in servers for u in s["urls"] if u.startswith(("turn:", "turns:"))]
+    order = {"udp": 0, "tcp": 1, "tls": 2}
+    return sorted(urls, key=lambda us: order[_transport(us[0])])
+
+
+async def reachable(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> Optional[str]:
+    """``None`` when this network reaches ``url``'s relay (UDP is taken on the probe's word;
+    TCP must connect; TLS must connect and verify), else why not."""
+    kind = _transport(url)
+    if kind == "udp":
+        return None
+    host, port = _host_port(url)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=ctx if kind == "tls" else None, server_hostname=host if kind == "tls" else None
+            ),
+            timeout,
+        )
+    except ssl.SSLCertVerificationError as e:
+        return f"{url}: the relay's certificate is not trusted ({e.verify_message}); pass tls_ca"
+    except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        return f"{url}: {type(e).__name__} {e}".rstrip()
+    writer.close()
+    return None
+
+
+def rtc_servers(servers: list[dict[str, Any]], turn_url: Optional[str]) -> list[RTCIceServer]:
+    """The STUN URLs, then the one TURN URL chosen (aiortc takes the first of each kind)."""
+    out = [
+        RTCIceServer(urls=[u for u in s["urls"] if u.startswith("stun:")])
+        for s in servers
+        if any(u.startswith("stun:") for u in s["urls"])
+    ]
+    for s in servers:
+        if turn_url in s["urls"]:
+            out.append(RTCIceServer(urls=[turn_url], username=s.get("username"), credential=s.get("credential")))
+    return out
+
+
+def peer_connection(servers: list[RTCIceServer], relay_only: bool) -> RTCPeerConnection:
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
+
+
+def ice_transport(pc: RTCPeerConnection) -> Any:
+    """The data channel's ICE transport (``None`` before the SCTP transport exists)."""
+    sctp = pc.sctp
+    return None if sctp is None else sctp.transport.transport
+
+
+def secure_turn(pc: RTCPeerConnection, ctx: ssl.SSLContext) -> None:
+    """Has ``turns:`` verified with ``ctx`` (call before gathering)."""
+    t = ice_transport(pc)
+    if t is not None and t.iceGatherer._connection.turn_ssl:
+        t.iceGatherer._connection.turn_ssl = ctx
+
+
+def has_relay_candidate(pc: RTCPeerConnection) -> bool:
+    t = ice_transport(pc)
+    return t is not None and any(c.type == "relay" for c in t.iceGatherer._connection.local_candidates)
+
+
+def rotate_credentials(pc: RTCPeerConnection, servers: list[RTCIceServer]) -> int:
+    """Hands a renewed TURN credential to the live allocations (their next Refresh,
+    CreatePermission and ChannelBind carry it) and to later gatherings; how many took it."""
+    kwargs = connection_kwargs(servers)
+    user, password = kwargs.get("turn_username"), kwargs.get("turn_password")
+    t = ice_transport(pc)
+    if t is None or user is None or password is None:
+        return 0
+    taken = 0
+    for conn in {id(c): c for c in (t._connection, t.iceGatherer._connection)}.values():
+        conn.turn_username, conn.turn_password = user, password
+        for proto in conn._protocols:
+            inner = getattr(proto.transport, "_TurnTransport__inner_protocol", None)
+            if inner is None:
+                continue
+            inner.username, inner.password = user, password
+            if inner.realm is not None:
+                inner.integrity_key = make_integrity_key(user, inner.realm, password)
+            taken += 1
+    return taken
+
+
+def to_aiortc(c: dict[str, Any]) -> Optional[RTCIceCandidate]:
+    """natkit-proto's candidate (``RTCIceCandidateInit``) as aiortc's; ``None`` when it is not a
+    candidate aiortc can parse (an mDNS name, an end marker)."""
+    text = c.get("candidate") or ""
+    if not text.startswith("candidate:"):
+        return None
+    try:
+        cand = candidate_from_sdp(text.split(":", 1)[1])
+    except (ValueError, IndexError):
+        return None
+    cand.sdpMid = c.get("sdpMid")
+    cand.sdpMLineIndex = c.get("sdpMLineIndex")
+    return cand
+
+
+def from_aiortc(c: RTCIceCandidate) -> dict[str, Any]:
+    return {"candidate": "candidate:" + candidate_to_sdp(c), "sdpMid": c.sdpMid, "sdpMLineIndex": c.sdpMLineIndex}
+
+
+def selected_pair(pc: RTCPeerConnection) -> Optional[tuple[str, str]]:
+    """The nominated pair's local and remote candidate types."""
+    t = ice_transport(pc)
+    pair = None if t is None else t._connection._nominated.get(1)
+    if pair is None:
+        return None
+    return pair.local_candidate.type, pair.remote_candidate.type
+
+
+def remote_ice(sdp: str) -> tuple[str, str]:
+    """The ICE username fragment and password of a description's data section."""
+    media = SessionDescription.parse(sdp).media
+    ice = next((m.ice for m in media if m.ice is not None and m.ice.usernameFragment), None)
+    if ice is None:
+        raise ValueError("the description has no ICE credentials")
+    return ice.usernameFragment or "", ice.password or ""
+
+
+class IceRestart:
+    """An ICE restart of an aiortc peer connection's data-channel transport.
+
+    :meth:`begin` gathers a fresh aioice connection with ``servers`` and puts it where aiortc
+    reads its ICE parameters and candidates, so the next offer or answer carries them and the
+    remote candidates that come with it land on it; the DTLS transport still sends and receives
+    on the old connection. :meth:`remote` starts connectivity checks with the remote side's new
+    credentials; once they succeed the data moves to the new connection and the old one is
+    closed (with its TURN allocation). ``on_done(ok)`` reports how it ended.
+    """
+
+    def __init__(self, pc: RTCPeerConnection, servers: list[RTCIceServer], relay_only: bool, ctx: ssl.SSLContext) -> None:
+        self.transport = ice_transport(pc)
+        self.old = self.transport._connection
+        kwargs = connection_kwargs(servers)
+        if kwargs.get("turn_ssl"):
+            kwargs["turn_ssl"] = ctx
+        self.new = aioice.Connection(
+            ice_controlling=self.old.ice_controlling,
+            transport_policy=aioice.TransportPolicy.RELAY if relay_only else aioice.TransportPolicy.ALL,
+            **kwargs,
+        )
+        self.task: Optional[asyncio.Task[bool]] = None
+
+    async def begin(self) -> None:
+        await self.new.gather_candidates()
+        gatherer = self.transport.iceGatherer
+        # Data arriving on the new path goes where the DTLS transport already reads.
+        self.new._queue = self.old._queue
+        gatherer._connection = self.new
+        gatherer._remote_candidates_end = False
+        self.transport._connection = self.new
+
+    def remote(self, sdp: str) -> None:
+        """The remote side's description for this restart has been set."""
+        self.new.remote_username, self.new.remote_password = remote_ice(sdp)
+        self.task = asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> bool:
+        try:
+            await self.new.connect()
+        except ConnectionError as e:
+            log.info("ICE restart failed: %s", e)
+            return False
+        t = self.transport
+        t._send, t._recv = self.new.send, self.new.recv
+        # The old connection's close must not end the DTLS transport's reads.
+        self.old._queue = asyncio.Queue()
+        monitor = t._RTCIceTransport__monitor_task
+        if monitor is not None:
+            monitor.cancel()
+        t._RTCIceTransport__monitor_task = asyncio.ensure_future(t._monitor())
+        await self.old.close()
+        return True
+
+    async def abandon(self) -> None:
+        """Puts the old connection back (a restart rolled back) and closes the new one."""
+        gatherer = self.transport.iceGatherer
+        gatherer._connection = self.old
+        self.transport._connection = self.old
+        if self.task is not None:
+            self.task.cancel()
+        await self.new.close()
