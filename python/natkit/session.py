@@ -256,6 +256,8 @@ class Session:
             raise self._failure
         if self._ended.is_set():
             raise ChannelClosed("the session ended before a channel opened")
+        if self.partner is None:
+            raise Timeout("partner", f"no partner joined {self.room} within {timeout} s")
         stage = self._core.stage()
         raise Timeout(stage, f"no open channel within {timeout} s (stopped at {stage})")
 
@@ -269,6 +271,7 @@ class Session:
         for t in list(self._tasks):
             if t is not current:
                 t.cancel()
+        await self._flush()
         if self._restart is not None:
             await self._restart.abandon()
         if self._pc is not None:
@@ -282,6 +285,21 @@ class Session:
                 pass
         self._ended.set()
         self._record({"event": "closed", "reason": "closed by the program"})
+
+    async def _flush(self, limit: float = 2.0) -> None:
+        """Waits (at most ``limit`` seconds) until what the program sent has been acknowledged:
+        aiortc aborts the association on close, dropping what is still queued."""
+        sctp = self._pc.sctp if self._pc is not None else None
+        dc = self._channel._dc
+        if sctp is None or dc is None or dc.readyState != "open":
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + limit
+        while dc.bufferedAmount or sctp._outbound_queue or sctp._sent_queue or sctp._data_channel_queue:
+            if loop.time() >= until or sctp.state != "connected":
+                log.warning("closing with data not yet acknowledged by the partner")
+                return
+            await asyncio.sleep(0.01)
 
     # -- the shell's loop ------------------------------------------------------------------
 

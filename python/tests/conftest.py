@@ -73,3 +73,19 @@ def daemons():
     for d in started:
         d.stop()
 
+
+
+#: The join-token secret of the natkit-signal the ``signal_url`` fixture starts.
+SECRET = "python-tests-secret"
+
+
+@pytest.fixture
+def signal_url(daemons):
+    """A fresh natkit-signal (with its embedded relay) on loopback that requires join tokens
+    signed with :data:`SECRET`; its ``ws://`` URL."""
+    d = daemons(
+        [binary("natkit-signal"), "--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0",
+         "--metrics-listen", "off"],
+        env={"NATKIT_SIGNAL_TOKEN_SECRET": SECRET, "NATKIT_TURN_SECRET": "turn-secret"},
+    )
+    return f"ws://{d.addr('http')}"

@@ -11,20 +11,7 @@ from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.signaling import BYE
 
 import natkit
-from conftest import binary
-
-SECRET = "signaling-tests-secret"
-
-
-@pytest.fixture
-def signal_url(daemons):
-    d = daemons(
-        [binary("natkit-signal"), "--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0",
-         "--metrics-listen", "off"],
-        env={"NATKIT_SIGNAL_TOKEN_SECRET": SECRET, "NATKIT_TURN_SECRET": "turn-secret"},
-    )
-    return f"ws://{d.addr('http')}"
-
+from conftest import SECRET
 
 async def answer_and_print(url: str, joined: asyncio.Event) -> str:
     """peer2: waits for the offer, answers, returns the first message on the channel."""
