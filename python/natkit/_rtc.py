@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import aioice
+import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCIceCandidate,
@@ -38,6 +39,20 @@ from aiortc.rtcicetransport import connection_kwargs
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 
 log = logging.getLogger("natkit")
+
+
+#: Consent freshness (RFC 7675) as natkit's Python peers check it: a request every 2 s (aioice:
+#: 5 s), and the path counts as lost after 4 unanswered (aioice: 6, 30 s). A relay that died is
+#: then noticed in about 8 s and an ICE restart moves the channel on, where aioice would wait 30 s.
+CONSENT_INTERVAL = 2
+CONSENT_FAILURES = 4
+
+
+def quicken_consent() -> None:
+    """Applies :data:`CONSENT_INTERVAL` and :data:`CONSENT_FAILURES` to aioice (process-wide:
+    aioice reads them as module constants)."""
+    aioice.ice.CONSENT_INTERVAL = CONSENT_INTERVAL
+    aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
 
 
 def tls_context(tls_ca: Optional[str]) -> ssl.SSLContext:
@@ -116,13 +131,6 @@ def ice_transport(pc: RTCPeerConnection) -> Any:
     return None if sctp is None else sctp.transport.transport
 
 
-def secure_turn(pc: RTCPeerConnection, ctx: ssl.SSLContext) -> None:
-    """Has ``turns:`` verified with ``ctx`` (call before gathering)."""
-    t = ice_transport(pc)
-    if t is not None and t.iceGatherer._connection.turn_ssl:
-        t.iceGatherer._connection.turn_ssl = ctx
-
-
 def has_relay_candidate(pc: RTCPeerConnection) -> bool:
     t = ice_transport(pc)
     return t is not None and any(c.type == "relay" for c in t.iceGatherer._connection.local_candidates)
@@ -187,19 +195,123 @@ def remote_ice(sdp: str) -> tuple[str, str]:
     return ice.usernameFragment or "", ice.password or ""
 
 
+class DataPath:
+    """Stands between aiortc's DTLS transport and the aioice connection under it, so that the
+    connection can be replaced (an ICE restart) while the DTLS transport, the SCTP association and
+    the data channel carry on. aiortc reads and writes through the ICE transport's ``_recv`` and
+    ``_send``; these go to the current connection. When it ends (consent lost, its relay gone),
+    reads wait up to :attr:`GRACE` seconds for a restart to replace it instead of ending the DTLS
+    transport; writes meanwhile are dropped, as any datagram may be (SCTP sends them again)."""
+
+    GRACE = 30.0
+
+    def __init__(self, transport: Any, on_lost: Callable[[], None]) -> None:
+        self.transport = transport
+        self.conn = transport._connection
+        self.replaced = asyncio.Event()
+        self.closed = False
+        self.on_lost = on_lost
+        transport._recv, transport._send = self.recv, self.send
+        self._watch(self.conn)
+
+    def _watch(self, conn: aioice.Connection) -> None:
+        """Calls ``on_lost`` the moment aioice starts closing the connection in use (consent
+        expired): its close first deletes the TURN allocation, which can take half a minute
+        when the relay is gone, and only then does aiortc's ICE transport say ``failed``."""
+        close = conn.close
+
+        async def closing() -> None:
+            if conn is self.conn and not self.closed:
+                self.on_lost()
+            await close()
+
+        conn.close = closing  # type: ignore[method-assign]
+
+    async def recv(self) -> bytes:
+        # aioice's recv() reads its connection's queue ((data, component), or None once the
+        # connection is lost); the queue is read here directly so that a read waiting on a
+        # replaced connection moves to the new one at once.
+        while True:
+            conn = self.conn
+            queue = conn._queue
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                self.replaced.clear()
+                get = asyncio.ensure_future(queue.get())
+                swap = asyncio.ensure_future(self.replaced.wait())
+                try:
+                    await asyncio.wait({get, swap}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    swap.cancel()
+                    if not get.done():
+                        get.cancel()
+                if not get.done() or get.cancelled():
+                    if self.closed:
+                        raise ConnectionError("closed")
+                    continue  # replaced: read the new connection
+                item = get.result()
+            if item is not None:
+                return item[0]
+            # The connection is lost: wait for a restart to replace it.
+            if self.closed:
+                raise ConnectionError("closed")
+            if self.conn is not conn:
+                continue
+            self.replaced.clear()
+            try:
+                await asyncio.wait_for(self.replaced.wait(), self.GRACE)
+            except asyncio.TimeoutError:
+                raise ConnectionError("the ICE connection ended and no restart replaced it") from None
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.conn.send(data)
+        except ConnectionError:
+            pass
+
+    def replace(self, conn: aioice.Connection) -> None:
+        self.conn = conn
+        self._watch(conn)
+        self.replaced.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.replaced.set()
+
+
+def prepare(pc: RTCPeerConnection, ctx: ssl.SSLContext, on_lost: Callable[[], None]) -> Optional[DataPath]:
+    """Before the first gathering: ``turns:`` verified with ``ctx``, and the data path made
+    replaceable (:class:`DataPath`, ``on_lost`` called when its connection is lost). ``None``
+    before the SCTP transport exists."""
+    t = ice_transport(pc)
+    if t is None:
+        return None
+    if t.iceGatherer._connection.turn_ssl:
+        t.iceGatherer._connection.turn_ssl = ctx
+    path = getattr(t, "_natkit_path", None)
+    if path is None:
+        path = t._natkit_path = DataPath(t, on_lost)
+    return path
+
+
 class IceRestart:
     """An ICE restart of an aiortc peer connection's data-channel transport.
 
     :meth:`begin` gathers a fresh aioice connection with ``servers`` and puts it where aiortc
     reads its ICE parameters and candidates, so the next offer or answer carries them and the
-    remote candidates that come with it land on it; the DTLS transport still sends and receives
-    on the old connection. :meth:`remote` starts connectivity checks with the remote side's new
-    credentials; once they succeed the data moves to the new connection and the old one is
-    closed (with its TURN allocation). ``on_done(ok)`` reports how it ended.
+    remote candidates that come with it land on it; data still flows on the old connection.
+    :meth:`remote` starts connectivity checks with the remote side's new credentials; once they
+    succeed the :class:`DataPath` moves to the new connection, the ICE transport is
+    ``completed`` again, and the old connection is closed (with its TURN allocation). The task
+    (:attr:`task`) says whether it worked.
     """
 
-    def __init__(self, pc: RTCPeerConnection, servers: list[RTCIceServer], relay_only: bool, ctx: ssl.SSLContext) -> None:
+    def __init__(
+        self, pc: RTCPeerConnection, path: DataPath, servers: list[RTCIceServer], relay_only: bool, ctx: ssl.SSLContext
+    ) -> None:
         self.transport = ice_transport(pc)
+        self.path = path
         self.old = self.transport._connection
         kwargs = connection_kwargs(servers)
         if kwargs.get("turn_ssl"):
@@ -214,8 +326,6 @@ class IceRestart:
     async def begin(self) -> None:
         await self.new.gather_candidates()
         gatherer = self.transport.iceGatherer
-        # Data arriving on the new path goes where the DTLS transport already reads.
-        self.new._queue = self.old._queue
         gatherer._connection = self.new
         gatherer._remote_candidates_end = False
         self.transport._connection = self.new
@@ -232,14 +342,14 @@ class IceRestart:
             log.info("ICE restart failed: %s", e)
             return False
         t = self.transport
-        t._send, t._recv = self.new.send, self.new.recv
-        # The old connection's close must not end the DTLS transport's reads.
-        self.old._queue = asyncio.Queue()
+        self.path.replace(self.new)
         monitor = t._RTCIceTransport__monitor_task
         if monitor is not None:
             monitor.cancel()
         t._RTCIceTransport__monitor_task = asyncio.ensure_future(t._monitor())
-        await self.old.close()
+        t._RTCIceTransport__setState("completed")
+        # In the background: deleting an allocation on a relay that is gone takes long.
+        asyncio.ensure_future(self.old.close())
         return True
 
     async def abandon(self) -> None:

@@ -185,8 +185,10 @@ class Session:
         timeout: float,
         renew: bool,
         probe_timeout: float,
+        on_event: Optional[Callable[[dict[str, Any]], None]],
     ) -> None:
         self._urls, self._at, self._ws = urls, at, ws
+        self._on_event = on_event
         self._room, self._token = room, token
         self._tls = _rtc.tls_context(tls_ca)
         self._probe_timeout = probe_timeout
@@ -217,6 +219,9 @@ class Session:
         self._turn_url: Optional[str] = None
         self._restart: Optional[_rtc.IceRestart] = None
         self._dc_pc: Optional[RTCPeerConnection] = None
+        self._data_path: Optional[_rtc.DataPath] = None
+        self._was_connected = False
+        self._failed_restarts = 0
         self._policy: Optional[tuple[bool, str, str]] = None
         self._path: Optional[Path] = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,10 +277,17 @@ class Session:
             if t is not current:
                 t.cancel()
         await self._flush()
+        if self._data_path is not None:
+            self._data_path.close()
         if self._restart is not None:
             await self._restart.abandon()
         if self._pc is not None:
-            await self._pc.close()
+            try:
+                # aioice deletes each TURN allocation on close, waiting long for a relay
+                # that is gone: bounded.
+                await asyncio.wait_for(self._pc.close(), 3.0)
+            except asyncio.TimeoutError:
+                log.info("the peer connection took over 3 s to close; left to finish")
         ws, self._ws = self._ws, None
         if ws is not None:
             try:
@@ -489,7 +501,9 @@ class Session:
             if pc is not self._pc:
                 return
             state = pc.connectionState
-            if state == "connected":
+            if state == "connected" and not self._was_connected:
+                # Later connections (after an ICE restart) are reported by the restart.
+                self._was_connected = True
                 self._post(lambda: self._connected(pc))
             elif state == "failed" and self._restart is None:
                 self._post(lambda: self._core.rtc("failed"))
@@ -513,6 +527,10 @@ class Session:
         def on_close() -> None:
             if dc is self._channel._dc:
                 self._post(lambda: self._core.rtc("channel-closed"))
+
+    def _path_lost(self) -> None:
+        if self._restart is None:
+            self._post(lambda: self._core.rtc("failed"))
 
     def _channel_open(self, dc: RTCDataChannel) -> None:
         if dc is not self._channel._dc or self._open.is_set():
@@ -550,7 +568,7 @@ class Session:
         if self._dc_pc is not pc:
             # A fresh peer connection (another TURN URL) needs its own channel.
             self._new_channel(pc)
-        _rtc.secure_turn(pc, self._tls)
+        self._data_path = _rtc.prepare(pc, self._tls, self._path_lost)
         await pc.setLocalDescription(await pc.createOffer())
 
     def _new_channel(self, pc: RTCPeerConnection) -> None:
@@ -561,13 +579,17 @@ class Session:
 
     async def _answer(self, pc: RTCPeerConnection, sdp: str) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        _rtc.secure_turn(pc, self._tls)
+        self._data_path = _rtc.prepare(pc, self._tls, self._path_lost)
         await pc.setLocalDescription(await pc.createAnswer())
 
     async def _begin_restart(self, pc: RTCPeerConnection) -> None:
         if self._restart is not None:
             await self._restart.abandon()
-        self._restart = _rtc.IceRestart(pc, _rtc.rtc_servers(self._servers, self._turn_url), self._relay_only, self._tls)
+        path = self._data_path or _rtc.prepare(pc, self._tls, self._path_lost)
+        assert path is not None, "a restart needs the data channel's transport"
+        self._restart = _rtc.IceRestart(
+            pc, path, _rtc.rtc_servers(self._servers, self._turn_url), self._relay_only, self._tls
+        )
         await self._restart.begin()
 
     def _watch_restart(self, sdp: str) -> None:
@@ -582,9 +604,14 @@ class Session:
             if task.cancelled() or pc is not self._pc:
                 return
             if task.result():
+                self._failed_restarts = 0
                 self._post(lambda: self._connected(pc))
             else:
-                self._post(lambda: self._core.rtc("failed"))
+                # Said again after a pause that grows, as natkit-peer's ICE timeouts would make
+                # it: a restart that cannot work (no relay) must not spin.
+                pause = _natkit.reconnect_delay(self._failed_restarts)
+                self._failed_restarts += 1
+                asyncio.get_running_loop().call_later(pause, self._post, lambda: self._core.rtc("failed"))
 
         assert restart.task is not None
         restart.task.add_done_callback(done)
@@ -657,6 +684,11 @@ class Session:
 
     def _record(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("on_event raised")
         log.info("natkit %s: %s", self.peer_id, json.dumps(event))
 
 
@@ -690,6 +722,7 @@ def connect(
     timeout: float = 30.0,
     renew: bool = True,
     probe_timeout: float = 3.0,
+    on_event: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> _Connect:
     """Joins ``room`` on natkit-signal and opens a data channel with a partner there, deciding
     the path as natkit-peer does::
@@ -708,7 +741,8 @@ def connect(
     and applies natkit-peer's pair rule (relay-only ICE when the pair needs it); ``"always"``
     relays; ``"never"`` leaves TURN out. ``tls_ca``: a PEM file of CA certificates trusted (with
     the system's) for ``turns:`` relays. ``timeout``: seconds until the channel must be open.
-    ``renew``: renew the TURN credential before it expires (on by default).
+    ``renew``: renew the TURN credential before it expires (on by default). ``on_event``: called
+    with each of the session's events as it happens (see :attr:`Session.events`).
 
     The session leaves the room when the ``async with`` block ends (or on
     :meth:`Session.close`). Raises :class:`natkit.SignalingError` with the server's code
@@ -724,6 +758,7 @@ def connect(
         raise ValueError(f"timeout must be positive, not {timeout}")
 
     async def make() -> Session:
+        _rtc.quicken_consent()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last: Optional[Error] = None
@@ -762,6 +797,7 @@ def connect(
                     timeout=max(deadline - loop.time(), 1.0),
                     renew=renew,
                     probe_timeout=probe_timeout,
+                    on_event=on_event,
                 )
         if last is not None:
             raise last

@@ -296,3 +296,62 @@ fn aiortc_behind_blocked_udp_talks_to_natkit_peer_through_turn_tcp() {
         ) > 0.0
     );
 }
+
+/// The Python package (`natkit.connect`, through `tests/interop/natkit_py_peer.py`) at the
+/// UDP-blocked site, natkit-peer echoing at the symmetric site: aiortc takes one TURN URL only, so
+/// the package must hand it the one this network can use. With TCP and TLS served it takes TCP
+/// (the first stream transport that connects); with only `turns:` handed out, TLS, verified with
+/// the lab's CA (`tls_ca`).
+#[test]
+fn a_python_peer_behind_blocked_udp_reaches_a_symmetric_peer_over_turn_tcp_and_over_tls() {
+    if !require_root(
+        "a_python_peer_behind_blocked_udp_reaches_a_symmetric_peer_over_turn_tcp_and_over_tls",
+    ) {
+        return;
+    }
+    for (tcp, want) in [(true, "tcp"), (false, "tls")] {
+        let l = stream_lab(tcp);
+        let room = format!("python-{want}");
+        let mut echo = l.echo_at(SYMMETRIC, &room);
+        let out = l.lab.sites[BLOCKED]
+            .client
+            .cmd(
+                natkit_testkit::natkit_python()
+                    .to_str()
+                    .expect("utf-8 path"),
+            )
+            .arg(natkit_testkit::repo_file("tests/interop/natkit_py_peer.py"))
+            .args(["--signal", &l.url, "--room", &room, "--timeout", "40"])
+            .args(["--tls-ca", l.ca.to_str().unwrap()])
+            .args(["--send", "through the wall"])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        echo.process().kill();
+        let evs = events(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{want}: the Python peer failed: {evs:?}"
+        );
+        assert_eq!(find(&evs, "message")["data"], "through the wall");
+        assert_eq!(find(&evs, "probe")["nat_type"], "udp-blocked", "{evs:?}");
+        let policy = find(&evs, "policy");
+        assert_eq!(
+            (
+                policy["rule"].as_str(),
+                policy["ice_transport_policy"].as_str()
+            ),
+            (Some("udp-blocked"), Some("relay")),
+            "{policy}"
+        );
+        let ch = find(&evs, "channel");
+        assert_eq!(ch["local"], "relay", "{ch}");
+        assert_eq!(ch["relay_transport"], want, "{ch}");
+        eprintln!(
+            "Python peer at the UDP-blocked site: connected over TURN/{want} {} ms after start (probe included)",
+            find(&evs, "connected")["elapsed_ms"]
+        );
+        let series = format!("natkit_relay_allocations_created_total{{transport=\"{want}\"}}");
+        assert!(l.metric(&series) >= 1.0, "{series}");
+    }
+}
