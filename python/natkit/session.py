@@ -454,8 +454,12 @@ class Session:
         self._channel._arrived.set()
 
     async def _do_rejoin(self) -> None:
-        self._ws = None
+        ws, self._ws = self._ws, None
         self._reader.cancel()
+        if ws is not None:
+            # Dropped without a leave: the room keeps our id for the rejoin (a draining node
+            # waits for its peers to go).
+            self._spawn(ws.close())
         self._spawn(self._rejoin())
 
     async def _do_emit(self, text: str) -> None:

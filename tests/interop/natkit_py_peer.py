@@ -2,7 +2,7 @@
 events printed as natkit-peer --json prints them (one JSON object per line), so the Rust lab
 tests read both peers alike.
 
-    natkit_py_peer.py --signal URL [--signal URL ...] --room ROOM [--token T] [--relay MODE]
+    natkit_py_peer.py --signal URL[,URL...] --room ROOM [--token T] [--peer-id ID] [--relay MODE]
                       [--tls-ca PEM] [--timeout S] [--no-renew] (--echo | --send TEXT | --chat)
 
 --echo answers every message until the partner leaves; --send sends TEXT and waits for one
@@ -44,7 +44,8 @@ async def chat(channel: natkit.Channel) -> None:
 
 async def main(a: argparse.Namespace) -> int:
     try:
-        async with natkit.connect(a.signal, room=a.room, token=a.token, relay=a.relay, tls_ca=a.tls_ca,
+        signal = [u for arg in a.signal for u in arg.split(",")]
+        async with natkit.connect(signal, room=a.room, token=a.token, peer_id=a.peer_id, relay=a.relay, tls_ca=a.tls_ca,
                                   timeout=a.timeout, renew=not a.no_renew, on_event=emit) as session:
             channel = await session.channel(timeout=a.timeout)
             p = channel.path
@@ -70,6 +71,7 @@ if __name__ == "__main__":
     p.add_argument("--signal", action="append", required=True)
     p.add_argument("--room", required=True)
     p.add_argument("--token")
+    p.add_argument("--peer-id")
     p.add_argument("--relay", default="auto")
     p.add_argument("--tls-ca")
     p.add_argument("--timeout", type=float, default=30)

@@ -3,7 +3,8 @@
 //! when the echo peer's node is SIGKILLed: the echo peer rejoins through another node under its
 //! id, the other peer hears it leave (lease ran out) or never notices, and every message of the
 //! chat peer comes back. A node drained with SIGUSR1 tells its peers to reconnect, they move to
-//! the other node under the same id, and the drained node exits by itself.
+//! the other node under the same id, and the drained node exits by itself (natkit-peer's and the
+//! Python package's peers alike).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,11 +22,33 @@ fn signal_node(redis: &RedisServer, relay: &Daemon) -> Daemon {
 }
 
 fn peer(urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
+    peer_of(Kind::Rust, urls, room, id, mode)
+}
+
+/// natkit-peer, or the Python package's `natkit.connect` (through
+/// `tests/interop/natkit_py_peer.py`, natkit-peer's modes and events).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Rust,
+    Python,
+}
+
+fn peer_of(kind: Kind, urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
+    let mut cmd = match kind {
+        Kind::Rust => {
+            let mut c = Command::new(PEER);
+            c.env("RUST_LOG", "off").arg("--json");
+            c
+        }
+        Kind::Python => {
+            let mut c = Command::new(natkit_testkit::natkit_python());
+            c.arg(natkit_testkit::repo_file("tests/interop/natkit_py_peer.py"));
+            c
+        }
+    };
     EventProcess::spawn(
-        Command::new(PEER)
-            .env("RUST_LOG", "off")
-            .args(["--signal", &urls.join(","), "--room", room, "--peer-id", id])
-            .args(["--relay", "always", "--json", "--timeout", "60", mode]),
+        cmd.args(["--signal", &urls.join(","), "--room", room, "--peer-id", id])
+            .args(["--relay", "always", "--timeout", "60", mode]),
     )
 }
 
@@ -115,6 +138,16 @@ fn a_session_outlives_the_sigkill_of_a_signaling_node() {
 
 #[test]
 fn a_drained_node_moves_its_peers_to_another_and_exits() {
+    drained_node_moves(Kind::Rust);
+}
+
+/// The same with Python peers (`natkit.connect`): a `reconnect` moves them as it moves natkit-peer.
+#[test]
+fn a_drained_node_moves_its_python_peers_to_another_and_exits() {
+    drained_node_moves(Kind::Python);
+}
+
+fn drained_node_moves(kind: Kind) {
     let Cluster {
         redis: _redis,
         _relay,
@@ -122,9 +155,9 @@ fn a_drained_node_moves_its_peers_to_another_and_exits() {
         urls,
     } = Cluster::start(2);
     let room = "drain-a-node";
-    let echo = peer(&urls, room, "echo", "--echo");
+    let echo = peer_of(kind, &urls, room, "echo", "--echo");
     echo.wait_for("joined", Duration::from_secs(10));
-    let mut chat = peer(&urls[1..], room, "chat", "--chat");
+    let mut chat = peer_of(kind, &urls[1..], room, "chat", "--chat");
     chat.wait_for("connected", Duration::from_secs(20));
 
     let t0 = Instant::now();
