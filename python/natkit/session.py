@@ -186,6 +186,7 @@ class Session:
         renew: bool,
         probe_timeout: float,
         on_event: Optional[Callable[[dict[str, Any]], None]],
+        spent: float = 0.0,
     ) -> None:
         self._urls, self._at, self._ws = urls, at, ws
         self._on_event = on_event
@@ -206,7 +207,7 @@ class Session:
         ``probe``, ``policy``, ``connected``, ``renewed``, ``ice-restart``, ``reconnected``,
         ``signaling``, ``failed``, ``closed``."""
         self._core = _natkit.Session(
-            welcome_text, relay=relay, local_nat="probe", renew=renew, timeout=timeout
+            welcome_text, relay=relay, local_nat="probe", renew=renew, timeout=timeout, spent=spent
         )
         self._inbox: asyncio.Queue[Callable[[], None]] = asyncio.Queue(maxsize=1024)
         self._channel = Channel(self)
@@ -764,7 +765,8 @@ def connect(
     async def make() -> Session:
         _rtc.quicken_consent()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        began = loop.time()
+        deadline = began + timeout
         last: Optional[Error] = None
         for round_ in itertools.count():
             if round_ > 0:
@@ -802,6 +804,7 @@ def connect(
                     renew=renew,
                     probe_timeout=probe_timeout,
                     on_event=on_event,
+                    spent=loop.time() - began,
                 )
         if last is not None:
             raise last

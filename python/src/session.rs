@@ -58,7 +58,7 @@ fn welcome(text: &str) -> PyResult<Welcome> {
 /// One peer's session with one partner. `welcome` is the server's answer to the join (its wire
 /// JSON); `local_nat` this side's NAT summary as JSON, `"probe"` to let the session ask for a
 /// probe, or `None` for unknown; `timeout` the seconds the attempt may take until the channel
-/// works.
+/// works; `spent` the seconds already spent on it (joining), counted in `elapsed_ms`.
 #[pyclass(module = "natkit._natkit")]
 pub struct Session {
     core: Core,
@@ -67,13 +67,14 @@ pub struct Session {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (welcome_json, *, relay, local_nat, renew, timeout))]
+    #[pyo3(signature = (welcome_json, *, relay, local_nat, renew, timeout, spent = 0.0))]
     fn new(
         welcome_json: &str,
         relay: &str,
         local_nat: Option<&str>,
         renew: bool,
         timeout: f64,
+        spent: f64,
     ) -> PyResult<Session> {
         if !(timeout.is_finite() && timeout > 0.0 && timeout < 86_400.0) {
             return Err(PyValueError::new_err(format!(
@@ -86,6 +87,7 @@ impl Session {
             None => LocalNat::Known(None),
         };
         let now = Instant::now();
+        let spent = Duration::try_from_secs_f64(spent).unwrap_or_default();
         let cfg = SessionConfig {
             mode: Mode::App,
             relay: relay_mode(relay)?,
@@ -94,7 +96,7 @@ impl Session {
             // aioice's allocations take the renewed credential as it is (aiortc cannot
             // restart ICE to make new ones).
             restart_on_renewal: false,
-            started: now,
+            started: now.checked_sub(spent).unwrap_or(now),
             deadline: now + Duration::from_secs_f64(timeout),
         };
         Ok(Session {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::redis::RedisServer;
+use natkit_testkit::PeerKind as Kind;
 use natkit_testkit::{natkit_relay_on_loopback, natkit_signal_clustered, wait_until, Daemon};
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -25,27 +26,8 @@ fn peer(urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
     peer_of(Kind::Rust, urls, room, id, mode)
 }
 
-/// natkit-peer, or the Python package's `natkit.connect` (through
-/// `tests/interop/natkit_py_peer.py`, natkit-peer's modes and events).
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Rust,
-    Python,
-}
-
 fn peer_of(kind: Kind, urls: &[String], room: &str, id: &str, mode: &str) -> EventProcess {
-    let mut cmd = match kind {
-        Kind::Rust => {
-            let mut c = Command::new(PEER);
-            c.env("RUST_LOG", "off").arg("--json");
-            c
-        }
-        Kind::Python => {
-            let mut c = Command::new(natkit_testkit::natkit_python());
-            c.arg(natkit_testkit::repo_file("tests/interop/natkit_py_peer.py"));
-            c
-        }
-    };
+    let mut cmd = kind.command(PEER, |p| Command::new(p));
     EventProcess::spawn(
         cmd.args(["--signal", &urls.join(","), "--room", room, "--peer-id", id])
             .args(["--relay", "always", "--timeout", "60", mode]),

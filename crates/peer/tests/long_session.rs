@@ -18,33 +18,12 @@ use std::time::{Duration, Instant};
 
 use natkit_lab::{require_root, Lab, Nat};
 use natkit_testkit::events::{assert_session_recovers, late, send_every_second, EventProcess};
-use natkit_testkit::{natkit_python, repo_file};
+use natkit_testkit::PeerKind as Kind;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Kind {
-    /// natkit-peer.
-    Rust,
-    /// `natkit.connect` on aiortc.
-    Python,
-}
-
 fn peer(kind: Kind, lab: &Lab, site: usize, url: &str, room: &str, args: &[&str]) -> EventProcess {
-    let mut cmd = match kind {
-        Kind::Rust => {
-            let mut c = lab.sites[site].client.cmd(PEER);
-            c.env("RUST_LOG", "off").arg("--json");
-            c
-        }
-        Kind::Python => {
-            let mut c = lab.sites[site]
-                .client
-                .cmd(natkit_python().to_str().expect("utf-8 path"));
-            c.arg(repo_file("tests/interop/natkit_py_peer.py"));
-            c
-        }
-    };
+    let mut cmd = kind.command(PEER, |p| lab.sites[site].client.cmd(p));
     cmd.args(["--signal", url, "--room", room, "--timeout", "150"])
         .args(args);
     EventProcess::spawn(&mut cmd)

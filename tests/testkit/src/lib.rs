@@ -58,6 +58,38 @@ pub fn natkit_python() -> PathBuf {
     p
 }
 
+/// A peer program the lab and cluster tests drive with natkit-peer's modes, flags and JSON events.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PeerKind {
+    /// natkit-peer (`--json`, logs off).
+    Rust,
+    /// The Python package's `natkit.connect`, through `tests/interop/natkit_py_peer.py`.
+    Python,
+}
+
+impl PeerKind {
+    /// The command for this kind, made by `spawn(program)` (a plain `Command::new`, or a lab
+    /// namespace's `cmd`), before any mode flags. `natkit_peer` is the natkit-peer binary.
+    pub fn command(
+        self,
+        natkit_peer: &str,
+        spawn: impl FnOnce(&str) -> std::process::Command,
+    ) -> std::process::Command {
+        match self {
+            PeerKind::Rust => {
+                let mut c = spawn(natkit_peer);
+                c.env("RUST_LOG", "off").arg("--json");
+                c
+            }
+            PeerKind::Python => {
+                let mut c = spawn(natkit_python().to_str().expect("utf-8 path"));
+                c.arg(repo_file("tests/interop/natkit_py_peer.py"));
+                c
+            }
+        }
+    }
+}
+
 /// A file of the repository, by its path from the root (`deploy/relay.example.toml`).
 pub fn repo_file(path: &str) -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
