@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use natkit_lab::{require_root, Lab, Nat};
+use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::{natkit_python, repo_file};
 use serde_json::Value;
@@ -103,5 +103,63 @@ fn a_python_peer_on_the_open_internet_and_one_behind_a_symmetric_nat_connect_dir
     eprintln!(
         "open internet + symmetric (Python pair): connected {} ms after start (probe included), direct",
         last(&sender, "connected")["elapsed_ms"]
+    );
+}
+
+/// Behind a symmetric NAT, a join with a forged token against a natkit-signal that requires
+/// tokens: the package fails at once with the server's code, not after its timeout.
+#[test]
+fn a_python_peer_with_a_wrong_token_fails_fast_with_unauthorized() {
+    if !require_root("a_python_peer_with_a_wrong_token_fails_fast_with_unauthorized") {
+        return;
+    }
+    let mut lab = Lab::with_sites(&[Nat::Symmetric]);
+    let bin = natkit_testkit::workspace_bin("natkit-signal");
+    let url = lab
+        .start_daemon(
+            lab.server
+                .cmd(bin.to_str().expect("utf-8 path"))
+                .env("NATKIT_TURN_SECRET", "lab")
+                .env("NATKIT_SIGNAL_TOKEN_SECRET", "the-lab-token-secret")
+                .env("RUST_LOG", "error")
+                .args(["--listen", &format!("{SERVER_IP}:8080")])
+                .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
+                .args(["--metrics-listen", "127.0.0.1:9642"]),
+        )
+        .ws_url();
+    let forged = "v1.4102444800.bGFi.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let began = Instant::now();
+    let mut peer = py_peer(
+        &lab,
+        0,
+        &[
+            "--signal",
+            &url,
+            "--room",
+            "lab",
+            "--token",
+            forged,
+            "--timeout",
+            "30",
+            "--echo",
+        ],
+    );
+    let failed = peer.wait_for("failed", Duration::from_secs(30));
+    let took = began.elapsed();
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("unauthorized")),
+        "{failed}"
+    );
+    let status = peer.process().wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "exit status 1");
+    assert!(
+        took < Duration::from_secs(5),
+        "failed after {took:?}, not at once"
+    );
+    eprintln!(
+        "wrong token behind a symmetric NAT: unauthorized after {} ms (interpreter start included)",
+        took.as_millis()
     );
 }
