@@ -90,9 +90,11 @@ def test_python_offers_to_the_browser_page(signal_url):
         assert echoed == "hello page"
         report = page.wait(lambda r: "hello page" in r.get("messages", []))
         assert "hello page" in report["messages"], report
-        # The page sends no NAT summary: the rule decided from the Python side alone.
+        # The page (natkit.js) probed and sent its NAT summary: the pair rule saw both sides.
         policy = next(e for e in events if e["event"] == "policy")
-        assert policy["remote_nat"] is None and path.rule == policy["rule"]
+        assert report["nat"] is not None, report
+        assert policy["remote_nat"] == report["nat"], (policy, report)
+        assert policy["rule"] == path.rule == "direct-possible", policy
     finally:
         page.close()
 
@@ -111,10 +113,14 @@ def test_the_browser_page_offers_to_python(signal_url):
                 report = await asyncio.get_running_loop().run_in_executor(
                     None, page.wait, lambda r: "echo: hello python" in r.get("messages", [])
                 )
-                return got, report
+                return got, report, list(s.events)
             finally:
                 page.close()
 
-    got, report = asyncio.run(main())
+    got, report, events = asyncio.run(main())
     assert got == "hello python"
     assert "echo: hello python" in report["messages"], report
+    # Both sides decided with both summaries: the page sent its own before its offer.
+    policy = next(e for e in events if e["event"] == "policy")
+    assert policy["remote_nat"] == report["nat"] and report["nat"] is not None, (policy, report)
+    assert policy["rule"] == report["policy"]["rule"] == "direct-possible", (policy, report)

@@ -16,6 +16,7 @@ use natkit_daemon::layer::{self, Setting};
 use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
 use serde::{Deserialize, Serialize};
 
+use crate::origin::AllowedOrigins;
 use crate::token::TokenSecret;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,16 @@ pub struct SignalOptions {
         value_name = "IP:PORT"
     )]
     pub relay_servers: Vec<Setting>,
+    /// A web origin whose pages may use this server (repeatable, scheme://host[:port], or "*"):
+    /// /natkit.js and the HTTP API answer it with CORS headers and WebSocket upgrades from other
+    /// origins are refused. Without any, only this server's own pages get CORS (the WebSocket
+    /// does not check Origin; tokens admit)
+    #[arg(
+        long = "allowed-origin",
+        env = "NATKIT_SIGNAL_ALLOWED_ORIGINS",
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<Setting>,
     /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
     /// without it and without --open, a secret is generated for the run
     #[arg(long, env = "NATKIT_SIGNAL_TOKEN_SECRET_FILE", value_name = "FILE")]
@@ -391,6 +402,8 @@ impl SignalConfig {
                 "\"cluster\" hands out the relays announced in the cluster store: set cluster too",
             ));
         }
+        let allowed_origins = AllowedOrigins::parse(layer::items(&o.allowed_origins))
+            .map_err(|e| invalid("allowed_origins", e.to_string()))?;
         let header_timeout: u64 = num("header_timeout", &o.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -418,6 +431,7 @@ impl SignalConfig {
             idle_timeout: Duration::from_secs(idle),
             cluster,
             drain_timeout: Duration::from_secs(drain_timeout),
+            allowed_origins,
         })
     }
 }
@@ -459,6 +473,8 @@ pub struct SignalConfig {
     pub cluster: Option<ClusterSettings>,
     /// How long a draining node waits for its peers to move before closing the rest.
     pub drain_timeout: Duration,
+    /// Web origins whose pages may use this server (CORS, the WebSocket's `Origin` check).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// `cluster` and `cluster_lease`.

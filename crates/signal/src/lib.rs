@@ -39,6 +39,7 @@ pub mod fuzz;
 pub mod ice;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 /// The rate limiters (token buckets, per-key limits, per-IP connection slots), shared with the
 /// relay.
 pub use natkit_stun_turn::ratelimit as limits;

@@ -72,6 +72,7 @@ mod link;
 mod outbox;
 mod router;
 mod state;
+mod web;
 use connection::ws;
 use endpoints::{check_servers, ice_servers, metrics};
 use link::healthz;
@@ -97,13 +98,21 @@ static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // What pages on other origins may read: CORS as `allowed_origins` says.
+    let shared = Router::new()
+        .route("/natkit.js", get(web::natkit_js))
+        .route("/v1/check-servers", get(check_servers))
+        .route("/v1/ice-servers", get(ice_servers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            web::cors,
+        ));
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/check", get(|| async { Html(CHECK_HTML) }))
-        .route("/v1/check-servers", get(check_servers))
         .route("/v1/ws", get(ws))
-        .route("/v1/ice-servers", get(ice_servers))
         .route("/healthz", get(healthz))
+        .merge(shared)
         .with_state(state)
 }
 

@@ -204,6 +204,31 @@ async fn two_chromium_tabs_chat_relay_only_through_the_embedded_relay() {
     );
 }
 
+/// natkit-peer in `room` of `s` with `--json` (logs off, stdout piped, killed on drop) and `args`.
+fn natkit_peer(s: &Suite, room: &str, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
+    c.env("RUST_LOG", "off")
+        .args(["--signal", &format!("ws://{}", s.http), "--room", room])
+        .args(["--json", "--timeout", "40"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The JSON events of a finished natkit-peer (within 60 s) and whether it exited 0.
+async fn peer_events(child: tokio::process::Child) -> (Vec<Value>, bool) {
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("natkit-peer finished")
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (events, out.status.success())
+}
+
 /// Chromium and natkit-peer (webrtc-rs) in one room, relay-only through the embedded relay.
 /// `peer_first`: natkit-peer echoes and the page offers; else the page echoes and the peer offers.
 async fn chromium_and_natkit_peer(peer_first: bool) {
@@ -213,27 +238,7 @@ async fn chromium_and_natkit_peer(peer_first: bool) {
     } else {
         "interop-peer-offers"
     };
-    let peer_bin = natkit_testkit::workspace_bin("natkit-peer");
-    let url = format!("ws://{}", s.http);
-    let peer = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(&peer_bin);
-        c.env("RUST_LOG", "off")
-            .args([
-                "--signal",
-                &url,
-                "--room",
-                room,
-                "--json",
-                "--relay",
-                "always",
-                "--timeout",
-                "40",
-            ])
-            .args(args)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        c
-    };
+    let peer = |args: &[&str]| natkit_peer(&s, room, &[&["--relay", "always"], args].concat());
     let mut b = Browser::launch().await;
     let page_url = |extra: &str| format!("http://{}/?room={room}&relay=1{extra}", s.http);
     if peer_first {
@@ -261,18 +266,9 @@ async fn chromium_and_natkit_peer(peer_first: bool) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            peer(&["--send", "hello-from-webrtc-rs"]).output(),
-        )
-        .await
-        .expect("natkit-peer finished")
-        .unwrap();
-        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        assert!(out.status.success(), "{events:?}");
+        let (events, ok) =
+            peer_events(peer(&["--send", "hello-from-webrtc-rs"]).spawn().unwrap()).await;
+        assert!(ok, "{events:?}");
         let connected = events
             .iter()
             .find(|e| e["event"] == "connected")
@@ -295,4 +291,250 @@ async fn chromium_offers_to_natkit_peer_through_the_relay() {
 #[tokio::test]
 async fn natkit_peer_offers_to_chromium_through_the_relay() {
     chromium_and_natkit_peer(false).await;
+}
+
+impl Browser {
+    /// Evaluates `expression` (a promise of a string) in `session`'s page, once the page has
+    /// loaded, and returns the string.
+    async fn eval(&mut self, session: &str, expression: &str) -> String {
+        for _ in 0..100 {
+            let r = self
+                .call(
+                    "Runtime.evaluate",
+                    json!({"expression": "location.protocol === 'http:' && document.readyState === 'complete'", "returnByValue": true}),
+                    Some(session),
+                )
+                .await;
+            if r["result"]["value"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+                Some(session),
+            )
+            .await;
+        assert!(r.get("exceptionDetails").is_none(), "{r}");
+        r["result"]["value"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// `natkit.js`'s `decide`, in Chromium, against every row of the one pair-rule table
+/// (crates/peer-core/pair_rule.tsv, the table natkit-peer's and the Python package's tests read).
+#[tokio::test]
+async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
+    let s = start(SignalOptions::default(), None).await;
+    let table = include_str!("../../peer-core/pair_rule.tsv");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert!(rows.len() > 81);
+    let mut b = Browser::launch().await;
+    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
+    let script = format!(
+        r#"(async () => {{
+            const natkit = await import("/natkit.js");
+            const full = {{ EI: "endpoint-independent", AD: "address-dependent", APD: "address-and-port-dependent" }};
+            const side = (t) => t === "-" ? null : t === "blocked" ? {{ mapping: [], filtering: [], udp_blocked: true }}
+                : (([m, f]) => ({{ mapping: m.split(",").map((b) => full[b]), filtering: f.split(",").map((b) => full[b]), udp_blocked: false }}))(t.split("/"));
+            return JSON.stringify({rows}.map(([mode, l, r]) => {{
+                const d = natkit.decide(mode, side(l), side(r));
+                return [d.relayOnly ? "relay" : "all", d.rule, d.reason.length > 0];
+            }}));
+        }})()"#,
+        rows = serde_json::to_string(&rows).unwrap()
+    );
+    let got: Vec<(String, String, bool)> =
+        serde_json::from_str(&b.eval(&tab, &script).await).unwrap();
+    assert_eq!(got.len(), rows.len());
+    for (row, (policy, rule, reason)) in rows.iter().zip(got) {
+        assert_eq!(
+            (policy.as_str(), rule.as_str()),
+            (row[3], row[4]),
+            "{row:?}"
+        );
+        assert!(reason, "{row:?}");
+    }
+}
+
+/// The summary a browser forms from what it sees.
+#[tokio::test]
+async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {
+    let s = start(SignalOptions::default(), None).await;
+    let mut b = Browser::launch().await;
+    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
+    let got = b
+        .eval(
+            &tab,
+            r#"import("/natkit.js").then((n) => JSON.stringify([
+                n.summaryFrom({ mappings: ["198.51.100.1:1000", "198.51.100.1:1001"], udpRelay: true, turnTried: false }),
+                n.summaryFrom({ mappings: ["198.51.100.1:1000"], udpRelay: false, turnTried: false }),
+                n.summaryFrom({ mappings: [], udpRelay: true, turnTried: true }),
+                n.summaryFrom({ mappings: [], udpRelay: false, turnTried: true }),
+                n.summaryFrom({ mappings: [], udpRelay: false, turnTried: false }),
+            ]))"#,
+        )
+        .await;
+    let got: Vec<Value> = serde_json::from_str(&got).unwrap();
+    let nat =
+        |m: Value, blocked: bool| json!({"mapping": m, "filtering": [], "udp_blocked": blocked});
+    assert_eq!(
+        got,
+        vec![
+            // Another public port towards the relay's other port: symmetric.
+            nat(
+                json!(["address-dependent", "address-and-port-dependent"]),
+                false
+            ),
+            nat(json!(["endpoint-independent", "address-dependent"]), false),
+            // No mapping seen, but TURN over UDP worked: UDP gets out.
+            nat(json!([]), false),
+            nat(json!([]), true),
+            Value::Null,
+        ]
+    );
+}
+
+/// natkit-peer (`--relay auto`) facing the page: the page's NAT summary reaches it, so it
+/// decides by both sides (before natkit.js it decided from its own side alone, `this-side-only`),
+/// in either role.
+async fn natkit_peer_decides_with_the_pages_summary(peer_first: bool) {
+    let s = start(SignalOptions::default(), None).await;
+    let room = if peer_first {
+        "summary-page-offers"
+    } else {
+        "summary-peer-offers"
+    };
+    let mut b = Browser::launch().await;
+    let page = format!("http://{}/?room={room}", s.http);
+    let (tab, mut child) = if peer_first {
+        let child = natkit_peer(&s, room, &["--echo"]).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        (
+            b.open(&format!("{page}&send=hello-from-the-module")).await,
+            child,
+        )
+    } else {
+        let tab = b.open(&format!("{page}&echo=1")).await;
+        for _ in 0..100 {
+            if b.state(&tab).await["nat"].is_object() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let child = natkit_peer(&s, room, &["--send", "hello-from-webrtc-rs"])
+            .spawn()
+            .unwrap();
+        (tab, child)
+    };
+    let mut page_state = Value::Null;
+    for _ in 0..300 {
+        page_state = b.state(&tab).await;
+        if page_state["messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        page_state["nat"].is_object(),
+        "the page probed: {page_state}"
+    );
+    assert_eq!(
+        page_state["policy"]["rule"], "direct-possible",
+        "{page_state}"
+    );
+    if peer_first {
+        child.start_kill().unwrap();
+    }
+    let (events, _) = peer_events(child).await;
+    let policy = events
+        .iter()
+        .find(|e| e["event"] == "policy")
+        .unwrap_or_else(|| panic!("no policy event: {events:?}"));
+    assert_eq!(policy["rule"], "direct-possible", "{policy}");
+    assert_eq!(policy["remote_nat"], page_state["nat"], "{policy}");
+    assert!(events.iter().any(|e| e["event"] == "message"), "{events:?}");
+}
+
+#[tokio::test]
+async fn natkit_peer_answering_the_page_decides_with_its_nat_summary() {
+    natkit_peer_decides_with_the_pages_summary(true).await;
+}
+
+#[tokio::test]
+async fn natkit_peer_offering_to_the_page_decides_with_its_nat_summary() {
+    natkit_peer_decides_with_the_pages_summary(false).await;
+}
+
+/// README's "Browser" page, as written there (only its server URL replaced), served from another
+/// origin that `allowed_origins` lists: it loads `/natkit.js` across origins, joins, opens a
+/// channel to natkit-peer and shows the echo of what is typed.
+#[tokio::test]
+async fn the_readme_page_on_another_origin_talks_to_natkit_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", site.local_addr().unwrap());
+    let s = start_with(|o| o.allowed_origins = vec![origin.clone().into()]).await;
+    let readme = include_str!("../../../README.md");
+    let page = readme
+        .split("## Browser\n")
+        .nth(1)
+        .and_then(|b| b.split("```html\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("README's Browser section has an html block")
+        .replace("https://signal.example.com", &format!("http://{}", s.http));
+    assert!(page.lines().count() < 30, "README's page is under 30 lines");
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = site.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+                    page.len()
+                );
+                let _ = c.write_all(head.as_bytes()).await;
+                let _ = c.write_all(page.as_bytes()).await;
+            });
+        }
+    });
+    let _echo = natkit_peer(&s, "demo", &["--echo"]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = Browser::launch().await;
+    let tab = b.open(&format!("{origin}/")).await;
+    let log = "(async () => document.getElementById('log').textContent)()";
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = b.eval(&tab, log).await;
+        if text.contains("connected to") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("joined as "), "{text}");
+    assert!(text.contains("connected to "), "{text}");
+    b.eval(
+        &tab,
+        "(async () => { document.getElementById('text').value = 'hello across origins'; \
+         document.getElementById('send').click(); return ''; })()",
+    )
+    .await;
+    for _ in 0..100 {
+        text = b.eval(&tab, log).await;
+        if text.contains(": hello across origins") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no echo on the page: {text}");
 }

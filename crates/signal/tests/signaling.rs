@@ -646,3 +646,134 @@ async fn past_unknown_peer_errors(ws: &mut Ws, kind: &str, peer: &str) {
         assert_eq!(m["code"], "unknown-peer", "{m}");
     }
 }
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn natkit_js_is_served_with_a_validator() {
+    let s = start(SignalOptions::default(), None).await;
+    let (code, headers, body) = s.request("GET", "/natkit.js", &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(header(&headers, "cache-control"), Some("no-cache"));
+    assert!(
+        body.contains("export async function connect("),
+        "{body:.200}"
+    );
+    let etag = header(&headers, "etag").expect("an ETag").to_owned();
+    // Unchanged: 304 without a body; another tag (an older module): the module again.
+    let (code, headers, body) = s
+        .request("GET", "/natkit.js", &[("If-None-Match", &etag)])
+        .await;
+    assert_eq!((code, body.as_str()), (304, ""));
+    assert_eq!(header(&headers, "etag"), Some(etag.as_str()));
+    let (code, _, body) = s
+        .request("GET", "/natkit.js", &[("If-None-Match", "\"older\"")])
+        .await;
+    assert_eq!(code, 200);
+    assert!(!body.is_empty());
+    println!("natkit.js: {} bytes unminified", body.len());
+}
+
+#[tokio::test]
+async fn other_origins_get_cors_only_when_the_operator_allows_them() {
+    // The default: this server's pages only; no CORS for others, the WebSocket left to tokens.
+    let s = start(SignalOptions::default(), None).await;
+    let app = [("Origin", "https://app.example")];
+    for path in ["/natkit.js", "/v1/ice-servers"] {
+        let (code, headers, _) = s.request("GET", path, &app).await;
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(
+            header(&headers, "access-control-allow-origin"),
+            None,
+            "{path}"
+        );
+    }
+    let (code, _, _) = s.request("OPTIONS", "/v1/ice-servers", &app).await;
+    assert_eq!(code, 403);
+    assert!(ws_upgrade(&s, Some("https://app.example")).await);
+
+    let s = start_with(|o| o.allowed_origins = vec!["https://app.example".into()]).await;
+    for path in ["/natkit.js", "/v1/ice-servers", "/v1/check-servers"] {
+        let (code, headers, _) = s.request("GET", path, &app).await;
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(
+            header(&headers, "access-control-allow-origin"),
+            Some("https://app.example"),
+            "{path}"
+        );
+        let (_, headers, _) = s
+            .request("GET", path, &[("Origin", "https://evil.example")])
+            .await;
+        assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    }
+    // A preflight (a GET with Authorization: Bearer needs one).
+    let (code, headers, _) = s
+        .request(
+            "OPTIONS",
+            "/v1/ice-servers",
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 204);
+    assert_eq!(
+        header(&headers, "access-control-allow-headers"),
+        Some("authorization")
+    );
+    // The WebSocket: the listed origin, this server's own page and non-browsers (no Origin) in;
+    // another origin refused before the upgrade.
+    assert!(ws_upgrade(&s, Some("https://app.example")).await);
+    assert!(ws_upgrade(&s, Some(&format!("http://{}", s.http))).await);
+    assert!(ws_upgrade(&s, None).await);
+    assert!(!ws_upgrade(&s, Some("https://evil.example")).await);
+    assert_eq!(
+        s.metric("natkit_signal_rejected_messages_total{reason=\"unauthorized\"}"),
+        1.0
+    );
+}
+
+/// Whether a WebSocket upgrade with this `Origin` is accepted (403 when refused).
+async fn ws_upgrade(s: &Suite, origin: Option<&str>) -> bool {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/v1/ws", s.http)
+        .into_client_request()
+        .unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => true,
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 403);
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn allowed_origins_reject_what_is_not_an_origin() {
+    let o = SignalOptions {
+        allowed_origins: vec!["app.example.com".into()],
+        auth: Some("open".into()),
+        ..Default::default()
+    };
+    let e = natkit_signal::config::SignalConfig::from_options(o, |_| unreachable!()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "allowed_origins: \"app.example.com\" is not an origin: write scheme://host[:port] \
+         (https://app.example.com), or \"*\""
+    );
+}

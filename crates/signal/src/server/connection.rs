@@ -10,9 +10,24 @@ pub(super) async fn ws(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     slot: Option<Extension<Arc<IpSlot>>>,
+    headers: HeaderMap,
 ) -> Response {
     if *st.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if !super::web::websocket_allowed(&st, &headers) {
+        st.metrics
+            .reject(Rejection::Refused(ErrorCode::Unauthorized));
+        return (
+            StatusCode::FORBIDDEN,
+            Json(HttpError {
+                error: ErrorCode::Unauthorized,
+                message: "pages of this origin may not use this server: the operator lists the \
+                          origins allowed (allowed_origins)"
+                    .into(),
+            }),
+        )
+            .into_response();
     }
     if st.is_draining() {
         return (

@@ -1,0 +1,550 @@
+// natkit.js: natkit's browser client. Docs: js/README.md; types: natkit.d.ts; the pair rule:
+// crates/peer-core/pair_rule.tsv (the tests check `decide` against every row).
+
+export const VERSION = "0.1.0";
+
+// The offerer waits this long for the partner's NAT summary.
+const SUMMARY_WAIT = 1000;
+// Not connected this long with every candidate allowed: ICE restarts relay-only.
+const DIRECT_DEADLINE = 5000;
+// "disconnected" this long: ICE restart ("failed": at once).
+const DISCONNECTED_GRACE = 3000;
+// Limits: partners, unread messages, early candidates, send buffer, signaling message.
+const MAX_PARTNERS = 16;
+const MAX_UNREAD = 65536;
+const MAX_PENDING_CANDIDATES = 256;
+const HIGH_WATER = 1 << 20;
+const LOW_WATER = 256 << 10;
+const MAX_MESSAGE = 64 * 1024;
+
+// `code`: the server's (`unauthorized`, `room-full`, ...), or `timeout`, `closed`, ...
+export class NatkitError extends Error {
+  constructor(code, message, stage = null) {
+    super(message);
+    this.name = "NatkitError";
+    this.code = code;
+    this.stage = stage;
+  }
+}
+
+// Join refusals no retry cures (natkit_proto's `ErrorCode::is_permanent_refusal`).
+const PERMANENT = new Set(["unauthorized", "bad-room", "room-full", "server-full"]);
+
+// natkit-peer's back-off (250 ms doubling, at most 5 s) and renewal (at half the TTL).
+export function reconnectDelay(n) {
+  return Math.min(250 * 2 ** Math.min(n, 10), 5000);
+}
+
+export function renewAfter(ttlSeconds) {
+  return Math.max(ttlSeconds * 500, 1000);
+}
+
+const DEPENDENT = new Set(["address-dependent", "address-and-port-dependent"]);
+const knownDependent = (list) => Array.isArray(list) && list.length > 0 && list.every((b) => DEPENDENT.has(b));
+const SHORT = { "endpoint-independent": "EI", "address-dependent": "AD", "address-and-port-dependent": "APD" };
+function describe(nat) {
+  if (nat.udp_blocked) return "udp-blocked";
+  const list = (l) => (l && l.length ? l.map((b) => SHORT[b] || "?").join("|") : "unknown");
+  return `mapping ${list(nat.mapping)} filtering ${list(nat.filtering)}`;
+}
+
+export function decide(mode, local, remote) {
+  const p = (relayOnly, rule, reason) => ({ relayOnly, rule, reason });
+  if (mode === "always") return p(true, "relay-always", "relay: always");
+  if (mode === "never") return p(false, "relay-never", "relay: never");
+  if (!local) return p(false, "no-probe", "no probe result: all candidates");
+  const mine = describe(local);
+  if (local.udp_blocked) return p(true, "udp-blocked", "UDP is blocked here: relay");
+  if (!remote) {
+    return knownDependent(local.mapping)
+      ? p(true, "this-side-only", `symmetric here (${mine}), no remote summary: relay`)
+      : p(false, "this-side-only", `here ${mine}, no remote summary: all candidates`);
+  }
+  const theirs = describe(remote);
+  if (remote.udp_blocked) return p(true, "udp-blocked", "UDP is blocked at the remote peer: relay");
+  const symL = knownDependent(local.mapping), symR = knownDependent(remote.mapping);
+  if (symL && symR) return p(true, "symmetric-pair", `both symmetric (here ${mine}, there ${theirs}): relay`);
+  if ((symL && knownDependent(remote.filtering)) || (symR && knownDependent(local.filtering))) {
+    return p(true, "symmetric-restricted", `symmetric facing restricted filtering (here ${mine}, there ${theirs}): relay`);
+  }
+  return p(false, "direct-possible", `direct can work (here ${mine}, there ${theirs}): all candidates`);
+}
+
+export function summaryFrom({ mappings, udpRelay, turnTried }) {
+  const nat = (mapping, blocked = false) => ({ mapping, filtering: [], udp_blocked: blocked });
+  // Another public port towards another port of the same host: symmetric.
+  if (mappings.length > 1) return nat(["address-dependent", "address-and-port-dependent"]);
+  if (mappings.length === 1) return nat(["endpoint-independent", "address-dependent"]);
+  if (udpRelay) return nat([]); // UDP gets out; no NAT seen (or one that hides)
+  return turnTried ? nat([], true) : null;
+}
+
+function gather(config, ms) {
+  return new Promise((resolve) => {
+    const found = [];
+    let pc;
+    try { pc = new RTCPeerConnection(config); } catch { resolve(found); return; }
+    const done = () => { clearTimeout(timer); pc.close(); resolve(found); };
+    const timer = setTimeout(done, ms);
+    pc.onicecandidate = (e) => {
+      if (!e.candidate) return done();
+      found.push(e.candidate);
+    };
+    pc.createDataChannel("probe");
+    pc.createOffer().then((o) => pc.setLocalDescription(o)).catch(done);
+  });
+}
+
+export async function probe(httpBase, token, timeoutMs = 3000) {
+  const url = new URL("/v1/check-servers", httpBase);
+  if (token) url.searchParams.set("token", token);
+  const res = await fetch(url, { mode: "cors" });
+  if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
+  const cfg = await res.json();
+  const servers = cfg.iceServers || [];
+  const stun = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
+  const found = await gather({ iceServers: [{ urls: stun }] }, timeoutMs);
+  const mappings = [...new Set(found.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
+  let udpRelay = false, turnTried = false;
+  if (mappings.length === 0) {
+    const turn = onlyTransport(servers, ["udp"]).filter((s) => s.urls.some((u) => u.startsWith("turn:")));
+    if (turn.length) {
+      turnTried = true;
+      const relays = await gather({ iceServers: turn, iceTransportPolicy: "relay" }, timeoutMs);
+      udpRelay = relays.some((c) => c.type === "relay" && (c.relayProtocol || "udp") === "udp");
+    }
+  }
+  return summaryFrom({ mappings, udpRelay, turnTried });
+}
+
+function wsUrl(u) {
+  const url = new URL(u, typeof location === "undefined" ? undefined : location.href);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.pathname === "/" || url.pathname === "") url.pathname = "/v1/ws";
+  return url;
+}
+function httpBase(ws) {
+  const url = new URL(ws.href);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  return url.origin;
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function withTimeout(promise, ms, onTimeout) {
+  let t;
+  return Promise.race([promise, new Promise((_, reject) => { t = setTimeout(() => reject(onTimeout()), ms); })]).finally(() => clearTimeout(t));
+}
+function onlyTransport(servers, transports) {
+  const keep = (u) => (u.startsWith("turns:") ? transports.includes("tls")
+    : u.startsWith("turn:") ? transports.includes(u.includes("transport=tcp") ? "tcp" : "udp") : true);
+  return servers.map((s) => ({ ...s, urls: s.urls.filter(keep) })).filter((s) => s.urls.length > 0);
+}
+const candidateType = (c) => c.type || (c.candidate.match(/ typ (\w+)/) || [])[1];
+
+// A data channel with one partner: `send`, `onmessage`, `for await`, `path`, `close`.
+export class Channel extends EventTarget {
+  constructor(link) {
+    super();
+    this._link = link;
+    this._queue = [];
+    this._waiters = [];
+    this._ended = null;
+    this.onmessage = null;
+    this.onclose = null;
+  }
+  get peerId() { return this._link.peer; }
+  get path() { return this._link.path || null; }
+  get readyState() { return this._ended ? "closed" : this._link.dc ? this._link.dc.readyState : "connecting"; }
+
+  // Text for a string, binary for an ArrayBuffer (view, Blob); waits while over 1 MiB is buffered.
+  async send(data) {
+    const dc = this._link.dc;
+    if (this._ended || !dc || dc.readyState !== "open") throw new NatkitError("closed", "the channel is closed");
+    if (dc.bufferedAmount > HIGH_WATER) {
+      await new Promise((resolve) => dc.addEventListener("bufferedamountlow", resolve, { once: true }));
+      if (dc.readyState !== "open") throw new NatkitError("closed", "the channel closed while sending");
+    }
+    dc.send(data);
+  }
+
+  recv() {
+    if (this._queue.length) return Promise.resolve(this._queue.shift());
+    if (this._ended) return Promise.reject(this._ended);
+    return new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      try { yield await this.recv(); } catch (e) { if (e.code === "closed") return; throw e; }
+    }
+  }
+
+  close() { this._link.session._drop(this._link, null); }
+
+  _deliver(data) {
+    const ev = new MessageEvent("message", { data });
+    if (this.onmessage) this.onmessage(ev);
+    this.dispatchEvent(ev);
+    const w = this._waiters.shift();
+    if (w) return w.resolve(data);
+    if (!this.onmessage) {
+      if (this._queue.length >= MAX_UNREAD) return this._link.session._drop(this._link, new NatkitError("closed", `over ${MAX_UNREAD} unread messages`));
+      this._queue.push(data);
+    }
+  }
+  _end(err) {
+    if (this._ended) return;
+    this._ended = err || new NatkitError("closed", "the channel is closed");
+    for (const w of this._waiters.splice(0)) w.reject(this._ended);
+    if (this.onclose) this.onclose(new Event("close"));
+    this.dispatchEvent(new Event("close"));
+  }
+}
+
+export class Session extends EventTarget {
+  constructor(opts, urls) {
+    super();
+    this._opts = opts;
+    this._urls = urls;
+    this._at = 0;
+    this._links = new Map();
+    this._closed = false;
+    this._iceServers = [];
+    this._renewTimer = null;
+    this._ws = null;
+    this.peerId = null;
+    this.room = opts.room;
+    this.peers = [];
+    this.nat = null;
+    this._probe = null;
+  }
+
+  on(name, fn) { const h = (e) => fn(e.detail); this.addEventListener(name, h); return () => this.removeEventListener(name, h); }
+  _emit(name, detail = {}) { this.dispatchEvent(new CustomEvent(name, { detail })); }
+
+  channel(peerId = null, { timeout = this._opts.timeout } = {}) {
+    if (this._closed) return Promise.reject(new NatkitError("closed", "the session is closed"));
+    let link;
+    try { link = peerId ? this._links.get(peerId) || (this.peers.includes(peerId) ? this._offerTo(peerId) : null) : [...this._links.values()][0]; } catch (e) { return Promise.reject(e); }
+    const open = (l) => l.opened;
+    const waitFor = link ? open(link) : new Promise((resolve, reject) => {
+      const h = (e) => { if (!peerId || e.detail.peerId === peerId) { off(); open(e.detail.link).then(resolve, reject); } };
+      const off = () => { this.removeEventListener("_link", h); this.removeEventListener("closed", c); };
+      const c = () => { off(); reject(new NatkitError("closed", "the session closed")); };
+      this.addEventListener("_link", h);
+      this.addEventListener("closed", c);
+    });
+    return withTimeout(waitFor, timeout, () => {
+      const l = peerId ? this._links.get(peerId) : [...this._links.values()][0];
+      const stage = !l ? "partner" : l.pc && l.pc.iceConnectionState !== "connected" ? "ice" : "channel";
+      return new NatkitError("timeout", `no open channel in ${timeout} ms (at ${stage})`, stage);
+    });
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._renewTimer);
+    for (const l of [...this._links.values()]) this._drop(l, null);
+    if (this._ws) { try { this._send({ type: "leave" }); this._ws.close(1000); } catch { /* gone */ } }
+    this._emit("closed");
+  }
+
+  _send(msg) {
+    const text = JSON.stringify(msg);
+    if (text.length > MAX_MESSAGE) return this._emit("error", { code: "frame-too-big", message: `${msg.type} too big` });
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(text);
+  }
+
+  // Joins through `url`: the welcome, or the server's refusal.
+  _join(url, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const u = wsUrl(url);
+      if (this._opts.token) u.searchParams.set("token", this._opts.token);
+      let ws;
+      try { ws = new WebSocket(u); } catch (e) { return reject(new NatkitError("bad-url", String(e), "join")); }
+      const timer = setTimeout(() => { ws.close(); reject(new NatkitError("timeout", `no welcome within ${timeoutMs} ms`, "join")); }, timeoutMs);
+      ws.onopen = () => {
+        const join = { type: "join", room: this.room, version: 1 };
+        if (this.peerId || this._opts.peerId) join.peer_id = this.peerId || this._opts.peerId;
+        ws.send(JSON.stringify(join));
+      };
+      ws.onerror = () => {};
+      ws.onclose = (e) => { clearTimeout(timer); reject(new NatkitError("signaling-closed", `closed (${e.code})`, "join")); };
+      ws.onmessage = (ev) => {
+        let m; try { m = JSON.parse(ev.data); } catch { return; }
+        if (m.type === "error") { clearTimeout(timer); ws.onclose = null; ws.close(); reject(new NatkitError(m.code, m.message || m.code, "join")); }
+        if (m.type === "welcome") { clearTimeout(timer); this._adopt(ws, u); resolve(m); }
+      };
+    });
+  }
+
+  _adopt(ws, u) {
+    this._ws = ws;
+    ws.onclose = () => { if (this._ws === ws) { this._ws = null; this._rejoin("the signaling connection dropped"); } };
+    ws.onmessage = (ev) => { try { this._onMessage(JSON.parse(ev.data)).catch((e) => this._emit("error", { code: "internal", message: String(e) })); } catch { /* not JSON */ } };
+    this._httpBase = httpBase(u);
+  }
+
+  _welcome(m) {
+    this.peerId = m.peer_id;
+    this.peers = [...m.peers];
+    this._setServers(m.ice_servers, m.ttl);
+  }
+
+  _setServers(servers, ttl) {
+    let s = servers || [];
+    if (this._opts.relay === "never") s = s.map((x) => ({ ...x, urls: x.urls.filter((u) => !u.startsWith("turn")) })).filter((x) => x.urls.length);
+    if (this._opts.turnTransports) s = onlyTransport(s, this._opts.turnTransports);
+    this._iceServers = s;
+    clearTimeout(this._renewTimer);
+    if (this._opts.renew && ttl) this._renewTimer = setTimeout(() => this._send({ type: "refresh" }), renewAfter(ttl));
+  }
+
+  async _rejoin(reason) {
+    if (this._closed || this._rejoining) return;
+    this._rejoining = true;
+    this._emit("reconnect", { reason });
+    for (let n = 0; !this._closed; n++) {
+      await sleep(reconnectDelay(n));
+      this._at = (this._at + 1) % this._urls.length;
+      try {
+        const m = await this._join(this._urls[this._at], 5000);
+        this._welcome(m);
+        this._emit("reconnected", { url: this._urls[this._at] });
+        break;
+      } catch (e) {
+        if (PERMANENT.has(e.code)) { this._emit("error", { code: e.code, message: e.message }); this.close(); break; }
+      }
+    }
+    this._rejoining = false;
+    // Paths that failed meanwhile are restarted over fresh credentials.
+    for (const l of this._links.values()) if (l.pc && ["failed", "disconnected"].includes(l.pc.iceConnectionState)) this._restart(l, "rejoined");
+  }
+
+  async _onMessage(m) {
+    switch (m.type) {
+      case "peer-joined":
+        if (!this.peers.includes(m.peer_id)) this.peers.push(m.peer_id);
+        this._emit("peer-joined", { peerId: m.peer_id });
+        // The joiner will offer to us: it gets our summary first.
+        this._summaryTo(m.peer_id);
+        break;
+      case "peer-left": {
+        this.peers = this.peers.filter((p) => p !== m.peer_id);
+        this._emit("peer-left", { peerId: m.peer_id });
+        const l = this._links.get(m.peer_id);
+        if (l) this._drop(l, new NatkitError("closed", `${m.peer_id} left the room`));
+        break;
+      }
+      case "nat-summary": {
+        const l = this._links.get(m.from);
+        const pending = this._summaries || (this._summaries = new Map());
+        if (l) { l.remoteNat = m.nat; if (l.summaryArrived) l.summaryArrived(); }
+        else if (pending.size < MAX_PARTNERS * 4) pending.set(m.from, m.nat);
+        break;
+      }
+      case "offer": return this._onOffer(m);
+      case "answer": {
+        const l = this._links.get(m.from);
+        if (l && l.pc && l.pc.signalingState === "have-local-offer") { await l.pc.setRemoteDescription({ type: "answer", sdp: m.sdp }); await this._flush(l); }
+        break;
+      }
+      case "candidate": {
+        const l = this._links.get(m.from);
+        if (!l) break;
+        if (!l.pc || !l.pc.remoteDescription) { if (l.pending.length < MAX_PENDING_CANDIDATES) l.pending.push(m.candidate); }
+        else await l.pc.addIceCandidate(m.candidate || undefined).catch(() => {});
+        break;
+      }
+      case "ice-servers": // a browser's allocations keep their credential: restart ICE to renew
+        this._setServers(m.ice_servers, m.ttl);
+        this._emit("renewed", { ttl: m.ttl });
+        for (const l of this._links.values()) if (l.pc) { l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this._iceServers }); if (l.offerer) this._restart(l, "renewed"); }
+        break;
+      case "reconnect":
+        if (this._ws) { const ws = this._ws; this._ws = null; ws.onclose = null; ws.close(1000); }
+        this._rejoin(`reconnect: ${m.reason || "draining"}`);
+        break;
+      case "error":
+        this._emit("error", { code: m.code, message: m.message || m.code });
+        break;
+    }
+  }
+
+  _summaryTo(peer) {
+    if (this._opts.relay !== "auto" || !this._probe) return;
+    this._probe.then((nat) => { if (nat && !this._closed) this._send({ type: "nat-summary", to: peer, nat }); });
+  }
+
+  _newLink(peer, offerer) {
+    if (this._links.size >= MAX_PARTNERS) throw new NatkitError("too-many-partners", `at most ${MAX_PARTNERS} partners at once`);
+    const link = { peer, offerer, session: this, pending: [], polite: this.peerId > peer };
+    if (this._summaries && this._summaries.has(peer)) { link.remoteNat = this._summaries.get(peer); this._summaries.delete(peer); }
+    link.channel = new Channel(link);
+    link.opened = new Promise((resolve, reject) => { link.open = resolve; link.fail = reject; });
+    link.opened.catch(() => {});
+    this._links.set(peer, link);
+    this._emit("_link", { peerId: peer, link });
+    return link;
+  }
+
+  async _decide(link) {
+    const local = this._opts.relay === "auto" && this._probe ? await this._probe : null;
+    link.policy = decide(this._opts.relay, local, link.remoteNat);
+    this._emit("policy", { peerId: link.peer, ...link.policy });
+  }
+
+  _newPc(link) {
+    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: link.policy.relayOnly ? "relay" : "all" });
+    pc.onicecandidate = (e) => {
+      if (e.candidate) this._emit("candidate", { peerId: link.peer, type: candidateType(e.candidate) });
+      this._send({ type: "candidate", to: link.peer, candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    pc.onnegotiationneeded = async () => {
+      if (!link.offerer && !link.dc) return; // the first offer is the offerer's
+      try {
+        link.makingOffer = true;
+        await pc.setLocalDescription();
+        this._send({ type: "offer", to: link.peer, sdp: pc.localDescription.sdp });
+      } catch (e) { this._emit("error", { code: "negotiation", message: String(e) }); } finally { link.makingOffer = false; }
+    };
+    pc.onconnectionstatechange = () => {
+      const s = pc.connectionState;
+      this._emit("connection", { peerId: link.peer, state: s });
+      clearTimeout(link.lostTimer);
+      if (s === "connected") { clearTimeout(link.deadline); this._showPath(link); }
+      if (s === "failed") this._restart(link, "path failed");
+      if (s === "disconnected") link.lostTimer = setTimeout(() => this._restart(link, "path lost"), DISCONNECTED_GRACE);
+    };
+    pc.ondatachannel = (e) => this._wire(link, e.channel);
+    return pc;
+  }
+
+  _wire(link, dc) {
+    link.dc = dc;
+    dc.binaryType = "arraybuffer";
+    dc.bufferedAmountLowThreshold = LOW_WATER;
+    dc.onopen = () => this._showPath(link).catch(() => {}).then(() => { link.open(link.channel); this._emit("channel", { peerId: link.peer, channel: link.channel }); });
+    dc.onmessage = (e) => link.channel._deliver(e.data);
+    dc.onclose = () => this._drop(link, null);
+  }
+
+  async _showPath(link) {
+    const pc = link.pc;
+    if (!pc) return;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+    if (!pair) stats.forEach((s) => { if (s.type === "candidate-pair" && s.state === "succeeded" && s.nominated) pair = s; });
+    if (!pair) return;
+    const l = stats.get(pair.localCandidateId), r = stats.get(pair.remoteCandidateId);
+    link.path = {
+      local: l.candidateType, remote: r.candidateType, relayTransport: l.relayProtocol || null,
+      localAddress: `${l.address}:${l.port}`, remoteAddress: `${r.address}:${r.port}`,
+      rule: link.policy.rule, relayOnly: link.policy.relayOnly,
+    };
+    this._emit("path", { peerId: link.peer, path: link.path });
+  }
+
+  _offerTo(peer) {
+    const link = this._newLink(peer, true);
+    (async () => {
+      this._summaryTo(peer);
+      if (this._opts.relay === "auto" && !link.remoteNat) {
+        await Promise.race([new Promise((r) => { link.summaryArrived = r; }), sleep(SUMMARY_WAIT)]);
+      }
+      await this._decide(link);
+      if (link.pc || !link.offerer) return; // the partner's offer came first and was taken
+      const pc = this._newPc(link);
+      this._wire(link, pc.createDataChannel("chat"));
+      if (!link.policy.relayOnly) {
+        link.deadline = setTimeout(() => {
+          if (pc.connectionState === "connected" || this._closed) return;
+          link.policy = { relayOnly: true, rule: "direct-deadline", reason: `no direct pair within ${DIRECT_DEADLINE} ms: relay` };
+          this._emit("policy", { peerId: peer, ...link.policy });
+          pc.setConfiguration({ ...pc.getConfiguration(), iceTransportPolicy: "relay" });
+          this._restart(link, "direct-deadline");
+        }, DIRECT_DEADLINE);
+      }
+    })().catch((e) => this._drop(link, new NatkitError("session-failed", String(e), "offer")));
+    return link;
+  }
+
+  async _onOffer(m) {
+    let link = this._links.get(m.from);
+    if (!link) {
+      if (this._links.size >= MAX_PARTNERS) return;
+      link = this._newLink(m.from, false);
+      await this._decide(link);
+      this._newPc(link);
+    }
+    if (!link.pc) { // glare with our offer in preparation: the polite side answers instead
+      if (!link.polite) return;
+      link.offerer = false;
+      if (!link.policy) await this._decide(link);
+      if (!link.pc) this._newPc(link);
+    }
+    const pc = link.pc;
+    const collision = link.makingOffer || pc.signalingState !== "stable";
+    if (collision && !link.polite) return;
+    await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
+    await this._flush(link);
+    await pc.setLocalDescription();
+    this._send({ type: "answer", to: link.peer, sdp: pc.localDescription.sdp });
+  }
+
+  async _flush(link) {
+    while (link.pending.length) await link.pc.addIceCandidate(link.pending.shift() || undefined).catch(() => {});
+  }
+
+  _restart(link, why) {
+    if (this._closed || !link.pc || link.pc.connectionState === "closed") return;
+    this._emit("ice-restart", { peerId: link.peer, why });
+    link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceServers: this._iceServers });
+    link.pc.restartIce();
+  }
+
+  _drop(link, err) {
+    if (this._links.get(link.peer) !== link) return;
+    this._links.delete(link.peer);
+    clearTimeout(link.deadline);
+    clearTimeout(link.lostTimer);
+    link.fail(err || new NatkitError("closed", `the channel with ${link.peer} closed`));
+    link.channel._end(err);
+    if (link.dc) link.dc.close();
+    if (link.pc) link.pc.close();
+  }
+}
+
+export async function connect(options) {
+  const opts = { relay: "auto", timeout: 30000, renew: true, ...options };
+  if (!opts.room) throw new TypeError("natkit.connect: `room` is required");
+  if (!["auto", "always", "never"].includes(opts.relay)) throw new TypeError(`natkit.connect: bad relay ${opts.relay}`);
+  const urls = [].concat(opts.signal || (typeof location === "undefined" ? [] : [location.origin]));
+  if (!urls.length) throw new TypeError("natkit.connect: `signal` is required");
+  const session = new Session(opts, urls);
+  const deadline = Date.now() + opts.timeout;
+  let last = null;
+  for (let n = 0; Date.now() < deadline; n++) {
+    if (n > 0) await sleep(Math.min(reconnectDelay(n - 1), Math.max(0, deadline - Date.now())));
+    for (let i = 0; i < urls.length && Date.now() < deadline; i++) {
+      try {
+        const m = await session._join(urls[i], Math.min(10000, deadline - Date.now()));
+        session._at = i;
+        session._welcome(m);
+        if (opts.relay === "auto") {
+          session._probe = probe(session._httpBase, opts.token).catch(() => null);
+          session._probe.then((nat) => { session.nat = nat; session._emit("probe", { nat }); });
+        }
+        // The peer that joins where others are offers, to the first of them.
+        if (session.peers.length) session._offerTo(session.peers[0]);
+        return session;
+      } catch (e) {
+        if (PERMANENT.has(e.code)) throw e;
+        last = e;
+      }
+    }
+  }
+  throw last || new NatkitError("timeout", `no signaling server answered within ${opts.timeout} ms`, "join");
+}
