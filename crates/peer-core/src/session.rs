@@ -200,6 +200,11 @@ impl Session {
         self.policy.as_ref().is_some_and(|p| p.relay_only)
     }
 
+    /// The partner's peer id, once there is one.
+    pub fn partner(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.id.as_str())
+    }
+
     /// The ICE servers in force (after `--relay never` removed TURN).
     pub fn servers(&self) -> &[IceServer] {
         &self.servers

@@ -108,6 +108,10 @@ struct Shell<'a> {
     /// Which of `cfg.signal` the signaling connection is to.
     signal_at: Arc<AtomicUsize>,
     emit: &'a (dyn Fn(Event) + Send + Sync),
+    /// Where a program's messages go ([`Mode::App`]).
+    deliver: Option<mpsc::Sender<Message>>,
+    /// The selected pair, as last read.
+    pair: Option<SelectedPair>,
 }
 
 impl Shell<'_> {
@@ -268,8 +272,20 @@ impl Shell<'_> {
                     session.handle_probe(Instant::now(), nat);
                 }
                 Action::Emit(e) => (self.emit)(e),
-                // natkit-peer's modes never ask for it (Mode::App does).
-                Action::Deliver(_) => {}
+                // Mode::App: the program's; natkit-peer's own modes never ask for it.
+                Action::Deliver(m) => {
+                    if let Some(d) = &self.deliver {
+                        if let Err(mpsc::error::TrySendError::Full(_)) = d.try_send(m) {
+                            return Err(Failure::new(
+                                Stage::Dtls,
+                                format!(
+                                    "the program left {} messages unread: the channel is closed",
+                                    crate::api::MAX_UNREAD
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -296,6 +312,7 @@ impl Shell<'_> {
                     remote: "unknown".into(),
                     relay_protocol: None,
                 });
+                self.pair = Some(pair.clone());
                 Some(RtcEvent::Connected {
                     local_candidate_type: pair.local,
                     remote_candidate_type: pair.remote,
@@ -313,16 +330,31 @@ impl Shell<'_> {
     }
 }
 
+/// Why [`first_join`] gave up: a refusal or an unreachable server, or no welcome in time.
+#[derive(Debug)]
+pub(crate) enum JoinError {
+    Signaling(SignalingError),
+    TimedOut(String),
+}
+
+impl From<JoinError> for Failure {
+    fn from(e: JoinError) -> Failure {
+        match e {
+            JoinError::Signaling(e) => Failure::new(Stage::Signaling, e.to_string()),
+            JoinError::TimedOut(why) => Failure::new(Stage::Signaling, why),
+        }
+    }
+}
+
 /// Joins through the first of `cfg.signal` that answers, going round them again (with
 /// [`reconnect_delay`] between rounds) while they fail for a reason that may pass: a node of
 /// several that is down, a refusal such as `cluster-unavailable`. A refusal no node would answer
 /// differently ends it, and so does a single server that cannot be reached (said at once). At
 /// `deadline`, the last error. Which URL it was.
-async fn first_join(
+pub(crate) async fn first_join(
     cfg: &PeerConfig,
     deadline: Instant,
-) -> Result<(Signaling, Welcome, usize), Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(Stage::Signaling, e.to_string());
+) -> Result<(Signaling, Welcome, usize), JoinError> {
     let mut last = None;
     for round in 0u32.. {
         if round > 0 {
@@ -342,11 +374,11 @@ async fn first_join(
             match tokio::time::timeout_at(deadline.into(), join).await {
                 Err(_) => break,
                 Ok(Ok((sig, welcome))) => return Ok((sig, welcome, at)),
-                Ok(Err(e)) if e.is_permanent() => return Err(fail(&e)),
+                Ok(Err(e)) if e.is_permanent() => return Err(JoinError::Signaling(e)),
                 Ok(Err(e @ (SignalingError::Connect { .. } | SignalingError::Closed)))
                     if cfg.signal.len() == 1 =>
                 {
-                    return Err(fail(&e))
+                    return Err(JoinError::Signaling(e))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%signal, error = %e, round, "signaling node unavailable");
@@ -356,8 +388,8 @@ async fn first_join(
         }
     }
     Err(match last {
-        Some(e) => fail(&e),
-        None => fail(&format!(
+        Some(e) => JoinError::Signaling(e),
+        None => JoinError::TimedOut(format!(
             "no welcome from {} in time",
             cfg.signal.join(" or ")
         )),
@@ -376,7 +408,69 @@ async fn run_session(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + cfg.timeout;
-    let (sig, welcome, signal_at) = first_join(cfg, deadline).await?;
+    let joined = first_join(cfg, deadline).await?;
+    let (line_tx, line_rx) = mpsc::channel::<Option<Message>>(INPUT_QUEUE);
+    if cfg.mode == Mode::Chat {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if line_tx.send(Some(Message::Text(l))).await.is_err() {
+                    return;
+                }
+            }
+            let _ = line_tx.send(None).await;
+        });
+    }
+    drive(
+        cfg,
+        joined,
+        started,
+        Io {
+            emit,
+            input: line_rx,
+            app: None,
+        },
+    )
+    .await
+}
+
+/// What a program's messages go through (bounded: `send` waits while the session is busy).
+pub(crate) const INPUT_QUEUE: usize = 256;
+
+/// How the driver meets its user: events, input (chat lines or a program's messages; `None` at
+/// the end), and for a program ([`Mode::App`]) where its messages and the path go.
+pub(crate) struct Io<'a> {
+    pub emit: &'a (dyn Fn(Event) + Send + Sync),
+    pub input: mpsc::Receiver<Option<Message>>,
+    pub app: Option<AppIo>,
+}
+
+/// The library's side of a session ([`crate::api`]).
+pub(crate) struct AppIo {
+    /// The partner's messages (bounded: a program that stops reading ends the channel).
+    pub deliver: mpsc::Sender<Message>,
+    /// The path once the channel is open, updated after ICE restarts.
+    pub path: tokio::sync::watch::Sender<Option<(String, crate::api::Path)>>,
+    /// The room's peers, as signaling says.
+    pub peers: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Drives the session `joined` began, until its outcome.
+pub(crate) async fn drive(
+    cfg: &PeerConfig,
+    joined: (Signaling, Welcome, usize),
+    started: Instant,
+    io: Io<'_>,
+) -> Result<(), Failure> {
+    let deadline = started + cfg.timeout;
+    let (sig, welcome, signal_at) = joined;
+    let Io {
+        emit,
+        input: mut line_rx,
+        app,
+    } = io;
+    let mut input_open = true;
     emit(Event::Joined {
         peer_id: welcome.peer_id.clone(),
         room: welcome.room.clone(),
@@ -390,19 +484,6 @@ async fn run_session(
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
 
-    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<String>>();
-    if cfg.mode == Mode::Chat {
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if line_tx.send(Some(l)).is_err() {
-                    return;
-                }
-            }
-            let _ = line_tx.send(None);
-        });
-    }
     let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
     let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
@@ -419,7 +500,12 @@ async fn run_session(
         rejoining: None,
         signal_at: Arc::new(AtomicUsize::new(signal_at)),
         emit,
+        deliver: app.as_ref().map(|a| a.deliver.clone()),
+        pair: None,
     };
+    if let Some(app) = &app {
+        *app.peers.lock().expect("not poisoned") = welcome.peers.clone();
+    }
     let mut session = Session::new(
         SessionConfig {
             mode: cfg.mode.clone(),
@@ -434,9 +520,15 @@ async fn run_session(
         Instant::now(),
     );
 
+    let mut channel_open = false;
     let outcome = loop {
         if let Err(f) = shell.run_actions(&mut session).await {
             break Err(f);
+        }
+        if let Some(app) = &app {
+            if channel_open {
+                publish_path(&shell, &session, app);
+            }
         }
         if let Some(o) = session.outcome() {
             break o.clone();
@@ -448,6 +540,9 @@ async fn run_session(
                 Some(Ok((s, w))) => {
                     shell.rejoining = None;
                     shell.sig = Some(s);
+                    if let Some(app) = &app {
+                        *app.peers.lock().expect("not poisoned") = w.peers.clone();
+                    }
                     session.handle_rejoined(Instant::now(), w);
                 }
                 Some(Err(why)) => {
@@ -457,7 +552,12 @@ async fn run_session(
                 None => {}
             },
             m = next_signal(&mut shell.sig) => match m {
-                Some(m) => session.handle_signal(Instant::now(), m),
+                Some(m) => {
+                    if let Some(app) = &app {
+                        track_peers(&app.peers, &m);
+                    }
+                    session.handle_signal(Instant::now(), m)
+                }
                 None => {
                     shell.sig = None;
                     session.handle_signaling_lost(Instant::now());
@@ -472,12 +572,24 @@ async fn run_session(
                     session.handle_rtc(Instant::now(), ev);
                 }
             }
-            Some(line) = line_rx.recv() => {
-                session.handle_input(Instant::now(), line.map(Message::Text));
-            }
+            input = line_rx.recv(), if input_open => match input {
+                Some(m) => {
+                    session.handle_input(Instant::now(), m);
+                }
+                // A program's session dropped: its end.
+                None => {
+                    input_open = false;
+                    if app.is_some() {
+                        session.handle_input(Instant::now(), None);
+                    }
+                }
+            },
             Some((_, e)) = dc_rx.recv() => {
                 let ev = match e {
-                    DataChannelEvent::OnOpen => Some(RtcEvent::ChannelOpen),
+                    DataChannelEvent::OnOpen => {
+                        channel_open = true;
+                        Some(RtcEvent::ChannelOpen)
+                    }
                     DataChannelEvent::OnMessage(msg) => Some(RtcEvent::Message(if msg.is_string {
                         Message::Text(String::from_utf8_lossy(&msg.data).into_owned())
                     } else {
@@ -492,10 +604,28 @@ async fn run_session(
             }
         }
     };
+    // A program's session that never met a partner says so (the core names the step it was
+    // waiting in, ICE with nobody to check against).
+    let outcome = match outcome {
+        Err(f) if app.is_some() && session.partner().is_none() => Err(Failure::new(
+            Stage::Timeout,
+            format!(
+                "no partner joined {} within {:.0?} ({f})",
+                cfg.room, cfg.timeout
+            ),
+        )),
+        other => other,
+    };
     // Events queued with the outcome (the last message, say) still reach the user.
     while let Some(action) = session.poll_action() {
-        if let Action::Emit(e) = action {
-            emit(e);
+        match action {
+            Action::Emit(e) => emit(e),
+            Action::Deliver(m) => {
+                if let Some(d) = &shell.deliver {
+                    let _ = d.try_send(m);
+                }
+            }
+            _ => {}
         }
     }
     if let Some(task) = shell.rejoining.take() {
@@ -513,4 +643,38 @@ async fn run_session(
     }
     emit(Event::Closed { reason });
     outcome
+}
+
+/// Keeps a program's view of the room's peers.
+fn track_peers(peers: &std::sync::Mutex<Vec<String>>, m: &ServerMsg) {
+    let mut peers = peers.lock().expect("not poisoned");
+    match m {
+        ServerMsg::PeerJoined { peer_id, .. } if !peers.contains(peer_id) => {
+            peers.push(peer_id.clone())
+        }
+        ServerMsg::PeerLeft { peer_id, .. } => peers.retain(|p| p != peer_id),
+        _ => {}
+    }
+}
+
+/// Tells the program the path of its open channel (when it changed).
+fn publish_path(shell: &Shell<'_>, session: &Session, app: &AppIo) {
+    let (Some(pair), Some(policy), Some(partner)) =
+        (&shell.pair, session.policy(), session.partner())
+    else {
+        return;
+    };
+    let path = crate::api::Path {
+        local: pair.local.clone(),
+        remote: pair.remote.clone(),
+        relay_transport: pair.relay_protocol.clone(),
+        rule: policy.rule.as_str().to_owned(),
+        relay_only: policy.relay_only,
+    };
+    app.path.send_if_modified(|p| {
+        let new = Some((partner.to_owned(), path));
+        let changed = *p != new;
+        *p = new;
+        changed
+    });
 }

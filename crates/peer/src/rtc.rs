@@ -103,6 +103,7 @@ pub(crate) fn local_ip_towards(host: &str) -> Option<IpAddr> {
 }
 
 /// The nominated pair: local and remote candidate types, and how the local relay was reached.
+#[derive(Clone)]
 pub(crate) struct SelectedPair {
     pub(crate) local: String,
     pub(crate) remote: String,
