@@ -1,0 +1,154 @@
+//! The browser client (`/natkit.js`, through natkit-signal's demo page in headless Chromium)
+//! facing natkit-peer in the NAT lab, in both roles: behind two symmetric NATs the pair relays,
+//! with the browser behind a symmetric NAT and natkit-peer on the open internet it connects
+//! directly. The browser forms and sends its NAT summary, so both sides decide by the pair rule
+//! (the UDP-blocked site with `turns:` is in lab_streams.rs). Needs root (fails under CI without
+//! it).
+
+use std::time::Duration;
+
+use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
+use natkit_testkit::events::EventProcess;
+use natkit_testkit::ChromiumPage;
+use serde_json::Value;
+
+const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
+const PEER_SITE: usize = 0;
+const BROWSER_SITE: usize = 1;
+
+fn natkit_peer(lab: &Lab, url: &str, room: &str, args: &[&str]) -> EventProcess {
+    EventProcess::spawn(
+        lab.sites[PEER_SITE]
+            .client
+            .cmd(PEER)
+            .env("RUST_LOG", "off")
+            .args(["--signal", url, "--room", room, "--json", "--timeout", "60"])
+            .args(args),
+    )
+}
+
+/// The demo page in Chromium at the browser site; its last report once `done` accepts one.
+fn page(
+    lab: &Lab,
+    room: &str,
+    query: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (ChromiumPage, Value) {
+    let url = format!("http://{SERVER_IP}:8080/?room={room}{query}");
+    let page = ChromiumPage::open(
+        lab.sites[BROWSER_SITE]
+            .client
+            .cmd(natkit_testkit::chromium()),
+        &format!("natkit-lab-browser-{}-{room}", lab.id()),
+        &[],
+        &url,
+        "natkit-page",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let mut last = Value::Null;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match page
+            .reports
+            .recv_timeout(left)
+            .map(|j| serde_json::from_str::<Value>(&j))
+        {
+            Ok(Ok(v)) => {
+                let stop = done(&v);
+                last = v;
+                if stop {
+                    break;
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => break,
+        }
+    }
+    (page, last)
+}
+
+fn has_message(v: &Value, text: &str) -> bool {
+    v["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x == text))
+}
+
+/// Both roles on `lab` (natkit-peer at site 0, Chromium at site 1): the rule both sides chose,
+/// and each side's view of the selected pair.
+fn both_roles(lab: &Lab, url: &str, check: impl Fn(&str, &Value, &Value)) {
+    // natkit-peer first, echoing; the page joins, offers and sends.
+    let room = format!("{}-page-offers", lab.id());
+    let echo = natkit_peer(lab, url, &room, &["--echo"]);
+    echo.wait_for("probe", Duration::from_secs(20));
+    let (_page, report) = page(lab, &room, "&send=hello%20from%20chromium", |v| {
+        has_message(v, "hello from chromium") && !v["selected"].is_null()
+    });
+    assert!(
+        has_message(&report, "hello from chromium"),
+        "the echo came back: {report}"
+    );
+    let policy = echo.wait_for("policy", Duration::from_secs(1));
+    check("page offers", &report, &policy);
+
+    // The page first, echoing; natkit-peer joins, offers, sends and waits for the reply.
+    let room = format!("{}-peer-offers", lab.id());
+    let (page_running, first) = page(lab, &room, "&echo=1", |v| v["nat"].is_object());
+    assert!(first["nat"].is_object(), "the page probed: {first}");
+    let sender = natkit_peer(lab, url, &room, &["--send", "hello from natkit-peer"]);
+    let reply = sender.wait_for("message", Duration::from_secs(45));
+    assert_eq!(reply["data"], "hello from natkit-peer");
+    let policy = sender.wait_for("policy", Duration::from_secs(1));
+    let mut report = first;
+    while let Ok(j) = page_running.reports.recv_timeout(Duration::from_secs(5)) {
+        report = serde_json::from_str(&j).unwrap_or(report);
+        if !report["selected"].is_null() && has_message(&report, "hello from natkit-peer") {
+            break;
+        }
+    }
+    check("natkit-peer offers", &report, &policy);
+}
+
+#[test]
+fn chromium_and_natkit_peer_behind_symmetric_nats_are_relayed() {
+    if !require_root("chromium_and_natkit_peer_behind_symmetric_nats_are_relayed") {
+        return;
+    }
+    let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
+    let url = lab.start_natkit_signal("lab");
+    both_roles(&lab, &url, |role, page, policy| {
+        // The browser saw its NAT map the relay's two ports apart: symmetric.
+        assert_eq!(
+            page["nat"]["mapping"],
+            serde_json::json!(["address-dependent", "address-and-port-dependent"]),
+            "{role}: {page}"
+        );
+        assert_eq!(page["policy"]["rule"], "symmetric-pair", "{role}: {page}");
+        assert_eq!(page["policy"]["relayOnly"], true, "{role}: {page}");
+        assert_eq!(policy["rule"], "symmetric-pair", "{role}: {policy}");
+        assert_eq!(policy["remote_nat"], page["nat"], "{role}: {policy}");
+        assert_eq!(page["selected"]["local"], "relay", "{role}: {page}");
+    });
+}
+
+#[test]
+fn chromium_behind_a_symmetric_nat_and_natkit_peer_on_the_open_internet_connect_directly() {
+    if !require_root(
+        "chromium_behind_a_symmetric_nat_and_natkit_peer_on_the_open_internet_connect_directly",
+    ) {
+        return;
+    }
+    let mut lab = Lab::with_sites(&[Nat::OpenInternet, Nat::Symmetric]);
+    let url = lab.start_natkit_signal("lab");
+    both_roles(&lab, &url, |role, page, policy| {
+        assert_eq!(
+            page["nat"]["mapping"],
+            serde_json::json!(["address-dependent", "address-and-port-dependent"]),
+            "{role}: {page}"
+        );
+        assert_eq!(page["policy"]["rule"], "direct-possible", "{role}: {page}");
+        assert_eq!(policy["rule"], "direct-possible", "{role}: {policy}");
+        assert_eq!(policy["remote_nat"], page["nat"], "{role}: {policy}");
+        for side in ["local", "remote"] {
+            assert_ne!(page["selected"][side], "relay", "{role}: direct: {page}");
+        }
+    });
+}
