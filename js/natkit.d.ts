@@ -1,7 +1,5 @@
 // Type declarations for natkit.js.
 
-export declare const VERSION: string;
-
 /** How the pair decides on relay-only ICE: natkit's pair rule, always relay, or never. */
 export type RelayMode = "auto" | "always" | "never";
 
@@ -111,6 +109,11 @@ export declare class Session extends EventTarget {
 export declare function connect(options: ConnectOptions): Promise<Session>;
 export declare function decide(mode: RelayMode, local: NatSummary | null, remote: NatSummary | null): Decision;
 export declare function summaryFrom(seen: { mappings: string[]; udpRelay: boolean; turnTried: boolean }): NatSummary | null;
-export declare function probe(httpBase: string, token?: string, timeoutMs?: number): Promise<NatSummary | null>;
+/** Probes this browser's NAT against natkit-signal's relay (`/v1/check-servers`). */
+export declare function probe(httpBase: string, token?: string | null, timeoutMs?: number, details?: false): Promise<NatSummary | null>;
+/** With `details`: also TURN over every transport, and what was seen (the check page's view). */
+export declare function probe(httpBase: string, token: string | null | undefined, timeoutMs: number, details: true): Promise<{
+  nat: NatSummary | null; stunUrls: string[]; mappings: string[]; relayed: string[]; relayProtocols: string[];
+}>;
 export declare function reconnectDelay(attempt: number): number;
 export declare function renewAfter(ttlSeconds: number): number;

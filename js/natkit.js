@@ -1,23 +1,20 @@
-// natkit.js: natkit's browser client. Docs: js/README.md; types: natkit.d.ts; the pair rule:
-// crates/peer-core/pair_rule.tsv (the tests check `decide` against every row).
-
-export const VERSION = "0.1.0";
+// natkit.js: natkit's browser client. Docs: js/README.md; types: natkit.d.ts. `decide` is the
+// pair rule, tested against every row of crates/peer-core/pair_rule.tsv.
 
 // The offerer waits this long for the partner's NAT summary.
 const SUMMARY_WAIT = 1000;
-// Not connected this long with every candidate allowed: ICE restarts relay-only.
+// Not connected this long with all candidates: ICE restarts relay-only.
 const DIRECT_DEADLINE = 5000;
 // "disconnected" this long: ICE restart ("failed": at once).
 const DISCONNECTED_GRACE = 3000;
-// Limits: partners, unread messages, early candidates, send buffer, signaling message.
+// Limits: partners, unread messages, early candidates, send buffer.
 const MAX_PARTNERS = 16;
 const MAX_UNREAD = 65536;
 const MAX_PENDING_CANDIDATES = 256;
 const HIGH_WATER = 1 << 20;
 const LOW_WATER = 256 << 10;
-const MAX_MESSAGE = 64 * 1024;
 
-// `code`: the server's (`unauthorized`, `room-full`, ...), or `timeout`, `closed`, ...
+// `code`: the server's (`unauthorized`, ...), or `timeout`, `closed`, ...
 export class NatkitError extends Error {
   constructor(code, message, stage = null) {
     super(message);
@@ -27,26 +24,18 @@ export class NatkitError extends Error {
   }
 }
 
-// Join refusals no retry cures (natkit_proto's `ErrorCode::is_permanent_refusal`).
+// Join refusals no retry cures (natkit_proto's is_permanent_refusal).
 const PERMANENT = new Set(["unauthorized", "bad-room", "room-full", "server-full"]);
 
-// natkit-peer's back-off (250 ms doubling, at most 5 s) and renewal (at half the TTL).
-export function reconnectDelay(n) {
-  return Math.min(250 * 2 ** Math.min(n, 10), 5000);
-}
-
-export function renewAfter(ttlSeconds) {
-  return Math.max(ttlSeconds * 500, 1000);
-}
+// natkit-peer's back-off (250 ms doubling to 5 s) and renewal (at half the TTL).
+export const reconnectDelay = (n) => Math.min(250 * 2 ** Math.min(n, 10), 5000);
+export const renewAfter = (ttlSeconds) => Math.max(ttlSeconds * 500, 1000);
 
 const DEPENDENT = new Set(["address-dependent", "address-and-port-dependent"]);
 const knownDependent = (list) => Array.isArray(list) && list.length > 0 && list.every((b) => DEPENDENT.has(b));
 const SHORT = { "endpoint-independent": "EI", "address-dependent": "AD", "address-and-port-dependent": "APD" };
-function describe(nat) {
-  if (nat.udp_blocked) return "udp-blocked";
-  const list = (l) => (l && l.length ? l.map((b) => SHORT[b] || "?").join("|") : "unknown");
-  return `mapping ${list(nat.mapping)} filtering ${list(nat.filtering)}`;
-}
+const describe = (n) => (n.udp_blocked ? "udp-blocked"
+  : ["mapping", "filtering"].map((k) => `${k} ${n[k] && n[k].length ? n[k].map((b) => SHORT[b] || "?").join("|") : "unknown"}`).join(" "));
 
 export function decide(mode, local, remote) {
   const p = (relayOnly, rule, reason) => ({ relayOnly, rule, reason });
@@ -79,42 +68,49 @@ export function summaryFrom({ mappings, udpRelay, turnTried }) {
   return turnTried ? nat([], true) : null;
 }
 
-function gather(config, ms) {
+// `early(found, ms)`: how much longer to wait when what was found is enough.
+function gather(config, ms, early = () => null) {
   return new Promise((resolve) => {
-    const found = [];
-    let pc;
+    const found = [], t0 = performance.now();
+    let pc, timer;
     try { pc = new RTCPeerConnection(config); } catch { resolve(found); return; }
     const done = () => { clearTimeout(timer); pc.close(); resolve(found); };
-    const timer = setTimeout(done, ms);
+    timer = setTimeout(done, ms);
     pc.onicecandidate = (e) => {
       if (!e.candidate) return done();
       found.push(e.candidate);
+      const wait = early(found, performance.now() - t0);
+      if (wait != null) { clearTimeout(timer); timer = setTimeout(done, wait); }
     };
     pc.createDataChannel("probe");
     pc.createOffer().then((o) => pc.setLocalDescription(o)).catch(done);
   });
 }
 
-export async function probe(httpBase, token, timeoutMs = 3000) {
+// `details`: TURN over every transport too, and all that was seen (the check page).
+export async function probe(httpBase, token, timeoutMs = 3000, details = false) {
   const url = new URL("/v1/check-servers", httpBase);
   if (token) url.searchParams.set("token", token);
   const res = await fetch(url, { mode: "cors" });
   if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
-  const cfg = await res.json();
-  const servers = cfg.iceServers || [];
-  const stun = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
-  const found = await gather({ iceServers: [{ urls: stun }] }, timeoutMs);
-  const mappings = [...new Set(found.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
-  let udpRelay = false, turnTried = false;
-  if (mappings.length === 0) {
-    const turn = onlyTransport(servers, ["udp"]).filter((s) => s.urls.some((u) => u.startsWith("turn:")));
-    if (turn.length) {
-      turnTried = true;
-      const relays = await gather({ iceServers: turn, iceTransportPolicy: "relay" }, timeoutMs);
-      udpRelay = relays.some((c) => c.type === "relay" && (c.relayProtocol || "udp") === "udp");
-    }
-  }
-  return summaryFrom({ mappings, udpRelay, turnTried });
+  const servers = (await res.json()).iceServers || [];
+  const stunUrls = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
+  const turn = (t) => onlyTransport(servers, t).filter((s) => s.urls.some((u) => u.startsWith("turn")));
+  const relayGather = (t) => (turn(t).length ? gather({ iceServers: turn(t), iceTransportPolicy: "relay" }, timeoutMs) : null);
+  const all = details ? relayGather(["udp", "tcp", "tls"]) : null;
+  const seen = (f) => [...new Set(f.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
+  // Chrome completes ~100 ms after the answers: done once the ports map apart, or a moment
+  // after the first mapping (both requests left together).
+  const found = await gather({ iceServers: [{ urls: stunUrls }] }, timeoutMs, (f, t) => {
+    const n = seen(f).length;
+    return n >= stunUrls.length ? 0 : n ? Math.max(30, t / 2) : null;
+  });
+  const mappings = seen(found);
+  const relaying = all || (mappings.length ? null : relayGather(["udp"]));
+  const relays = ((relaying && (await relaying)) || []).filter((c) => c.type === "relay");
+  const relayProtocols = [...new Set(relays.map((c) => c.relayProtocol || "udp"))];
+  const nat = summaryFrom({ mappings, udpRelay: relayProtocols.includes("udp"), turnTried: !!relaying });
+  return details ? { nat, stunUrls, mappings, relayed: relays.map((c) => `${c.address}:${c.port}`), relayProtocols } : nat;
 }
 
 function wsUrl(u) {
@@ -139,30 +135,24 @@ function onlyTransport(servers, transports) {
     : u.startsWith("turn:") ? transports.includes(u.includes("transport=tcp") ? "tcp" : "udp") : true);
   return servers.map((s) => ({ ...s, urls: s.urls.filter(keep) })).filter((s) => s.urls.length > 0);
 }
-const candidateType = (c) => c.type || (c.candidate.match(/ typ (\w+)/) || [])[1];
 
-// A data channel with one partner: `send`, `onmessage`, `for await`, `path`, `close`.
+// The data channel with one partner.
 export class Channel extends EventTarget {
   constructor(link) {
     super();
-    this._link = link;
-    this._queue = [];
-    this._waiters = [];
-    this._ended = null;
-    this.onmessage = null;
-    this.onclose = null;
+    Object.assign(this, { _link: link, _queue: [], _waiters: [], _ended: null, onmessage: null, onclose: null });
   }
   get peerId() { return this._link.peer; }
   get path() { return this._link.path || null; }
   get readyState() { return this._ended ? "closed" : this._link.dc ? this._link.dc.readyState : "connecting"; }
 
-  // Text for a string, binary for an ArrayBuffer (view, Blob); waits while over 1 MiB is buffered.
+  // A string as text, else binary; waits while over 1 MiB is buffered.
   async send(data) {
     const dc = this._link.dc;
     if (this._ended || !dc || dc.readyState !== "open") throw new NatkitError("closed", "the channel is closed");
     if (dc.bufferedAmount > HIGH_WATER) {
       await new Promise((resolve) => dc.addEventListener("bufferedamountlow", resolve, { once: true }));
-      if (dc.readyState !== "open") throw new NatkitError("closed", "the channel closed while sending");
+      if (dc.readyState !== "open") throw new NatkitError("closed", "closed while sending");
     }
     dc.send(data);
   }
@@ -204,19 +194,7 @@ export class Channel extends EventTarget {
 export class Session extends EventTarget {
   constructor(opts, urls) {
     super();
-    this._opts = opts;
-    this._urls = urls;
-    this._at = 0;
-    this._links = new Map();
-    this._closed = false;
-    this._iceServers = [];
-    this._renewTimer = null;
-    this._ws = null;
-    this.peerId = null;
-    this.room = opts.room;
-    this.peers = [];
-    this.nat = null;
-    this._probe = null;
+    Object.assign(this, { _opts: opts, _urls: urls, _at: 0, _links: new Map(), _iceServers: [], peerId: null, room: opts.room, peers: [], nat: null });
   }
 
   on(name, fn) { const h = (e) => fn(e.detail); this.addEventListener(name, h); return () => this.removeEventListener(name, h); }
@@ -226,9 +204,8 @@ export class Session extends EventTarget {
     if (this._closed) return Promise.reject(new NatkitError("closed", "the session is closed"));
     let link;
     try { link = peerId ? this._links.get(peerId) || (this.peers.includes(peerId) ? this._offerTo(peerId) : null) : [...this._links.values()][0]; } catch (e) { return Promise.reject(e); }
-    const open = (l) => l.opened;
-    const waitFor = link ? open(link) : new Promise((resolve, reject) => {
-      const h = (e) => { if (!peerId || e.detail.peerId === peerId) { off(); open(e.detail.link).then(resolve, reject); } };
+    const waitFor = link ? link.opened : new Promise((resolve, reject) => {
+      const h = (e) => { if (!peerId || e.detail.peerId === peerId) { off(); e.detail.link.opened.then(resolve, reject); } };
       const off = () => { this.removeEventListener("_link", h); this.removeEventListener("closed", c); };
       const c = () => { off(); reject(new NatkitError("closed", "the session closed")); };
       this.addEventListener("_link", h);
@@ -251,9 +228,7 @@ export class Session extends EventTarget {
   }
 
   _send(msg) {
-    const text = JSON.stringify(msg);
-    if (text.length > MAX_MESSAGE) return this._emit("error", { code: "frame-too-big", message: `${msg.type} too big` });
-    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(text);
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
   }
 
   // Joins through `url`: the welcome, or the server's refusal.
@@ -281,9 +256,8 @@ export class Session extends EventTarget {
 
   _adopt(ws, u) {
     this._ws = ws;
-    ws.onclose = () => { if (this._ws === ws) { this._ws = null; this._rejoin("the signaling connection dropped"); } };
+    ws.onclose = () => { if (this._ws === ws) { this._ws = null; this._rejoin("signaling dropped"); } };
     ws.onmessage = (ev) => { try { this._onMessage(JSON.parse(ev.data)).catch((e) => this._emit("error", { code: "internal", message: String(e) })); } catch { /* not JSON */ } };
-    this._httpBase = httpBase(u);
   }
 
   _welcome(m) {
@@ -294,7 +268,7 @@ export class Session extends EventTarget {
 
   _setServers(servers, ttl) {
     let s = servers || [];
-    if (this._opts.relay === "never") s = s.map((x) => ({ ...x, urls: x.urls.filter((u) => !u.startsWith("turn")) })).filter((x) => x.urls.length);
+    if (this._opts.relay === "never") s = onlyTransport(s, []);
     if (this._opts.turnTransports) s = onlyTransport(s, this._opts.turnTransports);
     this._iceServers = s;
     clearTimeout(this._renewTimer);
@@ -318,7 +292,7 @@ export class Session extends EventTarget {
       }
     }
     this._rejoining = false;
-    // Paths that failed meanwhile are restarted over fresh credentials.
+    // Paths that failed meanwhile restart over fresh credentials.
     for (const l of this._links.values()) if (l.pc && ["failed", "disconnected"].includes(l.pc.iceConnectionState)) this._restart(l, "rejoined");
   }
 
@@ -327,7 +301,7 @@ export class Session extends EventTarget {
       case "peer-joined":
         if (!this.peers.includes(m.peer_id)) this.peers.push(m.peer_id);
         this._emit("peer-joined", { peerId: m.peer_id });
-        // The joiner will offer to us: it gets our summary first.
+        // The joiner offers to us: our summary first.
         this._summaryTo(m.peer_id);
         break;
       case "peer-left": {
@@ -360,7 +334,7 @@ export class Session extends EventTarget {
       case "ice-servers": // a browser's allocations keep their credential: restart ICE to renew
         this._setServers(m.ice_servers, m.ttl);
         this._emit("renewed", { ttl: m.ttl });
-        for (const l of this._links.values()) if (l.pc) { l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this._iceServers }); if (l.offerer) this._restart(l, "renewed"); }
+        for (const l of this._links.values()) if (l.pc) l.offerer ? this._restart(l, "renewed") : this._configure(l);
         break;
       case "reconnect":
         if (this._ws) { const ws = this._ws; this._ws = null; ws.onclose = null; ws.close(1000); }
@@ -378,7 +352,7 @@ export class Session extends EventTarget {
   }
 
   _newLink(peer, offerer) {
-    if (this._links.size >= MAX_PARTNERS) throw new NatkitError("too-many-partners", `at most ${MAX_PARTNERS} partners at once`);
+    if (this._links.size >= MAX_PARTNERS) throw new NatkitError("too-many-partners", `over ${MAX_PARTNERS} partners`);
     const link = { peer, offerer, session: this, pending: [], polite: this.peerId > peer };
     if (this._summaries && this._summaries.has(peer)) { link.remoteNat = this._summaries.get(peer); this._summaries.delete(peer); }
     link.channel = new Channel(link);
@@ -395,10 +369,11 @@ export class Session extends EventTarget {
     this._emit("policy", { peerId: link.peer, ...link.policy });
   }
 
-  _newPc(link) {
-    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: link.policy.relayOnly ? "relay" : "all" });
+  // An offerer's pools candidates while the pair is decided.
+  _newPc(link, relay, pool = 0) {
+    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: pool });
     pc.onicecandidate = (e) => {
-      if (e.candidate) this._emit("candidate", { peerId: link.peer, type: candidateType(e.candidate) });
+      if (e.candidate) this._emit("candidate", { peerId: link.peer, type: e.candidate.type });
       this._send({ type: "candidate", to: link.peer, candidate: e.candidate ? e.candidate.toJSON() : null });
     };
     pc.onnegotiationneeded = async () => {
@@ -431,10 +406,8 @@ export class Session extends EventTarget {
   }
 
   async _showPath(link) {
-    const pc = link.pc;
-    if (!pc) return;
-    const stats = await pc.getStats();
-    let pair = null;
+    const stats = await link.pc.getStats();
+    let pair;
     stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
     if (!pair) stats.forEach((s) => { if (s.type === "candidate-pair" && s.state === "succeeded" && s.nominated) pair = s; });
     if (!pair) return;
@@ -449,21 +422,22 @@ export class Session extends EventTarget {
 
   _offerTo(peer) {
     const link = this._newLink(peer, true);
+    const pc = this._newPc(link, this._opts.relay === "always", 1);
     (async () => {
       this._summaryTo(peer);
       if (this._opts.relay === "auto" && !link.remoteNat) {
         await Promise.race([new Promise((r) => { link.summaryArrived = r; }), sleep(SUMMARY_WAIT)]);
       }
       await this._decide(link);
-      if (link.pc || !link.offerer) return; // the partner's offer came first and was taken
-      const pc = this._newPc(link);
+      if (!link.offerer) return; // the partner's offer was taken
+      this._configure(link);
       this._wire(link, pc.createDataChannel("chat"));
       if (!link.policy.relayOnly) {
         link.deadline = setTimeout(() => {
           if (pc.connectionState === "connected" || this._closed) return;
           link.policy = { relayOnly: true, rule: "direct-deadline", reason: `no direct pair within ${DIRECT_DEADLINE} ms: relay` };
           this._emit("policy", { peerId: peer, ...link.policy });
-          pc.setConfiguration({ ...pc.getConfiguration(), iceTransportPolicy: "relay" });
+          this._configure(link);
           this._restart(link, "direct-deadline");
         }, DIRECT_DEADLINE);
       }
@@ -477,13 +451,12 @@ export class Session extends EventTarget {
       if (this._links.size >= MAX_PARTNERS) return;
       link = this._newLink(m.from, false);
       await this._decide(link);
-      this._newPc(link);
-    }
-    if (!link.pc) { // glare with our offer in preparation: the polite side answers instead
+      this._newPc(link, link.policy.relayOnly);
+    } else if (link.offerer && !link.dc) { // glare before our offer: the polite side answers
       if (!link.polite) return;
       link.offerer = false;
       if (!link.policy) await this._decide(link);
-      if (!link.pc) this._newPc(link);
+      this._configure(link);
     }
     const pc = link.pc;
     const collision = link.makingOffer || pc.signalingState !== "stable";
@@ -494,6 +467,10 @@ export class Session extends EventTarget {
     this._send({ type: "answer", to: link.peer, sdp: pc.localDescription.sdp });
   }
 
+  _configure(link) {
+    link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceServers: this._iceServers, iceTransportPolicy: link.policy && link.policy.relayOnly ? "relay" : "all" });
+  }
+
   async _flush(link) {
     while (link.pending.length) await link.pc.addIceCandidate(link.pending.shift() || undefined).catch(() => {});
   }
@@ -501,7 +478,7 @@ export class Session extends EventTarget {
   _restart(link, why) {
     if (this._closed || !link.pc || link.pc.connectionState === "closed") return;
     this._emit("ice-restart", { peerId: link.peer, why });
-    link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceServers: this._iceServers });
+    this._configure(link);
     link.pc.restartIce();
   }
 
@@ -519,11 +496,15 @@ export class Session extends EventTarget {
 
 export async function connect(options) {
   const opts = { relay: "auto", timeout: 30000, renew: true, ...options };
-  if (!opts.room) throw new TypeError("natkit.connect: `room` is required");
+  if (!opts.room) throw new TypeError("natkit.connect: no room");
   if (!["auto", "always", "never"].includes(opts.relay)) throw new TypeError(`natkit.connect: bad relay ${opts.relay}`);
   const urls = [].concat(opts.signal || (typeof location === "undefined" ? [] : [location.origin]));
-  if (!urls.length) throw new TypeError("natkit.connect: `signal` is required");
+  if (!urls.length) throw new TypeError("natkit.connect: no signal URL");
   const session = new Session(opts, urls);
+  if (opts.relay === "auto") {
+    session._probe = probe(httpBase(wsUrl(urls[0])), opts.token).catch(() => null);
+    session._probe.then((nat) => { session.nat = nat; session._emit("probe", { nat }); });
+  }
   const deadline = Date.now() + opts.timeout;
   let last = null;
   for (let n = 0; Date.now() < deadline; n++) {
@@ -533,10 +514,6 @@ export async function connect(options) {
         const m = await session._join(urls[i], Math.min(10000, deadline - Date.now()));
         session._at = i;
         session._welcome(m);
-        if (opts.relay === "auto") {
-          session._probe = probe(session._httpBase, opts.token).catch(() => null);
-          session._probe.then((nat) => { session.nat = nat; session._emit("probe", { nat }); });
-        }
         // The peer that joins where others are offers, to the first of them.
         if (session.peers.length) session._offerTo(session.peers[0]);
         return session;
