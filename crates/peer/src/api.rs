@@ -233,6 +233,9 @@ impl Session {
     pub async fn channel(&self, peer: Option<&str>) -> Result<Channel, Error> {
         let mut path = self.path.clone();
         let mut outcome = self.outcome.clone();
+        // The driver publishes its outcome before it drops either sender: an ended session is
+        // always told by its outcome.
+        let mut path_open = true;
         let partner = loop {
             if let Some((partner, _)) = &*path.borrow_and_update() {
                 break partner.clone();
@@ -244,8 +247,12 @@ impl Session {
                 });
             }
             tokio::select! {
-                r = path.changed() => { if r.is_err() { return Err(Error::Closed) } }
-                r = outcome.changed() => { if r.is_err() { return Err(Error::Closed) } }
+                r = path.changed(), if path_open => path_open = r.is_ok(),
+                r = outcome.changed() => {
+                    if r.is_err() && outcome.borrow().is_none() {
+                        return Err(Error::Closed);
+                    }
+                }
             }
         };
         if let Some(asked) = peer {
