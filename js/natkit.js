@@ -369,9 +369,8 @@ export class Session extends EventTarget {
     this._emit("policy", { peerId: link.peer, ...link.policy });
   }
 
-  // An offerer's pools candidates while the pair is decided.
-  _newPc(link, relay, pool = 0) {
-    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: pool });
+  _newPc(link, relay) {
+    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all" });
     pc.onicecandidate = (e) => {
       if (e.candidate) this._emit("candidate", { peerId: link.peer, type: e.candidate.type });
       this._send({ type: "candidate", to: link.peer, candidate: e.candidate ? e.candidate.toJSON() : null });
@@ -422,7 +421,7 @@ export class Session extends EventTarget {
 
   _offerTo(peer) {
     const link = this._newLink(peer, true);
-    const pc = this._newPc(link, this._opts.relay === "always", 1);
+    const pc = this._newPc(link, this._opts.relay === "always");
     (async () => {
       this._summaryTo(peer);
       if (this._opts.relay === "auto" && !link.remoteNat) {

@@ -538,3 +538,59 @@ async fn the_readme_page_on_another_origin_talks_to_natkit_peer() {
     }
     panic!("no echo on the page: {text}");
 }
+
+/// One page (the module alone, no demo page) with channels to two partners in the room at once,
+/// each its own: two pages join and answer every message with their id; the third opens a
+/// channel to each and hears back from both.
+#[tokio::test]
+async fn one_page_holds_a_channel_to_each_of_two_partners() {
+    let s = start(SignalOptions::default(), None).await;
+    let mut b = Browser::launch().await;
+    let base = format!("http://{}/healthz", s.http);
+    let answer = r#"(async () => {
+        const natkit = await import("/natkit.js");
+        const s = await natkit.connect({ room: "two-partners", signal: location.origin });
+        s.on("channel", async ({ channel }) => {
+            for await (const m of channel) await channel.send(s.peerId + " got " + m);
+        });
+        window.session = s;
+        return s.peerId;
+    })()"#;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let tab = b.open(&base).await;
+        ids.push(b.eval(&tab, answer).await);
+    }
+    let third = b.open(&base).await;
+    let got = b
+        .eval(
+            &third,
+            r#"(async () => {
+                const natkit = await import("/natkit.js");
+                const s = await natkit.connect({ room: "two-partners", signal: location.origin });
+                const channels = await Promise.all(s.peers.map((id) => s.channel(id)));
+                const got = [];
+                for (const c of channels) {
+                    await c.send("hello");
+                    got.push(await c.recv());
+                }
+                return JSON.stringify({ partners: channels.map((c) => c.peerId), got });
+            })()"#,
+        )
+        .await;
+    let got: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["partners"], json!(ids), "{got}");
+    assert_eq!(
+        got["got"],
+        json!([
+            format!("{} got hello", ids[0]),
+            format!("{} got hello", ids[1])
+        ]),
+        "{got}"
+    );
+    assert_eq!(
+        s.metric("natkit_signal_messages_relayed_total{type=\"offer\"}"),
+        3.0,
+        "one offer per pair: the second page to the first (the joiner offers), the third to each"
+    );
+}
