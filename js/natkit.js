@@ -1,12 +1,13 @@
 // natkit.js: natkit's browser client. Docs: js/README.md; types: natkit.d.ts. `decide` is the
 // pair rule, tested against every row of crates/peer-core/pair_rule.tsv.
 
-// The offerer waits this long for the partner's NAT summary.
+// The offerer waits this long for the partner's summary.
 const SUMMARY_WAIT = 1000;
-// Not connected this long with all candidates: ICE restarts relay-only.
+// Not connected this long with all candidates: restart relay-only.
 const DIRECT_DEADLINE = 5000;
 // "disconnected" this long: ICE restart ("failed": at once).
 const DISCONNECTED_GRACE = 3000;
+const CLOSED = () => new NatkitError("closed", "the channel or session is closed");
 // Limits: partners, unread messages, early candidates, send buffer.
 const MAX_PARTNERS = 16;
 const MAX_UNREAD = 65536;
@@ -61,14 +62,14 @@ export function decide(mode, local, remote) {
 
 export function summaryFrom({ mappings, udpRelay, turnTried }) {
   const nat = (mapping, blocked = false) => ({ mapping, filtering: [], udp_blocked: blocked });
-  // Another public port towards another port of the same host: symmetric.
+  // Another public port towards the same host's other port: symmetric.
   if (mappings.length > 1) return nat(["address-dependent", "address-and-port-dependent"]);
   if (mappings.length === 1) return nat(["endpoint-independent", "address-dependent"]);
-  if (udpRelay) return nat([]); // UDP gets out; no NAT seen (or one that hides)
+  if (udpRelay) return nat([]); // UDP gets out, no mapping seen
   return turnTried ? nat([], true) : null;
 }
 
-// `early(found, ms)`: how much longer to wait when what was found is enough.
+// `early(found, ms)`: how long more to wait, when enough was found.
 function gather(config, ms, early = () => null) {
   return new Promise((resolve) => {
     const found = [], t0 = performance.now();
@@ -87,11 +88,11 @@ function gather(config, ms, early = () => null) {
   });
 }
 
-// `details`: TURN over every transport too, and all that was seen (the check page).
+// `details`: TURN over every transport too, and what was seen.
 export async function probe(httpBase, token, timeoutMs = 3000, details = false) {
   const url = new URL("/v1/check-servers", httpBase);
   if (token) url.searchParams.set("token", token);
-  const res = await fetch(url, { mode: "cors" });
+  const res = await fetch(url);
   if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
   const servers = (await res.json()).iceServers || [];
   const stunUrls = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
@@ -99,8 +100,8 @@ export async function probe(httpBase, token, timeoutMs = 3000, details = false) 
   const relayGather = (t) => (turn(t).length ? gather({ iceServers: turn(t), iceTransportPolicy: "relay" }, timeoutMs) : null);
   const all = details ? relayGather(["udp", "tcp", "tls"]) : null;
   const seen = (f) => [...new Set(f.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
-  // Chrome completes ~100 ms after the answers: done once the ports map apart, or a moment
-  // after the first mapping (both requests left together).
+  // Done once the ports map apart, or a moment after the first mapping (both requests left
+  // together), not Chrome's ~100 ms later gathering end.
   const found = await gather({ iceServers: [{ urls: stunUrls }] }, timeoutMs, (f, t) => {
     const n = seen(f).length;
     return n >= stunUrls.length ? 0 : n ? Math.max(30, t / 2) : null;
@@ -149,7 +150,7 @@ export class Channel extends EventTarget {
   // A string as text, else binary; waits while over 1 MiB is buffered.
   async send(data) {
     const dc = this._link.dc;
-    if (this._ended || !dc || dc.readyState !== "open") throw new NatkitError("closed", "the channel is closed");
+    if (this._ended || !dc || dc.readyState !== "open") throw CLOSED();
     if (dc.bufferedAmount > HIGH_WATER) {
       await new Promise((resolve) => dc.addEventListener("bufferedamountlow", resolve, { once: true }));
       if (dc.readyState !== "open") throw new NatkitError("closed", "closed while sending");
@@ -184,7 +185,7 @@ export class Channel extends EventTarget {
   }
   _end(err) {
     if (this._ended) return;
-    this._ended = err || new NatkitError("closed", "the channel is closed");
+    this._ended = err || CLOSED();
     for (const w of this._waiters.splice(0)) w.reject(this._ended);
     if (this.onclose) this.onclose(new Event("close"));
     this.dispatchEvent(new Event("close"));
@@ -201,13 +202,13 @@ export class Session extends EventTarget {
   _emit(name, detail = {}) { this.dispatchEvent(new CustomEvent(name, { detail })); }
 
   channel(peerId = null, { timeout = this._opts.timeout } = {}) {
-    if (this._closed) return Promise.reject(new NatkitError("closed", "the session is closed"));
+    if (this._closed) return Promise.reject(CLOSED());
     let link;
     try { link = peerId ? this._links.get(peerId) || (this.peers.includes(peerId) ? this._offerTo(peerId) : null) : [...this._links.values()][0]; } catch (e) { return Promise.reject(e); }
     const waitFor = link ? link.opened : new Promise((resolve, reject) => {
       const h = (e) => { if (!peerId || e.detail.peerId === peerId) { off(); e.detail.link.opened.then(resolve, reject); } };
       const off = () => { this.removeEventListener("_link", h); this.removeEventListener("closed", c); };
-      const c = () => { off(); reject(new NatkitError("closed", "the session closed")); };
+      const c = () => { off(); reject(CLOSED()); };
       this.addEventListener("_link", h);
       this.addEventListener("closed", c);
     });
@@ -399,7 +400,10 @@ export class Session extends EventTarget {
     link.dc = dc;
     dc.binaryType = "arraybuffer";
     dc.bufferedAmountLowThreshold = LOW_WATER;
-    dc.onopen = () => this._showPath(link).catch(() => {}).then(() => { link.open(link.channel); this._emit("channel", { peerId: link.peer, channel: link.channel }); });
+    dc.onopen = () => this._showPath(link).catch(() => {}).then(() => {
+      // ICE may settle on a better pair later: a new `path`.
+      const ice = link.pc.sctp && link.pc.sctp.transport.iceTransport;
+      if (ice) ice.onselectedcandidatepairchange = () => this._showPath(link); link.open(link.channel); this._emit("channel", { peerId: link.peer, channel: link.channel }); });
     dc.onmessage = (e) => link.channel._deliver(e.data);
     dc.onclose = () => this._drop(link, null);
   }

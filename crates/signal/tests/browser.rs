@@ -594,3 +594,93 @@ async fn one_page_holds_a_channel_to_each_of_two_partners() {
         "one offer per pair: the second page to the first (the joiner offers), the third to each"
     );
 }
+
+/// natkit-signal (and its embedded relay) killed and started again on the same ports under a
+/// live channel between the page and natkit-peer: the page's session rejoins by itself
+/// (`reconnect`, then `reconnected`) and the channel, direct on loopback, carries on.
+#[tokio::test]
+async fn the_page_rejoins_when_signaling_restarts_and_its_channel_carries_on() {
+    let start_signal = |http: &str, relay: &str| {
+        natkit_testkit::Daemon::start(
+            std::process::Command::new(natkit_testkit::workspace_bin("natkit-signal"))
+                .env("NATKIT_TURN_SECRET", "browser-restart")
+                .env("NATKIT_ALT_PORT", "0")
+                .env("RUST_LOG", "warn")
+                .args(["--open", "--listen", http, "--relay-listen", relay])
+                .args(["--metrics-listen", "off"]),
+        )
+    };
+    let mut signal = start_signal("127.0.0.1:0", "127.0.0.1:0");
+    let (http, relay) = (signal.addr("http"), signal.addr("stun"));
+    let url = format!("ws://{http}");
+    let mut echo = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
+    echo.env("RUST_LOG", "off")
+        .args([
+            "--signal",
+            &url,
+            "--room",
+            "restart",
+            "--json",
+            "--timeout",
+            "60",
+            "--echo",
+        ])
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let _echo = echo.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = Browser::launch().await;
+    let tab = b
+        .open(&format!("http://{http}/?room=restart&send=before"))
+        .await;
+    let has = |v: &Value, m: &str| {
+        v["messages"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == m))
+    };
+    let mut st = Value::Null;
+    for _ in 0..200 {
+        st = b.state(&tab).await;
+        if has(&st, "before") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(has(&st, "before"), "the first echo: {st}");
+    assert_ne!(st["selected"]["local"], "relay", "direct on loopback: {st}");
+
+    signal.process().kill();
+    drop(signal);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _signal = start_signal(&http.to_string(), &relay.to_string());
+    for _ in 0..150 {
+        st = b.state(&tab).await;
+        if st["state"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("(rejoined)"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        st["state"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("(rejoined)")),
+        "the page rejoined: {st}"
+    );
+    b.eval(
+        &tab,
+        "(async () => { document.getElementById('text').value = 'after'; \
+         document.getElementById('chat').requestSubmit(); return ''; })()",
+    )
+    .await;
+    for _ in 0..100 {
+        st = b.state(&tab).await;
+        if has(&st, "after") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no echo after the restart: {st}");
+}
