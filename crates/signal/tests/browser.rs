@@ -683,3 +683,84 @@ async fn the_page_rejoins_when_signaling_restarts_and_its_channel_carries_on() {
     }
     panic!("no echo after the restart: {st}");
 }
+
+/// A relay-only channel between the page and natkit-peer with 6 s TURN credentials on a relay
+/// that grants 6 s allocations, kept for 20 s: the page asks for fresh credentials at half their
+/// lifetime and restarts ICE on them (a browser's allocations keep the credential they were made
+/// with), so the channel still carries messages long after the first credential expired.
+#[tokio::test]
+async fn the_page_renews_its_turn_credentials_and_its_relayed_channel_lives_on() {
+    let signal = natkit_testkit::Daemon::start(
+        std::process::Command::new(natkit_testkit::workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "browser-renew")
+            .env("NATKIT_ALT_PORT", "0")
+            .env("NATKIT_SIGNAL_CREDENTIAL_TTL", "6")
+            .env("NATKIT_MAX_LIFETIME", "6")
+            .env("RUST_LOG", "warn")
+            .args([
+                "--open",
+                "--listen",
+                "127.0.0.1:0",
+                "--relay-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--metrics-listen", "off"]),
+    );
+    let http = signal.addr("http");
+    let mut echo = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
+    echo.env("RUST_LOG", "off")
+        .args([
+            "--signal",
+            &format!("ws://{http}"),
+            "--room",
+            "renew",
+            "--json",
+        ])
+        .args(["--relay", "always", "--timeout", "60", "--echo"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let _echo = echo.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = Browser::launch().await;
+    let tab = b
+        .open(&format!("http://{http}/?room=renew&relay=1&send=before"))
+        .await;
+    let has = |v: &Value, m: &str| {
+        v["messages"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == m))
+    };
+    let mut st = Value::Null;
+    for _ in 0..200 {
+        st = b.state(&tab).await;
+        if has(&st, "before") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(has(&st, "before"), "the first echo: {st}");
+    assert_eq!(st["selected"]["local"], "relay", "{st}");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    b.eval(
+        &tab,
+        "(async () => { document.getElementById('text').value = 'after'; \
+         document.getElementById('chat').requestSubmit(); return ''; })()",
+    )
+    .await;
+    for _ in 0..100 {
+        st = b.state(&tab).await;
+        if has(&st, "after") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(has(&st, "after"), "an echo 20 s on: {st}");
+    assert!(
+        st["renewals"].as_u64().unwrap_or(0) >= 4,
+        "renewed every 3 s: {st}"
+    );
+    assert!(
+        st["restarts"].as_u64().unwrap_or(0) >= 1,
+        "ICE restarted on them: {st}"
+    );
+}
