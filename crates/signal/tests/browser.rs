@@ -206,9 +206,14 @@ async fn two_chromium_tabs_chat_relay_only_through_the_embedded_relay() {
 
 /// natkit-peer in `room` of `s` with `--json` (logs off, stdout piped, killed on drop) and `args`.
 fn natkit_peer(s: &Suite, room: &str, args: &[&str]) -> tokio::process::Command {
+    natkit_peer_at(&format!("ws://{}", s.http), room, args)
+}
+
+/// [`natkit_peer`] for natkit-signal at `url`.
+fn natkit_peer_at(url: &str, room: &str, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
     c.env("RUST_LOG", "off")
-        .args(["--signal", &format!("ws://{}", s.http), "--room", room])
+        .args(["--signal", url, "--room", room])
         .args(["--json", "--timeout", "40"])
         .args(args)
         .stdout(Stdio::piped())
@@ -594,167 +599,123 @@ async fn one_page_holds_a_channel_to_each_of_two_partners() {
     );
 }
 
+/// natkit-signal as a process on 127.0.0.1 (open, its relay embedded) with `env`.
+fn signal_process(http: &str, relay: &str, env: &[(&str, &str)]) -> natkit_testkit::Daemon {
+    natkit_testkit::Daemon::start(
+        std::process::Command::new(natkit_testkit::workspace_bin("natkit-signal"))
+            .env("NATKIT_TURN_SECRET", "browser-process")
+            .env("NATKIT_ALT_PORT", "0")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .args(["--open", "--listen", http, "--relay-listen", relay])
+            .args(["--metrics-listen", "off"]),
+    )
+}
+
+/// natkit-peer `--echo` (and `args`) in `room` at `http`, then the demo page in that room sending
+/// "before" (and `query`), once its echo came back: the browser, the tab, the echo process.
+async fn page_with_echo(
+    http: std::net::SocketAddr,
+    room: &str,
+    args: &[&str],
+    query: &str,
+) -> (Browser, String, tokio::process::Child) {
+    let echo = natkit_peer_at(&format!("ws://{http}"), room, &[&["--echo"], args].concat())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = Browser::launch().await;
+    let tab = b
+        .open(&format!("http://{http}/?room={room}&send=before{query}"))
+        .await;
+    let st = page_until(&mut b, &tab, 200, |v| has_message(v, "before")).await;
+    assert!(has_message(&st, "before"), "the first echo: {st}");
+    (b, tab, echo)
+}
+
+fn has_message(v: &Value, m: &str) -> bool {
+    v["messages"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == m))
+}
+
+/// The page's state once `done` accepts it, or after `tries` tenths of a second.
+async fn page_until(
+    b: &mut Browser,
+    tab: &str,
+    tries: usize,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut st = Value::Null;
+    for _ in 0..tries {
+        st = b.state(tab).await;
+        if done(&st) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    st
+}
+
+/// Types `text` into the page's chat form and sends it; its echo is waited for.
+async fn say(b: &mut Browser, tab: &str, text: &str) -> Value {
+    b.eval(
+        tab,
+        &format!(
+            "(async () => {{ document.getElementById('text').value = '{text}'; \
+             document.getElementById('chat').requestSubmit(); return ''; }})()"
+        ),
+    )
+    .await;
+    page_until(b, tab, 100, |v| has_message(v, text)).await
+}
+
 /// natkit-signal (and its embedded relay) killed and started again on the same ports under a
 /// live channel between the page and natkit-peer: the page's session rejoins by itself
 /// (`reconnect`, then `reconnected`) and the channel, direct on loopback, carries on.
 #[tokio::test]
 async fn the_page_rejoins_when_signaling_restarts_and_its_channel_carries_on() {
-    let start_signal = |http: &str, relay: &str| {
-        natkit_testkit::Daemon::start(
-            std::process::Command::new(natkit_testkit::workspace_bin("natkit-signal"))
-                .env("NATKIT_TURN_SECRET", "browser-restart")
-                .env("NATKIT_ALT_PORT", "0")
-                .env("RUST_LOG", "warn")
-                .args(["--open", "--listen", http, "--relay-listen", relay])
-                .args(["--metrics-listen", "off"]),
-        )
-    };
-    let mut signal = start_signal("127.0.0.1:0", "127.0.0.1:0");
+    let mut signal = signal_process("127.0.0.1:0", "127.0.0.1:0", &[]);
     let (http, relay) = (signal.addr("http"), signal.addr("stun"));
-    let url = format!("ws://{http}");
-    let mut echo = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
-    echo.env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            &url,
-            "--room",
-            "restart",
-            "--json",
-            "--timeout",
-            "60",
-            "--echo",
-        ])
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    let _echo = echo.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut b = Browser::launch().await;
-    let tab = b
-        .open(&format!("http://{http}/?room=restart&send=before"))
-        .await;
-    let has = |v: &Value, m: &str| {
-        v["messages"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == m))
-    };
-    let mut st = Value::Null;
-    for _ in 0..200 {
-        st = b.state(&tab).await;
-        if has(&st, "before") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(has(&st, "before"), "the first echo: {st}");
+    let (mut b, tab, _echo) = page_with_echo(http, "restart", &[], "").await;
+    let st = b.state(&tab).await;
     assert_ne!(st["selected"]["local"], "relay", "direct on loopback: {st}");
 
     signal.process().kill();
     drop(signal);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _signal = start_signal(&http.to_string(), &relay.to_string());
-    for _ in 0..150 {
-        st = b.state(&tab).await;
-        if st["state"]
+    let _signal = signal_process(&http.to_string(), &relay.to_string(), &[]);
+    let rejoined = |v: &Value| {
+        v["state"]
             .as_str()
             .is_some_and(|s| s.ends_with("(rejoined)"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        st["state"]
-            .as_str()
-            .is_some_and(|s| s.ends_with("(rejoined)")),
-        "the page rejoined: {st}"
-    );
-    b.eval(
-        &tab,
-        "(async () => { document.getElementById('text').value = 'after'; \
-         document.getElementById('chat').requestSubmit(); return ''; })()",
-    )
-    .await;
-    for _ in 0..100 {
-        st = b.state(&tab).await;
-        if has(&st, "after") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no echo after the restart: {st}");
+    };
+    let st = page_until(&mut b, &tab, 150, rejoined).await;
+    assert!(rejoined(&st), "the page rejoined: {st}");
+    let st = say(&mut b, &tab, "after").await;
+    assert!(has_message(&st, "after"), "no echo after the restart: {st}");
 }
 
 /// A relay-only channel between the page and natkit-peer with 6 s TURN credentials on a relay
 /// that grants 6 s allocations, kept for 20 s: the page asks for fresh credentials at half their
 /// lifetime and restarts ICE on them (a browser's allocations keep the credential they were made
-/// with), so the channel still carries messages long after the first credential expired.
+/// with), so the channel still carries messages long after the first credential expired (with
+/// renewal off in natkit.js this test fails: the connection fails and nothing comes back).
 #[tokio::test]
 async fn the_page_renews_its_turn_credentials_and_its_relayed_channel_lives_on() {
-    let signal = natkit_testkit::Daemon::start(
-        std::process::Command::new(natkit_testkit::workspace_bin("natkit-signal"))
-            .env("NATKIT_TURN_SECRET", "browser-renew")
-            .env("NATKIT_ALT_PORT", "0")
-            .env("NATKIT_SIGNAL_CREDENTIAL_TTL", "6")
-            .env("NATKIT_MAX_LIFETIME", "6")
-            .env("RUST_LOG", "warn")
-            .args([
-                "--open",
-                "--listen",
-                "127.0.0.1:0",
-                "--relay-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--metrics-listen", "off"]),
-    );
-    let http = signal.addr("http");
-    let mut echo = tokio::process::Command::new(natkit_testkit::workspace_bin("natkit-peer"));
-    echo.env("RUST_LOG", "off")
-        .args([
-            "--signal",
-            &format!("ws://{http}"),
-            "--room",
-            "renew",
-            "--json",
-        ])
-        .args(["--relay", "always", "--timeout", "60", "--echo"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    let _echo = echo.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut b = Browser::launch().await;
-    let tab = b
-        .open(&format!("http://{http}/?room=renew&relay=1&send=before"))
-        .await;
-    let has = |v: &Value, m: &str| {
-        v["messages"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == m))
-    };
-    let mut st = Value::Null;
-    for _ in 0..200 {
-        st = b.state(&tab).await;
-        if has(&st, "before") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(has(&st, "before"), "the first echo: {st}");
-    assert_eq!(st["selected"]["local"], "relay", "{st}");
+    let short = [
+        ("NATKIT_SIGNAL_CREDENTIAL_TTL", "6"),
+        ("NATKIT_MAX_LIFETIME", "6"),
+    ];
+    let signal = signal_process("127.0.0.1:0", "127.0.0.1:0", &short);
+    let always = ["--relay", "always"];
+    let (mut b, tab, _echo) =
+        page_with_echo(signal.addr("http"), "renew", &always, "&relay=1").await;
+    assert_eq!(b.state(&tab).await["selected"]["local"], "relay");
     tokio::time::sleep(Duration::from_secs(20)).await;
-    b.eval(
-        &tab,
-        "(async () => { document.getElementById('text').value = 'after'; \
-         document.getElementById('chat').requestSubmit(); return ''; })()",
-    )
-    .await;
-    for _ in 0..100 {
-        st = b.state(&tab).await;
-        if has(&st, "after") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(has(&st, "after"), "an echo 20 s on: {st}");
+    let st = say(&mut b, &tab, "after").await;
+    assert!(has_message(&st, "after"), "an echo 20 s on: {st}");
     assert!(
         st["renewals"].as_u64().unwrap_or(0) >= 4,
         "renewed every 3 s: {st}"
