@@ -17,7 +17,6 @@ use std::time::Duration;
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::ChromiumPage;
-use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
 const RUNS: usize = 9;
@@ -44,19 +43,11 @@ fn open_ms(lab: &Lab, url: &str, page_url: &str, room: &str) -> u64 {
         &format!("{page_url}?room={room}&send=x"),
         "natkit-page",
     );
-    loop {
-        let j = page
-            .reports
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the page opened its channel");
-        let v: Value = serde_json::from_str(&j).unwrap_or(Value::Null);
-        if let Some(ms) = v["openMs"].as_u64() {
-            if !v["times"].is_null() {
-                println!("  {room}: {}", v["times"]);
-            }
-            return ms;
-        }
+    let v = page.report_until(Duration::from_secs(60), |v| v["openMs"].is_u64());
+    if !v["times"].is_null() {
+        println!("  {room}: {}", v["times"]);
     }
+    v["openMs"].as_u64().expect("the page opened its channel")
 }
 
 fn median(mut v: Vec<u64>) -> u64 {

@@ -503,9 +503,6 @@ pub(crate) async fn drive(
         deliver: app.as_ref().map(|a| a.deliver.clone()),
         pair: None,
     };
-    if let Some(app) = &app {
-        *app.peers.lock().expect("not poisoned") = welcome.peers.clone();
-    }
     let mut session = Session::new(
         SessionConfig {
             mode: cfg.mode.clone(),
@@ -520,13 +517,16 @@ pub(crate) async fn drive(
         Instant::now(),
     );
 
+    // The program's path is published once the channel opens, and again after each peer
+    // connection event (a new selected pair, a new policy): not on every message.
     let mut channel_open = false;
+    let mut path_stale = false;
     let outcome = loop {
         if let Err(f) = shell.run_actions(&mut session).await {
             break Err(f);
         }
         if let Some(app) = &app {
-            if channel_open {
+            if channel_open && std::mem::take(&mut path_stale) {
                 publish_path(&shell, &session, app);
             }
         }
@@ -571,6 +571,7 @@ pub(crate) async fn drive(
                 if let Some(ev) = ev {
                     session.handle_rtc(Instant::now(), ev);
                 }
+                path_stale = true;
             }
             input = line_rx.recv(), if input_open => match input {
                 Some(m) => {
@@ -588,6 +589,7 @@ pub(crate) async fn drive(
                 let ev = match e {
                     DataChannelEvent::OnOpen => {
                         channel_open = true;
+                        path_stale = true;
                         Some(RtcEvent::ChannelOpen)
                     }
                     DataChannelEvent::OnMessage(msg) => Some(RtcEvent::Message(if msg.is_string {

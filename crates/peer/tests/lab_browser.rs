@@ -44,25 +44,7 @@ fn page(
         &url,
         "natkit-page",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(45);
-    let mut last = Value::Null;
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match page
-            .reports
-            .recv_timeout(left)
-            .map(|j| serde_json::from_str::<Value>(&j))
-        {
-            Ok(Ok(v)) => {
-                let stop = done(&v);
-                last = v;
-                if stop {
-                    break;
-                }
-            }
-            Ok(Err(_)) => {}
-            Err(_) => break,
-        }
-    }
+    let last = page.report_until(Duration::from_secs(45), done);
     (page, last)
 }
 
@@ -72,15 +54,29 @@ fn has_message(v: &Value, text: &str) -> bool {
         .is_some_and(|m| m.iter().any(|x| x == text))
 }
 
-/// Both roles on `lab` (natkit-peer at site 0, Chromium at site 1): the rule both sides chose,
+/// Both roles on `lab` (natkit-peer at site 0, Chromium at site 1): both sides decide `rule`,
 /// and the page's selected pair once `settled` accepts it (ICE may select a relayed pair first
 /// and a direct one a moment later; the page reports each).
 fn both_roles(
     lab: &Lab,
     url: &str,
+    rule: &str,
     settled: impl Fn(&str, &Value) -> bool,
     check: impl Fn(&str, &Value, &Value),
 ) {
+    // The browser (always behind the symmetric NAT) saw its NAT map the relay's two ports apart,
+    // sent that summary, and both sides decided the same row with it.
+    let decided = |role: &str, page: &Value, policy: &Value| {
+        assert_eq!(
+            page["nat"]["mapping"],
+            serde_json::json!(["address-dependent", "address-and-port-dependent"]),
+            "{role}: {page}"
+        );
+        assert_eq!(page["policy"]["rule"], rule, "{role}: {page}");
+        assert_eq!(policy["rule"], rule, "{role}: {policy}");
+        assert_eq!(policy["remote_nat"], page["nat"], "{role}: {policy}");
+        check(role, page, policy);
+    };
     // natkit-peer first, echoing; the page joins, offers and sends.
     let room = format!("{}-page-offers", lab.id());
     let echo = natkit_peer(lab, url, &room, &["--echo"]);
@@ -93,7 +89,7 @@ fn both_roles(
         "the echo came back: {report}"
     );
     let policy = echo.wait_for("policy", Duration::from_secs(1));
-    check("page offers", &report, &policy);
+    decided("page offers", &report, &policy);
 
     // The page first, echoing; natkit-peer joins, offers, sends and waits for the reply.
     let room = format!("{}-peer-offers", lab.id());
@@ -103,15 +99,10 @@ fn both_roles(
     let reply = sender.wait_for("message", Duration::from_secs(45));
     assert_eq!(reply["data"], "hello from natkit-peer");
     let policy = sender.wait_for("policy", Duration::from_secs(1));
-    let mut report = first;
-    while let Ok(j) = page_running.reports.recv_timeout(Duration::from_secs(5)) {
-        report = serde_json::from_str(&j).unwrap_or(report);
-        if settled("natkit-peer offers", &report) && has_message(&report, "hello from natkit-peer")
-        {
-            break;
-        }
-    }
-    check("natkit-peer offers", &report, &policy);
+    let report = page_running.report_until(Duration::from_secs(45), |v| {
+        settled("natkit-peer offers", v) && has_message(v, "hello from natkit-peer")
+    });
+    decided("natkit-peer offers", &report, &policy);
 }
 
 #[test]
@@ -122,19 +113,17 @@ fn chromium_and_natkit_peer_behind_symmetric_nats_are_relayed() {
     let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     let url = lab.start_natkit_signal("lab");
     let relayed = |_: &str, v: &Value| v["selected"]["local"] == "relay";
-    both_roles(&lab, &url, relayed, |role, page, policy| {
-        // The browser saw its NAT map the relay's two ports apart: symmetric.
-        assert_eq!(
-            page["nat"]["mapping"],
-            serde_json::json!(["address-dependent", "address-and-port-dependent"]),
-            "{role}: {page}"
-        );
-        assert_eq!(page["policy"]["rule"], "symmetric-pair", "{role}: {page}");
-        assert_eq!(page["policy"]["relayOnly"], true, "{role}: {page}");
-        assert_eq!(policy["rule"], "symmetric-pair", "{role}: {policy}");
-        assert_eq!(policy["remote_nat"], page["nat"], "{role}: {policy}");
-        assert_eq!(page["selected"]["local"], "relay", "{role}: {page}");
-    });
+    both_roles(
+        &lab,
+        &url,
+        "symmetric-pair",
+        relayed,
+        |role, page, policy| {
+            assert_eq!(page["policy"]["relayOnly"], true, "{role}: {page}");
+            assert_eq!(policy["ice_transport_policy"], "relay", "{role}: {policy}");
+            assert_eq!(page["selected"]["local"], "relay", "{role}: {page}");
+        },
+    );
 }
 
 #[test]
@@ -153,21 +142,19 @@ fn chromium_behind_a_symmetric_nat_and_natkit_peer_on_the_open_internet_connect_
     // there the decision is what is checked; with natkit-peer controlling, the pair is direct.
     let settled =
         |role: &str, v: &Value| !v["selected"].is_null() && (role == "page offers" || direct(v));
-    both_roles(&lab, &url, settled, |role, page, policy| {
-        assert_eq!(
-            page["nat"]["mapping"],
-            serde_json::json!(["address-dependent", "address-and-port-dependent"]),
-            "{role}: {page}"
-        );
-        assert_eq!(page["policy"]["rule"], "direct-possible", "{role}: {page}");
-        assert_eq!(policy["rule"], "direct-possible", "{role}: {policy}");
-        assert_eq!(policy["remote_nat"], page["nat"], "{role}: {policy}");
-        assert_eq!(policy["ice_transport_policy"], "all", "{role}: {policy}");
-        assert_eq!(page["policy"]["relayOnly"], false, "{role}: {page}");
-        if role == "natkit-peer offers" {
-            assert!(direct(page), "{role}: direct: {page}");
-        } else {
-            eprintln!("{role}: Chromium selected {}", page["selected"]);
-        }
-    });
+    both_roles(
+        &lab,
+        &url,
+        "direct-possible",
+        settled,
+        |role, page, policy| {
+            assert_eq!(policy["ice_transport_policy"], "all", "{role}: {policy}");
+            assert_eq!(page["policy"]["relayOnly"], false, "{role}: {page}");
+            if role == "natkit-peer offers" {
+                assert!(direct(page), "{role}: direct: {page}");
+            } else {
+                eprintln!("{role}: Chromium selected {}", page["selected"]);
+            }
+        },
+    );
 }

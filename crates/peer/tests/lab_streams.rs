@@ -212,24 +212,7 @@ fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Val
         url,
         "natkit-page",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(45);
-    let mut last = Value::Null;
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match page
-            .reports
-            .recv_timeout(left)
-            .map(|j| serde_json::from_str::<Value>(&j))
-        {
-            Ok(Ok(v)) if done(&v) => {
-                last = v;
-                break;
-            }
-            Ok(Ok(v)) => last = v,
-            Ok(Err(_)) => {}
-            Err(_) => break,
-        }
-    }
-    last
+    page.report_until(Duration::from_secs(45), done)
 }
 
 #[test]

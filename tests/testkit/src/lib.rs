@@ -359,6 +359,37 @@ impl ChromiumPage {
     }
 }
 
+impl ChromiumPage {
+    /// The page's reports until one that `done` accepts (returned), or `within` passes: then
+    /// the last report (`Null` when none came).
+    pub fn report_until(
+        &self,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + within;
+        let mut last = serde_json::Value::Null;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self
+                .reports
+                .recv_timeout(left)
+                .map(|j| serde_json::from_str(&j))
+            {
+                Ok(Ok(v)) => {
+                    let stop = done(&v);
+                    last = v;
+                    if stop {
+                        break;
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+        last
+    }
+}
+
 impl Drop for ChromiumPage {
     fn drop(&mut self) {
         self.process.kill();
