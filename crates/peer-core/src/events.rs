@@ -23,6 +23,14 @@ pub enum Event {
         room: String,
         peers: Vec<String>,
     },
+    /// A peer joined the room (a program's session: natkit-peer's library API).
+    PeerJoined {
+        peer_id: String,
+    },
+    /// A peer left the room.
+    PeerLeft {
+        peer_id: String,
+    },
     Connected {
         local_candidate_type: String,
         remote_candidate_type: String,
@@ -101,6 +109,8 @@ impl Event {
                     .unwrap_or_default();
                 format!("connected in {elapsed_ms} ms: local {local_candidate_type}{via} <-> remote {remote_candidate_type}")
             }
+            Event::PeerJoined { peer_id } => format!("{peer_id} joined"),
+            Event::PeerLeft { peer_id } => format!("{peer_id} left"),
             Event::Message { data } => format!("message: {data}"),
             Event::Renewed { ttl } => format!("TURN credentials renewed, valid {ttl} s"),
             Event::IceRestart { reason } => format!("ICE restart ({reason})"),

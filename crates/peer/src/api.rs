@@ -26,8 +26,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::events::Event;
-use crate::peer::{drive, first_join, AppIo, Io, JoinError, PeerConfig, INPUT_QUEUE};
+use crate::peer::{first_join, JoinError, PeerConfig};
 use crate::policy::RelayMode;
+pub use crate::room::MAX_PARTNERS;
+use crate::room::{self, LinkView, Shared};
 use crate::session::Mode;
 pub use crate::session::{Failure, Message, Stage};
 use crate::signaling::SignalingError;
@@ -85,11 +87,8 @@ pub enum Error {
     /// The session or its channel is closed.
     #[error("the channel is closed")]
     Closed,
-    /// This session's channel is with another partner (a session holds one channel).
-    #[error("this session's channel is with {partner}, not {asked}")]
-    OtherPartner { partner: String, asked: String },
-    /// `channel` was called before, and its channel taken.
-    #[error("the channel was already taken from this session")]
+    /// The channel with this partner was taken by an earlier `channel` call.
+    #[error("the channel with this partner was already taken")]
     ChannelTaken,
     #[error("bad options: {0}")]
     Options(String),
@@ -119,22 +118,30 @@ pub struct Path {
     pub relay_only: bool,
 }
 
-/// A joined peer. Dropping it ends the session (the partner sees the channel close).
+/// A joined peer, with a channel to each partner in the room. Dropping it ends the session
+/// (partners see their channels close).
 pub struct Session {
     peer_id: String,
     room: String,
-    peers: Arc<Mutex<Vec<String>>>,
-    events: broadcast::Sender<Event>,
-    input: mpsc::Sender<Option<Message>>,
-    deliver: Mutex<Option<mpsc::Receiver<Message>>>,
-    path: watch::Receiver<Option<(String, Path)>>,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<SessionEvent>,
+    close: mpsc::Sender<()>,
     task: Mutex<Option<JoinHandle<Result<(), Failure>>>>,
-    outcome: watch::Receiver<Option<Result<(), Failure>>>,
 }
 
-/// Joins `options.room` and starts the session: it probes, exchanges NAT summaries with the
-/// partner, decides the path and opens the channel in the background (see
-/// [`Session::channel`]). A refused join is an [`Error::Refused`] at once.
+/// An event of the session: `peer` names the partner it concerns (`None`: the room's, such as
+/// `joined`, `probe`, `peer-joined`, `signaling`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEvent {
+    pub peer: Option<String>,
+    pub event: Event,
+}
+
+/// Joins `options.room` and starts the session: it probes, exchanges NAT summaries with each
+/// partner, decides each path and opens the channels in the background (see
+/// [`Session::channel`]). It offers to the peers already in the room and answers those that
+/// join later (up to [`MAX_PARTNERS`]). A refused join is an [`Error::Refused`] at once.
 pub async fn connect(options: Options) -> Result<Session, Error> {
     if options.signal.is_empty() {
         return Err(Error::Options("no signaling URL".into()));
@@ -157,44 +164,29 @@ pub async fn connect(options: Options) -> Result<Session, Error> {
     let joined = first_join(&cfg, started + cfg.timeout).await?;
     let (peer_id, room) = (joined.1.peer_id.clone(), joined.1.room.clone());
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
-    let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-    let (deliver_tx, deliver) = mpsc::channel(MAX_UNREAD);
-    let (path_tx, path) = watch::channel(None);
-    let (outcome_tx, outcome) = watch::channel(None);
-    let peers = Arc::new(Mutex::new(joined.1.peers.clone()));
-    let app = AppIo {
-        deliver: deliver_tx,
-        path: path_tx,
-        peers: Arc::clone(&peers),
-    };
-    let sender = events.clone();
+    let (close, close_rx) = mpsc::channel(1);
+    let shared = Shared::new(joined.1.peers.clone());
+    let timeout = cfg.timeout;
     let span = tracing::info_span!("session", room = %cfg.room, peer = %peer_id);
     let task = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let emit = move |e: Event| {
-                let _ = sender.send(e);
-            };
-            let io = Io {
-                emit: &emit,
-                input: input_rx,
-                app: Some(app),
-            };
-            let outcome = drive(&cfg, joined, started, io).await;
-            let _ = outcome_tx.send(Some(outcome.clone()));
-            outcome
-        },
+        room::run(
+            cfg,
+            joined,
+            started,
+            Arc::clone(&shared),
+            events.clone(),
+            close_rx,
+        ),
         span,
     ));
     Ok(Session {
         peer_id,
         room,
-        peers,
+        timeout,
+        shared,
         events,
-        input,
-        deliver: Mutex::new(Some(deliver)),
-        path,
+        close,
         task: Mutex::new(Some(task)),
-        outcome,
     })
 }
 
@@ -209,12 +201,14 @@ impl Session {
 
     /// The other peers in the room, as signaling last said.
     pub fn peers(&self) -> Vec<String> {
-        self.peers.lock().expect("not poisoned").clone()
+        self.shared.peers.lock().expect("not poisoned").clone()
     }
 
-    /// The session's events from now on (`connected`, `renewed`, `ice-restart`, `signaling`,
-    /// ...: what `natkit-peer --json` prints). A reader more than 256 behind skips the oldest.
-    pub fn events(&self) -> BoxStream<'static, Event> {
+    /// The session's events from now on: the room's (`joined`, `probe`, `peer-joined`,
+    /// `peer-left`, `signaling`, `closed`) and each partner's (`policy`, `connected`,
+    /// `renewed`, `ice-restart`, ...: what `natkit-peer --json` prints). A reader more than 256
+    /// behind skips the oldest.
+    pub fn events(&self) -> BoxStream<'static, SessionEvent> {
         futures_util::stream::unfold(self.events.subscribe(), |mut rx| async move {
             loop {
                 match rx.recv().await {
@@ -227,60 +221,89 @@ impl Session {
         .boxed()
     }
 
-    /// The data channel with `peer` (or with the first partner to appear), once open. Fails
-    /// with the session's [`Failure`] (its stage: `signaling`, `ice`, `relay`, `dtls`,
-    /// `timeout` when nothing opened within [`Options::timeout`]).
+    /// The data channel with `peer` once open: it waits for `peer` to join (up to
+    /// [`Options::timeout`]). With `None`, the first open channel not taken yet, waiting for
+    /// one as long as the session lives: call it again for the next partner. Fails with the
+    /// session's [`Failure`] (its stage: `signaling`, `ice`, `relay`, `dtls`, `timeout` when no
+    /// channel opened within [`Options::timeout`]), or with `peer`'s link's.
     pub async fn channel(&self, peer: Option<&str>) -> Result<Channel, Error> {
-        let mut path = self.path.clone();
-        let mut outcome = self.outcome.clone();
-        // The driver publishes its outcome before it drops either sender: an ended session is
-        // always told by its outcome.
-        let mut path_open = true;
-        let partner = loop {
-            if let Some((partner, _)) = &*path.borrow_and_update() {
-                break partner.clone();
-            }
-            if let Some(o) = &*outcome.borrow_and_update() {
-                return Err(match o {
-                    Err(f) => Error::Failed(f.clone()),
-                    Ok(()) => Error::Closed,
-                });
+        let mut changed = self.shared.changed.subscribe();
+        let until = tokio::time::Instant::now() + self.timeout;
+        loop {
+            changed.borrow_and_update();
+            if let Some(found) = self.take_channel(peer) {
+                return found;
             }
             tokio::select! {
-                r = path.changed(), if path_open => path_open = r.is_ok(),
-                r = outcome.changed() => {
-                    if r.is_err() && outcome.borrow().is_none() {
-                        return Err(Error::Closed);
-                    }
+                r = changed.changed() => if r.is_err() {
+                    return Err(Error::Closed);
+                },
+                _ = tokio::time::sleep_until(until), if peer.is_some() => {
+                    return Err(Error::Failed(Failure::new(
+                        Stage::Timeout,
+                        format!(
+                            "no channel with {} within {:.0?}",
+                            peer.unwrap_or_default(),
+                            self.timeout
+                        ),
+                    )));
                 }
             }
-        };
-        if let Some(asked) = peer {
-            if asked != partner {
-                return Err(Error::OtherPartner {
-                    partner,
-                    asked: asked.to_owned(),
-                });
-            }
         }
-        let inbox = self
-            .deliver
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .ok_or(Error::ChannelTaken)?;
-        Ok(Channel {
-            peer_id: partner,
-            input: self.input.clone(),
-            inbox,
-            path,
-        })
     }
 
-    /// Ends the session: what was sent goes out (the session waits a second for the last
-    /// messages), the peer connection closes and the room sees the peer leave. The outcome.
+    /// The channel `channel` asks for, when it can tell: `None` to wait.
+    fn take_channel(&self, peer: Option<&str>) -> Option<Result<Channel, Error>> {
+        let mut views = self.shared.links.lock().expect("not poisoned");
+        let chosen = match peer {
+            Some(p) => match views.get(p) {
+                Some(v) if v.path.borrow().is_some() && v.inbox.is_none() => {
+                    return Some(Err(Error::ChannelTaken))
+                }
+                Some(v) if v.path.borrow().is_some() => Some(p.to_owned()),
+                Some(LinkView {
+                    outcome: Some(o), ..
+                }) => {
+                    return Some(Err(match o {
+                        Err(f) => Error::Failed(f.clone()),
+                        Ok(()) => Error::Closed,
+                    }))
+                }
+                _ => None,
+            },
+            None => views
+                .iter()
+                .filter(|(_, v)| v.inbox.is_some() && v.opened.is_some())
+                .min_by_key(|(_, v)| v.opened)
+                .map(|(p, _)| p.clone()),
+        };
+        if let Some(p) = chosen {
+            let v = views.get_mut(&p).expect("chosen from the map");
+            return Some(Ok(Channel {
+                peer_id: p,
+                input: v.input.clone(),
+                inbox: v.inbox.take().expect("not taken"),
+                path: v.path.clone(),
+            }));
+        }
+        drop(views);
+        self.shared
+            .outcome
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|o| {
+                Err(match o {
+                    Err(f) => Error::Failed(f.clone()),
+                    Ok(()) => Error::Closed,
+                })
+            })
+    }
+
+    /// Ends the session: each channel sends what it holds (waiting a second for the last
+    /// messages) and closes, and the room sees the peer leave. The outcome.
     pub async fn close(self) -> Result<(), Failure> {
-        let _ = self.input.send(None).await;
+        let _ = self.close.try_send(());
         let task = self.task.lock().expect("not poisoned").take();
         match task {
             Some(t) => t
@@ -293,8 +316,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Without `close`: the driver sees its input end and finishes the session by itself.
-        let _ = self.input.try_send(None);
+        // Without `close`: the room ends its links and the session by itself.
+        let _ = self.close.try_send(());
     }
 }
 
@@ -343,7 +366,8 @@ impl Channel {
         self.inbox.recv().await
     }
 
-    /// Ends the session this channel belongs to (as [`Session::close`], without waiting).
+    /// Closes this channel (the partner sees it close); the session and its other channels
+    /// go on.
     pub async fn close(self) {
         let _ = self.input.send(None).await;
     }

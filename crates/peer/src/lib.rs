@@ -18,7 +18,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! It probes the NAT (nat-probe), exchanges NAT summaries with the partner, applies natkit's pair
+//! Several partners in the room each get their own channel (`session.channel(Some(id))`, or call
+//! `channel(None)` again for the next). It probes the NAT (nat-probe), exchanges NAT summaries
+//! with each partner, applies natkit's pair
 //! rule (relay-only ICE when the pair needs it), reaches TURN over TCP or TLS where UDP is
 //! blocked, renews TURN credentials, restarts ICE on a lost path and rejoins another signaling
 //! node on a drain or a dropped connection. `crates/peer/examples/hello.rs` runs it.
@@ -30,7 +32,8 @@
 //!   (pure, shared with the Python package): the pair rule, the session state machine, renewal
 //!   timing, what a peer reports.
 //! - [`signaling`]: the natkit-signal client.
-//! - [`api`]: the library API ([`connect`], [`Session`], [`Channel`]) over the driver.
+//! - [`api`]: the library API ([`connect`], [`Session`], [`Channel`]); its room (`room.rs`)
+//!   holds one signaling connection and a link (the driver) per partner.
 //! - [`peer`]: the driver: join, probe, policy, carrying out the session's actions over the
 //!   signaling connection and the data channel; [`events`]: what it reports.
 //! - [`rtc`]: the webrtc glue: the peer connection for a policy, its callbacks as events,
@@ -39,9 +42,10 @@
 
 pub use natkit_peer_core::{events, policy, renewal, session};
 pub mod api;
-pub use api::{connect, Channel, Error, Options, Path, Session};
+pub use api::{connect, Channel, Error, Options, Path, Session, SessionEvent};
 pub use policy::RelayMode;
 pub use session::Message;
 pub mod peer;
+mod room;
 pub mod rtc;
 pub mod signaling;

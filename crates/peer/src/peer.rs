@@ -48,7 +48,7 @@ pub struct PeerConfig {
 
 /// Rejoins `room` as `peer_id` until it works, with [`reconnect_delay`] between attempts. Stops
 /// trying (and says why) when the server refuses for a reason a retry cannot fix.
-async fn reconnect(
+pub(crate) async fn reconnect(
     cfg: PeerConfig,
     peer_id: String,
     signal_at: Arc<AtomicUsize>,
@@ -103,7 +103,8 @@ struct Shell<'a> {
     channel: Option<Arc<dyn DataChannel>>,
     dc_tx: mpsc::UnboundedSender<(Arc<dyn DataChannel>, DataChannelEvent)>,
     sig: Option<Signaling>,
-    rejoin_tx: mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>,
+    /// Where a rejoin reports; `None` for a link, whose room rejoins for it.
+    rejoin_tx: Option<mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>>,
     rejoining: Option<tokio::task::JoinHandle<()>>,
     /// Which of `cfg.signal` the signaling connection is to.
     signal_at: Arc<AtomicUsize>,
@@ -115,28 +116,6 @@ struct Shell<'a> {
 }
 
 impl Shell<'_> {
-    /// Runs nat-probe against `target` (the session asked), reports the result as an event and
-    /// returns this side's summary; `None` when the probe failed.
-    async fn probe(&self, target: &str) -> Option<NatSummary> {
-        let config = ProbeConfig {
-            servers: vec![target.to_owned()],
-            tcp_rtt_seed: true,
-            ..Default::default()
-        };
-        match probe(&config).await {
-            Ok(r) => {
-                (self.emit)(Event::Probe(
-                    serde_json::to_value(&r).expect("report serialises"),
-                ));
-                Some(summary(&r))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %target, "probe failed");
-                None
-            }
-        }
-    }
-
     /// The peer connection; the session asks for WebRTC actions only after `Configure`.
     fn pc(&self) -> Result<Arc<dyn PeerConnection>, Failure> {
         self.pc
@@ -260,15 +239,17 @@ impl Shell<'_> {
                 }
                 Action::Rejoin => {
                     self.sig = None;
-                    self.rejoining = Some(tokio::spawn(reconnect(
-                        self.cfg.clone(),
-                        self.my_id.clone(),
-                        Arc::clone(&self.signal_at),
-                        self.rejoin_tx.clone(),
-                    )));
+                    if let Some(tx) = &self.rejoin_tx {
+                        self.rejoining = Some(tokio::spawn(reconnect(
+                            self.cfg.clone(),
+                            self.my_id.clone(),
+                            Arc::clone(&self.signal_at),
+                            tx.clone(),
+                        )));
+                    }
                 }
                 Action::Probe { target } => {
-                    let nat = self.probe(&target).await;
+                    let nat = probe_nat(&target, self.emit).await;
                     session.handle_probe(Instant::now(), nat);
                 }
                 Action::Emit(e) => (self.emit)(e),
@@ -326,6 +307,31 @@ impl Shell<'_> {
                 self.attach(dc);
                 None
             }
+        }
+    }
+}
+
+/// Runs nat-probe against `target`, reports the result as an event and returns this side's
+/// summary; `None` when the probe failed.
+pub(crate) async fn probe_nat(
+    target: &str,
+    emit: &(dyn Fn(Event) + Send + Sync),
+) -> Option<NatSummary> {
+    let config = ProbeConfig {
+        servers: vec![target.to_owned()],
+        tcp_rtt_seed: true,
+        ..Default::default()
+    };
+    match probe(&config).await {
+        Ok(r) => {
+            emit(Event::Probe(
+                serde_json::to_value(&r).expect("report serialises"),
+            ));
+            Some(summary(&r))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %target, "probe failed");
+            None
         }
     }
 }
@@ -430,6 +436,7 @@ async fn run_session(
             emit,
             input: line_rx,
             app: None,
+            link: None,
         },
     )
     .await
@@ -444,6 +451,17 @@ pub(crate) struct Io<'a> {
     pub emit: &'a (dyn Fn(Event) + Send + Sync),
     pub input: mpsc::Receiver<Option<Message>>,
     pub app: Option<AppIo>,
+    /// Set when the session is one partner's link in a program's room ([`crate::room`]).
+    pub link: Option<LinkIo>,
+}
+
+/// What a link gets from its room: the room probes once and rejoins for every link.
+pub(crate) struct LinkIo {
+    /// The room's signaling connection after a rejoin (each link gets its own view of it), or
+    /// why the room gave up.
+    pub rejoined: mpsc::UnboundedReceiver<Result<(Signaling, Welcome), String>>,
+    /// This side's NAT summary, probed by the room (`None`: not probed or the probe failed).
+    pub local_nat: Option<NatSummary>,
 }
 
 /// The library's side of a session ([`crate::api`]).
@@ -469,13 +487,22 @@ pub(crate) async fn drive(
         emit,
         input: mut line_rx,
         app,
+        link,
     } = io;
+    let is_link = link.is_some();
     let mut input_open = true;
-    emit(Event::Joined {
-        peer_id: welcome.peer_id.clone(),
-        room: welcome.room.clone(),
-        peers: welcome.peers.clone(),
-    });
+    let (rejoin_tx, mut rejoin_rx, local_nat) = match link {
+        Some(l) => (None, l.rejoined, LocalNat::Known(l.local_nat)),
+        None => {
+            emit(Event::Joined {
+                peer_id: welcome.peer_id.clone(),
+                room: welcome.room.clone(),
+                peers: welcome.peers.clone(),
+            });
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), rx, LocalNat::Probe)
+        }
+    };
 
     // The PC binds to the interface that reaches the relay.
     let target = stun_target(&usable_servers(&welcome.ice_servers, RelayMode::Auto, None));
@@ -485,7 +512,6 @@ pub(crate) async fn drive(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
 
     let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
-    let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         cfg,
         my_id: welcome.peer_id.clone(),
@@ -507,7 +533,7 @@ pub(crate) async fn drive(
         SessionConfig {
             mode: cfg.mode.clone(),
             relay: cfg.relay,
-            local_nat: LocalNat::Probe,
+            local_nat,
             renew: cfg.renew,
             restart_on_renewal: true,
             started,
@@ -609,7 +635,7 @@ pub(crate) async fn drive(
     // A program's session that never met a partner says so (the core names the step it was
     // waiting in, ICE with nobody to check against).
     let outcome = match outcome {
-        Err(f) if app.is_some() && session.partner().is_none() => Err(Failure::new(
+        Err(f) if app.is_some() && !is_link && session.partner().is_none() => Err(Failure::new(
             Stage::Timeout,
             format!(
                 "no partner joined {} within {:.0?} ({f})",

@@ -60,8 +60,9 @@ async fn two_programs(relay: RelayMode, want_rule: &str, want_local: Option<&str
     // The events stream says what natkit-peer --json says.
     let connected = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(e) = events.next().await {
-            if let natkit_peer::events::Event::Connected { .. } = e {
-                return true;
+            if let natkit_peer::events::Event::Connected { .. } = e.event {
+                // The partner it concerns is named.
+                return e.peer.as_deref() == Some(first.peer_id());
             }
         }
         false
@@ -83,6 +84,109 @@ async fn two_programs_exchange_text_and_bytes_directly() {
 #[tokio::test]
 async fn two_programs_exchange_text_and_bytes_through_the_relay() {
     two_programs(RelayMode::Always, "relay-always", Some("relay")).await;
+}
+
+/// One program, three partners that come one after another: each gets its own channel (the
+/// first to open is `channel(None)`'s), they do not hear each other, one leaving ends only its
+/// channel, and the session names the partner of each event.
+#[tokio::test]
+async fn one_session_holds_a_channel_to_each_partner() {
+    let d = natkit_signal_on_loopback("api-test");
+    let hub = natkit_peer::connect(options(&d, "api-many", RelayMode::Auto))
+        .await
+        .unwrap();
+    let mut events = hub.events();
+    let mut partners = Vec::new();
+    for _ in 0..3 {
+        partners.push(
+            natkit_peer::connect(options(&d, "api-many", RelayMode::Auto))
+                .await
+                .unwrap(),
+        );
+    }
+    let ids: Vec<String> = partners.iter().map(|p| p.peer_id().to_owned()).collect();
+    // Each partner's channel is with the hub (a partner offers to the peers its welcome lists:
+    // the hub and those before it; those links are the partners' own business).
+    let mut theirs = Vec::new();
+    for p in &partners {
+        theirs.push(p.channel(Some(hub.peer_id())).await.unwrap());
+    }
+    let first = hub.channel(None).await.unwrap();
+    let mut mine = vec![first];
+    for id in &ids {
+        if id != mine[0].peer_id() {
+            mine.push(hub.channel(Some(id)).await.unwrap());
+        }
+    }
+    assert!(matches!(
+        hub.channel(Some(&ids[0])).await,
+        Err(Error::ChannelTaken)
+    ));
+    let mut seen: Vec<&str> = mine.iter().map(|c| c.peer_id()).collect();
+    seen.sort();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    let mut peers = hub.peers();
+    peers.sort();
+    assert_eq!(peers, want);
+    // Each partner says who it is; the hub hears each on that partner's channel only.
+    for (p, ch) in partners.iter().zip(&theirs) {
+        ch.send(format!("I am {}", p.peer_id())).await.unwrap();
+    }
+    for ch in &mut mine {
+        let got = ch.recv().await.unwrap();
+        assert_eq!(got, Message::Text(format!("I am {}", ch.peer_id())));
+        ch.send(format!("hello {}", ch.peer_id())).await.unwrap();
+    }
+    for (p, ch) in partners.iter().zip(&mut theirs) {
+        assert_eq!(
+            ch.recv().await,
+            Some(Message::Text(format!("hello {}", p.peer_id())))
+        );
+    }
+    // The last partner leaves: its channel ends, the others carry on.
+    let gone = partners.pop().unwrap();
+    let gone_id = gone.peer_id().to_owned();
+    gone.close().await.unwrap();
+    let at = mine.iter().position(|c| c.peer_id() == gone_id).unwrap();
+    let mut ended = mine.remove(at);
+    let end = tokio::time::timeout(Duration::from_secs(30), ended.recv()).await;
+    assert_eq!(end, Ok(None), "the leaving partner's channel ends");
+    for ch in &mut mine {
+        ch.send("still here?").await.unwrap();
+    }
+    for ch in &mut theirs[..2] {
+        assert_eq!(ch.recv().await, Some(Message::Text("still here?".into())));
+    }
+    // Events: each partner joined, each connected (named), the last one left.
+    let mut joined = Vec::new();
+    let mut connected = Vec::new();
+    let mut left = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.next().await {
+            match e.event {
+                natkit_peer::events::Event::PeerJoined { peer_id } => joined.push(peer_id),
+                natkit_peer::events::Event::PeerLeft { peer_id } => {
+                    left.push(peer_id);
+                    break;
+                }
+                natkit_peer::events::Event::Connected { .. } => connected.push(e.peer.unwrap()),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    joined.sort();
+    connected.sort();
+    assert_eq!(joined, want);
+    assert_eq!(connected, want);
+    assert_eq!(left, vec![gone_id]);
+    hub.close().await.unwrap();
+    for ch in &mut theirs[..2] {
+        let end = tokio::time::timeout(Duration::from_secs(30), ch.recv()).await;
+        assert_eq!(end, Ok(None), "closing the session ends every channel");
+    }
 }
 
 /// A program and the natkit-peer command, in both roles.
