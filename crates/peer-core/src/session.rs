@@ -603,6 +603,11 @@ impl Session {
                 }
                 tracing::debug!(%why, "a data-channel send failed");
             }
+            RtcEvent::Flushed => {
+                if self.cfg.mode == Mode::App && self.end_at.is_some() {
+                    return self.end(Ok(()));
+                }
+            }
             RtcEvent::ChannelClosed => {
                 return self.end(if matches!(self.cfg.mode, Mode::Send(_)) {
                     Err(Failure::new(Stage::Dtls, "the data channel closed"))

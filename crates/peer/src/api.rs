@@ -126,6 +126,8 @@ pub struct Session {
     timeout: Duration,
     shared: Arc<Shared>,
     events: broadcast::Sender<SessionEvent>,
+    /// Subscribed at the join: the first `events()` stream starts there.
+    first_events: Mutex<Option<broadcast::Receiver<SessionEvent>>>,
     close: mpsc::Sender<()>,
     task: Mutex<Option<JoinHandle<Result<(), Failure>>>>,
 }
@@ -163,7 +165,7 @@ pub async fn connect(options: Options) -> Result<Session, Error> {
     let started = Instant::now();
     let joined = first_join(&cfg, started + cfg.timeout).await?;
     let (peer_id, room) = (joined.1.peer_id.clone(), joined.1.room.clone());
-    let (events, _) = broadcast::channel(EVENT_BACKLOG);
+    let (events, first_events) = broadcast::channel(EVENT_BACKLOG);
     let (close, close_rx) = mpsc::channel(1);
     let shared = Shared::new(joined.1.peers.clone());
     let timeout = cfg.timeout;
@@ -185,6 +187,7 @@ pub async fn connect(options: Options) -> Result<Session, Error> {
         timeout,
         shared,
         events,
+        first_events: Mutex::new(Some(first_events)),
         close,
         task: Mutex::new(Some(task)),
     })
@@ -204,12 +207,15 @@ impl Session {
         self.shared.peers.lock().expect("not poisoned").clone()
     }
 
-    /// The session's events from now on: the room's (`joined`, `probe`, `peer-joined`,
+    /// The session's events: the first stream from the join on, later ones from the call on.
+    /// The room's (`joined`, `probe`, `peer-joined`,
     /// `peer-left`, `signaling`, `closed`) and each partner's (`policy`, `connected`,
     /// `renewed`, `ice-restart`, ...: what `natkit-peer --json` prints). A reader more than 256
     /// behind skips the oldest.
     pub fn events(&self) -> BoxStream<'static, SessionEvent> {
-        futures_util::stream::unfold(self.events.subscribe(), |mut rx| async move {
+        let rx = self.first_events.lock().expect("not poisoned").take();
+        let rx = rx.unwrap_or_else(|| self.events.subscribe());
+        futures_util::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
                     Ok(e) => return Some((e, rx)),

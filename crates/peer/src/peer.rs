@@ -402,46 +402,6 @@ pub(crate) async fn first_join(
     })
 }
 
-/// Runs one session. `emit` receives every event as it happens.
-pub async fn run(cfg: &PeerConfig, emit: &(dyn Fn(Event) + Send + Sync)) -> Result<(), Failure> {
-    let span = tracing::info_span!("session", room = %cfg.room);
-    tracing::Instrument::instrument(run_session(cfg, emit), span).await
-}
-
-async fn run_session(
-    cfg: &PeerConfig,
-    emit: &(dyn Fn(Event) + Send + Sync),
-) -> Result<(), Failure> {
-    let started = Instant::now();
-    let deadline = started + cfg.timeout;
-    let joined = first_join(cfg, deadline).await?;
-    let (line_tx, line_rx) = mpsc::channel::<Option<Message>>(INPUT_QUEUE);
-    if cfg.mode == Mode::Chat {
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if line_tx.send(Some(Message::Text(l))).await.is_err() {
-                    return;
-                }
-            }
-            let _ = line_tx.send(None).await;
-        });
-    }
-    drive(
-        cfg,
-        joined,
-        started,
-        Io {
-            emit,
-            input: line_rx,
-            app: None,
-            link: None,
-        },
-    )
-    .await
-}
-
 /// What a program's messages go through (bounded: `send` waits while the session is busy).
 pub(crate) const INPUT_QUEUE: usize = 256;
 
@@ -512,6 +472,7 @@ pub(crate) async fn drive(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
 
     let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
+    let (flushed_tx, mut flushed_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         cfg,
         my_id: welcome.peer_id.clone(),
@@ -603,13 +564,25 @@ pub(crate) async fn drive(
                 Some(m) => {
                     session.handle_input(Instant::now(), m);
                 }
-                // A program's session dropped: its end.
+                // A program's session dropped: its end, once what it sent is acknowledged.
                 None => {
                     input_open = false;
                     if app.is_some() {
                         session.handle_input(Instant::now(), None);
+                        if let Some(dc) = shell.channel.clone() {
+                            let flushed = flushed_tx.clone();
+                            tokio::spawn(async move {
+                                while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                                let _ = flushed.send(());
+                            });
+                        }
                     }
                 }
+            },
+            Some(()) = flushed_rx.recv() => {
+                session.handle_rtc(Instant::now(), RtcEvent::Flushed);
             },
             Some((_, e)) = dc_rx.recv() => {
                 let ev = match e {

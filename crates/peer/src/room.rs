@@ -303,6 +303,13 @@ impl Room {
             incoming: in_rx,
         };
         let cfg = self.cfg.clone();
+        // Until a first channel opens, every link works to the session's deadline; later
+        // partners get the whole timeout from when they appear.
+        let started = if self.shared.ever_opened() {
+            Instant::now()
+        } else {
+            self.started
+        };
         let io_nat = self.local_nat.clone();
         let events = self.events.clone();
         let done = self.done_tx.clone();
@@ -356,7 +363,7 @@ impl Room {
                         local_nat: io_nat,
                     }),
                 };
-                let outcome = drive(&cfg, (sig, welcome, 0), Instant::now(), io).await;
+                let outcome = drive(&cfg, (sig, welcome, 0), started, io).await;
                 watcher.abort();
                 let _ = done.send((partner, outcome));
             },

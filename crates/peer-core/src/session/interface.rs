@@ -166,6 +166,10 @@ pub enum RtcEvent {
     ChannelClosed,
     /// Sending on the data channel failed.
     SendFailed(String),
+    /// Everything sent on the data channel has been acknowledged (the shell watches after a
+    /// program's end of input): a closing [`Mode::App`] session ends now rather than after
+    /// its quiet second.
+    Flushed,
 }
 
 /// What the shell is asked to do, in order.
