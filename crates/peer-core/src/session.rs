@@ -340,8 +340,21 @@ impl Session {
             ServerMsg::Offer { from, sdp } => self.remote_offer(now, from, sdp),
             ServerMsg::NatSummary { from, nat } => {
                 let theirs = self.remote.as_ref().is_some_and(|r| r.id == from);
-                self.remote_nat = Some((from, nat));
+                self.remote_nat = Some((from.clone(), nat));
                 if theirs && self.offerer && self.policy.is_none() {
+                    self.decide_policy(now);
+                } else if !self.offerer
+                    && self.remote.is_none()
+                    && self.policy.is_none()
+                    && self.probing.is_none()
+                {
+                    // A peer tells the waiting side its NAT just before it offers (it sends its
+                    // summary only to the peer it offers to): decide, and create the peer
+                    // connection, while the offer is being made.
+                    self.remote = Some(Remote {
+                        id: from,
+                        gone_since: None,
+                    });
                     self.decide_policy(now);
                 }
             }

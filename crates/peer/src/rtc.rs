@@ -216,7 +216,13 @@ pub(crate) async fn build_peer_connection(
             Some(Duration::from_secs(3)),
             Some(Duration::from_secs(8)),
             Some(Duration::from_secs(1)),
-        );
+        )
+        // Check pairs every 25 ms rather than webrtc's 200 ms: the controlled side is connected
+        // (and starts DTLS, as the answering client) only once its own check of the nominated
+        // pair succeeded, and a check that missed the partner's candidates cost a whole
+        // interval (measured in the lab: DTLS began up to 200 ms after Chromium's ICE was
+        // connected). 56 tries keep the 1.4 s a pair is tried for.
+        .with_ice_connection_attempts(Some(Duration::from_millis(25)), Some(56));
     let settings = if relay_only {
         // Relay-only: there is no direct pair to wait for, accept relayed pairs at once.
         settings

@@ -69,7 +69,8 @@ async fn two_programs(relay: RelayMode, want_rule: &str, want_local: Option<&str
     });
     // Subscribed before the channel opened: the connected event is in the stream.
     assert!(connected.await.unwrap_or(false));
-    // Closing one side ends the other's channel.
+    // Closing one side ends the other's channel (relayed: after the 15 s a partner that lost
+    // signaling gets to come back; docs/peer.md, "Not yet").
     second.close().await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(30), a.recv()).await;
     assert_eq!(end, Ok(None), "the channel ends when the partner leaves");

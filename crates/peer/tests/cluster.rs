@@ -3,8 +3,8 @@
 //! when the echo peer's node is SIGKILLed: the echo peer rejoins through another node under its
 //! id, the other peer hears it leave (lease ran out) or never notices, and every message of the
 //! chat peer comes back. A node drained with SIGUSR1 tells its peers to reconnect, they move to
-//! the other node under the same id, and the drained node exits by itself (natkit-peer's and the
-//! Python package's peers alike).
+//! the other node under the same id, and the drained node exits by itself (natkit-peer's, the
+//! Python package's and a browser page's peers alike).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -172,6 +172,76 @@ fn drained_node_moves(kind: Kind) {
     assert_eq!(moved[0]["state"], "draining");
     assert_eq!(moved[1]["state"], "reconnected");
     assert_eq!(moved[1]["peers"], serde_json::json!(["chat"]));
+    // With its last peer gone, the drained node exits by itself, successfully.
+    let status = nodes[0].process().wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(
+        nodes[0].logged("drained: every peer has gone"),
+        "{:?}",
+        nodes[0].log()
+    );
+}
+
+/// The demo page (natkit.js, given both nodes' URLs) echoes for natkit-peer `--chat`; the page's
+/// node drains: the page moves to the other node, its channel carries every message, and the
+/// drained node exits once the page has gone.
+#[test]
+fn a_drained_node_moves_its_browser_peer_to_another_and_exits() {
+    let Cluster {
+        redis: _redis,
+        _relay,
+        mut nodes,
+        urls,
+    } = Cluster::start(2);
+    let room = "drain-a-browser";
+    let page_url = format!(
+        "http://{}/?room={room}&echo=1&relay=1&signal={}",
+        nodes[0].addr("http"),
+        urls.join(",")
+    );
+    let page = natkit_testkit::ChromiumPage::open(
+        Command::new(natkit_testkit::chromium()),
+        "natkit-cluster-drain-browser",
+        &[],
+        &page_url,
+        "natkit-page",
+    );
+    let joined = page.report_until(Duration::from_secs(20), |v| v["peerId"].is_string());
+    assert!(joined["peerId"].is_string(), "the page joined: {joined}");
+    let mut chat = peer(&urls[1..], room, "chat", "--chat");
+    chat.wait_for("connected", Duration::from_secs(20));
+    let open = page.report_until(Duration::from_secs(20), |v| v["channel"] == "open");
+    assert_eq!(open["channel"], "open", "{open}");
+
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            nodes[0].process_ref().signal("USR1");
+        }
+        let line = format!("m{i}");
+        chat.send_line(&line);
+        sent.push(line);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until("every message echoed", Duration::from_secs(15), || {
+        sent.iter().all(|m| chat.message_time(m).is_some())
+    });
+    eprintln!("chat peer:\n{}", chat.timeline(t0));
+    // Told to move, it moved: its state says it rejoined, its partner never left.
+    let moved = page.report_until(Duration::from_secs(10), |v| {
+        v["state"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("(rejoined)"))
+    });
+    assert!(
+        moved["state"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("(rejoined)")),
+        "{moved}"
+    );
+    assert_eq!(moved["channel"], "open", "{moved}");
+    assert_eq!(chat.count("signaling", "state", "lost"), 0);
     // With its last peer gone, the drained node exits by itself, successfully.
     let status = nodes[0].process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");

@@ -101,7 +101,7 @@ fn without_a_summary_the_offerer_decides_alone_after_the_wait() {
 }
 
 #[test]
-fn the_answerer_tells_newcomers_its_nat_and_decides_on_the_offer() {
+fn the_answerer_tells_newcomers_its_nat_and_decides_on_their_summary() {
     let mut s = Session::new(probed(symmetric()), welcome("a", &[], 3600), at(0.0));
     assert!(drain(&mut s).is_empty(), "nobody to tell yet");
     s.handle_signal(
@@ -118,17 +118,26 @@ fn the_answerer_tells_newcomers_its_nat_and_decides_on_the_offer() {
         },
     );
     assert!(drain(&mut s).is_empty(), "told once");
+    // The newcomer's summary comes just before its offer: the peer connection is made
+    // meanwhile.
     s.handle_signal(at(1.5), nat_from("b", symmetric()));
-    assert!(drain(&mut s).is_empty(), "the answerer waits for the offer");
-    s.handle_signal(at(1.6), offer("b"));
     assert_eq!(
         drain(&mut s),
-        [
-            "configure-relay",
-            "emit:policy:symmetric-pair",
-            "accept-offer"
-        ]
+        ["configure-relay", "emit:policy:symmetric-pair"]
     );
+    s.handle_signal(at(1.6), offer("b"));
+    assert_eq!(drain(&mut s), ["accept-offer"]);
+    assert_eq!(s.partner(), Some("b"));
+
+    // Still probing: the summary waits for the probe and the offer.
+    let probing = SessionConfig {
+        local_nat: LocalNat::Probe,
+        ..config(Mode::App)
+    };
+    let mut s = Session::new(probing, welcome("a", &[], 600), at(0.0));
+    assert_eq!(drain(&mut s), ["probe:203.0.113.1:3478"]);
+    s.handle_signal(at(0.1), nat_from("b", symmetric()));
+    assert!(drain(&mut s).is_empty(), "no decision before the probe");
 
     // An offer from a peer that sent no summary (aiortc, a browser): this side alone.
     let mut s = Session::new(probed(open()), welcome("a", &[], 3600), at(0.0));
