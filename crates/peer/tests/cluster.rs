@@ -143,19 +143,7 @@ fn drained_node_moves(kind: Kind) {
     chat.wait_for("connected", Duration::from_secs(20));
 
     let t0 = Instant::now();
-    let mut sent = Vec::new();
-    for i in 0..20 {
-        if i == 5 {
-            nodes[0].process_ref().signal("USR1");
-        }
-        let line = format!("m{i}");
-        chat.send_line(&line);
-        sent.push(line);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_until("every message echoed", Duration::from_secs(15), || {
-        sent.iter().all(|m| chat.message_time(m).is_some())
-    });
+    chat_across_a_drain(&mut chat, &nodes[0]);
     eprintln!(
         "echo peer:\n{}\nchat peer:\n{}",
         echo.timeline(t0),
@@ -172,14 +160,7 @@ fn drained_node_moves(kind: Kind) {
     assert_eq!(moved[0]["state"], "draining");
     assert_eq!(moved[1]["state"], "reconnected");
     assert_eq!(moved[1]["peers"], serde_json::json!(["chat"]));
-    // With its last peer gone, the drained node exits by itself, successfully.
-    let status = nodes[0].process().wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{status}");
-    assert!(
-        nodes[0].logged("drained: every peer has gone"),
-        "{:?}",
-        nodes[0].log()
-    );
+    exits_once_drained(&mut nodes[0]);
 }
 
 /// The demo page (natkit.js, given both nodes' URLs) echoes for natkit-peer `--chat`; the page's
@@ -214,19 +195,7 @@ fn a_drained_node_moves_its_browser_peer_to_another_and_exits() {
     assert_eq!(open["channel"], "open", "{open}");
 
     let t0 = Instant::now();
-    let mut sent = Vec::new();
-    for i in 0..20 {
-        if i == 5 {
-            nodes[0].process_ref().signal("USR1");
-        }
-        let line = format!("m{i}");
-        chat.send_line(&line);
-        sent.push(line);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_until("every message echoed", Duration::from_secs(15), || {
-        sent.iter().all(|m| chat.message_time(m).is_some())
-    });
+    chat_across_a_drain(&mut chat, &nodes[0]);
     eprintln!("chat peer:\n{}", chat.timeline(t0));
     // Told to move, it moved: its state says it rejoined, its partner never left.
     let moved = page.report_until(Duration::from_secs(10), |v| {
@@ -242,12 +211,33 @@ fn a_drained_node_moves_its_browser_peer_to_another_and_exits() {
     );
     assert_eq!(moved["channel"], "open", "{moved}");
     assert_eq!(chat.count("signaling", "state", "lost"), 0);
-    // With its last peer gone, the drained node exits by itself, successfully.
-    let status = nodes[0].process().wait_exit(Duration::from_secs(10));
+    exits_once_drained(&mut nodes[0]);
+}
+
+/// Twenty lines from `chat`, `node` drained (SIGUSR1) after the fifth: every one comes back.
+fn chat_across_a_drain(chat: &mut EventProcess, node: &Daemon) {
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            node.process_ref().signal("USR1");
+        }
+        let line = format!("m{i}");
+        chat.send_line(&line);
+        sent.push(line);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until("every message echoed", Duration::from_secs(15), || {
+        sent.iter().all(|m| chat.message_time(m).is_some())
+    });
+}
+
+/// With its last peer gone, a drained node exits by itself, successfully.
+fn exits_once_drained(node: &mut Daemon) {
+    let status = node.process().wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     assert!(
-        nodes[0].logged("drained: every peer has gone"),
+        node.logged("drained: every peer has gone"),
         "{:?}",
-        nodes[0].log()
+        node.log()
     );
 }
