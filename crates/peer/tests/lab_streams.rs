@@ -197,22 +197,61 @@ fn only_turns_handed_out_gives_a_tls_relay() {
     );
 }
 
-/// Opens the web page in headless Chromium inside the UDP-blocked site and returns the page's
-/// last report once `done` accepts it.
-fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Opens the web page in headless Chromium inside the UDP-blocked site.
+fn open_page(l: &StreamLab, url: &str) -> ChromiumPage {
     // Trust exactly the relay's certificate (the lab CA is not in Chromium's store).
     let trust = format!(
         "--ignore-certificate-errors-spki-list={}",
         l.files.spki_sha256
     );
-    let page = ChromiumPage::open(
+    ChromiumPage::open(
         l.lab.sites[BLOCKED].client.cmd(natkit_testkit::chromium()),
         &format!("natkit-page-{}", l.lab.id()),
         &[trust],
         url,
         "natkit-page",
+    )
+}
+
+/// The page's last report once `done` accepts it.
+fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    open_page(l, url).report_until(Duration::from_secs(45), done)
+}
+
+/// The other role: the page (echoing) is in the room first, natkit-peer behind the symmetric
+/// NAT joins, offers and gets its message back through the relay over TLS.
+#[test]
+fn natkit_peer_offers_to_chromium_behind_blocked_udp_through_turns() {
+    if !require_root("natkit_peer_offers_to_chromium_behind_blocked_udp_through_turns") {
+        return;
+    }
+    let l = stream_lab(true);
+    let page = open_page(
+        &l,
+        &format!("http://{SERVER_IP}:8080/?room=chromium-answers&relay=1&turn=tls&echo=1"),
     );
-    page.report_until(Duration::from_secs(45), done)
+    let joined = page.report_until(Duration::from_secs(30), |v| v["peerId"].is_string());
+    assert!(joined["peerId"].is_string(), "the page joined: {joined}");
+    let out = l
+        .peer(
+            SYMMETRIC,
+            &[
+                "--room",
+                "chromium-answers",
+                "--send",
+                "to chromium",
+                "--timeout",
+                "40",
+            ],
+        )
+        .output()
+        .unwrap();
+    let evs = events(&out.stdout);
+    assert!(out.status.success(), "{evs:?}");
+    assert_eq!(find(&evs, "message")["data"], "to chromium");
+    let report = page.report_until(Duration::from_secs(10), |v| !v["selected"].is_null());
+    assert_eq!(report["selected"]["local"], "relay", "{report}");
+    assert_eq!(report["selected"]["relayProtocol"], "tls", "{report}");
 }
 
 #[test]
