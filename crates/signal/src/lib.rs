@@ -23,16 +23,18 @@
 //!   configuration by `Node::start` and served by `Node::run`; the binary is parse, log, start,
 //!   print, run.
 //! - [`server`]: the axum shell: `/`, `/v1/ws`, `/v1/ice-servers`, `/healthz`, `/metrics`, and
-//!   the drain (SIGUSR1: peers told to `reconnect` elsewhere).
+//!   the drain (SIGUSR1: peers told to `reconnect` elsewhere); the shared TLS port
+//!   (`tls_listen`: HTTPS, WSS and TURN over TLS), routed by [`demux`] (pure).
 //!
 //! # Out of scope
 //! Persistence (rooms live in memory, in Redis when clustered, and nothing survives a Redis
-//! restart but what the nodes tell it again), TLS termination
-//! (put a reverse proxy in front).
+//! restart but what the nodes tell it again). Certificates come from files (reloaded on
+//! SIGHUP); ACME and the PROXY protocol are not there yet.
 
 pub mod admission;
 pub mod cluster;
 pub mod config;
+pub mod demux;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzz;

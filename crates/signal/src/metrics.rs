@@ -16,6 +16,8 @@ pub struct SignalMetrics {
     pub credentials_issued: IntCounter,
     pub credentials_refused: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    /// Connections to the shared TLS port (`tls_listen`), by what they turned out to be.
+    pub port_connections: IntCounterVec,
     /// 1 while the node drains (SIGUSR1).
     pub draining: IntGauge,
     /// 1 while a clustered node reaches its store (always 0 single-node).
@@ -85,6 +87,19 @@ impl SignalMetrics {
         )
         .expect("metric");
         connections_refused.with_label_values(&["per_ip_limit"]);
+        let port_connections = IntCounterVec::new(
+            Opts::new(
+                "natkit_signal_port_connections_total",
+                "Connections to the shared TLS port, by what they turned out to be: https (the \
+                 page, the HTTP API and WSS), turn (TURN over TLS), or why they were closed \
+                 (handshake_timeout, handshake_failed, silent, unknown).",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        for k in crate::server::PORT_KINDS {
+            port_connections.with_label_values(&[k]);
+        }
         let cluster_up = IntGauge::new(
             "natkit_signal_cluster_up",
             "1 while this clustered node reaches the cluster store and is in step with it.",
@@ -117,12 +132,14 @@ impl SignalMetrics {
         reg(Box::new(cluster_undelivered.clone()));
         reg(Box::new(credentials_refused.clone()));
         reg(Box::new(connections_refused.clone()));
+        reg(Box::new(port_connections.clone()));
         reg(Box::new(peers_connected.clone()));
         reg(Box::new(rooms.clone()));
         reg(Box::new(messages_relayed.clone()));
         reg(Box::new(rejected.clone()));
         reg(Box::new(credentials_issued.clone()));
         SignalMetrics {
+            port_connections,
             peers_connected,
             rooms,
             messages_relayed,

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use natkit_stun_turn::metrics::RelayMetrics;
+use natkit_stun_turn::server::StreamEntry;
 use natkit_stun_turn::server::{advertised_ip, RelayAddresses};
+use natkit_stun_turn::tls::TlsKeys;
 use natkit_stun_turn::{server as relay_server, RelayError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,6 +58,8 @@ pub enum NodeError {
 pub struct Node {
     state: Arc<AppState>,
     listener: TcpListener,
+    /// The embedded relay's TLS listener, served here: HTTPS, WSS and TURN over TLS.
+    tls_front: Option<(TcpListener, Arc<TlsKeys>, StreamEntry)>,
     metrics_listener: Option<TcpListener>,
     relay_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -76,13 +80,13 @@ impl Node {
         let (stop, stop_rx) = watch::channel(false);
         let secrets = relay.secrets.clone();
         let mut banner = Vec::new();
-        let (mut relay_task, mut relay_addr) = (None, None);
+        let (mut relay_task, mut relay_addr, mut tls_front) = (None, None, None);
         if signal.embedded_relay {
             if generated_secret {
                 warn!("no TURN secret configured: generated one for this run; TURN credentials stop working when the server restarts (set NATKIT_TURN_SECRET)");
             }
             let addr = relay.listen;
-            let r = relay_server::Relay::bind(
+            let mut r = relay_server::Relay::bind(
                 relay.clone(),
                 RelayMetrics::with_registry(registry.clone()),
             )
@@ -91,7 +95,12 @@ impl Node {
             relay_addr = Some(r.addresses().clone());
             if let Some(keys) = r.tls_keys() {
                 relay_server::announce_tls(&keys);
-                tokio::spawn(relay_server::reload_tls_on_sighup(keys));
+                tokio::spawn(relay_server::reload_tls_on_sighup(Arc::clone(&keys)));
+                // One port for the page, WSS and TURN over TLS: the node accepts, the relay
+                // serves what turns out to be TURN.
+                if let Some(l) = r.take_tls_listener() {
+                    tls_front = Some((l, keys, r.stream_entry()));
+                }
             }
             relay_task = Some(tokio::spawn(r.run(changed(stop_rx.clone()))));
         }
@@ -150,6 +159,22 @@ impl Node {
         banner.push(format!(
             "web page and signaling on {shown}/ (WebSocket {ws}/v1/ws, metrics {metrics_shown})"
         ));
+        // With the TLS port, links say https: tokens do not travel in clear text.
+        let mut link = shown.clone();
+        if let (Some((addr, name)), true) = (
+            relay_addr.as_ref().and_then(|a| a.tls.as_ref()),
+            tls_front.is_some(),
+        ) {
+            link = match addr.port() {
+                443 => format!("https://{name}"),
+                p => format!("https://{name}:{p}"),
+            };
+            let wss = link.replacen("https://", "wss://", 1);
+            banner.push(format!(
+                "HTTPS, WSS and TURN over TLS on one port: the page on {link}/ (WebSocket {wss}/v1/ws, turns:{name}:{})",
+                addr.port()
+            ));
+        }
         if open {
             warn!("OPEN MODE (--open / auth = \"open\"): anyone who reaches {shown} can join rooms and take TURN credentials; this server is an open relay. Use it only on a private network.");
             banner.push(
@@ -159,7 +184,7 @@ impl Node {
         }
         if let Some(t) = &demo_token {
             banner.push("tokens are required; for this run a token secret was generated (set NATKIT_SIGNAL_TOKEN_SECRET or --token-secret-file to mint your own with `natkit-signal token`)".into());
-            banner.push(format!("open {shown}/?room={DEMO_ROOM}&token={t} in two browsers (room \"{DEMO_ROOM}\", valid {} h); check a network at {shown}/check?token={t}", DEMO_TOKEN_TTL / 3600));
+            banner.push(format!("open {link}/?room={DEMO_ROOM}&token={t} in two browsers (room \"{DEMO_ROOM}\", valid {} h); check a network at {link}/check?token={t}", DEMO_TOKEN_TTL / 3600));
         }
         banner.push(match &relay_addr {
             Some(a) => format!(
@@ -175,6 +200,7 @@ impl Node {
             sockets: sockets(http, metrics_addr, relay_addr.as_ref()),
             state,
             listener,
+            tls_front,
             metrics_listener,
             relay_task,
             stop,
@@ -202,6 +228,7 @@ impl Node {
         let Node {
             state,
             listener,
+            tls_front,
             metrics_listener,
             relay_task,
             stop,
@@ -220,6 +247,15 @@ impl Node {
             Arc::clone(&state),
             changed(stop_rx.clone()),
         ));
+        let tls_task = tls_front.map(|(l, keys, relay)| {
+            tokio::spawn(server::serve_tls(
+                l,
+                keys,
+                relay,
+                Arc::clone(&state),
+                changed(stop_rx.clone()),
+            ))
+        });
         let drain_timeout = state.drain_timeout();
         tokio::pin!(shutdown);
         tokio::select! {
@@ -237,6 +273,9 @@ impl Node {
         joined("http", http_task)
             .await?
             .map_err(|e| task("http", e))?;
+        if let Some(t) = tls_task {
+            joined("tls", t).await?.map_err(|e| task("tls", e))?;
+        }
         state.leave_cluster().await;
         if let Some(t) = relay_task {
             joined("relay", t).await?;

@@ -68,6 +68,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 mod connection;
 mod drain;
 mod endpoints;
+mod front;
 mod link;
 mod outbox;
 mod router;
@@ -75,6 +76,7 @@ mod state;
 mod web;
 use connection::ws;
 use endpoints::{check_servers, ice_servers, metrics};
+pub use front::{serve_tls, PORT_KINDS};
 use link::healthz;
 use outbox::Outbox;
 pub use state::AppState;
@@ -135,6 +137,41 @@ pub async fn serve_metrics(
         .await
 }
 
+/// Serves one accepted HTTP connection (`io`, from `peer`, holding its per-IP `slot` until it,
+/// or the WebSocket it upgrades to, ends; `held` until the HTTP connection ends) in a task of
+/// its own.
+fn spawn_http<IO, H>(
+    app: &Router,
+    state: &AppState,
+    io: IO,
+    peer: SocketAddr,
+    slot: Arc<IpSlot>,
+    held: H,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let svc = app
+        .clone()
+        .layer(Extension(ConnectInfo(peer)))
+        .layer(Extension(Arc::clone(&slot)));
+    let timeout = state.settings.header_timeout;
+    tokio::spawn(async move {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(timeout);
+        let conn = http
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            debug!(%peer, error = %e, "http connection ended");
+        }
+        drop((slot, held));
+    });
+}
+
 /// Serves HTTP and WebSocket on `listener` until `shutdown` completes; connected peers are told
 /// and closed with 1001 (the `shutdown` receiver given to [`AppState::new`] must fire first).
 ///
@@ -146,9 +183,6 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
     let app = router(Arc::clone(&state));
     let mut shutdown = std::pin::pin!(shutdown);
     let ticker = {
@@ -185,22 +219,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let svc = app
-            .clone()
-            .layer(Extension(ConnectInfo(peer)))
-            .layer(Extension(Arc::clone(&slot)));
-        let timeout = state.settings.header_timeout;
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(timeout);
-            let conn = http
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "http connection ended");
-            }
-            drop(slot);
-        });
+        spawn_http(&app, &state, stream, peer, slot, ());
     }
     ticker.abort();
     // Give connection tasks a moment to send their close frames.

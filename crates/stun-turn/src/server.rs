@@ -79,6 +79,33 @@ pub struct Relay {
     addresses: RelayAddresses,
     tcp: Option<TcpListener>,
     tls: Option<TcpListener>,
+    /// Set when `run` stops: every connection, its own or a [`StreamEntry`]'s, ends.
+    stop: watch::Sender<bool>,
+}
+
+/// Serves TURN connections that another server accepted, decrypted and recognised (the one
+/// port natkit-signal shares between HTTPS and TURN over TLS): each is served as the relay's
+/// own listener would serve it, until it closes or the relay stops.
+#[derive(Clone)]
+pub struct StreamEntry {
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+}
+
+impl StreamEntry {
+    /// Serves `io`, a connection from `client` to this host's `port` over `transport` (`Tls`
+    /// for a decrypted TLS stream); `io` starts with the connection's first bytes.
+    pub async fn serve<IO>(&self, io: IO, client: SocketAddr, port: u16, transport: Transport)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let five = FiveTuple {
+            transport,
+            client,
+            server: SocketAddr::new(self.shared.primary_addr.ip(), port),
+        };
+        stream::run(Arc::clone(&self.shared), io, five, self.stop.clone()).await
+    }
 }
 
 pub(crate) use crate::shared::RelaySocket;
@@ -321,6 +348,7 @@ impl Relay {
             addresses,
             tcp,
             tls,
+            stop: watch::channel(false).0,
         })
     }
 
@@ -348,6 +376,20 @@ impl Relay {
         DrainHandle(Arc::clone(&self.shared))
     }
 
+    /// Connections accepted elsewhere go through this to the relay.
+    pub fn stream_entry(&self) -> StreamEntry {
+        StreamEntry {
+            shared: Arc::clone(&self.shared),
+            stop: self.stop.subscribe(),
+        }
+    }
+
+    /// Takes the bound TLS listener (the relay then serves no TLS of its own): natkit-signal
+    /// accepts on it, and hands TURN connections to [`Relay::stream_entry`].
+    pub fn take_tls_listener(&mut self) -> Option<TcpListener> {
+        self.tls.take()
+    }
+
     /// The TLS keys, for a SIGHUP handler to [`TlsKeys::reload`] while the relay runs.
     pub fn tls_keys(&self) -> Option<Arc<TlsKeys>> {
         self.shared.tls.clone()
@@ -356,7 +398,7 @@ impl Relay {
     /// Serves until `shutdown` completes (or a drain is over), then closes every allocation and
     /// socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = self.stop.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
         let extra = self.shared.primary_extra.iter().map(|s| (Slot::PRIMARY, s));
         let all = self.shared.sockets.iter().map(|(&slot, s)| (slot, s));
@@ -396,7 +438,7 @@ impl Relay {
             _ = shutdown => {}
             _ = self.shared.drained.notified() => info!("drain complete"),
         }
-        let _ = stop_tx.send(true);
+        let _ = self.stop.send(true);
         while tasks.join_next().await.is_some() {}
         let closed = self.shared.core.lock().expect("core lock").clear();
         info!(closed_allocations = closed, "relay stopped");

@@ -145,8 +145,12 @@ async fn connection<H: Send>(
 }
 
 /// Serves one established connection until it closes, a limit closes it, or `stop`.
-async fn run<IO>(shared: Arc<Shared>, io: IO, five: FiveTuple, mut stop: watch::Receiver<bool>)
-where
+pub(crate) async fn run<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    five: FiveTuple,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let t = five.transport;

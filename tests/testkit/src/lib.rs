@@ -323,6 +323,19 @@ pub fn chromium() -> &'static str {
         })
 }
 
+/// Path of one of coturn's tools (`turnutils_uclient`, `turnutils_peer`, ...). Missing tools fail
+/// the test: `.ci/run` and `tests/run` install them, and a test that silently skipped would
+/// prove nothing.
+pub fn coturn_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install Debian's coturn package (apt-get install -y coturn), as tests/run does");
+}
+
 /// A headless Chromium showing one page whose script reports with
 /// `console.log("PREFIX " + JSON)`; killed, and its profile removed, on drop.
 pub struct ChromiumPage {

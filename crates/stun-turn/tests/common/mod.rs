@@ -247,13 +247,7 @@ impl StunClient {
 /// Path of a third-party tool. Missing tools fail the test: `.ci/run` and `tests/run` install
 /// them, and a test that silently skipped would prove nothing.
 pub fn tool(name: &str) -> std::path::PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let p = std::path::Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not found: install Debian's coturn package (apt-get install -y coturn), as tests/run does");
+    natkit_testkit::coturn_tool(name)
 }
 
 /// Parses uclient's closing "tot_send_msgs=N, tot_recv_msgs=M" line.

@@ -1,0 +1,225 @@
+//! The shared TLS port (`tls_listen`, 443 say): TLS ends here once (rustls, the embedded
+//! relay's certificate), then the first decrypted bytes decide ([`crate::demux`]): an HTTP
+//! request goes to the web server (the page, `/v1/*`, the WebSocket as WSS), STUN or
+//! ChannelData to the embedded relay's TURN-over-TLS path. ALPN is offered (`http/1.1`,
+//! `stun.turn`) and never required: TURN clients send none.
+//!
+//! Limits: the TLS handshake and the first bytes each get [`HANDSHAKE_TIMEOUT`]; a connection
+//! counts against its IP's `max_connections_per_ip` (with the web listener's) and against
+//! [`MAX_CONNECTIONS`] in all, whatever it turns out to be.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use natkit_proto::Redacted;
+use natkit_stun_turn::core::Transport;
+use natkit_stun_turn::server::StreamEntry;
+use natkit_stun_turn::tls::TlsKeys;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
+
+use super::{router, spawn_http, AppState};
+use crate::demux::{classify, FirstBytes, DECIDING_BYTES};
+
+/// From accept to the end of the TLS handshake, and again from there to the bytes that tell
+/// what the connection is.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the shared port holds at once, of every kind.
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// The `kind` label values of `natkit_signal_port_connections_total`.
+pub const PORT_KINDS: [&str; 6] = [
+    "https",
+    "turn",
+    "handshake_timeout",
+    "handshake_failed",
+    "silent",
+    "unknown",
+];
+/// Offered to clients that ask (browsers ask for `h2` too, and get `http/1.1`).
+const ALPN: [&[u8]; 2] = [b"http/1.1", b"stun.turn"];
+
+/// Accepts on `listener` until `shutdown`, each connection routed as the module says.
+pub async fn serve_tls(
+    listener: TcpListener,
+    keys: Arc<TlsKeys>,
+    relay: StreamEntry,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let app = router(Arc::clone(&state));
+    let total = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the TLS port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let refused = |reason: &str| {
+            state
+                .metrics
+                .connections_refused
+                .with_label_values(&[reason])
+                .inc();
+            debug!(peer = %Redacted(peer), reason, "TLS port connection refused");
+        };
+        let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
+            refused("total_limit");
+            continue;
+        };
+        let Some(slot) = state.ip_slots.acquire(peer.ip()) else {
+            refused("per_ip_limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (state, app, relay, keys) = (
+            Arc::clone(&state),
+            app.clone(),
+            relay.clone(),
+            Arc::clone(&keys),
+        );
+        let span = tracing::debug_span!("tls_port", peer = %Redacted(peer));
+        tokio::spawn(
+            async move {
+                let counted = |kind: &str| {
+                    state
+                        .metrics
+                        .port_connections
+                        .with_label_values(&[kind])
+                        .inc()
+                };
+                let (kind, io) = match open(stream, &keys).await {
+                    Ok(v) => v,
+                    Err(why) => return counted(why),
+                };
+                match kind {
+                    FirstBytes::Http => {
+                        counted("https");
+                        spawn_http(&app, &state, io, peer, slot, permit);
+                    }
+                    FirstBytes::Turn => {
+                        counted("turn");
+                        relay.serve(io, peer, port, Transport::Tls).await;
+                        drop((slot, permit));
+                    }
+                    FirstBytes::Unknown | FirstBytes::NeedMore => counted("unknown"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+    Ok(())
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The handshake, then the first bytes: what the connection is, and the stream from its first
+/// byte on; or why it was closed.
+async fn open(
+    stream: TcpStream,
+    keys: &TlsKeys,
+) -> Result<(FirstBytes, Prefixed<Tls>), &'static str> {
+    let mut config = (*keys.current()).clone();
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Err(_) => return Err("handshake_timeout"),
+        Ok(Err(e)) => {
+            // rustls names the alert or the step, never key material.
+            debug!(error = %e, "TLS handshake failed");
+            return Err("handshake_failed");
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut head = Vec::with_capacity(DECIDING_BYTES);
+    let kind = loop {
+        match classify(&head) {
+            FirstBytes::NeedMore => {}
+            kind => break kind,
+        }
+        let mut buf = [0u8; DECIDING_BYTES];
+        let want = DECIDING_BYTES - head.len();
+        match tokio::time::timeout_at(deadline, tls.read(&mut buf[..want])).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return Err("silent"),
+            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    Ok((
+        kind,
+        Prefixed {
+            head,
+            at: 0,
+            io: tls,
+        },
+    ))
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Prefixed<IO> {
+    head: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.at);
+            buf.put_slice(&this.head[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
