@@ -172,6 +172,19 @@ fn spawn_http<IO, H>(
     });
 }
 
+/// The next connection; `None` after a failed accept (out of file descriptors, say), once a
+/// moment has passed: the loop does not spin.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(error = %e, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// Serves HTTP and WebSocket on `listener` until `shutdown` completes; connected peers are told
 /// and closed with 1001 (the `shutdown` receiver given to [`AppState::new`] must fire first).
 ///
@@ -199,14 +212,9 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // Out of file descriptors, say: wait a moment instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = accept(&listener) => match r {
+                Some(v) => v,
+                None => continue,
             },
         };
         let Some(slot) = state.ip_slots.acquire(peer.ip()) else {

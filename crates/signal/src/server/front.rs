@@ -23,9 +23,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
-use super::{router, spawn_http, AppState};
+use super::{accept, router, spawn_http, AppState};
 use crate::demux::{classify, FirstBytes, DECIDING_BYTES};
 
 /// From accept to the end of the TLS handshake, and again from there to the bytes that tell
@@ -60,13 +60,9 @@ pub async fn serve_tls(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "accept failed on the TLS port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = accept(&listener) => match r {
+                Some(v) => v,
+                None => continue,
             },
         };
         let refused = |reason: &str| {
