@@ -179,10 +179,10 @@ pub struct EmbeddedRelayFlags {
     /// Embedded relay's TURN over TLS address (e.g. 0.0.0.0:5349), or "off" [default: off]
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<Setting>,
-    /// PEM certificate chain for TURN over TLS; reloaded on SIGHUP
+    /// PEM certificate chain for the TLS port; reloaded on SIGHUP and when the file changes
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<Setting>,
-    /// PEM private key for TURN over TLS; reloaded on SIGHUP
+    /// PEM private key for the TLS port; reloaded on SIGHUP and when the file changes
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<Setting>,
     /// Host name in the turns: URLs [default: the certificate's first DNS name]

@@ -96,6 +96,7 @@ impl Node {
             if let Some(keys) = r.tls_keys() {
                 relay_server::announce_tls(&keys);
                 tokio::spawn(relay_server::reload_tls_on_sighup(Arc::clone(&keys)));
+                tokio::spawn(relay_server::reload_tls_on_change(Arc::clone(&keys)));
                 // One port for the page, WSS and TURN over TLS: the node accepts, the relay
                 // serves what turns out to be TURN.
                 if let Some(l) = r.take_tls_listener() {

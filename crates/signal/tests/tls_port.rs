@@ -23,7 +23,8 @@ const NAME: &str = "signal.natkit.test";
 struct Server {
     daemon: Daemon,
     ca: String,
-    _dir: TempDir,
+    authority: TestCa,
+    dir: TempDir,
 }
 
 fn server() -> Server {
@@ -50,7 +51,8 @@ fn server() -> Server {
     Server {
         daemon,
         ca: ca.pem().to_owned(),
-        _dir: dir,
+        authority: ca,
+        dir,
     }
 }
 
@@ -105,6 +107,12 @@ impl Server {
             .unwrap();
         assert_eq!(&head[8..20], &[7u8; 12], "the transaction id comes back");
         [head[0], head[1]]
+    }
+
+    /// The certificate a new handshake gets (DER).
+    async fn served_certificate(&self) -> Vec<u8> {
+        let tls = self.tls(&[]).await;
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
     }
 
     fn metric(&self, kind: &str) -> f64 {
@@ -224,4 +232,36 @@ async fn silent_and_garbage_clients_are_closed_and_others_served_meanwhile() {
     assert_eq!(s.metric("unknown"), 1.0);
     assert_eq!(s.metric("handshake_timeout"), 1.0);
     assert_eq!(s.metric("silent"), 1.0);
+}
+
+/// A renewal tool replaces the certificate files: new handshakes get the new certificate within
+/// a few seconds, with no SIGHUP; half-written files keep the old one serving.
+#[tokio::test]
+async fn replaced_certificate_files_are_served_without_a_signal() {
+    let s = server();
+    let first = s.served_certificate().await;
+    // A broken certificate file: the old one stays.
+    std::fs::write(s.dir.path().join("signal.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        s.served_certificate().await,
+        first,
+        "a bad file keeps the old certificate"
+    );
+    assert!(s.get("/", &[]).await.starts_with("HTTP/1.1 200"));
+    // The new pair.
+    s.authority
+        .issue(&[NAME, "127.0.0.1"], s.dir.path(), "signal");
+    let began = Instant::now();
+    let mut now = s.served_certificate().await;
+    while now == first && began.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = s.served_certificate().await;
+    }
+    assert_ne!(now, first, "the new certificate is served");
+    eprintln!(
+        "new certificate served {:?} after the files changed",
+        began.elapsed()
+    );
+    assert!(s.get("/", &[]).await.starts_with("HTTP/1.1 200"));
 }

@@ -101,10 +101,10 @@ pub struct RelayOptions {
     /// Address for TURN over TLS (e.g. 0.0.0.0:5349 or :443), or "off" [default: off]
     #[arg(long, env = "NATKIT_TLS_LISTEN", value_name = "ADDR")]
     pub tls_listen: Option<Setting>,
-    /// PEM certificate chain for TLS; reloaded on SIGHUP
+    /// PEM certificate chain for TLS; reloaded on SIGHUP and when the file changes
     #[arg(long, env = "NATKIT_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<Setting>,
-    /// PEM private key for TLS; reloaded on SIGHUP
+    /// PEM private key for TLS; reloaded on SIGHUP and when the file changes
     #[arg(long, env = "NATKIT_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<Setting>,
     /// Host name in the turns: URLs handed out [default: the certificate's first DNS name]

@@ -41,7 +41,7 @@ use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::advertised_ip;
 use crate::sockets::{bind_relayed, bind_udp, bind_udp_with, local_addresses};
-pub use crate::tls::{announce_tls, reload_tls_on_sighup};
+pub use crate::tls::{announce_tls, reload_tls_on_change, reload_tls_on_sighup};
 
 /// Where a running relay listens, as it tells clients.
 #[derive(Debug, Clone)]

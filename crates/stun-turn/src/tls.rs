@@ -194,6 +194,46 @@ pub fn announce_tls(keys: &TlsKeys) {
     }
 }
 
+/// How often [`reload_tls_on_change`] looks at the files.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The certificate and key files' modification times and sizes: they changed when this does.
+fn stamp(keys: &TlsKeys) -> Option<[(std::time::SystemTime, u64); 2]> {
+    let one = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    Some([one(&keys.cert)?, one(&keys.key)?])
+}
+
+/// Re-reads the certificate and key when their files change (a renewal tool replaced them),
+/// looking every [`WATCH_INTERVAL`]; a file that does not load yet (half written, a key that
+/// does not match) keeps the previous certificate in use, said once, and is tried again.
+pub async fn reload_tls_on_change(keys: Arc<TlsKeys>) {
+    let mut seen = stamp(&keys);
+    let mut failed = None;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = stamp(&keys);
+        if now.is_none() || now == seen {
+            continue;
+        }
+        match keys.reload() {
+            Ok(()) => {
+                info!(cert = %keys.cert_path().display(), "tls certificate reloaded: its files changed");
+                seen = now;
+                failed = None;
+            }
+            Err(e) if failed != now => {
+                warn!(error = %e, "the tls files changed but do not load; the previous certificate stays in use");
+                failed = now;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Re-reads the TLS certificate and key on every SIGHUP; live connections and allocations stay.
 pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
     use tokio::signal::unix::{signal, SignalKind};
