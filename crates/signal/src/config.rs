@@ -85,6 +85,16 @@ pub struct SignalOptions {
         value_name = "ORIGIN"
     )]
     pub allowed_origins: Vec<Setting>,
+    /// A network whose connections start with a PROXY protocol header (v1 or v2) naming the
+    /// client (repeatable, CIDR): a TCP load balancer. The client it names is the one per-IP
+    /// limits, logs and TURN's mapped address use. A header from any other source closes the
+    /// connection. None by default
+    #[arg(
+        long = "trusted-proxy",
+        env = "NATKIT_SIGNAL_TRUSTED_PROXIES",
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<Setting>,
     /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
     /// without it and without --open, a secret is generated for the run
     #[arg(long, env = "NATKIT_SIGNAL_TOKEN_SECRET_FILE", value_name = "FILE")]
@@ -404,6 +414,16 @@ impl SignalConfig {
         }
         let allowed_origins = AllowedOrigins::parse(layer::items(&o.allowed_origins))
             .map_err(|e| invalid("allowed_origins", e.to_string()))?;
+        let trusted_proxies = layer::items(&o.trusted_proxies)
+            .map(|v| {
+                natkit_stun_turn::config::parse_cidr("trusted_proxies", v).map_err(|_| {
+                    invalid(
+                        "trusted_proxies",
+                        format!("{v:?} is not a CIDR like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let header_timeout: u64 = num("header_timeout", &o.header_timeout, 10)?;
         if header_timeout == 0 {
             return Err(invalid("header_timeout", "must be at least 1 second"));
@@ -432,6 +452,7 @@ impl SignalConfig {
             cluster,
             drain_timeout: Duration::from_secs(drain_timeout),
             allowed_origins,
+            trusted_proxies,
         })
     }
 }
@@ -475,6 +496,8 @@ pub struct SignalConfig {
     pub drain_timeout: Duration,
     /// Web origins whose pages may use this server (CORS, the WebSocket's `Origin` check).
     pub allowed_origins: AllowedOrigins,
+    /// Sources whose PROXY protocol headers are believed (load balancers).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `cluster` and `cluster_lease`.

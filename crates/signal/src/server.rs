@@ -71,6 +71,7 @@ mod endpoints;
 mod front;
 mod link;
 mod outbox;
+mod proxied;
 mod router;
 mod state;
 mod web;
@@ -172,6 +173,17 @@ fn spawn_http<IO, H>(
     });
 }
 
+/// Counts and logs a connection closed before it was served, for `reason` (the label of
+/// `natkit_signal_connections_refused_total`).
+fn refuse(state: &AppState, client: SocketAddr, reason: &str) {
+    state
+        .metrics
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
+    debug!(client = %Redacted(client), reason, "connection refused");
+}
+
 /// The next connection; `None` after a failed accept (out of file descriptors, say), once a
 /// moment has passed: the loop does not spin.
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
@@ -217,17 +229,15 @@ pub async fn serve(
                 None => continue,
             },
         };
-        let Some(slot) = state.ip_slots.acquire(peer.ip()) else {
-            state
-                .metrics
-                .connections_refused
-                .with_label_values(&["per_ip_limit"])
-                .inc();
-            debug!(peer = %Redacted(peer), "connection refused: per-IP limit");
-            drop(stream);
-            continue;
-        };
-        spawn_http(&app, &state, stream, peer, slot, ());
+        let (state, app) = (Arc::clone(&state), app.clone());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + state.settings.header_timeout;
+            let (client, io, slot) = match proxied::admit(&state, stream, peer, deadline).await {
+                Ok(v) => v,
+                Err(why) => return refuse(&state, peer, why),
+            };
+            spawn_http(&app, &state, io, client, slot, ());
+        });
     }
     ticker.abort();
     // Give connection tasks a moment to send their close frames.

@@ -28,6 +28,10 @@ struct Server {
 }
 
 fn server() -> Server {
+    server_with(&[])
+}
+
+fn server_with(env: &[(&str, &str)]) -> Server {
     let dir = TempDir::new("signal-tls-port");
     let ca = TestCa::new("natkit signal test CA");
     let files = ca.issue(&[NAME, "127.0.0.1"], dir.path(), "signal");
@@ -37,6 +41,7 @@ fn server() -> Server {
             .env("NATKIT_ALT_PORT", "0")
             .env("NATKIT_ALLOW_PEER", "127.0.0.1")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .args(["--open", "--listen", "127.0.0.1:0"])
             .args([
                 "--relay-listen",
@@ -63,6 +68,15 @@ impl Server {
 
     /// A TLS connection to the shared port offering `alpn`, the server verified by the CA.
     async fn tls(&self, alpn: &[&str]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        self.tls_after(b"", alpn).await.unwrap()
+    }
+
+    /// The same after `first` (a PROXY header) in clear: the handshake's outcome.
+    async fn tls_after(
+        &self,
+        first: &[u8],
+        alpn: &[&str],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
@@ -75,13 +89,13 @@ impl Server {
         .with_root_certificates(roots)
         .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let tcp = TcpStream::connect(("127.0.0.1", self.port()))
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.port()))
             .await
             .unwrap();
+        tcp.write_all(first).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from(NAME).unwrap(), tcp)
             .await
-            .unwrap()
     }
 
     /// `GET path` over TLS offering `alpn`: the whole response.
@@ -96,17 +110,28 @@ impl Server {
 
     /// A STUN Binding over TLS offering `alpn`: the response's first two bytes.
     async fn binding(&self, alpn: &[&str]) -> [u8; 2] {
-        let mut s = self.tls(alpn).await;
-        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        req.extend_from_slice(&[7u8; 12]);
-        s.write_all(&req).await.unwrap();
-        let mut head = [0u8; 20];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
-            .await
-            .expect("a Binding response in time")
-            .unwrap();
-        assert_eq!(&head[8..20], &[7u8; 12], "the transaction id comes back");
-        [head[0], head[1]]
+        let (typ, _) = binding_on(self.tls(alpn).await).await;
+        typ
+    }
+
+    fn refused(&self, reason: &str) -> f64 {
+        let text = http_get(&format!("http://{}/metrics", self.daemon.addr("metrics")));
+        natkit_testkit::metric(
+            &text,
+            &format!("natkit_signal_connections_refused_total{{reason=\"{reason}\"}}"),
+        )
+    }
+
+    /// `GET /` on the plain web port after `first`: the response, empty when closed.
+    async fn http_after(&self, first: &[u8]) -> String {
+        let mut s = TcpStream::connect(self.daemon.addr("http")).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let _ = s
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body)).await;
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// The certificate a new handshake gets (DER).
@@ -264,4 +289,116 @@ async fn replaced_certificate_files_are_served_without_a_signal() {
         began.elapsed()
     );
     assert!(s.get("/", &[]).await.starts_with("HTTP/1.1 200"));
+}
+
+/// A Binding over `s`: the response's type and its XOR-MAPPED-ADDRESS.
+async fn binding_on(
+    mut s: tokio_rustls::client::TlsStream<TcpStream>,
+) -> ([u8; 2], Option<std::net::SocketAddr>) {
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(&[7u8; 12]);
+    s.write_all(&req).await.unwrap();
+    let mut head = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("a Binding response in time")
+        .unwrap();
+    assert_eq!(&head[8..20], &[7u8; 12], "the transaction id comes back");
+    let mut attrs = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+    s.read_exact(&mut attrs).await.unwrap();
+    let mut mapped = None;
+    let mut at = 0;
+    while at + 4 <= attrs.len() {
+        let typ = u16::from_be_bytes([attrs[at], attrs[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([attrs[at + 2], attrs[at + 3]]));
+        let v = &attrs[at + 4..at + 4 + len];
+        if typ == 0x0020 && v[1] == 1 {
+            let port = u16::from_be_bytes([v[2], v[3]]) ^ 0x2112;
+            let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ 0x2112_a442;
+            mapped = Some((std::net::Ipv4Addr::from(ip), port).into());
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    ([head[0], head[1]], mapped)
+}
+
+fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0x00, 12]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+/// Behind a TCP load balancer (127.0.0.1 trusted): the client a PROXY v1 or v2 header names is
+/// the one TURN maps and the per-IP limit counts, on the TLS port and the web port.
+#[tokio::test]
+async fn a_trusted_balancers_proxy_headers_name_the_client() {
+    let s = server_with(&[
+        ("NATKIT_SIGNAL_TRUSTED_PROXIES", "127.0.0.1"),
+        ("NATKIT_SIGNAL_MAX_CONNECTIONS_PER_IP", "2"),
+    ]);
+    let port = s.port();
+    let v1 = format!("PROXY TCP4 192.0.2.7 127.0.0.1 5555 {port}\r\n");
+    let (typ, mapped) = binding_on(s.tls_after(v1.as_bytes(), &[]).await.unwrap()).await;
+    assert_eq!(typ, [0x01, 0x01]);
+    assert_eq!(mapped, Some("192.0.2.7:5555".parse().unwrap()), "v1");
+    let v2 = v2_header([198, 51, 100, 9], 6000);
+    let (_, mapped) = binding_on(s.tls_after(&v2, &[]).await.unwrap()).await;
+    assert_eq!(mapped, Some("198.51.100.9:6000".parse().unwrap()), "v2");
+    // The balancer's own health check (v2 LOCAL) is served as the balancer.
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let (_, mapped) = binding_on(s.tls_after(local, &[]).await.unwrap()).await;
+    assert_eq!(mapped.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));
+    // Two connections held by one carried client: a third from it is closed, another client's
+    // is served. (The held ones sit in their first-bytes wait.)
+    let carried = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 4000 {port}\r\n");
+    let _held = [
+        s.tls_after(carried("192.0.2.50").as_bytes(), &[])
+            .await
+            .unwrap(),
+        s.tls_after(carried("192.0.2.50").as_bytes(), &[])
+            .await
+            .unwrap(),
+    ];
+    assert!(
+        s.tls_after(carried("192.0.2.50").as_bytes(), &[])
+            .await
+            .is_err(),
+        "a third connection of one client is closed"
+    );
+    let other = s
+        .tls_after(carried("192.0.2.51").as_bytes(), &[])
+        .await
+        .unwrap();
+    assert_eq!(binding_on(other).await.0, [0x01, 0x01]);
+    assert!(s.refused("per_ip_limit") >= 1.0);
+    // The web port reads the header too.
+    let page = s
+        .http_after(b"PROXY TCP4 192.0.2.8 127.0.0.1 4001 80\r\n")
+        .await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let bad = s.http_after(b"PROXY TCP4 nonsense\r\n").await;
+    assert!(bad.is_empty(), "a bad header closes: {bad}");
+    assert_eq!(s.refused("bad_proxy_header"), 1.0);
+}
+
+/// With no trusted balancer (the default), a PROXY header closes the connection, on both ports.
+#[tokio::test]
+async fn proxy_headers_from_anyone_else_close_the_connection() {
+    let s = server();
+    let v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n";
+    assert!(s.tls_after(v1, &[]).await.is_err());
+    assert!(s
+        .tls_after(&v2_header([192, 0, 2, 7], 1), &[])
+        .await
+        .is_err());
+    assert!(s.http_after(v1).await.is_empty());
+    assert_eq!(s.refused("untrusted_proxy_header"), 3.0);
+    // Without one, served as before, the connection's own address mapped.
+    let (_, mapped) = binding_on(s.tls(&[]).await).await;
+    assert_eq!(mapped.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));
+    assert!(s.http_after(b"").await.starts_with("HTTP/1.1 200"));
 }

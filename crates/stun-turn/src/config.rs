@@ -459,7 +459,8 @@ where
     Ok(v.as_ref().map(|v| v.parse(key)).transpose()?)
 }
 
-fn parse_cidr(key: &'static str, v: &str) -> Result<IpNet, ConfigError> {
+/// A CIDR (`10.0.0.0/8`), or a bare address for that single host.
+pub fn parse_cidr(key: &'static str, v: &str) -> Result<IpNet, ConfigError> {
     let v = v.trim();
     // A bare address means that single host.
     if let Ok(ip) = v.parse::<IpAddr>() {

@@ -73,6 +73,6 @@ pub use error::{ConfigError, CredentialError, RelayError, TlsError};
 #[doc(hidden)]
 pub use natkit_turn_core::fuzz;
 pub use natkit_turn_core::{
-    allocation, core, credentials, five_tuple, framing, nonce, observe, policy, ratelimit, rfc5780,
-    wire,
+    allocation, core, credentials, five_tuple, framing, nonce, observe, policy, proxy_header,
+    ratelimit, rfc5780, wire,
 };

@@ -21,6 +21,7 @@
 //!   allocations keyed by the 5-tuple with its transport.
 //! - [`observe`]: the events the core reports and their label values.
 //! - [`framing`]: STUN and ChannelData on a byte stream.
+//! - [`proxy_header`]: the PROXY protocol header (v1, v2) a TCP load balancer sends first.
 //! - [`wire`]: STUN/TURN message helpers over the `stun` and `turn` crates.
 //! - [`error`]: credential and revocation errors.
 //! - `fuzz`: the harnesses `fuzz/` runs under AFL++ and the tests replay over the corpus.
@@ -44,6 +45,7 @@ pub mod fuzz;
 pub mod nonce;
 pub mod observe;
 pub mod policy;
+pub mod proxy_header;
 pub mod ratelimit;
 pub mod revocation;
 pub mod rfc5780;

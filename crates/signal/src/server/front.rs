@@ -10,22 +10,22 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use natkit_proto::Redacted;
 use natkit_stun_turn::core::Transport;
 use natkit_stun_turn::server::StreamEntry;
 use natkit_stun_turn::tls::TlsKeys;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
-use super::{accept, router, spawn_http, AppState};
+use super::proxied::{admit, Prefixed};
+use super::{accept, refuse, router, spawn_http, AppState};
 use crate::demux::{classify, FirstBytes, DECIDING_BYTES};
 
 /// From accept to the end of the TLS handshake, and again from there to the bytes that tell
@@ -65,20 +65,8 @@ pub async fn serve_tls(
                 None => continue,
             },
         };
-        let refused = |reason: &str| {
-            state
-                .metrics
-                .connections_refused
-                .with_label_values(&[reason])
-                .inc();
-            debug!(peer = %Redacted(peer), reason, "TLS port connection refused");
-        };
         let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
-            refused("total_limit");
-            continue;
-        };
-        let Some(slot) = state.ip_slots.acquire(peer.ip()) else {
-            refused("per_ip_limit");
+            refuse(&state, peer, "total_limit");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -98,18 +86,26 @@ pub async fn serve_tls(
                         .with_label_values(&[kind])
                         .inc()
                 };
-                let (kind, io) = match open(stream, &keys).await {
+                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                let (client, raw, slot) = match admit(&state, stream, peer, deadline).await {
+                    Ok(v) => v,
+                    // Nothing at all before the deadline: the handshake's.
+                    Err("silent") => return counted("handshake_timeout"),
+                    Err("closed_early") => return counted("handshake_failed"),
+                    Err(why) => return refuse(&state, peer, why),
+                };
+                let (kind, io) = match open(raw, &keys, deadline).await {
                     Ok(v) => v,
                     Err(why) => return counted(why),
                 };
                 match kind {
                     FirstBytes::Http => {
                         counted("https");
-                        spawn_http(&app, &state, io, peer, slot, permit);
+                        spawn_http(&app, &state, io, client, slot, permit);
                     }
                     FirstBytes::Turn => {
                         counted("turn");
-                        relay.serve(io, peer, port, Transport::Tls).await;
+                        relay.serve(io, client, port, Transport::Tls).await;
                         drop((slot, permit));
                     }
                     FirstBytes::Unknown | FirstBytes::NeedMore => counted("unknown"),
@@ -121,18 +117,18 @@ pub async fn serve_tls(
     Ok(())
 }
 
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+type Tls = tokio_rustls::server::TlsStream<Prefixed<TcpStream>>;
 
 /// The handshake, then the first bytes: what the connection is, and the stream from its first
 /// byte on; or why it was closed.
 async fn open(
-    stream: TcpStream,
+    stream: Prefixed<TcpStream>,
     keys: &TlsKeys,
+    deadline: Instant,
 ) -> Result<(FirstBytes, Prefixed<Tls>), &'static str> {
     let mut config = (*keys.current()).clone();
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Err(_) => return Err("handshake_timeout"),
         Ok(Err(e)) => {
@@ -156,66 +152,5 @@ async fn open(
             Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
         }
     };
-    Ok((
-        kind,
-        Prefixed {
-            head,
-            at: 0,
-            io: tls,
-        },
-    ))
-}
-
-/// A stream whose first bytes were read already: they are read again first.
-struct Prefixed<IO> {
-    head: Vec<u8>,
-    at: usize,
-    io: IO,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.at < this.head.len() {
-            let n = buf.remaining().min(this.head.len() - this.at);
-            buf.put_slice(&this.head[this.at..this.at + n]);
-            this.at += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
+    Ok((kind, Prefixed::new(head, tls)))
 }
