@@ -60,6 +60,8 @@ pub struct Node {
     listener: TcpListener,
     /// The embedded relay's TLS listener, served here: HTTPS, WSS and TURN over TLS.
     tls_front: Option<(TcpListener, Arc<TlsKeys>, StreamEntry)>,
+    /// The embedded relay's door for TURN over TCP arriving on the web port.
+    relay_entry: Option<StreamEntry>,
     metrics_listener: Option<TcpListener>,
     relay_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -81,6 +83,7 @@ impl Node {
         let secrets = relay.secrets.clone();
         let mut banner = Vec::new();
         let (mut relay_task, mut relay_addr, mut tls_front) = (None, None, None);
+        let mut relay_entry = None;
         if signal.embedded_relay {
             if generated_secret {
                 warn!("no TURN secret configured: generated one for this run; TURN credentials stop working when the server restarts (set NATKIT_TURN_SECRET)");
@@ -93,6 +96,7 @@ impl Node {
             .await
             .map_err(|source| NodeError::Relay { addr, source })?;
             relay_addr = Some(r.addresses().clone());
+            relay_entry = Some(r.stream_entry());
             if let Some(keys) = r.tls_keys() {
                 relay_server::announce_tls(&keys);
                 tokio::spawn(relay_server::reload_tls_on_sighup(Arc::clone(&keys)));
@@ -202,6 +206,7 @@ impl Node {
             state,
             listener,
             tls_front,
+            relay_entry,
             metrics_listener,
             relay_task,
             stop,
@@ -230,6 +235,7 @@ impl Node {
             state,
             listener,
             tls_front,
+            relay_entry,
             metrics_listener,
             relay_task,
             stop,
@@ -246,6 +252,7 @@ impl Node {
         let http_task = tokio::spawn(server::serve(
             listener,
             Arc::clone(&state),
+            relay_entry,
             changed(stop_rx.clone()),
         ));
         let tls_task = tls_front.map(|(l, keys, relay)| {

@@ -36,11 +36,14 @@ use tracing::{debug, info, warn, Instrument};
 use crate::admission::{Admission, Gate, Grant, Refusal};
 use crate::cluster::store::Store;
 use crate::config::SignalConfig;
+use crate::demux::FirstBytes;
 pub use crate::ice::IceConfig;
 use crate::limits::{IpSlot, IpSlots, TokenBucket};
 pub use crate::metrics::{Rejection, SignalMetrics};
 use crate::rooms::{ConnId, JoinContext, Out, RoomLimits, Rooms, Routed};
+use natkit_stun_turn::core::Transport;
 use natkit_stun_turn::revocation::{RevocationFile, Revocations};
+use natkit_stun_turn::server::StreamEntry;
 
 /// Messages queued for one connection before it counts as too slow and is closed: signaling must
 /// not lose a message silently (a lost answer or candidate breaks a session with no sign why).
@@ -206,9 +209,11 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    relay: Option<StreamEntry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&state));
+    let port = listener.local_addr()?.port();
     let mut shutdown = std::pin::pin!(shutdown);
     let ticker = {
         let st = Arc::clone(&state);
@@ -229,12 +234,33 @@ pub async fn serve(
                 None => continue,
             },
         };
-        let (state, app) = (Arc::clone(&state), app.clone());
+        let (state, app, relay) = (Arc::clone(&state), app.clone(), relay.clone());
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + state.settings.header_timeout;
             let (client, io, slot) = match proxied::admit(&state, stream, peer, deadline).await {
                 Ok(v) => v,
                 Err(why) => return refuse(&state, peer, why),
+            };
+            // TURN over TCP shares the port with HTTP when the relay is embedded.
+            let io = match &relay {
+                None => io,
+                Some(relay) => {
+                    let (head, io) = io.into_parts();
+                    match proxied::sniff(head, io, deadline).await {
+                        Err(why) => return refuse(&state, client, why),
+                        Ok((FirstBytes::Turn, io)) => {
+                            state
+                                .metrics
+                                .port_connections
+                                .with_label_values(&["turn_tcp"])
+                                .inc();
+                            relay.serve(io, client, port, Transport::Tcp).await;
+                            return drop(slot);
+                        }
+                        // HTTP, or what hyper will answer 400 to.
+                        Ok((_, io)) => io,
+                    }
+                }
             };
             spawn_http(&app, &state, io, client, slot, ());
         });

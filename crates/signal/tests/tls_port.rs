@@ -402,3 +402,37 @@ async fn proxy_headers_from_anyone_else_close_the_connection() {
     assert_eq!(mapped.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));
     assert!(s.http_after(b"").await.starts_with("HTTP/1.1 200"));
 }
+
+/// The plain web port carries TURN over TCP beside HTTP: coturn's `turnutils_uclient -t`
+/// relays through it, and the page is served on it meanwhile.
+#[tokio::test]
+async fn the_web_port_carries_turn_over_tcp_beside_http() {
+    let s = server();
+    let http = s.daemon.addr("http");
+    let peer_port = natkit_testkit::third_party_udp_port();
+    let _peer = natkit_testkit::Process::spawn(
+        Command::new(natkit_testkit::coturn_tool("turnutils_peer"))
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let uclient = tokio::process::Command::new(natkit_testkit::coturn_tool("turnutils_uclient"))
+        .args(["-t", "-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
+        .args(["-r", &peer_port.to_string(), "-n", "50", "-m", "2"])
+        .args(["-p", &http.port().to_string(), "127.0.0.1"])
+        .output();
+    let page = s.http_after(b"");
+    let (out, page) = tokio::join!(uclient, page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let out = out.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sent, received) = uclient_totals(&text).expect("uclient's totals");
+    assert!(sent >= 100, "uclient sent {sent}:\n{text}");
+    assert_eq!(sent, received, "every message comes back:\n{text}");
+    assert!(s.metric("turn_tcp") >= 2.0, "{}", s.metric("turn_tcp"));
+}

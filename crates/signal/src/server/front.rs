@@ -18,15 +18,14 @@ use natkit_stun_turn::core::Transport;
 use natkit_stun_turn::server::StreamEntry;
 use natkit_stun_turn::tls::TlsKeys;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
-use super::proxied::{admit, Prefixed};
+use super::proxied::{admit, sniff, Prefixed};
 use super::{accept, refuse, router, spawn_http, AppState};
-use crate::demux::{classify, FirstBytes, DECIDING_BYTES};
+use crate::demux::FirstBytes;
 
 /// From accept to the end of the TLS handshake, and again from there to the bytes that tell
 /// what the connection is.
@@ -34,9 +33,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the shared port holds at once, of every kind.
 pub const MAX_CONNECTIONS: usize = 20_000;
 /// The `kind` label values of `natkit_signal_port_connections_total`.
-pub const PORT_KINDS: [&str; 6] = [
+pub const PORT_KINDS: [&str; 7] = [
     "https",
     "turn",
+    "turn_tcp",
     "handshake_timeout",
     "handshake_failed",
     "silent",
@@ -129,7 +129,7 @@ async fn open(
     let mut config = (*keys.current()).clone();
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Err(_) => return Err("handshake_timeout"),
         Ok(Err(e)) => {
             // rustls names the alert or the step, never key material.
@@ -138,19 +138,5 @@ async fn open(
         }
         Ok(Ok(tls)) => tls,
     };
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut head = Vec::with_capacity(DECIDING_BYTES);
-    let kind = loop {
-        match classify(&head) {
-            FirstBytes::NeedMore => {}
-            kind => break kind,
-        }
-        let mut buf = [0u8; DECIDING_BYTES];
-        let want = DECIDING_BYTES - head.len();
-        match tokio::time::timeout_at(deadline, tls.read(&mut buf[..want])).await {
-            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return Err("silent"),
-            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
-        }
-    };
-    Ok((kind, Prefixed::new(head, tls)))
+    sniff(Vec::new(), tls, Instant::now() + HANDSHAKE_TIMEOUT).await
 }

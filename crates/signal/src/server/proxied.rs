@@ -1,8 +1,8 @@
-//! Who a connection is from: the PROXY protocol header a trusted load balancer sends first
-//! ([`natkit_stun_turn::proxy_header`], pure), read before anything else on the web and TLS
-//! ports. From a trusted network (`trusted_proxies`) the header's client is the connection's
-//! (a connection without one is the balancer's own); from anyone else a header closes the
-//! connection.
+//! A connection's opening bytes, on the web and TLS ports: who it is from (the PROXY protocol
+//! header a trusted load balancer sends first, [`natkit_stun_turn::proxy_header`], pure) and
+//! what it is ([`sniff`]: HTTP or TURN, [`crate::demux`], pure). From a trusted network
+//! (`trusted_proxies`) the header's client is the connection's (a connection without one is the
+//! balancer's own); from anyone else a header closes the connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::AppState;
+use crate::demux::{classify, FirstBytes, DECIDING_BYTES};
 use crate::limits::IpSlot;
 
 /// Is `peer` a load balancer whose PROXY headers are believed?
@@ -84,6 +85,29 @@ async fn client_of(
     }
 }
 
+/// Reads `io` (after the `head` read already) until its first bytes say what it is, before
+/// `deadline`: the verdict and the stream from its first byte; `Err("silent")` when they do not
+/// come in time.
+pub(crate) async fn sniff<IO: AsyncRead + Unpin>(
+    mut head: Vec<u8>,
+    mut io: IO,
+    deadline: Instant,
+) -> Result<(FirstBytes, Prefixed<IO>), &'static str> {
+    let kind = loop {
+        match classify(&head) {
+            FirstBytes::NeedMore => {}
+            kind => break kind,
+        }
+        let mut buf = [0u8; DECIDING_BYTES];
+        let want = DECIDING_BYTES.saturating_sub(head.len()).max(1);
+        match tokio::time::timeout_at(deadline, io.read(&mut buf[..want])).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return Err("silent"),
+        }
+    };
+    Ok((kind, Prefixed::new(head, io)))
+}
+
 /// A stream whose first bytes were read already: they are read again first.
 pub(crate) struct Prefixed<IO> {
     head: Vec<u8>,
@@ -94,6 +118,11 @@ pub(crate) struct Prefixed<IO> {
 impl<IO> Prefixed<IO> {
     pub(crate) fn new(head: Vec<u8>, io: IO) -> Self {
         Prefixed { head, at: 0, io }
+    }
+
+    /// The bytes not read yet, and the stream.
+    pub(crate) fn into_parts(mut self) -> (Vec<u8>, IO) {
+        (self.head.split_off(self.at), self.io)
     }
 }
 

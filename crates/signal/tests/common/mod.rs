@@ -113,9 +113,14 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
     );
     state.start_cluster();
     let mut rx = stop_rx;
-    tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
-        let _ = rx.changed().await;
-    }));
+    tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&state),
+        None,
+        async move {
+            let _ = rx.changed().await;
+        },
+    ));
     Suite {
         http,
         state,
