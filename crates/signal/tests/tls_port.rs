@@ -189,29 +189,7 @@ async fn one_tls_port_serves_the_page_the_api_wss_and_turn_whatever_the_alpn() {
     );
 
     // coturn's client relays through the same port (-t -S: TURN over TLS).
-    let peer_port = natkit_testkit::third_party_udp_port();
-    let _peer = natkit_testkit::Process::spawn(
-        Command::new(natkit_testkit::coturn_tool("turnutils_peer"))
-            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = tokio::process::Command::new(natkit_testkit::coturn_tool("turnutils_uclient"))
-        .args(["-t", "-S", "-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
-        .args(["-r", &peer_port.to_string(), "-n", "50", "-m", "2"])
-        .args(["-p", &port.to_string(), "127.0.0.1"])
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (sent, received) = uclient_totals(&text).expect("uclient's totals");
-    assert!(sent >= 100, "uclient sent {sent}:\n{text}");
-    assert_eq!(sent, received, "every message comes back:\n{text}");
+    uclient_relays_through(port, &["-t", "-S"]).await;
 
     // Four pages, the API, the WebSocket; four Bindings and uclient's two clients.
     assert_eq!(s.metric("https"), 6.0);
@@ -409,6 +387,16 @@ async fn proxy_headers_from_anyone_else_close_the_connection() {
 async fn the_web_port_carries_turn_over_tcp_beside_http() {
     let s = server();
     let http = s.daemon.addr("http");
+    let uclient = uclient_relays_through(http.port(), &["-t"]);
+    let page = s.http_after(b"");
+    let ((), page) = tokio::join!(uclient, page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(s.metric("turn_tcp") >= 2.0, "{}", s.metric("turn_tcp"));
+}
+
+/// coturn's `turnutils_uclient` with `flags` through `port` on loopback, two clients relaying to
+/// a `turnutils_peer`: every message comes back.
+async fn uclient_relays_through(port: u16, flags: &[&str]) {
     let peer_port = natkit_testkit::third_party_udp_port();
     let _peer = natkit_testkit::Process::spawn(
         Command::new(natkit_testkit::coturn_tool("turnutils_peer"))
@@ -417,15 +405,14 @@ async fn the_web_port_carries_turn_over_tcp_beside_http() {
             .stderr(Stdio::null()),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let uclient = tokio::process::Command::new(natkit_testkit::coturn_tool("turnutils_uclient"))
-        .args(["-t", "-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
+    let out = tokio::process::Command::new(natkit_testkit::coturn_tool("turnutils_uclient"))
+        .args(flags)
+        .args(["-W", SECRET, "-u", "uclient", "-e", "127.0.0.1"])
         .args(["-r", &peer_port.to_string(), "-n", "50", "-m", "2"])
-        .args(["-p", &http.port().to_string(), "127.0.0.1"])
-        .output();
-    let page = s.http_after(b"");
-    let (out, page) = tokio::join!(uclient, page);
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    let out = out.unwrap();
+        .args(["-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .await
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -434,5 +421,4 @@ async fn the_web_port_carries_turn_over_tcp_beside_http() {
     let (sent, received) = uclient_totals(&text).expect("uclient's totals");
     assert!(sent >= 100, "uclient sent {sent}:\n{text}");
     assert_eq!(sent, received, "every message comes back:\n{text}");
-    assert!(s.metric("turn_tcp") >= 2.0, "{}", s.metric("turn_tcp"));
 }
