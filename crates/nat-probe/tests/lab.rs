@@ -75,7 +75,7 @@ fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
         Nat::FullCone => (ei.clone(), ei, "full-cone", false),
         Nat::RestrictedCone => (ei, ad, "restricted-cone", false),
         Nat::AddressDependentMapping => (ad, apd, "symmetric", true),
-        Nat::UdpBlocked => (Value::Null, Value::Null, "udp-blocked", true),
+        Nat::UdpBlocked | Nat::Only443 => (Value::Null, Value::Null, "udp-blocked", true),
         Nat::DoubleNat => (ei, apd, "port-restricted-cone", false),
     }
 }
@@ -247,7 +247,7 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
         Nat::FullCone => (ei, ei),
         Nat::RestrictedCone => (ei, ad),
         Nat::AddressDependentMapping => (ad, apd),
-        Nat::UdpBlocked => ("", ""),
+        Nat::UdpBlocked | Nat::Only443 => ("", ""),
     }
 }
 
@@ -255,7 +255,7 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
 /// decided behaviour is the true one, the classic name is the true one or `unknown`.
 fn assert_right_or_partial(nat: Nat, report: &Value, ctx: &str) {
     let ctx = format!("{} {ctx}: {report}", nat.name());
-    if nat == Nat::UdpBlocked {
+    if matches!(nat, Nat::UdpBlocked | Nat::Only443) {
         assert_eq!(report["nat_type"], "udp-blocked", "{ctx}");
         assert_eq!(report["force_turn"], true, "{ctx}");
         return;

@@ -56,7 +56,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Renew the TURN credential before it expires (on by default).
     pub renew: bool,
-    /// How `turns:` relays are verified; `None`: the system's roots and `SSL_CERT_FILE`.
+    /// How `turns:` relays and a `wss://` natkit-signal are verified; `None`: the system's
+    /// roots and `SSL_CERT_FILE`.
     pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 

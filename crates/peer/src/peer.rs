@@ -60,7 +60,13 @@ pub(crate) async fn reconnect(
         // The node that was lost comes last: another node of a cluster first.
         let at = (lost + 1 + attempt as usize) % cfg.signal.len();
         let signal = &cfg.signal[at];
-        let join = signaling::join(signal, &cfg.room, Some(&peer_id), cfg.token.as_deref());
+        let join = signaling::join(
+            signal,
+            &cfg.room,
+            Some(&peer_id),
+            cfg.token.as_deref(),
+            cfg.turn_tls.as_ref(),
+        );
         match tokio::time::timeout(Duration::from_secs(5), join).await {
             Ok(Ok(joined)) => {
                 signal_at.store(at, Ordering::Relaxed);
@@ -376,6 +382,7 @@ pub(crate) async fn first_join(
                 &cfg.room,
                 cfg.peer_id.as_deref(),
                 cfg.token.as_deref(),
+                cfg.turn_tls.as_ref(),
             );
             match tokio::time::timeout_at(deadline.into(), join).await {
                 Err(_) => break,

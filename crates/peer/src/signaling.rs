@@ -1,5 +1,7 @@
 //! A natkit-signal client (protocol v1, `docs/protocol.md`): join, then addressed messages.
 
+use std::sync::Arc;
+
 use futures_util::{SinkExt, StreamExt};
 use natkit_proto::{ClientMsg, ErrorCode, ServerMsg, Token, Welcome, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
@@ -42,21 +44,29 @@ pub fn ws_url(signal: &str) -> String {
     }
 }
 
-/// Connects, joins `room` and waits for `welcome`.
+/// Connects, joins `room` and waits for `welcome`. A `wss://` server is verified with `tls`
+/// (`None`: the system's roots and `SSL_CERT_FILE`).
 pub async fn join(
     signal: &str,
     room: &str,
     peer_id: Option<&str>,
     token: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<(Signaling, Welcome), SignalingError> {
     let url = ws_url(signal);
-    let (ws, _) =
-        tokio_tungstenite::connect_async(&url)
-            .await
-            .map_err(|e| SignalingError::Connect {
-                url: url.clone(),
-                source: Box::new(e),
-            })?;
+    let connector = url.starts_with("wss:").then(|| {
+        let config = tls.cloned().unwrap_or_else(|| {
+            use webrtc::peer_connection::turn_tls;
+            turn_tls::client_config(turn_tls::system_roots())
+        });
+        tokio_tungstenite::Connector::Rustls(config)
+    });
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector)
+        .await
+        .map_err(|e| SignalingError::Connect {
+            url: url.clone(),
+            source: Box::new(e),
+        })?;
     let (mut sink, mut stream) = ws.split();
     let join = ClientMsg::Join {
         room: room.to_owned(),

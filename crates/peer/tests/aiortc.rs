@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use natkit_testkit::events::json_lines as events;
 use natkit_testkit::events::EventProcess;
 use natkit_testkit::{natkit_signal_on_loopback, Daemon};
 use serde_json::Value;
@@ -33,13 +34,6 @@ fn signal() -> (Daemon, String) {
     let d = natkit_signal_on_loopback("aiortc-test");
     let url = d.ws_url();
     (d, url)
-}
-
-fn events(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// An aiortc echo peer joins `room` first; natkit-peer (`--relay relay`) offers, sends a message

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use natkit_lab::{require_root, Lab, Nat, SERVER_IP};
 use natkit_testkit::events::EventProcess;
+use natkit_testkit::events::{find_event as find, json_lines as events};
 use natkit_testkit::tls::{ServerFiles, TempDir, TestCa};
-use natkit_testkit::ChromiumPage;
+use natkit_testkit::{page_has_message, ChromiumPage};
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
@@ -83,19 +84,6 @@ impl StreamLab {
             .unwrap();
         natkit_testkit::metric(&String::from_utf8_lossy(&out.stdout), series)
     }
-}
-
-fn events(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn find<'a>(evs: &'a [Value], name: &str) -> &'a Value {
-    evs.iter()
-        .find(|e| e["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} event in {evs:?}"))
 }
 
 /// natkit-peer echoes at the symmetric site; natkit-peer at the UDP-blocked site sends. Returns
@@ -213,11 +201,6 @@ fn open_page(l: &StreamLab, url: &str) -> ChromiumPage {
     )
 }
 
-/// The page's last report once `done` accepts it.
-fn chromium_page(l: &StreamLab, url: &str, done: impl Fn(&Value) -> bool) -> Value {
-    open_page(l, url).report_until(Duration::from_secs(45), done)
-}
-
 /// The other role: the page (echoing) is in the room first, natkit-peer behind the symmetric
 /// NAT joins, offers and gets its message back through the relay over TLS.
 #[test]
@@ -264,17 +247,10 @@ fn chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns() {
     let page = format!(
         "http://{SERVER_IP}:8080/?room=chromium&relay=1&turn=tls&send=hello%20from%20chromium"
     );
-    let report = chromium_page(&l, &page, |v| {
-        v["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|x| x == "hello from chromium"))
-            && !v["selected"].is_null()
-    });
+    let report = open_page(&l, &page).report_echo("hello from chromium", Duration::from_secs(45));
     echo.process().kill();
     assert!(
-        report["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|x| x == "hello from chromium")),
+        page_has_message(&report, "hello from chromium"),
         "the echo came back to Chromium: {report}"
     );
     assert_eq!(report["selected"]["local"], "relay", "{report}");

@@ -47,6 +47,9 @@ pub enum Nat {
     UdpBlocked,
     /// A home MASQUERADE behind a carrier-grade MASQUERADE in 100.64.0.0/10.
     DoubleNat,
+    /// MASQUERADE behind a firewall that lets out only TCP to port 443 (the strictest corporate
+    /// and hotel networks); not in [`Nat::ALL`] (no NAT verdict to check: UDP is blocked).
+    Only443,
 }
 
 impl Nat {
@@ -71,6 +74,7 @@ impl Nat {
             Nat::AddressDependentMapping => "nft-hash-mapping",
             Nat::UdpBlocked => "udp-blocked",
             Nat::DoubleNat => "double-nat-cgn",
+            Nat::Only443 => "only-tcp-443",
         }
     }
 }
@@ -340,6 +344,12 @@ impl Lab {
                 masquerade(&router, false);
                 router.run("iptables", &["-A", "FORWARD", "-p", "udp", "-j", "DROP"]);
             }
+            Nat::Only443 => {
+                masquerade(&router, false);
+                router.run("iptables", &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]);
+                router.run("iptables", &["-A", "FORWARD", "-o", "wan", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"]);
+                router.run("iptables", &["-A", "FORWARD", "-o", "wan", "-j", "DROP"]);
+            }
             Nat::FullCone => {
                 router.run("iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "SNAT", "--to-source", &public_ip]);
                 router.run("iptables", &["-t", "nat", "-A", "PREROUTING", "-i", "wan", "-j", "DNAT", "--to-destination", &client_ip]);
@@ -441,19 +451,24 @@ impl Lab {
         key: &std::path::Path,
         tcp: bool,
     ) -> String {
-        let tls = [
-            "--tls-listen".to_owned(),
-            format!("{SERVER_IP}:5349"),
-            "--tls-cert".to_owned(),
-            cert.display().to_string(),
-            "--tls-key".to_owned(),
-            key.display().to_string(),
-            "--tls-name".to_owned(),
-            SERVER_IP.to_owned(),
+        let mut flags = tls_flags(5349, cert, key);
+        flags.extend([
             "--relay-tcp".to_owned(),
             if tcp { "on" } else { "off" }.to_owned(),
-        ];
-        self.start_signal(turn_secret, &[], true, &tls).0
+        ]);
+        self.start_signal(turn_secret, &[], true, &flags).0
+    }
+
+    /// natkit-signal with its TLS port on 443 (HTTPS, WSS and TURN over TLS; a certificate for
+    /// the server's IP) beside the plain web port 8080. Returns the `wss://` URL.
+    pub fn start_natkit_signal_443(
+        &mut self,
+        turn_secret: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> String {
+        self.start_signal(turn_secret, &[], true, &tls_flags(443, cert, key));
+        format!("wss://{SERVER_IP}:443")
     }
 
     /// natkit-signal as most operators run it: one IP (203.0.113.1), no RFC 5780 alternate IP.
@@ -528,6 +543,21 @@ impl Drop for Lab {
 
 /// MASQUERADE out of `wan`, dropping unsolicited inbound UDP at the router itself so that such
 /// packets never create conntrack entries that would later clash with outbound mappings.
+/// natkit-signal's TLS port on the server's IP and `port`, with these PEM files, `turns:` naming
+/// the IP.
+fn tls_flags(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Vec<String> {
+    vec![
+        "--tls-listen".to_owned(),
+        format!("{SERVER_IP}:{port}"),
+        "--tls-cert".to_owned(),
+        cert.display().to_string(),
+        "--tls-key".to_owned(),
+        key.display().to_string(),
+        "--tls-name".to_owned(),
+        SERVER_IP.to_owned(),
+    ]
+}
+
 fn masquerade(router: &Netns, random_fully: bool) {
     let mut args = vec![
         "-t",

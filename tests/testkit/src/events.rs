@@ -10,6 +10,22 @@ use serde_json::Value;
 
 use crate::Process;
 
+/// The JSON objects of a finished process's output, one a line (lines that are not JSON are
+/// left out).
+pub fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The first event named `name` (its `event` field); a test failure naming it when there is none.
+pub fn find_event<'a>(evs: &'a [Value], name: &str) -> &'a Value {
+    evs.iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {evs:?}"))
+}
+
 pub struct EventProcess {
     process: Process,
     stdin: Option<ChildStdin>,

@@ -403,6 +403,23 @@ impl ChromiumPage {
     }
 }
 
+impl ChromiumPage {
+    /// The demo page's report once `text` has come back on its channel and its path is known
+    /// (or the last report, after `within`).
+    pub fn report_echo(&self, text: &str, within: Duration) -> serde_json::Value {
+        self.report_until(within, |v| {
+            page_has_message(v, text) && !v["selected"].is_null()
+        })
+    }
+}
+
+/// Has the demo page (its report, `window.natkit`) received `text`?
+pub fn page_has_message(report: &serde_json::Value, text: &str) -> bool {
+    report["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x == text))
+}
+
 impl Drop for ChromiumPage {
     fn drop(&mut self) {
         self.process.kill();

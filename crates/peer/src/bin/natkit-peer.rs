@@ -23,7 +23,7 @@ use tokio::time::Instant;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// natkit-signal URL, e.g. ws://203.0.113.5:8080; repeat it (or separate with commas) for
+    /// natkit-signal URL, e.g. ws://203.0.113.5:8080 or wss://signal.example.com (its TLS port); repeat it (or separate with commas) for
     /// the nodes of a cluster: the first that answers is joined, a lost connection rejoins
     /// through the next
     #[arg(long, required = true, value_delimiter = ',')]
@@ -59,8 +59,8 @@ struct Cli {
     /// relay stops accepting the old credential); for diagnosis
     #[arg(long)]
     no_renew: bool,
-    /// PEM file of a CA to trust for turns: relays, beside the system's roots (and
-    /// SSL_CERT_FILE): for private deployments
+    /// PEM file of a CA to trust for turns: relays and a wss:// natkit-signal, beside the
+    /// system's roots (and SSL_CERT_FILE): for private deployments
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
 }
