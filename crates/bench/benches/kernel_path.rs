@@ -61,14 +61,12 @@ impl Drop for Proc {
 }
 
 fn release_bin(name: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.exists(),
-        "build it first: cargo build --release --bins --features natkit-stun-turn/kernel-path ({} missing)",
-        p.display()
-    );
-    p.display().to_string()
+    natkit_bench::release_bin(
+        name,
+        "cargo build --release --bins --features natkit-stun-turn/kernel-path",
+    )
+    .display()
+    .to_string()
 }
 
 /// The namespaces: `br` holds the bridge; relay, load and peer hang off it.

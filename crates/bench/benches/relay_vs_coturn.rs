@@ -47,14 +47,7 @@ impl Drop for Proc {
 }
 
 fn release_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.exists(),
-        "build it first: cargo build --release --bins ({} missing)",
-        p.display()
-    );
-    p
+    natkit_bench::release_bin(name, "cargo build --release --bins")
 }
 
 /// The CPU every server runs on, when the load and the server each get cores of their own.

@@ -23,6 +23,23 @@ pub mod sock;
 pub mod stream;
 pub mod traffic;
 
+/// A release binary of the workspace beside the running benchmark (`target/release/NAME`);
+/// `build` is how to make it when it is missing.
+pub fn release_bin(name: &str, build: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let p = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/release/deps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "build it first: {build} ({} missing)",
+        p.display()
+    );
+    p
+}
+
 /// A benchmark's list setting from the environment (`NATKIT_BENCH_ALLOCS=1,10,100`), or
 /// `default`; empty entries are skipped, so an empty variable is an empty list.
 pub fn env_list(key: &str, default: &str) -> Vec<usize> {
