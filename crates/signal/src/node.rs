@@ -62,6 +62,8 @@ pub struct Node {
     tls_front: Option<(TcpListener, Arc<TlsKeys>, StreamEntry)>,
     /// The embedded relay's door for TURN over TCP arriving on the web port.
     relay_entry: Option<StreamEntry>,
+    /// `https://NAME[:PORT]` when the TLS port is on: where the web port sends page requests.
+    https: Option<String>,
     metrics_listener: Option<TcpListener>,
     relay_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -166,6 +168,7 @@ impl Node {
         ));
         // With the TLS port, links say https: tokens do not travel in clear text.
         let mut link = shown.clone();
+        let mut https = None;
         if let (Some((addr, name)), true) = (
             relay_addr.as_ref().and_then(|a| a.tls.as_ref()),
             tls_front.is_some(),
@@ -174,6 +177,7 @@ impl Node {
                 443 => format!("https://{name}"),
                 p => format!("https://{name}:{p}"),
             };
+            https = Some(link.clone());
             let wss = link.replacen("https://", "wss://", 1);
             banner.push(format!(
                 "HTTPS, WSS and TURN over TLS on one port: the page on {link}/ (WebSocket {wss}/v1/ws, turns:{name}:{})",
@@ -207,6 +211,7 @@ impl Node {
             listener,
             tls_front,
             relay_entry,
+            https,
             metrics_listener,
             relay_task,
             stop,
@@ -236,6 +241,7 @@ impl Node {
             listener,
             tls_front,
             relay_entry,
+            https,
             metrics_listener,
             relay_task,
             stop,
@@ -253,6 +259,7 @@ impl Node {
             listener,
             Arc::clone(&state),
             relay_entry,
+            https,
             changed(stop_rx.clone()),
         ));
         let tls_task = tls_front.map(|(l, keys, relay)| {

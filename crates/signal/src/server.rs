@@ -122,6 +122,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// On the plain web port with the TLS port on: the pages (`/`, `/check`) answer with a permanent
+/// redirect to the same path on `base` (`https://NAME[:PORT]`); the HTTP API and the WebSocket
+/// stay, for the clients that use them in clear.
+async fn to_https(
+    base: Arc<str>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let page = matches!(req.uri().path(), "/" | "/check");
+    let read = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    if page && read {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, format!("{base}{pq}"))],
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
 /// The metrics listener's routes (`/metrics`, `/healthz`): never on the public listener.
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -210,9 +231,19 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     relay: Option<StreamEntry>,
+    https: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(Arc::clone(&state));
+    let app = match https {
+        // The pages are the TLS port's: tokens in their links do not travel in clear text.
+        Some(base) => {
+            let base: Arc<str> = base.into();
+            router(Arc::clone(&state)).layer(axum::middleware::from_fn(move |req, next| {
+                to_https(Arc::clone(&base), req, next)
+            }))
+        }
+        None => router(Arc::clone(&state)),
+    };
     let port = listener.local_addr()?.port();
     let mut shutdown = std::pin::pin!(shutdown);
     let ticker = {

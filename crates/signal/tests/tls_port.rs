@@ -122,12 +122,19 @@ impl Server {
         )
     }
 
-    /// `GET /` on the plain web port after `first`: the response, empty when closed.
+    /// `GET /` on the plain web port after `first`: the response (a redirect to the TLS port),
+    /// empty when closed.
     async fn http_after(&self, first: &[u8]) -> String {
+        self.http_get_after(first, "/").await
+    }
+
+    async fn http_get_after(&self, first: &[u8], path: &str) -> String {
         let mut s = TcpStream::connect(self.daemon.addr("http")).await.unwrap();
         s.write_all(first).await.unwrap();
         let _ = s
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
             .await;
         let mut body = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body)).await;
@@ -357,7 +364,7 @@ async fn a_trusted_balancers_proxy_headers_name_the_client() {
     let page = s
         .http_after(b"PROXY TCP4 192.0.2.8 127.0.0.1 4001 80\r\n")
         .await;
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.starts_with("HTTP/1.1 308"), "{page}");
     let bad = s.http_after(b"PROXY TCP4 nonsense\r\n").await;
     assert!(bad.is_empty(), "a bad header closes: {bad}");
     assert_eq!(s.refused("bad_proxy_header"), 1.0);
@@ -378,7 +385,7 @@ async fn proxy_headers_from_anyone_else_close_the_connection() {
     // Without one, served as before, the connection's own address mapped.
     let (_, mapped) = binding_on(s.tls(&[]).await).await;
     assert_eq!(mapped.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));
-    assert!(s.http_after(b"").await.starts_with("HTTP/1.1 200"));
+    assert!(s.http_after(b"").await.starts_with("HTTP/1.1 308"));
 }
 
 /// The plain web port carries TURN over TCP beside HTTP: coturn's `turnutils_uclient -t`
@@ -390,7 +397,7 @@ async fn the_web_port_carries_turn_over_tcp_beside_http() {
     let uclient = uclient_relays_through(http.port(), &["-t"]);
     let page = s.http_after(b"");
     let ((), page) = tokio::join!(uclient, page);
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.starts_with("HTTP/1.1 308"), "{page}");
     assert!(s.metric("turn_tcp") >= 2.0, "{}", s.metric("turn_tcp"));
 }
 
@@ -421,4 +428,25 @@ async fn uclient_relays_through(port: u16, flags: &[&str]) {
     let (sent, received) = uclient_totals(&text).expect("uclient's totals");
     assert!(sent >= 100, "uclient sent {sent}:\n{text}");
     assert_eq!(sent, received, "every message comes back:\n{text}");
+}
+
+/// With the TLS port on, the plain web port sends the pages there (permanent redirect, path and
+/// query kept); the HTTP API stays in clear for the clients that use it; the private listener's
+/// health check stays plain.
+#[tokio::test]
+async fn plain_page_requests_are_sent_to_the_tls_port() {
+    let s = server();
+    let port = s.port();
+    for path in ["/?room=demo&token=abc", "/check"] {
+        let r = s.http_get_after(b"", path).await;
+        assert!(r.starts_with("HTTP/1.1 308"), "{path}: {r}");
+        let want = format!("location: https://{NAME}:{port}{path}\r\n");
+        assert!(r.to_lowercase().contains(&want), "{path}: {r}");
+    }
+    let api = s.http_get_after(b"", "/v1/ice-servers").await;
+    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    let health = http_get(&format!("http://{}/healthz", s.daemon.addr("metrics")));
+    assert!(!health.is_empty());
+    // The page itself over HTTPS.
+    assert!(s.get("/?room=demo", &[]).await.starts_with("HTTP/1.1 200"));
 }

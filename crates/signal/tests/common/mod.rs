@@ -117,6 +117,7 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
         listener,
         Arc::clone(&state),
         None,
+        None,
         async move {
             let _ = rx.changed().await;
         },
