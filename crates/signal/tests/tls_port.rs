@@ -198,8 +198,9 @@ async fn one_tls_port_serves_the_page_the_api_wss_and_turn_whatever_the_alpn() {
     // coturn's client relays through the same port (-t -S: TURN over TLS).
     uclient_relays_through(port, &["-t", "-S"]).await;
 
-    // Four pages, the API, the WebSocket; four Bindings and uclient's two clients.
-    assert_eq!(s.metric("https"), 6.0);
+    // Four pages and the API; the WebSocket; four Bindings and uclient's two clients.
+    assert_eq!(s.metric("https"), 5.0);
+    assert_eq!(s.metric("wss"), 1.0);
     assert!(s.metric("turn") >= 6.0, "{}", s.metric("turn"));
 }
 

@@ -10,6 +10,7 @@ pub(super) async fn ws(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     slot: Option<Extension<Arc<IpSlot>>>,
+    upgraded: Option<Extension<super::front::Upgraded>>,
     headers: HeaderMap,
 ) -> Response {
     if *st.shutdown.borrow() {
@@ -50,6 +51,10 @@ pub(super) async fn ws(
         )
             .into_response();
     };
+    // A TLS-port connection is counted as `wss` from here on.
+    if let Some(Extension(u)) = upgraded {
+        u.mark();
+    }
     // tungstenite's own limit sits above ours so that over-limit frames reach us and get 1009.
     let limit = st.settings.max_frame_bytes * 4 + 4096;
     // tungstenite's defaults (128 KiB read and write buffers per connection) would make 10k

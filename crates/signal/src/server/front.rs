@@ -33,8 +33,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the shared port holds at once, of every kind.
 pub const MAX_CONNECTIONS: usize = 20_000;
 /// The `kind` label values of `natkit_signal_port_connections_total`.
-pub const PORT_KINDS: [&str; 7] = [
+pub const PORT_KINDS: [&str; 8] = [
     "https",
+    "wss",
     "turn",
     "turn_tcp",
     "handshake_timeout",
@@ -100,8 +101,15 @@ pub async fn serve_tls(
                 };
                 match kind {
                     FirstBytes::Http => {
-                        counted("https");
-                        spawn_http(&app, &state, io, client, slot, permit);
+                        // Counted when it ends: `wss` if it became a WebSocket.
+                        let upgraded = Upgraded::default();
+                        let app = app.layer(axum::Extension(upgraded.clone()));
+                        let end = CountAtEnd {
+                            state: Arc::clone(&state),
+                            upgraded,
+                            _permit: permit,
+                        };
+                        spawn_http(&app, &state, io, client, slot, end);
                     }
                     FirstBytes::Turn => {
                         counted("turn");
@@ -118,6 +126,39 @@ pub async fn serve_tls(
 }
 
 type Tls = tokio_rustls::server::TlsStream<Prefixed<TcpStream>>;
+
+/// Set by the WebSocket handler when a TLS-port HTTP connection upgrades.
+#[derive(Clone, Default)]
+pub(crate) struct Upgraded(Arc<std::sync::atomic::AtomicBool>);
+
+impl Upgraded {
+    pub(crate) fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Counts an HTTP connection of the TLS port when it ends (`https`, or `wss` once upgraded),
+/// holding its place in the port's total meanwhile.
+struct CountAtEnd {
+    state: Arc<AppState>,
+    upgraded: Upgraded,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for CountAtEnd {
+    fn drop(&mut self) {
+        let kind = if self.upgraded.0.load(std::sync::atomic::Ordering::Relaxed) {
+            "wss"
+        } else {
+            "https"
+        };
+        self.state
+            .metrics
+            .port_connections
+            .with_label_values(&[kind])
+            .inc();
+    }
+}
 
 /// The handshake, then the first bytes: what the connection is, and the stream from its first
 /// byte on; or why it was closed.
