@@ -1,8 +1,9 @@
-//! The peer's driver: join a room through natkit-signal, probe the NAT, choose the ICE transport
-//! policy, then drive a [`Session`] with what the signaling connection, the WebRTC peer
-//! connection (through the glue in [`crate::rtc`]), the data channel, standard input and the
-//! clock report, and carry out the actions it asks for. Every decision is the session's
-//! ([`crate::session`]); this file only moves messages and time.
+//! The driver of one partner's link in a program's room (`room.rs`, which joins, probes
+//! and rejoins for every link): it drives a [`Session`] with what the link's view of signaling,
+//! the WebRTC peer connection (through the glue in [`crate::rtc`]), the data channel, the
+//! program's messages and the clock report, and carries out the actions it asks for. Every
+//! decision is the session's ([`crate::session`]); this file only moves messages and time. Also
+//! here: the first join through one of several signaling URLs, the rejoin loop, the probe.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,7 +101,6 @@ async fn next_signal(sig: &mut Option<Signaling>) -> Option<ServerMsg> {
 /// What the shell owns: the WebRTC objects and the signaling connection.
 struct Shell<'a> {
     cfg: &'a PeerConfig,
-    my_id: String,
     /// Created when the session has decided the policy ([`Action::Configure`]).
     pc: Option<Arc<dyn PeerConnection>>,
     local_ip: IpAddr,
@@ -108,15 +108,11 @@ struct Shell<'a> {
     relay_only: bool,
     channel: Option<Arc<dyn DataChannel>>,
     dc_tx: mpsc::UnboundedSender<(Arc<dyn DataChannel>, DataChannelEvent)>,
+    /// The link's view of the room's signaling connection (`None` while the room rejoins).
     sig: Option<Signaling>,
-    /// Where a rejoin reports; `None` for a link, whose room rejoins for it.
-    rejoin_tx: Option<mpsc::UnboundedSender<Result<(Signaling, Welcome), String>>>,
-    rejoining: Option<tokio::task::JoinHandle<()>>,
-    /// Which of `cfg.signal` the signaling connection is to.
-    signal_at: Arc<AtomicUsize>,
     emit: &'a (dyn Fn(Event) + Send + Sync),
-    /// Where a program's messages go ([`Mode::App`]).
-    deliver: Option<mpsc::Sender<Message>>,
+    /// Where the partner's messages go, to the program.
+    deliver: mpsc::Sender<Message>,
     /// The selected pair, as last read.
     pair: Option<SelectedPair>,
 }
@@ -243,34 +239,22 @@ impl Shell<'_> {
                         }
                     }
                 }
-                Action::Rejoin => {
-                    self.sig = None;
-                    if let Some(tx) = &self.rejoin_tx {
-                        self.rejoining = Some(tokio::spawn(reconnect(
-                            self.cfg.clone(),
-                            self.my_id.clone(),
-                            Arc::clone(&self.signal_at),
-                            tx.clone(),
-                        )));
-                    }
-                }
+                // The room rejoins for every link, and hands this one its view.
+                Action::Rejoin => self.sig = None,
                 Action::Probe { target } => {
                     let nat = probe_nat(&target, self.emit).await;
                     session.handle_probe(Instant::now(), nat);
                 }
                 Action::Emit(e) => (self.emit)(e),
-                // Mode::App: the program's; natkit-peer's own modes never ask for it.
                 Action::Deliver(m) => {
-                    if let Some(d) = &self.deliver {
-                        if let Err(mpsc::error::TrySendError::Full(_)) = d.try_send(m) {
-                            return Err(Failure::new(
-                                Stage::Dtls,
-                                format!(
-                                    "the program left {} messages unread: the channel is closed",
-                                    crate::api::MAX_UNREAD
-                                ),
-                            ));
-                        }
+                    if let Err(mpsc::error::TrySendError::Full(_)) = self.deliver.try_send(m) {
+                        return Err(Failure::new(
+                            Stage::Dtls,
+                            format!(
+                                "the program left {} messages unread: the channel is closed",
+                                crate::api::MAX_UNREAD
+                            ),
+                        ));
                     }
                 }
             }
@@ -412,14 +396,14 @@ pub(crate) async fn first_join(
 /// What a program's messages go through (bounded: `send` waits while the session is busy).
 pub(crate) const INPUT_QUEUE: usize = 256;
 
-/// How the driver meets its user: events, input (chat lines or a program's messages; `None` at
-/// the end), and for a program ([`Mode::App`]) where its messages and the path go.
+/// How the driver of one partner's link in a program's room ([`crate::room`]) meets the program
+/// and the room: events, the program's messages (`None` at the end), where the partner's
+/// messages and the path go, and what the room does for every link.
 pub(crate) struct Io<'a> {
     pub emit: &'a (dyn Fn(Event) + Send + Sync),
     pub input: mpsc::Receiver<Option<Message>>,
-    pub app: Option<AppIo>,
-    /// Set when the session is one partner's link in a program's room ([`crate::room`]).
-    pub link: Option<LinkIo>,
+    pub app: AppIo,
+    pub link: LinkIo,
 }
 
 /// What a link gets from its room: the room probes once and rejoins for every link.
@@ -437,39 +421,25 @@ pub(crate) struct AppIo {
     pub deliver: mpsc::Sender<Message>,
     /// The path once the channel is open, updated after ICE restarts.
     pub path: tokio::sync::watch::Sender<Option<(String, crate::api::Path)>>,
-    /// The room's peers, as signaling says.
-    pub peers: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Drives the session `joined` began, until its outcome.
 pub(crate) async fn drive(
     cfg: &PeerConfig,
-    joined: (Signaling, Welcome, usize),
+    joined: (Signaling, Welcome),
     started: Instant,
     io: Io<'_>,
 ) -> Result<(), Failure> {
     let deadline = started + cfg.timeout;
-    let (sig, welcome, signal_at) = joined;
+    let (sig, welcome) = joined;
     let Io {
         emit,
         input: mut line_rx,
         app,
         link,
     } = io;
-    let is_link = link.is_some();
     let mut input_open = true;
-    let (rejoin_tx, mut rejoin_rx, local_nat) = match link {
-        Some(l) => (None, l.rejoined, LocalNat::Known(l.local_nat)),
-        None => {
-            emit(Event::Joined {
-                peer_id: welcome.peer_id.clone(),
-                room: welcome.room.clone(),
-                peers: welcome.peers.clone(),
-            });
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), rx, LocalNat::Probe)
-        }
-    };
+    let mut rejoin_rx = link.rejoined;
 
     // The PC binds to the interface that reaches the relay.
     let target = stun_target(&usable_servers(&welcome.ice_servers, RelayMode::Auto, None));
@@ -482,7 +452,6 @@ pub(crate) async fn drive(
     let (flushed_tx, mut flushed_rx) = mpsc::unbounded_channel();
     let mut shell = Shell {
         cfg,
-        my_id: welcome.peer_id.clone(),
         pc: None,
         local_ip,
         pc_events: ev_tx,
@@ -490,18 +459,15 @@ pub(crate) async fn drive(
         channel: None,
         dc_tx,
         sig: Some(sig),
-        rejoin_tx,
-        rejoining: None,
-        signal_at: Arc::new(AtomicUsize::new(signal_at)),
         emit,
-        deliver: app.as_ref().map(|a| a.deliver.clone()),
+        deliver: app.deliver.clone(),
         pair: None,
     };
     let mut session = Session::new(
         SessionConfig {
             mode: cfg.mode.clone(),
             relay: cfg.relay,
-            local_nat,
+            local_nat: LocalNat::Known(link.local_nat),
             renew: cfg.renew,
             restart_on_renewal: true,
             started,
@@ -519,10 +485,8 @@ pub(crate) async fn drive(
         if let Err(f) = shell.run_actions(&mut session).await {
             break Err(f);
         }
-        if let Some(app) = &app {
-            if channel_open && std::mem::take(&mut path_stale) {
-                publish_path(&shell, &session, app);
-            }
+        if channel_open && std::mem::take(&mut path_stale) {
+            publish_path(&shell, &session, &app);
         }
         if let Some(o) = session.outcome() {
             break o.clone();
@@ -532,26 +496,14 @@ pub(crate) async fn drive(
             _ = tokio::time::sleep_until(wake) => session.handle_timeout(Instant::now()),
             joined = rejoin_rx.recv() => match joined {
                 Some(Ok((s, w))) => {
-                    shell.rejoining = None;
                     shell.sig = Some(s);
-                    if let Some(app) = &app {
-                        *app.peers.lock().expect("not poisoned") = w.peers.clone();
-                    }
                     session.handle_rejoined(Instant::now(), w);
                 }
-                Some(Err(why)) => {
-                    shell.rejoining = None;
-                    session.handle_rejoin_failed(Instant::now(), why);
-                }
+                Some(Err(why)) => session.handle_rejoin_failed(Instant::now(), why),
                 None => {}
             },
             m = next_signal(&mut shell.sig) => match m {
-                Some(m) => {
-                    if let Some(app) = &app {
-                        track_peers(&app.peers, &m);
-                    }
-                    session.handle_signal(Instant::now(), m)
-                }
+                Some(m) => session.handle_signal(Instant::now(), m),
                 None => {
                     shell.sig = None;
                     session.handle_signaling_lost(Instant::now());
@@ -571,20 +523,18 @@ pub(crate) async fn drive(
                 Some(m) => {
                     session.handle_input(Instant::now(), m);
                 }
-                // A program's session dropped: its end, once what it sent is acknowledged.
+                // The program closed the channel: its end, once what it sent is acknowledged.
                 None => {
                     input_open = false;
-                    if app.is_some() {
-                        session.handle_input(Instant::now(), None);
-                        if let Some(dc) = shell.channel.clone() {
-                            let flushed = flushed_tx.clone();
-                            tokio::spawn(async move {
-                                while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
-                                    tokio::time::sleep(Duration::from_millis(10)).await;
-                                }
-                                let _ = flushed.send(());
-                            });
-                        }
+                    session.handle_input(Instant::now(), None);
+                    if let Some(dc) = shell.channel.clone() {
+                        let flushed = flushed_tx.clone();
+                        tokio::spawn(async move {
+                            while dc.outstanding_bytes().await.is_ok_and(|n| n > 0) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            let _ = flushed.send(());
+                        });
                     }
                 }
             },
@@ -612,32 +562,15 @@ pub(crate) async fn drive(
             }
         }
     };
-    // A program's session that never met a partner says so (the core names the step it was
-    // waiting in, ICE with nobody to check against).
-    let outcome = match outcome {
-        Err(f) if app.is_some() && !is_link && session.partner().is_none() => Err(Failure::new(
-            Stage::Timeout,
-            format!(
-                "no partner joined {} within {:.0?} ({f})",
-                cfg.room, cfg.timeout
-            ),
-        )),
-        other => other,
-    };
     // Events queued with the outcome (the last message, say) still reach the user.
     while let Some(action) = session.poll_action() {
         match action {
             Action::Emit(e) => emit(e),
             Action::Deliver(m) => {
-                if let Some(d) = &shell.deliver {
-                    let _ = d.try_send(m);
-                }
+                let _ = shell.deliver.try_send(m);
             }
             _ => {}
         }
-    }
-    if let Some(task) = shell.rejoining.take() {
-        task.abort();
     }
     let reason = match &outcome {
         Ok(()) => "done".to_owned(),
@@ -651,18 +584,6 @@ pub(crate) async fn drive(
     }
     emit(Event::Closed { reason });
     outcome
-}
-
-/// Keeps a program's view of the room's peers.
-fn track_peers(peers: &std::sync::Mutex<Vec<String>>, m: &ServerMsg) {
-    let mut peers = peers.lock().expect("not poisoned");
-    match m {
-        ServerMsg::PeerJoined { peer_id, .. } if !peers.contains(peer_id) => {
-            peers.push(peer_id.clone())
-        }
-        ServerMsg::PeerLeft { peer_id, .. } => peers.retain(|p| p != peer_id),
-        _ => {}
-    }
 }
 
 /// Tells the program the path of its open channel (when it changed).

@@ -314,7 +314,6 @@ impl Room {
         let events = self.events.clone();
         let done = self.done_tx.clone();
         let partner = peer.to_owned();
-        let peers = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::clone(&self.shared);
         let mut open_rx = path_rx.clone();
         let span = tracing::info_span!("link", partner = %peer);
@@ -353,17 +352,16 @@ impl Room {
                 let io = Io {
                     emit: &emit,
                     input: input_rx,
-                    app: Some(AppIo {
+                    app: AppIo {
                         deliver: deliver_tx,
                         path: path_tx,
-                        peers,
-                    }),
-                    link: Some(LinkIo {
+                    },
+                    link: LinkIo {
                         rejoined: rejoined_rx,
                         local_nat: io_nat,
-                    }),
+                    },
                 };
-                let outcome = drive(&cfg, (sig, welcome, 0), started, io).await;
+                let outcome = drive(&cfg, (sig, welcome), started, io).await;
                 watcher.abort();
                 let _ = done.send((partner, outcome));
             },
