@@ -198,6 +198,23 @@ pub struct EmbeddedRelayFlags {
     /// Host name in the turns: URLs [default: the certificate's first DNS name]
     #[arg(long, value_name = "NAME")]
     pub tls_name: Option<Setting>,
+    /// Take the TLS port's certificate from an ACME directory for this domain (repeatable;
+    /// instead of --tls-cert/--tls-key): the TLS-ALPN-01 challenge is answered on the TLS port,
+    /// which the ACME server must reach on 443; kept in --acme-state-dir, renewed ahead of expiry
+    #[arg(long = "acme-domain", value_name = "NAME")]
+    pub acme_domains: Vec<Setting>,
+    /// ACME directory URL [default: Let's Encrypt, https://acme-v02.api.letsencrypt.org/directory]
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<Setting>,
+    /// Contact e-mail for the ACME account [default: none]
+    #[arg(long, value_name = "ADDRESS")]
+    pub acme_email: Option<Setting>,
+    /// Where the ACME account key and certificate are kept [default: /var/lib/natkit/acme]
+    #[arg(long, value_name = "DIR")]
+    pub acme_state_dir: Option<Setting>,
+    /// PEM root certificate of a private ACME server's HTTPS [default: the system's roots]
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca: Option<Setting>,
 }
 
 impl From<EmbeddedRelayFlags> for RelayOptions {
@@ -211,6 +228,11 @@ impl From<EmbeddedRelayFlags> for RelayOptions {
             tls_cert: f.tls_cert,
             tls_key: f.tls_key,
             tls_name: f.tls_name,
+            acme_domains: f.acme_domains,
+            acme_directory: f.acme_directory,
+            acme_email: f.acme_email,
+            acme_state_dir: f.acme_state_dir,
+            acme_ca: f.acme_ca,
             ..Default::default()
         }
     }

@@ -91,8 +91,8 @@ impl SignalMetrics {
             Opts::new(
                 "natkit_signal_port_connections_total",
                 "Connections to the shared ports, by what they turned out to be: on the TLS \
-                 port https (the page, the HTTP API), wss (a WebSocket), turn (TURN over TLS), or \
-                 why they were closed (handshake_timeout, handshake_failed, silent, unknown); on the web \
+                 port https (the page, the HTTP API), wss (a WebSocket), turn (TURN over TLS), acme \
+                 (an ACME server validating the certificate order, TLS-ALPN-01), or why they were closed (handshake_timeout, handshake_failed, silent, unknown); on the web \
                  port turn_tcp (TURN over TCP).",
             ),
             &["kind"],

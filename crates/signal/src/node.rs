@@ -91,16 +91,17 @@ impl Node {
                 warn!("no TURN secret configured: generated one for this run; TURN credentials stop working when the server restarts (set NATKIT_TURN_SECRET)");
             }
             let addr = relay.listen;
-            let mut r = relay_server::Relay::bind(
-                relay.clone(),
-                RelayMetrics::with_registry(registry.clone()),
-            )
-            .await
-            .map_err(|source| NodeError::Relay { addr, source })?;
+            let relay_metrics = RelayMetrics::with_registry(registry.clone());
+            let mut r = relay_server::Relay::bind(relay.clone(), relay_metrics.clone())
+                .await
+                .map_err(|source| NodeError::Relay { addr, source })?;
             relay_addr = Some(r.addresses().clone());
             relay_entry = Some(r.stream_entry());
             if let Some(keys) = r.tls_keys() {
                 relay_server::announce_tls(&keys);
+                if let Some(certs) = keys.acme_certs() {
+                    tokio::spawn(natkit_stun_turn::acme::maintain(certs, relay_metrics));
+                }
                 tokio::spawn(relay_server::reload_tls_on_sighup(Arc::clone(&keys)));
                 tokio::spawn(relay_server::reload_tls_on_change(Arc::clone(&keys)));
                 // One port for the page, WSS and TURN over TLS: the node accepts, the relay

@@ -110,6 +110,25 @@ pub struct RelayOptions {
     /// Host name in the turns: URLs handed out [default: the certificate's first DNS name]
     #[arg(long, env = "NATKIT_TLS_NAME", value_name = "NAME")]
     pub tls_name: Option<Setting>,
+    /// Take the TLS certificate from an ACME directory for this domain (repeatable; instead of
+    /// tls_cert and tls_key): TLS-ALPN-01 is answered on tls_listen, which the ACME server must
+    /// reach on port 443; renewed ahead of expiry
+    #[arg(long = "acme-domain", env = "NATKIT_ACME_DOMAINS", value_name = "NAME")]
+    pub acme_domains: Vec<Setting>,
+    /// ACME directory URL [default: Let's Encrypt, https://acme-v02.api.letsencrypt.org/directory]
+    #[arg(long, env = "NATKIT_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<Setting>,
+    /// Contact e-mail for the ACME account (expiry warnings) [default: none]
+    #[arg(long, env = "NATKIT_ACME_EMAIL", value_name = "ADDRESS")]
+    pub acme_email: Option<Setting>,
+    /// Where the ACME account key and the issued certificate are kept (owner only)
+    /// [default: /var/lib/natkit/acme]
+    #[arg(long, env = "NATKIT_ACME_STATE_DIR", value_name = "DIR")]
+    pub acme_state_dir: Option<Setting>,
+    /// PEM root certificate the ACME directory's HTTPS chains to, for a private ACME server
+    /// [default: the system's roots]
+    #[arg(long, env = "NATKIT_ACME_CA", value_name = "FILE")]
+    pub acme_ca: Option<Setting>,
     /// TCP/TLS connections one source IP may hold, 0 = unlimited [default: 100]
     #[arg(long, env = "NATKIT_STREAM_PER_IP", value_name = "N")]
     pub stream_per_ip: Option<Setting>,
@@ -387,27 +406,48 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
             None => Setting::from(v).parse("tls_listen")?,
         }),
     };
-    let tls = match (tls_listen, &o.tls_cert, &o.tls_key) {
+    let acme = acme(o)?;
+    let source = match (&o.tls_cert, &o.tls_key, acme) {
         (None, None, None) => None,
-        (None, _, _) => {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
-                "tls_listen",
-                "tls_cert and tls_key are set but tls_listen is not; set it, e.g. 0.0.0.0:5349",
+                "acme_domains",
+                "tls_cert/tls_key and acme_domain are two sources of the certificate: use one",
             ))
         }
-        (Some(_), None, _) => {
+        (None, None, Some(acme)) => Some(CertSource::Acme(acme)),
+        (Some(cert), Some(key), None) => Some(CertSource::Files {
+            cert: PathBuf::from(cert.as_str()),
+            key: PathBuf::from(key.as_str()),
+        }),
+        (None, Some(_), None) => {
             return Err(ConfigError::invalid(
                 "tls_cert",
-                "tls_listen needs a PEM certificate file",
+                "tls_listen needs a PEM certificate file (or acme_domain)",
             ))
         }
-        (Some(_), _, None) => {
+        (Some(_), None, None) => {
             return Err(ConfigError::invalid(
                 "tls_key",
                 "tls_listen needs a PEM private key file",
             ))
         }
-        (Some(addr), Some(cert), Some(key)) => {
+    };
+    let tls = match (tls_listen, source) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "tls_listen",
+                "a certificate is configured but tls_listen is not; set it, e.g. 0.0.0.0:5349 (0.0.0.0:443 for ACME)",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "tls_cert",
+                "tls_listen needs a PEM certificate file (or acme_domain)",
+            ))
+        }
+        (Some(addr), Some(source)) => {
             if addr == listen && addr.port() != 0 && tcp {
                 return Err(ConfigError::invalid(
                     "tls_listen",
@@ -416,8 +456,7 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
             }
             Some(TlsConfig {
                 listen: addr,
-                cert: PathBuf::from(cert.as_str()),
-                key: PathBuf::from(key.as_str()),
+                source,
                 name: o
                     .tls_name
                     .as_ref()
@@ -573,14 +612,106 @@ impl Default for StreamConfig {
     }
 }
 
-/// The TLS listener and its PEM files.
+/// The TLS listener and where its certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub listen: SocketAddr,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// The name in `turns:` URLs; `None`: the certificate's first DNS name.
+    pub source: CertSource,
+    /// The name in `turns:` URLs; `None`: the certificate's first DNS name (the first
+    /// `acme_domain` with ACME).
     pub name: Option<String>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM files, reloaded on SIGHUP and when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// An ACME directory ([`crate::acme`]).
+    Acme(AcmeConfig),
+}
+
+/// The ACME keys (`acme_*`), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// Host names the certificate names, lower case, no wildcards (TLS-ALPN-01 cannot prove one).
+    pub domains: Vec<String>,
+    pub directory: String,
+    pub email: Option<String>,
+    pub state_dir: PathBuf,
+    /// The root the directory's HTTPS certificate chains to, when not a public one.
+    pub ca: Option<PathBuf>,
+}
+
+/// The `acme_*` keys: `None` without `acme_domain` (and then none of the others may be set).
+fn acme(o: &RelayOptions) -> Result<Option<AcmeConfig>, ConfigError> {
+    let domains: Vec<String> = layer::items(&o.acme_domains)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if domains.is_empty() {
+        let others = [
+            ("acme_directory", o.acme_directory.is_some()),
+            ("acme_email", o.acme_email.is_some()),
+            ("acme_state_dir", o.acme_state_dir.is_some()),
+            ("acme_ca", o.acme_ca.is_some()),
+        ];
+        if let Some((key, _)) = others.into_iter().find(|(_, set)| *set) {
+            return Err(ConfigError::invalid(key, "needs acme_domains"));
+        }
+        return Ok(None);
+    }
+    for d in &domains {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if d.starts_with("*.") {
+            return Err(ConfigError::invalid(
+                "acme_domains",
+                format!("{d}: a wildcard needs the DNS-01 challenge, which natkit does not answer; name each host"),
+            ));
+        }
+        if d.parse::<IpAddr>().is_ok() || !d.contains('.') || !d.split('.').all(label_ok) {
+            return Err(ConfigError::invalid(
+                "acme_domains",
+                format!("{d:?} is not a DNS name like turn.example.com"),
+            ));
+        }
+    }
+    let directory = o
+        .acme_directory
+        .as_ref()
+        .map_or(crate::acme::LETS_ENCRYPT, |d| d.as_str().trim())
+        .to_owned();
+    if !directory.starts_with("https://") {
+        return Err(ConfigError::invalid(
+            "acme_directory",
+            format!("{directory:?} is not an https:// URL (ACME servers serve over HTTPS only)"),
+        ));
+    }
+    let email = o.acme_email.as_ref().map(|e| e.as_str().trim().to_owned());
+    if let Some(e) = &email {
+        if !e.contains('@') || e.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "acme_email",
+                format!("{e:?} is not an e-mail address"),
+            ));
+        }
+    }
+    Ok(Some(AcmeConfig {
+        domains,
+        directory,
+        email,
+        state_dir: PathBuf::from(
+            o.acme_state_dir
+                .as_ref()
+                .map_or(crate::acme::DEFAULT_STATE_DIR, |d| d.as_str()),
+        ),
+        ca: o.acme_ca.as_ref().map(|c| PathBuf::from(c.as_str())),
+    }))
 }
 
 /// Everything `natkit-relay` needs to start.

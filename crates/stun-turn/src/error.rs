@@ -79,6 +79,9 @@ pub enum TlsError {
     /// The file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[error("tls_key {path}: no PEM private key in it")]
     NoKey { path: String },
+    /// The ACME state directory cannot be used.
+    #[error("{0}")]
+    Acme(String),
     /// The certificate cannot be parsed, or the key does not belong to it.
     #[error("tls_cert {cert} with tls_key {key}: {message}")]
     Unusable {

@@ -52,6 +52,7 @@
 //! 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData, 12.5 stream padding);
 //! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
 
+pub mod acme;
 pub mod announce;
 pub mod config;
 pub mod error;

@@ -147,6 +147,10 @@ pub struct RelayMetrics {
     pub kernel_path_entries: IntGauge,
     /// Map writes the kernel refused (its maps full): those bindings stay in userspace.
     pub kernel_path_refused: IntCounter,
+    /// ACME orders, by `result` (issued, failed).
+    pub acme_orders: IntCounterVec,
+    /// When the TLS certificate in use expires (Unix seconds; 0: none yet).
+    pub tls_certificate_expiry: IntGauge,
 }
 
 fn slices<'a>(v: &'a [Vec<&'static str>]) -> Vec<&'a [&'static str]> {
@@ -321,6 +325,16 @@ impl RelayMetrics {
                 "natkit_relay_kernel_path_refused_total",
                 "Kernel path map writes refused (maps full); those bindings are relayed in userspace.",
             ),
+            acme_orders: vec(
+                "natkit_relay_acme_orders_total",
+                "ACME certificate orders, by result: issued, or failed (the certificate in use stays).",
+                &["result"],
+                &slices(&one(&["issued", "failed"])),
+            ),
+            tls_certificate_expiry: gauge(
+                "natkit_relay_tls_certificate_expiry_timestamp_seconds",
+                "When the ACME certificate in use expires, in Unix seconds (0 while there is none).",
+            ),
             registry,
         }
     }
@@ -346,6 +360,19 @@ impl RelayMetrics {
             packets: self.relayed_packets.with_label_values(&labels),
             bytes: self.relayed_bytes.with_label_values(&labels),
         }
+    }
+
+    pub(crate) fn acme_order(&self, issued: bool) {
+        let result = if issued { "issued" } else { "failed" };
+        self.acme_orders.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn tls_certificate_expiry(&self, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.tls_certificate_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn drop(&self, reason: Dropped) {

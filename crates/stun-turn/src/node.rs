@@ -56,6 +56,9 @@ impl Node {
             .map_err(|source| NodeError::Relay { addr, source })?;
         if let Some(keys) = relay.tls_keys() {
             server::announce_tls(&keys);
+            if let Some(certs) = keys.acme_certs() {
+                tokio::spawn(crate::acme::maintain(certs, metrics.clone()));
+            }
             tokio::spawn(server::reload_tls_on_change(std::sync::Arc::clone(&keys)));
             tokio::spawn(server::reload_tls_on_sighup(keys));
         }

@@ -147,7 +147,7 @@ impl Relay {
         let secrets = cfg.secrets.clone();
         // Read before any socket is bound: a bad certificate is a one-line error at start.
         let tls_keys = match &cfg.streams.tls {
-            Some(t) => Some(Arc::new(TlsKeys::load(&t.cert, &t.key, t.name.as_deref())?)),
+            Some(t) => Some(Arc::new(TlsKeys::from_config(t)?)),
             None => None,
         };
         // One primary socket per core in an SO_REUSEPORT group: clients' ChannelData is read by

@@ -129,7 +129,13 @@ async fn connection<H: Send>(
         }
         Ok(Ok(_)) => {}
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(keys.current());
+    // No ALPN with certificate files (clients that offer any get none); with ACME the listener
+    // offers `acme-tls/1` for the validator, and then `stun.turn` for TURN clients (RFC 7443).
+    let alpn: &[&[u8]] = match keys.acme_certs() {
+        Some(_) => &[b"stun.turn"],
+        None => &[],
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(keys.current_with_alpn(alpn));
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Err(_) => {
             metrics.stream_refused(five.transport, StreamRefusal::HandshakeTimeout);
@@ -139,6 +145,10 @@ async fn connection<H: Send>(
             metrics.stream_refused(five.transport, StreamRefusal::Handshake);
             // rustls errors name the alert or the protocol step, never key material.
             info!(client = %Redacted(five.client), error = %e, "tls handshake failed");
+        }
+        // An ACME validator's handshake (TLS-ALPN-01): it ends there (RFC 8737 section 3).
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ALPN) => {
+            debug!("ACME TLS-ALPN-01 validation handshake answered");
         }
         Ok(Ok(tls)) => run(shared, tls, five, stop).await,
     }

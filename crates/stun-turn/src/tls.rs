@@ -1,9 +1,12 @@
 //! The TLS listener's keys: PEM certificate chain and private key, read at start and again on
-//! SIGHUP (certificates rotate every 60 to 90 days) without touching live connections: a new
-//! handshake takes the current [`rustls::ServerConfig`], an established one keeps its own.
+//! SIGHUP and when the files change (certificates rotate every 60 to 90 days) without touching
+//! live connections: a new handshake takes the current [`rustls::ServerConfig`], an established
+//! one keeps its own. Or, with `acme_domain`, a certificate from an ACME directory
+//! ([`crate::acme`]), which the listener's configuration resolves per handshake.
 //!
 //! Also the name `turns:` URLs carry, which the certificate must cover: `tls_name` when
-//! configured, else the certificate's first DNS subject alternative name.
+//! configured, else the certificate's first DNS subject alternative name (the first
+//! `acme_domain`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,6 +17,8 @@ use rustls::ServerConfig;
 
 use tracing::{info, warn};
 
+use crate::acme::{self, AcmeCerts};
+use crate::config::{AcmeConfig, CertSource, TlsConfig};
 use crate::error::TlsError;
 
 /// Where the `turns:` host name comes from, as the relay says at start.
@@ -23,12 +28,19 @@ pub enum NameSource {
     Configured { covered: bool },
     /// The certificate's first DNS name.
     Certificate,
+    /// The first `acme_domain`.
+    Acme,
 }
 
-/// The certificate files and the configuration built from them.
+/// Where the certificate comes from.
+enum Origin {
+    Files { cert: PathBuf, key: PathBuf },
+    Acme(Arc<AcmeCerts>),
+}
+
+/// The certificate's source and the configuration built from it.
 pub struct TlsKeys {
-    cert: PathBuf,
-    key: PathBuf,
+    origin: Origin,
     current: RwLock<Arc<ServerConfig>>,
     name: String,
     source: NameSource,
@@ -36,12 +48,21 @@ pub struct TlsKeys {
 
 impl std::fmt::Debug for TlsKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsKeys")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("TlsKeys");
+        match &self.origin {
+            Origin::Files { cert, key } => d.field("cert", cert).field("key", key),
+            Origin::Acme(a) => d.field("acme", &a.config().domains),
+        };
+        d.field("name", &self.name).finish_non_exhaustive()
     }
+}
+
+fn server_config(
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth())
 }
 
 struct Loaded {
@@ -72,15 +93,12 @@ fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
         key: key.display().to_string(),
         message,
     };
-    let names = dns_names(leaf).map_err(unusable)?;
+    let names = self::leaf(leaf).map_err(unusable)?.names;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
         path: key.display().to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let config = server_config()
         .map_err(|e| unusable(e.to_string()))?
-        .with_no_client_auth()
         // Checks that the key matches the certificate.
         .with_single_cert(chain, private)
         .map_err(|e| unusable(e.to_string()))?;
@@ -90,8 +108,15 @@ fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     })
 }
 
-/// The DNS names of a certificate: subject alternative names, else the common name.
-fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+/// What a leaf certificate says: its DNS names (subject alternative names, else the common
+/// name) and its validity.
+pub(crate) struct Leaf {
+    pub names: Vec<String>,
+    pub not_before: std::time::SystemTime,
+    pub not_after: std::time::SystemTime,
+}
+
+pub(crate) fn leaf(cert: &CertificateDer<'_>) -> Result<Leaf, String> {
     use x509_parser::prelude::*;
     let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -109,7 +134,16 @@ fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
             }
         }
     }
-    Ok(names)
+    let time = |t: ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    };
+    let v = parsed.validity();
+    Ok(Leaf {
+        names,
+        not_before: time(v.not_before),
+        not_after: time(v.not_after),
+    })
 }
 
 /// Does a certificate name (`*.example.com` or `turn.example.com`) cover `host`?
@@ -144,19 +178,81 @@ impl TlsKeys {
             },
         };
         Ok(TlsKeys {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            origin: Origin::Files {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            },
             current: RwLock::new(loaded.config),
             name,
             source,
         })
     }
 
-    /// Reads the files again. On error the previous certificate stays in use.
+    /// Keys whose certificate comes from ACME: the state directory is opened now (a kept
+    /// certificate serves at once); [`crate::acme::maintain`] orders and renews.
+    pub fn acme(config: AcmeConfig, configured_name: Option<&str>) -> Result<Self, TlsError> {
+        let (name, source) = match configured_name {
+            Some(n) => (
+                n.to_owned(),
+                NameSource::Configured {
+                    covered: config.domains.iter().any(|d| name_covers(d, n)),
+                },
+            ),
+            None => (config.domains[0].clone(), NameSource::Acme),
+        };
+        let certs = Arc::new(AcmeCerts::open(config).map_err(|e| TlsError::Acme(e.to_string()))?);
+        let mut config = server_config()
+            .map_err(|e| TlsError::Acme(e.to_string()))?
+            .with_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+        config.alpn_protocols = vec![acme::ALPN.to_vec()];
+        Ok(TlsKeys {
+            origin: Origin::Acme(certs),
+            current: RwLock::new(Arc::new(config)),
+            name,
+            source,
+        })
+    }
+
+    /// Keys from [`TlsConfig`]: its files read, or its ACME state opened.
+    pub fn from_config(config: &TlsConfig) -> Result<Self, TlsError> {
+        match &config.source {
+            CertSource::Files { cert, key } => Self::load(cert, key, config.name.as_deref()),
+            CertSource::Acme(acme) => Self::acme(acme.clone(), config.name.as_deref()),
+        }
+    }
+
+    /// The ACME certificates, for [`crate::acme::maintain`]; `None` with files.
+    pub fn acme_certs(&self) -> Option<Arc<AcmeCerts>> {
+        match &self.origin {
+            Origin::Acme(a) => Some(Arc::clone(a)),
+            Origin::Files { .. } => None,
+        }
+    }
+
+    /// Reads the files again. On error the previous certificate stays in use. With ACME there
+    /// is nothing to read: the certificate changes when it is renewed.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let loaded = load(&self.cert, &self.key)?;
+        let Origin::Files { cert, key } = &self.origin else {
+            return Ok(());
+        };
+        let loaded = load(cert, key)?;
         *self.current.write().expect("tls lock") = loaded.config;
         Ok(())
+    }
+
+    /// The configuration new handshakes use, offering `protocols` by ALPN (with ACME,
+    /// `acme-tls/1` too: the challenge is answered on this listener). A handshake that
+    /// negotiated [`acme::ALPN`] was a validator's: close the connection.
+    pub fn current_with_alpn(&self, protocols: &[&[u8]]) -> Arc<ServerConfig> {
+        let current = self.current();
+        if protocols.is_empty() {
+            return current;
+        }
+        let mut config = (*current).clone();
+        let mut alpn: Vec<Vec<u8>> = protocols.iter().map(|p| p.to_vec()).collect();
+        alpn.append(&mut config.alpn_protocols);
+        config.alpn_protocols = alpn;
+        Arc::new(config)
     }
 
     /// The configuration new handshakes use.
@@ -173,8 +269,13 @@ impl TlsKeys {
         &self.source
     }
 
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
+    /// Where the certificate comes from, for messages: the certificate file, or the ACME
+    /// directory.
+    pub fn origin(&self) -> String {
+        match &self.origin {
+            Origin::Files { cert, .. } => cert.display().to_string(),
+            Origin::Acme(a) => format!("ACME {}", a.config().directory),
+        }
     }
 }
 
@@ -182,14 +283,17 @@ impl TlsKeys {
 pub fn announce_tls(keys: &TlsKeys) {
     match keys.name_source() {
         NameSource::Certificate => {
-            info!(name = keys.name(), cert = %keys.cert_path().display(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)")
+            info!(name = keys.name(), cert = %keys.origin(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)")
+        }
+        NameSource::Acme => {
+            info!(name = keys.name(), directory = %keys.origin(), "turns: URLs name the first acme_domain; the certificate comes from ACME (TLS-ALPN-01 on this TLS listener)")
         }
         NameSource::Configured { covered: true } => info!(
             name = keys.name(),
             "turns: URLs name tls_name, which the certificate covers"
         ),
         NameSource::Configured { covered: false } => {
-            warn!(name = keys.name(), cert = %keys.cert_path().display(), "tls_name is not among the certificate's names: TLS clients will refuse it")
+            warn!(name = keys.name(), cert = %keys.origin(), "tls_name is not among the certificate's names: TLS clients will refuse it")
         }
     }
 }
@@ -203,13 +307,19 @@ fn stamp(keys: &TlsKeys) -> Option<[(std::time::SystemTime, u64); 2]> {
         let m = std::fs::metadata(p).ok()?;
         Some((m.modified().ok()?, m.len()))
     };
-    Some([one(&keys.cert)?, one(&keys.key)?])
+    match &keys.origin {
+        Origin::Files { cert, key } => Some([one(cert)?, one(key)?]),
+        Origin::Acme(_) => None,
+    }
 }
 
 /// Re-reads the certificate and key when their files change (a renewal tool replaced them),
 /// looking every [`WATCH_INTERVAL`]; a file that does not load yet (half written, a key that
 /// does not match) keeps the previous certificate in use, said once, and is tried again.
 pub async fn reload_tls_on_change(keys: Arc<TlsKeys>) {
+    if keys.acme_certs().is_some() {
+        return;
+    }
     let mut seen = stamp(&keys);
     let mut failed = None;
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
@@ -221,7 +331,7 @@ pub async fn reload_tls_on_change(keys: Arc<TlsKeys>) {
         }
         match keys.reload() {
             Ok(()) => {
-                info!(cert = %keys.cert_path().display(), "tls certificate reloaded: its files changed");
+                info!(cert = %keys.origin(), "tls certificate reloaded: its files changed");
                 seen = now;
                 failed = None;
             }
@@ -236,6 +346,9 @@ pub async fn reload_tls_on_change(keys: Arc<TlsKeys>) {
 
 /// Re-reads the TLS certificate and key on every SIGHUP; live connections and allocations stay.
 pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
+    if keys.acme_certs().is_some() {
+        return;
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
@@ -243,7 +356,7 @@ pub async fn reload_tls_on_sighup(keys: Arc<TlsKeys>) {
     };
     while hup.recv().await.is_some() {
         match keys.reload() {
-            Ok(()) => info!(cert = %keys.cert_path().display(), "tls certificate reloaded"),
+            Ok(()) => info!(cert = %keys.origin(), "tls certificate reloaded"),
             Err(e) => {
                 warn!(error = %e, "tls certificate not reloaded; the previous one stays in use")
             }

@@ -17,6 +17,7 @@
 //!
 //! Network namespaces are `natkit-lab`'s; this crate knows nothing of them.
 
+pub mod acme;
 pub mod events;
 pub mod process;
 pub mod redis;
@@ -526,4 +527,38 @@ pub fn with_env<T>(env: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
         std::env::remove_var(k);
     }
     out
+}
+
+/// A STUN Binding request over a stream (TURN over TCP or TLS): the response's message type and
+/// its XOR-MAPPED-ADDRESS (IPv4).
+pub async fn binding_on<S>(mut s: S) -> ([u8; 2], Option<SocketAddr>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(&[7u8; 12]);
+    s.write_all(&req).await.unwrap();
+    let mut head = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("a Binding response in time")
+        .unwrap();
+    assert_eq!(&head[8..20], &[7u8; 12], "the transaction id comes back");
+    let mut attrs = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+    s.read_exact(&mut attrs).await.unwrap();
+    let mut mapped = None;
+    let mut at = 0;
+    while at + 4 <= attrs.len() {
+        let typ = u16::from_be_bytes([attrs[at], attrs[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([attrs[at + 2], attrs[at + 3]]));
+        let v = &attrs[at + 4..at + 4 + len];
+        if typ == 0x0020 && v[1] == 1 {
+            let port = u16::from_be_bytes([v[2], v[3]]) ^ 0x2112;
+            let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ 0x2112_a442;
+            mapped = Some((std::net::Ipv4Addr::from(ip), port).into());
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    ([head[0], head[1]], mapped)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use natkit_proto::Redacted;
+use natkit_stun_turn::acme;
 use natkit_stun_turn::core::Transport;
 use natkit_stun_turn::server::StreamEntry;
 use natkit_stun_turn::tls::TlsKeys;
@@ -33,11 +34,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the shared port holds at once, of every kind.
 pub const MAX_CONNECTIONS: usize = 20_000;
 /// The `kind` label values of `natkit_signal_port_connections_total`.
-pub const PORT_KINDS: [&str; 8] = [
+pub const PORT_KINDS: [&str; 9] = [
     "https",
     "wss",
     "turn",
     "turn_tcp",
+    "acme",
     "handshake_timeout",
     "handshake_failed",
     "silent",
@@ -167,9 +169,7 @@ async fn open(
     keys: &TlsKeys,
     deadline: Instant,
 ) -> Result<(FirstBytes, Prefixed<Tls>), &'static str> {
-    let mut config = (*keys.current()).clone();
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(keys.current_with_alpn(&ALPN));
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Err(_) => return Err("handshake_timeout"),
         Ok(Err(e)) => {
@@ -177,6 +177,8 @@ async fn open(
             debug!(error = %e, "TLS handshake failed");
             return Err("handshake_failed");
         }
+        // An ACME validator's TLS-ALPN-01 handshake: it ends there (RFC 8737 section 3).
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(acme::ALPN) => return Err("acme"),
         Ok(Ok(tls)) => tls,
     };
     sniff(Vec::new(), tls, Instant::now() + HANDSHAKE_TIMEOUT).await

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use natkit_stun_turn::config::{self, RelayOptions, Settings};
+use natkit_stun_turn::config::{self, CertSource, RelayOptions, Settings};
 use natkit_stun_turn::credentials;
 use natkit_stun_turn::node::Node;
 use natkit_stun_turn::server;
@@ -61,9 +61,16 @@ fn print_credentials(
     // The turns: name is the configured one or the certificate's: read it as the relay would.
     let tls = match &relay.streams.tls {
         Some(t) => {
-            let keys = natkit_stun_turn::tls::TlsKeys::load(&t.cert, &t.key, t.name.as_deref())
-                .context("cannot read the TLS certificate for the turns: URL")?;
-            Some((keys.name().to_owned(), t.listen.port()))
+            let name = match &t.source {
+                CertSource::Files { cert, key } => {
+                    natkit_stun_turn::tls::TlsKeys::load(cert, key, t.name.as_deref())
+                        .context("cannot read the TLS certificate for the turns: URL")?
+                        .name()
+                        .to_owned()
+                }
+                CertSource::Acme(acme) => t.name.clone().unwrap_or(acme.domains[0].clone()),
+            };
+            Some((name, t.listen.port()))
         }
         None => None,
     };

@@ -114,6 +114,38 @@ fn bad_values_name_their_key() {
             "listen = \"192.0.2.1:3478\"\nkernel_path = [\"eth0/../x\"]",
             "kernel_path",
         ),
+        // ACME: the challenge is answered on the TLS listener, one certificate source.
+        ("acme_domains = [\"turn.example.com\"]", "tls_listen"),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"turn.example.com\"]\ntls_cert = \"c.pem\"",
+            "acme_domains",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"*.example.com\"]",
+            "acme_domains",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"192.0.2.1\"]",
+            "acme_domains",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"localhost\"]",
+            "acme_domains",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"a..example.com\"]",
+            "acme_domains",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"a.example.com\"]\nacme_directory = \"http://ca.test/dir\"",
+            "acme_directory",
+        ),
+        (
+            "tls_listen = \":443\"\nacme_domains = [\"a.example.com\"]\nacme_email = \"ops\"",
+            "acme_email",
+        ),
+        ("acme_email = \"ops@example.com\"", "acme_email"),
+        ("acme_state_dir = \"/tmp/x\"", "acme_state_dir"),
     ];
     for (file, key) in cases {
         let raw: RelayOptions = layer::parse_toml(file, "t.toml").unwrap();
@@ -223,4 +255,28 @@ fn the_alternate_port_follows_the_listen_port_unless_set() {
         let s = resolve(o, Some("sekret"), no_file).unwrap();
         assert_eq!(s.relay.alt_port, want, "{listen} {alt:?}");
     }
+}
+
+#[test]
+fn acme_keys_from_flags_and_environment() {
+    let cli = parse_cli(
+        &["--tls-listen", ":443", "--acme-domain", "Turn.Example.com"],
+        &[
+            ("NATKIT_ACME_EMAIL", "ops@example.com"),
+            ("NATKIT_ACME_STATE_DIR", "/srv/acme"),
+        ],
+    );
+    let s = resolve(cli, Some("s"), no_file).unwrap();
+    let tls = s.relay.streams.tls.unwrap();
+    assert_eq!(tls.listen, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(
+        tls.source,
+        CertSource::Acme(AcmeConfig {
+            domains: vec!["turn.example.com".into()],
+            directory: crate::acme::LETS_ENCRYPT.into(),
+            email: Some("ops@example.com".into()),
+            state_dir: "/srv/acme".into(),
+            ca: None,
+        })
+    );
 }
