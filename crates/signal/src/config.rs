@@ -88,7 +88,8 @@ pub struct SignalOptions {
     /// A network whose connections start with a PROXY protocol header (v1 or v2) naming the
     /// client (repeatable, CIDR): a TCP load balancer. The client it names is the one per-IP
     /// limits, logs and TURN's mapped address use. A header from any other source closes the
-    /// connection. None by default
+    /// connection. The embedded relay's TCP and TLS ports take the same list unless its [relay]
+    /// table sets trusted_proxies. None by default
     #[arg(
         long = "trusted-proxy",
         env = "NATKIT_SIGNAL_TRUSTED_PROXIES",
@@ -566,6 +567,11 @@ impl TryFrom<SignalOptions> for NodeConfig {
     /// generated for the run when none is configured, which only an embedded relay may use).
     fn try_from(mut o: SignalOptions) -> Result<Self, SignalConfigError> {
         let generated_secret = o.relay.generate_secret_if_unset();
+        // The balancers in front of the node stand in front of its relay's TCP port too,
+        // unless the [relay] table names its own.
+        if o.relay.trusted_proxies.is_empty() {
+            o.relay.trusted_proxies = o.trusted_proxies.clone();
+        }
         let relay = RelayConfig::try_from(std::mem::take(&mut o.relay))?;
         // Flags for the embedded relay sit on top of its table and variables (`load`).
         let signal = SignalConfig::try_from(o)?;

@@ -335,6 +335,16 @@ async fn a_trusted_balancers_proxy_headers_name_the_client() {
         .http_after(b"PROXY TCP4 192.0.2.8 127.0.0.1 4001 80\r\n")
         .await;
     assert!(page.starts_with("HTTP/1.1 308"), "{page}");
+    // So does the embedded relay's own TCP port: the node's balancers stand in front of it too.
+    let relay_tcp = s.daemon.addr("turn-tcp");
+    let mut tcp = TcpStream::connect(relay_tcp).await.unwrap();
+    let v1 = format!(
+        "PROXY TCP4 192.0.2.9 127.0.0.1 5557 {}\r\n",
+        relay_tcp.port()
+    );
+    tcp.write_all(v1.as_bytes()).await.unwrap();
+    let (_, mapped) = binding_on(tcp).await;
+    assert_eq!(mapped, Some("192.0.2.9:5557".parse().unwrap()), "relay TCP");
     let bad = s.http_after(b"PROXY TCP4 nonsense\r\n").await;
     assert!(bad.is_empty(), "a bad header closes: {bad}");
     assert_eq!(s.refused("bad_proxy_header"), 1.0);

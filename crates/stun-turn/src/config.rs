@@ -129,6 +129,16 @@ pub struct RelayOptions {
     /// [default: the system's roots]
     #[arg(long, env = "NATKIT_ACME_CA", value_name = "FILE")]
     pub acme_ca: Option<Setting>,
+    /// A network whose TCP/TLS connections start with a PROXY protocol header (v1 or v2) naming
+    /// the client (repeatable, CIDR): a TCP load balancer. The client it names is the one per-IP
+    /// limits, logs and XOR-MAPPED-ADDRESS use; a header from any other source closes the
+    /// connection. None by default
+    #[arg(
+        long = "trusted-proxy",
+        env = "NATKIT_TRUSTED_PROXIES",
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<Setting>,
     /// TCP/TLS connections one source IP may hold, 0 = unlimited [default: 100]
     #[arg(long, env = "NATKIT_STREAM_PER_IP", value_name = "N")]
     pub stream_per_ip: Option<Setting>,
@@ -468,9 +478,13 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
     if tls.is_none() && o.tls_name.is_some() {
         return Err(ConfigError::invalid("tls_name", "needs tls_listen"));
     }
+    let trusted_proxies = layer::items(&o.trusted_proxies)
+        .map(|v| parse_cidr("trusted_proxies", v))
+        .collect::<Result<_, _>>()?;
     Ok(StreamConfig {
         tcp,
         tls,
+        trusted_proxies,
         per_ip: parse_opt("stream_per_ip", &o.stream_per_ip)?.unwrap_or(DEFAULT_STREAM_PER_IP),
         total: parse_opt("stream_total", &o.stream_total)?.unwrap_or(DEFAULT_STREAM_TOTAL),
     })
@@ -595,6 +609,8 @@ pub struct StreamConfig {
     /// TCP on the UDP listen address.
     pub tcp: bool,
     pub tls: Option<TlsConfig>,
+    /// Load balancers whose connections start with a PROXY protocol header.
+    pub trusted_proxies: Vec<IpNet>,
     /// Connections per source IP; 0 = unlimited.
     pub per_ip: u32,
     /// Connections in all; 0 = unlimited.
@@ -606,6 +622,7 @@ impl Default for StreamConfig {
         StreamConfig {
             tcp: true,
             tls: None,
+            trusted_proxies: Vec::new(),
             per_ip: DEFAULT_STREAM_PER_IP,
             total: DEFAULT_STREAM_TOTAL,
         }

@@ -60,6 +60,7 @@ pub mod http;
 pub mod kernel_path;
 pub mod metrics;
 pub mod node;
+pub mod proxied;
 pub(crate) mod queue;
 pub(crate) mod relayed;
 pub mod revocation;

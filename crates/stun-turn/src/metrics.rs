@@ -31,15 +31,19 @@ pub enum StreamRefusal {
     HandshakeTimeout,
     /// Plaintext STUN on the TLS port.
     NotTls,
+    /// A PROXY protocol header from a source not in `trusted_proxies`, or a trusted balancer's
+    /// that was malformed or did not come within the deadline.
+    ProxyHeader,
 }
 
 impl StreamRefusal {
-    pub const ALL: [StreamRefusal; 5] = [
+    pub const ALL: [StreamRefusal; 6] = [
         StreamRefusal::PerIp,
         StreamRefusal::Total,
         StreamRefusal::Handshake,
         StreamRefusal::HandshakeTimeout,
         StreamRefusal::NotTls,
+        StreamRefusal::ProxyHeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +53,7 @@ impl StreamRefusal {
             StreamRefusal::Handshake => "tls_handshake",
             StreamRefusal::HandshakeTimeout => "tls_handshake_timeout",
             StreamRefusal::NotTls => "not_tls",
+            StreamRefusal::ProxyHeader => "proxy_header",
         }
     }
 }

@@ -20,6 +20,7 @@ use tracing::{debug, info, Instrument};
 use crate::core::{FiveTuple, Transport};
 use crate::framing::{self, FrameError, MAX_FRAME};
 use crate::metrics::{Dropped, StreamClose, StreamRefusal};
+use crate::proxied;
 use crate::queue::{Outgoing, StreamQueue};
 use crate::ratelimit::IpSlots;
 use crate::shared::Shared;
@@ -74,16 +75,25 @@ pub(crate) async fn serve(
                     debug!(%client, "connection refused: total stream limit");
                     continue;
                 };
-                let Some(slot) = per_ip.acquire(client.ip()) else {
-                    shared.metrics.stream_refused(transport, StreamRefusal::PerIp);
-                    debug!(client = %Redacted(client), "connection refused: per-IP stream limit");
-                    continue;
+                // A load balancer's connection counts against the client its header names.
+                let balancer = proxied::trusted(client, &limits.trusted_proxies);
+                let slot = match balancer {
+                    true => None,
+                    false => match per_ip.acquire(client.ip()) {
+                        Some(s) => Some(s),
+                        None => {
+                            shared.metrics.stream_refused(transport, StreamRefusal::PerIp);
+                            debug!(client = %Redacted(client), "connection refused: per-IP stream limit");
+                            continue;
+                        }
+                    },
                 };
                 let _ = stream.set_nodelay(true);
                 let five = FiveTuple { transport, client, server };
                 let span = tracing::info_span!("stream", transport = transport.as_str(), client = %Redacted(client));
+                let admitted = Admitted { per_ip: Arc::clone(&per_ip), balancer, held: (permit, slot) };
                 conns.spawn(
-                    connection(Arc::clone(&shared), stream, five, stop.clone(), (permit, slot))
+                    connection(Arc::clone(&shared), stream, five, stop.clone(), admitted)
                         .instrument(span),
                 );
             }
@@ -99,13 +109,52 @@ fn looks_like_turn(first: u8) -> bool {
     first & 0xc0 == 0 && first != 0x16 || (0x40..=0x7f).contains(&first)
 }
 
+/// What a connection holds from accept on, and how its per-IP slot is still to be taken.
+struct Admitted<H> {
+    per_ip: Arc<IpSlots>,
+    /// From a trusted load balancer: the slot is taken for the client its header names.
+    balancer: bool,
+    held: H,
+}
+
 async fn connection<H: Send>(
     shared: Arc<Shared>,
     stream: TcpStream,
-    five: FiveTuple,
+    mut five: FiveTuple,
     stop: watch::Receiver<bool>,
-    _held: H,
+    admitted: Admitted<H>,
 ) {
+    let metrics = &shared.metrics;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    // With trusted_proxies, every connection's first bytes are read for a PROXY header: a
+    // balancer's names the client, anyone else's closes the connection.
+    let mut stream = if shared.streams.trusted_proxies.is_empty() {
+        proxied::Prefixed::new(Vec::new(), stream)
+    } else {
+        match proxied::client_of(stream, five.client, admitted.balancer, deadline).await {
+            Ok((client, io)) => {
+                five.client = client;
+                io
+            }
+            Err(why) => {
+                metrics.stream_refused(five.transport, StreamRefusal::ProxyHeader);
+                debug!(why, "connection closed: PROXY protocol header");
+                return;
+            }
+        }
+    };
+    let _slot = match admitted.balancer {
+        false => None,
+        true => match admitted.per_ip.acquire(five.client.ip()) {
+            Some(s) => Some(s),
+            None => {
+                metrics.stream_refused(five.transport, StreamRefusal::PerIp);
+                debug!(client = %Redacted(five.client), "connection refused: per-IP stream limit");
+                return;
+            }
+        },
+    };
+    let _held = admitted.held;
     if five.transport != Transport::Tls {
         return run(shared, stream, five, stop).await;
     }
@@ -113,21 +162,19 @@ async fn connection<H: Send>(
         return;
     };
     let metrics = &shared.metrics;
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+    match stream.peek_byte(deadline).await {
         Err(_) => {
             metrics.stream_refused(five.transport, StreamRefusal::HandshakeTimeout);
             debug!("tls handshake timed out before the first byte");
             return;
         }
-        Ok(Ok(0)) | Ok(Err(_)) => return,
-        Ok(Ok(_)) if looks_like_turn(first[0]) => {
+        Ok(None) => return,
+        Ok(Some(first)) if looks_like_turn(first) => {
             metrics.stream_refused(five.transport, StreamRefusal::NotTls);
             info!(client = %Redacted(five.client), "plaintext TURN on the TLS port; closed (use turn:...?transport=tcp on the TCP port)");
             return;
         }
-        Ok(Ok(_)) => {}
+        Ok(Some(_)) => {}
     }
     // No ALPN with certificate files (clients that offer any get none); with ACME the listener
     // offers `acme-tls/1` for the validator, and then `stun.turn` for TURN clients (RFC 7443).

@@ -674,3 +674,86 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_its_deadline() {
         1.0
     );
 }
+
+/// A TCP connection to `addr` that starts with `header` (a PROXY protocol header).
+async fn after_header(addr: SocketAddr, header: &[u8]) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(header).await.unwrap();
+    tcp
+}
+
+/// Behind a TCP load balancer (`--trusted-proxy 127.0.0.1`): the client a PROXY v1 or v2
+/// header names is the one XOR-MAPPED-ADDRESS carries and the per-IP limit counts, on the TCP
+/// port and the TLS port; a malformed header closes the connection.
+#[tokio::test]
+async fn a_trusted_balancers_proxy_headers_name_the_client_on_tcp_and_tls() {
+    let dir = TempDir::new("proxy-trusted");
+    let ca = TestCa::new("natkit test CA");
+    let files = ca.issue(&["turn.natkit.test"], dir.path(), "relay");
+    let relay = tls_relay(
+        &dir,
+        &files,
+        &["--trusted-proxy", "127.0.0.1", "--stream-per-ip", "1"],
+    );
+    let (tcp, tls) = (relay.addr("turn-tcp"), relay.addr("turn-tls"));
+    let mapped = |m: &Message| xor_mapped(m).map(|a| a.to_string());
+
+    let v1 = format!("PROXY TCP4 192.0.2.7 127.0.0.1 5555 {}\r\n", tcp.port());
+    let mut c = StreamClient::new(after_header(tcp, v1.as_bytes()).await);
+    let m = c.call(METHOD_BINDING, vec![], None).await;
+    assert_eq!(mapped(&m).as_deref(), Some("192.0.2.7:5555"), "v1 on TCP");
+    // v2, TCP over IPv4 from 198.51.100.9:6000.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 9, 127, 0, 0, 1, 0x17, 0x70, 0x01, 0xbb]);
+    let io = tls_client(ca.pem())
+        .connect(
+            rustls::pki_types::ServerName::try_from("turn.natkit.test").unwrap(),
+            after_header(tls, &v2).await,
+        )
+        .await
+        .unwrap();
+    let mut t = StreamClient::new(io);
+    let m = t.call(METHOD_BINDING, vec![], None).await;
+    assert_eq!(
+        mapped(&m).as_deref(),
+        Some("198.51.100.9:6000"),
+        "v2 on TLS"
+    );
+    // One connection per client: 192.0.2.7 holds its one, so a second is closed; though all
+    // come from 127.0.0.1, another carried client is served.
+    let mut again = StreamClient::new(after_header(tcp, v1.as_bytes()).await);
+    assert!(again.closed_within(Duration::from_secs(5)).await);
+    let other = format!("PROXY TCP4 192.0.2.8 127.0.0.1 5556 {}\r\n", tcp.port());
+    let mut o = StreamClient::new(after_header(tcp, other.as_bytes()).await);
+    let m = o.call(METHOD_BINDING, vec![], None).await;
+    assert_eq!(mapped(&m).as_deref(), Some("192.0.2.8:5556"));
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tcp\",reason=\"per_ip_limit\"}"),
+        1.0
+    );
+    let mut bad = StreamClient::new(after_header(tcp, b"PROXY TCP4 nonsense\r\n").await);
+    assert!(bad.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tcp\",reason=\"proxy_header\"}"),
+        1.0
+    );
+}
+
+/// With trusted balancers elsewhere (192.0.2.0/24), a PROXY header from this host closes the
+/// connection, and a client without one is served as itself.
+#[tokio::test]
+async fn proxy_headers_from_an_untrusted_source_close_the_connection() {
+    let dir = TempDir::new("proxy-untrusted");
+    let relay = relay_with(&dir, &["--trusted-proxy", "192.0.2.0/24"]);
+    let tcp = relay.addr("turn-tcp");
+    let v1 = format!("PROXY TCP4 192.0.2.7 127.0.0.1 5555 {}\r\n", tcp.port());
+    let mut c = StreamClient::new(after_header(tcp, v1.as_bytes()).await);
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(
+        metric(&relay, "natkit_relay_stream_connections_refused_total{transport=\"tcp\",reason=\"proxy_header\"}"),
+        1.0
+    );
+    let mut plain = StreamClient::new(TcpStream::connect(tcp).await.unwrap());
+    let m = plain.call(METHOD_BINDING, vec![], None).await;
+    assert_eq!(xor_mapped(&m).map(|a| a.ip()), Some([127, 0, 0, 1].into()));
+}
