@@ -1,11 +1,13 @@
 //! deploy/ for real: the Dockerfile's runtime stage on a Debian base made here (debootstrap +
-//! `docker import`, no registry), the compose stack (relay + signal, host networking, the secret
-//! as a file) brought up by `docker-compose` on a private dockerd that runs inside the lab's server
-//! namespace, so "host networking" means the lab's public addresses 203.0.113.1 and .2. Then,
-//! from two client namespaces behind symmetric NATs: nat-probe against the relay, two natkit-peers
-//! exchanging messages through it, and the relay container restarted under them; and from a
-//! third site whose router drops all UDP, a natkit-peer that gets through over TURN/TCP or TLS
-//! (the certificate and key mounted as files, made by the test from its own CA).
+//! `docker import`, no registry), the compose stack (one `natkit` service: natkit-signal with its
+//! embedded relay, the page, WSS and TURN over TLS on 443, host networking, the secrets and the
+//! certificate as files) brought up by `docker-compose` on a private dockerd that runs inside the
+//! lab's server namespace, so "host networking" means the lab's public addresses 203.0.113.1 and
+//! .2. Then, from two client namespaces behind symmetric NATs: nat-probe against the relay, two
+//! natkit-peers joining over WSS on 443 and exchanging messages through the relay, and the
+//! container restarted under them; and from a third site whose router drops all UDP, a
+//! natkit-peer that gets through over TURN/TCP or TLS (the certificate made by the test from its
+//! own CA).
 //!
 //! Compose v2 (`docker compose`) runs the whole scenario; Compose v1 (`docker-compose`) the same
 //! file up to a relayed exchange.
@@ -284,7 +286,7 @@ impl Drop for Compose<'_> {
 /// noexec mount would refuse). The packages come from the Debian mirror the machine's apt uses.
 const MAKE_ROOTFS: &str = r#"
 set -e
-tar="$1/bookworm-minbase-redis.tar"
+tar="$1/bookworm-minbase-redis-libcap.tar"
 [ -f "$tar" ] && exit 0
 root="$(mktemp -d)"
 mount -t tmpfs -o size=2g,mode=0755 natkit-rootfs "$root"
@@ -292,7 +294,7 @@ trap 'umount -l "$root"; rmdir "$root"' EXIT
 # The mirror this machine's apt uses for bookworm/main (no address is written into the project).
 mirror="$(apt-cache policy 2>/dev/null | awk '$3 == "bookworm/main" && $2 ~ /^(https?|file):/ { print $2; exit }')"
 [ -n "$mirror" ] || { echo "no bookworm/main mirror in this machine's apt configuration" >&2; exit 1; }
-debootstrap --variant=minbase --include=redis-server bookworm "$root" "$mirror" >&2
+debootstrap --variant=minbase --include=redis-server,libcap2-bin bookworm "$root" "$mirror" >&2
 tar -C "$root" -cf "$tar.part" .
 mv "$tar.part" "$tar"
 "#;
@@ -311,14 +313,14 @@ fn import_runtime_base(dockerd: &Dockerd) -> &'static str {
         .arg(cache.join("rootfs.lock"))
         .args(["sh", "-c", MAKE_ROOTFS, "make-rootfs"])
         .arg(&cache));
-    let tar = cache.join("bookworm-minbase-redis.tar");
+    let tar = cache.join("bookworm-minbase-redis-libcap.tar");
     dockerd.docker_ok(&["import", tar.to_str().unwrap(), tag]);
     tag
 }
 
 #[test]
-fn compose_v2_stack_serves_natted_peers_and_survives_a_relay_restart() {
-    if !require_root("compose_v2_stack_serves_natted_peers_and_survives_a_relay_restart") {
+fn compose_v2_stack_serves_natted_peers_and_survives_a_restart() {
+    if !require_root("compose_v2_stack_serves_natted_peers_and_survives_a_restart") {
         return;
     }
     deploy_and_check(Flavour::V2, true);
@@ -382,9 +384,12 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let token_secret = dockerd.dir.join("token_secret");
     std::fs::write(&token_secret, format!("{TOKEN_SECRET}\n")).unwrap();
     sh(Command::new("chmod").arg("0444").arg(&token_secret));
-    // The TLS certificate, from a CA made here, for the relay's IP (the lab has no DNS).
+    // The TLS certificate, from a CA made here, for the server's IP (the lab has no DNS), as
+    // deploy/tls/tls.crt and tls.key.
     let authority = natkit_testkit::tls::TestCa::new("natkit compose lab CA");
-    let tls = authority.issue(&["203.0.113.1"], &dockerd.dir, "tls");
+    let tls_dir = dockerd.dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let tls = authority.issue(&["203.0.113.1"], &tls_dir, "tls");
     let ca = authority.write_ca(&dockerd.dir, "ca.pem");
     for f in [&tls.cert, &tls.key] {
         sh(Command::new("chmod").arg("0444").arg(f));
@@ -407,8 +412,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
         format!("NATKIT_TOKEN_SECRET_FILE={}", token_secret.display()),
         "NATKIT_TLS_NAME=203.0.113.1".to_owned(),
-        format!("NATKIT_TLS_CERT_FILE={}", tls.cert.display()),
-        format!("NATKIT_TLS_KEY_FILE={}", tls.key.display()),
+        format!("NATKIT_TLS_DIR={}", tls_dir.display()),
     ]);
     let env_file = dockerd.dir.join("lab.env");
     std::fs::write(&env_file, env.join("\n") + "\n").unwrap();
@@ -421,11 +425,11 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     };
     compose.ok(&["config", "-q"]);
     compose.ok(&["up", "-d", "--no-build"]);
-    compose.wait_healthy(&["relay", "signal"], Duration::from_secs(90));
+    compose.wait_healthy(&["natkit"], Duration::from_secs(90));
 
     // The secret is a mounted file, not in the environment or the image.
-    let relay_id = compose.ok(&["ps", "-q", "relay"]);
-    let inspect = dockerd.docker_ok(&["inspect", &relay_id]);
+    let natkit_id = compose.ok(&["ps", "-q", "natkit"]);
+    let inspect = dockerd.docker_ok(&["inspect", &natkit_id]);
     assert!(
         !inspect.contains(SECRET),
         "the TURN secret leaked into the container's config"
@@ -448,13 +452,10 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let metrics = scrape("127.0.0.1:9642");
     assert!(
-        scrape("127.0.0.1:9641").contains("natkit_relay_"),
-        "relay metrics"
-    );
-    assert!(
-        scrape("127.0.0.1:9642").contains("natkit_signal_"),
-        "signal metrics, on the server's loopback"
+        metrics.contains("natkit_signal_") && metrics.contains("natkit_relay_"),
+        "signal and relay metrics on one page, on the server's loopback"
     );
     assert!(
         !scrape("203.0.113.1:8080").contains("natkit_signal_"),
@@ -482,7 +483,8 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         .client
         .cmd(workspace_bin("natkit-peer").to_str().unwrap())
         .env("RUST_LOG", "off")
-        .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
+        .args(["--signal", "wss://203.0.113.1:443", "--room", "compose"])
+        .args(["--tls-ca", ca.to_str().unwrap()])
         .args(["--json", "--timeout", "10", "--send", "x"])
         .output()
         .unwrap();
@@ -494,15 +496,18 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     assert!(refused_out.contains("unauthorized"), "{refused_out}");
     // ...and one with a token the application server minted gets in.
     let token = join_token("compose");
-    // Two peers behind symmetric NATs, through the containers.
+    // Two peers behind symmetric NATs, joining over WSS on the one TLS port, relayed by the
+    // same process.
     let peer = |site: usize, mode: &str| {
         EventProcess::spawn(
             natkit_peer(&lab, site, &token)
-                .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
+                .args(["--signal", "wss://203.0.113.1:443", "--room", "compose"])
+                .args(["--tls-ca", ca.to_str().unwrap()])
                 .args(["--json", "--timeout", "150", mode]),
         )
     };
-    // From the UDP-blocked site: through the relay container over TCP or TLS.
+    // From the UDP-blocked site: through the relay over TCP or TLS (plain ws:// on the web port
+    // still works for clients that use it).
     let blocked_room = "compose-blocked";
     let blocked_token = join_token(blocked_room);
     let in_room = |site: usize, extra: &[&str]| {
@@ -550,13 +555,26 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         );
         return;
     }
-    // The relay container restarts: its allocations are gone, the peers must come back.
+    // The page over HTTPS on 443: a plain page request is redirected there.
+    let redirect = lab.sites[0].client.run(
+        "bash",
+        &[
+            "-c",
+            "exec 3<>/dev/tcp/203.0.113.1/8080; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ],
+    );
+    let redirect = String::from_utf8_lossy(&redirect.stdout);
+    assert!(
+        redirect.starts_with("HTTP/1.0 308") && redirect.contains("location: https://203.0.113.1/"),
+        "{redirect}"
+    );
+    // The container restarts: signaling and allocations are gone, the peers must come back.
     assert_session_recovers(&mut chat, &echo, t0, || {
-        compose.ok(&["restart", "-t", "5", "relay"]);
+        compose.ok(&["restart", "-t", "5", "natkit"]);
     });
-    let restarted = compose.ok(&["ps", "-q", "relay"]);
-    assert_eq!(restarted, relay_id, "the same container, restarted");
-    compose.wait_healthy(&["relay"], Duration::from_secs(30));
+    let restarted = compose.ok(&["ps", "-q", "natkit"]);
+    assert_eq!(restarted, natkit_id, "the same container, restarted");
+    compose.wait_healthy(&["natkit"], Duration::from_secs(30));
 }
 
 /// deploy/docker-compose.cluster.yml in the lab: Redis, two signaling nodes and two relays on
