@@ -96,6 +96,11 @@ pub struct SignalOptions {
         value_name = "CIDR"
     )]
     pub trusted_proxies: Vec<Setting>,
+    /// UNSAFE on the internet: with the TLS port on, keep serving the HTTP API and ws:// in
+    /// clear on the web port (only the pages are redirected to HTTPS); join tokens and SDP then
+    /// travel unencrypted there. Without it every request there but /healthz is redirected
+    #[arg(long, env = "NATKIT_SIGNAL_PLAIN_API", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plain_api: bool,
     /// File holding the join-token secret (joins and /v1/ice-servers need a token it signed);
     /// without it and without --open, a secret is generated for the run
     #[arg(long, env = "NATKIT_SIGNAL_TOKEN_SECRET_FILE", value_name = "FILE")]
@@ -452,6 +457,7 @@ impl SignalConfig {
             return Err(invalid("header_timeout", "must be at least 1 second"));
         }
         Ok(SignalConfig {
+            plain_api: o.plain_api,
             open,
             generated_token,
             metrics_listen,
@@ -521,6 +527,8 @@ pub struct SignalConfig {
     pub allowed_origins: AllowedOrigins,
     /// Sources whose PROXY protocol headers are believed (load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `plain_api`: with the TLS port on, the web port still serves the API and `ws://`.
+    pub plain_api: bool,
 }
 
 /// `cluster` and `cluster_lease`.
@@ -573,6 +581,12 @@ impl TryFrom<SignalOptions> for NodeConfig {
             o.relay.trusted_proxies = o.trusted_proxies.clone();
         }
         let relay = RelayConfig::try_from(std::mem::take(&mut o.relay))?;
+        if o.plain_api && relay.streams.tls.is_none() {
+            return Err(invalid(
+                "plain_api",
+                "only means something with the TLS port (tls_listen); without it everything is plain",
+            ));
+        }
         // Flags for the embedded relay sit on top of its table and variables (`load`).
         let signal = SignalConfig::try_from(o)?;
         let needs_secret = signal.ice_urls.iter().any(|u| u.starts_with("turn"))

@@ -62,7 +62,7 @@ pub struct Node {
     tls_front: Option<(TcpListener, Arc<TlsKeys>, StreamEntry)>,
     /// The embedded relay's door for TURN over TCP arriving on the web port.
     relay_entry: Option<StreamEntry>,
-    /// `https://NAME[:PORT]` when the TLS port is on: where the web port sends page requests.
+    /// `https://NAME[:PORT]` when the TLS port is on: where the web port sends its requests.
     https: Option<String>,
     metrics_listener: Option<TcpListener>,
     relay_task: Option<JoinHandle<()>>,
@@ -143,6 +143,7 @@ impl Node {
             _ => None,
         };
         let cluster = signal.cluster.clone();
+        let plain_api = signal.plain_api;
         let state = AppState::new(signal, ice, registry, stop_rx);
         if let Some(file) = &relay.revoked_file {
             state.watch_revocations(file);
@@ -184,6 +185,9 @@ impl Node {
                 "HTTPS, WSS and TURN over TLS on one port: the page on {link}/ (WebSocket {wss}/v1/ws, turns:{name}:{})",
                 addr.port()
             ));
+        }
+        if https.is_some() && plain_api {
+            warn!("plain_api: the HTTP API and ws:// are served in clear on {shown} beside the TLS port; join tokens and SDP travel unencrypted there");
         }
         if open {
             warn!("OPEN MODE (--open / auth = \"open\"): anyone who reaches {shown} can join rooms and take TURN credentials; this server is an open relay. Use it only on a private network.");

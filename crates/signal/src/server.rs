@@ -122,25 +122,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// On the plain web port with the TLS port on: the pages (`/`, `/check`) answer with a permanent
-/// redirect to the same path on `base` (`https://NAME[:PORT]`); the HTTP API and the WebSocket
-/// stay, for the clients that use them in clear.
+/// On the plain web port with the TLS port on: every request but `/healthz` answers with a
+/// permanent redirect (308: the method stays) to the same path on `base` (`https://NAME[:PORT]`),
+/// a WebSocket upgrade too; with `plain_api` only the pages (`/`, `/check`) do, and the HTTP API
+/// and the WebSocket stay for the clients that use them in clear.
 async fn to_https(
     base: Arc<str>,
+    plain_api: bool,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let page = matches!(req.uri().path(), "/" | "/check");
-    let read = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
-    if page && read {
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        return (
-            StatusCode::PERMANENT_REDIRECT,
-            [(header::LOCATION, format!("{base}{pq}"))],
-        )
-            .into_response();
+    let path = req.uri().path();
+    let stays = match plain_api {
+        false => path == "/healthz",
+        true => {
+            let read =
+                req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+            !(matches!(path, "/" | "/check") && read)
+        }
+    };
+    if stays {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, format!("{base}{pq}"))],
+    )
+        .into_response()
 }
 
 /// The metrics listener's routes (`/metrics`, `/healthz`): never on the public listener.
@@ -235,11 +244,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = match https {
-        // The pages are the TLS port's: tokens in their links do not travel in clear text.
+        // Requests are the TLS port's: tokens and SDP do not travel in clear text.
         Some(base) => {
             let base: Arc<str> = base.into();
+            let plain_api = state.settings.plain_api;
             router(Arc::clone(&state)).layer(axum::middleware::from_fn(move |req, next| {
-                to_https(Arc::clone(&base), req, next)
+                to_https(Arc::clone(&base), plain_api, req, next)
             }))
         }
         None => router(Arc::clone(&state)),

@@ -423,10 +423,41 @@ async fn plain_page_requests_are_sent_to_the_tls_port() {
         let want = format!("location: https://{NAME}:{port}{path}\r\n");
         assert!(r.to_lowercase().contains(&want), "{path}: {r}");
     }
-    let api = s.http_get_after(b"", "/v1/ice-servers").await;
-    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    // The HTTP API and the WebSocket too: tokens and SDP do not travel in clear.
+    for path in ["/v1/ice-servers?token=abc", "/v1/ws"] {
+        let r = s.http_get_after(b"", path).await;
+        assert!(r.starts_with("HTTP/1.1 308"), "{path}: {r}");
+        let want = format!("location: https://{NAME}:{port}{path}\r\n");
+        assert!(r.to_lowercase().contains(&want), "{path}: {r}");
+    }
+    let refused = tokio_tungstenite::connect_async(format!("{}/v1/ws", s.daemon.ws_url())).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 308),
+        other => panic!("a ws:// upgrade must get the redirect: {other:?}"),
+    }
+    // Health checks stay plain, on the web port and the metrics listener.
+    let health = s.http_get_after(b"", "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let health = http_get(&format!("http://{}/healthz", s.daemon.addr("metrics")));
     assert!(!health.is_empty());
     // The page itself over HTTPS.
     assert!(s.get("/?room=demo", &[]).await.starts_with("HTTP/1.1 200"));
+}
+
+/// `--plain-api` (an explicit, warned convenience): the pages still go to HTTPS, the HTTP API
+/// and ws:// stay in clear on the web port.
+#[tokio::test]
+async fn plain_api_keeps_the_api_and_ws_in_clear_and_warns() {
+    let s = server_with(&[("NATKIT_SIGNAL_PLAIN_API", "true")]);
+    let page = s.http_get_after(b"", "/").await;
+    assert!(page.starts_with("HTTP/1.1 308"), "{page}");
+    let api = s.http_get_after(b"", "/v1/ice-servers").await;
+    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}/v1/ws", s.daemon.ws_url()))
+        .await
+        .expect("ws:// stays open with plain_api");
+    ws.close(None).await.unwrap();
+    assert!(s
+        .daemon
+        .logged("plain_api: the HTTP API and ws:// are served in clear"));
 }

@@ -544,9 +544,10 @@ impl Drop for Lab {
 /// MASQUERADE out of `wan`, dropping unsolicited inbound UDP at the router itself so that such
 /// packets never create conntrack entries that would later clash with outbound mappings.
 /// natkit-signal's TLS port on the server's IP and `port`, with these PEM files, `turns:` naming
-/// the IP.
+/// the IP; the lab's peers outside the TLS tests' sites join over ws:// on 8080 (`--plain-api`).
 fn tls_flags(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Vec<String> {
     vec![
+        "--plain-api".to_owned(),
         "--tls-listen".to_owned(),
         format!("{SERVER_IP}:{port}"),
         "--tls-cert".to_owned(),

@@ -506,8 +506,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
                 .args(["--json", "--timeout", "150", mode]),
         )
     };
-    // From the UDP-blocked site: through the relay over TCP or TLS (plain ws:// on the web port
-    // still works for clients that use it).
+    // From the UDP-blocked site: through the relay over TCP or TLS.
     let blocked_room = "compose-blocked";
     let blocked_token = join_token(blocked_room);
     let in_room = |site: usize, extra: &[&str]| {
@@ -516,7 +515,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
             .cmd(workspace_bin("natkit-peer").to_str().unwrap());
         c.env("RUST_LOG", "off")
             .env("NATKIT_PEER_TOKEN", &blocked_token)
-            .args(["--signal", "ws://203.0.113.1:8080", "--room", blocked_room])
+            .args(["--signal", "wss://203.0.113.1", "--room", blocked_room])
             .args(["--json", "--tls-ca", ca.to_str().unwrap()])
             .args(extra);
         c
@@ -568,6 +567,13 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         redirect.starts_with("HTTP/1.0 308") && redirect.contains("location: https://203.0.113.1/"),
         "{redirect}"
     );
+    // ...and so is a plain WebSocket client: it must use wss://.
+    let plain = natkit_peer(&lab, 0, &token)
+        .args(["--signal", "ws://203.0.113.1:8080", "--room", "compose"])
+        .args(["--json", "--timeout", "10", "--send", "x"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "ws:// is redirected, not served");
     // The container restarts: signaling and allocations are gone, the peers must come back.
     assert_session_recovers(&mut chat, &echo, t0, || {
         compose.ok(&["restart", "-t", "5", "natkit"]);

@@ -199,3 +199,18 @@ fn cluster_keys_from_each_source_and_their_errors() {
         assert!(e.starts_with(key), "{cluster} {lease:?}: {e}");
     }
 }
+
+/// `plain_api` only means something beside the TLS port.
+#[test]
+fn plain_api_needs_the_tls_port() {
+    let o: SignalOptions = layer::parse_toml("plain_api = true\n", "t.toml").unwrap();
+    let e = NodeConfig::try_from(o).err().expect("an error").to_string();
+    assert!(e.starts_with("plain_api:"), "{e}");
+    let o: SignalOptions = layer::parse_toml(
+        "plain_api = true\n[relay]\ntls_listen = \":443\"\nacme_domains = [\"turn.example.com\"]\n",
+        "t.toml",
+    )
+    .unwrap();
+    let node = NodeConfig::try_from(o).unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.signal.plain_api);
+}
