@@ -12,7 +12,7 @@ from a shell. See python/README.md.
 """
 
 from ._natkit import __version__
-from .errors import Error, ProbeError, Timeout, TokenError
+from .errors import Error, NoStunServer, ProbeError, Timeout, TokenError
 from .probe import NatReport, probe, probe_blocking
 from .rule import PairDecision, RelayMode, pair_rule
 from .session import Channel, ChannelClosed, Path, Session, SessionError, connect
@@ -29,6 +29,7 @@ __all__ = [
     "Error",
     "NatReport",
     "NatkitSignaling",
+    "NoStunServer",
     "PairDecision",
     "ProbeError",
     "RelayMode",

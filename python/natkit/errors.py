@@ -15,6 +15,14 @@ class ProbeError(Error):
     code = "probe-failed"
 
 
+class NoStunServer(ProbeError):
+    """The STUN server's host answered that nothing listens on its port (ICMP port unreachable
+    from the server itself): a wrong port or a stopped server, a configuration error and not a
+    NAT verdict. A session whose handed-out STUN URL says so fails with stage ``config``."""
+
+    code = "no-stun-server"
+
+
 class Timeout(Error, TimeoutError):
     """A step did not finish in time; ``stage`` names it (``probe``, ``join``, ...)."""
 

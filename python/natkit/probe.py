@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _natkit
-from .errors import ProbeError, Timeout
+from .errors import NoStunServer, ProbeError, Timeout
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def probe_blocking(
         report, summary, text = _natkit.probe(list(servers), float(timeout), hairpin)
     except _natkit.ProbeTimedOut as e:
         raise Timeout("probe", str(e)) from None
+    except _natkit.NoStunServer as e:
+        raise NoStunServer(str(e)) from None
     except _natkit.ProbeFailed as e:
         raise ProbeError(str(e)) from None
     return NatReport._from_extension(report, summary, text)
@@ -95,7 +97,8 @@ async def probe(
     worker thread with the GIL released, so the event loop goes on meanwhile.
 
     Raises :class:`natkit.Timeout` (stage ``probe``) when there is no verdict within ``timeout``
-    seconds, :class:`natkit.ProbeError` when the probe cannot run, :class:`ValueError` for a
+    seconds, :class:`natkit.NoStunServer` (a :class:`natkit.ProbeError`) when the server's host
+    answers that nothing listens on its port, :class:`natkit.ProbeError` when the probe cannot run, :class:`ValueError` for a
     timeout that is not a positive number. A network where UDP is blocked is a verdict
     (``nat_type == "udp-blocked"``), not an error.
 

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Optional,
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from . import _natkit, _rtc
-from .errors import Error, ProbeError, Timeout
+from .errors import Error, NoStunServer, ProbeError, Timeout
 from .probe import NatReport, probe
 from .rule import RelayMode
 from .signaling import SignalingError, join
@@ -45,7 +45,8 @@ REJOIN_TIMEOUT = 5.0
 
 class SessionError(Error):
     """The session could not open (or keep) its channel; ``stage`` is where it stopped:
-    ``signaling``, ``ice``, ``relay`` (relay-only ICE found no path), ``dtls`` or ``timeout``."""
+    ``config`` (a STUN URL handed out where nothing listens), ``signaling``, ``ice``, ``relay``
+    (relay-only ICE found no path), ``dtls`` or ``timeout``."""
 
     code = "session-failed"
 
@@ -352,7 +353,7 @@ class Session:
             raise
         except Exception as e:  # a bug or an aiortc failure: end, and say so
             log.exception("natkit session failed")
-            self._failure = SessionError(self._core.stage(), f"{type(e).__name__}: {e}")
+            self._failure = self._failure or SessionError(self._core.stage(), f"{type(e).__name__}: {e}")
         if self._failure is not None:
             self._record({"event": "failed", "stage": getattr(self._failure, "stage", ""), "message": str(self._failure)})
         self._channel._end(self._failure)
@@ -380,6 +381,10 @@ class Session:
     async def _do_probe(self, target: str) -> None:
         try:
             self.nat = await probe(target, timeout=self._probe_timeout)
+        except NoStunServer as e:
+            # The STUN URL the server handed out is wrong: a configuration error, not a verdict.
+            self._failure = SessionError("config", f"the STUN URL handed out is wrong: {e}")
+            raise
         except (ProbeError, Timeout) as e:
             log.warning("NAT probe of %s failed: %s", target, e)
             self._core.handle_probe(None)

@@ -28,6 +28,12 @@ create_exception!(
 );
 create_exception!(
     _natkit,
+    NoStunServer,
+    ProbeFailed,
+    "The STUN server's host answered that nothing listens on its port."
+);
+create_exception!(
+    _natkit,
     ProbeTimedOut,
     PyException,
     "No verdict within the timeout."
@@ -92,6 +98,9 @@ fn probe(
             return Err(ProbeTimedOut::new_err(format!(
                 "probe: no verdict within {timeout} s"
             )))
+        }
+        Ok(Ok(Err(e @ natkit_nat_probe::ProbeError::NoStunServer { .. }))) => {
+            return Err(NoStunServer::new_err(e.to_string()))
         }
         Ok(Ok(Err(e))) => {
             let mut msg = e.to_string();
@@ -175,6 +184,7 @@ fn _natkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_permanent_refusal, m)?)?;
     m.add_class::<session::Session>()?;
     m.add("ProbeFailed", m.py().get_type::<ProbeFailed>())?;
+    m.add("NoStunServer", m.py().get_type::<NoStunServer>())?;
     m.add("ProbeTimedOut", m.py().get_type::<ProbeTimedOut>())?;
     m.add("TokenRefused", m.py().get_type::<TokenRefused>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

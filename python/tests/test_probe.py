@@ -44,11 +44,23 @@ def same_verdicts(python: dict, rust: dict) -> None:
 
 
 def closed_udp_port() -> str:
+    """A loopback port where nothing listens: the host answers ICMP port unreachable."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     return f"127.0.0.1:{port}"
+
+
+_SILENT: list[socket.socket] = []
+
+
+def silent_udp_port() -> str:
+    """A loopback port whose socket never answers: silence, as a network that drops UDP."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    _SILENT.append(s)
+    return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_an_rfc5780_server_gives_nat_probes_verdicts(relay):
@@ -63,7 +75,7 @@ def test_an_rfc5780_server_gives_nat_probes_verdicts(relay):
 
 
 def test_a_server_that_does_not_answer_gets_nat_probes_verdict():
-    server = closed_udp_port()
+    server = silent_udp_port()
     report = asyncio.run(natkit.probe(server, timeout=5))
     rust = nat_probe(server)
     same_verdicts(report.to_dict(), rust)
@@ -82,16 +94,29 @@ def test_the_event_loop_runs_while_the_probe_does():
                 await asyncio.sleep(0.01)
 
         ticker = asyncio.create_task(tick())
-        await natkit.probe(closed_udp_port(), timeout=5)  # about half a second of waiting
+        await natkit.probe(silent_udp_port(), timeout=5)  # about half a second of waiting
         ticker.cancel()
         return ticks
 
     assert asyncio.run(main()) >= 10
 
 
+def test_a_closed_port_is_no_stun_server_not_a_verdict():
+    server = closed_udp_port()
+    with pytest.raises(natkit.NoStunServer) as closed:
+        asyncio.run(natkit.probe(server, timeout=5))
+    assert isinstance(closed.value, natkit.ProbeError)
+    assert closed.value.code == "no-stun-server"
+    assert f"no STUN server at {server}: port unreachable" in str(closed.value)
+    # nat-probe says the same, with its own exit status.
+    out = subprocess.run([binary("nat-probe"), "--json", server], capture_output=True, text=True)
+    assert out.returncode == 3 and out.stdout == ""
+    assert f"no STUN server at {server}: port unreachable" in out.stderr
+
+
 def test_timeouts_and_failures_are_natkit_errors():
     with pytest.raises(natkit.Timeout) as late:
-        asyncio.run(natkit.probe(closed_udp_port(), timeout=0.05))
+        asyncio.run(natkit.probe(silent_udp_port(), timeout=0.05))
     assert late.value.stage == "probe" and isinstance(late.value, TimeoutError)
     with pytest.raises(natkit.ProbeError, match="cannot resolve"):
         asyncio.run(natkit.probe("no-such-host.invalid"))

@@ -154,6 +154,29 @@ def test_alone_in_a_room_the_timeout_names_the_stage(signal_url):
     assert time.monotonic() - started < 5
 
 
+def test_a_stun_url_where_nothing_listens_fails_with_stage_config(daemons):
+    import socket
+
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()
+    d = daemons(
+        [binary("natkit-signal"), "--listen", "127.0.0.1:0", "--no-relay", "--metrics-listen",
+         "off", "--ice-server", f"stun:127.0.0.1:{port}"],
+        env={"NATKIT_SIGNAL_TOKEN_SECRET": SECRET},
+    )
+
+    async def main():
+        async with natkit.connect(f"ws://{d.addr('http')}", room="cfg", token=token("cfg")) as s:
+            await s.channel(timeout=10)
+
+    with pytest.raises(natkit.SessionError) as failed:
+        asyncio.run(main())
+    assert failed.value.stage == "config"
+    assert f"no STUN server at 127.0.0.1:{port}: port unreachable" in str(failed.value)
+
+
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="relay"):
         natkit.connect("ws://x", room="r", relay="sometimes")

@@ -33,6 +33,7 @@ use tracing::{debug, Instrument};
 
 use crate::classify::{self, MultiObservations, Observations, Outcome};
 use crate::error::ProbeError;
+use crate::icmp;
 use crate::report::{NatReport, TestRecord};
 use crate::rto::{schedule, RttEstimator};
 
@@ -84,14 +85,43 @@ impl Answer {
 struct Ctx {
     rtt: Mutex<RttEstimator>,
     local_ip: IpAddr,
+    /// ICMP errors seen so far (at most [`ICMP_KEPT`]).
+    icmp: Mutex<Vec<icmp::Seen>>,
 }
+
+/// ICMP errors kept per probe: enough to judge every server asked.
+const ICMP_KEPT: usize = 32;
 
 impl Ctx {
     async fn socket(&self) -> Result<UdpSocket, ProbeError> {
         let addr = SocketAddr::new(self.local_ip, 0);
-        UdpSocket::bind(addr)
+        let sock = UdpSocket::bind(addr)
             .await
-            .map_err(|source| ProbeError::Bind { addr, source })
+            .map_err(|source| ProbeError::Bind { addr, source })?;
+        // ICMP errors queued, to tell a closed port from a blocked network; without them (a
+        // kernel that refuses) every silence is read as before.
+        if let Err(e) = icmp::enable(&sock, addr.is_ipv6()) {
+            debug!(error = %e, "IP_RECVERR not available");
+        }
+        Ok(sock)
+    }
+
+    /// Takes the ICMP errors queued on `sock` into the probe's list.
+    fn note_icmp(&self, sock: &UdpSocket) {
+        let seen = icmp::drain(sock, ICMP_KEPT);
+        let mut kept = self.icmp.lock().expect("icmp lock");
+        for s in seen {
+            debug!(dest = %s.dest, offender = ?s.offender, kind = ?s.kind, "ICMP error");
+            if kept.len() < ICMP_KEPT {
+                kept.push(s);
+            }
+        }
+    }
+
+    /// Did `server`'s host answer that nothing listens on its port?
+    fn no_stun_server(&self, sock: &UdpSocket, server: SocketAddr) -> bool {
+        self.note_icmp(sock);
+        icmp::no_stun_server(&self.icmp.lock().expect("icmp lock"), server)
     }
 
     /// Sends `req` to `to` on the RFC 8489 schedule (adapted to the RTT) and returns the first
@@ -105,7 +135,11 @@ impl Ctx {
         loop {
             while sent < plan.sends.len() && start.elapsed() >= plan.sends[sent] {
                 if let Err(e) = sock.send_to(&req.raw, to).await {
+                    // An earlier datagram's ICMP error can surface here too.
                     debug!(error = %e, %to, "send failed");
+                    if self.no_stun_server(sock, to) {
+                        return None;
+                    }
                 }
                 sent += 1;
             }
@@ -129,8 +163,13 @@ impl Ctx {
                     return Some(Answer { msg, from });
                 }
                 Ok(Err(e)) => {
-                    // ICMP errors (port unreachable) surface here; keep waiting out the schedule.
+                    // ICMP errors surface here. The server's own port unreachable ends the
+                    // transaction (nothing listens there); anything else is waited out as
+                    // silence would be.
                     debug!(error = %e, "recv error");
+                    if self.no_stun_server(sock, to) {
+                        return None;
+                    }
                     tokio::time::sleep_until(deadline).await;
                 }
                 Err(_) if sent >= plan.sends.len() => return None,
@@ -238,6 +277,7 @@ async fn probe_in_span(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
     let ctx = Arc::new(Ctx {
         rtt: Mutex::new(rtt),
         local_ip,
+        icmp: Mutex::new(Vec::new()),
     });
     let mut report = if servers.len() == 1 {
         rfc5780(&ctx, servers[0], cfg).await?
@@ -408,6 +448,9 @@ async fn rfc5780(
         source,
     })?;
     let t1 = ctx.transact(&sock, server, &binding(None)).await;
+    if t1.is_none() && ctx.no_stun_server(&sock, server) {
+        return Err(ProbeError::NoStunServer { server });
+    }
     let (mapping1, other) = match &t1 {
         None => (Outcome::NoResponse, None),
         Some(a) => {
@@ -598,6 +641,9 @@ async fn multi(ctx: &Arc<Ctx>, servers: &[SocketAddr]) -> Result<NatReport, Prob
     let mut mappings = Vec::new();
     for &s in servers {
         let o = match ctx.transact(&sock, s, &binding(None)).await {
+            None if ctx.no_stun_server(&sock, s) => {
+                return Err(ProbeError::NoStunServer { server: s })
+            }
             None => Outcome::NoResponse,
             Some(a) => {
                 if a.from != s {

@@ -1,8 +1,14 @@
 //! Errors of the probe library.
 
-/// The probe could not start. Reaching a verdict (UDP blocked included) is never an error.
+/// The probe could not start, or its server is not one. Reaching a verdict (UDP blocked
+/// included) is never an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The server's host answered with ICMP port unreachable: UDP reached it and nothing serves
+    /// STUN on that port (a mistyped port, a stopped server). A configuration error, not a NAT
+    /// verdict.
+    #[error("no STUN server at {server}: port unreachable (UDP reached the host; check the port and that the server runs)")]
+    NoStunServer { server: std::net::SocketAddr },
     /// Give at least one server, e.g. `nat-probe stun.example.org`.
     #[error("no STUN server given")]
     NoServer,

@@ -8,6 +8,8 @@
 //! - [`classify`]: the verdict as a pure function of observations (table-tested).
 //! - [`rto`]: the RFC 8489 retransmission schedule, adapted to the measured RTT (pure).
 //! - [`client`]: the async shell that runs the tests on fresh sockets; [`probe`] is the entry point.
+//! - [`icmp`]: ICMP errors on the probe's socket, so that a closed port (port unreachable from
+//!   the server itself) is a [`ProbeError::NoStunServer`], not `udp-blocked`.
 //! - [`report`]: the report and its stable JSON form (`docs/nat-probe.md`).
 //!
 //! # RFC sections
@@ -22,6 +24,7 @@
 pub mod classify;
 pub mod client;
 pub mod error;
+pub mod icmp;
 pub mod report;
 pub mod rto;
 

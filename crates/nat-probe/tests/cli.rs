@@ -210,6 +210,28 @@ fn silence_is_udp_blocked_with_exit_zero() {
     );
 }
 
+/// A port where nothing listens: the host answers ICMP port unreachable, which is no NAT
+/// verdict but a wrong address. nat-probe says so and exits 3, at once.
+#[test]
+fn a_closed_port_is_no_stun_server_with_exit_three() {
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let server = format!("127.0.0.1:{port}");
+    for args in [vec![server.as_str()], vec!["--json", server.as_str()]] {
+        let started = std::time::Instant::now();
+        let out = Command::new(PROBE).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "no verdict printed");
+        assert!(
+            stderr.contains(&format!("no STUN server at {server}: port unreachable")),
+            "{stderr}"
+        );
+        eprintln!("{args:?}: answered in {:?}", started.elapsed());
+    }
+}
+
 #[test]
 fn bad_arguments_exit_two_with_a_message() {
     let cases: [(&[&str], &str); 4] = [

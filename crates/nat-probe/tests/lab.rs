@@ -75,7 +75,9 @@ fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
         Nat::FullCone => (ei.clone(), ei, "full-cone", false),
         Nat::RestrictedCone => (ei, ad, "restricted-cone", false),
         Nat::AddressDependentMapping => (ad, apd, "symmetric", true),
-        Nat::UdpBlocked | Nat::Only443 => (Value::Null, Value::Null, "udp-blocked", true),
+        Nat::UdpBlocked | Nat::Only443 | Nat::UdpRejected | Nat::UdpProhibited => {
+            (Value::Null, Value::Null, "udp-blocked", true)
+        }
         Nat::DoubleNat => (ei, apd, "port-restricted-cone", false),
     }
 }
@@ -142,6 +144,44 @@ fn nft_hash_mapping_is_address_dependent() {
 fn udp_blocked() {
     topology(Nat::UdpBlocked);
 }
+/// A router that refuses UDP with its own ICMP port unreachable (not the server's): still
+/// `udp-blocked`, not "no STUN server".
+#[test]
+fn udp_rejected_by_the_router_is_blocked() {
+    topology(Nat::UdpRejected);
+}
+/// ICMP administratively prohibited: a firewall, `udp-blocked`.
+#[test]
+fn udp_prohibited_by_the_router_is_blocked() {
+    topology(Nat::UdpProhibited);
+}
+
+/// Behind a NAT, against a port of the server where nothing listens: the server's own ICMP port
+/// unreachable comes back through the NAT, and nat-probe says there is no STUN server there
+/// (exit 3) instead of a verdict.
+#[test]
+fn a_closed_port_on_the_server_is_no_stun_server() {
+    if !require_root("a_closed_port_on_the_server_is_no_stun_server") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let site = lab.add_site(Nat::PortRestrictedCone);
+    let out = lab.sites[site]
+        .client
+        .cmd(PROBE)
+        .args(["--json", &format!("{SERVER_IP}:3470")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no STUN server at {SERVER_IP}:3470: port unreachable"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn double_nat_behind_cgn() {
     topology(Nat::DoubleNat);
@@ -247,7 +287,7 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
         Nat::FullCone => (ei, ei),
         Nat::RestrictedCone => (ei, ad),
         Nat::AddressDependentMapping => (ad, apd),
-        Nat::UdpBlocked | Nat::Only443 => ("", ""),
+        Nat::UdpBlocked | Nat::Only443 | Nat::UdpRejected | Nat::UdpProhibited => ("", ""),
     }
 }
 
@@ -255,7 +295,10 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
 /// decided behaviour is the true one, the classic name is the true one or `unknown`.
 fn assert_right_or_partial(nat: Nat, report: &Value, ctx: &str) {
     let ctx = format!("{} {ctx}: {report}", nat.name());
-    if matches!(nat, Nat::UdpBlocked | Nat::Only443) {
+    if matches!(
+        nat,
+        Nat::UdpBlocked | Nat::Only443 | Nat::UdpRejected | Nat::UdpProhibited
+    ) {
         assert_eq!(report["nat_type"], "udp-blocked", "{ctx}");
         assert_eq!(report["force_turn"], true, "{ctx}");
         return;

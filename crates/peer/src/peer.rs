@@ -242,7 +242,7 @@ impl Shell<'_> {
                 // The room rejoins for every link, and hands this one its view.
                 Action::Rejoin => self.sig = None,
                 Action::Probe { target } => {
-                    let nat = probe_nat(&target, self.emit).await;
+                    let nat = probe_nat(&target, self.emit).await?;
                     session.handle_probe(Instant::now(), nat);
                 }
                 Action::Emit(e) => (self.emit)(e),
@@ -302,11 +302,13 @@ impl Shell<'_> {
 }
 
 /// Runs nat-probe against `target`, reports the result as an event and returns this side's
-/// summary; `None` when the probe failed.
+/// summary; `None` when the probe could not run (the session goes on without one). A STUN
+/// server whose host answers that nothing listens on its port is a configuration error: the
+/// session fails with stage `config`.
 pub(crate) async fn probe_nat(
     target: &str,
     emit: &(dyn Fn(Event) + Send + Sync),
-) -> Option<NatSummary> {
+) -> Result<Option<NatSummary>, Failure> {
     let config = ProbeConfig {
         servers: vec![target.to_owned()],
         tcp_rtt_seed: true,
@@ -317,11 +319,15 @@ pub(crate) async fn probe_nat(
             emit(Event::Probe(
                 serde_json::to_value(&r).expect("report serialises"),
             ));
-            Some(summary(&r))
+            Ok(Some(summary(&r)))
         }
+        Err(e @ natkit_nat_probe::ProbeError::NoStunServer { .. }) => Err(Failure::new(
+            Stage::Config,
+            format!("the STUN URL handed out is wrong: {e}"),
+        )),
         Err(e) => {
             tracing::warn!(error = %e, %target, "probe failed");
-            None
+            Ok(None)
         }
     }
 }

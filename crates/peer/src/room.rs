@@ -233,7 +233,7 @@ impl Room {
                         event: e,
                     });
                 };
-                self.local_nat = probe_nat(&target, &emit).await;
+                self.local_nat = probe_nat(&target, &emit).await?;
             }
         }
         self.sig = Some(sig);

@@ -142,6 +142,36 @@ fn failures_name_their_stage_and_exit_non_zero() {
     assert_eq!(out.status.code(), Some(2), "--echo or --send is required");
 }
 
+/// natkit-signal handing out a STUN URL where nothing listens (a mistyped port): the probe hears
+/// the host's port unreachable, and the peer fails at once with stage `config`, not a NAT
+/// verdict that would force TURN over TCP.
+#[test]
+fn a_stun_url_where_nothing_listens_is_a_config_failure() {
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let sig = Daemon::start(
+        natkit_testkit::natkit_signal_open("closed-stun", "warn")
+            .args(["--no-relay", "--metrics-listen", "off"])
+            .args(["--ice-server", &format!("stun:127.0.0.1:{port}")]),
+    );
+    let out = peer(&sig.ws_url(), "r", &["--send", "hi", "--timeout", "20"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let evs = events(&out.stdout);
+    let failed = find(&evs, "failed");
+    assert_eq!(failed["stage"], "config", "{failed}");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "no STUN server at 127.0.0.1:{port}: port unreachable"
+        )),
+        "{message}"
+    );
+    assert!(evs.iter().all(|e| e["event"] != "probe"), "no verdict");
+}
+
 #[test]
 fn chat_sends_standard_input_lines_and_prints_replies() {
     use std::io::Write;

@@ -24,7 +24,9 @@
 //!    address space 100.64/10 and unique-local fc00::/7. `allow_peer` reopens them.
 //! 7. Everything else is allowed.
 //!
-//! IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
+//! IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) and NAT64 peers of the well-known prefix
+//! (`64:ff9b::/96`, RFC 6052) are judged as the IPv4 address they carry: through a NAT64
+//! gateway `64:ff9b::10.0.0.1` is the private 10.0.0.1.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -151,13 +153,22 @@ impl PeerPolicy {
     }
 }
 
-/// An IPv4-mapped IPv6 address as the IPv4 address it carries; others unchanged.
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), or a NAT64 one of the well-known prefix
+/// (`64:ff9b::a.b.c.d`, RFC 6052: a NAT64 gateway forwards it to that IPv4 address), as the
+/// IPv4 address it carries; others unchanged.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            IpAddr::V6(v6)
+        }
         v4 => v4,
     }
 }
@@ -225,7 +236,7 @@ mod tests {
             vec![],
             vec![],
             own(
-                &["203.0.113.10", "0.0.0.0"],
+                &["203.0.113.10", "0.0.0.0", "2001:db8::10"],
                 &["203.0.113.11"],
                 &[3478, 3479, 9641],
             ),
@@ -258,6 +269,18 @@ mod tests {
             ("[::ffff:127.0.0.1]:5000", false, Deny(Loopback)),
             ("[::ffff:169.254.169.254]:80", false, Deny(LinkLocal)),
             ("[2001:db8::1]:5000", false, Allow),
+            // NAT64 (64:ff9b::/96): the IPv4 address it reaches decides.
+            ("[64:ff9b::7f00:1]:5000", false, Deny(Loopback)),
+            ("[64:ff9b::a00:1]:5000", false, Deny(Private)),
+            ("[64:ff9b::a9fe:a9fe]:80", false, Deny(LinkLocal)),
+            ("[64:ff9b::cb00:710a]:3478", false, Deny(OwnAddress)),
+            ("[64:ff9b::c633:6407]:5000", false, Allow),
+            // Only the well-known /96: another prefix is an ordinary IPv6 address.
+            ("[64:ff9b:1::a00:1]:5000", false, Allow),
+            // The relay's own IPv6 address, as for IPv4.
+            ("[2001:db8::10]:3478", false, Deny(OwnAddress)),
+            ("[2001:db8::10]:50000", false, Deny(OwnAddress)),
+            ("[2001:db8::10]:50000", true, Allow),
             // The relay's relayed addresses work only when an allocation really holds them.
             ("203.0.113.10:50000", true, Allow),
             ("203.0.113.10:50000", false, Deny(OwnAddress)),

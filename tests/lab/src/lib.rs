@@ -45,6 +45,12 @@ pub enum Nat {
     AddressDependentMapping,
     /// MASQUERADE with UDP dropped in FORWARD.
     UdpBlocked,
+    /// MASQUERADE with UDP refused in FORWARD by the router's ICMP port unreachable (iptables'
+    /// REJECT default): the ICMP comes from the router, not the server; not in [`Nat::ALL`].
+    UdpRejected,
+    /// MASQUERADE with UDP refused in FORWARD by ICMP administratively prohibited; not in
+    /// [`Nat::ALL`].
+    UdpProhibited,
     /// A home MASQUERADE behind a carrier-grade MASQUERADE in 100.64.0.0/10.
     DoubleNat,
     /// MASQUERADE behind a firewall that lets out only TCP to port 443 (the strictest corporate
@@ -73,6 +79,8 @@ impl Nat {
             Nat::RestrictedCone => "nft-address-filter",
             Nat::AddressDependentMapping => "nft-hash-mapping",
             Nat::UdpBlocked => "udp-blocked",
+            Nat::UdpRejected => "udp-rejected-port-unreachable",
+            Nat::UdpProhibited => "udp-rejected-admin-prohibited",
             Nat::DoubleNat => "double-nat-cgn",
             Nat::Only443 => "only-tcp-443",
         }
@@ -343,6 +351,14 @@ impl Lab {
             Nat::UdpBlocked => {
                 masquerade(&router, false);
                 router.run("iptables", &["-A", "FORWARD", "-p", "udp", "-j", "DROP"]);
+            }
+            Nat::UdpRejected | Nat::UdpProhibited => {
+                masquerade(&router, false);
+                let with = match nat {
+                    Nat::UdpRejected => "icmp-port-unreachable",
+                    _ => "icmp-admin-prohibited",
+                };
+                router.run("iptables", &["-A", "FORWARD", "-p", "udp", "-j", "REJECT", "--reject-with", with]);
             }
             Nat::Only443 => {
                 masquerade(&router, false);

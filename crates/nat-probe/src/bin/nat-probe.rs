@@ -13,7 +13,10 @@ use natkit_nat_probe::{probe, ProbeConfig};
     about = "Classify this host's NAT (RFC 5780 / RFC 4787) and say whether peers need TURN",
     after_help = "With one RFC 5780 server (natkit-relay --alt-ip, coturn with two IPs) every test runs.\n\
                   With two or more plain STUN servers only the mapping is compared.\n\
-                  Exit status: 0 when a verdict was reached (UDP blocked included), 2 for bad arguments."
+                  Exit status: 0 when a verdict was reached (UDP blocked included), 2 for bad arguments\n\
+                  or a probe that cannot start, 3 when the server's host answered that nothing serves\n\
+                  STUN on that port (ICMP port unreachable from the server itself: a wrong port or a\n\
+                  stopped server, not a NAT verdict)."
 )]
 struct Cli {
     /// STUN server(s): HOST, HOST:PORT or IP[:PORT] (default port 3478)
@@ -80,7 +83,10 @@ fn main() -> ExitCode {
                 src = s.source();
             }
             eprintln!("nat-probe: error: {msg}");
-            ExitCode::from(2)
+            match e {
+                natkit_nat_probe::ProbeError::NoStunServer { .. } => ExitCode::from(3),
+                _ => ExitCode::from(2),
+            }
         }
     }
 }

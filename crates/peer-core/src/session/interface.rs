@@ -79,6 +79,8 @@ impl From<&[u8]> for Message {
 /// Where an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The servers handed out are wrong (a STUN URL where nothing listens): not a network's fault.
+    Config,
     Signaling,
     Ice,
     Relay,
@@ -89,6 +91,7 @@ pub enum Stage {
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::Config => "config",
             Stage::Signaling => "signaling",
             Stage::Ice => "ice",
             Stage::Relay => "relay",
