@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 
-from . import Error, connect, probe
+from . import Error, NoStunServer, connect, probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
         help="classify this host's NAT and say whether peers need TURN",
         description="Classify this host's NAT (RFC 5780 / RFC 4787) with natkit's classifier, "
         "as nat-probe does. Exit status: 0 with a verdict (UDP blocked included), 1 when the "
-        "probe cannot run or times out, 2 for bad arguments.",
+        "probe cannot run or times out, 2 for bad arguments, 3 when the server's host answered "
+        "that nothing listens on the port (as nat-probe).",
     )
     p.add_argument("servers", nargs="+", metavar="SERVER[:PORT]",
                    help="one RFC 5780 server, or several plain STUN servers (port 3478 by default)")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(probe(*args.servers, timeout=args.timeout, hairpin=args.hairpin))
     except Error as e:
         print(f"python -m natkit probe: error: {e}", file=sys.stderr)
-        return 1
+        return 3 if isinstance(e, NoStunServer) else 1
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

@@ -112,6 +112,11 @@ def test_a_closed_port_is_no_stun_server_not_a_verdict():
     out = subprocess.run([binary("nat-probe"), "--json", server], capture_output=True, text=True)
     assert out.returncode == 3 and out.stdout == ""
     assert f"no STUN server at {server}: port unreachable" in out.stderr
+    # So does the package's command line.
+    out = subprocess.run([sys.executable, "-m", "natkit", "probe", server], capture_output=True,
+                         text=True)
+    assert out.returncode == 3, out.stderr
+    assert f"no STUN server at {server}: port unreachable" in out.stderr
 
 
 def test_timeouts_and_failures_are_natkit_errors():
