@@ -5,8 +5,8 @@
 //!   server's CPU seconds per million relayed packets (targets: at least 0.95x the packets, at
 //!   most 1.05x the CPU);
 //! - the page and a join: `GET /` over HTTPS on the shared port against plain HTTP on the web
-//!   port, and a WebSocket join (connect, join, welcome) over WSS against WS, new connections each
-//!   time, medians.
+//!   port of a natkit-signal without TLS (with TLS on, that port redirects), and a WebSocket join
+//!   (connect, join, welcome) over WSS against WS, new connections each time, medians.
 //!
 //! `cargo build --release --bins && cargo bench -p natkit-bench --bench tls_port`
 //! Environment: `NATKIT_BENCH_SECONDS=3` per TURN cell, `NATKIT_BENCH_ROUNDS=3`,
@@ -91,12 +91,9 @@ fn dedicated(files: &natkit_testkit::tls::ServerFiles) -> (Proc, SocketAddr, u32
     (p, tls_addr, pid)
 }
 
-/// natkit-signal with the TLS port (and its embedded relay, the same relay settings): the TLS
-/// address and the plain web address.
-fn shared(files: &natkit_testkit::tls::ServerFiles) -> (Proc, SocketAddr, SocketAddr, u32) {
-    let (udp, tls, http) = (port(), port(), port());
-    let tls_addr: SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
-    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+/// natkit-signal (open, its embedded relay on `udp`, its web port on `http`) with the limits
+/// the benchmark must not hit.
+fn signal_cmd(udp: u16, http_addr: SocketAddr) -> Command {
     let mut cmd = Command::new(release_bin("natkit-signal"));
     cmd.env("NATKIT_ALT_PORT", "0")
         .env("NATKIT_ALLOW_PEER", "127.0.0.1")
@@ -109,9 +106,35 @@ fn shared(files: &natkit_testkit::tls::ServerFiles) -> (Proc, SocketAddr, Socket
         .args(["--open", "--listen", &http_addr.to_string()])
         .args(["--relay-listen", &format!("127.0.0.1:{udp}")])
         .args(["--metrics-listen", "off"]);
-    let (p, pid) = spawn_tls(cmd, files, tls_addr);
+    cmd
+}
+
+/// natkit-signal with the TLS port (and its embedded relay, the same relay settings): the TLS
+/// address.
+fn shared(files: &natkit_testkit::tls::ServerFiles) -> (Proc, SocketAddr, u32) {
+    let (udp, tls, http) = (port(), port(), port());
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
+    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let (p, pid) = spawn_tls(signal_cmd(udp, http_addr), files, tls_addr);
     ready(http_addr, "natkit-signal's web port");
-    (p, tls_addr, http_addr, pid)
+    (p, tls_addr, pid)
+}
+
+/// natkit-signal without a TLS port (its web port serves the page and the WebSocket in clear,
+/// which with the TLS port on it redirects): the web address.
+fn plain() -> (Proc, SocketAddr) {
+    let (udp, http) = (port(), port());
+    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let child = signal_cmd(udp, http_addr)
+        .env("NATKIT_TURN_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .args(["--relay-ports", "30000-39999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ready(http_addr, "plain natkit-signal's web port");
+    (Proc(child), http_addr)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -188,10 +211,7 @@ fn main() {
         {
             let (_p, tls_addr, pid) = match i {
                 0 => dedicated(&files),
-                _ => {
-                    let (p, tls, _, pid) = shared(&files);
-                    (p, tls, pid)
-                }
+                _ => shared(&files),
             };
             let cfg = StreamLoadConfig {
                 server: tls_addr,
@@ -228,7 +248,8 @@ fn main() {
 
     println!();
     println!("the page and a join on new connections, {joins} each, alternating, medians");
-    let (_p, tls_addr, http_addr, _) = shared(&files);
+    let (_p, tls_addr, _) = shared(&files);
+    let (_plain, http_addr) = plain();
     let (mut https, mut http, mut wss, mut ws) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         for n in 0..joins {
