@@ -16,6 +16,8 @@ class NatReport:
     """What the probe found. The fields are those of ``nat-probe --json`` (docs/nat-probe.md);
     :meth:`to_dict` gives that object exactly."""
 
+    family: str
+    """The address family probed: ``ipv4`` or ``ipv6``."""
     nat_type: str
     """``open-internet``, ``full-cone``, ``restricted-cone``, ``port-restricted-cone``,
     ``symmetric``, ``udp-blocked``, ``symmetric-udp-firewall`` or ``unknown``."""
@@ -54,6 +56,7 @@ class NatReport:
     def _from_extension(cls, report: str, summary: str, text: str) -> NatReport:
         d = json.loads(report)
         return cls(
+            family=d["family"],
             nat_type=d["nat_type"],
             force_turn=d["force_turn"],
             mapping=d["mapping"],

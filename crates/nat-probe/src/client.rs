@@ -53,6 +53,35 @@ pub struct ProbeConfig {
     /// Measure one round trip with a TCP connect to the (first) server before the UDP tests and
     /// start their retransmission timer from it ([`tcp_round_trip`]).
     pub tcp_rtt_seed: bool,
+    /// The address family to probe in (the servers' addresses of that family are used).
+    pub family: Family,
+}
+
+/// Which of a server's addresses a probe uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 when the server has an IPv4 address, else IPv6.
+    #[default]
+    Auto,
+    V4,
+    V6,
+}
+
+impl Family {
+    fn accepts(self, a: &SocketAddr) -> bool {
+        match self {
+            Family::Auto => true,
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::V6 => "IPv6",
+            _ => "IPv4",
+        }
+    }
 }
 
 struct Answer {
@@ -193,11 +222,12 @@ fn binding(change: Option<[u8; 4]>) -> Message {
 const CHANGE_IP_AND_PORT: [u8; 4] = [0, 0, 0, 6];
 const CHANGE_PORT: [u8; 4] = [0, 0, 0, 2];
 
-/// Splits `host[:port]` / `[v6]:port` and resolves it to one IPv4 address.
-async fn resolve(server: &str) -> Result<SocketAddr, ProbeError> {
+/// Splits `host[:port]` / `[v6]:port` and resolves it to one address of `family` (with
+/// [`Family::Auto`], IPv4 when there is one).
+async fn resolve(server: &str, family: Family) -> Result<SocketAddr, ProbeError> {
     let with_port = if server.parse::<SocketAddr>().is_ok() {
         server.to_owned()
-    } else if server.parse::<IpAddr>().is_ok() || !server.contains(':') {
+    } else if server.parse::<IpAddr>().is_ok() || !server.contains(':') || server.ends_with(']') {
         let host = server.trim_start_matches('[').trim_end_matches(']');
         match host.parse::<IpAddr>() {
             Ok(IpAddr::V6(v6)) => format!("[{v6}]:{DEFAULT_PORT}"),
@@ -213,13 +243,23 @@ async fn resolve(server: &str) -> Result<SocketAddr, ProbeError> {
             source,
         })?
         .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .copied()
-        .ok_or_else(|| ProbeError::NoIpv4 {
-            server: server.to_owned(),
-        })
+    let first = |f: Family| addrs.iter().find(|a| f.accepts(a)).copied();
+    let found = match family {
+        Family::Auto => first(Family::V4).or_else(|| first(Family::V6)),
+        f => first(f),
+    };
+    found.ok_or_else(|| ProbeError::NoAddress {
+        server: server.to_owned(),
+        family: family.name(),
+    })
+}
+
+/// `ipv4` or `ipv6`, as the report names the family.
+fn family_of(a: SocketAddr) -> &'static str {
+    match a {
+        SocketAddr::V4(_) => "ipv4",
+        SocketAddr::V6(_) => "ipv6",
+    }
 }
 
 /// The interface address the kernel uses towards `server` (connecting a UDP socket sends nothing).
@@ -259,8 +299,14 @@ async fn probe_in_span(cfg: &ProbeConfig) -> Result<NatReport, ProbeError> {
         return Err(ProbeError::NoServer);
     }
     let mut servers = Vec::new();
+    // Every server in the family of the first (RFC 5780 answers and mappings compare within one).
+    let mut family = cfg.family;
     for s in &cfg.servers {
-        servers.push(resolve(s).await?);
+        let a = resolve(s, family).await?;
+        if family == Family::Auto {
+            family = if a.is_ipv4() { Family::V4 } else { Family::V6 };
+        }
+        servers.push(a);
     }
     let started = Instant::now();
     let local_ip = local_ip_towards(servers[0])?;
@@ -574,6 +620,7 @@ async fn rfc5780(
         TestRecord::from_outcome("filtering-3", &obs.filtering3.as_text()),
     ];
     Ok(NatReport {
+        family: family_of(local),
         nat_type: verdict.nat_type,
         mapping: verdict.mapping,
         filtering: verdict.filtering,
@@ -676,6 +723,7 @@ async fn multi(ctx: &Arc<Ctx>, servers: &[SocketAddr]) -> Result<NatReport, Prob
         });
     }
     Ok(NatReport {
+        family: family_of(local),
         nat_type: v.nat_type,
         mapping: v.mapping,
         filtering: v.filtering,

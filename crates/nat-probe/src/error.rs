@@ -19,8 +19,11 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("STUN server {server:?} has no IPv4 address")]
-    NoIpv4 { server: String },
+    #[error("STUN server {server:?} has no {family} address")]
+    NoAddress {
+        server: String,
+        family: &'static str,
+    },
     /// The host has no route towards the server (no default route, interface down).
     #[error("no local address routes to {server}")]
     NoRoute {

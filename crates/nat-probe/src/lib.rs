@@ -19,7 +19,9 @@
 //! (retransmissions).
 //!
 //! # Out of scope
-//! TCP behaviour, IPv6 (servers resolve to IPv4), NAT collision and port-prediction tests.
+//! TCP behaviour, NAT collision and port-prediction tests. IPv6 runs the same tests in that family
+//! ([`Family`]; an IPv6 network usually translates nothing, so what it shows is its firewall's
+//! filtering); NAT64 is not detected as such.
 
 pub mod classify;
 pub mod client;
@@ -29,6 +31,6 @@ pub mod report;
 pub mod rto;
 
 pub use classify::{Behaviour, NatType};
-pub use client::{probe, ProbeConfig};
+pub use client::{probe, Family, ProbeConfig};
 pub use error::ProbeError;
 pub use report::NatReport;

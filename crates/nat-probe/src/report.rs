@@ -39,6 +39,8 @@ impl TestRecord {
 /// What `probe` found. Serialises to the stable `nat-probe --json` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NatReport {
+    /// The address family probed: `ipv4` or `ipv6`.
+    pub family: &'static str,
     pub nat_type: NatType,
     /// The mapping behaviour when the tests decided it; `null` when more than one remains.
     pub mapping: Option<Behaviour>,

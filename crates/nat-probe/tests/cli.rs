@@ -61,6 +61,7 @@ fn loopback_is_open_internet_with_stable_json_keys() {
     assert!(r["reason"].as_str().unwrap().len() > 10);
     // The documented keys, all present.
     for key in [
+        "family",
         "nat_type",
         "mapping",
         "filtering",
@@ -230,6 +231,59 @@ fn a_closed_port_is_no_stun_server_with_exit_three() {
         );
         eprintln!("{args:?}: answered in {:?}", started.elapsed());
     }
+}
+
+/// natkit-relay on [::1], beside one on 127.0.0.1 with the same port: nat-probe probes the
+/// family asked for (an IPv6-only server without asking), names it in the JSON, and with
+/// `--family both` reports each family it can, one JSON object per line.
+#[test]
+fn ipv6_and_both_families_are_probed_and_named() {
+    let v4 = natkit_relay_on_loopback("s", &[]);
+    let port = v4.addr("stun").port();
+    let v6 = Daemon::start(
+        Command::new(natkit_testkit::workspace_bin("natkit-relay"))
+            .env("NATKIT_TURN_SECRET", "s")
+            .args(["--listen", &format!("[::1]:{port}"), "--alt-port", "0"])
+            .args(["--metrics-listen", "off"]),
+    );
+    let r = json(&["--json", &format!("[::1]:{port}")]);
+    assert_eq!(r["family"], "ipv6", "{r}");
+    // One address (no second IPv6 loopback): the mapping is decided, the filtering is not, as
+    // for IPv4 against a one-address server.
+    assert_eq!(r["mapping"], "endpoint-independent", "{r}");
+    assert_eq!(r["force_turn"], false, "{r}");
+    assert_eq!(r["local_address"], r["mapped_address"], "{r}");
+    assert!(
+        r["local_address"].as_str().unwrap().starts_with("[::1]:"),
+        "{r}"
+    );
+    let r = json(&["--json", &format!("127.0.0.1:{port}")]);
+    assert_eq!(r["family"], "ipv4", "{r}");
+    // An IPv4 literal has no IPv6 address.
+    let (code, _, err) = run(&["--family", "6", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no IPv6 address"), "{err}");
+    // Both families: each is probed and reported on its own (a name with A and AAAA records
+    // gives two reports); one the server lacks is said on stderr, and a verdict in the other
+    // still exits 0.
+    let v6_server = format!("[::1]:{port}");
+    let (code, out, err) = run(&["--json", "--family", "both", &v6_server]);
+    assert_eq!(code, 0, "{err}");
+    let reports: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1, "{out}");
+    assert_eq!(reports[0]["family"], "ipv6", "{out}");
+    assert!(
+        err.contains(&format!(
+            "IPv4: error: STUN server {v6_server:?} has no IPv4 address"
+        )),
+        "{err}"
+    );
+    let (_, text, _) = run(&["--family", "both", &v6_server]);
+    assert!(text.starts_with("IPv6\nNAT type:"), "{text}");
+    drop(v6);
 }
 
 #[test]

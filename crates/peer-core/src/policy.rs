@@ -320,6 +320,7 @@ mod tests {
     fn a_report_becomes_a_summary() {
         use natkit_nat_probe::NatType;
         let report = NatReport {
+            family: "ipv4",
             nat_type: NatType::Unknown,
             mapping: None,
             filtering: Some(Behaviour::AddressAndPortDependent),

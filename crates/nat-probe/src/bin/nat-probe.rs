@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use natkit_nat_probe::{probe, ProbeConfig};
+use natkit_nat_probe::{probe, Family, ProbeConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,7 +13,10 @@ use natkit_nat_probe::{probe, ProbeConfig};
     about = "Classify this host's NAT (RFC 5780 / RFC 4787) and say whether peers need TURN",
     after_help = "With one RFC 5780 server (natkit-relay --alt-ip, coturn with two IPs) every test runs.\n\
                   With two or more plain STUN servers only the mapping is compared.\n\
-                  Exit status: 0 when a verdict was reached (UDP blocked included), 2 for bad arguments\n\
+                  --family both probes IPv4 and IPv6 in turn and reports each (an IPv6 network\n\
+                  usually translates nothing: its verdict is its firewall's filtering).\n\
+                  Exit status: 0 when a verdict was reached (UDP blocked included; with --family both,\n\
+                  in either family), 2 for bad arguments\n\
                   or a probe that cannot start, 3 when the server's host answered that nothing serves\n\
                   STUN on that port (ICMP port unreachable from the server itself: a wrong port or a\n\
                   stopped server, not a NAT verdict)."
@@ -35,6 +38,10 @@ struct Cli {
     /// from the measured round trip, so "UDP blocked" is known in about a second or less)
     #[arg(long)]
     no_tcp_rtt: bool,
+    /// Address family: 4, 6, or both (one report each, IPv4 first; with --json one object per
+    /// line) [default: IPv4 when the server has an IPv4 address, else IPv6]
+    #[arg(long, value_name = "4|6|both", value_parser = ["4", "6", "both"])]
+    family: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -50,12 +57,13 @@ fn main() -> ExitCode {
         }
     };
     natkit_daemon::init_tracing(false, "warn");
-    let cfg = ProbeConfig {
-        servers: cli.servers,
-        hairpin: cli.hairpin,
-        lifetime: cli.lifetime.map(Duration::from_secs),
-        tcp_rtt_seed: !cli.no_tcp_rtt,
+    let families = match cli.family.as_deref() {
+        None => vec![Family::Auto],
+        Some("4") => vec![Family::V4],
+        Some("6") => vec![Family::V6],
+        _ => vec![Family::V4, Family::V6],
     };
+    let both = families.len() > 1;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -63,30 +71,53 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(probe(&cfg)) {
-        Ok(report) => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("report serialises")
-                );
-            } else {
-                print!("{}", report.summary());
+    // Exit 0 when a family gave a verdict, else the failure's status; 3 (no STUN server) wins.
+    let (mut verdicts, mut status) = (0, 2);
+    for family in families {
+        let cfg = ProbeConfig {
+            servers: cli.servers.clone(),
+            hairpin: cli.hairpin,
+            lifetime: cli.lifetime.map(Duration::from_secs),
+            tcp_rtt_seed: !cli.no_tcp_rtt,
+            family,
+        };
+        let label = match (both, family) {
+            (false, _) => String::new(),
+            (true, Family::V6) => "IPv6: ".into(),
+            (true, _) => "IPv4: ".into(),
+        };
+        match rt.block_on(probe(&cfg)) {
+            Ok(report) => {
+                verdicts += 1;
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&report).expect("report serialises")
+                    );
+                } else {
+                    if both {
+                        println!("{}", label.trim_end_matches(' ').trim_end_matches(':'));
+                    }
+                    print!("{}", report.summary());
+                }
             }
-            ExitCode::SUCCESS
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                eprintln!("nat-probe: {label}error: {msg}");
+                if matches!(e, natkit_nat_probe::ProbeError::NoStunServer { .. }) {
+                    status = 3;
+                }
+            }
         }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("nat-probe: error: {msg}");
-            match e {
-                natkit_nat_probe::ProbeError::NoStunServer { .. } => ExitCode::from(3),
-                _ => ExitCode::from(2),
-            }
-        }
+    }
+    match (status, verdicts) {
+        (3, _) => ExitCode::from(3),
+        (_, 0) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
     }
 }
