@@ -5,7 +5,9 @@
 
 use std::process::{Command, Stdio};
 
-use natkit_lab::{require_root, wait_udp_listening, Lab, Nat, SERVER_ALT_IP, SERVER_IP};
+use natkit_lab::{
+    require_root, wait_udp_listening, Lab, Nat, SERVER_ALT_IP, SERVER_IP, SERVER_IP6,
+};
 use serde_json::Value;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_nat-probe");
@@ -78,7 +80,9 @@ fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
         Nat::UdpBlocked | Nat::Only443 | Nat::UdpRejected | Nat::UdpProhibited => {
             (Value::Null, Value::Null, "udp-blocked", true)
         }
-        Nat::DoubleNat => (ei, apd, "port-restricted-cone", false),
+        Nat::DoubleNat | Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => {
+            (ei, apd, "port-restricted-cone", false)
+        }
     }
 }
 
@@ -179,6 +183,84 @@ fn a_closed_port_on_the_server_is_no_stun_server() {
             "no STUN server at {SERVER_IP}:3470: port unreachable"
         )),
         "{stderr}"
+    );
+}
+
+/// An IPv6 site against natkit-relay on IPv6 (alternate IP 2001:db8::2): `nat-probe --family 6`
+/// names the family and gives the verdict of what the site does to IPv6 (its IPv4 side, a
+/// MASQUERADE, is checked with the other topologies' expectations).
+fn ipv6_topology(nat: Nat, want: (&str, &str, &str, bool)) {
+    if !require_root(nat.name()) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let site = lab.add_site(nat);
+    let port6 = lab.start_natkit_relay_v6("lab-secret");
+    let r = natkit_testkit::json_of(
+        "nat-probe",
+        lab.sites[site].client.cmd(PROBE).args([
+            "--json",
+            "--family",
+            "6",
+            &format!("[{SERVER_IP6}]:{port6}"),
+        ]),
+    );
+    let ctx = format!("{}: {r}", nat.name());
+    assert_eq!(r["family"], "ipv6", "{ctx}");
+    assert_eq!(r["mapping"], want.0, "{ctx}");
+    assert_eq!(r["filtering"], want.1, "{ctx}");
+    assert_eq!(r["nat_type"], want.2, "{ctx}");
+    assert_eq!(r["force_turn"], want.3, "{ctx}");
+    assert_eq!(r["warnings"], Value::Array(vec![]), "{ctx}");
+    eprintln!(
+        "{} over IPv6: {} in {} ms",
+        nat.name(),
+        r["nat_type"],
+        r["elapsed_ms"]
+    );
+}
+
+/// Routed IPv6, nothing filtered: no NAT, open.
+#[test]
+fn ipv6_routed_is_open_internet() {
+    ipv6_topology(
+        Nat::Ipv6Open,
+        (
+            "endpoint-independent",
+            "endpoint-independent",
+            "open-internet",
+            false,
+        ),
+    );
+}
+
+/// The usual home IPv6: no translation, a stateful firewall that admits only answers to the
+/// inside's own flows: address-and-port-dependent filtering, direct connections work when both
+/// sides send (ICE does).
+#[test]
+fn ipv6_behind_a_stateful_firewall_is_a_udp_firewall() {
+    ipv6_topology(
+        Nat::Ipv6Firewall,
+        (
+            "endpoint-independent",
+            "address-and-port-dependent",
+            "symmetric-udp-firewall",
+            false,
+        ),
+    );
+}
+
+/// NAT66 MASQUERADE: the IPv6 analogue of a port-restricted cone.
+#[test]
+fn nat66_masquerade_is_port_restricted_cone() {
+    ipv6_topology(
+        Nat::Nat66,
+        (
+            "endpoint-independent",
+            "address-and-port-dependent",
+            "port-restricted-cone",
+            false,
+        ),
     );
 }
 
@@ -283,6 +365,8 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
     match nat {
         Nat::OpenInternet => (ei, ei),
         Nat::PortRestrictedCone | Nat::DoubleNat => (ei, apd),
+        // Their IPv4 side is a MASQUERADE.
+        Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => (ei, apd),
         Nat::Symmetric => (apd, apd),
         Nat::FullCone => (ei, ei),
         Nat::RestrictedCone => (ei, ad),

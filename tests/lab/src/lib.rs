@@ -25,6 +25,10 @@ use natkit_testkit::{workspace_bin, Daemon, Process};
 
 pub const SERVER_IP: &str = "203.0.113.1";
 pub const SERVER_ALT_IP: &str = "203.0.113.2";
+/// The server's IPv6 addresses on the lab's internet (2001:db8::/64), present once a site with
+/// IPv6 is added.
+pub const SERVER_IP6: &str = "2001:db8::1";
+pub const SERVER_ALT_IP6: &str = "2001:db8::2";
 
 /// How a site's router treats UDP: one topology per behaviour of the nat-probe issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,15 @@ pub enum Nat {
     /// MASQUERADE behind a firewall that lets out only TCP to port 443 (the strictest corporate
     /// and hotel networks); not in [`Nat::ALL`] (no NAT verdict to check: UDP is blocked).
     Only443,
+    /// Dual stack: IPv4 behind MASQUERADE, IPv6 routed (2001:db8:K::/64) with no filtering.
+    /// The IPv6 sites are not in [`Nat::ALL`].
+    Ipv6Open,
+    /// Dual stack: IPv4 behind MASQUERADE, IPv6 routed behind a stateful firewall that admits
+    /// inbound packets only of flows the inside opened (conntrack, the home router default).
+    Ipv6Firewall,
+    /// Dual stack: IPv4 behind MASQUERADE, IPv6 from a unique-local LAN (fd00:K::/64) behind
+    /// ip6tables MASQUERADE (NAT66).
+    Nat66,
 }
 
 impl Nat {
@@ -83,6 +96,9 @@ impl Nat {
             Nat::UdpProhibited => "udp-rejected-admin-prohibited",
             Nat::DoubleNat => "double-nat-cgn",
             Nat::Only443 => "only-tcp-443",
+            Nat::Ipv6Open => "ipv6-routed",
+            Nat::Ipv6Firewall => "ipv6-stateful-firewall",
+            Nat::Nat66 => "ipv6-nat66",
         }
     }
 }
@@ -251,6 +267,8 @@ pub struct Lab {
     pub server: Netns,
     inet: Netns,
     id: String,
+    /// The server has its IPv6 addresses.
+    v6: bool,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -277,6 +295,7 @@ impl Lab {
             server,
             inet,
             id,
+            v6: false,
         }
     }
 
@@ -347,6 +366,10 @@ impl Lab {
         match nat {
             Nat::OpenInternet | Nat::DoubleNat => {}
             Nat::PortRestrictedCone => masquerade(&router, false),
+            Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => {
+                masquerade(&router, false);
+                self.ipv6_site(k, &router, &client, nat);
+            }
             Nat::Symmetric => masquerade(&router, true),
             Nat::UdpBlocked => {
                 masquerade(&router, false);
@@ -410,6 +433,60 @@ impl Lab {
         self.sites.len() - 1
     }
 
+    /// IPv6 for site `k`: the server's addresses (once), the router's on the internet
+    /// (`2001:db8::1K/64`), the LAN (`2001:db8:K::/64` routed, or `fd00:K::/64` behind NAT66)
+    /// and what `nat` filters or translates. Addresses skip duplicate address detection.
+    fn ipv6_site(&mut self, k: usize, router: &Netns, client: &Netns, nat: Nat) {
+        let add = |ns: &Netns, addr: &str, dev: &str| {
+            ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        };
+        if !self.v6 {
+            add(&self.server, &format!("{SERVER_IP6}/64"), "eth0");
+            add(&self.server, &format!("{SERVER_ALT_IP6}/64"), "eth0");
+            self.v6 = true;
+        }
+        let wan = format!("2001:db8::1{k:02}");
+        add(router, &format!("{wan}/64"), "wan");
+        router.run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+        let prefix = match nat {
+            Nat::Nat66 => format!("fd00:{k}::"),
+            _ => format!("2001:db8:{k}::"),
+        };
+        add(router, &format!("{prefix}1/64"), "lan");
+        add(client, &format!("{prefix}10/64"), "eth0");
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{prefix}1"),
+        ]);
+        match nat {
+            Nat::Nat66 => masquerade_with(router, "ip6tables", false),
+            _ => {
+                let lan = format!("{prefix}/64");
+                self.server.ip(&["-6", "route", "add", &lan, "via", &wan]);
+                if nat == Nat::Ipv6Firewall {
+                    router.run(
+                        "ip6tables",
+                        &[
+                            "-A",
+                            "FORWARD",
+                            "-m",
+                            "conntrack",
+                            "--ctstate",
+                            "ESTABLISHED,RELATED",
+                            "-j",
+                            "ACCEPT",
+                        ],
+                    );
+                    router.run("ip6tables", &["-A", "FORWARD", "-i", "wan", "-j", "DROP"]);
+                }
+            }
+        }
+    }
+
     /// Drops `percent`% of UDP datagrams forwarded by a site's router, in both directions
     /// (random loss with nftables' `numgen random`; this kernel has no netem).
     pub fn loss(&self, site: usize, percent: u32) {
@@ -424,6 +501,17 @@ impl Lab {
 
     /// Starts natkit-relay in the server namespace on 203.0.113.1:3478 with 203.0.113.2 as the
     /// RFC 5780 alternate address, and waits until it listens. Returns the primary port.
+    /// natkit-relay in the server namespace on IPv6 (`[2001:db8::1]:3478`, alternate IP
+    /// 2001:db8::2); needs an IPv6 site first. Returns its port.
+    pub fn start_natkit_relay_v6(&mut self, secret: &str) -> u16 {
+        let bin = workspace_bin("natkit-relay");
+        let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
+        cmd.env("NATKIT_TURN_SECRET", secret)
+            .args(["--listen", &format!("[{SERVER_IP6}]:3478")])
+            .args(["--alt-ip", SERVER_ALT_IP6, "--metrics-listen", "off"]);
+        self.start_daemon(&mut cmd).addr("stun").port()
+    }
+
     pub fn start_natkit_relay(&mut self, secret: &str) -> u16 {
         let bin = workspace_bin("natkit-relay");
         let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
@@ -576,6 +664,12 @@ fn tls_flags(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Vec<St
 }
 
 fn masquerade(router: &Netns, random_fully: bool) {
+    masquerade_with(router, "iptables", random_fully);
+}
+
+/// MASQUERADE out of `wan` with `tool` (`iptables`, or `ip6tables` for NAT66), unsolicited UDP to
+/// the router itself dropped.
+fn masquerade_with(router: &Netns, tool: &str, random_fully: bool) {
     let mut args = vec![
         "-t",
         "nat",
@@ -589,9 +683,9 @@ fn masquerade(router: &Netns, random_fully: bool) {
     if random_fully {
         args.push("--random-fully");
     }
-    router.run("iptables", &args);
+    router.run(tool, &args);
     router.run(
-        "iptables",
+        tool,
         &["-A", "INPUT", "-i", "wan", "-p", "udp", "-j", "DROP"],
     );
 }
