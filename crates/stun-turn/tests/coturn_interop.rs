@@ -98,6 +98,43 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     assert!(relay.metric("natkit_relay_auth_failures_total{reason=\"bad_integrity\"}") >= 1.0);
 }
 
+/// natkit-relay on IPv6 only (`[::1]`): coturn's client allocates an IPv6 relayed address,
+/// binds channels and relays every message to an IPv6 peer and back.
+#[tokio::test]
+async fn coturn_uclient_relays_through_natkit_over_ipv6() {
+    let relay = TestRelay::with(|o| {
+        o.listen = Some("[::1]:0".into());
+        o.allow_peer = vec!["::1".into()];
+    })
+    .await;
+    assert!(relay.addr().is_ipv6());
+    let peer_port = natkit_testkit::third_party_udp_port();
+    let _peer = Command::new(tool("turnutils_peer"))
+        .args(["-L", "::1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = run(
+        Command::new(tool("turnutils_uclient"))
+            .args(["-W", SECRET, "-u", "uclient", "-e", "::1"])
+            .args(["-r", &peer_port.to_string(), "-n", "20", "-m", "2"])
+            .args(["-p", &relay.addr().port().to_string(), "::1"]),
+        60,
+    )
+    .await;
+    let (sent, received) = uclient_totals(&out);
+    assert!(sent >= 40, "uclient sent {sent}:\n{out}");
+    assert_eq!(
+        sent, received,
+        "every message back through the relay:\n{out}"
+    );
+    assert!(out.contains("Total lost packets 0 "), "{out}");
+    assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
+}
+
 #[tokio::test]
 async fn coturn_uclient_client_to_client_needs_no_allow_list() {
     // -y: uclient's clients relay to each other's relayed addresses on the same server.
