@@ -65,22 +65,23 @@ async fn uclient_to_peer(
     against(relay, "turnutils_uclient", &args, 60).await
 }
 
-#[tokio::test]
-async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
-    let relay = TestRelay::with(|o| o.allow_peer = vec!["127.0.0.1".into()]).await;
-    let peer_port = natkit_testkit::third_party_udp_port();
-    let _peer = Command::new(tool("turnutils_peer"))
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+/// coturn's `turnutils_peer` echoing on `ip` (a free port): the port and the process.
+async fn echo_peer(ip: &str) -> (u16, tokio::process::Child) {
+    let port = natkit_testkit::third_party_udp_port();
+    let child = Command::new(tool("turnutils_peer"))
+        .args(["-L", ip, "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // -W: TURN REST API secret; uclient derives username and password as coturn does.
-    // Default mode asks for an RTP/RTCP pair (EVEN-PORT with reservation) and binds channels.
-    let out = uclient_to_peer(&relay, SECRET, peer_port, "20").await;
-    let (sent, received) = uclient_totals(&out);
+    (port, child)
+}
+
+/// Two uclients' 20 messages each went out and every one came back through `relay`.
+fn all_came_back(relay: &TestRelay, out: &str) {
+    let (sent, received) = uclient_totals(out);
     assert!(sent >= 40, "uclient sent {sent}:\n{out}");
     assert_eq!(
         sent, received,
@@ -88,6 +89,16 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
     );
     assert!(out.contains("Total lost packets 0 "), "{out}");
     assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
+    let relay = TestRelay::with(|o| o.allow_peer = vec!["127.0.0.1".into()]).await;
+    let (peer_port, _peer) = echo_peer("127.0.0.1").await;
+    // -W: TURN REST API secret; uclient derives username and password as coturn does.
+    // Default mode asks for an RTP/RTCP pair (EVEN-PORT with reservation) and binds channels.
+    let out = uclient_to_peer(&relay, SECRET, peer_port, "20").await;
+    all_came_back(&relay, &out);
 
     // The same client with a wrong secret is refused.
     let out = uclient_to_peer(&relay, "not-the-secret", peer_port, "2").await;
@@ -108,15 +119,7 @@ async fn coturn_uclient_relays_through_natkit_over_ipv6() {
     })
     .await;
     assert!(relay.addr().is_ipv6());
-    let peer_port = natkit_testkit::third_party_udp_port();
-    let _peer = Command::new(tool("turnutils_peer"))
-        .args(["-L", "::1", "-p", &peer_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (peer_port, _peer) = echo_peer("::1").await;
     let out = run(
         Command::new(tool("turnutils_uclient"))
             .args(["-W", SECRET, "-u", "uclient", "-e", "::1"])
@@ -125,14 +128,7 @@ async fn coturn_uclient_relays_through_natkit_over_ipv6() {
         60,
     )
     .await;
-    let (sent, received) = uclient_totals(&out);
-    assert!(sent >= 40, "uclient sent {sent}:\n{out}");
-    assert_eq!(
-        sent, received,
-        "every message back through the relay:\n{out}"
-    );
-    assert!(out.contains("Total lost packets 0 "), "{out}");
-    assert!(relay.metric("natkit_relay_allocations_created_total") >= 2.0);
+    all_came_back(&relay, &out);
 }
 
 #[tokio::test]
