@@ -78,8 +78,9 @@ impl Family {
 
     fn name(self) -> &'static str {
         match self {
+            Family::Auto => "IPv4 or IPv6",
+            Family::V4 => "IPv4",
             Family::V6 => "IPv6",
-            _ => "IPv4",
         }
     }
 }

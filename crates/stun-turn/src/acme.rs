@@ -221,11 +221,11 @@ impl AcmeCerts {
         if let (Ok(c), Ok(k)) = (std::fs::read(&cert), std::fs::read(&key)) {
             match certified(&c, &k) {
                 Ok((current, names)) if certs.covers(&names) => {
-                    info!(cert = %cert.display(), not_after = %humantime(current.not_after), "serving the certificate kept in acme_state_dir");
+                    info!(cert = %cert.display(), not_after = %unix_seconds(current.not_after), "serving the certificate kept in acme_state_dir");
                     *certs.current.write().expect("acme lock") = Some(current);
                 }
                 Ok(_) => {
-                    info!(cert = %cert.display(), "the kept certificate does not name every acme_domain; ordering a new one")
+                    info!(cert = %cert.display(), "the kept certificate does not name every one of acme_domains; ordering a new one")
                 }
                 Err(e) => {
                     warn!(cert = %cert.display(), error = %e, "the kept certificate cannot be used; ordering a new one")
@@ -414,7 +414,7 @@ impl ResolvesServerCert for AcmeCerts {
     }
 }
 
-fn humantime(t: SystemTime) -> String {
+fn unix_seconds(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -444,7 +444,7 @@ pub async fn maintain(certs: Arc<AcmeCerts>, metrics: RelayMetrics) {
                 failures = 0;
                 metrics.acme_order(true);
                 metrics.tls_certificate_expiry(not_after);
-                info!(domains = %domains, not_after = %humantime(not_after), "ACME certificate issued and in use");
+                info!(domains = %domains, not_after = %unix_seconds(not_after), "ACME certificate issued and in use");
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

@@ -422,7 +422,7 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
                 "acme_domains",
-                "tls_cert/tls_key and acme_domain are two sources of the certificate: use one",
+                "tls_cert/tls_key and acme_domains are two sources of the certificate: use one",
             ))
         }
         (None, None, Some(acme)) => Some(CertSource::Acme(acme)),
@@ -433,7 +433,7 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
         (None, Some(_), None) => {
             return Err(ConfigError::invalid(
                 "tls_cert",
-                "tls_listen needs a PEM certificate file (or acme_domain)",
+                "tls_listen needs a PEM certificate file (or acme_domains)",
             ))
         }
         (Some(_), None, None) => {
@@ -454,7 +454,7 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
         (Some(_), None) => {
             return Err(ConfigError::invalid(
                 "tls_cert",
-                "tls_listen needs a PEM certificate file (or acme_domain)",
+                "tls_listen needs a PEM certificate file (or acme_domains)",
             ))
         }
         (Some(addr), Some(source)) => {
@@ -635,7 +635,7 @@ pub struct TlsConfig {
     pub listen: SocketAddr,
     pub source: CertSource,
     /// The name in `turns:` URLs; `None`: the certificate's first DNS name (the first
-    /// `acme_domain` with ACME).
+    /// of `acme_domains` with ACME).
     pub name: Option<String>,
 }
 
@@ -660,7 +660,7 @@ pub struct AcmeConfig {
     pub ca: Option<PathBuf>,
 }
 
-/// The `acme_*` keys: `None` without `acme_domain` (and then none of the others may be set).
+/// The `acme_*` keys: `None` without `acme_domains` (and then none of the others may be set).
 fn acme(o: &RelayOptions) -> Result<Option<AcmeConfig>, ConfigError> {
     let domains: Vec<String> = layer::items(&o.acme_domains)
         .map(str::to_ascii_lowercase)

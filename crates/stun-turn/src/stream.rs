@@ -161,7 +161,6 @@ async fn connection<H: Send>(
     let Some(keys) = shared.tls.clone() else {
         return;
     };
-    let metrics = &shared.metrics;
     match stream.peek_byte(deadline).await {
         Err(_) => {
             metrics.stream_refused(five.transport, StreamRefusal::HandshakeTimeout);

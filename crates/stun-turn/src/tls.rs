@@ -1,12 +1,12 @@
 //! The TLS listener's keys: PEM certificate chain and private key, read at start and again on
 //! SIGHUP and when the files change (certificates rotate every 60 to 90 days) without touching
 //! live connections: a new handshake takes the current [`rustls::ServerConfig`], an established
-//! one keeps its own. Or, with `acme_domain`, a certificate from an ACME directory
+//! one keeps its own. Or, with `acme_domains`, a certificate from an ACME directory
 //! ([`crate::acme`]), which the listener's configuration resolves per handshake.
 //!
 //! Also the name `turns:` URLs carry, which the certificate must cover: `tls_name` when
 //! configured, else the certificate's first DNS subject alternative name (the first
-//! `acme_domain`).
+//! of `acme_domains`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -28,7 +28,7 @@ pub enum NameSource {
     Configured { covered: bool },
     /// The certificate's first DNS name.
     Certificate,
-    /// The first `acme_domain`.
+    /// The first of `acme_domains`.
     Acme,
 }
 
@@ -198,7 +198,14 @@ impl TlsKeys {
                     covered: config.domains.iter().any(|d| name_covers(d, n)),
                 },
             ),
-            None => (config.domains[0].clone(), NameSource::Acme),
+            None => match config.domains.first() {
+                Some(d) => (d.clone(), NameSource::Acme),
+                None => {
+                    return Err(TlsError::Acme(
+                        "acme_domains: no domain to order a certificate for".into(),
+                    ))
+                }
+            },
         };
         let certs = Arc::new(AcmeCerts::open(config).map_err(|e| TlsError::Acme(e.to_string()))?);
         let mut config = server_config()
@@ -286,7 +293,7 @@ pub fn announce_tls(keys: &TlsKeys) {
             info!(name = keys.name(), cert = %keys.origin(), "turns: URLs name the certificate's first DNS name (set tls_name to choose another)")
         }
         NameSource::Acme => {
-            info!(name = keys.name(), directory = %keys.origin(), "turns: URLs name the first acme_domain; the certificate comes from ACME (TLS-ALPN-01 on this TLS listener)")
+            info!(name = keys.name(), directory = %keys.origin(), "turns: URLs name the first of acme_domains; the certificate comes from ACME (TLS-ALPN-01 on this TLS listener)")
         }
         NameSource::Configured { covered: true } => info!(
             name = keys.name(),

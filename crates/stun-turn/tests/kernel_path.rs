@@ -360,8 +360,10 @@ async fn channel_data_is_relayed_in_the_kernel_exactly_and_falls_back_to_userspa
     }
     // The relay ends the allocation within a second of its expiry; until then its sockets
     // may still relay what the kernel left them (the userspace path's behaviour, unchanged).
-    while recv(&peer, Duration::from_millis(300)).await.is_some() {}
-    assert!(sent_at.elapsed() < Duration::from_secs(2));
+    // The first late datagram may come through; the others right after it, or not at all.
+    let _ = recv(&peer, Duration::from_millis(300)).await;
+    while recv(&peer, Duration::from_millis(50)).await.is_some() {}
+    assert!(sent_at.elapsed() < Duration::from_secs(1));
     wait_metric(srv, expired, expired_before + 1.0);
 
     // Checksum offload pending (a sender on this side of a veth with offload on): the program

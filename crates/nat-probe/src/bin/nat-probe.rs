@@ -81,10 +81,15 @@ fn main() -> ExitCode {
             tcp_rtt_seed: !cli.no_tcp_rtt,
             family,
         };
-        let label = match (both, family) {
-            (false, _) => String::new(),
-            (true, Family::V6) => "IPv6: ".into(),
-            (true, _) => "IPv4: ".into(),
+        // With both families each report is headed by its family's name.
+        let heading = match family {
+            Family::V6 => "IPv6",
+            _ => "IPv4",
+        };
+        let prefix = if both {
+            format!("{heading}: ")
+        } else {
+            String::new()
         };
         match rt.block_on(probe(&cfg)) {
             Ok(report) => {
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
                     );
                 } else {
                     if both {
-                        println!("{}", label.trim_end_matches(' ').trim_end_matches(':'));
+                        println!("{heading}");
                     }
                     print!("{}", report.summary());
                 }
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
                     msg.push_str(&format!(": {s}"));
                     src = s.source();
                 }
-                eprintln!("nat-probe: {label}error: {msg}");
+                eprintln!("nat-probe: {prefix}error: {msg}");
                 if matches!(e, natkit_nat_probe::ProbeError::NoStunServer { .. }) {
                     status = 3;
                 }
