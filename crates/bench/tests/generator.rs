@@ -37,7 +37,7 @@ fn natkit_relay() -> (SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = rt.block_on(async {
         let options = RelayOptions {
-            listen: Some("127.0.0.1:0".into()),
+            listen: vec!["127.0.0.1:0".into()],
             alt_port: Some("0".into()),
             allow_peer: vec!["127.0.0.1".into()],
             // The allocation-rate runs hammer from one IP: no per-source answer limit.

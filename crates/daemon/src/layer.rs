@@ -53,6 +53,21 @@ pub fn items(list: &[Setting]) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A list key that a TOML file may also write as one value: `listen = "0.0.0.0:3478"` or
+/// `listen = ["0.0.0.0:3478", "[::]:3478"]` (`#[serde(deserialize_with = "one_or_many")]`).
+pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Setting>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Setting),
+        Many(Vec<Setting>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 impl fmt::Debug for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

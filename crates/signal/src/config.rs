@@ -180,12 +180,14 @@ pub struct SignalOptions {
 /// `--listen` is the web server's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct EmbeddedRelayFlags {
-    /// Embedded relay's UDP address [default: 0.0.0.0:3478]
+    /// Embedded relay's UDP (and TCP) address, one per address family (repeat for both)
+    /// [default: 0.0.0.0:3478 and, where the host has IPv6, [::]:3478]
     #[arg(long, value_name = "ADDR")]
-    pub relay_listen: Option<Setting>,
-    /// Embedded relay's public IP (XOR-RELAYED-ADDRESS and ICE URLs)
+    pub relay_listen: Vec<Setting>,
+    /// Embedded relay's public IP (XOR-RELAYED-ADDRESS and ICE URLs), one per family (repeat
+    /// for both)
     #[arg(long, value_name = "IP")]
-    pub public_ip: Option<Setting>,
+    pub public_ip: Vec<Setting>,
     /// Embedded relay's port range [default: 49152-65535]
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<Setting>,

@@ -15,6 +15,9 @@ pub struct IceConfig {
     pub fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
     /// The embedded relay's RFC 5780 alternate port (same IP).
     pub relay_alt_port: Option<u16>,
+    /// A dual-stack embedded relay's other address family (IPv6 beside IPv4), with its alternate
+    /// port: peers get URLs for each family.
+    pub relay_second: Option<(RelayEndpoints, u16)>,
     /// Extra URLs (external relays: TURN URLs get credentials from `secrets`).
     pub urls: Vec<String>,
     pub secrets: Secrets,
@@ -34,6 +37,9 @@ impl IceConfig {
         };
         let mut servers = Vec::new();
         if let Some(relay) = &self.relay {
+            servers.push(cred.ice_server(relay));
+        }
+        if let Some((relay, _)) = &self.relay_second {
             servers.push(cred.ice_server(relay));
         }
         // The room is the TURN user's first part (`ROOM/PEER`): both peers get the same relay.
@@ -83,12 +89,13 @@ impl IceConfig {
                 let Ok(port) = port.parse::<u16>() else {
                     continue;
                 };
-                let embedded = self.relay.as_ref().is_some_and(|r| {
+                let is = |r: &RelayEndpoints| {
                     r.host.trim_matches(['[', ']']) == host.trim_matches(['[', ']'])
                         && r.port == port
-                });
-                let alt = match (embedded, self.relay_alt_port) {
-                    (true, Some(a)) => Some(a),
+                };
+                let alt = match (&self.relay, &self.relay_second) {
+                    (Some(r), _) if is(r) && self.relay_alt_port.is_some() => self.relay_alt_port,
+                    (_, Some((r, alt))) if is(r) => Some(*alt),
                     _ => port.checked_add(1),
                 };
                 if let Some(alt) = alt.filter(|a| *a != port) {
@@ -118,6 +125,7 @@ mod tests {
             relay: None,
             fleet: None,
             relay_alt_port: None,
+            relay_second: None,
             urls: vec![
                 "stun:stun.example.org:3478".into(),
                 "turn:relay.example.org:3478".into(),
@@ -146,6 +154,7 @@ mod tests {
             relay: Some(RelayEndpoints::udp("203.0.113.5", 3478)),
             fleet: None,
             relay_alt_port: Some(3479),
+            relay_second: None,
             urls: vec![],
             secrets,
             ttl: 60,
@@ -173,6 +182,7 @@ mod tests {
         );
         let odd = IceConfig {
             relay_alt_port: Some(4000),
+            relay_second: None,
             ..embedded.clone()
         };
         let v = serde_json::to_value(odd.mint_for_check("p", 0)).unwrap();
@@ -182,5 +192,28 @@ mod tests {
             v[0]["urls"],
             json!(["stun:stun.example.org:3478", "stun:stun.example.org:3479"])
         );
+
+        // A dual-stack relay: URLs for each family, the IPv6 literal bracketed, each STUN URL
+        // on the check page with its own family's alternate port.
+        let mut v6 = RelayEndpoints::udp("2001:db8::5", 3478);
+        v6.tcp = true;
+        let dual = IceConfig {
+            relay_second: Some((v6, 3481)),
+            ..embedded.clone()
+        };
+        let v = serde_json::to_value(dual.mint("p", 0)).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(
+            v[1]["urls"],
+            json!([
+                "stun:[2001:db8::5]:3478",
+                "turn:[2001:db8::5]:3478?transport=udp",
+                "turn:[2001:db8::5]:3478?transport=tcp"
+            ])
+        );
+        assert_eq!(v[1]["username"], v[0]["username"]);
+        let v = serde_json::to_value(dual.mint_for_check("p", 0)).unwrap();
+        assert_eq!(v[0]["urls"][1], "stun:203.0.113.5:3479");
+        assert_eq!(v[1]["urls"][1], "stun:[2001:db8::5]:3481");
     }
 }

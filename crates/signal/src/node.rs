@@ -90,7 +90,7 @@ impl Node {
             if generated_secret {
                 warn!("no TURN secret configured: generated one for this run; TURN credentials stop working when the server restarts (set NATKIT_TURN_SECRET)");
             }
-            let addr = relay.listen;
+            let addr = relay.primary_listen();
             let relay_metrics = RelayMetrics::with_registry(registry.clone());
             let mut r = relay_server::Relay::bind(relay.clone(), relay_metrics.clone())
                 .await
@@ -117,6 +117,9 @@ impl Node {
             relay: relay_addr.as_ref().map(|a| a.endpoints(None)),
             fleet,
             relay_alt_port: relay_addr.as_ref().map(|a| a.alt_port.port()),
+            relay_second: relay_addr
+                .as_ref()
+                .and_then(|a| Some((a.endpoints_second()?, a.second.as_ref()?.alt_port.port()))),
             urls: signal.ice_urls.clone(),
             secrets,
             ttl: signal.credential_ttl,
@@ -206,7 +209,7 @@ impl Node {
                 a.primary,
                 relay_server::stream_summary(a),
                 a.alt_port,
-                a.relay_ip
+                natkit_stun_turn::node::relayed_ips(a)
             ),
             None => "no embedded relay; peers get the --ice-server URLs".into(),
         });

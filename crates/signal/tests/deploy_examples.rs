@@ -27,7 +27,7 @@ fn signal_example_toml_loads_and_validates() {
     )
     .expect("relay table validates");
     assert_eq!(relay.deny_peers.len(), 3);
-    assert_eq!(relay.listen.port(), 3478);
+    assert_eq!(relay.primary_listen().port(), 3478);
 }
 
 /// Every key of natkit-signal's file is in the example, set or commented out, so operators can

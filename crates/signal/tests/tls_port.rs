@@ -114,12 +114,25 @@ impl Server {
         typ
     }
 
-    fn refused(&self, reason: &str) -> f64 {
-        let text = http_get(&format!("http://{}/metrics", self.daemon.addr("metrics")));
-        natkit_testkit::metric(
-            &text,
-            &format!("natkit_signal_connections_refused_total{{reason=\"{reason}\"}}"),
-        )
+    /// `natkit_signal_connections_refused_total{reason}` once it reads `want`, or its value
+    /// after 3 s: a refused connection is counted just after it is closed, so the client that
+    /// saw the close may ask a moment too early.
+    fn refused(&self, reason: &str, want: f64) -> f64 {
+        let series = format!("natkit_signal_connections_refused_total{{reason=\"{reason}\"}}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let text = http_get(&format!("http://{}/metrics", self.daemon.addr("metrics")));
+            let value = text
+                .contains(&series)
+                .then(|| natkit_testkit::metric(&text, &series));
+            match value {
+                Some(v) if v == want || std::time::Instant::now() >= deadline => return v,
+                None if std::time::Instant::now() >= deadline => {
+                    return natkit_testkit::metric(&text, &series)
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// `GET /` on the plain web port after `first`: the response (a redirect to the TLS port),
@@ -329,7 +342,7 @@ async fn a_trusted_balancers_proxy_headers_name_the_client() {
         .await
         .unwrap();
     assert_eq!(binding_on(other).await.0, [0x01, 0x01]);
-    assert!(s.refused("per_ip_limit") >= 1.0);
+    assert!(s.refused("per_ip_limit", 1.0) >= 1.0);
     // The web port reads the header too.
     let page = s
         .http_after(b"PROXY TCP4 192.0.2.8 127.0.0.1 4001 80\r\n")
@@ -347,7 +360,7 @@ async fn a_trusted_balancers_proxy_headers_name_the_client() {
     assert_eq!(mapped, Some("192.0.2.9:5557".parse().unwrap()), "relay TCP");
     let bad = s.http_after(b"PROXY TCP4 nonsense\r\n").await;
     assert!(bad.is_empty(), "a bad header closes: {bad}");
-    assert_eq!(s.refused("bad_proxy_header"), 1.0);
+    assert_eq!(s.refused("bad_proxy_header", 1.0), 1.0);
 }
 
 /// With no trusted balancer (the default), a PROXY header closes the connection, on both ports.
@@ -361,7 +374,7 @@ async fn proxy_headers_from_anyone_else_close_the_connection() {
         .await
         .is_err());
     assert!(s.http_after(v1).await.is_empty());
-    assert_eq!(s.refused("untrusted_proxy_header"), 3.0);
+    assert_eq!(s.refused("untrusted_proxy_header", 3.0), 3.0);
     // Without one, served as before, the connection's own address mapped.
     let (_, mapped) = binding_on(s.tls(&[]).await).await;
     assert_eq!(mapped.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));

@@ -21,8 +21,12 @@ use serde::{Deserialize, Serialize};
 use crate::allocation::MAX_LIFETIME;
 use crate::credentials::{Secret, Secrets};
 use crate::error::ConfigError;
+pub use crate::family::DefaultFamily;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
+/// The IPv6 listener beside [`DEFAULT_LISTEN`] when `listen` is not set, bound only where the
+/// host has IPv6.
+pub const DEFAULT_LISTEN_V6: &str = "[::]:3478";
 pub const DEFAULT_RELAY_PORTS: RangeInclusive<u16> = 49152..=65535;
 pub const DEFAULT_REALM: &str = "natkit";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
@@ -37,18 +41,29 @@ pub const SECRET_ENV: &str = "NATKIT_TURN_SECRET";
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayOptions {
-    /// UDP address for STUN/TURN [default: 0.0.0.0:3478]
+    /// UDP (and TCP) address for STUN/TURN, one per address family (repeat for both, e.g.
+    /// --listen 0.0.0.0:3478 --listen [::]:3478); each family relays in its own family
+    /// [default: 0.0.0.0:3478 and, where the host has IPv6, [::]:3478]
     #[arg(long, env = "NATKIT_LISTEN", value_name = "ADDR")]
-    pub listen: Option<Setting>,
+    #[serde(deserialize_with = "layer::one_or_many")]
+    pub listen: Vec<Setting>,
     /// RFC 5780 alternate port on the same IP [default: the listen port + 1]
     #[arg(long, env = "NATKIT_ALT_PORT", value_name = "PORT")]
     pub alt_port: Option<Setting>,
     /// RFC 5780 alternate IP; without it change-IP tests get 420
     #[arg(long, env = "NATKIT_ALT_IP", value_name = "IP")]
     pub alt_ip: Option<Setting>,
-    /// Address written into XOR-RELAYED-ADDRESS, for hosts behind 1:1 NAT (coturn's external-ip)
+    /// Address written into XOR-RELAYED-ADDRESS, for hosts behind 1:1 NAT (coturn's
+    /// external-ip); one per family, repeat for both (--public-ip 203.0.113.1 --public-ip
+    /// 2001:db8::1)
     #[arg(long, env = "NATKIT_PUBLIC_IP", value_name = "IP")]
-    pub public_ip: Option<Setting>,
+    #[serde(deserialize_with = "layer::one_or_many")]
+    pub public_ip: Vec<Setting>,
+    /// The family of the relayed address an Allocate gets when it asks for none (browsers
+    /// never ask): "ipv4" (RFC 8656; IPv6 on a relay without IPv4) or "client" (the family the
+    /// client came over, else the other) [default: ipv4]
+    #[arg(long, env = "NATKIT_DEFAULT_FAMILY", value_name = "ipv4|client")]
+    pub default_family: Option<Setting>,
     /// Relayed port range [default: 49152-65535]
     #[arg(long, env = "NATKIT_RELAY_PORTS", value_name = "MIN-MAX")]
     pub relay_ports: Option<Setting>,
@@ -249,11 +264,11 @@ impl RelayConfig {
         o: RelayOptions,
         read: impl Fn(&str) -> std::io::Result<String>,
     ) -> Result<RelayConfig, ConfigError> {
-        let listen: SocketAddr = match &o.listen {
-            Some(v) => v.parse("listen")?,
-            None => DEFAULT_LISTEN.parse().expect("valid default"),
-        };
-        let streams = streams(&o, listen)?;
+        let listens = listens(&o)?;
+        let listen = listens[0].addr;
+        let default_family: DefaultFamily =
+            parse_opt("default_family", &o.default_family)?.unwrap_or_default();
+        let streams = streams(&o, &listens)?;
         let drain = DrainConfig {
             alternate: parse_opt("drain_alternate", &o.drain_alternate)?,
             timeout: Duration::from_secs(
@@ -264,7 +279,6 @@ impl RelayConfig {
         let alt_port: u16 =
             parse_opt("alt_port", &o.alt_port)?.unwrap_or_else(|| default_alt_port(listen.port()));
         let alt_ip: Option<IpAddr> = parse_opt("alt_ip", &o.alt_ip)?;
-        let public_ip: Option<IpAddr> = parse_opt("public_ip", &o.public_ip)?;
         let relay_ports = match &o.relay_ports {
             Some(v) => parse_range(v.as_str())?,
             None => DEFAULT_RELAY_PORTS,
@@ -303,6 +317,14 @@ impl RelayConfig {
             ));
         }
         if let Some(ip) = alt_ip {
+            // RFC 5780 within the alternate IP's family: that family's listen address.
+            let Some(listen) = listens.iter().find(|l| l.addr.is_ipv4() == ip.is_ipv4()) else {
+                return Err(ConfigError::invalid(
+                    "alt_ip",
+                    format!("{ip}: no listen address of its family"),
+                ));
+            };
+            let listen = listen.addr;
             if listen.ip().is_unspecified() {
                 return Err(ConfigError::invalid(
                     "alt_ip",
@@ -330,6 +352,7 @@ impl RelayConfig {
                 ));
             }
         }
+        // The kernel path relays IPv4 only; an IPv6 listener beside it stays in userspace.
         if !kernel_path.is_empty() && (!listen.is_ipv4() || listen.ip().is_unspecified()) {
             return Err(ConfigError::invalid(
                 "kernel_path",
@@ -373,10 +396,10 @@ impl RelayConfig {
         }
 
         Ok(RelayConfig {
-            listen,
+            listen: listens,
+            default_family,
             alt_port,
             alt_ip,
-            public_ip,
             relay_ports,
             realm,
             secrets: Secrets::new(secrets)?,
@@ -394,9 +417,89 @@ impl RelayConfig {
     }
 }
 
+/// `listen` and `public_ip`: one listen address per family, IPv4 first, each with the public IP
+/// of its family if one is given.
+fn listens(o: &RelayOptions) -> Result<Vec<Listen>, ConfigError> {
+    let addrs = layer::items(&o.listen)
+        .map(|v| Setting::from(v).parse::<SocketAddr>("listen"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let publics = layer::items(&o.public_ip)
+        .map(|v| Setting::from(v).parse::<IpAddr>("public_ip"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default = addrs.is_empty();
+    let mut addrs = if default {
+        vec![
+            DEFAULT_LISTEN.parse().expect("valid default"),
+            DEFAULT_LISTEN_V6.parse().expect("valid default"),
+        ]
+    } else {
+        addrs
+    };
+    addrs.sort_by_key(|a| a.is_ipv6());
+    let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+    if let [a, b, ..] = &addrs[..] {
+        if a.is_ipv6() == b.is_ipv6() || addrs.len() > 2 {
+            let v6 = if a.is_ipv6() == b.is_ipv6() {
+                a.is_ipv6()
+            } else {
+                true
+            };
+            return Err(ConfigError::invalid(
+                "listen",
+                format!(
+                    "two {} addresses ({}): give one per address family (0.0.0.0:PORT listens on every IPv4 address)",
+                    family(v6),
+                    addrs.iter().filter(|x| x.is_ipv6() == v6).map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    let mut out: Vec<Listen> = addrs
+        .into_iter()
+        .map(|addr| Listen {
+            addr,
+            public_ip: None,
+            if_available: default && addr.is_ipv6(),
+        })
+        .collect();
+    for ip in publics {
+        if ip.is_unspecified() {
+            return Err(ConfigError::invalid(
+                "public_ip",
+                format!("{ip} is not an address clients can reach"),
+            ));
+        }
+        let Some(l) = out.iter_mut().find(|l| l.addr.is_ipv6() == ip.is_ipv6()) else {
+            return Err(ConfigError::invalid(
+                "public_ip",
+                format!(
+                    "{ip}: no listen address of its family; add one (e.g. --listen {})",
+                    if ip.is_ipv6() {
+                        DEFAULT_LISTEN_V6
+                    } else {
+                        DEFAULT_LISTEN
+                    }
+                ),
+            ));
+        };
+        if let Some(before) = l.public_ip {
+            return Err(ConfigError::invalid(
+                "public_ip",
+                format!(
+                    "two {} addresses ({before}, {ip}): give one per address family",
+                    family(ip.is_ipv6())
+                ),
+            ));
+        }
+        l.public_ip = Some(ip);
+    }
+    Ok(out)
+}
+
 /// The TCP and TLS keys. The files are only named here; [`crate::tls`] reads them when the
 /// relay binds (and on every reload).
-fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigError> {
+fn streams(o: &RelayOptions, listens: &[Listen]) -> Result<StreamConfig, ConfigError> {
+    let listen = listens[0].addr;
     let tcp = match o.tcp.as_ref().map(|s| s.as_str().trim()) {
         None => true,
         Some("on" | "true" | "yes" | "1") => true,
@@ -458,7 +561,7 @@ fn streams(o: &RelayOptions, listen: SocketAddr) -> Result<StreamConfig, ConfigE
             ))
         }
         (Some(addr), Some(source)) => {
-            if addr == listen && addr.port() != 0 && tcp {
+            if listens.iter().any(|l| l.addr == addr) && addr.port() != 0 && tcp {
                 return Err(ConfigError::invalid(
                     "tls_listen",
                     "must differ from the listen address while tcp is on",
@@ -546,11 +649,14 @@ fn parse_range(v: &str) -> Result<RangeInclusive<u16>, ConfigError> {
 /// Validated relay configuration, from [`RelayConfig::try_from`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    pub listen: SocketAddr,
-    /// RFC 5780 alternate port; 0 picks a free one (tests).
+    /// STUN/TURN listeners, one per address family, IPv4 first (never empty).
+    pub listen: Vec<Listen>,
+    /// The relayed address family of an Allocate that asks for none.
+    pub default_family: DefaultFamily,
+    /// RFC 5780 alternate port (in each family); 0 picks a free one (tests).
     pub alt_port: u16,
+    /// RFC 5780 alternate IP, in its own family.
     pub alt_ip: Option<IpAddr>,
-    pub public_ip: Option<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
     pub realm: String,
     /// The first mints, every one verifies. `natkit-relay` refuses to start without one,
@@ -576,6 +682,23 @@ pub struct RelayConfig {
     pub drain: DrainConfig,
     /// Interfaces whose ingress gets the kernel path ([`crate::kernel_path`]); empty = off.
     pub kernel_path: Vec<String>,
+}
+
+impl RelayConfig {
+    /// The first listen address (IPv4 when there are both).
+    pub fn primary_listen(&self) -> SocketAddr {
+        self.listen[0].addr
+    }
+}
+
+/// One STUN/TURN listener: its address, and the IP its relayed addresses are advertised as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Written into XOR-RELAYED-ADDRESS for this family (a host behind 1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// Bound only if the host has this family (the default `[::]:3478`); else left out, logged.
+    pub if_available: bool,
 }
 
 /// How long a drain may last by default.

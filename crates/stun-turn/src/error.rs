@@ -47,6 +47,10 @@ pub enum RelayError {
     },
     #[error("--alt-ip {alt_ip} must differ from the listen address")]
     AltIpSameAsListen { alt_ip: std::net::IpAddr },
+    /// Every listen address was of a family the host lacks (only the default IPv6 listener may
+    /// be left out; an asked-for address that fails is its own error).
+    #[error("no listen address could be bound: set --listen to an address of this host")]
+    NoListener,
     #[error("alt port {port} must differ from the listen port")]
     AltPortSameAsListen { port: u16 },
     #[error("cannot serve metrics on {addr}")]

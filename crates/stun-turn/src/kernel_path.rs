@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use crate::core::{FiveTuple, Transport};
 use crate::error::RelayError;
+#[cfg(feature = "kernel-path")]
+use crate::family::Family;
 use crate::metrics::{DirectionCounters, RelayMetrics};
 
 pub use crate::allocation::KernelBinding;
@@ -345,8 +347,8 @@ impl KernelPath {
                 offload: Offload::new(server, relay_ip),
                 maps,
                 seen: [0; COUNTERS],
-                to_peer: metrics.direction("client_to_peer", Transport::Udp),
-                to_client: metrics.direction("peer_to_client", Transport::Udp),
+                to_peer: metrics.direction("client_to_peer", Transport::Udp, Family::V4),
+                to_client: metrics.direction("peer_to_client", Transport::Udp, Family::V4),
                 metrics,
             })
         }

@@ -29,7 +29,7 @@
 //! use natkit_stun_turn::config::{RelayConfig, RelayOptions, SecretText};
 //! use natkit_stun_turn::{metrics::RelayMetrics, server::Relay};
 //! let config = RelayConfig::try_from(RelayOptions {
-//!     listen: Some("127.0.0.1:0".into()),
+//!     listen: vec!["127.0.0.1:0".into()],
 //!     alt_port: Some("0".into()),
 //!     turn_secret: Some(SecretText("secret".into())),
 //!     ..Default::default()
@@ -42,13 +42,23 @@
 //!
 //! # Out of scope
 //! RFC 6062 TCP relaying (clients reach the relay over TCP and TLS; the relayed side is UDP),
-//! DTLS, IPv6 relayed addresses for IPv4 clients (RFC 6156 dual allocation), DONT-FRAGMENT,
-//! MESSAGE-INTEGRITY-SHA256 and the RFC 8489 password algorithms.
+//! DTLS, DONT-FRAGMENT, MESSAGE-INTEGRITY-SHA256 and the RFC 8489 password algorithms. The
+//! kernel path relays IPv4 only (IPv6 is relayed in userspace, counted in
+//! `natkit_relay_kernel_path_userspace_total{reason="ipv6"}`).
+//!
+//! # Address families
+//! One listener per family (`--listen 0.0.0.0:3478 --listen [::]:3478`, the default where the
+//! host has IPv6), each with its own advertised IP (`--public-ip`, one per family). An Allocate
+//! gets a relayed address in the family it asks for (REQUESTED-ADDRESS-FAMILY, RFC 6156), in
+//! both (ADDITIONAL-ADDRESS-FAMILY, RFC 8656 section 7.2: two XOR-RELAYED-ADDRESS, or one and an
+//! ADDRESS-ERROR-CODE), or when it asks for none in IPv4 (`default_family = "client"`: the
+//! family it came over); see [`family`].
 //!
 //! # RFC sections
 //! RFC 8489 sections 6.3 (420 for unknown comprehension-required attributes), 9.2 (long-term
 //! credentials, stale nonces), 14.2 (XOR addresses); RFC 8656 sections 3.1 (TCP and TLS to the
-//! server), 7 (Allocate, 437, 442, 486, 508; EVEN-PORT and RESERVATION-TOKEN), 8 (Refresh), 9 and
+//! server), 7 (Allocate, 437, 440, 442, 486, 508; EVEN-PORT and RESERVATION-TOKEN;
+//! REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY), 8 (Refresh, 443), 9 and
 //! 10 (permissions, Send/Data), 11 and 12 (channels, ChannelData, 12.5 stream padding);
 //! RFC 5780 sections 6 and 7 (CHANGE-REQUEST, RESPONSE-ORIGIN, OTHER-ADDRESS).
 
@@ -75,6 +85,6 @@ pub use error::{ConfigError, CredentialError, RelayError, TlsError};
 #[doc(hidden)]
 pub use natkit_turn_core::fuzz;
 pub use natkit_turn_core::{
-    allocation, core, credentials, five_tuple, framing, nonce, observe, policy, proxy_header,
-    ratelimit, rfc5780, wire,
+    allocation, core, credentials, family, five_tuple, framing, nonce, observe, policy,
+    proxy_header, ratelimit, rfc5780, wire,
 };

@@ -7,6 +7,7 @@ use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use natkit_turn_core::family::Family;
 use natkit_turn_core::five_tuple::Transport;
 pub use natkit_turn_core::observe::{AuthFailure, Dropped};
 use natkit_turn_core::observe::{Event, Observer, QuotaScope};
@@ -129,7 +130,11 @@ pub struct RelayMetrics {
     pub allocations_created: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub binding_requests: IntCounter,
-    /// By `direction` and `transport`.
+    /// Relayed addresses open now, by `family` (a dual allocation holds one of each).
+    pub relayed_addresses_active: IntGaugeVec,
+    /// Allocations created with a relayed address in each family (ADDITIONAL-ADDRESS-FAMILY).
+    pub dual_allocations: IntCounter,
+    /// By `direction`, `transport` and the peer's `family`.
     pub relayed_packets: IntCounterVec,
     pub relayed_bytes: IntCounterVec,
     pub peer_refused: IntCounterVec,
@@ -152,6 +157,9 @@ pub struct RelayMetrics {
     pub kernel_path_entries: IntGauge,
     /// Map writes the kernel refused (its maps full): those bindings stay in userspace.
     pub kernel_path_refused: IntCounter,
+    /// Relayed addresses opened while the kernel path is on that it does not take, by `reason`
+    /// (ipv6: an IPv6 client or relayed address; stream: a TCP/TLS client).
+    pub kernel_path_userspace: IntCounterVec,
     /// ACME orders, by `result` (issued, failed).
     pub acme_orders: IntCounterVec,
     /// When the TLS certificate in use expires (Unix seconds; 0: none yet).
@@ -220,7 +228,17 @@ impl RelayMetrics {
         let refused: Vec<&'static str> = StreamRefusal::ALL.iter().map(|r| r.as_str()).collect();
         let closed: Vec<&'static str> = StreamClose::ALL.iter().map(|r| r.as_str()).collect();
         let by_transport = one(&transports);
-        let relayed = cross(&directions, &transports);
+        let families: Vec<&'static str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+        let relayed: Vec<Vec<&'static str>> = cross(&directions, &transports)
+            .into_iter()
+            .flat_map(|dt| {
+                families.iter().map(move |f| {
+                    let mut v = dt.clone();
+                    v.push(*f);
+                    v
+                })
+            })
+            .collect();
         RelayMetrics {
             allocations_active: gauge_vec(
                 "natkit_relay_allocations_active",
@@ -251,16 +269,37 @@ impl RelayMetrics {
                 "natkit_relay_binding_requests_total",
                 "STUN Binding requests answered on any RFC 5780 socket or stream.",
             ),
+            relayed_addresses_active: {
+                let g = register(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "natkit_relay_relayed_addresses_active",
+                            "Relayed transport addresses open now, by address family (a dual allocation holds one of each).",
+                        ),
+                        &["family"],
+                    )
+                    .expect("valid metric"),
+                );
+                for f in &families {
+                    g.with_label_values(&[f]);
+                }
+                g
+            },
+            dual_allocations: counter(
+                "natkit_relay_dual_allocations_total",
+                "Allocations created with a relayed address in each family (RFC 8656 ADDITIONAL-ADDRESS-FAMILY).",
+            ),
             relayed_packets: vec(
                 "natkit_relay_relayed_packets_total",
-                "Datagrams relayed, by direction and client transport.",
-                &["direction", "transport"],
+                "Datagrams relayed, by direction, client transport and the peer's address family.",
+                &["direction", "transport", "family"],
                 &slices(&relayed),
             ),
             relayed_bytes: vec(
                 "natkit_relay_relayed_bytes_total",
-                "Payload bytes relayed, by direction and client transport.",
-                &["direction", "transport"],
+                "Payload bytes relayed, by direction, client transport and the peer's address family.",
+                &["direction", "transport", "family"],
                 &slices(&relayed),
             ),
             peer_refused: vec(
@@ -330,6 +369,12 @@ impl RelayMetrics {
                 "natkit_relay_kernel_path_refused_total",
                 "Kernel path map writes refused (maps full); those bindings are relayed in userspace.",
             ),
+            kernel_path_userspace: vec(
+                "natkit_relay_kernel_path_userspace_total",
+                "Relayed addresses opened with the kernel path on that it does not take, relayed in userspace, by reason: ipv6 (the kernel path is IPv4 only), stream (TCP/TLS clients).",
+                &["reason"],
+                &slices(&one(&["ipv6", "stream"])),
+            ),
             acme_orders: vec(
                 "natkit_relay_acme_orders_total",
                 "ACME certificate orders, by result: issued, or failed (the certificate in use stays).",
@@ -357,14 +402,25 @@ impl RelayMetrics {
         String::from_utf8(buf).expect("prometheus text is utf-8")
     }
 
-    /// Counters of one direction and transport, resolved once: the per-packet path must not
-    /// hash labels.
-    pub(crate) fn direction(&self, direction: &str, transport: Transport) -> DirectionCounters {
-        let labels = [direction, transport.as_str()];
+    /// Counters of one direction, transport and peer family, resolved once: the per-packet
+    /// path must not hash labels.
+    pub(crate) fn direction(
+        &self,
+        direction: &str,
+        transport: Transport,
+        family: Family,
+    ) -> DirectionCounters {
+        let labels = [direction, transport.as_str(), family.as_str()];
         DirectionCounters {
             packets: self.relayed_packets.with_label_values(&labels),
             bytes: self.relayed_bytes.with_label_values(&labels),
         }
+    }
+
+    pub(crate) fn kernel_path_userspace(&self, reason: &str) {
+        self.kernel_path_userspace
+            .with_label_values(&[reason])
+            .inc();
     }
 
     pub(crate) fn acme_order(&self, issued: bool) {
@@ -449,6 +505,15 @@ impl Observer for RelayMetrics {
                 .inc(),
             Event::Reservations(n) => self.reservations_active.set(n as i64),
             Event::Draining => self.draining.set(1),
+            Event::RelayedAddressOpened(f) => self
+                .relayed_addresses_active
+                .with_label_values(&[f.as_str()])
+                .inc(),
+            Event::RelayedAddressClosed(f) => self
+                .relayed_addresses_active
+                .with_label_values(&[f.as_str()])
+                .dec(),
+            Event::DualAllocation => self.dual_allocations.inc(),
         }
     }
 }

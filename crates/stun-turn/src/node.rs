@@ -44,11 +44,19 @@ pub struct Node {
     sockets: Vec<(&'static str, SocketAddr)>,
 }
 
+/// "203.0.113.1" or, for a dual-stack relay, "203.0.113.1 and 2001:db8::1".
+pub fn relayed_ips(a: &server::RelayAddresses) -> String {
+    match &a.second {
+        Some(s) => format!("{} and {}", a.relay_ip, s.relay_ip),
+        None => a.relay_ip.to_string(),
+    }
+}
+
 impl Node {
     /// Binds the relay's sockets and the metrics listener.
     pub async fn start(settings: Settings) -> Result<Node, NodeError> {
         let metrics = RelayMetrics::new();
-        let addr = settings.relay.listen;
+        let addr = settings.relay.primary_listen();
         let public_host = server::advertised_ip(&settings.relay).to_string();
         let capacity = u64::from(settings.relay.total_quota);
         let relay = Relay::bind(settings.relay, metrics.clone())
@@ -69,6 +77,13 @@ impl Node {
         if let Some((x, y)) = a.alt_ip {
             sockets.extend([("stun-alt-ip", x), ("stun-alt-ip-port", y)]);
         }
+        if let Some(s) = &a.second {
+            sockets.extend([("stun6", s.primary), ("stun6-alt", s.alt_port)]);
+            sockets.extend(s.tcp.map(|t| ("turn6-tcp", t)));
+            if let Some((x, y)) = s.alt_ip {
+                sockets.extend([("stun6-alt-ip", x), ("stun6-alt-ip-port", y)]);
+            }
+        }
         let (metrics_listener, metrics_addr) = natkit_daemon::bind_metrics(settings.metrics_listen)
             .await?
             .unzip();
@@ -81,7 +96,7 @@ impl Node {
             a.alt_ip
                 .map(|(x, y)| format!(", alternate IP {x} and {y}"))
                 .unwrap_or_default(),
-            a.relay_ip,
+            relayed_ips(&a),
             metrics_addr.map_or("off".into(), |m| format!("http://{m}/metrics")),
         );
         Ok(Node {

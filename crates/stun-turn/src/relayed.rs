@@ -22,6 +22,8 @@ use tokio::io::Interest;
 use tracing::debug;
 use turn::proto::data::Data;
 
+use crate::core::Transport;
+use crate::family::{Family, PerFamily};
 use crate::metrics::{DirectionCounters, Dropped, RelayMetrics};
 use crate::queue::StreamQueue;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
@@ -34,7 +36,7 @@ pub(crate) type PeerView = Arc<Mutex<crate::allocation::AllocState>>;
 /// Where an allocation's datagrams from peers go.
 #[derive(Clone)]
 pub(crate) enum ClientSink {
-    /// A UDP client, through the primary socket.
+    /// A UDP client, through the primary socket of its family.
     Udp(SocketAddr),
     Stream(StreamQueue),
 }
@@ -54,19 +56,21 @@ const EVENTS: usize = 256;
 #[derive(Default)]
 struct Outgoing {
     bytes: Vec<u8>,
-    /// (start in `bytes`, length, client, payload length for the counters)
-    items: Vec<(usize, usize, SocketAddr, usize)>,
+    /// (start in `bytes`, length, client, payload length and the peer's family for the
+    /// counters)
+    items: Vec<(usize, usize, SocketAddr, usize, Family)>,
 }
 
 /// Watches the relayed sockets of its allocations and forwards what their peers send.
 pub(crate) struct Poller {
-    /// The primary socket, which UDP clients' frames leave from.
-    primary: Arc<Udp>,
+    /// The primary socket of each family, which UDP clients' frames leave from.
+    primaries: PerFamily<Option<Arc<Udp>>>,
     // Declared before `epoll`, so it is deregistered before the descriptor closes.
     ready: AsyncFd<RawFd>,
     epoll: OwnedFd,
     entries: Mutex<Slab>,
-    counters: DirectionCounters,
+    /// UDP clients' counters, by the peer's family.
+    counters: PerFamily<DirectionCounters>,
     metrics: RelayMetrics,
     /// The time the permissions are checked at.
     clock: natkit_daemon::Clock,
@@ -107,7 +111,7 @@ impl Poller {
     /// Must be called inside the runtime. `metrics` is what it counts drops and relayed
     /// datagrams towards UDP clients with.
     pub(crate) fn new(
-        primary: Arc<Udp>,
+        primaries: PerFamily<Option<Arc<Udp>>>,
         metrics: RelayMetrics,
         clock: natkit_daemon::Clock,
     ) -> io::Result<Poller> {
@@ -122,11 +126,14 @@ impl Poller {
         let ready = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Poller {
-            primary,
+            primaries,
             ready,
             epoll,
             entries: Mutex::new(Slab::default()),
-            counters: metrics.direction("peer_to_client", crate::core::Transport::Udp),
+            counters: PerFamily {
+                v4: metrics.direction("peer_to_client", Transport::Udp, Family::V4),
+                v6: metrics.direction("peer_to_client", Transport::Udp, Family::V6),
+            },
             metrics,
             clock,
         })
@@ -262,20 +269,33 @@ impl Poller {
         if out.items.is_empty() {
             return;
         }
-        let datagrams: Vec<Datagram> = out
-            .items
-            .iter()
-            .map(|&(start, len, to, _)| Datagram {
-                bytes: &out.bytes[start..start + len],
-                to: Some(to),
-            })
-            .collect();
-        let done = self
-            .primary
-            .send_batch(&datagrams, |i| self.counters.relayed(out.items[i].3))
-            .await;
-        (done..datagrams.len()).for_each(|_| self.metrics.drop(Dropped::SendBufferFull));
-        drop(datagrams);
+        // Each family's frames leave from that family's primary socket, in order.
+        for family in Family::ALL {
+            let items: Vec<&(usize, usize, SocketAddr, usize, Family)> = out
+                .items
+                .iter()
+                .filter(|it| Family::of(it.2.ip()) == family)
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let Some(primary) = self.primaries.get(family) else {
+                continue;
+            };
+            let datagrams: Vec<Datagram> = items
+                .iter()
+                .map(|&&(start, len, to, _, _)| Datagram {
+                    bytes: &out.bytes[start..start + len],
+                    to: Some(to),
+                })
+                .collect();
+            let done = primary
+                .send_batch(&datagrams, |i| {
+                    self.counters.get(items[i].4).relayed(items[i].3)
+                })
+                .await;
+            (done..datagrams.len()).for_each(|_| self.metrics.drop(Dropped::SendBufferFull));
+        }
         out.items.clear();
         out.bytes.clear();
     }
@@ -343,7 +363,9 @@ impl Poller {
                 Framing::Indication => out.bytes.extend_from_slice(&indication(batch, i)),
             }
             let len = out.bytes.len() - start;
-            out.items.push((start, len, client, batch.payload(i).len()));
+            let peer = batch.source(i).map_or(Family::V4, |p| Family::of(p.ip()));
+            out.items
+                .push((start, len, client, batch.payload(i).len(), peer));
         }
     }
 }

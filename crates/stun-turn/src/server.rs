@@ -26,6 +26,7 @@ use crate::core::{
 };
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
+use crate::family::{Family, PerFamily};
 use crate::kernel_path::{KernelPath, Offload};
 use crate::metrics::{Dropped, RelayMetrics};
 use crate::policy::{OwnSockets, PeerPolicy};
@@ -39,11 +40,12 @@ use crate::tls::TlsKeys;
 use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
-pub use crate::sockets::advertised_ip;
-use crate::sockets::{bind_relayed, bind_udp, bind_udp_with, local_addresses};
+pub use crate::sockets::{advertised_ip, advertised_ip_of};
+use crate::sockets::{bind_relayed, bind_tcp, bind_udp, bind_udp_with, local_addresses};
 pub use crate::tls::{announce_tls, reload_tls_on_change, reload_tls_on_sighup};
 
-/// Where a running relay listens, as it tells clients.
+/// Where a running relay listens, as it tells clients: its first address family (IPv4 when
+/// it serves both) and, for a dual-stack relay, the other one in `second`.
 #[derive(Debug, Clone)]
 pub struct RelayAddresses {
     /// The STUN/TURN socket.
@@ -58,6 +60,123 @@ pub struct RelayAddresses {
     pub tcp: Option<SocketAddr>,
     /// TURN over TLS, when on, and the name `turns:` URLs carry.
     pub tls: Option<(SocketAddr, String)>,
+    /// The other address family's listener, when the relay serves both.
+    pub second: Option<FamilyAddresses>,
+}
+
+/// One address family's listener, as clients see it.
+#[derive(Debug, Clone)]
+pub struct FamilyAddresses {
+    pub primary: SocketAddr,
+    pub alt_port: SocketAddr,
+    pub alt_ip: Option<(SocketAddr, SocketAddr)>,
+    /// The IP written into this family's XOR-RELAYED-ADDRESS.
+    pub relay_ip: IpAddr,
+    pub tcp: Option<SocketAddr>,
+}
+
+/// The sockets of one address family's listener, bound.
+struct Stack {
+    family: Family,
+    listen: crate::config::Listen,
+    advertised: IpAddr,
+    /// (slot, socket, the address RESPONSE-ORIGIN and OTHER-ADDRESS name for it)
+    sockets: Vec<(Slot, Arc<Udp>, SocketAddr)>,
+    /// More sockets on the primary address (SO_REUSEPORT).
+    extra: Vec<Arc<Udp>>,
+    tcp: Option<TcpListener>,
+    addresses: FamilyAddresses,
+}
+
+impl Stack {
+    /// Binds `listen`'s primary socket (`listeners` of them in an SO_REUSEPORT group), its
+    /// RFC 5780 sockets and its TCP listener.
+    fn bind(
+        cfg: &RelayConfig,
+        listen: &crate::config::Listen,
+        advertised: IpAddr,
+        listeners: usize,
+    ) -> Result<Stack, RelayError> {
+        let family = Family::of(listen.addr.ip());
+        // TCP on the UDP port (3478/tcp beside 3478/udp). With port 0 the kernel's free UDP port
+        // may be taken over TCP: try another.
+        let mut attempts = if listen.addr.port() == 0 { 32 } else { 1 };
+        let (addr, tcp) = loop {
+            let probe = bind_udp(listen.addr)?;
+            let addr = probe.local_addr().map_err(RelayError::LocalAddr)?;
+            if !cfg.streams.tcp {
+                break (addr, None);
+            }
+            match bind_tcp(addr) {
+                Ok(l) => break (addr, Some(l)),
+                Err(e) => {
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // A plain bind first (above): the port must be free. Without it, a second relay started
+        // on the same port would silently join this group and receive half of the clients.
+        let primary = bind_udp_with(addr, listeners > 1)?;
+        let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
+        let extra = (1..listeners)
+            .map(|_| bind_udp_with(primary_addr, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
+            return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
+        }
+        let alt_port = bind_udp(SocketAddr::new(listen.addr.ip(), cfg.alt_port))?;
+        let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
+        let mut sockets = vec![
+            (
+                Slot::PRIMARY,
+                primary,
+                SocketAddr::new(advertised, primary_addr.port()),
+            ),
+            (
+                Slot::ALT_PORT,
+                alt_port,
+                SocketAddr::new(advertised, alt_port_addr.port()),
+            ),
+        ];
+        let mut alt_ip_addrs = None;
+        if let Some(alt_ip) = cfg.alt_ip.filter(|ip| Family::of(*ip) == family) {
+            if listen.addr.ip().is_unspecified() {
+                return Err(RelayError::AltIpNeedsConcreteListen {
+                    listen: listen.addr,
+                    alt_ip,
+                });
+            }
+            if alt_ip == listen.addr.ip() {
+                return Err(RelayError::AltIpSameAsListen { alt_ip });
+            }
+            let a = bind_udp(SocketAddr::new(alt_ip, primary_addr.port()))?;
+            let b = bind_udp(SocketAddr::new(alt_ip, alt_port_addr.port()))?;
+            let a_addr = a.local_addr().map_err(RelayError::LocalAddr)?;
+            let b_addr = b.local_addr().map_err(RelayError::LocalAddr)?;
+            sockets.push((Slot::ALT_IP, a, a_addr));
+            sockets.push((Slot::ALT_BOTH, b, b_addr));
+            alt_ip_addrs = Some((a_addr, b_addr));
+        }
+        let advertised_primary = SocketAddr::new(advertised, primary_addr.port());
+        Ok(Stack {
+            family,
+            listen: listen.clone(),
+            advertised,
+            sockets,
+            extra,
+            addresses: FamilyAddresses {
+                primary: advertised_primary,
+                alt_port: SocketAddr::new(advertised, alt_port_addr.port()),
+                alt_ip: alt_ip_addrs,
+                relay_ip: advertised,
+                tcp: tcp.as_ref().map(|_| advertised_primary),
+            },
+            tcp,
+        })
+    }
 }
 
 impl RelayAddresses {
@@ -71,13 +190,26 @@ impl RelayAddresses {
             tls: self.tls.as_ref().map(|(a, name)| (name.clone(), a.port())),
         }
     }
+
+    /// How clients reach the second address family's listener (by its IP; `turns:` is in
+    /// [`RelayAddresses::endpoints`]), for a dual-stack relay.
+    pub fn endpoints_second(&self) -> Option<credentials::RelayEndpoints> {
+        let s = self.second.as_ref()?;
+        Some(credentials::RelayEndpoints {
+            host: s.primary.ip().to_string(),
+            port: s.primary.port(),
+            tcp: s.tcp.is_some(),
+            tls: None,
+        })
+    }
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
 pub struct Relay {
     shared: Arc<Shared>,
     addresses: RelayAddresses,
-    tcp: Option<TcpListener>,
+    /// One per address family.
+    tcp: Vec<TcpListener>,
     tls: Option<TcpListener>,
     /// Set when `run` stops: every connection, its own or a [`StreamEntry`]'s, ends.
     stop: watch::Sender<bool>,
@@ -102,7 +234,7 @@ impl StreamEntry {
         let five = FiveTuple {
             transport,
             client,
-            server: SocketAddr::new(self.shared.primary_addr.ip(), port),
+            server: SocketAddr::new(self.shared.server_ip(client), port),
         };
         stream::run(Arc::clone(&self.shared), io, five, self.stop.clone()).await
     }
@@ -153,44 +285,27 @@ impl Relay {
         // One primary socket per core in an SO_REUSEPORT group: clients' ChannelData is read by
         // as many tasks as there are worker threads instead of one.
         let listeners = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // A plain bind first: the port must be free. Without it, a second relay started on the
-        // same port would silently join this group and receive half of the clients.
-        let bind_tcp = |addr: SocketAddr| -> Result<TcpListener, RelayError> {
-            let err = |source| RelayError::BindTcp { addr, source };
-            let l = std::net::TcpListener::bind(addr).map_err(err)?;
-            l.set_nonblocking(true).map_err(err)?;
-            TcpListener::from_std(l).map_err(err)
-        };
-        // TCP on the UDP port (3478/tcp beside 3478/udp). With port 0 the kernel's free UDP port
-        // may be taken over TCP: try another.
-        let mut attempts = if cfg.listen.port() == 0 { 32 } else { 1 };
-        let (listen, tcp) = loop {
-            let probe = bind_udp(cfg.listen)?;
-            let listen = probe.local_addr().map_err(RelayError::LocalAddr)?;
-            if !cfg.streams.tcp {
-                break (listen, None);
-            }
-            match bind_tcp(listen) {
-                Ok(l) => break (listen, Some(l)),
-                Err(e) => {
-                    attempts -= 1;
-                    if attempts == 0 {
-                        return Err(e);
-                    }
+        let mut stacks: Vec<Stack> = Vec::new();
+        for listen in &cfg.listen {
+            let family = Family::of(listen.addr.ip());
+            let Some(advertised) = advertised_ip_of(listen).or_else(|| {
+                // A concrete family the user asked for is served even without a route.
+                (!listen.if_available).then(|| advertised_ip(&cfg))
+            }) else {
+                info!(listen = %listen.addr, "no {} default route: not listening in this family (set --listen or --public-ip to force it)", family.as_str());
+                continue;
+            };
+            match Stack::bind(&cfg, listen, advertised, listeners) {
+                Ok(stack) => stacks.push(stack),
+                Err(e) if listen.if_available => {
+                    info!(listen = %listen.addr, error = %e, "{} unavailable on this host: not listening in this family", family.as_str());
                 }
+                Err(e) => return Err(e),
             }
-        };
-        let primary = bind_udp_with(listen, listeners > 1)?;
-        let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
-        let mut primary_extra = Vec::new();
-        for _ in 1..listeners {
-            primary_extra.push(bind_udp_with(primary_addr, true)?);
         }
-        if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
-            return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
+        if stacks.is_empty() {
+            return Err(RelayError::NoListener);
         }
-        let alt_port = bind_udp(SocketAddr::new(cfg.listen.ip(), cfg.alt_port))?;
-        let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
         let tls = match &cfg.streams.tls {
             Some(t) => Some(bind_tcp(t.listen)?),
             None => None,
@@ -200,49 +315,40 @@ impl Relay {
             None => None,
         };
 
-        let origin_ip = advertised_ip(&cfg);
         let mut sockets = HashMap::new();
         let mut origins = HashMap::new();
-        sockets.insert(Slot::PRIMARY, primary);
-        origins.insert(
-            Slot::PRIMARY,
-            SocketAddr::new(origin_ip, primary_addr.port()),
-        );
-        sockets.insert(Slot::ALT_PORT, alt_port);
-        origins.insert(
-            Slot::ALT_PORT,
-            SocketAddr::new(origin_ip, alt_port_addr.port()),
-        );
-        let mut alt_ip_addrs = None;
-        if let Some(alt_ip) = cfg.alt_ip {
-            if cfg.listen.ip().is_unspecified() {
-                return Err(RelayError::AltIpNeedsConcreteListen {
-                    listen: cfg.listen,
-                    alt_ip,
-                });
+        let mut primary_extra = Vec::new();
+        let mut tcp = Vec::new();
+        let mut relay_ips = PerFamily::default();
+        let mut primary_addrs = PerFamily::default();
+        let mut relay_bind_ips = PerFamily::default();
+        let mut own_ips = Vec::new();
+        let mut own_nets = Vec::new();
+        let mut own_ports = Vec::new();
+        let mut families = Vec::new();
+        for st in stacks {
+            let f = st.family;
+            for (slot, socket, origin) in st.sockets {
+                origins.insert((f, slot), origin);
+                sockets.insert((f, slot), socket);
             }
-            if alt_ip == cfg.listen.ip() {
-                return Err(RelayError::AltIpSameAsListen { alt_ip });
+            primary_extra.extend(st.extra.into_iter().map(|s| (f, s)));
+            *relay_ips.get_mut(f) = Some(st.advertised);
+            *primary_addrs.get_mut(f) = Some(st.addresses.primary);
+            *relay_bind_ips.get_mut(f) = Some(st.listen.addr.ip());
+            own_ips.extend([st.listen.addr.ip(), st.advertised]);
+            // A wildcard listener answers on every local address: all of them are the relay.
+            if st.listen.addr.ip().is_unspecified() && own_nets.is_empty() {
+                own_nets = local_addresses();
             }
-            let a = bind_udp(SocketAddr::new(alt_ip, primary_addr.port()))?;
-            let b = bind_udp(SocketAddr::new(alt_ip, alt_port_addr.port()))?;
-            let a_addr = a.local_addr().map_err(RelayError::LocalAddr)?;
-            let b_addr = b.local_addr().map_err(RelayError::LocalAddr)?;
-            sockets.insert(Slot::ALT_IP, a);
-            origins.insert(Slot::ALT_IP, a_addr);
-            sockets.insert(Slot::ALT_BOTH, b);
-            origins.insert(Slot::ALT_BOTH, b_addr);
-            alt_ip_addrs = Some((a_addr, b_addr));
+            own_ports.extend([st.addresses.primary.port(), st.addresses.alt_port.port()]);
+            if let Some(l) = st.tcp {
+                tcp.push(l);
+            }
+            families.push(st.addresses);
         }
-
-        let mut own_ips = vec![cfg.listen.ip(), origin_ip];
-        own_ips.extend(cfg.public_ip);
-        // A wildcard listener answers on every local address: all of them are the relay.
-        let own_nets = if cfg.listen.ip().is_unspecified() {
-            local_addresses()
-        } else {
-            Vec::new()
-        };
+        own_ports.extend(tls_port);
+        own_ports.dedup();
         let (revoked, revoked_file) = match &cfg.revoked_file {
             Some(path) => {
                 let mut f = RevocationFile::new(path);
@@ -257,8 +363,6 @@ impl Relay {
             }
             None => (Revocations::default(), None),
         };
-        let mut own_ports = vec![primary_addr.port(), alt_port_addr.port()];
-        own_ports.extend(tls_port);
         let policy = PeerPolicy::new(
             cfg.allow_peers.clone(),
             cfg.deny_peers.clone(),
@@ -269,24 +373,26 @@ impl Relay {
                 ports: own_ports,
             },
         );
-        let advertised = SocketAddr::new(origin_ip, primary_addr.port());
+        let mut families = families.into_iter();
+        let first = families.next().expect("one stack at least");
         let addresses = RelayAddresses {
-            primary: advertised,
-            alt_port: SocketAddr::new(origin_ip, alt_port_addr.port()),
-            alt_ip: alt_ip_addrs,
-            relay_ip: origin_ip,
-            tcp: tcp.as_ref().map(|_| advertised),
+            primary: first.primary,
+            alt_port: first.alt_port,
+            alt_ip: first.alt_ip,
+            relay_ip: first.relay_ip,
+            tcp: first.tcp,
             tls: tls_port
                 .zip(tls_keys.as_ref())
-                .map(|(port, k)| (SocketAddr::new(origin_ip, port), k.name().to_owned())),
+                .map(|(port, k)| (SocketAddr::new(first.relay_ip, port), k.name().to_owned())),
+            second: families.next(),
         };
         let mut core = RelayCore::new(
             CoreConfig {
                 realm: cfg.realm.clone(),
                 secrets,
                 policy,
-                relay_ip: origin_ip,
-                have_alt_ip: cfg.alt_ip.is_some(),
+                relay_ips,
+                default_family: cfg.default_family,
                 max_lifetime: cfg.max_lifetime,
                 user_quota: cfg.user_quota,
                 total_quota: cfg.total_quota,
@@ -297,22 +403,24 @@ impl Relay {
             rand::random(),
         );
         core.set_revocations(revoked);
+        let primaries = PerFamily {
+            v4: sockets.get(&(Family::V4, Slot::PRIMARY)).cloned(),
+            v6: sockets.get(&(Family::V6, Slot::PRIMARY)).cloned(),
+        };
         let pollers = (0..listeners)
             .map(|_| {
-                Poller::new(
-                    Arc::clone(&sockets[&Slot::PRIMARY]),
-                    metrics.clone(),
-                    clock.clone(),
-                )
-                .map(Arc::new)
-                .map_err(RelayError::Poller)
+                Poller::new(primaries.clone(), metrics.clone(), clock.clone())
+                    .map(Arc::new)
+                    .map_err(RelayError::Poller)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let kernel = match (&cfg.kernel_path[..], primary_addr, cfg.listen.ip()) {
+        let kernel = match (&cfg.kernel_path[..], primary_addrs.v4, relay_bind_ips.v4) {
             ([], ..) => None,
-            (ifaces, SocketAddr::V4(server), IpAddr::V4(relay_ip)) => {
+            (ifaces, Some(SocketAddr::V4(server)), Some(IpAddr::V4(relay_ip)))
+                if !relay_ip.is_unspecified() =>
+            {
                 let k = KernelPath::start(ifaces, server, relay_ip, metrics.clone())?;
-                info!(interfaces = %ifaces.join(","), %server, "kernel path attached: UDP clients' ChannelData to and from bound peers is relayed in the kernel");
+                info!(interfaces = %ifaces.join(","), %server, "kernel path attached: UDP clients' ChannelData to and from bound IPv4 peers is relayed in the kernel (IPv6 in userspace)");
                 Some(Mutex::new(k))
             }
             // The configuration refuses this too; a RelayConfig made in code may not have.
@@ -328,13 +436,14 @@ impl Relay {
             pollers,
             next_poller: Default::default(),
             core: Mutex::new(core),
-            relay_bind_ip: cfg.listen.ip(),
+            relay_bind_ips,
             relay_ports: cfg.relay_ports.clone(),
             sockets,
             primary_extra,
-            primary_addr: advertised,
+            primary_addrs,
             revoked_file: revoked_file.map(Mutex::new),
-            client_to_peer: Transport::ALL.map(|t| metrics.direction("client_to_peer", t)),
+            client_to_peer: Transport::ALL
+                .map(|t| Family::ALL.map(|f| metrics.direction("client_to_peer", t, f))),
             metrics,
             streams: cfg.streams.clone(),
             tls: tls_keys,
@@ -400,17 +509,22 @@ impl Relay {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let stop_rx = self.stop.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
-        let extra = self.shared.primary_extra.iter().map(|s| (Slot::PRIMARY, s));
-        let all = self.shared.sockets.iter().map(|(&slot, s)| (slot, s));
-        for (slot, socket) in all.chain(extra) {
+        let extra = self
+            .shared
+            .primary_extra
+            .iter()
+            .map(|(f, s)| ((*f, Slot::PRIMARY), s));
+        let all = self.shared.sockets.iter().map(|(&at, s)| (at, s));
+        for (at, socket) in all.chain(extra) {
             tasks.spawn(serve_socket(
                 Arc::clone(&self.shared),
-                slot,
+                at,
                 Arc::clone(socket),
                 stop_rx.clone(),
             ));
         }
-        for (listener, transport) in [(self.tcp, Transport::Tcp), (self.tls, Transport::Tls)] {
+        let tcp = self.tcp.into_iter().map(|l| (Some(l), Transport::Tcp));
+        for (listener, transport) in tcp.chain([(self.tls, Transport::Tls)]) {
             if let Some(l) = listener {
                 tasks.spawn(stream::serve(
                     Arc::clone(&self.shared),
@@ -432,6 +546,7 @@ impl Relay {
             relay_ip = %self.addresses.relay_ip,
             tcp = ?self.addresses.tcp,
             tls = ?self.addresses.tls,
+            second = ?self.addresses.second.as_ref().map(|s| s.primary),
             "relay serving"
         );
         tokio::select! {
@@ -445,11 +560,18 @@ impl Relay {
     }
 }
 
-/// ", tcp ADDR, tls ADDR (NAME)" for the start-up line, or "".
+/// ", tcp ADDR, tls ADDR (NAME)" for the start-up line, or "" (and the second family's
+/// address, "; udp ADDR and tcp ADDR").
 pub fn stream_summary(a: &RelayAddresses) -> String {
     let mut s = String::new();
     if let Some(t) = a.tcp {
         s.push_str(&format!(" and tcp {t}"));
+    }
+    if let Some(second) = &a.second {
+        s.push_str(&format!("; udp {}", second.primary));
+        if let Some(t) = second.tcp {
+            s.push_str(&format!(" and tcp {t}"));
+        }
     }
     if let Some((t, name)) = &a.tls {
         s.push_str(&format!(", tls {t} (turns:{name})"));
@@ -458,11 +580,13 @@ pub fn stream_summary(a: &RelayAddresses) -> String {
 }
 
 impl Shared {
-    /// Runs a batch of datagrams read from a UDP socket through the core under one lock, then
-    /// sends what it decided: the payloads for one relay socket in one batch (GSO runs towards
-    /// one peer), the answers one by one.
-    async fn process_batch(&self, slot: Slot, batch: &RecvBatch) {
-        let server = self.primary_addr;
+    /// Runs a batch of datagrams read from a UDP socket of `family` through the core under one
+    /// lock, then sends what it decided: the payloads for one relay socket in one batch (GSO runs
+    /// towards one peer), the answers one by one.
+    async fn process_batch(&self, (family, slot): (Family, Slot), batch: &RecvBatch) {
+        let Some(server) = *self.primary_addrs.get(family) else {
+            return;
+        };
         let msgs: Vec<(FiveTuple, &[u8])> = (0..batch.len())
             .filter_map(|i| {
                 let client = batch.source(i)?;
@@ -478,7 +602,10 @@ impl Shared {
             .run_batch(slot, &msgs, |five| ClientSink::Udp(five.client))
             .await;
         for (from, bytes, client) in replies {
-            if let Err(e) = self.sockets[&from].send_to(&bytes, client).await {
+            let Some(socket) = self.sockets.get(&(family, from)) else {
+                continue;
+            };
+            if let Err(e) = socket.send_to(&bytes, client).await {
                 debug!(error = %e, to = %client, "reply failed");
             }
         }
@@ -550,14 +677,23 @@ impl Shared {
                         relayed,
                         state,
                     } => {
-                        if let Some(kernel) = kernel.as_mut().filter(|_| Offload::takes(&five)) {
-                            kernel.sync(&five, Some((relayed.port(), state.kernel_bindings(now))));
+                        // The kernel path relays an IPv4 client's IPv4 relayed address only.
+                        let offloaded = relayed.is_ipv4() && Offload::takes(&five);
+                        if let Some(kernel) = kernel.as_mut().filter(|_| offloaded) {
+                            let mut bindings = state.kernel_bindings(now);
+                            bindings.retain(|b| b.peer.is_ipv4());
+                            kernel.sync(&five, Some((relayed.port(), bindings)));
                         }
                         *socket.peers.lock().expect("peer view lock") = state;
                     }
                     Change::Ended(ended) => {
                         if let Some(kernel) = kernel.as_mut() {
                             kernel.sync(&ended.five, None);
+                        }
+                    }
+                    Change::Closed { five, relayed } => {
+                        if let Some(kernel) = kernel.as_mut().filter(|_| relayed.is_ipv4()) {
+                            kernel.sync(&five, None);
                         }
                     }
                 }
@@ -580,7 +716,8 @@ impl Shared {
                     to: Some(*peer),
                 })
                 .collect();
-            let counters = &self.client_to_peer[run[0].4 as usize];
+            let family = Family::of(run[0].1.ip());
+            let counters = &self.client_to_peer[run[0].4 as usize][family as usize];
             let done = socket
                 .socket
                 .send_batch(&out, |k| counters.relayed(out[k].bytes.len()))
@@ -600,57 +737,104 @@ impl Shared {
             .finish_allocate(pending, bound, self.clock.now())
     }
 
-    /// Opens the relay port(s) an Allocate asked for and gives the relayed socket to a poller.
+    /// Opens the relay port(s) an Allocate asked for and gives each relayed socket to a poller.
     fn open(
         &self,
         pending: &PendingAllocate<RelaySocket>,
         sink: ClientSink,
     ) -> Option<Bound<RelaySocket>> {
+        let family = pending.family;
         let (socket, next) = match &pending.want {
-            PortWant::Any => (self.bind_relay_port(false, false)?.0, None),
-            PortWant::Even => (self.bind_relay_port(true, false)?.0, None),
+            PortWant::Any => (self.bind_relay_port(family, false, false)?.0, None),
+            PortWant::Even => (self.bind_relay_port(family, true, false)?.0, None),
             PortWant::EvenPair => {
-                let (s, n) = self.bind_relay_port(true, true)?;
+                let (s, n) = self.bind_relay_port(family, true, true)?;
                 (s, n)
             }
             PortWant::Reserved { socket, .. } => (socket.clone(), None),
         };
-        let port = socket.socket.local_addr().ok()?.port();
+        let (port, guard) = self.watch(&socket, sink.clone(), pending.five)?;
         let next = next.and_then(|n| Some((n.socket.local_addr().ok()?.port(), n)));
+        // A dual allocation's second address: without a port it is refused alone (508 in
+        // ADDRESS-ERROR-CODE), the first goes on.
+        let additional = pending.additional.and_then(|f| {
+            let (socket, _) = self.bind_relay_port(f, false, false)?;
+            let (port, guard) = self.watch(&socket, sink, pending.five)?;
+            Some((port, socket, guard))
+        });
+        Some(Bound {
+            port,
+            socket,
+            guard,
+            next,
+            additional,
+        })
+    }
+
+    /// Gives a relayed socket to the next poller: its peers' datagrams go to `sink` from now on,
+    /// until the returned guard is dropped. Returns its port too.
+    fn watch(
+        &self,
+        socket: &RelaySocket,
+        sink: ClientSink,
+        five: FiveTuple,
+    ) -> Option<(u16, crate::core::Guard)> {
+        let local = socket.socket.local_addr().ok()?;
+        let family = Family::of(local.ip());
+        if self.kernel.is_some() && (family == Family::V6 || !Offload::takes(&five)) {
+            self.metrics
+                .kernel_path_userspace(if five.transport == Transport::Udp {
+                    "ipv6"
+                } else {
+                    "stream"
+                });
+        }
         let counters = self
             .metrics
-            .direction("peer_to_client", pending.five.transport);
+            .direction("peer_to_client", five.transport, family);
         let turn = self
             .next_poller
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let poller = &self.pollers[turn % self.pollers.len()];
-        let registration = match poller.add(
+        match poller.add(
             Arc::clone(&socket.socket),
             sink,
             Arc::clone(&socket.peers),
             counters,
         ) {
-            Ok(r) => r,
+            Ok(r) => Some((local.port(), Box::new(r))),
             Err(e) => {
                 warn!(error = %e, "relay socket not watched; allocation refused");
-                return None;
+                None
             }
-        };
-        Some(Bound {
-            port,
-            socket,
-            guard: Box::new(registration),
-            next,
-        })
+        }
     }
 
-    /// Binds a socket on a free port of the relay range, starting at a random port; with `pair`,
-    /// also the port after it (for an even port and its reserved successor).
+    /// The relay's advertised IP in `client`'s family (the 5-tuple's server side).
+    pub(crate) fn server_ip(&self, client: SocketAddr) -> IpAddr {
+        let f = Family::of(client.ip());
+        self.primary_addrs
+            .get(f)
+            .or(*self.primary_addrs.get(f.other()))
+            .expect("one family at least")
+            .ip()
+    }
+
+    /// Binds a socket of `family` on a free port of the relay range, starting at a random port;
+    /// with `pair`, also the port after it (for an even port and its reserved successor).
     fn bind_relay_port(
         &self,
+        family: Family,
         even: bool,
         pair: bool,
     ) -> Option<(RelaySocket, Option<RelaySocket>)> {
+        let Some(bind_ip) = *self.relay_bind_ips.get(family) else {
+            warn!(
+                family = family.as_str(),
+                "no relayed address of this family"
+            );
+            return None;
+        };
         let (lo, hi) = (
             *self.relay_ports.start() as u32,
             *self.relay_ports.end() as u32,
@@ -662,13 +846,13 @@ impl Shared {
             if (even && port % 2 != 0) || (pair && port + 1 > hi) {
                 continue;
             }
-            let Ok(s) = bind_relayed(SocketAddr::new(self.relay_bind_ip, port as u16)) else {
+            let Ok(s) = bind_relayed(SocketAddr::new(bind_ip, port as u16)) else {
                 continue;
             };
             if !pair {
                 return Some((RelaySocket::new(s), None));
             }
-            if let Ok(next) = bind_relayed(SocketAddr::new(self.relay_bind_ip, (port + 1) as u16)) {
+            if let Ok(next) = bind_relayed(SocketAddr::new(bind_ip, (port + 1) as u16)) {
                 return Some((RelaySocket::new(s), Some(RelaySocket::new(next))));
             }
         }
@@ -697,7 +881,7 @@ impl Shared {
 
 async fn serve_socket(
     shared: Arc<Shared>,
-    slot: Slot,
+    at: (Family, Slot),
     socket: Arc<Udp>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -726,7 +910,7 @@ async fn serve_socket(
             if n < SLOTS {
                 ready.clear_ready();
             }
-            shared.process_batch(slot, &batch).await;
+            shared.process_batch(at, &batch).await;
             if n < SLOTS {
                 break;
             }

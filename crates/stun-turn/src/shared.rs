@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::allocation::AllocState;
 use crate::config::{DrainConfig, StreamConfig};
 use crate::core::RelayCore;
+use crate::family::{Family, PerFamily};
 use crate::kernel_path::KernelPath;
 use crate::metrics::{DirectionCounters, RelayMetrics};
 use crate::relayed::{PeerView, Poller};
@@ -40,17 +41,20 @@ impl RelaySocket {
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<RelayCore<RelaySocket>>,
-    pub(crate) relay_bind_ip: IpAddr,
+    /// The IP relayed sockets are bound to, per family served.
+    pub(crate) relay_bind_ips: PerFamily<Option<IpAddr>>,
     pub(crate) relay_ports: RangeInclusive<u16>,
-    /// Socket per RFC 5780 slot.
-    pub(crate) sockets: HashMap<Slot, Arc<Udp>>,
-    /// More sockets on the primary address (SO_REUSEPORT), served like the primary.
-    pub(crate) primary_extra: Vec<Arc<Udp>>,
-    /// The primary address as clients see it (the UDP and TCP 5-tuples' server side).
-    pub(crate) primary_addr: SocketAddr,
+    /// Socket per family and RFC 5780 slot.
+    pub(crate) sockets: HashMap<(Family, Slot), Arc<Udp>>,
+    /// More sockets on the primary addresses (SO_REUSEPORT), served like the primary.
+    pub(crate) primary_extra: Vec<(Family, Arc<Udp>)>,
+    /// The primary address of each family as clients see it (the UDP and TCP 5-tuples' server
+    /// side).
+    pub(crate) primary_addrs: PerFamily<Option<SocketAddr>>,
     pub(crate) revoked_file: Option<Mutex<RevocationFile>>,
     pub(crate) metrics: RelayMetrics,
-    pub(crate) client_to_peer: [DirectionCounters; 3],
+    /// By transport, then by the peer's family.
+    pub(crate) client_to_peer: [[DirectionCounters; 2]; 3],
     pub(crate) streams: StreamConfig,
     pub(crate) tls: Option<Arc<TlsKeys>>,
     pub(crate) drain: DrainConfig,

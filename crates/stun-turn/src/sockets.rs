@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use crate::config::RelayConfig;
+use crate::config::{Listen, RelayConfig};
 use crate::error::RelayError;
 use crate::udp::Udp;
 
@@ -44,9 +44,29 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpSocket,
     if reuse_port {
         s.set_reuse_port(true).map_err(err)?;
     }
+    // One socket per family: `[::]` must not take IPv4 too (0.0.0.0 has the same port).
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
     s.bind(&addr.into()).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     Ok(s.into())
+}
+
+/// A TCP listener on `addr` (IPv6 only for an IPv6 address, as [`bind_udp`]).
+pub(crate) fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener, RelayError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| RelayError::BindTcp { addr, source };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    tokio::net::TcpListener::from_std(s.into()).map_err(err)
 }
 
 /// This host's local addresses and local ranges (127.0.0.0/8), from the kernel's tables
@@ -91,23 +111,37 @@ pub(crate) fn local_addresses() -> Vec<ipnet::IpNet> {
     out
 }
 
-/// The source address the kernel would pick towards the outside, for a wildcard listener with no
-/// `--public-ip`. Connecting a UDP socket sends nothing.
-fn default_route_ip() -> Option<IpAddr> {
-    natkit_daemon::source_ip_towards("203.0.113.1:9".parse().expect("valid")).ok()
+/// The source address the kernel would pick towards the outside in `listen`'s family, for a
+/// wildcard listener with no `--public-ip`. Connecting a UDP socket sends nothing.
+fn default_route_ip(v6: bool) -> Option<IpAddr> {
+    let outside = if v6 {
+        "[2001:db8::1]:9"
+    } else {
+        "203.0.113.1:9"
+    };
+    natkit_daemon::source_ip_towards(outside.parse().expect("valid")).ok()
 }
 
-/// The address clients see: `public_ip`, else the concrete listen IP, else the IP of the default
-/// route, else loopback (with a warning).
+/// The address clients see on `listen`: its `public_ip`, else the concrete listen IP, else the
+/// IP of the family's default route; `None` for a wildcard without a default route.
+pub fn advertised_ip_of(listen: &Listen) -> Option<IpAddr> {
+    match listen.public_ip {
+        Some(ip) => Some(ip),
+        None if listen.addr.ip().is_unspecified() => default_route_ip(listen.addr.is_ipv6()),
+        None => Some(listen.addr.ip()),
+    }
+}
+
+/// The address clients see on the first listener ([`advertised_ip_of`]), else loopback (with a
+/// warning).
 pub fn advertised_ip(cfg: &RelayConfig) -> IpAddr {
-    cfg.public_ip.unwrap_or_else(|| {
-        if cfg.listen.ip().is_unspecified() {
-            default_route_ip().unwrap_or_else(|| {
-                warn!("no default route and no --public-ip: advertising 127.0.0.1");
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            })
+    advertised_ip_of(&cfg.listen[0]).unwrap_or_else(|| {
+        let loopback = if cfg.listen[0].addr.is_ipv6() {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
         } else {
-            cfg.listen.ip()
-        }
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        warn!("no default route and no --public-ip: advertising {loopback}");
+        loopback
     })
 }

@@ -55,8 +55,10 @@ pub(crate) async fn serve(
         0 => Semaphore::MAX_PERMITS,
         n => n as usize,
     }));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let server = SocketAddr::new(shared.primary_addr.ip(), port);
+    let local = listener
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let server = SocketAddr::new(shared.server_ip(local), local.port());
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

@@ -114,7 +114,7 @@ async fn coturn_uclient_relays_through_natkit_with_rest_secret() {
 #[tokio::test]
 async fn coturn_uclient_relays_through_natkit_over_ipv6() {
     let relay = TestRelay::with(|o| {
-        o.listen = Some("[::1]:0".into());
+        o.listen = vec!["[::1]:0".into()];
         o.allow_peer = vec!["::1".into()];
     })
     .await;

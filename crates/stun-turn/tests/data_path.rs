@@ -340,7 +340,7 @@ async fn many_allocations_each_get_their_own_datagrams_and_no_one_elses() {
 #[tokio::test]
 async fn over_ipv6_bursts_go_both_ways_whole_and_in_order() {
     let relay = TestRelay::start(RelayOptions {
-        listen: Some("[::1]:0".into()),
+        listen: vec!["[::1]:0".into()],
         allow_peer: vec!["::1".into()],
         ..Default::default()
     })

@@ -16,7 +16,7 @@ fn relay_example_toml_loads_and_validates() {
     )
     .expect("example validates");
     let settings = Settings::new(&file, relay).expect("example validates");
-    assert_eq!(settings.relay.listen.port(), 3478);
+    assert_eq!(settings.relay.primary_listen().port(), 3478);
     assert_eq!(settings.relay.alt_port, 3479);
     assert_eq!(settings.relay.deny_peers.len(), 3);
     assert_eq!(settings.relay.secrets.len(), 1);

@@ -314,7 +314,7 @@ async fn long_usernames_and_foreign_realms_are_refused() {
 #[tokio::test]
 async fn the_relay_never_relays_into_itself() {
     let relay = TestRelay::start(RelayOptions {
-        listen: Some("0.0.0.0:0".into()),
+        listen: vec!["0.0.0.0:0".into()],
         allow_peer: vec!["127.0.0.0/8".into()],
         ..Default::default()
     })

@@ -440,7 +440,7 @@ async fn peer_datagrams_without_permission_are_dropped() {
 async fn a_second_relay_on_the_same_port_is_refused() {
     let relay = TestRelay::start(RelayOptions::default()).await;
     let config = natkit_stun_turn::config::RelayConfig::try_from(RelayOptions {
-        listen: Some(relay.addr().to_string().into()),
+        listen: vec![relay.addr().to_string().into()],
         alt_port: Some("0".into()),
         turn_secret: Some(natkit_stun_turn::config::SecretText(SECRET.into())),
         ..Default::default()

@@ -242,6 +242,13 @@ impl AllocState {
             .collect()
     }
 
+    /// Drops the permissions and channel bindings of one family (`v6`: IPv6 peers, else IPv4),
+    /// when a dual allocation's relayed address of that family closes.
+    pub fn forget_family(&mut self, v6: bool) {
+        self.permissions.retain(|(ip, _)| ip.is_ipv6() != v6);
+        self.channels.retain(|c| c.peer.is_ipv6() != v6);
+    }
+
     /// Drops expired permissions and channel bindings.
     pub fn prune(&mut self, now: Instant) {
         self.permissions.retain(|(_, exp)| now < *exp);

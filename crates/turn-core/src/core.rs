@@ -10,7 +10,9 @@
 //! and an opaque guard per allocation; dropping the guard is how an allocation's port closes.
 //!
 //! Methods decided here: the long-term credential mechanism with TURN REST usernames (RFC 8489
-//! section 9.2), Allocate (RFC 8656 section 7, EVEN-PORT and RESERVATION-TOKEN from RFC 5766),
+//! section 9.2), Allocate (RFC 8656 section 7, EVEN-PORT and RESERVATION-TOKEN from RFC 5766,
+//! REQUESTED-ADDRESS-FAMILY from RFC 6156 and the dual allocation of section 7.2: an allocation
+//! holds a relayed address in one family or one in each, see [`crate::family`]),
 //! Refresh (8), CreatePermission (9), Send (10), ChannelBind and ChannelData (11, 12), Binding and
 //! the RFC 5780 answers (sections 6 and 7). Allocations are keyed by the 5-tuple, transport
 //! included (RFC 8656 section 2.2).
@@ -31,6 +33,7 @@ use tracing::{debug, info};
 
 use crate::allocation::{AllocState, Quotas};
 use crate::credentials::{Secret, Secrets};
+use crate::family::{DefaultFamily, Family, PerFamily};
 use crate::nonce::NonceKey;
 use crate::observe::{Dropped, Event, Observer};
 use crate::policy::{canonical as policy_canonical, Decision, OwnSockets, PeerPolicy};
@@ -67,16 +70,18 @@ pub struct CoreConfig {
     pub realm: String,
     pub secrets: Secrets,
     pub policy: PeerPolicy,
-    /// The IP written into XOR-RELAYED-ADDRESS.
-    pub relay_ip: IpAddr,
-    pub have_alt_ip: bool,
+    /// The IP written into XOR-RELAYED-ADDRESS, per family; a family without one is not
+    /// relayed (440, or the other family of a dual allocation alone).
+    pub relay_ips: PerFamily<Option<IpAddr>>,
+    /// The family an Allocate that asks for none gets.
+    pub default_family: DefaultFamily,
     pub max_lifetime: Duration,
     pub user_quota: u32,
     pub total_quota: u32,
     /// Binding answers and challenges per second per source IP over UDP (0 = unlimited).
     pub answers_per_second: u32,
-    /// What RESPONSE-ORIGIN and OTHER-ADDRESS say for each UDP socket.
-    pub origins: HashMap<Slot, SocketAddr>,
+    /// What RESPONSE-ORIGIN and OTHER-ADDRESS say for each UDP socket of each family.
+    pub origins: HashMap<(Family, Slot), SocketAddr>,
 }
 
 /// A core configuration for tests and fuzzing: relayed addresses on 203.0.113.1, peers in
@@ -97,13 +102,20 @@ pub fn core_config(secret: &str, user_quota: u32) -> CoreConfig {
                 ..Default::default()
             },
         ),
-        relay_ip: server.ip(),
-        have_alt_ip: false,
+        relay_ips: PerFamily {
+            v4: Some(server.ip()),
+            v6: None,
+        },
+        default_family: DefaultFamily::Ipv4,
         max_lifetime: crate::allocation::MAX_LIFETIME,
         user_quota,
         total_quota: 100,
         answers_per_second: 0,
-        origins: [(Slot::PRIMARY, server), (Slot::ALT_PORT, alt)].into(),
+        origins: [
+            ((Family::V4, Slot::PRIMARY), server),
+            ((Family::V4, Slot::ALT_PORT), alt),
+        ]
+        .into(),
     }
 }
 
@@ -151,13 +163,20 @@ pub enum Change<S> {
     },
     /// A Refresh with lifetime 0 ended the allocation.
     Ended(Ended),
+    /// A Refresh with lifetime 0 and REQUESTED-ADDRESS-FAMILY closed one relayed address of a
+    /// dual allocation; the other goes on.
+    Closed {
+        five: FiveTuple,
+        relayed: SocketAddr,
+    },
 }
 
 /// An allocation that ended (expired, revoked, deleted, or its connection closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
     pub five: FiveTuple,
-    pub relayed: SocketAddr,
+    /// Its relayed addresses (two for a dual allocation).
+    pub relayed: Vec<SocketAddr>,
     pub reason: EndReason,
 }
 
@@ -199,16 +218,37 @@ pub(crate) struct Allocation<S> {
     user: String,
     key: Vec<u8>,
     allocate_tid: stun::agent::TransactionId,
+    /// One relayed address, or one per family (a dual allocation), the first one first.
+    legs: Vec<Leg<S>>,
+    /// Permissions and channels of every leg: a peer's family says which leg relays to it.
+    state: AllocState,
+}
+
+/// One relayed address of an allocation and the shell's socket for it.
+pub(crate) struct Leg<S> {
     socket: S,
     relayed: SocketAddr,
-    state: AllocState,
     _guard: Guard,
+}
+
+impl<S> Allocation<S> {
+    /// The leg that relays to peers of `family`.
+    fn leg(&self, family: Family) -> Option<&Leg<S>> {
+        self.legs
+            .iter()
+            .find(|l| Family::of(l.relayed.ip()) == family)
+    }
+
+    fn relayed(&self) -> Vec<SocketAddr> {
+        self.legs.iter().map(|l| l.relayed).collect()
+    }
 }
 
 /// A reserved port: it counts against its user's quota, and goes with the allocation that made
 /// it (or when it expires, or when an Allocate takes it).
 struct Reservation<S> {
     socket: S,
+    family: Family,
     port: u16,
     expires: Instant,
     user: String,
@@ -320,12 +360,14 @@ impl<S: Clone> RelayCore<S> {
     /// Records that `five`'s allocation now relays as its state says.
     fn changed(&mut self, five: FiveTuple) {
         if let Some(a) = self.allocations.get(&five) {
-            self.changes.push(Change::Peers {
-                five,
-                socket: a.socket.clone(),
-                relayed: a.relayed,
-                state: a.state.clone(),
-            });
+            for leg in &a.legs {
+                self.changes.push(Change::Peers {
+                    five,
+                    socket: leg.socket.clone(),
+                    relayed: leg.relayed,
+                    state: a.state.clone(),
+                });
+            }
         }
     }
 
@@ -466,19 +508,28 @@ impl<S: Clone> RelayCore<S> {
             gone.push((
                 Ended {
                     five: *five,
-                    relayed: a.relayed,
+                    relayed: a.relayed(),
                     reason,
                 },
                 a.user.clone(),
+                a.legs
+                    .iter()
+                    .map(|l| Family::of(l.relayed.ip()))
+                    .collect::<Vec<_>>(),
             ));
             false
         });
         let mut ended = Vec::with_capacity(gone.len());
-        for (e, user) in gone {
+        for (e, user, families) in gone {
             self.quotas.release(&user);
-            self.relayed.remove(&e.relayed);
+            for r in &e.relayed {
+                self.relayed.remove(r);
+            }
             self.observe(Event::AllocationEnded(e.five.transport));
-            info!(user = %printable(&user), relayed = %e.relayed, transport = e.five.transport.as_str(), reason = e.reason.as_str(), "allocation ended");
+            for f in families {
+                self.observe(Event::RelayedAddressClosed(f));
+            }
+            info!(user = %printable(&user), relayed = ?e.relayed, transport = e.five.transport.as_str(), reason = e.reason.as_str(), "allocation ended");
             ended.push(e);
         }
         let owners: Vec<FiveTuple> = ended.iter().map(|e| e.five).collect();
@@ -496,6 +547,9 @@ impl<S: Clone> RelayCore<S> {
         let n = self.allocations.len();
         for a in self.allocations.values() {
             self.observe(Event::AllocationEnded(a.five.transport));
+            for l in &a.legs {
+                self.observe(Event::RelayedAddressClosed(Family::of(l.relayed.ip())));
+            }
         }
         self.allocations.clear();
         self.relayed.clear();
@@ -520,15 +574,18 @@ impl<S: Clone> RelayCore<S> {
     fn remove_allocation(&mut self, five: &FiveTuple, reason: EndReason) -> Option<Ended> {
         let a = self.allocations.remove(five)?;
         self.quotas.release(&a.user);
-        self.relayed.remove(&a.relayed);
+        for l in &a.legs {
+            self.relayed.remove(&l.relayed);
+            self.observe(Event::RelayedAddressClosed(Family::of(l.relayed.ip())));
+        }
         // Its reserved port goes with it (Allocate with R, then Refresh 0, held ports outside
         // any quota before).
         self.drop_reservations(|r| r.owner != *five);
         self.observe(Event::AllocationEnded(five.transport));
-        info!(user = %printable(&a.user), relayed = %a.relayed, transport = five.transport.as_str(), reason = reason.as_str(), "allocation ended");
+        info!(user = %printable(&a.user), relayed = ?a.relayed(), transport = five.transport.as_str(), reason = reason.as_str(), "allocation ended");
         Some(Ended {
             five: *five,
-            relayed: a.relayed,
+            relayed: a.relayed(),
             reason,
         })
     }

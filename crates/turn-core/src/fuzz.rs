@@ -58,7 +58,16 @@ impl RelayHarness {
             })
             .collect();
         RelayHarness {
-            core: RelayCore::new(core_config(SECRET, USER_QUOTA as u32), (), [7; 32]),
+            core: RelayCore::new(
+                {
+                    // Dual-stack, so dual allocations and both families are fuzzed.
+                    let mut c = core_config(SECRET, USER_QUOTA as u32);
+                    c.relay_ips.v6 = Some("2001:db8::1".parse().expect("valid"));
+                    c
+                },
+                (),
+                [7; 32],
+            ),
             now: Instant::now(),
             clients,
             next_port: 49152,
@@ -78,11 +87,15 @@ impl RelayHarness {
                     PortWant::EvenPair => (port, Some((port + 1, port + 1))),
                     _ => (port, None),
                 };
+                let additional = pending
+                    .additional
+                    .map(|_| (port ^ 1, port ^ 1, Box::new(()) as crate::core::Guard));
                 let bound = Bound {
                     port,
                     socket: port,
                     guard: Box::new(()),
                     next,
+                    additional,
                 };
                 Some(self.core.finish_allocate(pending, Some(bound), now))
             }

@@ -11,6 +11,7 @@
 //! - [`credentials`]: minting and checking TURN REST API credentials (shared with
 //!   natkit-signal), with the quota group of a user id.
 //! - [`five_tuple`]: the client's transport and 5-tuple, the key of an allocation.
+//! - [`family`]: which address families an Allocate gets (RFC 6156, RFC 8656 dual allocation).
 //! - [`nonce`]: stateless nonces, so unauthenticated floods cost no memory.
 //! - [`policy`]: which peers may be relayed to.
 //! - [`rfc5780`]: which socket answers a Binding request with CHANGE-REQUEST.
@@ -30,7 +31,8 @@
 //! Sockets, timers, TLS, metrics registries, files: natkit-stun-turn's shells own them.
 //!
 //! # RFC sections
-//! RFC 8489 sections 6.3, 9.2 and 14.2; RFC 8656 sections 7 to 12 (Allocate, Refresh,
+//! RFC 8489 sections 6.3, 9.2 and 14.2; RFC 8656 sections 7 to 12 (Allocate with
+//! REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY, Refresh,
 //! permissions, Send/Data, channels, ChannelData and 12.5 stream padding); RFC 5780 sections 6
 //! and 7. natkit-stun-turn's crate docs list them in full.
 
@@ -38,6 +40,7 @@ pub mod allocation;
 pub mod core;
 pub mod credentials;
 pub mod error;
+pub mod family;
 pub mod five_tuple;
 pub mod framing;
 #[doc(hidden)]

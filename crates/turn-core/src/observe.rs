@@ -3,6 +3,7 @@
 //! relay's counters are these enums' `as_str`, one snake_case spelling each.
 
 use crate::allocation::QuotaExceeded;
+use crate::family::Family;
 use crate::five_tuple::Transport;
 use crate::policy::DenyReason;
 
@@ -17,6 +18,13 @@ pub enum Event {
     Binding,
     AllocationCreated(Transport),
     AllocationEnded(Transport),
+    /// A relayed address of this family was opened (one per allocation, two for a dual one).
+    RelayedAddressOpened(Family),
+    /// A relayed address of this family was closed (its allocation ended, or a Refresh closed
+    /// one family of a dual allocation).
+    RelayedAddressClosed(Family),
+    /// An allocation was created with a relayed address in each family.
+    DualAllocation,
     /// A permission or channel refused by the peer policy (403).
     PeerRefused(DenyReason),
     /// An Allocate refused for its quota, or because the relay drains (486 or 300).

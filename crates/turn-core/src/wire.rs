@@ -42,6 +42,48 @@ pub const KNOWN_REQUIRED: [AttrType; 17] = [
 const KNOWN_REQUIRED_EXTRA: [AttrType; 3] =
     [ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_RESERVATION_TOKEN];
 
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 section 18.11): an Allocate asks for a relayed address in
+/// both families.
+pub const ATTR_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8000);
+/// ADDRESS-ERROR-CODE (RFC 8656 section 18.12): why one family of a dual allocation was not
+/// given.
+pub const ATTR_ADDRESS_ERROR_CODE: AttrType = AttrType(0x8001);
+
+/// REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY as `attr` carries it: `None` when
+/// absent, `Some(None)` when its value names no family (or is not 4 bytes).
+pub fn address_family(m: &Message, attr: AttrType) -> Option<Option<crate::family::Family>> {
+    let v = m.get(attr).ok()?;
+    Some(match v.as_slice() {
+        [f, _, _, _] => crate::family::Family::from_wire(*f),
+        _ => None,
+    })
+}
+
+/// ADDRESS-ERROR-CODE for `family` with `code` (440 or 508) and its reason phrase.
+pub fn address_error_code(family: crate::family::Family, code: u16) -> RawAttribute {
+    let reason: &[u8] = match code {
+        440 => b"Address Family not Supported",
+        508 => b"Insufficient Capacity",
+        _ => b"",
+    };
+    let mut v = vec![family.wire(), 0, (code / 100) as u8, (code % 100) as u8];
+    v.extend_from_slice(reason);
+    RawAttribute(ATTR_ADDRESS_ERROR_CODE, v)
+}
+
+/// Every ADDRESS-ERROR-CODE of an answer, as (family wire value, code).
+pub fn address_error_codes(m: &Message) -> Vec<(u8, u16)> {
+    m.attributes
+        .0
+        .iter()
+        .filter(|a| a.typ == ATTR_ADDRESS_ERROR_CODE && a.value.len() >= 4)
+        .map(|a| {
+            let v = &a.value;
+            (v[0], (v[2] & 0x07) as u16 * 100 + v[3] as u16)
+        })
+        .collect()
+}
+
 /// An attribute written as raw bytes.
 pub struct RawAttribute(pub AttrType, pub Vec<u8>);
 
@@ -221,12 +263,23 @@ pub fn decode_xor_addr(value: &[u8], tid: &TransactionId) -> Option<SocketAddr> 
 
 /// Every XOR-PEER-ADDRESS of `m` (CreatePermission may carry several). `None` if any is malformed.
 pub fn peer_addresses(m: &Message) -> Option<Vec<SocketAddr>> {
+    xor_addresses(m, ATTR_XOR_PEER_ADDRESS)
+}
+
+/// Every `attr` XOR address of `m`, in order; `None` if one does not decode.
+fn xor_addresses(m: &Message, attr: AttrType) -> Option<Vec<SocketAddr>> {
     m.attributes
         .0
         .iter()
-        .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
+        .filter(|a| a.typ == attr)
         .map(|a| decode_xor_addr(&a.value, &m.transaction_id))
         .collect()
+}
+
+/// Every XOR-RELAYED-ADDRESS of an Allocate answer (two for a dual allocation), in order;
+/// `None` if one does not decode.
+pub fn relayed_addresses(m: &Message) -> Option<Vec<SocketAddr>> {
+    xor_addresses(m, ATTR_XOR_RELAYED_ADDRESS)
 }
 
 /// An XOR address attribute of any type (XOR-PEER-ADDRESS, XOR-RELAYED-ADDRESS, ...).

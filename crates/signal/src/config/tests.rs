@@ -74,7 +74,7 @@ fn precedence_and_defaults() {
     assert_eq!(s.credentials_per_minute, 30);
     let r = &node.relay;
     assert_eq!(r.relay_ports, 30000..=30010); // --relay-ports over NATKIT_RELAY_PORTS
-    assert_eq!(r.public_ip, Some("192.0.2.8".parse().unwrap())); // env over [relay]
+    assert_eq!(r.listen[0].public_ip, Some("192.0.2.8".parse().unwrap())); // env over [relay]
     assert_eq!(r.realm, "env-realm"); // env over [relay]
     assert_eq!(r.user_quota, 4); // [relay]
     assert_eq!(r.total_quota, 10_000); // default

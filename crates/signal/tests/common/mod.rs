@@ -68,7 +68,7 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
     };
     let settings = SignalConfig::from_options(options, |_| unreachable!()).unwrap();
     let relay_cfg = RelayConfig::try_from(RelayOptions {
-        listen: Some("127.0.0.1:0".into()),
+        listen: vec!["127.0.0.1:0".into()],
         alt_port: Some("0".into()),
         turn_secret: Some(SecretText("signal-test-secret".into())),
         ..Default::default()
@@ -92,6 +92,7 @@ pub async fn start(extra: SignalOptions, token: Option<&str>) -> Suite {
             relay_addr.port(),
         )),
         relay_alt_port: Some(relay.addresses().alt_port.port()),
+        relay_second: None,
         urls: vec![],
         secrets: relay.secrets().clone(),
         ttl: settings.credential_ttl,

@@ -76,7 +76,7 @@ fn print_credentials(
     };
     let endpoints = credentials::RelayEndpoints {
         host,
-        port: relay.listen.port(),
+        port: relay.primary_listen().port(),
         tcp: relay.streams.tcp,
         tls,
     };

@@ -51,7 +51,7 @@ fn empty_environment_variables_count_as_unset() {
     );
     let s = resolve(cli.over(&RelayOptions::default()), Some("sekret"), no_file).unwrap();
     assert_eq!(s.relay.alt_ip, None);
-    assert_eq!(s.relay.public_ip, None);
+    assert!(s.relay.listen.iter().all(|l| l.public_ip.is_none()));
     assert_eq!(s.relay.max_lifetime, std::time::Duration::from_secs(120));
 }
 
@@ -75,7 +75,12 @@ fn precedence_flags_env_file_defaults() {
     )
     .unwrap();
     let s = resolve(cli.over(&file), Some("sekret"), no_file).unwrap();
-    assert_eq!(s.relay.listen, "127.0.0.1:1000".parse().unwrap()); // flag over env and file
+    assert_eq!(s.relay.primary_listen(), "127.0.0.1:1000".parse().unwrap()); // flag over env and file
+    assert_eq!(
+        s.relay.listen.len(),
+        1,
+        "one listen address given: one family"
+    );
     assert_eq!(s.relay.allow_peers, vec!["10.1.0.0/16".parse().unwrap()]); // flag over env
     assert_eq!(s.relay.realm, "env-realm"); // env over file
     assert_eq!(s.relay.deny_peers.len(), 2); // env (a comma-separated list) over file
@@ -99,6 +104,14 @@ fn bad_values_name_their_key() {
         // alt ip with a wildcard listen address cannot work
         ("alt_ip = \"192.0.2.2\"", "alt_ip"),
         ("public_ip = \"x\"", "public_ip"),
+        // One listen address and one public IP per family.
+        ("listen = [\"0.0.0.0:3478\", \"127.0.0.1:3479\"]", "listen"),
+        ("listen = [\"[::]:3478\", \"[::1]:3479\"]", "listen"),
+        ("listen = \"0.0.0.0:3478\"\npublic_ip = \"2001:db8::1\"", "public_ip"),
+        ("public_ip = [\"192.0.2.1\", \"192.0.2.2\"]", "public_ip"),
+        ("public_ip = \"0.0.0.0\"", "public_ip"),
+        ("listen = \"[::1]:3478\"\nalt_ip = \"192.0.2.2\"", "alt_ip"),
+        ("default_family = \"ipv6\"", "default_family"),
         ("relay_ports = \"5000\"", "relay_ports"),
         ("relay_ports = \"6000-5000\"", "relay_ports"),
         ("allow_peer = [\"10.0.0.0/33\"]", "allow_peer"),
@@ -248,7 +261,7 @@ fn the_alternate_port_follows_the_listen_port_unless_set() {
     ];
     for (listen, alt, want) in cases {
         let o = RelayOptions {
-            listen: Some(listen.into()),
+            listen: vec![listen.into()],
             alt_port: alt.map(Setting::from),
             ..Default::default()
         };
@@ -279,4 +292,72 @@ fn acme_keys_from_flags_and_environment() {
             ca: None,
         })
     );
+}
+
+/// `listen` and `public_ip` take one address per family, as repeated flags, a TOML array or one
+/// comma-separated variable; IPv4 comes first, and the default adds `[::]:3478` where it can.
+#[test]
+fn one_listen_address_and_public_ip_per_family() {
+    let cli = parse_cli(
+        &[
+            "--listen",
+            "[::]:3478",
+            "--listen",
+            "0.0.0.0:3478",
+            "--public-ip",
+            "2001:db8::1",
+            "--public-ip",
+            "203.0.113.1",
+        ],
+        &[],
+    );
+    let s = resolve(cli.over(&RelayOptions::default()), Some("sekret"), no_file).unwrap();
+    let got: Vec<(String, Option<String>, bool)> = s
+        .relay
+        .listen
+        .iter()
+        .map(|l| {
+            (
+                l.addr.to_string(),
+                l.public_ip.map(|p| p.to_string()),
+                l.if_available,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0.0.0.0:3478".into(), Some("203.0.113.1".into()), false),
+            ("[::]:3478".into(), Some("2001:db8::1".into()), false),
+        ]
+    );
+    let env = parse_cli(&[], &[("NATKIT_LISTEN", "127.0.0.1:0, [::1]:0")]);
+    let s = resolve(env.over(&RelayOptions::default()), Some("sekret"), no_file).unwrap();
+    assert_eq!(s.relay.listen.len(), 2);
+    let file: RelayOptions = layer::parse_toml(
+        "listen = [\"[::1]:3478\", \"127.0.0.1:3478\"]\npublic_ip = \"2001:db8::7\"\ndefault_family = \"client\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let s = resolve(file, Some("sekret"), no_file).unwrap();
+    assert_eq!(s.relay.primary_listen(), "127.0.0.1:3478".parse().unwrap());
+    assert_eq!(
+        s.relay.listen[1].public_ip,
+        Some("2001:db8::7".parse().unwrap())
+    );
+    assert_eq!(s.relay.default_family, crate::family::DefaultFamily::Client);
+    // Nothing set: 0.0.0.0:3478, and [::]:3478 if the host has IPv6; IPv4 to clients that ask
+    // for no family.
+    let s = resolve(RelayOptions::default(), Some("sekret"), no_file).unwrap();
+    let defaults: Vec<(String, bool)> = s
+        .relay
+        .listen
+        .iter()
+        .map(|l| (l.addr.to_string(), l.if_available))
+        .collect();
+    assert_eq!(
+        defaults,
+        vec![("0.0.0.0:3478".into(), false), ("[::]:3478".into(), true)]
+    );
+    assert_eq!(s.relay.default_family, crate::family::DefaultFamily::Ipv4);
 }

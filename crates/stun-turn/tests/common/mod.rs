@@ -58,7 +58,7 @@ impl TestRelay {
 
     pub async fn start_with_secret(extra: RelayOptions, secret: &str) -> TestRelay {
         let options = extra.over(&RelayOptions {
-            listen: Some("127.0.0.1:0".into()),
+            listen: vec!["127.0.0.1:0".into()],
             alt_port: Some("0".into()),
             turn_secret: Some(SecretText(secret.into())),
             ..Default::default()
@@ -152,9 +152,15 @@ pub struct StunClient {
 }
 
 impl StunClient {
+    /// A client on 127.0.0.1, or on ::1 for an IPv6 server.
     pub async fn new(server: SocketAddr) -> Self {
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
         StunClient {
-            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sock: UdpSocket::bind(local).await.unwrap(),
             server,
         }
     }

@@ -15,6 +15,7 @@ use tracing::debug;
 use super::{printable, FiveTuple, Output, RelayCore, MAX_USERNAME_BYTES};
 use crate::credentials;
 use crate::error::CredentialError;
+use crate::family::Family;
 use crate::nonce::NonceCheck;
 use crate::observe::{AuthFailure, Event};
 use crate::rfc5780::{self, ChangeRequest, PlanError, Slot};
@@ -57,16 +58,18 @@ impl<S: Clone> RelayCore<S> {
             }
             (slot, five.server, None)
         } else {
-            let plan = match rfc5780::plan(slot, change, self.cfg.have_alt_ip) {
+            // RFC 5780 within the client's family: its sockets, its alternate IP if it has one.
+            let family = Family::of(src.ip());
+            let origin_of = |s: Slot| self.cfg.origins.get(&(family, s)).copied();
+            let have_alt_ip = origin_of(Slot::ALT_IP).is_some();
+            let plan = match rfc5780::plan(slot, change, have_alt_ip) {
                 Ok(p) => p,
                 Err(PlanError::NoAlternateIp) => return reply(slot, unable()),
             };
-            let Some(&origin) = self.cfg.origins.get(&plan.respond_from) else {
+            let Some(origin) = origin_of(plan.respond_from) else {
                 return reply(slot, wire::error(m, 500, vec![]));
             };
-            let other = plan
-                .other_address
-                .and_then(|s| self.cfg.origins.get(&s).copied());
+            let other = plan.other_address.and_then(origin_of);
             (plan.respond_from, origin, other)
         };
         let mut attrs: Vec<Box<dyn Setter>> = vec![

@@ -11,18 +11,16 @@ use tracing::{debug, info, warn};
 use turn::proto::channum::ChannelNumber;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
-use turn::proto::reqfamily::{
-    RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6,
-};
 use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::PROTO_UDP;
 
 use super::auth::Authed;
 use super::{
-    printable, Allocation, Change, EndReason, FiveTuple, Guard, Output, Payload, RelayCore,
+    printable, Allocation, Change, EndReason, FiveTuple, Guard, Leg, Output, Payload, RelayCore,
     Reservation, MAX_PEERS_PER_REQUEST, RESERVATION_LIFETIME,
 };
 use crate::allocation::{granted_lifetime, AllocState, ChannelBindError};
+use crate::family::{self, Family, FamilyRequest, PerFamily};
 use crate::observe::{Dropped, Event, QuotaScope};
 use crate::wire;
 
@@ -44,7 +42,13 @@ pub enum PortWant<S> {
 #[derive(Debug)]
 pub struct PendingAllocate<S> {
     pub five: FiveTuple,
+    /// The first relayed address's family; `want` is its port.
+    pub family: Family,
     pub want: PortWant<S>,
+    /// A dual allocation's second relayed address (any port of this family).
+    pub additional: Option<Family>,
+    /// A family asked for that the relay does not have: ADDRESS-ERROR-CODE in the answer.
+    refused: Option<(Family, u16)>,
     request: Message,
     username: String,
     user: String,
@@ -60,6 +64,9 @@ pub struct Bound<S> {
     pub guard: Guard,
     /// For [`PortWant::EvenPair`]: the next port, to be reserved.
     pub next: Option<(u16, S)>,
+    /// For [`PendingAllocate::additional`]: the second relayed port, its socket and guard
+    /// (`None`: no free port of that family; the allocation gets the first one alone).
+    pub additional: Option<(u16, S, Guard)>,
 }
 
 /// A request on the client's allocation (Refresh, CreatePermission, ChannelBind) that passed
@@ -71,26 +78,35 @@ pub(super) struct OnAllocation {
 }
 
 impl<S: Clone> RelayCore<S> {
+    #[allow(clippy::too_many_arguments)]
     fn allocate_success(
         &self,
         m: &Message,
-        relayed: SocketAddr,
+        relayed: &[SocketAddr],
+        refused: Option<(Family, u16)>,
         key: Vec<u8>,
         lifetime: Duration,
         src: SocketAddr,
         token: Option<[u8; 8]>,
     ) -> Vec<u8> {
-        let mut attrs: Vec<Box<dyn Setter>> = vec![
-            Box::new(RelayedAddress {
-                ip: relayed.ip(),
-                port: relayed.port(),
-            }),
-            Box::new(Lifetime(lifetime)),
-            Box::new(XorMappedAddress {
-                ip: src.ip(),
-                port: src.port(),
-            }),
-        ];
+        // One XOR-RELAYED-ADDRESS per family, IPv4 first (RFC 8656 section 7.3).
+        let mut attrs: Vec<Box<dyn Setter>> = relayed
+            .iter()
+            .map(|r| {
+                Box::new(RelayedAddress {
+                    ip: r.ip(),
+                    port: r.port(),
+                }) as Box<dyn Setter>
+            })
+            .collect();
+        if let Some((f, code)) = refused {
+            attrs.push(Box::new(wire::address_error_code(f, code)));
+        }
+        attrs.push(Box::new(Lifetime(lifetime)));
+        attrs.push(Box::new(XorMappedAddress {
+            ip: src.ip(),
+            port: src.port(),
+        }));
         if let Some(t) = token {
             attrs.push(Box::new(wire::RawAttribute(
                 ATTR_RESERVATION_TOKEN,
@@ -126,8 +142,8 @@ impl<S: Clone> RelayCore<S> {
             // A retransmitted Allocate whose success response was lost gets the same answer.
             if a.allocate_tid == m.transaction_id && a.username == auth.username {
                 let remaining = a.state.remaining(now);
-                let (relayed, key) = (a.relayed, a.key.clone());
-                return reply(self.allocate_success(m, relayed, key, remaining, src, None));
+                let (relayed, key) = (a.relayed(), a.key.clone());
+                return reply(self.allocate_success(m, &relayed, None, key, remaining, src, None));
             }
             return reply(wire::error(m, 437, vec![]));
         }
@@ -161,7 +177,7 @@ impl<S: Clone> RelayCore<S> {
             .as_ref()
             .is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0));
         let token = m.get(ATTR_RESERVATION_TOKEN).ok();
-        if token.is_some() && (even.is_some() || m.contains(ATTR_REQUESTED_ADDRESS_FAMILY)) {
+        if token.is_some() && even.is_some() {
             return reply(wire::error(m, 400, vec![]));
         }
         let token = match token.map(|t| <[u8; 8]>::try_from(t.as_slice())) {
@@ -169,18 +185,24 @@ impl<S: Clone> RelayCore<S> {
             Some(Err(_)) => return reply(wire::error(m, 400, vec![])),
             None => None,
         };
-        if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
-            let mut family = RequestedAddressFamily::default();
-            if family.get_from(m).is_err() {
-                return reply(wire::error(m, 440, vec![]));
+        let have = PerFamily {
+            v4: self.cfg.relay_ips.v4.is_some(),
+            v6: self.cfg.relay_ips.v6.is_some(),
+        };
+        let request = FamilyRequest {
+            requested: wire::address_family(m, ATTR_REQUESTED_ADDRESS_FAMILY),
+            additional: wire::address_family(m, wire::ATTR_ADDITIONAL_ADDRESS_FAMILY),
+            even_port_reserve: reserve,
+            token: token.is_some(),
+        };
+        let client_family = Family::of(src.ip());
+        let plan = match family::plan(request, have, client_family, self.cfg.default_family) {
+            Ok(p) => p,
+            Err(code) => {
+                debug!(?request, "{code} address family");
+                return reply(wire::error(m, code, vec![]));
             }
-            let ours_v6 = self.cfg.relay_ip.is_ipv6();
-            if (family == REQUESTED_FAMILY_IPV6) != ours_v6
-                || (family == REQUESTED_FAMILY_IPV4) == ours_v6
-            {
-                return reply(wire::error(m, 440, vec![]));
-            }
-        }
+        };
         let mut lifetime_attr = Lifetime::default();
         let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
         let lifetime = granted_lifetime(requested, self.cfg.max_lifetime);
@@ -189,6 +211,7 @@ impl<S: Clone> RelayCore<S> {
             self.quota_refused(&auth.user, q, "allocation quota reached");
             return reply(wire::error(m, 486, vec![]));
         }
+        let mut first = plan.first;
         let want = match token {
             Some(t) => {
                 // The new allocation holds its own quota; the reservation's goes back.
@@ -197,6 +220,8 @@ impl<S: Clone> RelayCore<S> {
                 match taken {
                     Some(r) if now < r.expires => {
                         self.quotas.release(&r.user);
+                        // The reserved port's family, whatever the default.
+                        first = r.family;
                         PortWant::Reserved {
                             port: r.port,
                             socket: r.socket,
@@ -231,7 +256,10 @@ impl<S: Clone> RelayCore<S> {
         } = auth;
         Output::Open(PendingAllocate {
             five,
+            family: first,
             want,
+            additional: plan.second,
+            refused: plan.refused,
             request: m.clone(),
             username,
             user,
@@ -250,7 +278,10 @@ impl<S: Clone> RelayCore<S> {
     ) -> Vec<u8> {
         let PendingAllocate {
             five,
+            family,
             want,
+            additional,
+            refused,
             request: m,
             username,
             user,
@@ -281,6 +312,7 @@ impl<S: Clone> RelayCore<S> {
                     token,
                     Reservation {
                         socket,
+                        family,
                         port,
                         expires: now + RESERVATION_LIFETIME,
                         user: user.clone(),
@@ -297,10 +329,54 @@ impl<S: Clone> RelayCore<S> {
             }
             (false, _) => None,
         };
-        let relayed = SocketAddr::new(self.cfg.relay_ip, bound.port);
-        let reply = self.allocate_success(&m, relayed, key.clone(), lifetime, five.client, token);
-        info!(user = %printable(&user), client = %Redacted(five.client), transport = five.transport.as_str(), %relayed, lifetime_s = lifetime.as_secs(), "allocation created");
-        self.relayed.insert(relayed);
+        let Some(relay_ip) = *self.cfg.relay_ips.get(family) else {
+            // The shell opened a port of a family the core has no address for: a bug there.
+            release(self);
+            warn!(
+                family = family.as_str(),
+                "500 relayed address family not configured"
+            );
+            return wire::error(&m, 500, vec![]);
+        };
+        let mut legs = vec![Leg {
+            socket: bound.socket,
+            relayed: SocketAddr::new(relay_ip, bound.port),
+            _guard: bound.guard,
+        }];
+        let mut refused = refused;
+        match (additional, bound.additional) {
+            (Some(f), Some((port, socket, guard))) => match *self.cfg.relay_ips.get(f) {
+                Some(ip) => legs.push(Leg {
+                    socket,
+                    relayed: SocketAddr::new(ip, port),
+                    _guard: guard,
+                }),
+                None => refused = Some((f, 440)),
+            },
+            (Some(f), None) => {
+                warn!(user = %printable(&user), family = f.as_str(), "no free relay port of the additional family: ADDRESS-ERROR-CODE 508");
+                refused = Some((f, 508));
+            }
+            (None, _) => {}
+        }
+        let relayed: Vec<SocketAddr> = legs.iter().map(|l| l.relayed).collect();
+        let reply = self.allocate_success(
+            &m,
+            &relayed,
+            refused,
+            key.clone(),
+            lifetime,
+            five.client,
+            token,
+        );
+        info!(user = %printable(&user), client = %Redacted(five.client), transport = five.transport.as_str(), relayed = ?relayed, lifetime_s = lifetime.as_secs(), "allocation created");
+        for r in &relayed {
+            self.relayed.insert(*r);
+            self.observe(Event::RelayedAddressOpened(Family::of(r.ip())));
+        }
+        if legs.len() > 1 {
+            self.observe(Event::DualAllocation);
+        }
         self.allocations.insert(
             five,
             Allocation {
@@ -309,10 +385,8 @@ impl<S: Clone> RelayCore<S> {
                 user,
                 key,
                 allocate_tid: m.transaction_id,
-                socket: bound.socket,
-                relayed,
+                legs,
                 state: AllocState::new(lifetime, now),
-                _guard: bound.guard,
             },
         );
         self.changed(five);
@@ -323,12 +397,37 @@ impl<S: Clone> RelayCore<S> {
     pub(super) fn handle_refresh(&mut self, m: &mut Message, on: OnAllocation) -> Vec<u8> {
         let OnAllocation { five, now, key } = on;
         let a = &self.allocations[&five];
-        let mut family = RequestedAddressFamily::default();
-        if family.get_from(m).is_ok() && (family == REQUESTED_FAMILY_IPV6) != a.relayed.is_ipv6() {
-            return wire::error(m, 443, vec![]);
-        }
+        // RFC 8656 section 8: REQUESTED-ADDRESS-FAMILY names a family the allocation holds,
+        // else 443; with LIFETIME 0 it closes only that family of a dual allocation.
+        let family = match wire::address_family(m, ATTR_REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some(Some(f)) if a.leg(f).is_some() => Some(f),
+            Some(_) => return wire::error(m, 443, vec![]),
+        };
         let mut lifetime_attr = Lifetime::default();
         let requested = lifetime_attr.get_from(m).ok().map(|_| lifetime_attr.0);
+        if let (Some(f), Some(Duration::ZERO), true) = (family, requested, a.legs.len() > 1) {
+            let a = self
+                .allocations
+                .get_mut(&five)
+                .expect("authenticated on it");
+            let at = a
+                .legs
+                .iter()
+                .position(|l| Family::of(l.relayed.ip()) == f)
+                .expect("the family was found above");
+            let leg = a.legs.remove(at);
+            a.state.forget_family(f == Family::V6);
+            info!(user = %printable(&a.user), relayed = %leg.relayed, "one family of a dual allocation closed by the client");
+            self.relayed.remove(&leg.relayed);
+            self.observe(Event::RelayedAddressClosed(f));
+            self.changes.push(Change::Closed {
+                five,
+                relayed: leg.relayed,
+            });
+            self.changed(five);
+            return self.success(m, vec![Box::new(Lifetime(Duration::ZERO))], key);
+        }
         let granted = if requested == Some(Duration::ZERO) {
             if let Some(ended) = self.remove_allocation(&five, EndReason::Deleted) {
                 self.changes.push(Change::Ended(ended));
@@ -355,7 +454,7 @@ impl<S: Clone> RelayCore<S> {
         a: &Allocation<S>,
     ) -> Option<Vec<u8>> {
         for &p in peers {
-            if p.is_ipv4() != a.relayed.is_ipv4() {
+            if a.leg(Family::of(p.ip())).is_none() {
                 return Some(wire::error(m, 443, vec![]));
             }
             if let Err(reason) = self.policy_allows(p) {
@@ -439,12 +538,13 @@ impl<S: Clone> RelayCore<S> {
         if self.policy_allows(*peer).is_err() {
             return Output::None;
         }
-        if !a.state.has_permission(peer.ip(), now) {
+        let leg = a.leg(Family::of(peer.ip()));
+        let Some(leg) = leg.filter(|_| a.state.has_permission(peer.ip(), now)) else {
             self.dropped(Dropped::NoPermission);
             return Output::None;
-        }
+        };
         Output::ToPeer {
-            socket: a.socket.clone(),
+            socket: leg.socket.clone(),
             peer: *peer,
             payload: Payload::Owned(data),
         }
@@ -464,12 +564,13 @@ impl<S: Clone> RelayCore<S> {
             self.dropped(Dropped::NoAllocation);
             return Output::None;
         };
-        let Some(peer) = a.state.channel_peer(number, now) else {
+        let bound = a.state.channel_peer(number, now);
+        let Some((peer, leg)) = bound.and_then(|p| Some((p, a.leg(Family::of(p.ip()))?))) else {
             self.dropped(Dropped::NoPermission);
             return Output::None;
         };
         Output::ToPeer {
-            socket: a.socket.clone(),
+            socket: leg.socket.clone(),
             peer,
             payload: Payload::Range(4..4 + payload.len()),
         }
