@@ -10,6 +10,9 @@ export interface NatSummary {
   mapping: NatBehaviour[];
   filtering: NatBehaviour[];
   udp_blocked: boolean;
+  /** The address families this side reaches the internet in; absent: not known. Two sides
+   * with no family in common relay (`no-common-family`). */
+  families?: ("ipv4" | "ipv6")[];
 }
 
 export interface Decision {

@@ -52,6 +52,12 @@ export function decide(mode, local, remote) {
   }
   const theirs = describe(remote);
   if (remote.udp_blocked) return p(true, "udp-blocked", "UDP is blocked at the remote peer: relay");
+  const fam = (n) => (Array.isArray(n.families) && n.families.length > 0
+    && n.families.every((f) => f === "ipv4" || f === "ipv6") ? n.families : null);
+  const famL = fam(local), famR = fam(remote);
+  if (famL && famR && !famL.some((f) => famR.includes(f))) {
+    return p(true, "no-common-family", `no address family in common (here ${famL.join(",")}, there ${famR.join(",")}): relay`);
+  }
   const symL = knownDependent(local.mapping), symR = knownDependent(remote.mapping);
   if (symL && symR) return p(true, "symmetric-pair", `both symmetric (here ${mine}, there ${theirs}): relay`);
   if ((symL && knownDependent(remote.filtering)) || (symR && knownDependent(local.filtering))) {

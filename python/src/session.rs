@@ -92,6 +92,9 @@ impl Session {
             mode: Mode::App,
             relay: relay_mode(relay)?,
             local_nat,
+            // Not known here: aiortc gathers on every interface, and the summary names no
+            // families (the pair rule's no-common-family row does not apply to Python peers).
+            families: vec![],
             renew,
             // aioice's allocations take the renewed credential as it is (aiortc cannot
             // restart ICE to make new ones).

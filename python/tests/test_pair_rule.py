@@ -19,7 +19,16 @@ BEHAVIOUR = {
 
 
 def side(text: str):
-    """The table's notation as the protocol's NAT summary (or None)."""
+    """The table's notation as the protocol's NAT summary (or None); `@ipv4,ipv6` after it
+    names the side's address families."""
+    text, _, families = text.partition("@")
+    nat = summary(text)
+    if nat is not None and families:
+        nat["families"] = families.split(",")
+    return nat
+
+
+def summary(text: str):
     if text == "-":
         return None
     if text == "blocked":

@@ -80,9 +80,11 @@ fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
         Nat::UdpBlocked | Nat::Only443 | Nat::UdpRejected | Nat::UdpProhibited => {
             (Value::Null, Value::Null, "udp-blocked", true)
         }
-        Nat::DoubleNat | Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => {
+        Nat::DoubleNat | Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 | Nat::Ipv4Only => {
             (ei, apd, "port-restricted-cone", false)
         }
+        // No IPv4 to probe: its IPv6 verdict is checked by `ipv6_only_is_a_udp_firewall`.
+        Nat::Ipv6Only => (Value::Null, Value::Null, "no-ipv4", false),
     }
 }
 
@@ -250,6 +252,51 @@ fn ipv6_behind_a_stateful_firewall_is_a_udp_firewall() {
     );
 }
 
+/// An IPv6-only network (the mobile case): routed IPv6 behind the carrier's stateful firewall.
+#[test]
+fn ipv6_only_is_a_udp_firewall() {
+    ipv6_topology(
+        Nat::Ipv6Only,
+        (
+            "endpoint-independent",
+            "address-and-port-dependent",
+            "symmetric-udp-firewall",
+            false,
+        ),
+    );
+}
+
+/// An IPv6-only host asked to probe an IPv4 server: a clear error, not a NAT verdict.
+#[test]
+fn ipv6_only_asked_for_ipv4_is_an_error_not_a_verdict() {
+    if !require_root("ipv6_only_asked_for_ipv4_is_an_error_not_a_verdict") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let site = lab.add_site(Nat::Ipv6Only);
+    let port = lab.start_natkit_relay("lab-secret");
+    let out = lab.sites[site]
+        .client
+        .cmd(PROBE)
+        .arg(format!("{SERVER_IP}:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("udp-blocked"),
+        "no verdict without a route"
+    );
+}
+
+/// An IPv4-only office: its MASQUERADE, as any port-restricted cone.
+#[test]
+fn ipv4_only_is_port_restricted_cone() {
+    topology(Nat::Ipv4Only);
+}
+
 /// NAT66 MASQUERADE: the IPv6 analogue of a port-restricted cone.
 #[test]
 fn nat66_masquerade_is_port_restricted_cone() {
@@ -366,7 +413,8 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
         Nat::OpenInternet => (ei, ei),
         Nat::PortRestrictedCone | Nat::DoubleNat => (ei, apd),
         // Their IPv4 side is a MASQUERADE.
-        Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => (ei, apd),
+        Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 | Nat::Ipv4Only => (ei, apd),
+        Nat::Ipv6Only => ("", ""),
         Nat::Symmetric => (apd, apd),
         Nat::FullCone => (ei, ei),
         Nat::RestrictedCone => (ei, ad),

@@ -7,6 +7,7 @@
 //! | not probed (no STUN URL, probe failed) | any | all, TURN as fallback | `no-probe` |
 //! | UDP blocked | any | relay | `udp-blocked` |
 //! | any | UDP blocked | relay | `udp-blocked` |
+//! | families known (e.g. IPv6 only) | families known, none in common (IPv4 only) | relay | `no-common-family` |
 //! | symmetric (mapping known to depend on the destination) | symmetric | relay | `symmetric-pair` |
 //! | symmetric | filtering known to be address- or port-restricted | relay | `symmetric-restricted` |
 //! | filtering known to be restricted | symmetric | relay | `symmetric-restricted` |
@@ -20,7 +21,7 @@
 
 use natkit_nat_probe::{Behaviour, NatReport};
 use natkit_proto::ice::is_turn_url;
-use natkit_proto::{IceServer, NatBehaviour, NatSummary};
+use natkit_proto::{AddressFamily, IceServer, NatBehaviour, NatSummary};
 
 /// The `--relay` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub enum Rule {
     RelayNever,
     NoProbe,
     UdpBlocked,
+    /// The two sides share no address family (IPv6-only facing IPv4-only): only a dual-stack
+    /// relay joins them.
+    NoCommonFamily,
     SymmetricPair,
     SymmetricRestricted,
     DirectPossible,
@@ -56,6 +60,7 @@ impl Rule {
             Rule::RelayNever => "relay-never",
             Rule::NoProbe => "no-probe",
             Rule::UdpBlocked => "udp-blocked",
+            Rule::NoCommonFamily => "no-common-family",
             Rule::SymmetricPair => "symmetric-pair",
             Rule::SymmetricRestricted => "symmetric-restricted",
             Rule::DirectPossible => "direct-possible",
@@ -98,6 +103,7 @@ pub fn summary(report: &NatReport) -> NatSummary {
             .map(behaviour)
             .collect(),
         udp_blocked: blocked,
+        families: vec![],
     }
 }
 
@@ -150,6 +156,17 @@ pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSu
             true,
             Rule::UdpBlocked,
             "UDP is blocked at the remote peer: only a relay can carry the session".into(),
+        );
+    }
+    if local.no_common_family(remote) {
+        return policy(
+            true,
+            Rule::NoCommonFamily,
+            format!(
+                "no address family in common (here {}, there {}): only a relay holding both can join them",
+                local.families_text(),
+                remote.families_text()
+            ),
         );
     }
     if local.symmetric() && remote.symmetric() {
@@ -223,9 +240,26 @@ pub fn relay_protocol(url: &str) -> &'static str {
     }
 }
 
-/// The STUN server to probe: the first `stun:HOST[:PORT]` URL.
-pub fn stun_target(servers: &[IceServer]) -> Option<String> {
-    servers.iter().find_map(IceServer::stun_target)
+/// The STUN server to probe: the first `stun:HOST[:PORT]` URL this host can reach, given the
+/// address families it has (`families`, empty when not known: any URL); a host name may resolve
+/// to either family and is always a candidate.
+pub fn stun_target(servers: &[IceServer], families: &[AddressFamily]) -> Option<String> {
+    let reachable = |target: &String| {
+        let host = target
+            .rsplit_once(':')
+            .map_or(target.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        match host.parse::<std::net::IpAddr>() {
+            _ if families.is_empty() => true,
+            Ok(std::net::IpAddr::V4(_)) => families.contains(&AddressFamily::Ipv4),
+            Ok(std::net::IpAddr::V6(_)) => families.contains(&AddressFamily::Ipv6),
+            Err(_) => true,
+        }
+    };
+    servers
+        .iter()
+        .filter_map(IceServer::stun_target)
+        .find(reachable)
 }
 
 #[cfg(test)]
@@ -238,6 +272,7 @@ mod tests {
             mapping: vec![mapping],
             filtering: vec![filtering],
             udp_blocked: false,
+            families: vec![],
         }
     }
 
@@ -246,12 +281,31 @@ mod tests {
             mapping: vec![],
             filtering: vec![],
             udp_blocked: true,
+            families: vec![],
         }
     }
 
     /// `pair_rule.tsv`'s NAT notation: `MAPPING/FILTERING` (each a comma-separated list of EI,
-    /// AD, APD), `blocked`, or `-` for no summary.
+    /// AD, APD), `blocked`, or `-` for no summary; `@ipv4`, `@ipv6` or `@ipv4,ipv6` after it
+    /// names the side's address families.
     fn side(text: &str) -> Option<NatSummary> {
+        let (text, families) = match text.split_once('@') {
+            Some((t, f)) => (
+                t,
+                f.split(',')
+                    .map(|f| match f {
+                        "ipv4" => AddressFamily::Ipv4,
+                        "ipv6" => AddressFamily::Ipv6,
+                        other => panic!("pair_rule.tsv: unknown family {other:?}"),
+                    })
+                    .collect(),
+            ),
+            None => (text, vec![]),
+        };
+        side_nat(text).map(|n| NatSummary { families, ..n })
+    }
+
+    fn side_nat(text: &str) -> Option<NatSummary> {
         let list = |l: &str| -> Vec<NatBehaviour> {
             l.split(',')
                 .map(|b| match b {
@@ -271,6 +325,7 @@ mod tests {
                     mapping: list(m),
                     filtering: list(f),
                     udp_blocked: false,
+                    families: vec![],
                 })
             }
         }
@@ -365,8 +420,32 @@ mod tests {
         let never = usable_servers(&all, RelayMode::Never, None);
         assert_eq!(never.len(), 1, "the TURN-only entry goes");
         assert_eq!(never[0].urls, ["stun:203.0.113.1:3478"]);
-        assert_eq!(stun_target(&all).as_deref(), Some("203.0.113.1:3478"));
-        assert_eq!(stun_target(&all[1..]), None);
+        assert_eq!(stun_target(&all, &[]).as_deref(), Some("203.0.113.1:3478"));
+        assert_eq!(stun_target(&all[1..], &[]), None);
+        // A dual-stack relay's URLs: each host probes a family it has.
+        let v6 = IceServer::for_relay("2001:db8::1", 3478, "1:a".into(), "p".into());
+        let named = IceServer::for_relay("turn.example", 3478, "1:a".into(), "p".into());
+        let dual = vec![all[0].clone(), v6.clone()];
+        use AddressFamily::{Ipv4, Ipv6};
+        let rows: [(&[IceServer], &[AddressFamily], Option<&str>); 6] = [
+            (&dual, &[Ipv4, Ipv6], Some("203.0.113.1:3478")),
+            (&dual, &[Ipv6], Some("[2001:db8::1]:3478")),
+            (&dual, &[Ipv4], Some("203.0.113.1:3478")),
+            (&dual[..1], &[Ipv6], None),
+            (
+                std::slice::from_ref(&named),
+                &[Ipv6],
+                Some("turn.example:3478"),
+            ),
+            (std::slice::from_ref(&v6), &[], Some("[2001:db8::1]:3478")),
+        ];
+        for (servers, families, want) in rows {
+            assert_eq!(
+                stun_target(servers, families).as_deref(),
+                want,
+                "{families:?}"
+            );
+        }
     }
 
     #[test]
@@ -382,6 +461,7 @@ mod tests {
             mapping: vec![],
             filtering: vec![],
             udp_blocked: true,
+            families: vec![],
         };
         let open = nat(EndpointIndependent, EndpointIndependent);
         let kept = usable_servers(

@@ -138,9 +138,10 @@ impl Session {
     /// once [`Session::handle_probe`] reports it.
     pub fn new(cfg: SessionConfig, welcome: Welcome, now: Instant) -> Session {
         let probe_target = match &cfg.local_nat {
-            LocalNat::Probe if cfg.relay == RelayMode::Auto => {
-                stun_target(&usable_servers(&welcome.ice_servers, cfg.relay, None))
-            }
+            LocalNat::Probe if cfg.relay == RelayMode::Auto => stun_target(
+                &usable_servers(&welcome.ice_servers, cfg.relay, None),
+                &cfg.families,
+            ),
             _ => None,
         };
         let local_nat = match &cfg.local_nat {

@@ -17,10 +17,10 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 
 use crate::events::Event;
-use crate::policy::{stun_target, summary, usable_servers, RelayMode};
+use crate::policy::{summary, usable_servers, RelayMode};
 use crate::renewal::reconnect_delay;
 use crate::rtc::{
-    build_peer_connection, configuration, from_rtc_candidate, ice_err, local_ip_towards,
+    build_peer_connection, configuration, families_of, from_rtc_candidate, ice_err, local_ips,
     selected_pair, to_rtc_candidate, PcEvent, SelectedPair,
 };
 pub use crate::rtc::{rtc_ice_servers, turn_tls_config};
@@ -103,7 +103,8 @@ struct Shell<'a> {
     cfg: &'a PeerConfig,
     /// Created when the session has decided the policy ([`Action::Configure`]).
     pc: Option<Arc<dyn PeerConnection>>,
-    local_ip: IpAddr,
+    /// One per address family that reaches the relay.
+    local_ips: Vec<IpAddr>,
     pc_events: mpsc::UnboundedSender<PcEvent>,
     relay_only: bool,
     channel: Option<Arc<dyn DataChannel>>,
@@ -170,7 +171,7 @@ impl Shell<'_> {
                     let pc = build_peer_connection(
                         &servers,
                         relay_only,
-                        self.local_ip,
+                        &self.local_ips,
                         self.cfg.turn_tls.clone(),
                         self.pc_events.clone(),
                     )
@@ -447,11 +448,9 @@ pub(crate) async fn drive(
     let mut input_open = true;
     let mut rejoin_rx = link.rejoined;
 
-    // The PC binds to the interface that reaches the relay.
-    let target = stun_target(&usable_servers(&welcome.ice_servers, RelayMode::Auto, None));
-    let local_ip = target
-        .and_then(|t| local_ip_towards(&t))
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    // The PC binds to the interfaces that reach the relay, one per family.
+    let local_ips = local_ips(&usable_servers(&welcome.ice_servers, RelayMode::Auto, None));
+    let families = families_of(&local_ips);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
 
     let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
@@ -459,7 +458,7 @@ pub(crate) async fn drive(
     let mut shell = Shell {
         cfg,
         pc: None,
-        local_ip,
+        local_ips,
         pc_events: ev_tx,
         relay_only: false,
         channel: None,
@@ -474,6 +473,7 @@ pub(crate) async fn drive(
             mode: cfg.mode.clone(),
             relay: cfg.relay,
             local_nat: LocalNat::Known(link.local_nat),
+            families,
             renew: cfg.renew,
             restart_on_renewal: true,
             started,

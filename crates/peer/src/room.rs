@@ -17,6 +17,7 @@ use crate::api::{Path, SessionEvent};
 use crate::events::Event;
 use crate::peer::{drive, probe_nat, reconnect, AppIo, Io, LinkIo, PeerConfig, INPUT_QUEUE};
 use crate::policy::{stun_target, usable_servers, RelayMode};
+use crate::rtc::{families_of, local_ips};
 use crate::session::{Failure, Message, Stage};
 use crate::signaling::Signaling;
 
@@ -225,7 +226,8 @@ impl Room {
         // One probe for every link (signaling's messages wait in its queue meanwhile).
         if self.cfg.relay == RelayMode::Auto {
             let servers = usable_servers(&welcome.ice_servers, self.cfg.relay, None);
-            if let Some(target) = stun_target(&servers) {
+            let families = families_of(&local_ips(&servers));
+            if let Some(target) = stun_target(&servers, &families) {
                 let events = self.events.clone();
                 let emit = move |e: Event| {
                     let _ = events.send(SessionEvent {
@@ -233,7 +235,10 @@ impl Room {
                         event: e,
                     });
                 };
-                self.local_nat = probe_nat(&target, &emit).await?;
+                self.local_nat = probe_nat(&target, &emit).await?.map(|n| NatSummary {
+                    families: families.clone(),
+                    ..n
+                });
             }
         }
         self.sig = Some(sig);

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use natkit_proto::{IceCandidate, IceServer};
+use natkit_proto::{AddressFamily, IceCandidate, IceServer};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
@@ -95,11 +95,42 @@ pub(crate) fn from_rtc_candidate(c: RTCIceCandidateInit) -> IceCandidate {
 }
 
 /// The local interface address towards `host` (a connected UDP socket sends nothing).
-pub(crate) fn local_ip_towards(host: &str) -> Option<IpAddr> {
+pub(crate) fn local_ip_towards(host: &str, family: AddressFamily) -> Option<IpAddr> {
     let target: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
         .ok()?
-        .find(|a| a.is_ipv4())?;
+        .find(|a| a.is_ipv6() == (family == AddressFamily::Ipv6))?;
     natkit_daemon::source_ip_towards(target).ok()
+}
+
+/// The local address of each family in which this host reaches a STUN server of `servers`
+/// (IPv4 first): the peer connection gathers on each, and the NAT summary names their families.
+/// Loopback alone when none is reachable (a relay on this host).
+pub(crate) fn local_ips(servers: &[IceServer]) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for family in [AddressFamily::Ipv4, AddressFamily::Ipv6] {
+        let ip = crate::policy::stun_target(servers, &[family])
+            .and_then(|t| local_ip_towards(&t, family));
+        ips.extend(ip.filter(|ip| !ips.contains(ip)));
+    }
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
+}
+
+/// The address families of `ips`, for the NAT summary (none for loopback alone: it says
+/// nothing about the internet).
+pub(crate) fn families_of(ips: &[IpAddr]) -> Vec<AddressFamily> {
+    let mut families: Vec<AddressFamily> = ips
+        .iter()
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| match ip {
+            IpAddr::V4(_) => AddressFamily::Ipv4,
+            IpAddr::V6(_) => AddressFamily::Ipv6,
+        })
+        .collect();
+    families.dedup();
+    families
 }
 
 /// The nominated pair: local and remote candidate types, and how the local relay was reached.
@@ -196,11 +227,11 @@ pub(crate) fn ice_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(Stage::Ice, e.to_string())
 }
 
-/// The webrtc peer connection for the chosen policy, bound to `local_ip`.
+/// The webrtc peer connection for the chosen policy, bound to `local_ips` (one per family).
 pub(crate) async fn build_peer_connection(
     servers: &[IceServer],
     relay_only: bool,
-    local_ip: IpAddr,
+    local_ips: &[IpAddr],
     turn_tls: Option<Arc<rustls::ClientConfig>>,
     events: mpsc::UnboundedSender<PcEvent>,
 ) -> Result<Arc<dyn PeerConnection>, Failure> {
@@ -234,6 +265,13 @@ pub(crate) async fn build_peer_connection(
         // the relay wait too, so a working direct pair is nominated first.
         settings.with_prflx_acceptance_min_wait(Some(Duration::from_secs(2)))
     };
+    // Multicast DNS (resolving a browser's `.local` host candidates) joins an IPv4 group: a
+    // host without IPv4 cannot, and the peer connection would fail to build (ENODEV).
+    let settings = if local_ips.iter().any(IpAddr::is_ipv4) {
+        settings
+    } else {
+        settings.with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+    };
     let mut builder = PeerConnectionBuilder::new();
     if let Some(tls) = turn_tls {
         builder = builder.with_turn_tls_config(tls);
@@ -243,7 +281,12 @@ pub(crate) async fn build_peer_connection(
         .with_handler(Arc::new(Handler(events)))
         .with_setting_engine(settings.build())
         .with_runtime(runtime)
-        .with_udp_addrs(vec![format!("{local_ip}:0")])
+        .with_udp_addrs(
+            local_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 0).to_string())
+                .collect(),
+        )
         .build()
         .await
         .map_err(|e| ice_err(format!("cannot create the peer connection: {e}")))?;

@@ -40,5 +40,5 @@ pub use ice::{IceCandidate, IceServer, IceServers, RelayEndpoints};
 pub use messages::{
     valid_name, ClientMsg, ParseError, ServerMsg, Token, Welcome, PROTOCOL_VERSION,
 };
-pub use nat::{NatBehaviour, NatSummary};
+pub use nat::{AddressFamily, NatBehaviour, NatSummary};
 pub use redact::Redacted;

@@ -316,6 +316,7 @@ mod tests {
                         mapping: vec![crate::NatBehaviour::AddressAndPortDependent],
                         filtering: vec![],
                         udp_blocked: false,
+                        families: vec![],
                     },
                 },
                 json!({"type":"nat-summary","to":"b","nat":{"mapping":["address-and-port-dependent"],"filtering":[],"udp_blocked":false}}),

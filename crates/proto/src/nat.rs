@@ -16,9 +16,31 @@ pub enum NatBehaviour {
     Other,
 }
 
-/// One side's NAT: the mapping and filtering behaviours its probe left possible, and whether UDP
-/// got out at all. An empty list means nothing is known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An IP address family a peer can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+    /// A family this side does not know (from a newer peer).
+    #[serde(other)]
+    Other,
+}
+
+impl AddressFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressFamily::Ipv4 => "ipv4",
+            AddressFamily::Ipv6 => "ipv6",
+            AddressFamily::Other => "other",
+        }
+    }
+}
+
+/// One side's NAT: the mapping and filtering behaviours its probe left possible, whether UDP
+/// got out at all, and the address families it can reach the internet in. An empty list means
+/// nothing is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatSummary {
     #[serde(default)]
     pub mapping: Vec<NatBehaviour>,
@@ -26,6 +48,10 @@ pub struct NatSummary {
     pub filtering: Vec<NatBehaviour>,
     #[serde(default)]
     pub udp_blocked: bool,
+    /// `ipv4`, `ipv6` or both: two peers with no family in common can meet only through a relay
+    /// that holds both (RFC 8656 dual allocation). Empty: not known (older peers, browsers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<AddressFamily>,
 }
 
 impl NatSummary {
@@ -39,6 +65,26 @@ impl NatSummary {
     /// stricter): endpoint-independent filtering is ruled out.
     pub fn restricted_filtering(&self) -> bool {
         known_dependent(&self.filtering)
+    }
+
+    /// Both sides name their families and none is in both (an unknown family counts as shared:
+    /// it may be the other's).
+    pub fn no_common_family(&self, other: &NatSummary) -> bool {
+        let known =
+            |s: &NatSummary| !s.families.is_empty() && !s.families.contains(&AddressFamily::Other);
+        known(self) && known(other) && !self.families.iter().any(|f| other.families.contains(f))
+    }
+
+    /// The families as the pair rule's reasons say them: `ipv4,ipv6`, or `unknown`.
+    pub fn families_text(&self) -> String {
+        if self.families.is_empty() {
+            return "unknown".into();
+        }
+        self.families
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The short form for logs and events: `mapping=...;filtering=...` or `udp-blocked`.
@@ -90,6 +136,7 @@ mod tests {
             mapping: m.to_vec(),
             filtering: f.to_vec(),
             udp_blocked: false,
+            families: vec![],
         };
         for (summary, symmetric, restricted) in [
             (

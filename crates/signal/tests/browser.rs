@@ -346,8 +346,10 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
         r#"(async () => {{
             const natkit = await import("/natkit.js");
             const full = {{ EI: "endpoint-independent", AD: "address-dependent", APD: "address-and-port-dependent" }};
-            const side = (t) => t === "-" ? null : t === "blocked" ? {{ mapping: [], filtering: [], udp_blocked: true }}
+            const nat = (t) => t === "-" ? null : t === "blocked" ? {{ mapping: [], filtering: [], udp_blocked: true }}
                 : (([m, f]) => ({{ mapping: m.split(",").map((b) => full[b]), filtering: f.split(",").map((b) => full[b]), udp_blocked: false }}))(t.split("/"));
+            const side = (t) => (([n, fams]) => n === "-" ? null
+                : fams ? {{ ...nat(n), families: fams.split(",") }} : nat(n))(t.split("@"));
             return JSON.stringify({rows}.map(([mode, l, r]) => {{
                 const d = natkit.decide(mode, side(l), side(r));
                 return [d.relayOnly ? "relay" : "all", d.rule, d.reason.length > 0];

@@ -69,6 +69,12 @@ pub enum Nat {
     /// Dual stack: IPv4 behind MASQUERADE, IPv6 from a unique-local LAN (fd00:K::/64) behind
     /// ip6tables MASQUERADE (NAT66).
     Nat66,
+    /// IPv6 only, as mobile networks are: the client has no IPv4 address or route, its IPv6
+    /// (2001:db8:K::/64) is routed behind a stateful firewall. No NAT64 translator: IPv4 peers
+    /// are reached through a dual-stack relay.
+    Ipv6Only,
+    /// IPv4 only behind MASQUERADE (an office without IPv6): IPv6 is disabled on the client.
+    Ipv4Only,
 }
 
 impl Nat {
@@ -99,6 +105,8 @@ impl Nat {
             Nat::Ipv6Open => "ipv6-routed",
             Nat::Ipv6Firewall => "ipv6-stateful-firewall",
             Nat::Nat66 => "ipv6-nat66",
+            Nat::Ipv6Only => "ipv6-only",
+            Nat::Ipv4Only => "ipv4-only",
         }
     }
 }
@@ -269,6 +277,8 @@ pub struct Lab {
     id: String,
     /// The server has its IPv6 addresses.
     v6: bool,
+    /// The routed IPv6 LANs so far: (site number, its router's namespace).
+    v6_lans: Vec<(usize, String)>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -296,6 +306,7 @@ impl Lab {
             inet,
             id,
             v6: false,
+            v6_lans: Vec::new(),
         }
     }
 
@@ -366,6 +377,15 @@ impl Lab {
         match nat {
             Nat::OpenInternet | Nat::DoubleNat => {}
             Nat::PortRestrictedCone => masquerade(&router, false),
+            Nat::Ipv4Only => {
+                masquerade(&router, false);
+                client.run("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            }
+            Nat::Ipv6Only => {
+                // No IPv4 at all: the address goes, and its routes with it.
+                client.ip(&["-4", "addr", "flush", "dev", "eth0"]);
+                self.ipv6_site(k, &router, &client, nat);
+            }
             Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 => {
                 masquerade(&router, false);
                 self.ipv6_site(k, &router, &client, nat);
@@ -421,6 +441,10 @@ impl Lab {
                 }}"
             )),
         }
+        let client_ip = match nat {
+            Nat::Ipv6Only => format!("2001:db8:{k}::10"),
+            _ => client_ip,
+        };
         self.sites.push(Site {
             nat,
             client,
@@ -467,7 +491,20 @@ impl Lab {
             _ => {
                 let lan = format!("{prefix}/64");
                 self.server.ip(&["-6", "route", "add", &lan, "via", &wan]);
-                if nat == Nat::Ipv6Firewall {
+                // The internet routes every routed IPv6 LAN: sites reach each other directly.
+                for (j, other) in &self.v6_lans {
+                    ip(&["-n", other, "-6", "route", "add", &lan, "via", &wan]);
+                    router.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("2001:db8:{j}::/64"),
+                        "via",
+                        &format!("2001:db8::1{j:02}"),
+                    ]);
+                }
+                self.v6_lans.push((k, router.name.clone()));
+                if matches!(nat, Nat::Ipv6Firewall | Nat::Ipv6Only) {
                     router.run(
                         "ip6tables",
                         &[
@@ -485,6 +522,53 @@ impl Lab {
                 }
             }
         }
+    }
+
+    /// Drops IPv4 UDP between client sites (their routers forward none to or from another
+    /// site's public address), so that a direct path between two sites can only be IPv6.
+    pub fn block_ipv4_udp_between_sites(&self) {
+        for site in &self.sites {
+            for other in self.sites.iter().filter(|o| o.public_ip != site.public_ip) {
+                for dir in ["-d", "-s"] {
+                    site.router.run(
+                        "iptables",
+                        &[
+                            "-I",
+                            "FORWARD",
+                            "-p",
+                            "udp",
+                            dir,
+                            &other.public_ip,
+                            "-j",
+                            "DROP",
+                        ],
+                    );
+                }
+            }
+        }
+    }
+
+    /// natkit-signal dual-stack in the server namespace: its web port on `[::]:8080` (both
+    /// families) and its relay on 203.0.113.1:3478 and [2001:db8::1]:3478 (an IPv6 site first).
+    /// Returns the `ws://` URLs of each family.
+    pub fn start_natkit_signal_dual(&mut self, turn_secret: &str) -> (String, String) {
+        assert!(
+            self.v6,
+            "add an IPv6 site first: the server's IPv6 addresses come with it"
+        );
+        let bin = workspace_bin("natkit-signal");
+        let mut cmd = self.server.cmd(bin.to_str().expect("utf-8 path"));
+        cmd.env("NATKIT_TURN_SECRET", turn_secret)
+            .env("RUST_LOG", "error")
+            .args(["--listen", "[::]:8080"])
+            .args(["--relay-listen", &format!("{SERVER_IP}:3478")])
+            .args(["--relay-listen", &format!("[{SERVER_IP6}]:3478")])
+            .args(["--open", "--metrics-listen", "127.0.0.1:9642"]);
+        self.start_daemon(&mut cmd);
+        (
+            format!("ws://{SERVER_IP}:8080"),
+            format!("ws://[{SERVER_IP6}]:8080"),
+        )
     }
 
     /// Drops `percent`% of UDP datagrams forwarded by a site's router, in both directions

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use natkit_proto::{ClientMsg, IceCandidate, IceServer, NatSummary};
+use natkit_proto::{AddressFamily, ClientMsg, IceCandidate, IceServer, NatSummary};
 
 use crate::events::Event;
 use crate::policy::RelayMode;
@@ -244,6 +244,10 @@ pub struct SessionConfig {
     /// This side's NAT: to be probed (the session decides whether, and asks with
     /// [`Action::Probe`]), or already known.
     pub local_nat: LocalNat,
+    /// The address families this host reaches the internet in (empty: not known). The probe
+    /// goes to a STUN URL of one of them, and the NAT summary names them, so that a pair with
+    /// no family in common relays (`no-common-family`).
+    pub families: Vec<AddressFamily>,
     /// Renew TURN credentials at half their TTL.
     pub renew: bool,
     /// Apply a renewed credential with an ICE restart (a new allocation carries it); false:

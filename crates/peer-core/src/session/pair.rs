@@ -19,7 +19,10 @@ impl Session {
         let Some(welcome) = self.probing.take() else {
             return;
         };
-        self.local_nat = nat;
+        self.local_nat = nat.map(|n| NatSummary {
+            families: self.cfg.families.clone(),
+            ..n
+        });
         self.servers = usable_servers(
             &welcome.ice_servers,
             self.cfg.relay,

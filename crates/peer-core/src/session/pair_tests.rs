@@ -10,6 +10,7 @@ fn summary(m: &[NatBehaviour], f: &[NatBehaviour]) -> NatSummary {
         mapping: m.to_vec(),
         filtering: f.to_vec(),
         udp_blocked: false,
+        families: vec![],
     }
 }
 

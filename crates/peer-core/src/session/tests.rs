@@ -39,6 +39,7 @@ pub(super) fn config(mode: Mode) -> SessionConfig {
         mode,
         relay: RelayMode::Auto,
         local_nat: LocalNat::Known(None),
+        families: vec![],
         renew: true,
         restart_on_renewal: true,
         started: at(0.0),
