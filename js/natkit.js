@@ -66,11 +66,20 @@ export function decide(mode, local, remote) {
   return p(false, "direct-possible", `direct can work (here ${mine}, there ${theirs}): all candidates`);
 }
 
+// `mappings`: the server-reflexive "address:port"s seen towards the relay's ports (an IPv6
+// address has colons of its own).
 export function summaryFrom({ mappings, udpRelay, turnTried }) {
-  const nat = (mapping, blocked = false) => ({ mapping, filtering: [], udp_blocked: blocked });
-  // Another public port towards the same host's other port: symmetric.
-  if (mappings.length > 1) return nat(["address-dependent", "address-and-port-dependent"]);
-  if (mappings.length === 1) return nat(["endpoint-independent", "address-dependent"]);
+  const family = (m) => (m.split(":").length > 2 ? "ipv6" : "ipv4");
+  const families = [...new Set(mappings.map(family))].sort();
+  const nat = (mapping, blocked = false) => ({
+    mapping, filtering: [], udp_blocked: blocked, ...(families.length ? { families } : {}),
+  });
+  // Another public port towards the same host's other port, in one family: symmetric (a
+  // dual-stack relay is reached once per family).
+  if (families.some((f) => mappings.filter((m) => family(m) === f).length > 1)) {
+    return nat(["address-dependent", "address-and-port-dependent"]);
+  }
+  if (mappings.length > 0) return nat(["endpoint-independent", "address-dependent"]);
   if (udpRelay) return nat([]); // UDP gets out, no mapping seen
   return turnTried ? nat([], true) : null;
 }

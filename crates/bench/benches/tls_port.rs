@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use natkit_bench::env_list;
 use natkit_bench::stream::{StreamLoadConfig, StreamTransport};
+use natkit_bench::{env_list, median};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -137,11 +137,6 @@ fn plain() -> (Proc, SocketAddr) {
     (Proc(child), http_addr)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn tls_to(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Tls {
@@ -191,11 +186,7 @@ fn main() {
     let rounds = env_list("NATKIT_BENCH_ROUNDS", "3")[0];
     let allocs = env_list("NATKIT_BENCH_STREAM_ALLOCS", "10")[0];
     let joins = env_list("NATKIT_BENCH_JOINS", "30")[0];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = natkit_bench::runtime();
     let echo = natkit_bench::echo::start();
     let dir = natkit_testkit::tls::TempDir::new("bench-tls-port");
     let ca = natkit_testkit::tls::TestCa::new("natkit bench CA");

@@ -87,23 +87,43 @@ pub(crate) fn answer_challenge(
 
 /// The authenticated Allocate (600 s).
 pub(crate) fn second_allocate(auth: &Auth) -> Message {
-    build(
-        METHOD_ALLOCATE,
-        vec![
-            requested_udp(),
-            Box::new(Lifetime(Duration::from_secs(600))),
-        ],
-        Some(auth),
-    )
+    second_allocate_with(auth, false)
+}
+
+/// The signed Allocate; `dual` asks for a relayed address in each family too
+/// (ADDITIONAL-ADDRESS-FAMILY, RFC 8656 section 7.2).
+fn second_allocate_with(auth: &Auth, dual: bool) -> Message {
+    let mut attrs: Vec<Box<dyn Setter>> = vec![
+        requested_udp(),
+        Box::new(Lifetime(Duration::from_secs(600))),
+    ];
+    if dual {
+        attrs.push(Box::new(natkit_stun_turn::wire::RawAttribute(
+            natkit_stun_turn::wire::ATTR_ADDITIONAL_ADDRESS_FAMILY,
+            vec![0x02, 0, 0, 0],
+        )));
+    }
+    build(METHOD_ALLOCATE, attrs, Some(auth))
 }
 
 /// Allocates on `server` with a REST credential for `user` minted from `secret`.
 pub async fn allocate(server: SocketAddr, secret: &str, user: &str) -> anyhow::Result<Allocation> {
+    allocate_with(server, secret, user, false).await
+}
+
+/// [`allocate`], with a relayed address in each family when `dual` (the first one, IPv4, is
+/// the allocation's `relayed`).
+pub async fn allocate_with(
+    server: SocketAddr,
+    secret: &str,
+    user: &str,
+    dual: bool,
+) -> anyhow::Result<Allocation> {
     let sock = crate::sock::bind_towards(server)?;
     sock.connect(server).await?;
     let challenge = transact(&sock, &first_allocate()).await?;
     let auth = answer_challenge(&challenge, secret, user)?;
-    let r = transact(&sock, &second_allocate(&auth)).await?;
+    let r = transact(&sock, &second_allocate_with(&auth, dual)).await?;
     anyhow::ensure!(
         r.typ.class == CLASS_SUCCESS_RESPONSE,
         "allocate failed with {:?}",

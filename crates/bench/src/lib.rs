@@ -54,3 +54,18 @@ pub fn env_list(key: &str, default: &str) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The middle value (the upper one of an even count): a benchmark's figure over its rounds.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The runtime benchmarks drive their loads on: two workers, as the machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

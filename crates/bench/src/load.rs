@@ -17,6 +17,9 @@ use crate::traffic::{self, Flow};
 pub enum Target {
     /// A TURN server: allocations with a channel bound to the echo peer.
     Turn { server: SocketAddr, secret: String },
+    /// The same with dual allocations (a relayed address in each family, RFC 8656): the
+    /// channel is bound in the echo peer's family.
+    TurnDual { server: SocketAddr, secret: String },
     /// A plain UDP forwarder (no TURN): raw payloads, the physical ceiling.
     Plain { forwarder: SocketAddr },
 }
@@ -254,8 +257,10 @@ async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<Flow>> {
             let cfg = cfg.clone();
             tasks.push(tokio::spawn(async move {
                 match &cfg.target {
-                    Target::Turn { server, secret } => {
-                        let a = client::allocate(*server, secret, &format!("bench{i}")).await?;
+                    Target::Turn { server, secret } | Target::TurnDual { server, secret } => {
+                        let dual = matches!(cfg.target, Target::TurnDual { .. });
+                        let user = format!("bench{i}");
+                        let a = client::allocate_with(*server, secret, &user, dual).await?;
                         a.bind(0x4000, cfg.echo).await?;
                         let len = cfg.payload as u16;
                         Ok::<Flow, anyhow::Error>(Flow {

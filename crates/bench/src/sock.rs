@@ -17,12 +17,15 @@ pub fn bind_std(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// A tokio socket on an ephemeral port with large buffers, for talking to `server`: on loopback
-/// when it is there, else on every address (a relay in another network namespace).
+/// when it is there, else on every address (a relay in another network namespace), in the
+/// server's family.
 pub fn bind_towards(server: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
-    let ip: std::net::IpAddr = if server.ip().is_loopback() {
-        [127, 0, 0, 1].into()
-    } else {
-        [0, 0, 0, 0].into()
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip: IpAddr = match (server.is_ipv6(), server.ip().is_loopback()) {
+        (false, true) => Ipv4Addr::LOCALHOST.into(),
+        (false, false) => Ipv4Addr::UNSPECIFIED.into(),
+        (true, true) => Ipv6Addr::LOCALHOST.into(),
+        (true, false) => Ipv6Addr::UNSPECIFIED.into(),
     };
     let s = bind_std(SocketAddr::new(ip, 0))?;
     s.set_nonblocking(true)?;

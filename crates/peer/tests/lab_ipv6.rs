@@ -130,3 +130,99 @@ fn dual_stack_peers_behind_ipv6_firewalls_connect_directly_over_ipv6() {
         assert_eq!(s.local, "host", "a routed IPv6 address, directly: {evs:?}");
     }
 }
+
+fn has_message(v: &Value, text: &str) -> bool {
+    v["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|x| x == text))
+}
+
+/// Headless Chromium on the IPv6-only site (the demo page on `/natkit.js`, loaded over IPv6)
+/// and natkit-peer on the IPv4-only site, both roles: the page's NAT summary names IPv6 (it saw
+/// the relay over IPv6 only), both sides relay by the no-common-family rule, and the messages
+/// come back.
+#[test]
+fn chromium_on_an_ipv6_only_network_reaches_an_ipv4_only_natkit_peer() {
+    if !require_root("chromium_on_an_ipv6_only_network_reaches_an_ipv4_only_natkit_peer") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let four = lab.add_site(Nat::Ipv4Only);
+    let six = lab.add_site(Nat::Ipv6Only);
+    let (ws4, _) = lab.start_natkit_signal_dual("lab");
+    let page = |lab: &Lab, room: &str, query: &str| {
+        natkit_testkit::ChromiumPage::open(
+            lab.sites[six].client.cmd(natkit_testkit::chromium()),
+            &format!("natkit-lab-v6-{}-{room}", lab.id()),
+            &[],
+            &format!(
+                "http://[{}]:8080/?room={room}{query}",
+                natkit_lab::SERVER_IP6
+            ),
+            "natkit-page",
+        )
+    };
+    let peer = |lab: &Lab, room: &str, args: &[&str]| {
+        EventProcess::spawn(
+            lab.sites[four]
+                .client
+                .cmd(PEER)
+                .env("RUST_LOG", "off")
+                .args([
+                    "--signal",
+                    &ws4,
+                    "--room",
+                    room,
+                    "--json",
+                    "--timeout",
+                    "60",
+                ])
+                .args(args),
+        )
+    };
+    let decided = |role: &str, report: &Value, policy: &Value| {
+        assert_eq!(
+            report["nat"]["families"],
+            serde_json::json!(["ipv6"]),
+            "{role}: {report}"
+        );
+        assert_eq!(
+            report["policy"]["rule"], "no-common-family",
+            "{role}: {report}"
+        );
+        assert_eq!(policy["rule"], "no-common-family", "{role}: {policy}");
+        assert_eq!(report["selected"]["local"], "relay", "{role}: {report}");
+    };
+    // natkit-peer first, echoing; the page joins, offers and sends.
+    let room = format!("{}-page-offers", lab.id());
+    let echo = peer(&lab, &room, &["--echo"]);
+    echo.wait_for("probe", Duration::from_secs(20));
+    let p = page(&lab, &room, "&send=hello%20over%20ipv6");
+    let report = p.report_until(Duration::from_secs(45), |v| {
+        has_message(v, "hello over ipv6") && !v["selected"].is_null()
+    });
+    assert!(has_message(&report, "hello over ipv6"), "{report}");
+    decided(
+        "page offers",
+        &report,
+        &echo.wait_for("policy", Duration::from_secs(1)),
+    );
+    drop(p);
+
+    // The page first, echoing; natkit-peer joins, offers and sends.
+    let room = format!("{}-peer-offers", lab.id());
+    let p = page(&lab, &room, "&echo=1");
+    let first = p.report_until(Duration::from_secs(45), |v| v["nat"].is_object());
+    assert!(first["nat"].is_object(), "the page probed: {first}");
+    let sender = peer(&lab, &room, &["--send", "hello from ipv4"]);
+    let reply = sender.wait_for("message", Duration::from_secs(45));
+    assert_eq!(reply["data"], "hello from ipv4");
+    let report = p.report_until(Duration::from_secs(45), |v| {
+        has_message(v, "hello from ipv4") && !v["selected"].is_null()
+    });
+    decided(
+        "natkit-peer offers",
+        &report,
+        &sender.wait_for("policy", Duration::from_secs(1)),
+    );
+}

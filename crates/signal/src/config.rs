@@ -53,7 +53,8 @@ fn invalid(key: &'static str, message: impl Into<String>) -> SignalConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignalOptions {
-    /// HTTP and WebSocket address [default: 0.0.0.0:8080]
+    /// HTTP and WebSocket address; `[::]` takes both IPv4 and IPv6 [default: [::]:8080, or
+    /// 0.0.0.0:8080 on a host without IPv6]
     #[arg(long, env = "NATKIT_SIGNAL_LISTEN", value_name = "ADDR")]
     pub listen: Option<Setting>,
     /// Do not run the embedded STUN/TURN relay (list external ones with --ice-server)
@@ -301,7 +302,7 @@ impl SignalConfig {
                 .transpose()?
                 .unwrap_or(default))
         }
-        let listen: SocketAddr = num("listen", &o.listen, "0.0.0.0:8080".parse().expect("valid"))?;
+        let listen: SocketAddr = num("listen", &o.listen, "[::]:8080".parse().expect("valid"))?;
         let credential_ttl: u64 = num("credential_ttl", &o.credential_ttl, 3600)?;
         if credential_ttl == 0 {
             return Err(invalid("credential_ttl", "must be at least 1 second"));

@@ -124,13 +124,10 @@ impl Node {
             secrets,
             ttl: signal.credential_ttl,
         };
-        let listener =
-            TcpListener::bind(signal.listen)
-                .await
-                .map_err(|source| NodeError::Listen {
-                    addr: signal.listen,
-                    source,
-                })?;
+        let listener = bind_web(signal.listen).map_err(|source| NodeError::Listen {
+            addr: signal.listen,
+            source,
+        })?;
         let http = listener.local_addr().map_err(|source| NodeError::Listen {
             addr: signal.listen,
             source,
@@ -338,6 +335,34 @@ fn hand_out(
     }
 }
 
+/// The web port: `[::]` (the default) takes both families on one socket, or IPv4 alone
+/// (`0.0.0.0`, said in the log) on a host without IPv6; any other address as it is.
+fn bind_web(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |addr: SocketAddr, dual: bool| -> std::io::Result<TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if dual {
+            s.set_only_v6(false)?;
+        }
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
+    };
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        match bind(addr, true) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
+                info!(error = %e, "no IPv6 on this host: the web port listens on IPv4 only");
+                return bind(SocketAddr::from(([0, 0, 0, 0], addr.port())), false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bind(addr, false)
+}
+
 fn sockets(
     http: SocketAddr,
     metrics: Option<SocketAddr>,
@@ -349,6 +374,10 @@ fn sockets(
         sockets.extend([("stun", a.primary), ("stun-alt", a.alt_port)]);
         sockets.extend(a.tcp.map(|t| ("turn-tcp", t)));
         sockets.extend(a.tls.as_ref().map(|(t, _)| ("turn-tls", *t)));
+        if let Some(s) = &a.second {
+            sockets.extend([("stun6", s.primary), ("stun6-alt", s.alt_port)]);
+            sockets.extend(s.tcp.map(|t| ("turn6-tcp", t)));
+        }
     }
     sockets
 }

@@ -385,25 +385,34 @@ async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {
                 n.summaryFrom({ mappings: [], udpRelay: true, turnTried: true }),
                 n.summaryFrom({ mappings: [], udpRelay: false, turnTried: true }),
                 n.summaryFrom({ mappings: [], udpRelay: false, turnTried: false }),
+                n.summaryFrom({ mappings: ["198.51.100.1:1000", "2001:db8::5:1000"], udpRelay: false, turnTried: false }),
+                n.summaryFrom({ mappings: ["2001:db8::5:1000", "2001:db8::5:1001"], udpRelay: false, turnTried: false }),
             ]))"#,
         )
         .await;
     let got: Vec<Value> = serde_json::from_str(&got).unwrap();
     let nat =
         |m: Value, blocked: bool| json!({"mapping": m, "filtering": [], "udp_blocked": blocked});
+    let with = |mut n: Value, families: Value| {
+        n["families"] = families;
+        n
+    };
+    let symmetric = json!(["address-dependent", "address-and-port-dependent"]);
+    let not_symmetric = json!(["endpoint-independent", "address-dependent"]);
     assert_eq!(
         got,
         vec![
             // Another public port towards the relay's other port: symmetric.
-            nat(
-                json!(["address-dependent", "address-and-port-dependent"]),
-                false
-            ),
-            nat(json!(["endpoint-independent", "address-dependent"]), false),
+            with(nat(symmetric.clone(), false), json!(["ipv4"])),
+            with(nat(not_symmetric.clone(), false), json!(["ipv4"])),
             // No mapping seen, but TURN over UDP worked: UDP gets out.
             nat(json!([]), false),
             nat(json!([]), true),
             Value::Null,
+            // A dual-stack relay seen once in each family: not symmetric, both families.
+            with(nat(not_symmetric, false), json!(["ipv4", "ipv6"])),
+            // Two ports apart within IPv6: symmetric.
+            with(nat(symmetric, false), json!(["ipv6"])),
         ]
     );
 }

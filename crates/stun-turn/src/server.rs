@@ -107,7 +107,7 @@ impl Stack {
             if !cfg.streams.tcp {
                 break (addr, None);
             }
-            match bind_tcp(addr) {
+            match bind_tcp(addr, true) {
                 Ok(l) => break (addr, Some(l)),
                 Err(e) => {
                     attempts -= 1;
@@ -307,7 +307,7 @@ impl Relay {
             return Err(RelayError::NoListener);
         }
         let tls = match &cfg.streams.tls {
-            Some(t) => Some(bind_tcp(t.listen)?),
+            Some(t) => Some(bind_tcp(t.listen, false)?),
             None => None,
         };
         let tls_port = match &tls {

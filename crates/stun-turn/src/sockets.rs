@@ -53,14 +53,19 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpSocket,
     Ok(s.into())
 }
 
-/// A TCP listener on `addr` (IPv6 only for an IPv6 address, as [`bind_udp`]).
-pub(crate) fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener, RelayError> {
+/// A TCP listener on `addr`; with `v6_only`, an IPv6 address takes IPv6 alone (as [`bind_udp`],
+/// beside the IPv4 listener of the same port), else `[::]` takes both families where the host
+/// allows (`bindv6only` 0, Linux's default).
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    v6_only: bool,
+) -> Result<tokio::net::TcpListener, RelayError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::BindTcp { addr, source };
     let s =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
-    if addr.is_ipv6() {
+    if addr.is_ipv6() && v6_only {
         s.set_only_v6(true).map_err(err)?;
     }
     s.bind(&addr.into()).map_err(err)?;

@@ -1,5 +1,5 @@
 //! `natkit-signal`: with no flags, the whole natkit suite on one machine: signaling on
-//! 0.0.0.0:8080 and the embedded STUN/TURN relay on UDP 3478 (RFC 5780 alternate port 3479).
+//! [::]:8080 (both families) and the embedded STUN/TURN relay on UDP 3478 (RFC 5780 alternate port 3479).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
