@@ -372,6 +372,9 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     // A site whose router drops all UDP: only TURN over TCP/TLS gets it out.
     let blocked = lab.add_site(Nat::UdpBlocked);
+    // An IPv6-only site (the server gets its IPv6 addresses with it): the deployment serves both
+    // families.
+    let six = lab.add_site(Nat::Ipv6Only);
     let dockerd = Dockerd::start(&lab);
     let base = import_runtime_base(&dockerd);
 
@@ -389,7 +392,7 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     let authority = natkit_testkit::tls::TestCa::new("natkit compose lab CA");
     let tls_dir = dockerd.dir.join("tls");
     std::fs::create_dir_all(&tls_dir).unwrap();
-    let tls = authority.issue(&["203.0.113.1"], &tls_dir, "tls");
+    let tls = authority.issue(&["203.0.113.1", "2001:db8::1"], &tls_dir, "tls");
     let ca = authority.write_ca(&dockerd.dir, "ca.pem");
     for f in [&tls.cert, &tls.key] {
         sh(Command::new("chmod").arg("0444").arg(f));
@@ -402,12 +405,15 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
                 && !l.starts_with("NATKIT_RELAY_LISTEN=")
                 && !l.starts_with("NATKIT_IMAGE=")
                 && !l.starts_with("NATKIT_TLS_NAME=")
+                && !l.starts_with("NATKIT_TLS_LISTEN=")
         })
         .map(str::to_owned)
         .collect();
     env.extend([
-        "NATKIT_PUBLIC_IP=203.0.113.1".to_owned(),
-        "NATKIT_RELAY_LISTEN=203.0.113.1:3478".to_owned(),
+        // One address per family, as the example says for a dual-stack host.
+        "NATKIT_PUBLIC_IP=203.0.113.1,2001:db8::1".to_owned(),
+        "NATKIT_RELAY_LISTEN=203.0.113.1:3478,[2001:db8::1]:3478".to_owned(),
+        "NATKIT_TLS_LISTEN=[::]:443".to_owned(),
         format!("NATKIT_IMAGE={image}"),
         format!("NATKIT_TURN_SECRET_FILE={}", secret.display()),
         format!("NATKIT_TOKEN_SECRET_FILE={}", token_secret.display()),
@@ -539,6 +545,45 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
         "{connected}"
     );
     assert!(text.contains("through the wall"), "{text}");
+
+    // From the IPv6-only site over wss://[2001:db8::1] to a peer behind an IPv4 NAT: the pair
+    // shares no family and meets through the container's dual-stack relay.
+    let six_room = "compose-ipv6";
+    let six_token = join_token(six_room);
+    let in_six_room = |site: usize, signal: &str, extra: &[&str]| {
+        let mut c = lab.sites[site]
+            .client
+            .cmd(workspace_bin("natkit-peer").to_str().unwrap());
+        c.env("RUST_LOG", "off")
+            .env("NATKIT_PEER_TOKEN", &six_token)
+            .args(["--signal", signal, "--room", six_room])
+            .args(["--json", "--tls-ca", ca.to_str().unwrap()])
+            .args(extra);
+        c
+    };
+    let mut v4_echo = EventProcess::spawn(&mut in_six_room(
+        0,
+        "wss://203.0.113.1",
+        &["--echo", "--timeout", "60"],
+    ));
+    v4_echo.wait_for("probe", Duration::from_secs(20));
+    let out = in_six_room(
+        six,
+        "wss://[2001:db8::1]",
+        &["--send", "over ipv6", "--timeout", "40"],
+    )
+    .output()
+    .unwrap();
+    v4_echo.process().kill();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "IPv6-only client: {text}");
+    assert!(text.contains("over ipv6"), "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let policy = events.iter().find(|e| e["event"] == "policy").unwrap();
+    assert_eq!(policy["rule"], "no-common-family", "{policy}");
 
     let t0 = Instant::now();
     let echo = peer(0, "--echo");
