@@ -13,6 +13,8 @@ export interface NatSummary {
   /** The address families this side reaches the internet in; absent: not known. Two sides
    * with no family in common relay (`no-common-family`). */
   families?: ("ipv4" | "ipv6")[];
+  /** A dual-stack side's IPv6 behaviours (the fields above are then its IPv4's). */
+  ipv6?: NatSummary;
 }
 
 export interface Decision {

@@ -58,12 +58,28 @@ export function decide(mode, local, remote) {
   if (famL && famR && !famL.some((f) => famR.includes(f))) {
     return p(true, "no-common-family", `no address family in common (here ${famL.join(",")}, there ${famR.join(",")}): relay`);
   }
-  const symL = knownDependent(local.mapping), symR = knownDependent(remote.mapping);
-  if (symL && symR) return p(true, "symmetric-pair", `both symmetric (here ${mine}, there ${theirs}): relay`);
-  if ((symL && knownDependent(remote.filtering)) || (symR && knownDependent(local.filtering))) {
-    return p(true, "symmetric-restricted", `symmetric facing restricted filtering (here ${mine}, there ${theirs}): relay`);
+  // Each family both sides have is judged alone (the summary is IPv4's, or IPv6's for an
+  // IPv6-only side; a dual-stack side's IPv6 is in `ipv6`).
+  const symmetric = (l, r) => {
+    const symL = knownDependent(l.mapping), symR = knownDependent(r.mapping);
+    if (symL && symR) return "symmetric-pair";
+    return (symL && knownDependent(r.filtering)) || (symR && knownDependent(l.filtering)) ? "symmetric-restricted" : null;
+  };
+  const v4 = (n) => !fam(n) || n.families.includes("ipv4");
+  const v6 = (n) => n.ipv6 || (fam(n) && n.families.length === 1 && n.families[0] === "ipv6" ? n : null);
+  const [l6, r6] = [v6(local), v6(remote)];
+  const both6 = l6 && r6 && !l6.udp_blocked && !r6.udp_blocked;
+  let over4 = v4(local) && v4(remote) ? [symmetric(local, remote)] : null;
+  const over6 = both6 ? [symmetric(l6, r6)] : null;
+  if (!over4 && !over6) over4 = [symmetric(local, remote)];
+  const [here, there] = !over4 && over6 ? [describe(l6), describe(r6)] : [mine, theirs];
+  if (over4 && over4[0] && over6 && !over6[0]) {
+    return p(false, "direct-ipv6", `IPv4 needs a relay (here ${mine}, there ${theirs}), IPv6 can connect directly (here ${describe(l6)}, there ${describe(r6)}): all candidates`);
   }
-  return p(false, "direct-possible", `direct can work (here ${mine}, there ${theirs}): all candidates`);
+  const rule = over4 ? over4[0] : over6[0];
+  if (rule === "symmetric-pair") return p(true, rule, `both symmetric (here ${here}, there ${there}): relay`);
+  if (rule) return p(true, rule, `symmetric facing restricted filtering (here ${here}, there ${there}): relay`);
+  return p(false, "direct-possible", `direct can work (here ${here}, there ${there}): all candidates`);
 }
 
 // `mappings`: the server-reflexive "address:port"s seen towards the relay's ports (an IPv6
@@ -75,11 +91,14 @@ export function summaryFrom({ mappings, udpRelay, turnTried }) {
     mapping, filtering: [], udp_blocked: blocked, ...(families.length ? { families } : {}),
   });
   // Another public port towards the same host's other port, in one family: symmetric (a
-  // dual-stack relay is reached once per family).
-  if (families.some((f) => mappings.filter((m) => family(m) === f).length > 1)) {
-    return nat(["address-dependent", "address-and-port-dependent"]);
+  // dual-stack relay is reached once per family). The summary is IPv4's (IPv6's when that is
+  // all there is), a dual-stack browser's IPv6 in `ipv6`.
+  const behaviour = (f) => (mappings.filter((m) => family(m) === f).length > 1
+    ? ["address-dependent", "address-and-port-dependent"] : ["endpoint-independent", "address-dependent"]);
+  if (families.length === 2) {
+    return { ...nat(behaviour("ipv4")), ipv6: { mapping: behaviour("ipv6"), filtering: [], udp_blocked: false } };
   }
-  if (mappings.length > 0) return nat(["endpoint-independent", "address-dependent"]);
+  if (families.length === 1) return nat(behaviour(families[0]));
   if (udpRelay) return nat([]); // UDP gets out, no mapping seen
   return turnTried ? nat([], true) : null;
 }

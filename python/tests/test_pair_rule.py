@@ -20,11 +20,14 @@ BEHAVIOUR = {
 
 def side(text: str):
     """The table's notation as the protocol's NAT summary (or None); `@ipv4,ipv6` after it
-    names the side's address families."""
+    names the side's address families, `+MAPPING/FILTERING` its IPv6 behaviours."""
+    text, _, ipv6 = text.partition("+")
     text, _, families = text.partition("@")
     nat = summary(text)
     if nat is not None and families:
         nat["families"] = families.split(",")
+    if nat is not None and ipv6:
+        nat["ipv6"] = summary(ipv6)
     return nat
 
 

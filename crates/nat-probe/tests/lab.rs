@@ -73,7 +73,7 @@ fn expected(nat: Nat) -> (Value, Value, &'static str, bool) {
     match nat {
         Nat::OpenInternet => (ei.clone(), ei, "open-internet", false),
         Nat::PortRestrictedCone => (ei, apd, "port-restricted-cone", false),
-        Nat::Symmetric => (apd.clone(), apd, "symmetric", true),
+        Nat::Symmetric | Nat::SymmetricIpv6Firewall => (apd.clone(), apd, "symmetric", true),
         Nat::FullCone => (ei.clone(), ei, "full-cone", false),
         Nat::RestrictedCone => (ei, ad, "restricted-cone", false),
         Nat::AddressDependentMapping => (ad, apd, "symmetric", true),
@@ -415,7 +415,7 @@ fn truth(nat: Nat) -> (&'static str, &'static str) {
         // Their IPv4 side is a MASQUERADE.
         Nat::Ipv6Open | Nat::Ipv6Firewall | Nat::Nat66 | Nat::Ipv4Only => (ei, apd),
         Nat::Ipv6Only => ("", ""),
-        Nat::Symmetric => (apd, apd),
+        Nat::Symmetric | Nat::SymmetricIpv6Firewall => (apd, apd),
         Nat::FullCone => (ei, ei),
         Nat::RestrictedCone => (ei, ad),
         Nat::AddressDependentMapping => (ad, apd),

@@ -8,6 +8,7 @@
 //! | UDP blocked | any | relay | `udp-blocked` |
 //! | any | UDP blocked | relay | `udp-blocked` |
 //! | families known (e.g. IPv6 only) | families known, none in common (IPv4 only) | relay | `no-common-family` |
+//! | IPv4 a symmetric row below, IPv6 summary (dual stack or IPv6 only) | IPv6 summary, not a symmetric row over IPv6 | all | `direct-ipv6` |
 //! | symmetric (mapping known to depend on the destination) | symmetric | relay | `symmetric-pair` |
 //! | symmetric | filtering known to be address- or port-restricted | relay | `symmetric-restricted` |
 //! | filtering known to be restricted | symmetric | relay | `symmetric-restricted` |
@@ -48,6 +49,8 @@ pub enum Rule {
     SymmetricPair,
     SymmetricRestricted,
     DirectPossible,
+    /// IPv4 would need a relay, IPv6 can connect directly: every candidate.
+    DirectIpv6,
     ThisSideOnly,
     /// No direct pair worked in time: ICE restarted relay-only.
     DirectDeadline,
@@ -64,6 +67,7 @@ impl Rule {
             Rule::SymmetricPair => "symmetric-pair",
             Rule::SymmetricRestricted => "symmetric-restricted",
             Rule::DirectPossible => "direct-possible",
+            Rule::DirectIpv6 => "direct-ipv6",
             Rule::ThisSideOnly => "this-side-only",
             Rule::DirectDeadline => "direct-deadline",
         }
@@ -104,6 +108,7 @@ pub fn summary(report: &NatReport) -> NatSummary {
             .collect(),
         udp_blocked: blocked,
         families: vec![],
+        ipv6: None,
     }
 }
 
@@ -169,27 +174,64 @@ pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSu
             ),
         );
     }
+    // Each family both sides have is judged alone (an IPv6-only side's summary is its IPv6's; a
+    // dual-stack side's is its IPv4's, with its IPv6's in `ipv6`; no families said: IPv4).
+    let v4 = |s: &'_ NatSummary| -> bool {
+        s.families.is_empty() || s.families.contains(&natkit_proto::AddressFamily::Ipv4)
+    };
+    let over_v4 = (v4(local) && v4(remote)).then(|| symmetric_rule(local, remote));
+    let over_v6 = match (local.ipv6_view(), remote.ipv6_view()) {
+        (Some(l6), Some(r6)) if !l6.udp_blocked && !r6.udp_blocked => {
+            Some((symmetric_rule(l6, r6), l6.describe(), r6.describe()))
+        }
+        _ => None,
+    };
+    // No family both can be judged in (a dual-stack side that did not probe IPv6 facing an
+    // IPv6-only one): their summaries as they are.
+    let over_v4 = match (&over_v4, &over_v6) {
+        (None, None) => Some(symmetric_rule(local, remote)),
+        _ => over_v4,
+    };
+    match (over_v4, over_v6.clone()) {
+        (Some(Some(_)), Some((None, l6, r6))) => policy(
+            false,
+            Rule::DirectIpv6,
+            format!("IPv4 needs a relay (here {mine}, there {theirs}), IPv6 can connect directly (here {l6}, there {r6}): all candidates, TURN as ICE fallback"),
+        ),
+        (Some(Some(rule)), _) | (None, Some((Some(rule), _, _))) => {
+            let (l, r) = match &over_v6 {
+                Some((_, l6, r6)) if over_v4.is_none() => (l6.clone(), r6.clone()),
+                _ => (mine.clone(), theirs.clone()),
+            };
+            let why = match rule {
+                Rule::SymmetricPair => "both NATs are symmetric",
+                _ => "a symmetric NAT facing restricted filtering",
+            };
+            policy(true, rule, format!("{why} (here {l}, there {r}): no direct path, relay"))
+        }
+        (_, over_v6) => {
+            let (l, r) = match over_v6 {
+                Some((_, l6, r6)) if over_v4.is_none() => (l6, r6),
+                _ => (mine, theirs),
+            };
+            policy(
+                false,
+                Rule::DirectPossible,
+                format!("a direct path can work (here {l}, there {r}): all candidates, TURN as ICE fallback"),
+            )
+        }
+    }
+}
+
+/// The symmetric rows of the table for two sides' behaviours in one family: `None` when a
+/// direct path can work.
+fn symmetric_rule(local: &NatSummary, remote: &NatSummary) -> Option<Rule> {
     if local.symmetric() && remote.symmetric() {
-        return policy(
-            true,
-            Rule::SymmetricPair,
-            format!("both NATs are symmetric (here {mine}, there {theirs}): no direct path, relay"),
-        );
+        return Some(Rule::SymmetricPair);
     }
-    if (local.symmetric() && remote.restricted_filtering())
-        || (remote.symmetric() && local.restricted_filtering())
-    {
-        return policy(
-            true,
-            Rule::SymmetricRestricted,
-            format!("a symmetric NAT facing restricted filtering (here {mine}, there {theirs}): no direct path, relay"),
-        );
-    }
-    policy(
-        false,
-        Rule::DirectPossible,
-        format!("a direct path can work (here {mine}, there {theirs}): all candidates, TURN as ICE fallback"),
-    )
+    ((local.symmetric() && remote.restricted_filtering())
+        || (remote.symmetric() && local.restricted_filtering()))
+    .then_some(Rule::SymmetricRestricted)
 }
 
 /// The ICE servers a session uses: all of them, except that `never` leaves every TURN URL out
@@ -273,6 +315,7 @@ mod tests {
             filtering: vec![filtering],
             udp_blocked: false,
             families: vec![],
+            ipv6: None,
         }
     }
 
@@ -282,6 +325,7 @@ mod tests {
             filtering: vec![],
             udp_blocked: true,
             families: vec![],
+            ipv6: None,
         }
     }
 
@@ -289,6 +333,10 @@ mod tests {
     /// AD, APD), `blocked`, or `-` for no summary; `@ipv4`, `@ipv6` or `@ipv4,ipv6` after it
     /// names the side's address families.
     fn side(text: &str) -> Option<NatSummary> {
+        let (text, ipv6) = match text.split_once('+') {
+            Some((t, v6)) => (t, side_nat(v6).map(Box::new)),
+            None => (text, None),
+        };
         let (text, families) = match text.split_once('@') {
             Some((t, f)) => (
                 t,
@@ -302,7 +350,11 @@ mod tests {
             ),
             None => (text, vec![]),
         };
-        side_nat(text).map(|n| NatSummary { families, ..n })
+        side_nat(text).map(|n| NatSummary {
+            families,
+            ipv6,
+            ..n
+        })
     }
 
     fn side_nat(text: &str) -> Option<NatSummary> {
@@ -326,6 +378,7 @@ mod tests {
                     filtering: list(f),
                     udp_blocked: false,
                     families: vec![],
+                    ipv6: None,
                 })
             }
         }
@@ -462,6 +515,7 @@ mod tests {
             filtering: vec![],
             udp_blocked: true,
             families: vec![],
+            ipv6: None,
         };
         let open = nat(EndpointIndependent, EndpointIndependent);
         let kept = usable_servers(

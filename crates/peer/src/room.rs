@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use natkit_proto::{ClientMsg, NatSummary, ServerMsg, Welcome};
+use natkit_proto::{AddressFamily, ClientMsg, NatSummary, ServerMsg, Welcome};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::{Path, SessionEvent};
@@ -227,19 +227,60 @@ impl Room {
         if self.cfg.relay == RelayMode::Auto {
             let servers = usable_servers(&welcome.ice_servers, self.cfg.relay, None);
             let families = families_of(&local_ips(&servers));
-            if let Some(target) = stun_target(&servers, &families) {
-                let events = self.events.clone();
-                let emit = move |e: Event| {
-                    let _ = events.send(SessionEvent {
-                        peer: None,
-                        event: e,
-                    });
-                };
-                self.local_nat = probe_nat(&target, &emit).await?.map(|n| NatSummary {
-                    families: families.clone(),
-                    ..n
+            let events = self.events.clone();
+            let emit = move |e: Event| {
+                let _ = events.send(SessionEvent {
+                    peer: None,
+                    event: e,
                 });
-            }
+            };
+            // A dual-stack host probes each family at once (IPv6 is often open where IPv4 is
+            // behind a symmetric NAT): the summary is IPv4's, IPv6's in `ipv6`.
+            let target = |f: AddressFamily| {
+                families
+                    .contains(&f)
+                    .then(|| stun_target(&servers, &[f]))
+                    .flatten()
+            };
+            let (v4, v6) = (target(AddressFamily::Ipv4), target(AddressFamily::Ipv6));
+            let probe = |t: Option<String>| {
+                let emit = &emit;
+                async move {
+                    match t {
+                        Some(t) => probe_nat(&t, emit).await,
+                        None => Ok(None),
+                    }
+                }
+            };
+            let (nat4, nat6) = match (v4, v6) {
+                (None, None) => {
+                    let any = stun_target(&servers, &families);
+                    (probe(any).await?, None)
+                }
+                (v4, v6) => {
+                    let (a, b) = tokio::join!(probe(v4), probe(v6));
+                    (a?, b?)
+                }
+            };
+            self.local_nat = match (nat4, nat6) {
+                (Some(n4), n6) => Some(NatSummary {
+                    families: families.clone(),
+                    ipv6: n6.map(Box::new),
+                    ..n4
+                }),
+                // IPv6 only: its summary is IPv6's. A dual-stack host whose IPv4 probe failed:
+                // IPv4 unknown, IPv6 known.
+                (None, Some(n6)) if !families.contains(&AddressFamily::Ipv4) => Some(NatSummary {
+                    families: families.clone(),
+                    ..n6
+                }),
+                (None, Some(n6)) => Some(NatSummary {
+                    families: families.clone(),
+                    ipv6: Some(Box::new(n6)),
+                    ..NatSummary::default()
+                }),
+                (None, None) => None,
+            };
         }
         self.sig = Some(sig);
         // The welcome's credentials may have aged during the probe; links renew them.

@@ -226,3 +226,41 @@ fn chromium_on_an_ipv6_only_network_reaches_an_ipv4_only_natkit_peer() {
         &sender.wait_for("policy", Duration::from_secs(1)),
     );
 }
+
+/// Two dual-stack sites whose IPv4 is behind symmetric NATs and whose IPv6 is routed behind
+/// stateful firewalls (the mobile case): each probes both families, IPv4 alone would need a
+/// relay, and by the IPv6 summaries the pair connects directly over IPv6 (`direct-ipv6`).
+#[test]
+fn symmetric_ipv4_and_open_ipv6_connect_directly_over_ipv6() {
+    if !require_root("symmetric_ipv4_and_open_ipv6_connect_directly_over_ipv6") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.add_site(Nat::SymmetricIpv6Firewall);
+    let b = lab.add_site(Nat::SymmetricIpv6Firewall);
+    let (ws4, ws6) = lab.start_natkit_signal_dual("lab");
+    let (echo, sender, delivered) = run_pair(&mut lab, a, &ws4, b, &ws6);
+    assert!(delivered, "echo {echo:?}\nsender {sender:?}");
+    for evs in [&echo, &sender] {
+        let families: Vec<Value> = evs
+            .iter()
+            .filter(|e| e["event"] == "probe")
+            .map(|e| e["family"].clone())
+            .collect();
+        assert_eq!(families.len(), 2, "one probe per family: {evs:?}");
+        let s = side(evs);
+        let policy = find(evs, "policy").unwrap();
+        assert_eq!(
+            policy["local_nat"]["mapping"],
+            serde_json::json!(["address-and-port-dependent"]),
+            "{policy}"
+        );
+        assert_eq!(
+            policy["local_nat"]["ipv6"]["mapping"],
+            serde_json::json!(["endpoint-independent"]),
+            "{policy}"
+        );
+        assert_eq!(s.rule, "direct-ipv6", "{evs:?}");
+        assert_eq!(s.local, "host", "a routed IPv6 address, directly: {evs:?}");
+    }
+}

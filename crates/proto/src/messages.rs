@@ -317,6 +317,7 @@ mod tests {
                         filtering: vec![],
                         udp_blocked: false,
                         families: vec![],
+                        ipv6: None,
                     },
                 },
                 json!({"type":"nat-summary","to":"b","nat":{"mapping":["address-and-port-dependent"],"filtering":[],"udp_blocked":false}}),

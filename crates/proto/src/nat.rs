@@ -52,6 +52,10 @@ pub struct NatSummary {
     /// that holds both (RFC 8656 dual allocation). Empty: not known (older peers, browsers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub families: Vec<AddressFamily>,
+    /// A dual-stack side's IPv6 behaviours, when it probed IPv6 too (the fields above are its
+    /// IPv4's): a pair whose IPv4 needs a relay may still connect directly over IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Box<NatSummary>>,
 }
 
 impl NatSummary {
@@ -73,6 +77,16 @@ impl NatSummary {
         let known =
             |s: &NatSummary| !s.families.is_empty() && !s.families.contains(&AddressFamily::Other);
         known(self) && known(other) && !self.families.iter().any(|f| other.families.contains(f))
+    }
+
+    /// The side's IPv6 behaviours: its `ipv6` summary, or the summary itself when IPv6 is its
+    /// only family; `None` when it has no IPv6 (or did not say).
+    pub fn ipv6_view(&self) -> Option<&NatSummary> {
+        match (&self.ipv6, self.families.as_slice()) {
+            (Some(v6), _) => Some(v6),
+            (None, [AddressFamily::Ipv6]) => Some(self),
+            _ => None,
+        }
     }
 
     /// The families as the pair rule's reasons say them: `ipv4,ipv6`, or `unknown`.
@@ -137,6 +151,7 @@ mod tests {
             filtering: f.to_vec(),
             udp_blocked: false,
             families: vec![],
+            ipv6: None,
         };
         for (summary, symmetric, restricted) in [
             (

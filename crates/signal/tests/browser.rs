@@ -348,8 +348,8 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
             const full = {{ EI: "endpoint-independent", AD: "address-dependent", APD: "address-and-port-dependent" }};
             const nat = (t) => t === "-" ? null : t === "blocked" ? {{ mapping: [], filtering: [], udp_blocked: true }}
                 : (([m, f]) => ({{ mapping: m.split(",").map((b) => full[b]), filtering: f.split(",").map((b) => full[b]), udp_blocked: false }}))(t.split("/"));
-            const side = (t) => (([n, fams]) => n === "-" ? null
-                : fams ? {{ ...nat(n), families: fams.split(",") }} : nat(n))(t.split("@"));
+            const side = (t) => (([head, v6]) => (([n, fams]) => n === "-" ? null
+                : {{ ...nat(n), ...(fams ? {{ families: fams.split(",") }} : {{}}), ...(v6 ? {{ ipv6: nat(v6) }} : {{}}) }})(head.split("@")))(t.split("+"));
             return JSON.stringify({rows}.map(([mode, l, r]) => {{
                 const d = natkit.decide(mode, side(l), side(r));
                 return [d.relayOnly ? "relay" : "all", d.rule, d.reason.length > 0];
@@ -409,8 +409,13 @@ async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {
             nat(json!([]), false),
             nat(json!([]), true),
             Value::Null,
-            // A dual-stack relay seen once in each family: not symmetric, both families.
-            with(nat(not_symmetric, false), json!(["ipv4", "ipv6"])),
+            // A dual-stack relay seen once in each family: not symmetric, both families (the
+            // IPv6 behaviours in `ipv6`).
+            {
+                let mut n = with(nat(not_symmetric.clone(), false), json!(["ipv4", "ipv6"]));
+                n["ipv6"] = nat(not_symmetric.clone(), false);
+                n
+            },
             // Two ports apart within IPv6: symmetric.
             with(nat(symmetric, false), json!(["ipv6"])),
         ]

@@ -75,6 +75,9 @@ pub enum Nat {
     Ipv6Only,
     /// IPv4 only behind MASQUERADE (an office without IPv6): IPv6 is disabled on the client.
     Ipv4Only,
+    /// Dual stack as many mobile and carrier-grade networks are: IPv4 behind a symmetric NAT
+    /// (MASQUERADE --random-fully), IPv6 routed behind a stateful firewall.
+    SymmetricIpv6Firewall,
 }
 
 impl Nat {
@@ -107,6 +110,7 @@ impl Nat {
             Nat::Nat66 => "ipv6-nat66",
             Nat::Ipv6Only => "ipv6-only",
             Nat::Ipv4Only => "ipv4-only",
+            Nat::SymmetricIpv6Firewall => "symmetric-ipv4-ipv6-firewall",
         }
     }
 }
@@ -391,6 +395,10 @@ impl Lab {
                 self.ipv6_site(k, &router, &client, nat);
             }
             Nat::Symmetric => masquerade(&router, true),
+            Nat::SymmetricIpv6Firewall => {
+                masquerade(&router, true);
+                self.ipv6_site(k, &router, &client, nat);
+            }
             Nat::UdpBlocked => {
                 masquerade(&router, false);
                 router.run("iptables", &["-A", "FORWARD", "-p", "udp", "-j", "DROP"]);
@@ -504,7 +512,10 @@ impl Lab {
                     ]);
                 }
                 self.v6_lans.push((k, router.name.clone()));
-                if matches!(nat, Nat::Ipv6Firewall | Nat::Ipv6Only) {
+                if matches!(
+                    nat,
+                    Nat::Ipv6Firewall | Nat::Ipv6Only | Nat::SymmetricIpv6Firewall
+                ) {
                     router.run(
                         "ip6tables",
                         &[

@@ -11,6 +11,7 @@ fn summary(m: &[NatBehaviour], f: &[NatBehaviour]) -> NatSummary {
         filtering: f.to_vec(),
         udp_blocked: false,
         families: vec![],
+        ipv6: None,
     }
 }
 
