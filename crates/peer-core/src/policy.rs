@@ -249,6 +249,17 @@ pub fn usable_servers(
             s.urls.retain(|u| !is_turn_url(u));
         }
     }
+    // URLs of an address family this host does not have could only fail (an IPv6-only phone
+    // handed a dual-stack relay's IPv4 URLs).
+    if let Some(families) = local
+        .map(|n| n.families.as_slice())
+        .filter(|f| !f.is_empty() && !f.contains(&AddressFamily::Other))
+    {
+        for s in &mut servers {
+            s.urls
+                .retain(|u| url_family(u).is_none_or(|f| families.contains(&f)));
+        }
+    }
     let udp_blocked = local.is_some_and(|n| n.udp_blocked);
     if udp_blocked
         && servers
@@ -262,6 +273,21 @@ pub fn usable_servers(
     }
     servers.retain(|s| !s.urls.is_empty());
     servers
+}
+
+/// The address family of a `stun:`/`turn:`/`turns:` URL's host when it is an IP literal;
+/// `None` for a host name (it may resolve to either).
+fn url_family(url: &str) -> Option<AddressFamily> {
+    let rest = url.split_once(':')?.1;
+    let hostport = rest.split(['?', '/']).next().unwrap_or(rest);
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    match host.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(_) => Some(AddressFamily::Ipv4),
+        std::net::IpAddr::V6(_) => Some(AddressFamily::Ipv6),
+    }
 }
 
 /// Does `url` reach a TURN server over TCP or TLS (`turns:`, or `turn:` with
@@ -499,6 +525,60 @@ mod tests {
                 "{families:?}"
             );
         }
+    }
+
+    /// A host that names its families keeps only the URLs it can reach: IP literals of its
+    /// families, and host names.
+    #[test]
+    fn urls_of_a_family_the_host_lacks_are_left_out() {
+        let mut ep4 = natkit_proto::RelayEndpoints::udp("203.0.113.1", 3478);
+        ep4.tls = Some(("turn.example".into(), 443));
+        let ep6 = natkit_proto::RelayEndpoints {
+            tcp: true,
+            ..natkit_proto::RelayEndpoints::udp("2001:db8::1", 3478)
+        };
+        let servers = vec![
+            IceServer::for_endpoints(&ep4, "1:a".into(), "p".into()),
+            IceServer::for_endpoints(&ep6, "1:a".into(), "p".into()),
+        ];
+        let with = |families: Vec<AddressFamily>| NatSummary {
+            mapping: vec![EndpointIndependent],
+            filtering: vec![EndpointIndependent],
+            families,
+            ..NatSummary::default()
+        };
+        let urls = |local: Option<&NatSummary>| -> Vec<String> {
+            usable_servers(&servers, RelayMode::Auto, local)
+                .into_iter()
+                .flat_map(|s| s.urls)
+                .collect()
+        };
+        let all: Vec<String> = servers.iter().flat_map(|s| s.urls.clone()).collect();
+        use AddressFamily::{Ipv4, Ipv6};
+        let six = with(vec![Ipv6]);
+        let four = with(vec![Ipv4]);
+        let both = with(vec![Ipv4, Ipv6]);
+        let unknown = with(vec![]);
+        assert_eq!(urls(None), all);
+        assert_eq!(urls(Some(&both)), all);
+        assert_eq!(urls(Some(&unknown)), all);
+        assert_eq!(
+            urls(Some(&six)),
+            [
+                "turns:turn.example:443?transport=tcp",
+                "stun:[2001:db8::1]:3478",
+                "turn:[2001:db8::1]:3478?transport=udp",
+                "turn:[2001:db8::1]:3478?transport=tcp",
+            ]
+        );
+        assert_eq!(
+            urls(Some(&four)),
+            [
+                "stun:203.0.113.1:3478",
+                "turn:203.0.113.1:3478?transport=udp",
+                "turns:turn.example:443?transport=tcp",
+            ]
+        );
     }
 
     #[test]
