@@ -217,11 +217,13 @@ fn refuse(state: &AppState, client: SocketAddr, reason: &str) {
     debug!(client = %Redacted(client), reason, "connection refused");
 }
 
-/// The next connection; `None` after a failed accept (out of file descriptors, say), once a
-/// moment has passed: the loop does not spin.
+/// The next connection, its client as IPv4 when it came to a `[::]` socket over IPv4 (not
+/// `::ffff:a.b.c.d`: per-IP limits, `trusted_proxies` and logs see one form); `None` after a
+/// failed accept (out of file descriptors, say), once a moment has passed: the loop does not
+/// spin.
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     match listener.accept().await {
-        Ok(v) => Some(v),
+        Ok((s, client)) => Some((s, SocketAddr::new(client.ip().to_canonical(), client.port()))),
         Err(e) => {
             warn!(error = %e, "accept failed");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -14,6 +14,7 @@ fn the_web_port_and_the_relay_urls_serve_both_families() {
             .env("NATKIT_ALT_PORT", "0")
             .env("RUST_LOG", "warn")
             .args(["--open", "--listen", "[::]:0", "--metrics-listen", "off"])
+            .args(["--trusted-proxy", "127.0.0.1"])
             .args(["--relay-listen", "127.0.0.1:0", "--relay-listen", "[::1]:0"]),
     );
     let port = d.addr("http").port();
@@ -24,6 +25,18 @@ fn the_web_port_and_the_relay_urls_serve_both_families() {
             "{host}"
         );
     }
+    // An IPv4 client of the `[::]` socket is its IPv4 address, not `::ffff:127.0.0.1`: a
+    // balancer listed as 127.0.0.1 is trusted there.
+    let proxied = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"PROXY TCP4 192.0.2.8 127.0.0.1 4001 80\r\nGET /healthz HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(proxied.starts_with("HTTP/1.1 200"), "{proxied}");
     let (stun4, stun6) = (d.addr("stun"), d.addr("stun6"));
     assert!(stun4.is_ipv4() && stun6.is_ipv6(), "{stun4} {stun6}");
     let body = http_get(&format!("http://[::1]:{port}/v1/ice-servers"));

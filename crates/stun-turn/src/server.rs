@@ -79,6 +79,8 @@ pub struct FamilyAddresses {
 struct Stack {
     family: Family,
     listen: crate::config::Listen,
+    /// The primary socket's own address (the advertised one may be a public IP behind NAT).
+    bound: SocketAddr,
     advertised: IpAddr,
     /// (slot, socket, the address RESPONSE-ORIGIN and OTHER-ADDRESS name for it)
     sockets: Vec<(Slot, Arc<Udp>, SocketAddr)>,
@@ -164,6 +166,7 @@ impl Stack {
         Ok(Stack {
             family,
             listen: listen.clone(),
+            bound: primary_addr,
             advertised,
             sockets,
             extra,
@@ -321,6 +324,7 @@ impl Relay {
         let mut tcp = Vec::new();
         let mut relay_ips = PerFamily::default();
         let mut primary_addrs = PerFamily::default();
+        let mut bound_v4 = None;
         let mut relay_bind_ips = PerFamily::default();
         let mut own_ips = Vec::new();
         let mut own_nets = Vec::new();
@@ -336,6 +340,9 @@ impl Relay {
             *relay_ips.get_mut(f) = Some(st.advertised);
             *primary_addrs.get_mut(f) = Some(st.addresses.primary);
             *relay_bind_ips.get_mut(f) = Some(st.listen.addr.ip());
+            if f == Family::V4 {
+                bound_v4 = Some(st.bound);
+            }
             own_ips.extend([st.listen.addr.ip(), st.advertised]);
             // A wildcard listener answers on every local address: all of them are the relay.
             if st.listen.addr.ip().is_unspecified() && own_nets.is_empty() {
@@ -414,7 +421,8 @@ impl Relay {
                     .map_err(RelayError::Poller)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let kernel = match (&cfg.kernel_path[..], primary_addrs.v4, relay_bind_ips.v4) {
+        // The packets' own destination: the bound address, not an advertised public IP.
+        let kernel = match (&cfg.kernel_path[..], bound_v4, relay_bind_ips.v4) {
             ([], ..) => None,
             (ifaces, Some(SocketAddr::V4(server)), Some(IpAddr::V4(relay_ip)))
                 if !relay_ip.is_unspecified() =>

@@ -64,7 +64,9 @@ pub(crate) async fn serve(
         tokio::select! {
             r = listener.accept() => {
                 let (stream, client) = match r {
-                    Ok(v) => v,
+                    // A `[::]` TLS listener takes IPv4 too: its clients as IPv4, not
+                    // `::ffff:a.b.c.d` (limits, trusted proxies, XOR-MAPPED-ADDRESS).
+                    Ok((s, c)) => (s, SocketAddr::new(c.ip().to_canonical(), c.port())),
                     Err(e) => {
                         // Out of file descriptors, usually: back off instead of spinning.
                         debug!(error = %e, "accept failed");
