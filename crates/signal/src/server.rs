@@ -223,7 +223,10 @@ fn refuse(state: &AppState, client: SocketAddr, reason: &str) {
 /// spin.
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     match listener.accept().await {
-        Ok((s, client)) => Some((s, SocketAddr::new(client.ip().to_canonical(), client.port()))),
+        Ok((s, client)) => Some((
+            s,
+            SocketAddr::new(client.ip().to_canonical(), client.port()),
+        )),
         Err(e) => {
             warn!(error = %e, "accept failed");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
