@@ -72,6 +72,7 @@ pub mod metrics;
 pub mod node;
 pub mod proxied;
 pub(crate) mod queue;
+pub(crate) mod relay_ports;
 pub(crate) mod relayed;
 pub mod revocation;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The relay's async shell: it binds the sockets, owns the clock and the relayed sockets' pollers
-//! (`relayed`), and moves bytes between the sockets and the protocol core
+//! (`relayed`; the ports an Allocate opens are in `relay_ports`), and moves bytes between the sockets and the protocol core
 //! ([`crate::core`]), which decides everything. The clients' side of UDP is here, read and
 //! written in batches (`udp`); TCP and TLS connections are in [`crate::stream`].
 //!
@@ -20,10 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::config::RelayConfig;
-use crate::core::{
-    Bound, Change, CoreConfig, FiveTuple, Output, Payload, PendingAllocate, PortWant, RelayCore,
-    Transport,
-};
+use crate::core::{Change, CoreConfig, FiveTuple, Output, Payload, RelayCore, Transport};
 use crate::credentials::{self, Secrets};
 use crate::error::RelayError;
 use crate::family::{Family, PerFamily};
@@ -41,7 +38,7 @@ use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::{advertised_ip, advertised_ip_of};
-use crate::sockets::{bind_relayed, bind_tcp, bind_udp, bind_udp_with, local_addresses};
+use crate::sockets::{bind_tcp, local_addresses, Stack};
 pub use crate::tls::{announce_tls, reload_tls_on_change, reload_tls_on_sighup};
 
 /// Where a running relay listens, as it tells clients: its first address family (IPv4 when
@@ -73,113 +70,6 @@ pub struct FamilyAddresses {
     /// The IP written into this family's XOR-RELAYED-ADDRESS.
     pub relay_ip: IpAddr,
     pub tcp: Option<SocketAddr>,
-}
-
-/// The sockets of one address family's listener, bound.
-struct Stack {
-    family: Family,
-    listen: crate::config::Listen,
-    /// The primary socket's own address (the advertised one may be a public IP behind NAT).
-    bound: SocketAddr,
-    advertised: IpAddr,
-    /// (slot, socket, the address RESPONSE-ORIGIN and OTHER-ADDRESS name for it)
-    sockets: Vec<(Slot, Arc<Udp>, SocketAddr)>,
-    /// More sockets on the primary address (SO_REUSEPORT).
-    extra: Vec<Arc<Udp>>,
-    tcp: Option<TcpListener>,
-    addresses: FamilyAddresses,
-}
-
-impl Stack {
-    /// Binds `listen`'s primary socket (`listeners` of them in an SO_REUSEPORT group), its
-    /// RFC 5780 sockets and its TCP listener.
-    fn bind(
-        cfg: &RelayConfig,
-        listen: &crate::config::Listen,
-        advertised: IpAddr,
-        listeners: usize,
-    ) -> Result<Stack, RelayError> {
-        let family = Family::of(listen.addr.ip());
-        // TCP on the UDP port (3478/tcp beside 3478/udp). With port 0 the kernel's free UDP port
-        // may be taken over TCP: try another.
-        let mut attempts = if listen.addr.port() == 0 { 32 } else { 1 };
-        let (addr, tcp) = loop {
-            let probe = bind_udp(listen.addr)?;
-            let addr = probe.local_addr().map_err(RelayError::LocalAddr)?;
-            if !cfg.streams.tcp {
-                break (addr, None);
-            }
-            match bind_tcp(addr, true) {
-                Ok(l) => break (addr, Some(l)),
-                Err(e) => {
-                    attempts -= 1;
-                    if attempts == 0 {
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        // A plain bind first (above): the port must be free. Without it, a second relay started
-        // on the same port would silently join this group and receive half of the clients.
-        let primary = bind_udp_with(addr, listeners > 1)?;
-        let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
-        let extra = (1..listeners)
-            .map(|_| bind_udp_with(primary_addr, true))
-            .collect::<Result<Vec<_>, _>>()?;
-        if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
-            return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
-        }
-        let alt_port = bind_udp(SocketAddr::new(listen.addr.ip(), cfg.alt_port))?;
-        let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
-        let mut sockets = vec![
-            (
-                Slot::PRIMARY,
-                primary,
-                SocketAddr::new(advertised, primary_addr.port()),
-            ),
-            (
-                Slot::ALT_PORT,
-                alt_port,
-                SocketAddr::new(advertised, alt_port_addr.port()),
-            ),
-        ];
-        let mut alt_ip_addrs = None;
-        if let Some(alt_ip) = cfg.alt_ip.filter(|ip| Family::of(*ip) == family) {
-            if listen.addr.ip().is_unspecified() {
-                return Err(RelayError::AltIpNeedsConcreteListen {
-                    listen: listen.addr,
-                    alt_ip,
-                });
-            }
-            if alt_ip == listen.addr.ip() {
-                return Err(RelayError::AltIpSameAsListen { alt_ip });
-            }
-            let a = bind_udp(SocketAddr::new(alt_ip, primary_addr.port()))?;
-            let b = bind_udp(SocketAddr::new(alt_ip, alt_port_addr.port()))?;
-            let a_addr = a.local_addr().map_err(RelayError::LocalAddr)?;
-            let b_addr = b.local_addr().map_err(RelayError::LocalAddr)?;
-            sockets.push((Slot::ALT_IP, a, a_addr));
-            sockets.push((Slot::ALT_BOTH, b, b_addr));
-            alt_ip_addrs = Some((a_addr, b_addr));
-        }
-        let advertised_primary = SocketAddr::new(advertised, primary_addr.port());
-        Ok(Stack {
-            family,
-            listen: listen.clone(),
-            bound: primary_addr,
-            advertised,
-            sockets,
-            extra,
-            addresses: FamilyAddresses {
-                primary: advertised_primary,
-                alt_port: SocketAddr::new(advertised, alt_port_addr.port()),
-                alt_ip: alt_ip_addrs,
-                relay_ip: advertised,
-                tcp: tcp.as_ref().map(|_| advertised_primary),
-            },
-            tcp,
-        })
-    }
 }
 
 impl RelayAddresses {
@@ -734,138 +624,6 @@ impl Shared {
             rest = tail;
         }
         replies
-    }
-
-    /// Opens what an Allocate asked for and returns the core's answer to it.
-    fn allocate(&self, pending: PendingAllocate<RelaySocket>, sink: ClientSink) -> Vec<u8> {
-        let bound = self.open(&pending, sink);
-        self.core
-            .lock()
-            .expect("core lock")
-            .finish_allocate(pending, bound, self.clock.now())
-    }
-
-    /// Opens the relay port(s) an Allocate asked for and gives each relayed socket to a poller.
-    fn open(
-        &self,
-        pending: &PendingAllocate<RelaySocket>,
-        sink: ClientSink,
-    ) -> Option<Bound<RelaySocket>> {
-        let family = pending.family;
-        let (socket, next) = match &pending.want {
-            PortWant::Any => (self.bind_relay_port(family, false, false)?.0, None),
-            PortWant::Even => (self.bind_relay_port(family, true, false)?.0, None),
-            PortWant::EvenPair => {
-                let (s, n) = self.bind_relay_port(family, true, true)?;
-                (s, n)
-            }
-            PortWant::Reserved { socket, .. } => (socket.clone(), None),
-        };
-        let (port, guard) = self.watch(&socket, sink.clone(), pending.five)?;
-        let next = next.and_then(|n| Some((n.socket.local_addr().ok()?.port(), n)));
-        // A dual allocation's second address: without a port it is refused alone (508 in
-        // ADDRESS-ERROR-CODE), the first goes on.
-        let additional = pending.additional.and_then(|f| {
-            let (socket, _) = self.bind_relay_port(f, false, false)?;
-            let (port, guard) = self.watch(&socket, sink, pending.five)?;
-            Some((port, socket, guard))
-        });
-        Some(Bound {
-            port,
-            socket,
-            guard,
-            next,
-            additional,
-        })
-    }
-
-    /// Gives a relayed socket to the next poller: its peers' datagrams go to `sink` from now on,
-    /// until the returned guard is dropped. Returns its port too.
-    fn watch(
-        &self,
-        socket: &RelaySocket,
-        sink: ClientSink,
-        five: FiveTuple,
-    ) -> Option<(u16, crate::core::Guard)> {
-        let local = socket.socket.local_addr().ok()?;
-        let family = Family::of(local.ip());
-        if self.kernel.is_some() && (family == Family::V6 || !Offload::takes(&five)) {
-            self.metrics
-                .kernel_path_userspace(if five.transport == Transport::Udp {
-                    "ipv6"
-                } else {
-                    "stream"
-                });
-        }
-        let counters = self
-            .metrics
-            .direction("peer_to_client", five.transport, family);
-        let turn = self
-            .next_poller
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let poller = &self.pollers[turn % self.pollers.len()];
-        match poller.add(
-            Arc::clone(&socket.socket),
-            sink,
-            Arc::clone(&socket.peers),
-            counters,
-        ) {
-            Ok(r) => Some((local.port(), Box::new(r))),
-            Err(e) => {
-                warn!(error = %e, "relay socket not watched; allocation refused");
-                None
-            }
-        }
-    }
-
-    /// The relay's advertised IP in `client`'s family (the 5-tuple's server side).
-    pub(crate) fn server_ip(&self, client: SocketAddr) -> IpAddr {
-        let f = Family::of(client.ip());
-        self.primary_addrs
-            .get(f)
-            .or(*self.primary_addrs.get(f.other()))
-            .expect("one family at least")
-            .ip()
-    }
-
-    /// Binds a socket of `family` on a free port of the relay range, starting at a random port;
-    /// with `pair`, also the port after it (for an even port and its reserved successor).
-    fn bind_relay_port(
-        &self,
-        family: Family,
-        even: bool,
-        pair: bool,
-    ) -> Option<(RelaySocket, Option<RelaySocket>)> {
-        let Some(bind_ip) = *self.relay_bind_ips.get(family) else {
-            warn!(
-                family = family.as_str(),
-                "no relayed address of this family"
-            );
-            return None;
-        };
-        let (lo, hi) = (
-            *self.relay_ports.start() as u32,
-            *self.relay_ports.end() as u32,
-        );
-        let span = hi - lo + 1;
-        let start = rand::random::<u32>() % span;
-        for i in 0..span {
-            let port = lo + (start + i) % span;
-            if (even && port % 2 != 0) || (pair && port + 1 > hi) {
-                continue;
-            }
-            let Ok(s) = bind_relayed(SocketAddr::new(bind_ip, port as u16)) else {
-                continue;
-            };
-            if !pair {
-                return Some((RelaySocket::new(s), None));
-            }
-            if let Ok(next) = bind_relayed(SocketAddr::new(bind_ip, (port + 1) as u16)) {
-                return Some((RelaySocket::new(s), Some(RelaySocket::new(next))));
-            }
-        }
-        warn!(range = ?self.relay_ports, "no free relay port");
-        None
     }
 
     /// Re-reads the revocation file if it changed (the janitor calls this once a second).

@@ -1,13 +1,19 @@
-//! The relay's UDP sockets as the shells bind them (buffer sizes, SO_REUSEPORT groups), the
-//! host's own addresses (for the peer policy), and the address clients are told.
+//! The relay's UDP sockets as the shells bind them (buffer sizes, SO_REUSEPORT groups), one
+//! address family's listener ([`Stack`]), the host's own addresses (for the peer policy), and
+//! the address clients are told.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use tracing::warn;
 
+use tokio::net::TcpListener;
+
 use crate::config::{Listen, RelayConfig};
 use crate::error::RelayError;
+use crate::family::Family;
+use crate::rfc5780::Slot;
+use crate::server::FamilyAddresses;
 use crate::udp::Udp;
 
 /// Socket buffer size asked for on every relay socket (the kernel doubles it: 4 MiB, as coturn
@@ -149,4 +155,111 @@ pub fn advertised_ip(cfg: &RelayConfig) -> IpAddr {
         warn!("no default route and no --public-ip: advertising {loopback}");
         loopback
     })
+}
+
+/// The sockets of one address family's listener, bound.
+pub(crate) struct Stack {
+    pub(crate) family: Family,
+    pub(crate) listen: crate::config::Listen,
+    /// The primary socket's own address (the advertised one may be a public IP behind NAT).
+    pub(crate) bound: SocketAddr,
+    pub(crate) advertised: IpAddr,
+    /// (slot, socket, the address RESPONSE-ORIGIN and OTHER-ADDRESS name for it)
+    pub(crate) sockets: Vec<(Slot, Arc<Udp>, SocketAddr)>,
+    /// More sockets on the primary address (SO_REUSEPORT).
+    pub(crate) extra: Vec<Arc<Udp>>,
+    pub(crate) tcp: Option<TcpListener>,
+    pub(crate) addresses: FamilyAddresses,
+}
+
+impl Stack {
+    /// Binds `listen`'s primary socket (`listeners` of them in an SO_REUSEPORT group), its
+    /// RFC 5780 sockets and its TCP listener.
+    pub(crate) fn bind(
+        cfg: &RelayConfig,
+        listen: &crate::config::Listen,
+        advertised: IpAddr,
+        listeners: usize,
+    ) -> Result<Stack, RelayError> {
+        let family = Family::of(listen.addr.ip());
+        // TCP on the UDP port (3478/tcp beside 3478/udp). With port 0 the kernel's free UDP port
+        // may be taken over TCP: try another.
+        let mut attempts = if listen.addr.port() == 0 { 32 } else { 1 };
+        let (addr, tcp) = loop {
+            let probe = bind_udp(listen.addr)?;
+            let addr = probe.local_addr().map_err(RelayError::LocalAddr)?;
+            if !cfg.streams.tcp {
+                break (addr, None);
+            }
+            match bind_tcp(addr, true) {
+                Ok(l) => break (addr, Some(l)),
+                Err(e) => {
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // A plain bind first (above): the port must be free. Without it, a second relay started
+        // on the same port would silently join this group and receive half of the clients.
+        let primary = bind_udp_with(addr, listeners > 1)?;
+        let primary_addr = primary.local_addr().map_err(RelayError::LocalAddr)?;
+        let extra = (1..listeners)
+            .map(|_| bind_udp_with(primary_addr, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        if cfg.alt_port != 0 && cfg.alt_port == primary_addr.port() {
+            return Err(RelayError::AltPortSameAsListen { port: cfg.alt_port });
+        }
+        let alt_port = bind_udp(SocketAddr::new(listen.addr.ip(), cfg.alt_port))?;
+        let alt_port_addr = alt_port.local_addr().map_err(RelayError::LocalAddr)?;
+        let mut sockets = vec![
+            (
+                Slot::PRIMARY,
+                primary,
+                SocketAddr::new(advertised, primary_addr.port()),
+            ),
+            (
+                Slot::ALT_PORT,
+                alt_port,
+                SocketAddr::new(advertised, alt_port_addr.port()),
+            ),
+        ];
+        let mut alt_ip_addrs = None;
+        if let Some(alt_ip) = cfg.alt_ip.filter(|ip| Family::of(*ip) == family) {
+            if listen.addr.ip().is_unspecified() {
+                return Err(RelayError::AltIpNeedsConcreteListen {
+                    listen: listen.addr,
+                    alt_ip,
+                });
+            }
+            if alt_ip == listen.addr.ip() {
+                return Err(RelayError::AltIpSameAsListen { alt_ip });
+            }
+            let a = bind_udp(SocketAddr::new(alt_ip, primary_addr.port()))?;
+            let b = bind_udp(SocketAddr::new(alt_ip, alt_port_addr.port()))?;
+            let a_addr = a.local_addr().map_err(RelayError::LocalAddr)?;
+            let b_addr = b.local_addr().map_err(RelayError::LocalAddr)?;
+            sockets.push((Slot::ALT_IP, a, a_addr));
+            sockets.push((Slot::ALT_BOTH, b, b_addr));
+            alt_ip_addrs = Some((a_addr, b_addr));
+        }
+        let advertised_primary = SocketAddr::new(advertised, primary_addr.port());
+        Ok(Stack {
+            family,
+            listen: listen.clone(),
+            bound: primary_addr,
+            advertised,
+            sockets,
+            extra,
+            addresses: FamilyAddresses {
+                primary: advertised_primary,
+                alt_port: SocketAddr::new(advertised, alt_port_addr.port()),
+                alt_ip: alt_ip_addrs,
+                relay_ip: advertised,
+                tcp: tcp.as_ref().map(|_| advertised_primary),
+            },
+            tcp,
+        })
+    }
 }
