@@ -11,22 +11,14 @@
 //! `NATKIT_BENCH_ALLOCS=10`, `NATKIT_BENCH_SIZE=100`, `NATKIT_BENCH_MEMORY_ALLOCS=2000`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use natkit_bench::load::{self, LoadConfig, LoadReport, Pacing, Target};
+use natkit_bench::Proc;
 use natkit_bench::{env_list, median};
 
 const SECRET: &str = "bench-secret";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// natkit-relay listening on 127.0.0.1 and [::1] (free ports), loopback peers allowed, no
 /// quotas, the client's own family by default: its process and both addresses.

@@ -20,9 +20,10 @@
 //! relays verify checksums in software, which a NIC does for them in a real deployment: a bias in
 //! the kernel path's favour of a checksum over the payload, each way (docs/performance.md).
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use natkit_bench::env_list;
+use natkit_bench::Proc;
 use natkit_lab::{in_netns, veth, Netns};
 
 const SECRET: &str = "bench-secret";
@@ -48,15 +49,6 @@ impl Server {
             Server::Kernel => "natkit-kernel",
             Server::Forwarder => "forwarder",
         }
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

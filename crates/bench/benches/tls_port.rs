@@ -13,25 +13,17 @@
 //! `NATKIT_BENCH_STREAM_ALLOCS=10` (one connection each), `NATKIT_BENCH_JOINS=30`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use natkit_bench::stream::{StreamLoadConfig, StreamTransport};
+use natkit_bench::Proc;
 use natkit_bench::{env_list, median};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SECRET: &str = "bench-secret";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn release_bin(name: &str) -> std::path::PathBuf {
     natkit_bench::release_bin(name, "cargo build --release --bins")

@@ -87,6 +87,26 @@ pub fn source_ip_towards(target: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(ip)
 }
 
+/// A non-blocking TCP listener on `addr` (SO_REUSEADDR, a backlog of 1024). For an IPv6 address,
+/// `ipv6_only` says whether it takes IPv6 alone (`Some(true)`: beside an IPv4 listener of the
+/// same port), both families (`Some(false)`: `[::]` for everyone), or what the host's
+/// `bindv6only` says (`None`).
+pub fn tcp_listener(
+    addr: SocketAddr,
+    ipv6_only: Option<bool>,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if let (true, Some(only)) = (addr.is_ipv6(), ipv6_only) {
+        s.set_only_v6(only)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 /// The marker after the program name: `natkit-relay: listening stun=127.0.0.1:3478 ...`.
 const LISTENING: &str = ": listening ";
 

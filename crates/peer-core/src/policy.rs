@@ -256,8 +256,7 @@ pub fn usable_servers(
         .filter(|f| !f.is_empty() && !f.contains(&AddressFamily::Other))
     {
         for s in &mut servers {
-            s.urls
-                .retain(|u| url_family(u).is_none_or(|f| families.contains(&f)));
+            s.urls.retain(|u| reachable(families, url_family(u)));
         }
     }
     let udp_blocked = local.is_some_and(|n| n.udp_blocked);
@@ -279,7 +278,11 @@ pub fn usable_servers(
 /// `None` for a host name (it may resolve to either).
 fn url_family(url: &str) -> Option<AddressFamily> {
     let rest = url.split_once(':')?.1;
-    let hostport = rest.split(['?', '/']).next().unwrap_or(rest);
+    host_family(rest.split(['?', '/']).next().unwrap_or(rest))
+}
+
+/// The address family of `HOST[:PORT]` (`[V6]:PORT` bracketed) when the host is an IP literal.
+fn host_family(hostport: &str) -> Option<AddressFamily> {
     let host = match hostport.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
@@ -312,22 +315,16 @@ pub fn relay_protocol(url: &str) -> &'static str {
 /// address families it has (`families`, empty when not known: any URL); a host name may resolve
 /// to either family and is always a candidate.
 pub fn stun_target(servers: &[IceServer], families: &[AddressFamily]) -> Option<String> {
-    let reachable = |target: &String| {
-        let host = target
-            .rsplit_once(':')
-            .map_or(target.as_str(), |(h, _)| h)
-            .trim_matches(['[', ']']);
-        match host.parse::<std::net::IpAddr>() {
-            _ if families.is_empty() => true,
-            Ok(std::net::IpAddr::V4(_)) => families.contains(&AddressFamily::Ipv4),
-            Ok(std::net::IpAddr::V6(_)) => families.contains(&AddressFamily::Ipv6),
-            Err(_) => true,
-        }
-    };
     servers
         .iter()
         .filter_map(IceServer::stun_target)
-        .find(reachable)
+        .find(|t| reachable(families, host_family(t)))
+}
+
+/// Can a host with `families` (empty: not known) reach a host of `family` (`None`: a name,
+/// which may resolve to either)?
+fn reachable(families: &[AddressFamily], family: Option<AddressFamily>) -> bool {
+    families.is_empty() || family.is_none_or(|f| families.contains(&f))
 }
 
 #[cfg(test)]

@@ -338,17 +338,8 @@ fn hand_out(
 /// The web port: `[::]` (the default) takes both families on one socket, or IPv4 alone
 /// (`0.0.0.0`, said in the log) on a host without IPv6; any other address as it is.
 fn bind_web(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let bind = |addr: SocketAddr, dual: bool| -> std::io::Result<TcpListener> {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        if dual {
-            s.set_only_v6(false)?;
-        }
-        s.bind(&addr.into())?;
-        s.listen(1024)?;
-        s.set_nonblocking(true)?;
-        TcpListener::from_std(s.into())
+        TcpListener::from_std(natkit_daemon::tcp_listener(addr, dual.then_some(false))?)
     };
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         match bind(addr, true) {

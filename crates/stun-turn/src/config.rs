@@ -437,19 +437,19 @@ fn listens(o: &RelayOptions) -> Result<Vec<Listen>, ConfigError> {
     };
     addrs.sort_by_key(|a| a.is_ipv6());
     let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
-    if let [a, b, ..] = &addrs[..] {
-        if a.is_ipv6() == b.is_ipv6() || addrs.len() > 2 {
-            let v6 = if a.is_ipv6() == b.is_ipv6() {
-                a.is_ipv6()
-            } else {
-                true
-            };
+    for v6 in [false, true] {
+        let same: Vec<String> = addrs
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(|a| a.to_string())
+            .collect();
+        if same.len() > 1 {
             return Err(ConfigError::invalid(
                 "listen",
                 format!(
                     "two {} addresses ({}): give one per address family (0.0.0.0:PORT listens on every IPv4 address)",
                     family(v6),
-                    addrs.iter().filter(|x| x.is_ipv6() == v6).map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                    same.join(", ")
                 ),
             ));
         }

@@ -202,10 +202,10 @@ impl RelayMetrics {
             }
             c
         };
-        let gauge_vec = |name: &str, help: &str, values: &[&str]| {
+        let gauge_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
             let g = register(
                 &registry,
-                IntGaugeVec::new(Opts::new(name, help), &["transport"]).expect("valid metric"),
+                IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
             );
             for v in values {
                 g.with_label_values(&[v]);
@@ -243,6 +243,7 @@ impl RelayMetrics {
             allocations_active: gauge_vec(
                 "natkit_relay_allocations_active",
                 "TURN allocations currently alive, by client transport.",
+                "transport",
                 &transports,
             ),
             reservations_active: gauge(
@@ -269,23 +270,12 @@ impl RelayMetrics {
                 "natkit_relay_binding_requests_total",
                 "STUN Binding requests answered on any RFC 5780 socket or stream.",
             ),
-            relayed_addresses_active: {
-                let g = register(
-                    &registry,
-                    IntGaugeVec::new(
-                        Opts::new(
-                            "natkit_relay_relayed_addresses_active",
-                            "Relayed transport addresses open now, by address family (a dual allocation holds one of each).",
-                        ),
-                        &["family"],
-                    )
-                    .expect("valid metric"),
-                );
-                for f in &families {
-                    g.with_label_values(&[f]);
-                }
-                g
-            },
+            relayed_addresses_active: gauge_vec(
+                "natkit_relay_relayed_addresses_active",
+                "Relayed transport addresses open now, by address family (a dual allocation holds one of each).",
+                "family",
+                &families,
+            ),
             dual_allocations: counter(
                 "natkit_relay_dual_allocations_total",
                 "Allocations created with a relayed address in each family (RFC 8656 ADDITIONAL-ADDRESS-FAMILY).",
@@ -323,6 +313,7 @@ impl RelayMetrics {
             stream_active: gauge_vec(
                 "natkit_relay_stream_connections_active",
                 "TCP and TLS connections open now.",
+                "transport",
                 &streams,
             ),
             stream_accepted: vec(

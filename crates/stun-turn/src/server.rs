@@ -38,7 +38,7 @@ use crate::udp::{Datagram, RecvBatch, Udp, SLOTS};
 
 pub use crate::core::{printable, MAX_ATTRIBUTES, MAX_PEERS_PER_REQUEST, MAX_USERNAME_BYTES};
 pub use crate::sockets::{advertised_ip, advertised_ip_of};
-use crate::sockets::{bind_tcp, local_addresses, Stack};
+use crate::sockets::{advertised_or_loopback, bind_tcp, local_addresses, Stack};
 pub use crate::tls::{announce_tls, reload_tls_on_change, reload_tls_on_sighup};
 
 /// Where a running relay listens, as it tells clients: its first address family (IPv4 when
@@ -182,8 +182,9 @@ impl Relay {
         for listen in &cfg.listen {
             let family = Family::of(listen.addr.ip());
             let Some(advertised) = advertised_ip_of(listen).or_else(|| {
-                // A concrete family the user asked for is served even without a route.
-                (!listen.if_available).then(|| advertised_ip(&cfg))
+                // A family the user asked for is served even without a route (on its own
+                // family's loopback address then, not the first listener's IP).
+                (!listen.if_available).then(|| advertised_or_loopback(listen))
             }) else {
                 info!(listen = %listen.addr, "no {} default route: not listening in this family (set --listen or --public-ip to force it)", family.as_str());
                 continue;
@@ -245,6 +246,7 @@ impl Relay {
             families.push(st.addresses);
         }
         own_ports.extend(tls_port);
+        own_ports.sort_unstable();
         own_ports.dedup();
         let (revoked, revoked_file) = match &cfg.revoked_file {
             Some(path) => {

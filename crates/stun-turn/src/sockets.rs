@@ -66,18 +66,9 @@ pub(crate) fn bind_tcp(
     addr: SocketAddr,
     v6_only: bool,
 ) -> Result<tokio::net::TcpListener, RelayError> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| RelayError::BindTcp { addr, source };
-    let s =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
-    s.set_reuse_address(true).map_err(err)?;
-    if addr.is_ipv6() && v6_only {
-        s.set_only_v6(true).map_err(err)?;
-    }
-    s.bind(&addr.into()).map_err(err)?;
-    s.listen(1024).map_err(err)?;
-    s.set_nonblocking(true).map_err(err)?;
-    tokio::net::TcpListener::from_std(s.into()).map_err(err)
+    let l = natkit_daemon::tcp_listener(addr, v6_only.then_some(true)).map_err(err)?;
+    tokio::net::TcpListener::from_std(l).map_err(err)
 }
 
 /// This host's local addresses and local ranges (127.0.0.0/8), from the kernel's tables
@@ -146,13 +137,18 @@ pub fn advertised_ip_of(listen: &Listen) -> Option<IpAddr> {
 /// The address clients see on the first listener ([`advertised_ip_of`]), else loopback (with a
 /// warning).
 pub fn advertised_ip(cfg: &RelayConfig) -> IpAddr {
-    advertised_ip_of(&cfg.listen[0]).unwrap_or_else(|| {
-        let loopback = if cfg.listen[0].addr.is_ipv6() {
+    advertised_or_loopback(&cfg.listen[0])
+}
+
+/// [`advertised_ip_of`] `listen`, else the loopback address of its family (with a warning).
+pub(crate) fn advertised_or_loopback(listen: &Listen) -> IpAddr {
+    advertised_ip_of(listen).unwrap_or_else(|| {
+        let loopback = if listen.addr.is_ipv6() {
             IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
         } else {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         };
-        warn!("no default route and no --public-ip: advertising {loopback}");
+        warn!(listen = %listen.addr, "no default route and no --public-ip: advertising {loopback}");
         loopback
     })
 }
