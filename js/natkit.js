@@ -405,7 +405,9 @@ export class Session extends EventTarget {
   }
 
   _newPc(link, relay) {
-    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all" });
+    // A candidate pool gathers from construction (the offerer's starts while it decides):
+    // Chromium asks TURN for an allocation 50 ms into a gathering.
+    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: 1 });
     pc.onicecandidate = (e) => {
       if (e.candidate) this._emit("candidate", { peerId: link.peer, type: e.candidate.type });
       this._send({ type: "candidate", to: link.peer, candidate: e.candidate ? e.candidate.toJSON() : null });

@@ -61,7 +61,9 @@ pub async fn join(
         });
         tokio_tungstenite::Connector::Rustls(config)
     });
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector)
+    // Nagle off (`true`): an answer and the candidates after it leave at once, not after the
+    // server acknowledges the answer.
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, true, connector)
         .await
         .map_err(|e| SignalingError::Connect {
             url: url.clone(),

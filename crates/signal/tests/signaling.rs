@@ -681,6 +681,17 @@ async fn natkit_js_is_served_with_a_validator() {
     assert_eq!(code, 200);
     assert!(!body.is_empty());
     println!("natkit.js: {} bytes unminified", body.len());
+    // Both pages import it: the browser is told to fetch it from their headers on.
+    for page in ["/", "/check"] {
+        let (code, headers, body) = s.request("GET", page, &[]).await;
+        assert_eq!(code, 200, "{page}");
+        assert!(body.contains(r#""/natkit.js""#), "{page}");
+        assert_eq!(
+            header(&headers, "link"),
+            Some("</natkit.js>; rel=modulepreload"),
+            "{page}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -137,7 +137,13 @@ impl Store {
         node: &str,
         lease: Duration,
     ) -> Result<(Arc<Store>, StoreTasks), StoreError> {
-        let client = redis::Client::open(url)?;
+        use redis::IntoConnectionInfo;
+        // Nagle off: a node publishes an answer and its candidates back to back, and each
+        // would otherwise wait for Redis to acknowledge the one before.
+        let info = url
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let (jobs, rx) = mpsc::channel(JOB_QUEUE);
         let (up_tx, _) = watch::channel(false);
         Ok((

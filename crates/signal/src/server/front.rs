@@ -72,7 +72,6 @@ pub async fn serve_tls(
             refuse(&state, peer, "total_limit");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let (state, app, relay, keys) = (
             Arc::clone(&state),
             app.clone(),
