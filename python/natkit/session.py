@@ -769,6 +769,7 @@ def connect(
 
     async def make() -> Session:
         _rtc.quicken_consent()
+        _rtc.retrigger_checks()
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + timeout
