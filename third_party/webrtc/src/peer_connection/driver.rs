@@ -870,6 +870,10 @@ where
             self.inner.write_pending.store(false, Ordering::Release);
             self.poll_writes().await?;
             self.poll_events().await;
+            // natkit patch: handling the core's events can queue packets in it: at
+            // SCTPHandshakeComplete, the DATA_CHANNEL_OPEN of every channel made before the
+            // association was up. Send them now, not at the next timer (SCTP's, 200 ms on).
+            self.poll_writes().await?;
             // natkit patch: data that arrived through a TURN relay reaches the core here, after
             // this pass's writes and events were drained. Whatever it produced (ICE responses,
             // DTLS flights, SCTP SACKs and data, state changes) must not wait in the core until
