@@ -98,10 +98,14 @@ fn throughput(lab: &Lab, url: &str, id: &str, relay: &str) -> (f64, f64) {
     let chat = chat.child();
     let line = "x".repeat(LINE_BYTES);
     let mut stdin = chat.stdin.take().unwrap();
-    for _ in 0..LINES {
-        writeln!(stdin, "{line}").unwrap();
-    }
-    drop(stdin);
+    // From another thread: the peer prints each echo while it reads its input, and a full
+    // stdout pipe that nobody reads stops it (the bench hung so once `--chat` read its input
+    // only as fast as it sends).
+    std::thread::spawn(move || {
+        for _ in 0..LINES {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    });
     // Timestamp events as they arrive: throughput spans "connected" to the last echo.
     let reader = std::io::BufReader::new(chat.stdout.take().unwrap());
     let (mut t_open, mut t_last, mut got) = (None, None, 0usize);
