@@ -226,22 +226,22 @@ fn refuse(state: &AppState, client: SocketAddr, reason: &str) {
     debug!(client = %Redacted(client), reason, "connection refused");
 }
 
-/// The next connection, its client as IPv4 when it came to a `[::]` socket over IPv4 (not
-/// `::ffff:a.b.c.d`: per-IP limits, `trusted_proxies` and logs see one form); `None` after a
-/// failed accept (out of file descriptors, say), once a moment has passed: the loop does not
-/// spin.
+/// The next connection, with Nagle's algorithm off, its client as IPv4 when it came to a `[::]`
+/// socket over IPv4 (not `::ffff:a.b.c.d`: per-IP limits, `trusted_proxies` and logs see one
+/// form); `None` after a failed accept (out of file descriptors, say), once a moment has passed:
+/// the loop does not spin.
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     match listener.accept().await {
-        Ok((s, client)) => Some((
-            {
-                // Signaling is small messages in bursts (a summary, then an offer): Nagle's
-                // algorithm would hold the second until the first is acknowledged, up to a
-                // delayed ACK (40 ms on Linux), measured in the browser benchmark.
-                let _ = s.set_nodelay(true);
-                s
-            },
-            SocketAddr::new(client.ip().to_canonical(), client.port()),
-        )),
+        Ok((s, client)) => {
+            // Signaling is small messages in bursts (a summary, then an offer): Nagle's
+            // algorithm would hold the second until the first is acknowledged, up to a delayed
+            // ACK (40 ms on Linux), measured in the browser benchmark.
+            let _ = s.set_nodelay(true);
+            Some((
+                s,
+                SocketAddr::new(client.ip().to_canonical(), client.port()),
+            ))
+        }
         Err(e) => {
             warn!(error = %e, "accept failed");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
