@@ -112,7 +112,8 @@ export declare class Session extends EventTarget {
 }
 
 export declare function connect(options: ConnectOptions): Promise<Session>;
-export declare function decide(mode: RelayMode, local: NatSummary | null, remote: NatSummary | null): Decision;
+/** This side's ICE policy by the pair rule; `role` matters where one relay hop is enough (the answerer relays). */
+export declare function decide(mode: RelayMode, local: NatSummary | null, remote: NatSummary | null, role?: "offerer" | "answerer"): Decision;
 export declare function summaryFrom(seen: { mappings: string[]; udpRelay: boolean; turnTried: boolean }): NatSummary | null;
 /** Probes this browser's NAT against natkit-signal's relay (`/v1/check-servers`). */
 export declare function probe(httpBase: string, token?: string | null, timeoutMs?: number, details?: false): Promise<NatSummary | null>;

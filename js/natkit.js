@@ -38,7 +38,10 @@ const SHORT = { "endpoint-independent": "EI", "address-dependent": "AD", "addres
 const describe = (n) => (n.udp_blocked ? "udp-blocked"
   : ["mapping", "filtering"].map((k) => `${k} ${n[k] && n[k].length ? n[k].map((b) => SHORT[b] || "?").join("|") : "unknown"}`).join(" "));
 
-export function decide(mode, local, remote) {
+// `role`: this side's part in the offer/answer exchange. Where one relay hop is enough (both
+// symmetric, or symmetric facing restricted filtering) the answerer relays and the offerer
+// reaches its relayed address from its own.
+export function decide(mode, local, remote, role = "answerer") {
   const p = (relayOnly, rule, reason) => ({ relayOnly, rule, reason });
   if (mode === "always") return p(true, "relay-always", "relay: always");
   if (mode === "never") return p(false, "relay-never", "relay: never");
@@ -77,8 +80,9 @@ export function decide(mode, local, remote) {
     return p(false, "direct-ipv6", `IPv4 needs a relay (here ${mine}, there ${theirs}), IPv6 can connect directly (here ${describe(l6)}, there ${describe(r6)}): all candidates`);
   }
   const rule = over4 ? over4[0] : over6[0];
-  if (rule === "symmetric-pair") return p(true, rule, `both symmetric (here ${here}, there ${there}): relay`);
-  if (rule) return p(true, rule, `symmetric facing restricted filtering (here ${here}, there ${there}): relay`);
+  const why = rule === "symmetric-pair" ? "both symmetric" : "symmetric facing restricted filtering";
+  if (rule && role === "offerer") return p(false, rule, `${why} (here ${here}, there ${there}): the answerer relays, all candidates here (one relay hop)`);
+  if (rule) return p(true, rule, `${why} (here ${here}, there ${there}): relay (the answerer)`);
   return p(false, "direct-possible", `direct can work (here ${here}, there ${there}): all candidates`);
 }
 
@@ -400,7 +404,7 @@ export class Session extends EventTarget {
 
   async _decide(link) {
     const local = this._opts.relay === "auto" && this._probe ? await this._probe : null;
-    link.policy = decide(this._opts.relay, local, link.remoteNat);
+    link.policy = decide(this._opts.relay, local, link.remoteNat, link.offerer ? "offerer" : "answerer");
     this._emit("policy", { peerId: link.peer, ...link.policy });
   }
 

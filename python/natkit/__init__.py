@@ -1,7 +1,7 @@
 """natkit for Python: natkit's NAT probe, pair rule and join tokens, from its Rust core.
 
 - ``await natkit.probe(server, *more, timeout=3.0)`` -> :class:`NatReport`
-- ``natkit.pair_rule(local, remote, relay="auto")`` -> :class:`PairDecision`
+- ``natkit.pair_rule(local, remote, relay="auto", role="answerer")`` -> :class:`PairDecision`
 - ``natkit.mint_token(secret, room, ttl=3600)`` / ``natkit.verify_token(secret, token)``
 - ``natkit.connect(signal_url, room=...)`` -> :class:`Session`; ``await session.channel()`` ->
   :class:`Channel`: a data channel to a partner, the path decided as natkit-peer decides it
@@ -14,7 +14,7 @@ from a shell. See python/README.md.
 from ._natkit import __version__
 from .errors import Error, NoStunServer, ProbeError, Timeout, TokenError
 from .probe import NatReport, probe, probe_blocking
-from .rule import PairDecision, RelayMode, pair_rule
+from .rule import PairDecision, RelayMode, Role, pair_rule
 from .session import Channel, ChannelClosed, Path, Session, SessionError, connect
 from .signaling import NatkitSignaling, SignalingError
 from .tokens import mint_token, verify_token
@@ -33,6 +33,7 @@ __all__ = [
     "PairDecision",
     "ProbeError",
     "RelayMode",
+    "Role",
     "SignalingError",
     "Timeout",
     "TokenError",

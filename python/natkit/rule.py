@@ -9,6 +9,11 @@ from typing import Any, Literal, Mapping, Union
 from . import _natkit
 from .probe import NatReport
 
+Role = Literal["offerer", "answerer"]
+"""This side's part in the offer/answer exchange: where one relay hop is enough (both NATs
+symmetric, or a symmetric NAT facing restricted filtering), the answerer relays and the offerer
+reaches its relayed address from its own."""
+
 RelayMode = Literal["auto", "always", "never"]
 """``auto``: probe, exchange NAT summaries and relay only when the pair needs it; ``always``:
 relay-only ICE; ``never``: no TURN at all."""
@@ -37,18 +42,22 @@ def _summary(side: Side) -> str | None:
     return json.dumps(dict(side))
 
 
-def pair_rule(local: Side, remote: Side, relay: RelayMode = "auto") -> PairDecision:
-    """Decides, as natkit-peer does, whether a session must use relay-only ICE.
+def pair_rule(
+    local: Side, remote: Side, relay: RelayMode = "auto", role: Role = "answerer"
+) -> PairDecision:
+    """Decides, as natkit-peer does, whether this side of a session must use relay-only ICE.
 
-    ``local`` is this side's NAT and ``remote`` the other's. The table is natkit-peer-core's
-    (``crates/peer-core/pair_rule.tsv``): both NATs symmetric, or a symmetric NAT facing
-    restricted filtering, or UDP blocked on either side means relay; otherwise every candidate
-    with TURN as the fallback.
+    ``local`` is this side's NAT and ``remote`` the other's; ``role`` is this side's part in the
+    offer/answer exchange. The table is natkit-peer-core's (``crates/peer-core/pair_rule.tsv``):
+    UDP blocked on either side means relay on both; both NATs symmetric, or a symmetric NAT
+    facing restricted filtering, means relay on the answering side only (the offerer reaches the
+    answerer's relayed address from its own: one relay hop); otherwise every candidate with TURN
+    as the fallback.
 
     >>> natkit.pair_rule({"mapping": ["address-and-port-dependent"],
     ...                   "filtering": ["address-and-port-dependent"], "udp_blocked": False},
     ...                  None).rule
     'this-side-only'
     """
-    relay_only, rule, reason = _natkit.pair_rule(relay, _summary(local), _summary(remote))
+    relay_only, rule, reason = _natkit.pair_rule(relay, _summary(local), _summary(remote), role)
     return PairDecision(relay_only=relay_only, rule=rule, reason=reason)

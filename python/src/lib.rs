@@ -119,18 +119,29 @@ fn probe(
 }
 
 /// natkit-peer's pair rule: `(relay_only, rule, reason)` for relay mode `mode` with this side's
-/// NAT summary `local` and the remote peer's `remote` (JSON, or `None` for none).
+/// NAT summary `local` and the remote peer's `remote` (JSON, or `None` for none), this side
+/// being the `offerer` or the `answerer`.
 #[pyfunction]
-#[pyo3(signature = (mode, local, remote))]
+#[pyo3(signature = (mode, local, remote, role = "answerer"))]
 fn pair_rule(
     mode: &str,
     local: Option<&str>,
     remote: Option<&str>,
+    role: &str,
 ) -> PyResult<(bool, String, String)> {
     let mode = relay_mode(mode)?;
+    let role = match role {
+        "offerer" => policy::Role::Offerer,
+        "answerer" => policy::Role::Answerer,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "role must be \"offerer\" or \"answerer\", not {other:?}"
+            )))
+        }
+    };
     let local: Option<NatSummary> = local.map(|t| from_json("local", t)).transpose()?;
     let remote: Option<NatSummary> = remote.map(|t| from_json("remote", t)).transpose()?;
-    let p = policy::decide(mode, local.as_ref(), remote.as_ref());
+    let p = policy::decide(mode, role, local.as_ref(), remote.as_ref());
     Ok((p.relay_only, p.rule.as_str().to_owned(), p.reason))
 }
 

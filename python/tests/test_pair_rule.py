@@ -53,9 +53,19 @@ def rows():
 
 @pytest.mark.parametrize("mode,local,remote,policy,rule", rows())
 def test_every_row_of_the_shared_table(mode, local, remote, policy, rule):
-    d = natkit.pair_rule(side(local), side(remote), relay=mode)
-    assert (("relay" if d.relay_only else "all"), d.rule) == (policy, rule)
-    assert d.reason
+    offerer, answerer = (
+        natkit.pair_rule(side(local), side(remote), relay=mode, role=role)
+        for role in ("offerer", "answerer")
+    )
+    both = {(True, True): "relay", (False, False): "all", (False, True): "answerer"}
+    assert (both[offerer.relay_only, answerer.relay_only], offerer.rule, answerer.rule) == (
+        policy,
+        rule,
+        rule,
+    )
+    assert offerer.reason and answerer.reason
+    # Without a role, the answerer's decision (what pair_rule said before roles).
+    assert natkit.pair_rule(side(local), side(remote), relay=mode) == answerer
 
 
 def test_the_table_covers_every_mapping_and_filtering_pair():
@@ -68,5 +78,7 @@ def test_the_table_covers_every_mapping_and_filtering_pair():
 def test_bad_input_is_a_clear_value_error():
     with pytest.raises(ValueError, match="relay must be"):
         natkit.pair_rule(None, None, relay="sometimes")
+    with pytest.raises(ValueError, match="role must be"):
+        natkit.pair_rule(None, None, role="caller")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="local"):
         natkit.pair_rule({"mapping": "symmetric"}, None)

@@ -9,9 +9,9 @@
 //! | any | UDP blocked | relay | `udp-blocked` |
 //! | families known (e.g. IPv6 only) | families known, none in common (IPv4 only) | relay | `no-common-family` |
 //! | IPv4 a symmetric row below, IPv6 summary (dual stack or IPv6 only) | IPv6 summary, not a symmetric row over IPv6 | all | `direct-ipv6` |
-//! | symmetric (mapping known to depend on the destination) | symmetric | relay | `symmetric-pair` |
-//! | symmetric | filtering known to be address- or port-restricted | relay | `symmetric-restricted` |
-//! | filtering known to be restricted | symmetric | relay | `symmetric-restricted` |
+//! | symmetric (mapping known to depend on the destination) | symmetric | relay on the answering side, all on the offering side | `symmetric-pair` |
+//! | symmetric | filtering known to be address- or port-restricted | relay on the answering side, all on the offering side | `symmetric-restricted` |
+//! | filtering known to be restricted | symmetric | relay on the answering side, all on the offering side | `symmetric-restricted` |
 //! | any other | any other | all, TURN as fallback (and ICE restarted relay-only if no direct pair works in time) | `direct-possible` |
 //! | symmetric | no summary (aiortc, a browser, an older natkit-peer) | relay | `this-side-only` |
 //! | not symmetric | no summary | all, TURN as fallback | `this-side-only` |
@@ -19,6 +19,14 @@
 //! Every row, with each RFC 4787 mapping x filtering pair of both sides, is spelled out in
 //! `crates/peer-core/pair_rule.tsv`: one table, checked by this crate's tests and the Python
 //! package's.
+//!
+//! One relay hop is enough where a direct path cannot work: the answering side is relay-only
+//! and the offering side reaches the answerer's relayed address from its own (a TURN permission
+//! is per IP address, and a symmetric NAT keeps its IP from one destination to the next; RFC 8656
+//! 9.1). The offering side still gathers its own relay candidate, so a NAT that changes its
+//! public IP per destination (RFC 4787's arbitrary pooling) still has relay-to-relay pairs to
+//! fall back on. One hop halves the relay's work for such a pair and lets the offering side
+//! check before its own allocation exists (a browser's comes ~70 ms into a gathering).
 
 use natkit_nat_probe::{Behaviour, NatReport};
 use natkit_proto::ice::is_turn_url;
@@ -34,6 +42,14 @@ pub enum RelayMode {
     Always,
     /// Never relay: TURN servers are left out, only direct paths are tried.
     Never,
+}
+
+/// This side's part in the offer/answer exchange: the answering side relays for the rows one
+/// relay hop is enough for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Offerer,
+    Answerer,
 }
 
 /// Which row of the table decided.
@@ -112,9 +128,15 @@ pub fn summary(report: &NatReport) -> NatSummary {
     }
 }
 
-/// Decides the ICE policy. `local` is `None` when this side could not probe; `remote` is `None`
-/// when the other peer sent no summary.
-pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSummary>) -> Policy {
+/// Decides this side's ICE policy. `local` is `None` when this side could not probe; `remote`
+/// is `None` when the other peer sent no summary; `role` matters only for the rows where one
+/// relay hop is enough (`symmetric-pair`, `symmetric-restricted`: the answerer relays).
+pub fn decide(
+    mode: RelayMode,
+    role: Role,
+    local: Option<&NatSummary>,
+    remote: Option<&NatSummary>,
+) -> Policy {
     let policy = |relay_only: bool, rule: Rule, reason: String| Policy {
         relay_only,
         rule,
@@ -207,7 +229,18 @@ pub fn decide(mode: RelayMode, local: Option<&NatSummary>, remote: Option<&NatSu
                 Rule::SymmetricPair => "both NATs are symmetric",
                 _ => "a symmetric NAT facing restricted filtering",
             };
-            policy(true, rule, format!("{why} (here {l}, there {r}): no direct path, relay"))
+            match role {
+                Role::Answerer => policy(
+                    true,
+                    rule,
+                    format!("{why} (here {l}, there {r}): no direct path; the answering side (this one) relays"),
+                ),
+                Role::Offerer => policy(
+                    false,
+                    rule,
+                    format!("{why} (here {l}, there {r}): no direct path; the answering side relays and this side reaches its relayed address from its own (one relay hop), TURN as ICE fallback"),
+                ),
+            }
         }
         (_, over_v6) => {
             let (l, r) = match over_v6 {
@@ -424,12 +457,21 @@ mod tests {
                 "never" => RelayMode::Never,
                 other => panic!("pair_rule.tsv: unknown mode {other:?}"),
             };
-            let p = decide(mode, side(local).as_ref(), side(remote).as_ref());
-            let got = (if p.relay_only { "relay" } else { "all" }, p.rule.as_str());
-            assert_eq!(got, (policy, rule), "{row}");
-            assert!(!p.reason.is_empty(), "{row}");
+            let [offerer, answerer] = [Role::Offerer, Role::Answerer]
+                .map(|role| decide(mode, role, side(local).as_ref(), side(remote).as_ref()));
+            let got = match (offerer.relay_only, answerer.relay_only) {
+                (true, true) => "relay",
+                (false, false) => "all",
+                (false, true) => "answerer",
+                (true, false) => panic!("{row}: the offerer relays, the answerer does not"),
+            };
+            assert_eq!((got, offerer.rule), (policy, answerer.rule), "{row}");
+            assert_eq!(offerer.rule.as_str(), rule, "{row}");
+            for p in [&offerer, &answerer] {
+                assert!(!p.reason.is_empty(), "{row}");
+            }
             if mode == RelayMode::Auto {
-                auto_pairs.insert((local, remote), p.relay_only);
+                auto_pairs.insert((local, remote), got);
             }
         }
         // Every RFC 4787 mapping x filtering pair of both sides is in the table, and both sides

@@ -28,9 +28,39 @@ fn find<'a>(evs: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 fn local_type(evs: &[Value]) -> String {
+    candidate_type(evs, "local_candidate_type")
+}
+
+fn candidate_type(evs: &[Value], which: &str) -> String {
     find(evs, "connected")
-        .map(|c| c["local_candidate_type"].as_str().unwrap_or("?").to_owned())
+        .map(|c| c[which].as_str().unwrap_or("?").to_owned())
         .unwrap_or_else(|| "not connected".into())
+}
+
+/// One relay hop: the echo peer (the answerer) relays, the sender (the offerer) reaches the
+/// echo's relayed address from its own, with every candidate allowed.
+fn assert_one_relay_hop(r: &Run, what: &str) {
+    let policy = |evs: &[Value]| find(evs, "policy").unwrap()["ice_transport_policy"].clone();
+    assert_eq!(
+        (policy(&r.echo), policy(&r.sender)),
+        (Value::from("relay"), Value::from("all")),
+        "{what}: {:?} {:?}",
+        r.echo,
+        r.sender
+    );
+    assert_eq!(local_type(&r.echo), "relay", "{what}: {:?}", r.echo);
+    assert_eq!(
+        candidate_type(&r.sender, "remote_candidate_type"),
+        "relay",
+        "{what}: {:?}",
+        r.sender
+    );
+    assert_ne!(
+        local_type(&r.sender),
+        "relay",
+        "{what}: two relay hops where one works: {:?}",
+        r.sender
+    );
 }
 
 /// Echo peer at a site behind `a`, sender at a site behind `b`, natkit-signal with a second IP.
@@ -95,20 +125,13 @@ fn assert_delivered(r: &Run, what: &str) {
 }
 
 #[test]
-fn symmetric_and_symmetric_auto_both_relayed() {
-    if !require_root("symmetric_and_symmetric_auto_both_relayed") {
+fn symmetric_and_symmetric_auto_relayed_through_the_answerer_only() {
+    if !require_root("symmetric_and_symmetric_auto_relayed_through_the_answerer_only") {
         return;
     }
     let r = pair(Nat::Symmetric, Nat::Symmetric, "auto", "auto", 30);
     assert_delivered(&r, "symmetric+symmetric");
-    assert_eq!(
-        find(&r.sender, "policy").unwrap()["ice_transport_policy"],
-        "relay",
-        "{:?}",
-        r.sender
-    );
-    assert_eq!(local_type(&r.sender), "relay", "{:?}", r.sender);
-    assert_eq!(local_type(&r.echo), "relay", "{:?}", r.echo);
+    assert_one_relay_hop(&r, "symmetric+symmetric");
 }
 
 #[test]
@@ -133,18 +156,27 @@ fn port_restricted_pair_auto_connects_directly() {
 }
 
 #[test]
-fn symmetric_and_port_restricted_auto_relays_the_symmetric_side() {
-    if !require_root("symmetric_and_port_restricted_auto_relays_the_symmetric_side") {
+fn symmetric_and_port_restricted_auto_relay_through_the_answerer() {
+    if !require_root("symmetric_and_port_restricted_auto_relay_through_the_answerer") {
         return;
     }
-    let r = pair(Nat::PortRestrictedCone, Nat::Symmetric, "auto", "auto", 30);
-    assert_delivered(&r, "prc+symmetric");
-    assert_eq!(
-        local_type(&r.sender),
-        "relay",
-        "the symmetric side: {:?}",
-        r.sender
-    );
+    // Both ways round: the symmetric side offers, then answers.
+    for (a, b, what) in [
+        (
+            Nat::PortRestrictedCone,
+            Nat::Symmetric,
+            "prc echo + symmetric sender",
+        ),
+        (
+            Nat::Symmetric,
+            Nat::PortRestrictedCone,
+            "symmetric echo + prc sender",
+        ),
+    ] {
+        let r = pair(a, b, "auto", "auto", 30);
+        assert_delivered(&r, what);
+        assert_one_relay_hop(&r, what);
+    }
 }
 
 #[test]
@@ -203,7 +235,8 @@ fn path(r: &Run) -> ((String, String), (String, String)) {
 
 /// One-IP deployment, `auto` on both sides: the pair decides its path from both NAT summaries.
 /// A symmetric NAT facing the open internet or endpoint-independent filtering connects directly;
-/// facing another symmetric NAT or port-restricted filtering, it is relayed.
+/// facing another symmetric NAT or port-restricted filtering, it goes through the answerer's
+/// relay.
 #[test]
 fn one_ip_pairs_choose_their_path_from_both_summaries() {
     if !require_root("one_ip_pairs_choose_their_path_from_both_summaries") {
@@ -233,14 +266,12 @@ fn one_ip_pairs_choose_their_path_from_both_summaries() {
             r.echo,
             r.sender
         );
-        for (side, t) in [("echo", &echo_type), ("sender", &sender_type)] {
-            assert_eq!(
-                t == "relay",
-                relayed,
-                "{what}: {side} selected {t}: {:?} {:?}",
-                r.echo,
-                r.sender
-            );
+        if relayed {
+            assert_one_relay_hop(&r, &what);
+        } else {
+            for (side, t) in [("echo", &echo_type), ("sender", &sender_type)] {
+                assert_ne!(t, "relay", "{what}: {side}: {:?} {:?}", r.echo, r.sender);
+            }
         }
         // Both summaries travelled: each side's policy names the other's.
         for evs in [&r.echo, &r.sender] {

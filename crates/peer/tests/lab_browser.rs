@@ -1,9 +1,9 @@
 //! The browser client (`/natkit.js`, through natkit-signal's demo page in headless Chromium)
-//! facing natkit-peer in the NAT lab, in both roles: behind two symmetric NATs the pair relays,
-//! with the browser behind a symmetric NAT and natkit-peer on the open internet it connects
-//! directly. The browser forms and sends its NAT summary, so both sides decide by the pair rule
-//! (the UDP-blocked site with `turns:` is in lab_streams.rs). Needs root (fails under CI without
-//! it).
+//! facing natkit-peer in the NAT lab, in both roles: behind two symmetric NATs the pair goes
+//! through the answerer's relay, with the browser behind a symmetric NAT and natkit-peer on the
+//! open internet it connects directly. The browser forms and sends its NAT summary, so both sides
+//! decide by the pair rule (the UDP-blocked site with `turns:` is in lab_streams.rs). Needs root
+//! (fails under CI without it).
 
 use std::time::Duration;
 
@@ -106,22 +106,46 @@ fn both_roles(
 }
 
 #[test]
-fn chromium_and_natkit_peer_behind_symmetric_nats_are_relayed() {
-    if !require_root("chromium_and_natkit_peer_behind_symmetric_nats_are_relayed") {
+fn chromium_and_natkit_peer_behind_symmetric_nats_are_relayed_by_the_answerer() {
+    if !require_root("chromium_and_natkit_peer_behind_symmetric_nats_are_relayed_by_the_answerer") {
         return;
     }
     let mut lab = Lab::with_sites(&[Nat::Symmetric, Nat::Symmetric]);
     let url = lab.start_natkit_signal("lab");
-    let relayed = |_: &str, v: &Value| v["selected"]["local"] == "relay";
+    // One relay hop: the answerer is relay-only, the offerer reaches its relayed address.
+    let page_answers = |role: &str| role == "natkit-peer offers";
+    let relayed = |role: &str, v: &Value| {
+        let side = if page_answers(role) {
+            "local"
+        } else {
+            "remote"
+        };
+        v["selected"][side] == "relay"
+    };
     both_roles(
         &lab,
         &url,
         "symmetric-pair",
         relayed,
         |role, page, policy| {
-            assert_eq!(page["policy"]["relayOnly"], true, "{role}: {page}");
-            assert_eq!(policy["ice_transport_policy"], "relay", "{role}: {policy}");
-            assert_eq!(page["selected"]["local"], "relay", "{role}: {page}");
+            let answers = page_answers(role);
+            assert_eq!(page["policy"]["relayOnly"], answers, "{role}: {page}");
+            let peer_policy = if answers { "all" } else { "relay" };
+            assert_eq!(
+                policy["ice_transport_policy"], peer_policy,
+                "{role}: {policy}"
+            );
+            let (relaying, reaching) = if answers {
+                ("local", "remote")
+            } else {
+                ("remote", "local")
+            };
+            assert_eq!(page["selected"][relaying], "relay", "{role}: {page}");
+            eprintln!("{role}: the page selected {}", page["selected"]);
+            assert_ne!(
+                page["selected"][reaching], "relay",
+                "{role}: two relay hops where one works: {page}"
+            );
         },
     );
 }

@@ -1,5 +1,5 @@
 //! Long-lived relayed sessions in the two-site NAT lab (both sites behind symmetric NATs, so the
-//! data goes through the relay): one message a second from a `--chat` peer to an `--echo` peer,
+//! data goes through the answering echo peer's relay): one message a second from a `--chat` peer to an `--echo` peer,
 //! with the reply timed. Each case runs with natkit-peer and with the Python package's
 //! `natkit.connect` (through `tests/interop/natkit_py_peer.py`, natkit-peer's modes and events).
 //!
@@ -40,8 +40,11 @@ fn connected_pair(
     let echo = peer(kind, lab, 0, url, room, &[&["--echo"], extra].concat());
     echo.wait_for("probe", Duration::from_secs(15));
     let chat = peer(kind, lab, 1, url, room, &[&["--chat"], extra].concat());
+    // Through the echo's relay: it answers, so it is the relay-only side of the pair.
     let c = chat.wait_for("connected", Duration::from_secs(30));
-    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    assert_eq!(c["remote_candidate_type"], "relay", "{c}");
+    let e = echo.wait_for("connected", Duration::from_secs(5));
+    assert_eq!(e["local_candidate_type"], "relay", "{e}");
     (echo, chat)
 }
 

@@ -351,8 +351,11 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
             const side = (t) => (([head, v6]) => (([n, fams]) => n === "-" ? null
                 : {{ ...nat(n), ...(fams ? {{ families: fams.split(",") }} : {{}}), ...(v6 ? {{ ipv6: nat(v6) }} : {{}}) }})(head.split("@")))(t.split("+"));
             return JSON.stringify({rows}.map(([mode, l, r]) => {{
-                const d = natkit.decide(mode, side(l), side(r));
-                return [d.relayOnly ? "relay" : "all", d.rule, d.reason.length > 0];
+                const [o, a] = ["offerer", "answerer"].map((role) => natkit.decide(mode, side(l), side(r), role));
+                const policy = o.relayOnly ? (a.relayOnly ? "relay" : "offerer!") : (a.relayOnly ? "answerer" : "all");
+                // Without a role: the answerer's decision.
+                const same = JSON.stringify(natkit.decide(mode, side(l), side(r))) === JSON.stringify(a);
+                return [policy, o.rule === a.rule ? a.rule : `${{o.rule}}/${{a.rule}}`, o.reason.length > 0 && a.reason.length > 0 && same];
             }}));
         }})()"#,
         rows = serde_json::to_string(&rows).unwrap()

@@ -590,7 +590,8 @@ fn deploy_and_check(flavour: Flavour, restart_relay: bool) {
     echo.wait_for("probe", Duration::from_secs(20));
     let mut chat = peer(1, "--chat");
     let c = chat.wait_for("connected", Duration::from_secs(30));
-    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    // Through the echo's relay: it answers, so it is the pair's relay-only side.
+    assert_eq!(c["remote_candidate_type"], "relay", "{c}");
     if !restart_relay {
         let sent = send_every_second(&mut [&mut chat], "m", 3);
         assert!(
@@ -729,7 +730,8 @@ fn compose_cluster_serves_peers_on_two_nodes_and_survives_a_node_kill() {
     echo.wait_for("probe", Duration::from_secs(20));
     let mut chat = peer(1, &format!("{b},{a}"), "--chat");
     let c = chat.wait_for("connected", Duration::from_secs(30));
-    assert_eq!(c["local_candidate_type"], "relay", "{c}");
+    // Through the echo's relay: it answers, so it is the pair's relay-only side.
+    assert_eq!(c["remote_candidate_type"], "relay", "{c}");
     assert_eq!(
         metric(9642, "natkit_signal_peers_connected"),
         1.0,

@@ -10,7 +10,7 @@ use super::{
     SUMMARY_WAIT,
 };
 use crate::events::Event;
-use crate::policy::{decide, usable_servers, RelayMode};
+use crate::policy::{decide, usable_servers, RelayMode, Role};
 
 impl Session {
     /// The probe asked for by [`Action::Probe`] ended: this side's NAT summary, or `None` when
@@ -76,7 +76,19 @@ impl Session {
             .as_ref()
             .filter(|(from, _)| Some(from) == remote_id.as_ref())
             .map(|(_, n)| n.clone());
-        let policy = decide(self.cfg.relay, self.local_nat.as_ref(), remote_nat.as_ref());
+        // Decided before any offer: in glare (both offered at once) both sides decided as
+        // offerers, relay neither and still have TURN pairs to fall back on.
+        let role = if self.offerer {
+            Role::Offerer
+        } else {
+            Role::Answerer
+        };
+        let policy = decide(
+            self.cfg.relay,
+            role,
+            self.local_nat.as_ref(),
+            remote_nat.as_ref(),
+        );
         self.decide_by = None;
         self.push(Action::Configure {
             servers: self.servers.clone(),

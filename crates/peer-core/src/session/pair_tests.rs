@@ -45,12 +45,17 @@ fn nat_from(from: &str, nat: NatSummary) -> ServerMsg {
 
 #[test]
 fn the_offerer_tells_its_nat_and_decides_with_the_answering_sides() {
+    // One relay hop is enough for a symmetric pair: the answerer relays, the offerer does not.
     let cases = [
+        (symmetric(), symmetric(), "configure", "symmetric-pair"),
         (
             symmetric(),
-            symmetric(),
-            "configure-relay",
-            "symmetric-pair",
+            summary(
+                &[NatBehaviour::EndpointIndependent],
+                &[NatBehaviour::AddressAndPortDependent],
+            ),
+            "configure",
+            "symmetric-restricted",
         ),
         (symmetric(), open(), "configure", "direct-possible"),
         (open(), symmetric(), "configure", "direct-possible"),
