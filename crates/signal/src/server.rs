@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -104,12 +104,20 @@ static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
 
 /// A page of ours: both import `/natkit.js`, which the browser fetches (and compiles) from the
-/// headers on, before the page is parsed.
-fn page(html: &'static str) -> impl IntoResponse {
-    (
-        [(header::LINK, "</natkit.js>; rel=modulepreload")],
-        Html(html),
-    )
+/// headers on, before the page is parsed. Both probe the NAT first with `/v1/check-servers`,
+/// fetched as early too unless the page's query changes that request (a `token` goes into its
+/// URL, `signal` names another server) or turns the probe off (`relay`).
+fn page(html: &'static str, query: Option<String>) -> impl IntoResponse {
+    let plain = query.as_deref().is_none_or(|q| {
+        !q.split('&')
+            .any(|kv| matches!(kv.split('=').next(), Some("token" | "signal" | "relay")))
+    });
+    let link = if plain {
+        "</natkit.js>; rel=modulepreload, </v1/check-servers>; rel=preload; as=fetch; crossorigin"
+    } else {
+        "</natkit.js>; rel=modulepreload"
+    };
+    ([(header::LINK, link)], Html(html))
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -123,8 +131,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             web::cors,
         ));
     Router::new()
-        .route("/", get(|| async { page(INDEX_HTML) }))
-        .route("/check", get(|| async { page(CHECK_HTML) }))
+        .route(
+            "/",
+            get(|RawQuery(q): RawQuery| async { page(INDEX_HTML, q) }),
+        )
+        .route(
+            "/check",
+            get(|RawQuery(q): RawQuery| async { page(CHECK_HTML, q) }),
+        )
         .route("/v1/ws", get(ws))
         .route("/healthz", get(healthz))
         .merge(shared)

@@ -373,6 +373,25 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
     }
 }
 
+/// The demo page's probe takes the `/v1/check-servers` answer the page's headers asked for
+/// early: one request, the preload's (a probe that missed it would add a `fetch` entry). With
+/// the probe off (`relay=1`) nothing is asked for at all.
+#[tokio::test]
+async fn the_pages_probe_takes_the_check_servers_preload() {
+    let s = start(SignalOptions::default(), None).await;
+    let mut b = Browser::launch().await;
+    let asked = r#"JSON.stringify(performance.getEntriesByType("resource")
+        .filter((e) => e.name.includes("/v1/check-servers")).map((e) => e.initiatorType))"#;
+    for (query, ready, want) in [("", "nat", r#"["link"]"#), ("&relay=1", "peerId", "[]")] {
+        let tab = b
+            .open(&format!("http://{}/?room=preload{query}", s.http))
+            .await;
+        let st = page_until(&mut b, &tab, 100, |v| !v[ready].is_null()).await;
+        assert!(!st[ready].is_null(), "{query}: {st}");
+        assert_eq!(b.eval(&tab, asked).await, want, "{query}: {st}");
+    }
+}
+
 /// The summary a browser forms from what it sees.
 #[tokio::test]
 async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {

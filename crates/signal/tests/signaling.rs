@@ -681,16 +681,22 @@ async fn natkit_js_is_served_with_a_validator() {
     assert_eq!(code, 200);
     assert!(!body.is_empty());
     println!("natkit.js: {} bytes unminified", body.len());
-    // Both pages import it: the browser is told to fetch it from their headers on.
-    for page in ["/", "/check"] {
+    // Both pages import it: the browser is told to fetch it from their headers on, and the
+    // probe's servers too, unless the page's query changes that request or turns the probe off.
+    let both =
+        "</natkit.js>; rel=modulepreload, </v1/check-servers>; rel=preload; as=fetch; crossorigin";
+    for (page, link) in [
+        ("/", both),
+        ("/check", both),
+        ("/?room=a&send=x", both),
+        ("/?room=a&token=t", "</natkit.js>; rel=modulepreload"),
+        ("/?signal=ws://b:8080", "</natkit.js>; rel=modulepreload"),
+        ("/?relay=1", "</natkit.js>; rel=modulepreload"),
+    ] {
         let (code, headers, body) = s.request("GET", page, &[]).await;
         assert_eq!(code, 200, "{page}");
         assert!(body.contains(r#""/natkit.js""#), "{page}");
-        assert_eq!(
-            header(&headers, "link"),
-            Some("</natkit.js>; rel=modulepreload"),
-            "{page}"
-        );
+        assert_eq!(header(&headers, "link"), Some(link), "{page}");
     }
 }
 
