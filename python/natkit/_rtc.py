@@ -56,13 +56,17 @@ def quicken_consent() -> None:
 
 
 def retrigger_checks() -> None:
-    """A check from the partner on a pair whose own check is still in progress restarts that
-    check at once, once per pair (RFC 8445 section 7.3.1.4: the in-progress transaction is
-    cancelled and a triggered check sent), where aioice leaves it to its next retransmission,
-    500 ms on. Between two relays the first check of one side is usually lost: the partner's
-    allocation has no permission for it until the partner sends too, and the partner's check
-    arriving is the sign that it has one now. This was about 500 ms of a relayed Python pair's
-    one second to connect in the lab. Process-wide (aioice's class), applied once."""
+    """A check from the partner restarts our checks to the address it came from that are still
+    in progress, at once, once per pair (RFC 8445 section 7.3.1.4 says so for the pair the check
+    arrived on: the in-progress transaction is cancelled and a triggered check sent), where
+    aioice leaves them to their next retransmission, 500 ms on. Towards a partner's relayed
+    address the first checks are usually lost: its allocation has no permission for us until the
+    partner sends too, and its check arriving is the sign that it has. This was about 500 ms of a
+    relayed Python pair's one second to connect in the lab. The pairs from our other local
+    candidates are restarted too (the relay's permission is per IP, and a partner that relays
+    alone checks our server-reflexive address before our relayed one): that is how an offerer
+    reaches a relay-only answerer in one relay hop rather than from its own relay.
+    Process-wide (aioice's class), applied once."""
     conn = aioice.ice.Connection
     if getattr(conn.check_incoming, "natkit_retrigger", False):
         return
@@ -73,8 +77,7 @@ def retrigger_checks() -> None:
         stalled = [
             p
             for p in self._check_list
-            if p.protocol is protocol
-            and p.state == state.IN_PROGRESS
+            if p.state == state.IN_PROGRESS
             and p.remote_addr == (addr[0], addr[1])
             and not getattr(p, "natkit_retriggered", False)
         ]

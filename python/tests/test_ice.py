@@ -80,3 +80,60 @@ def test_applied_once():
     patched = aioice.ice.Connection.check_incoming
     _rtc.retrigger_checks()
     assert aioice.ice.Connection.check_incoming is patched
+
+
+def test_a_partners_check_restarts_our_lost_checks_from_other_addresses_too(monkeypatch):
+    """Ours from 127.0.0.1 and 127.0.0.2, the partner's from 127.0.0.3, told only of our first:
+    each of our first checks is lost, and the partner's check, arriving on the first address,
+    restarts the one from the second as well (a relay-only partner's allocation permits an IP,
+    whichever of our sockets its check came through)."""
+    monkeypatch.setattr(aioice.stun, "RETRY_RTO", 60.0)
+    _rtc.retrigger_checks()
+    assert asyncio.run(second_address_pair_state(monkeypatch)) == aioice.ice.CandidatePair.State.SUCCEEDED
+
+
+async def second_address_pair_state(monkeypatch) -> "aioice.ice.CandidatePair.State":
+    def on(*hosts: str) -> None:
+        monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: list(hosts))
+
+    ours = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    theirs = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    try:
+        on("127.0.0.1", "127.0.0.2")
+        await ours.gather_candidates()
+        on("127.0.0.3")
+        await theirs.gather_candidates()
+        lost: set[int] = set()
+        for proto in ours._protocols:
+            send = proto.send_stun
+
+            def lossy(message, addr, send=send, key=id(proto)) -> None:
+                if message.message_class == aioice.stun.Class.REQUEST and key not in lost:
+                    lost.add(key)
+                    return
+                send(message, addr)
+
+            proto.send_stun = lossy
+        ours.remote_username, ours.remote_password = theirs.local_username, theirs.local_password
+        theirs.remote_username, theirs.remote_password = ours.local_username, ours.local_password
+        for c in theirs.local_candidates:
+            await ours.add_remote_candidate(c)
+        await ours.add_remote_candidate(None)
+        await theirs.add_remote_candidate(next(c for c in ours.local_candidates if c.host == "127.0.0.1"))
+        await theirs.add_remote_candidate(None)
+        connecting = asyncio.ensure_future(ours.connect())
+        # Both of our first checks are lost before the partner checks at all.
+        for _ in range(200):
+            if len(lost) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(lost) == 2
+        await asyncio.wait_for(asyncio.gather(connecting, theirs.connect()), 20)
+        second = next(p for p in ours._check_list if p.local_candidate.host == "127.0.0.2")
+        for _ in range(200):
+            if second.state == aioice.ice.CandidatePair.State.SUCCEEDED:
+                break
+            await asyncio.sleep(0.01)
+        return second.state
+    finally:
+        await asyncio.gather(ours.close(), theirs.close())

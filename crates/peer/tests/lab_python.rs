@@ -78,6 +78,14 @@ fn python_peers_behind_symmetric_nats_are_relayed_by_the_answerer() {
     }
     let echo_ch = last(&echo, "channel");
     assert_eq!(echo_ch["relay_transport"], "udp", "{echo_ch}");
+    // aioice nominates the first pair that works: mostly the one-hop pair from the sender's own
+    // address (two runs in three here), otherwise its relay's, the rule's fallback; both are
+    // fine, so it is only shown (python/tests/test_ice.py tests the check restart behind it).
+    eprintln!(
+        "the Python sender's path: local {}, remote {}",
+        last(&sender, "channel")["local"],
+        last(&sender, "channel")["remote"]
+    );
     eprintln!(
         "symmetric + symmetric (Python pair): connected {} ms after start (probe included)",
         last(&sender, "connected")["elapsed_ms"]
