@@ -122,6 +122,7 @@ impl Session {
             Action::Configure {
                 servers,
                 relay_only,
+                ..
             } => vec![
                 s(py, "configure")?,
                 s(py, &to_json(&servers))?,

@@ -98,6 +98,14 @@ pub struct Policy {
     pub reason: String,
 }
 
+impl Policy {
+    /// Can a pair without a relay work? Not where this side relays, nor where the other side
+    /// does because no direct path can (`symmetric-pair`, `symmetric-restricted`).
+    pub fn direct_expected(&self) -> bool {
+        !self.relay_only && !matches!(self.rule, Rule::SymmetricPair | Rule::SymmetricRestricted)
+    }
+}
+
 fn behaviour(b: Behaviour) -> NatBehaviour {
     match b {
         Behaviour::EndpointIndependent => NatBehaviour::EndpointIndependent,

@@ -166,11 +166,13 @@ impl Shell<'_> {
                 Action::Configure {
                     servers,
                     relay_only,
+                    direct_expected,
                 } => {
                     self.relay_only = relay_only;
                     let pc = build_peer_connection(
                         &servers,
                         relay_only,
+                        direct_expected,
                         &self.local_ips,
                         self.cfg.turn_tls.clone(),
                         self.pc_events.clone(),

@@ -227,10 +227,16 @@ pub(crate) fn ice_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(Stage::Ice, e.to_string())
 }
 
+/// How long after checking starts the offering side of a pair that goes through the answerer's
+/// relay waits before it nominates a relayed pair, so the one-hop pair (from its own address)
+/// can win over the relay-to-relay one.
+const ONE_HOP_WAIT: Duration = Duration::from_millis(100);
+
 /// The webrtc peer connection for the chosen policy, bound to `local_ips` (one per family).
 pub(crate) async fn build_peer_connection(
     servers: &[IceServer],
     relay_only: bool,
+    direct_expected: bool,
     local_ips: &[IpAddr],
     turn_tls: Option<Arc<rustls::ClientConfig>>,
     events: mpsc::UnboundedSender<PcEvent>,
@@ -259,6 +265,14 @@ pub(crate) async fn build_peer_connection(
         settings
             .with_relay_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+    } else if !direct_expected {
+        // Through the other side's relay: no direct pair to wait for (webrtc waits 2 s before it
+        // nominates a pair with a relay candidate at either end), but a moment for the pair from
+        // our own address to succeed beside the one from our relay, which would put the data
+        // through the relay twice.
+        settings
+            .with_relay_acceptance_min_wait(Some(ONE_HOP_WAIT))
+            .with_prflx_acceptance_min_wait(Some(ONE_HOP_WAIT))
     } else {
         // A remote relay candidate that checks in before its trickled description arrives is
         // learned as peer-reflexive, whose priority beats server-reflexive: give such candidates

@@ -93,6 +93,7 @@ impl Session {
         self.push(Action::Configure {
             servers: self.servers.clone(),
             relay_only: policy.relay_only,
+            direct_expected: policy.direct_expected(),
         });
         self.push(Action::Emit(Event::Policy {
             ice_transport_policy: if policy.relay_only { "relay" } else { "all" },

@@ -47,14 +47,19 @@ fn nat_from(from: &str, nat: NatSummary) -> ServerMsg {
 fn the_offerer_tells_its_nat_and_decides_with_the_answering_sides() {
     // One relay hop is enough for a symmetric pair: the answerer relays, the offerer does not.
     let cases = [
-        (symmetric(), symmetric(), "configure", "symmetric-pair"),
+        (
+            symmetric(),
+            symmetric(),
+            "configure-via-their-relay",
+            "symmetric-pair",
+        ),
         (
             symmetric(),
             summary(
                 &[NatBehaviour::EndpointIndependent],
                 &[NatBehaviour::AddressAndPortDependent],
             ),
-            "configure",
+            "configure-via-their-relay",
             "symmetric-restricted",
         ),
         (symmetric(), open(), "configure", "direct-possible"),

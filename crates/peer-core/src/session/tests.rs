@@ -65,8 +65,15 @@ pub(super) fn drain(s: &mut Session) -> Vec<String> {
                 format!("signal:{}", v["type"].as_str().unwrap())
             }
             Action::Configure {
-                relay_only: false, ..
+                relay_only: false,
+                direct_expected: true,
+                ..
             } => "configure".into(),
+            Action::Configure {
+                relay_only: false,
+                direct_expected: false,
+                ..
+            } => "configure-via-their-relay".into(),
             Action::Configure {
                 relay_only: true, ..
             } => "configure-relay".into(),
