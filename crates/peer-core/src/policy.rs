@@ -22,8 +22,8 @@
 //!
 //! One relay hop is enough where a direct path cannot work: the answering side is relay-only
 //! and the offering side reaches the answerer's relayed address from its own (a TURN permission
-//! is per IP address, and a symmetric NAT keeps its IP from one destination to the next; RFC 8656
-//! 9.1). The offering side still gathers its own relay candidate, so a NAT that changes its
+//! is per IP address, RFC 8656 section 9, and a symmetric NAT keeps its IP from one destination to
+//! the next). The offering side still gathers its own relay candidate, so a NAT that changes its
 //! public IP per destination (RFC 4787's arbitrary pooling) still has relay-to-relay pairs to
 //! fall back on. One hop halves the relay's work for such a pair and lets the offering side
 //! check before its own allocation exists (a browser's comes ~70 ms into a gathering).
