@@ -18,7 +18,7 @@
 //! over all connections.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -34,16 +34,10 @@ enum Server {
     Forwarder,
 }
 
+/// A server process (killed when dropped) and where it listens.
 struct Proc {
-    child: Child,
+    child: natkit_bench::Proc,
     addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn release_bin(name: &str) -> std::path::PathBuf {
@@ -162,12 +156,18 @@ fn start(server: Server, echo: SocketAddr) -> Proc {
         std::thread::sleep(Duration::from_millis(50));
         if server == Server::Forwarder {
             if std::net::UdpSocket::bind(addr).is_err() {
-                return Proc { child, addr };
+                return Proc {
+                    child: natkit_bench::Proc(child),
+                    addr,
+                };
             }
             continue;
         }
         if natkit_bench::client::answers_binding("127.0.0.1:0".parse().unwrap(), addr, 1) {
-            return Proc { child, addr };
+            return Proc {
+                child: natkit_bench::Proc(child),
+                addr,
+            };
         }
     }
     panic!("{server:?} did not start");
@@ -211,7 +211,13 @@ fn start_streams(server: Server, tls: &natkit_testkit::tls::ServerFiles) -> (Pro
         if std::net::TcpStream::connect(tls_addr).is_ok()
             && std::net::TcpStream::connect(addr).is_ok()
         {
-            return (Proc { child, addr }, tls_addr);
+            return (
+                Proc {
+                    child: natkit_bench::Proc(child),
+                    addr,
+                },
+                tls_addr,
+            );
         }
     }
     panic!("{server:?} did not start serving TCP and TLS");
@@ -263,7 +269,7 @@ fn streams(rt: &tokio::runtime::Runtime, echo: SocketAddr, seconds: u64) {
                     payload: size,
                     window: (128 / n).max(1),
                     duration: Duration::from_secs(seconds),
-                    server_pid: Some(p.child.id()),
+                    server_pid: Some(p.child.0.id()),
                 };
                 let r = rt
                     .block_on(natkit_bench::stream::run(&cfg))
@@ -394,7 +400,7 @@ fn uclient_load() {
         let (_server, seconds, cpu, machine, sent, received) = loop {
             attempt += 1;
             let p = start(server, "127.0.0.1:9".parse().unwrap());
-            let pid = p.child.id();
+            let pid = p.child.0.id();
             let cpu0 = natkit_bench::proc_stats::cpu_seconds(pid);
             let machine0 = natkit_bench::proc_stats::CpuTimes::now();
             let t = std::time::Instant::now();
@@ -525,7 +531,7 @@ fn main() {
                     inflight,
                     duration: Duration::from_secs(seconds),
                     send_indications: false,
-                    server_pid: Some(p.child.id()),
+                    server_pid: Some(p.child.0.id()),
                 };
                 let r = rt
                     .block_on(load::run(&cfg))
@@ -563,7 +569,7 @@ fn main() {
                     inflight,
                     duration: Duration::from_secs(secs),
                     send_indications: false,
-                    server_pid: Some(p.child.id()),
+                    server_pid: Some(p.child.0.id()),
                 };
                 rt.block_on(load::run(&cfg)).expect("paced run")
             };

@@ -185,9 +185,9 @@ pub enum Action {
     Configure {
         servers: Vec<IceServer>,
         relay_only: bool,
-        /// Can a pair without a relay work? When not (a relay-only policy, or the offering side
-        /// of a pair that goes through the answerer's relay), relayed pairs are taken at once
-        /// rather than after a wait for a direct one.
+        /// Can a pair without a relay work ([`crate::policy::Policy::direct_expected`])? When
+        /// not (a relay-only policy, or the offering side of a pair that goes through the
+        /// answerer's relay), the shell does not hold relayed pairs back for a direct one.
         direct_expected: bool,
     },
     /// `set_configuration` with these ICE servers and transport policy; they take effect at the
