@@ -230,7 +230,20 @@ fn natkit_peer_offers_to_chromium_behind_blocked_udp_through_turns() {
         .output()
         .unwrap();
     let evs = events(&out.stdout);
-    assert!(out.status.success(), "{evs:?}");
+    if !out.status.success() {
+        // What each end saw: the page's last report (its candidates, state, errors) and the
+        // relay's allocations by transport.
+        let page_saw = page.report_until(Duration::from_secs(1), |_| false);
+        let allocations: Vec<f64> = ["udp", "tcp", "tls"]
+            .iter()
+            .map(|t| {
+                l.metric(&format!(
+                    "natkit_relay_allocations_created_total{{transport=\"{t}\"}}"
+                ))
+            })
+            .collect();
+        panic!("natkit-peer failed: {evs:?}\nthe page: {page_saw}\nrelay allocations udp/tcp/tls: {allocations:?}");
+    }
     assert_eq!(find(&evs, "message")["data"], "to chromium");
     let report = page.report_until(Duration::from_secs(10), |v| !v["selected"].is_null());
     assert_eq!(report["selected"]["local"], "relay", "{report}");
