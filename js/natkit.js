@@ -1,12 +1,9 @@
-// natkit.js: natkit's browser client. Docs: js/README.md; types: natkit.d.ts. `decide` is the
-// pair rule, tested against every row of crates/peer-core/pair_rule.tsv.
+// natkit.js, natkit's browser client: docs in README.md, types in natkit.d.ts. `decide` is
+// tested against every row of crates/peer-core/pair_rule.tsv.
 
-// The offerer waits this long for the partner's summary.
-const SUMMARY_WAIT = 1000;
-// Not connected this long with all candidates: restart relay-only.
-const DIRECT_DEADLINE = 5000;
-// "disconnected" this long: ICE restart ("failed": at once).
-const DISCONNECTED_GRACE = 3000;
+const SUMMARY_WAIT = 1000; // the offerer's wait for the partner's NAT summary
+const DIRECT_DEADLINE = 5000; // not connected with all candidates: restart relay-only
+const DISCONNECTED_GRACE = 3000; // "disconnected" this long: ICE restart
 const CLOSED = () => new NatkitError("closed", "the channel or session is closed");
 // Limits: partners, unread messages, early candidates, send buffer.
 const MAX_PARTNERS = 16;
@@ -15,7 +12,6 @@ const MAX_PENDING_CANDIDATES = 256;
 const HIGH_WATER = 1 << 20;
 const LOW_WATER = 256 << 10;
 
-// `code`: the server's (`unauthorized`, ...), or `timeout`, `closed`, ...
 export class NatkitError extends Error {
   constructor(code, message, stage = null) {
     super(message);
@@ -25,7 +21,7 @@ export class NatkitError extends Error {
   }
 }
 
-// Join refusals no retry cures (natkit_proto's is_permanent_refusal).
+// Refusals no retry cures (natkit_proto's is_permanent_refusal).
 const PERMANENT = new Set(["unauthorized", "bad-room", "room-full", "server-full"]);
 
 // natkit-peer's back-off (250 ms doubling to 5 s) and renewal (at half the TTL).
@@ -33,77 +29,66 @@ export const reconnectDelay = (n) => Math.min(250 * 2 ** Math.min(n, 10), 5000);
 export const renewAfter = (ttlSeconds) => Math.max(ttlSeconds * 500, 1000);
 
 const DEPENDENT = new Set(["address-dependent", "address-and-port-dependent"]);
-const knownDependent = (list) => Array.isArray(list) && list.length > 0 && list.every((b) => DEPENDENT.has(b));
+const dependent = (list) => Array.isArray(list) && list.length > 0 && list.every((b) => DEPENDENT.has(b));
 const SHORT = { "endpoint-independent": "EI", "address-dependent": "AD", "address-and-port-dependent": "APD" };
 const describe = (n) => (n.udp_blocked ? "udp-blocked"
   : ["mapping", "filtering"].map((k) => `${k} ${n[k] && n[k].length ? n[k].map((b) => SHORT[b] || "?").join("|") : "unknown"}`).join(" "));
+const sides = (l, r) => `(here ${describe(l)}, there ${describe(r)})`;
+const families = (n) => (Array.isArray(n.families) && n.families.length > 0
+  && n.families.every((f) => f === "ipv4" || f === "ipv6") ? n.families : null);
+const symmetric = (l, r) => (dependent(l.mapping) && dependent(r.mapping) ? "symmetric-pair"
+  : (dependent(l.mapping) && dependent(r.filtering)) || (dependent(r.mapping) && dependent(l.filtering)) ? "symmetric-restricted" : null);
 
-// `role`: this side's part in the offer/answer exchange. Where one relay hop is enough (both
-// symmetric, or symmetric facing restricted filtering) the answerer relays and the offerer
-// reaches its relayed address from its own.
+// Where one relay hop is enough the answerer relays; the `offerer` reaches it from its own address.
 export function decide(mode, local, remote, role = "answerer") {
   const p = (relayOnly, rule, reason) => ({ relayOnly, rule, reason });
   if (mode === "always") return p(true, "relay-always", "relay: always");
   if (mode === "never") return p(false, "relay-never", "relay: never");
   if (!local) return p(false, "no-probe", "no probe result: all candidates");
-  const mine = describe(local);
   if (local.udp_blocked) return p(true, "udp-blocked", "UDP is blocked here: relay");
   if (!remote) {
-    return knownDependent(local.mapping)
-      ? p(true, "this-side-only", `symmetric here (${mine}), no remote summary: relay`)
-      : p(false, "this-side-only", `here ${mine}, no remote summary: all candidates`);
+    const sym = dependent(local.mapping);
+    return p(sym, "this-side-only", `here ${describe(local)}, no remote summary: ${sym ? "relay" : "all candidates"}`);
   }
-  const theirs = describe(remote);
   if (remote.udp_blocked) return p(true, "udp-blocked", "UDP is blocked at the remote peer: relay");
-  const fam = (n) => (Array.isArray(n.families) && n.families.length > 0
-    && n.families.every((f) => f === "ipv4" || f === "ipv6") ? n.families : null);
-  const famL = fam(local), famR = fam(remote);
+  const [famL, famR] = [families(local), families(remote)];
   if (famL && famR && !famL.some((f) => famR.includes(f))) {
-    return p(true, "no-common-family", `no address family in common (here ${famL.join(",")}, there ${famR.join(",")}): relay`);
+    return p(true, "no-common-family", `no address family in common (here ${famL}, there ${famR}): relay`);
   }
-  // Each family both sides have is judged alone (the summary is IPv4's, or IPv6's for an
-  // IPv6-only side; a dual-stack side's IPv6 is in `ipv6`).
-  const symmetric = (l, r) => {
-    const symL = knownDependent(l.mapping), symR = knownDependent(r.mapping);
-    if (symL && symR) return "symmetric-pair";
-    return (symL && knownDependent(r.filtering)) || (symR && knownDependent(l.filtering)) ? "symmetric-restricted" : null;
-  };
-  const v4 = (n) => !fam(n) || n.families.includes("ipv4");
-  const v6 = (n) => n.ipv6 || (fam(n) && n.families.length === 1 && n.families[0] === "ipv6" ? n : null);
+  // Each family both sides have is judged alone (a dual-stack side's IPv6 is in `ipv6`).
+  const v4 = (n) => !families(n) || n.families.includes("ipv4");
+  const v6 = (n) => n.ipv6 || (families(n) && n.families.length === 1 && n.families[0] === "ipv6" ? n : null);
   const [l6, r6] = [v6(local), v6(remote)];
-  const both6 = l6 && r6 && !l6.udp_blocked && !r6.udp_blocked;
   let over4 = v4(local) && v4(remote) ? [symmetric(local, remote)] : null;
-  const over6 = both6 ? [symmetric(l6, r6)] : null;
+  const over6 = l6 && r6 && !l6.udp_blocked && !r6.udp_blocked ? [symmetric(l6, r6)] : null;
   if (!over4 && !over6) over4 = [symmetric(local, remote)];
-  const [here, there] = !over4 && over6 ? [describe(l6), describe(r6)] : [mine, theirs];
   if (over4 && over4[0] && over6 && !over6[0]) {
-    return p(false, "direct-ipv6", `IPv4 needs a relay (here ${mine}, there ${theirs}), IPv6 can connect directly (here ${describe(l6)}, there ${describe(r6)}): all candidates`);
+    return p(false, "direct-ipv6", `IPv4 needs a relay ${sides(local, remote)}, IPv6 can connect directly ${sides(l6, r6)}: all candidates`);
   }
   const rule = over4 ? over4[0] : over6[0];
+  const at = over4 ? sides(local, remote) : sides(l6, r6);
   const why = rule === "symmetric-pair" ? "both symmetric" : "symmetric facing restricted filtering";
-  if (rule && role === "offerer") return p(false, rule, `${why} (here ${here}, there ${there}): the answerer relays, all candidates here (one relay hop)`);
-  if (rule) return p(true, rule, `${why} (here ${here}, there ${there}): relay (the answerer)`);
-  return p(false, "direct-possible", `direct can work (here ${here}, there ${there}): all candidates`);
+  if (rule && role === "offerer") return p(false, rule, `${why} ${at}: the answerer relays, all candidates here (one relay hop)`);
+  if (rule) return p(true, rule, `${why} ${at}: relay (the answerer)`);
+  return p(false, "direct-possible", `direct can work ${at}: all candidates`);
 }
 
-// `mappings`: the server-reflexive "address:port"s seen towards the relay's ports (an IPv6
-// address has colons of its own).
+// `mappings`: the server-reflexive "address:port"s seen towards the relay's ports.
 export function summaryFrom({ mappings, udpRelay, turnTried }) {
   const family = (m) => (m.split(":").length > 2 ? "ipv6" : "ipv4");
   const families = [...new Set(mappings.map(family))].sort();
   const nat = (mapping, blocked = false) => ({
     mapping, filtering: [], udp_blocked: blocked, ...(families.length ? { families } : {}),
   });
-  // Another public port towards the same host's other port, in one family: symmetric (a
-  // dual-stack relay is reached once per family). The summary is IPv4's (IPv6's when that is
-  // all there is), a dual-stack browser's IPv6 in `ipv6`.
+  // Another public port towards the other port, in one family: symmetric. The summary is
+  // IPv4's (IPv6's when that is all there is), a dual-stack browser's IPv6 in `ipv6`.
   const behaviour = (f) => (mappings.filter((m) => family(m) === f).length > 1
     ? ["address-dependent", "address-and-port-dependent"] : ["endpoint-independent", "address-dependent"]);
   if (families.length === 2) {
     return { ...nat(behaviour("ipv4")), ipv6: { mapping: behaviour("ipv6"), filtering: [], udp_blocked: false } };
   }
   if (families.length === 1) return nat(behaviour(families[0]));
-  if (udpRelay) return nat([]); // UDP gets out, no mapping seen
+  if (udpRelay) return nat([]); // UDP gets out, unmapped
   return turnTried ? nat([], true) : null;
 }
 
@@ -138,8 +123,8 @@ export async function probe(httpBase, token, timeoutMs = 3000, details = false) 
   const relayGather = (t) => (turn(t).length ? gather({ iceServers: turn(t), iceTransportPolicy: "relay" }, timeoutMs) : null);
   const all = details ? relayGather(["udp", "tcp", "tls"]) : null;
   const seen = (f) => [...new Set(f.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
-  // Done once the ports map apart, or a moment after the first mapping (both requests left
-  // together), not Chrome's ~100 ms later gathering end.
+  // Done once the ports map apart, or a moment after the first mapping (not at Chrome's
+  // gathering end, ~100 ms later).
   const found = await gather({ iceServers: [{ urls: stunUrls }] }, timeoutMs, (f, t) => {
     const n = seen(f).length;
     return n >= stunUrls.length ? 0 : n ? Math.max(30, t / 2) : null;
@@ -233,7 +218,7 @@ export class Channel extends EventTarget {
 export class Session extends EventTarget {
   constructor(opts, urls) {
     super();
-    Object.assign(this, { _opts: opts, _urls: urls, _at: 0, _links: new Map(), _iceServers: [], peerId: null, room: opts.room, peers: [], nat: null });
+    Object.assign(this, { _opts: opts, _urls: urls, _at: 0, _links: new Map(), _summaries: new Map(), _iceServers: [], peerId: null, room: opts.room, peers: [], nat: null });
   }
 
   on(name, fn) { const h = (e) => fn(e.detail); this.addEventListener(name, h); return () => this.removeEventListener(name, h); }
@@ -270,10 +255,10 @@ export class Session extends EventTarget {
     if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
   }
 
-  // Joins through `url`: the welcome, or the server's refusal.
-  _join(url, timeoutMs) {
+  // Joins through `_urls[i]`: the welcome, or the server's refusal.
+  _join(i, timeoutMs) {
     return new Promise((resolve, reject) => {
-      const u = wsUrl(url);
+      const u = wsUrl(this._urls[i]);
       if (this._opts.token) u.searchParams.set("token", this._opts.token);
       let ws;
       try { ws = new WebSocket(u); } catch (e) { return reject(new NatkitError("bad-url", String(e), "join")); }
@@ -288,21 +273,26 @@ export class Session extends EventTarget {
       ws.onmessage = (ev) => {
         let m; try { m = JSON.parse(ev.data); } catch { return; }
         if (m.type === "error") { clearTimeout(timer); ws.onclose = null; ws.close(); reject(new NatkitError(m.code, m.message || m.code, "join")); }
-        if (m.type === "welcome") { clearTimeout(timer); this._adopt(ws, u); resolve(m); }
+        if (m.type !== "welcome") return;
+        clearTimeout(timer);
+        Object.assign(this, { _ws: ws, _at: i, peerId: m.peer_id, peers: [...m.peers] });
+        this._setServers(m.ice_servers, m.ttl);
+        ws.onclose = () => { if (this._ws === ws) { this._ws = null; this._rejoin("signaling dropped"); } };
+        ws.onmessage = (ev) => { try { this._onMessage(JSON.parse(ev.data)).catch((e) => this._emit("error", { code: "internal", message: String(e) })); } catch { /* not JSON */ } };
+        resolve();
       };
     });
   }
 
-  _adopt(ws, u) {
-    this._ws = ws;
-    ws.onclose = () => { if (this._ws === ws) { this._ws = null; this._rejoin("signaling dropped"); } };
-    ws.onmessage = (ev) => { try { this._onMessage(JSON.parse(ev.data)).catch((e) => this._emit("error", { code: "internal", message: String(e) })); } catch { /* not JSON */ } };
-  }
-
-  _welcome(m) {
-    this.peerId = m.peer_id;
-    this.peers = [...m.peers];
-    this._setServers(m.ice_servers, m.ttl);
+  // Joins through the URLs in turn from the `from`th, backing off after each round.
+  async _joinFrom(from, deadline) {
+    let last = new NatkitError("timeout", "no signaling server answered in time", "join");
+    for (let n = 0; !this._closed && Date.now() < deadline; n++) {
+      const i = (from + n) % this._urls.length;
+      try { return await this._join(i, Math.min(10000, deadline - Date.now())); } catch (e) { if (PERMANENT.has(e.code)) throw e; last = e; }
+      if ((i + 1) % this._urls.length === from) await sleep(Math.min(reconnectDelay(Math.floor(n / this._urls.length)), Math.max(0, deadline - Date.now())));
+    }
+    throw last;
   }
 
   _setServers(servers, ttl) {
@@ -318,17 +308,12 @@ export class Session extends EventTarget {
     if (this._closed || this._rejoining) return;
     this._rejoining = true;
     this._emit("reconnect", { reason });
-    for (let n = 0; !this._closed; n++) {
-      await sleep(reconnectDelay(n));
-      this._at = (this._at + 1) % this._urls.length;
-      try {
-        const m = await this._join(this._urls[this._at], 5000);
-        this._welcome(m);
-        this._emit("reconnected", { url: this._urls[this._at] });
-        break;
-      } catch (e) {
-        if (PERMANENT.has(e.code)) { this._emit("error", { code: e.code, message: e.message }); this.close(); break; }
-      }
+    await sleep(reconnectDelay(0));
+    try {
+      await this._joinFrom((this._at + 1) % this._urls.length, Infinity);
+      this._emit("reconnected", { url: this._urls[this._at] });
+    } catch (e) {
+      if (PERMANENT.has(e.code)) { this._emit("error", { code: e.code, message: e.message }); this.close(); }
     }
     this._rejoining = false;
     // Paths that failed meanwhile restart over fresh credentials.
@@ -352,9 +337,8 @@ export class Session extends EventTarget {
       }
       case "nat-summary": {
         const l = this._links.get(m.from);
-        const pending = this._summaries || (this._summaries = new Map());
         if (l) { l.remoteNat = m.nat; if (l.summaryArrived) l.summaryArrived(); }
-        else if (pending.size < MAX_PARTNERS * 4) pending.set(m.from, m.nat);
+        else if (this._summaries.size < MAX_PARTNERS * 4) this._summaries.set(m.from, m.nat);
         break;
       }
       case "offer": return this._onOffer(m);
@@ -393,7 +377,7 @@ export class Session extends EventTarget {
   _newLink(peer, offerer) {
     if (this._links.size >= MAX_PARTNERS) throw new NatkitError("too-many-partners", `over ${MAX_PARTNERS} partners`);
     const link = { peer, offerer, session: this, pending: [], polite: this.peerId > peer };
-    if (this._summaries && this._summaries.has(peer)) { link.remoteNat = this._summaries.get(peer); this._summaries.delete(peer); }
+    if (this._summaries.has(peer)) { link.remoteNat = this._summaries.get(peer); this._summaries.delete(peer); }
     link.channel = new Channel(link);
     link.opened = new Promise((resolve, reject) => { link.open = resolve; link.fail = reject; });
     link.opened.catch(() => {});
@@ -409,8 +393,7 @@ export class Session extends EventTarget {
   }
 
   _newPc(link, relay) {
-    // A candidate pool gathers from construction (the offerer's starts while it decides):
-    // Chromium asks TURN for an allocation 50 ms into a gathering.
+    // A pool gathers from construction: the offerer's while it decides.
     const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: 1 });
     pc.onicecandidate = (e) => {
       if (e.candidate) this._emit("candidate", { peerId: link.peer, type: e.candidate.type });
@@ -548,23 +531,8 @@ export async function connect(options) {
     session._probe = probe(httpBase(wsUrl(urls[0])), opts.token).catch(() => null);
     session._probe.then((nat) => { session.nat = nat; session._emit("probe", { nat }); });
   }
-  const deadline = Date.now() + opts.timeout;
-  let last = null;
-  for (let n = 0; Date.now() < deadline; n++) {
-    if (n > 0) await sleep(Math.min(reconnectDelay(n - 1), Math.max(0, deadline - Date.now())));
-    for (let i = 0; i < urls.length && Date.now() < deadline; i++) {
-      try {
-        const m = await session._join(urls[i], Math.min(10000, deadline - Date.now()));
-        session._at = i;
-        session._welcome(m);
-        // The peer that joins where others are offers, to the first of them.
-        if (session.peers.length) session._offerTo(session.peers[0]);
-        return session;
-      } catch (e) {
-        if (PERMANENT.has(e.code)) throw e;
-        last = e;
-      }
-    }
-  }
-  throw last || new NatkitError("timeout", `no signaling server answered within ${opts.timeout} ms`, "join");
+  await session._joinFrom(0, Date.now() + opts.timeout);
+  // The peer that joins where others are offers, to the first of them.
+  if (session.peers.length) session._offerTo(session.peers[0]);
+  return session;
 }
