@@ -92,22 +92,27 @@ export function summaryFrom({ mappings, udpRelay, turnTried }) {
   return turnTried ? nat([], true) : null;
 }
 
+// A peer connection making its offer, its servers set when known.
+function prepare() {
+  const pc = new RTCPeerConnection();
+  pc.createDataChannel("probe");
+  return { pc, offer: pc.createOffer() };
+}
+
 // `early(found, ms)`: how long more to wait, when enough was found.
-function gather(config, ms, early = () => null) {
+function gather(config, ms, early = () => null, { pc, offer } = prepare()) {
   return new Promise((resolve) => {
     const found = [], t0 = performance.now();
-    let pc, timer;
-    try { pc = new RTCPeerConnection(config); } catch { resolve(found); return; }
     const done = () => { clearTimeout(timer); pc.close(); resolve(found); };
-    timer = setTimeout(done, ms);
+    let timer = setTimeout(done, ms);
+    try { pc.setConfiguration(config); } catch { return done(); }
     pc.onicecandidate = (e) => {
       if (!e.candidate) return done();
       found.push(e.candidate);
       const wait = early(found, performance.now() - t0);
       if (wait != null) { clearTimeout(timer); timer = setTimeout(done, wait); }
     };
-    pc.createDataChannel("probe");
-    pc.createOffer().then((o) => pc.setLocalDescription(o)).catch(done);
+    offer.then((o) => pc.setLocalDescription(o)).catch(done);
   });
 }
 
@@ -115,9 +120,15 @@ function gather(config, ms, early = () => null) {
 export async function probe(httpBase, token, timeoutMs = 3000, details = false) {
   const url = new URL("/v1/check-servers", httpBase);
   if (token) url.searchParams.set("token", token);
-  const res = await fetch(url);
-  if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
-  const servers = (await res.json()).iceServers || [];
+  const fetched = fetch(url);
+  await null; // the caller's WebSocket first; then STUN's peer connection while the servers come
+  const stun = prepare();
+  let servers;
+  try {
+    const res = await fetched;
+    if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
+    servers = (await res.json()).iceServers || [];
+  } catch (e) { stun.pc.close(); throw e; }
   const stunUrls = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
   const turn = (t) => onlyTransport(servers, t).filter((s) => s.urls.some((u) => u.startsWith("turn")));
   const relayGather = (t) => (turn(t).length ? gather({ iceServers: turn(t), iceTransportPolicy: "relay" }, timeoutMs) : null);
@@ -128,7 +139,7 @@ export async function probe(httpBase, token, timeoutMs = 3000, details = false) 
   const found = await gather({ iceServers: [{ urls: stunUrls }] }, timeoutMs, (f, t) => {
     const n = seen(f).length;
     return n >= stunUrls.length ? 0 : n ? Math.max(30, t / 2) : null;
-  });
+  }, stun);
   const mappings = seen(found);
   const relaying = all || (mappings.length ? null : relayGather(["udp"]));
   const relays = ((relaying && (await relaying)) || []).filter((c) => c.type === "relay");
@@ -393,8 +404,9 @@ export class Session extends EventTarget {
   }
 
   _newPc(link, relay) {
-    // A pool gathers from construction: the offerer's while it decides.
-    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: 1 });
+    // The offerer's pool gathers while it decides. An answerer has no time to pool, and in
+    // Chromium an answer over a pooled TURN session sometimes gathered nothing at all.
+    const pc = link.pc = new RTCPeerConnection({ iceServers: this._iceServers, iceTransportPolicy: relay ? "relay" : "all", iceCandidatePoolSize: link.offerer ? 1 : 0 });
     pc.onicecandidate = (e) => {
       if (e.candidate) this._emit("candidate", { peerId: link.peer, type: e.candidate.type });
       this._send({ type: "candidate", to: link.peer, candidate: e.candidate ? e.candidate.toJSON() : null });
@@ -481,6 +493,7 @@ export class Session extends EventTarget {
     } else if (link.offerer && !link.dc) { // glare before our offer: the polite side answers
       if (!link.polite) return;
       link.offerer = false;
+      link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceCandidatePoolSize: 0 });
       if (!link.policy) await this._decide(link);
       this._configure(link);
     }

@@ -1,7 +1,7 @@
 //! The browser client's channel open time beside the demo page it replaced, in the NAT lab: a
 //! natkit-peer `--echo` (joined and probed) at one site, headless Chromium at the other opens
 //! the page, and the page says when its data channel opened (`performance.now()`, from the
-//! start of the page's load, so Chromium's own start-up is left out). Alternating, nine runs
+//! start of the page's load, so Chromium's own start-up is left out). Alternating, fifteen runs
 //! each, relayed (both behind symmetric NATs) and direct (natkit-peer on the open internet, the
 //! browser behind a symmetric NAT).
 //!
@@ -19,7 +19,7 @@ use natkit_testkit::events::EventProcess;
 use natkit_testkit::ChromiumPage;
 
 const PEER: &str = env!("CARGO_BIN_EXE_natkit-peer");
-const RUNS: usize = 9;
+const RUNS: usize = 15;
 /// The last commit whose demo page had its own WebRTC code (git history holds the baseline).
 const BEFORE_COMMIT: &str = "824201b";
 

@@ -273,7 +273,7 @@ async fn chromium_and_natkit_peer(peer_first: bool) {
         }
         let (events, ok) =
             peer_events(peer(&["--send", "hello-from-webrtc-rs"]).spawn().unwrap()).await;
-        assert!(ok, "{events:?}");
+        assert!(ok, "{events:?}\nthe page: {}", b.state(&tab).await);
         let connected = events
             .iter()
             .find(|e| e["event"] == "connected")
