@@ -116,23 +116,27 @@ function gather(config, ms, early = () => null, { pc, offer } = prepare()) {
   });
 }
 
-// `details`: TURN over every transport too, and what was seen.
+// `details`: TURN over every transport too, and what was seen. Without, the servers come with
+// no TURN credential, asked for only when no mapping comes back.
 export async function probe(httpBase, token, timeoutMs = 3000, details = false) {
-  const url = new URL("/v1/check-servers", httpBase);
-  if (token) url.searchParams.set("token", token);
-  const fetched = fetch(url);
+  const ask = async (turn) => {
+    const url = new URL("/v1/check-servers", httpBase);
+    if (token) url.searchParams.set("token", token);
+    if (!turn) url.searchParams.set("turn", "false");
+    const res = await fetch(url);
+    if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
+    return (await res.json()).iceServers || [];
+  };
+  const fetched = ask(details);
   await null; // the caller's WebSocket first; then STUN's peer connection while the servers come
   const stun = prepare();
-  let servers;
-  try {
-    const res = await fetched;
-    if (!res.ok) throw new NatkitError("http-" + res.status, "check-servers refused", "probe");
-    servers = (await res.json()).iceServers || [];
-  } catch (e) { stun.pc.close(); throw e; }
+  const servers = await fetched.catch((e) => { stun.pc.close(); throw e; });
   const stunUrls = servers.flatMap((s) => s.urls).filter((u) => u.startsWith("stun:"));
-  const turn = (t) => onlyTransport(servers, t).filter((s) => s.urls.some((u) => u.startsWith("turn")));
-  const relayGather = (t) => (turn(t).length ? gather({ iceServers: turn(t), iceTransportPolicy: "relay" }, timeoutMs) : null);
-  const all = details ? relayGather(["udp", "tcp", "tls"]) : null;
+  const relayGather = (servers, t) => {
+    const turn = onlyTransport(servers, t).filter((s) => s.urls.some((u) => u.startsWith("turn")));
+    return turn.length ? gather({ iceServers: turn, iceTransportPolicy: "relay" }, timeoutMs) : null;
+  };
+  const all = details ? relayGather(servers, ["udp", "tcp", "tls"]) : null;
   const seen = (f) => [...new Set(f.filter((c) => c.type === "srflx" && c.protocol === "udp").map((c) => `${c.address}:${c.port}`))];
   // Done once the ports map apart, or a moment after the first mapping (not at Chrome's
   // gathering end, ~100 ms later).
@@ -141,10 +145,11 @@ export async function probe(httpBase, token, timeoutMs = 3000, details = false) 
     return n >= stunUrls.length ? 0 : n ? Math.max(30, t / 2) : null;
   }, stun);
   const mappings = seen(found);
-  const relaying = all || (mappings.length ? null : relayGather(["udp"]));
-  const relays = ((relaying && (await relaying)) || []).filter((c) => c.type === "relay");
+  const relaying = all || (mappings.length ? null : ask(true).then((s) => relayGather(s, ["udp"]), () => null));
+  const relayed = relaying && (await relaying);
+  const relays = (relayed || []).filter((c) => c.type === "relay");
   const relayProtocols = [...new Set(relays.map((c) => c.relayProtocol || "udp"))];
-  const nat = summaryFrom({ mappings, udpRelay: relayProtocols.includes("udp"), turnTried: !!relaying });
+  const nat = summaryFrom({ mappings, udpRelay: relayProtocols.includes("udp"), turnTried: !!relayed });
   return details ? { nat, stunUrls, mappings, relayed: relays.map((c) => `${c.address}:${c.port}`), relayProtocols } : nat;
 }
 

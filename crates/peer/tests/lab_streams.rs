@@ -257,15 +257,19 @@ fn chromium_behind_blocked_udp_talks_to_natkit_peer_through_turns() {
     }
     let l = stream_lab(true);
     let mut echo = l.echo_at(SYMMETRIC, "chromium");
-    let page = format!(
-        "http://{SERVER_IP}:8080/?room=chromium&relay=1&turn=tls&send=hello%20from%20chromium"
-    );
+    // `relay` left at auto: the page's probe sees no mapping, asks for TURN (its first request
+    // had none), finds UDP to the relay blocked too and says so in its summary.
+    let page =
+        format!("http://{SERVER_IP}:8080/?room=chromium&turn=tls&send=hello%20from%20chromium");
     let report = open_page(&l, &page).report_echo("hello from chromium", Duration::from_secs(45));
     echo.process().kill();
     assert!(
         page_has_message(&report, "hello from chromium"),
         "the echo came back to Chromium: {report}"
     );
+    assert_eq!(report["nat"]["udp_blocked"], true, "{report}");
+    assert_eq!(report["policy"]["rule"], "udp-blocked", "{report}");
+    assert_eq!(report["policy"]["relayOnly"], true, "{report}");
     assert_eq!(report["selected"]["local"], "relay", "{report}");
     assert_eq!(report["selected"]["relayProtocol"], "tls", "{report}");
     let echo_events: Vec<Value> = echo.events().into_iter().map(|(_, e)| e).collect();

@@ -204,18 +204,15 @@ impl Admission {
         token: Option<&str>,
         fresh: &str,
     ) -> Result<String, Refusal> {
-        let grant = match gate.tokens {
-            Some(secret) => match token.map(|t| (t, secret.claims(t, gate.unix))) {
-                Some((t, Ok(c))) => Some(Grant::new(t, c.expires)),
-                _ => return Err(Refusal::new(ErrorCode::Unauthorized, NO_TOKEN_HTTP)),
-            },
-            None => None,
-        };
-        if revoked(gate, None, token) {
-            return Err(Refusal::new(ErrorCode::Unauthorized, REVOKED));
-        }
+        let grant = http_grant(gate, token)?;
         self.may_mint(gate.now, ip, grant.as_ref())?;
         Ok(quota_user(fresh, grant.as_ref()))
+    }
+
+    /// `GET /v1/check-servers?turn=false` with `token`: the same token check, but nothing is
+    /// minted, so no credential is counted against the rate limits.
+    pub fn stun_servers(&self, gate: Gate<'_>, token: Option<&str>) -> Result<(), Refusal> {
+        http_grant(gate, token).map(drop)
     }
 
     /// May `ip` (and the grant's token) be handed another TURN credential now?
@@ -235,6 +232,21 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// An HTTP request's token, checked (when tokens are on) and not revoked.
+fn http_grant(gate: Gate<'_>, token: Option<&str>) -> Result<Option<Grant>, Refusal> {
+    let grant = match gate.tokens {
+        Some(secret) => match token.map(|t| (t, secret.claims(t, gate.unix))) {
+            Some((t, Ok(c))) => Some(Grant::new(t, c.expires)),
+            _ => return Err(Refusal::new(ErrorCode::Unauthorized, NO_TOKEN_HTTP)),
+        },
+        None => None,
+    };
+    if revoked(gate, None, token) {
+        return Err(Refusal::new(ErrorCode::Unauthorized, REVOKED));
+    }
+    Ok(grant)
 }
 
 /// The TURN user a joined peer's credentials are for: its room and peer id, which only that

@@ -110,6 +110,22 @@ impl IceConfig {
         }
         servers
     }
+
+    /// [`IceConfig::mint_for_check`]'s `stun:` URLs alone, without a credential: what a probe
+    /// needs while UDP gets out (it asks for TURN only when no mapping came back).
+    pub fn stun_for_check(&self, now: u64) -> Vec<IceServer> {
+        // The throwaway credential is only computed here; it is never handed out.
+        self.mint_for_check("stun-only", now)
+            .into_iter()
+            .map(|s| s.urls.into_iter().filter(|u| u.starts_with("stun:")))
+            .map(|urls| IceServer {
+                urls: urls.collect(),
+                username: None,
+                credential: None,
+            })
+            .filter(|s| !s.urls.is_empty())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -104,18 +104,19 @@ static INDEX_HTML: &str = include_str!("../web/index.html");
 static CHECK_HTML: &str = include_str!("../web/check.html");
 
 /// A page of ours: both import `/natkit.js`, which the browser fetches (and compiles) from the
-/// headers on, before the page is parsed. Both probe the NAT first with `/v1/check-servers`,
-/// fetched as early too unless the page's query changes that request (a `token` goes into its
-/// URL, `signal` names another server) or turns the probe off (`relay`).
-fn page(html: &'static str, query: Option<String>) -> impl IntoResponse {
+/// headers on, before the page is parsed. Both probe the NAT first with `/v1/check-servers`
+/// (the demo page's probe `?turn=false`, the check page's with TURN), fetched as early too
+/// unless the page's query changes that request (a `token` goes into its URL, `signal` names
+/// another server) or turns the probe off (`relay`).
+fn page(html: &'static str, check: &str, query: Option<String>) -> impl IntoResponse {
     let plain = query.as_deref().is_none_or(|q| {
         !q.split('&')
             .any(|kv| matches!(kv.split('=').next(), Some("token" | "signal" | "relay")))
     });
     let link = if plain {
-        "</natkit.js>; rel=modulepreload, </v1/check-servers>; rel=preload; as=fetch; crossorigin"
+        format!("</natkit.js>; rel=modulepreload, <{check}>; rel=preload; as=fetch; crossorigin")
     } else {
-        "</natkit.js>; rel=modulepreload"
+        "</natkit.js>; rel=modulepreload".to_owned()
     };
     ([(header::LINK, link)], Html(html))
 }
@@ -133,11 +134,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/",
-            get(|RawQuery(q): RawQuery| async { page(INDEX_HTML, q) }),
+            get(|RawQuery(q): RawQuery| async {
+                page(INDEX_HTML, "/v1/check-servers?turn=false", q)
+            }),
         )
         .route(
             "/check",
-            get(|RawQuery(q): RawQuery| async { page(CHECK_HTML, q) }),
+            get(|RawQuery(q): RawQuery| async { page(CHECK_HTML, "/v1/check-servers", q) }),
         )
         .route("/v1/ws", get(ws))
         .route("/healthz", get(healthz))

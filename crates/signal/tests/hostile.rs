@@ -200,6 +200,45 @@ async fn credential_minting_is_rate_limited_per_ip_and_counted() {
     assert!(s.metric("natkit_signal_credentials_refused_total{limit=\"per_ip\"}") >= 16.0);
 }
 
+/// natkit.js's probe asks `/v1/check-servers?turn=false`: the STUN URLs (both of the relay's
+/// ports) with no TURN credential, and so nothing counted against the credential limit (a page
+/// view had cost two credentials, the probe's and the welcome's). The token check is the same.
+#[tokio::test]
+async fn stun_only_check_servers_mint_nothing() {
+    let s = start_with(|o| o.credentials_per_minute = Some("2".into())).await;
+    for _ in 0..10 {
+        let (code, body) = s.get("/v1/check-servers?turn=false").await;
+        assert_eq!(code, 200, "{body}");
+        let servers = body["iceServers"].as_array().unwrap();
+        let urls: Vec<&str> = servers
+            .iter()
+            .flat_map(|s| s["urls"].as_array().unwrap())
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        assert_eq!(urls.len(), 2, "the relay's two ports: {body}");
+        assert!(urls.iter().all(|u| u.starts_with("stun:")), "{body}");
+        assert!(
+            servers
+                .iter()
+                .all(|s| s["username"].is_null() && s["credential"].is_null()),
+            "{body}"
+        );
+    }
+    assert_eq!(s.metric("natkit_signal_credentials_issued_total"), 0.0);
+    // The two credentials a minute are all still there.
+    let (code, body) = s.get("/v1/check-servers").await;
+    assert_eq!(code, 200);
+    assert!(body["iceServers"][0]["credential"].is_string(), "{body}");
+    assert_eq!(s.get("/v1/check-servers?turn=true").await.0, 200);
+    assert_eq!(s.get("/v1/check-servers").await.0, 429);
+    assert_eq!(s.get("/v1/check-servers?turn=false").await.0, 200);
+    assert_eq!(s.get("/v1/check-servers?turn=no").await.0, 400);
+
+    let s = start_tokened("token-secret", |_| {}).await;
+    let (code, body) = s.get("/v1/check-servers?turn=false").await;
+    assert_eq!((code, body["error"].as_str()), (401, Some("unauthorized")));
+}
+
 /// Finding 8: connections trickling request headers a byte at a time were never closed, and
 /// one IP could hold any number of them.
 #[tokio::test]

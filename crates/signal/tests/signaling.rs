@@ -682,13 +682,15 @@ async fn natkit_js_is_served_with_a_validator() {
     assert!(!body.is_empty());
     println!("natkit.js: {} bytes unminified", body.len());
     // Both pages import it: the browser is told to fetch it from their headers on, and the
-    // probe's servers too, unless the page's query changes that request or turns the probe off.
-    let both =
+    // probe's servers too (the demo page's without TURN, the check page's with), unless the
+    // page's query changes that request or turns the probe off.
+    let demo = "</natkit.js>; rel=modulepreload, </v1/check-servers?turn=false>; rel=preload; as=fetch; crossorigin";
+    let check =
         "</natkit.js>; rel=modulepreload, </v1/check-servers>; rel=preload; as=fetch; crossorigin";
     for (page, link) in [
-        ("/", both),
-        ("/check", both),
-        ("/?room=a&send=x", both),
+        ("/", demo),
+        ("/check", check),
+        ("/?room=a&send=x", demo),
         ("/?room=a&token=t", "</natkit.js>; rel=modulepreload"),
         ("/?signal=ws://b:8080", "</natkit.js>; rel=modulepreload"),
         ("/?relay=1", "</natkit.js>; rel=modulepreload"),

@@ -11,6 +11,7 @@ use axum::Json;
 use natkit_proto::{ErrorCode, HttpError, IceServer, IceServers};
 
 use super::{bearer, peer_id, AppState, IceConfig, Rejection, TokenQuery};
+use crate::admission::Refusal;
 
 pub(super) async fn ice_servers(
     State(st): State<Arc<AppState>>,
@@ -21,13 +22,34 @@ pub(super) async fn ice_servers(
     issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint)
 }
 
-/// `/v1/check-servers`: what the network check page (`/check`) gathers against.
+#[derive(serde::Deserialize)]
+pub(super) struct CheckQuery {
+    token: Option<String>,
+    /// `false`: the STUN URLs alone, no TURN credential minted (natkit.js's probe asks so, and
+    /// asks again with TURN only when no mapping came back).
+    turn: Option<bool>,
+}
+
+/// `/v1/check-servers`: what the network check page (`/check`) and natkit.js's probe gather
+/// against.
 pub(super) async fn check_servers(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<CheckQuery>,
     headers: HeaderMap,
 ) -> Response {
+    if q.turn == Some(false) {
+        let token = q.token.or_else(|| bearer(&headers));
+        if let Err(r) = st.admit(|a, gate| a.stun_servers(gate, token.as_deref())) {
+            return refused(&st, r);
+        }
+        return Json(IceServers {
+            ice_servers: st.ice.stun_for_check(st.clock.unix()),
+            ttl: st.ice.ttl,
+        })
+        .into_response();
+    }
+    let q = TokenQuery { token: q.token };
     issue_ice_servers(&st, peer.ip(), q, &headers, IceConfig::mint_for_check)
 }
 
@@ -43,23 +65,7 @@ fn issue_ice_servers(
     let fresh = format!("http-{}", peer_id());
     let user = match st.admit(|a, gate| a.ice_servers(gate, ip, token.as_deref(), &fresh)) {
         Ok(user) => user,
-        Err(r) => {
-            st.count_refusal(&r);
-            // Admission refuses HTTP credentials for a rate limit or an unauthorized token.
-            let status = match r.code {
-                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            if r.code == ErrorCode::Unauthorized {
-                st.metrics
-                    .reject(Rejection::Refused(ErrorCode::Unauthorized));
-            }
-            let body = HttpError {
-                error: r.code,
-                message: r.message.into(),
-            };
-            return (status, Json(body)).into_response();
-        }
+        Err(r) => return refused(st, r),
     };
     st.metrics.credentials_issued.inc();
     Json(IceServers {
@@ -67,6 +73,24 @@ fn issue_ice_servers(
         ttl: st.ice.ttl,
     })
     .into_response()
+}
+
+/// Admission refuses HTTP requests for a rate limit or an unauthorized token.
+fn refused(st: &AppState, r: Refusal) -> Response {
+    st.count_refusal(&r);
+    let status = match r.code {
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    if r.code == ErrorCode::Unauthorized {
+        st.metrics
+            .reject(Rejection::Refused(ErrorCode::Unauthorized));
+    }
+    let body = HttpError {
+        error: r.code,
+        message: r.message.into(),
+    };
+    (status, Json(body)).into_response()
 }
 
 pub(super) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
