@@ -54,6 +54,11 @@ export interface ConnectOptions {
   renew?: boolean;
   /** Keep only the TURN URLs over these transports, e.g. `["tcp", "tls"]`. */
   turnTransports?: Array<"udp" | "tcp" | "tls">;
+  /** A WebSocket the page opened to the first signal URL (`ws(s)://HOST/v1/ws`, with
+   * `?token=` when there is one) before the module loaded: the first join goes through it, so
+   * the time to the welcome does not wait for the module. One to another URL is closed and
+   * not used. */
+  socket?: WebSocket;
 }
 
 /** natkit's errors: `code` is the server's (`unauthorized`, `room-full`, `rate-limited`, ...) or

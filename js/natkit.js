@@ -276,14 +276,18 @@ export class Session extends EventTarget {
     return new Promise((resolve, reject) => {
       const u = wsUrl(this._urls[i]);
       if (this._opts.token) u.searchParams.set("token", this._opts.token);
-      let ws;
-      try { ws = new WebSocket(u); } catch (e) { return reject(new NatkitError("bad-url", String(e), "join")); }
+      // `socket`: opened by the page to this very URL before the module ran; used once.
+      let ws = this._opts.socket;
+      this._opts.socket = null;
+      if (ws && (ws.url !== u.href || ws.readyState > WebSocket.OPEN)) { ws.close(); ws = null; }
+      try { ws = ws || new WebSocket(u); } catch (e) { return reject(new NatkitError("bad-url", String(e), "join")); }
       const timer = setTimeout(() => { ws.close(); reject(new NatkitError("timeout", `no welcome within ${timeoutMs} ms`, "join")); }, timeoutMs);
-      ws.onopen = () => {
-        const join = { type: "join", room: this.room, version: 1 };
-        if (this.peerId || this._opts.peerId) join.peer_id = this.peerId || this._opts.peerId;
-        ws.send(JSON.stringify(join));
+      const join = () => {
+        const m = { type: "join", room: this.room, version: 1 };
+        if (this.peerId || this._opts.peerId) m.peer_id = this.peerId || this._opts.peerId;
+        ws.send(JSON.stringify(m));
       };
+      if (ws.readyState === WebSocket.OPEN) join(); else ws.onopen = join;
       ws.onerror = () => {};
       ws.onclose = (e) => { clearTimeout(timer); reject(new NatkitError("signaling-closed", `closed (${e.code})`, "join")); };
       ws.onmessage = (ev) => {

@@ -392,6 +392,38 @@ async fn the_pages_probe_takes_the_check_servers_preload() {
     }
 }
 
+/// `connect({ socket })`: a WebSocket the page opened to the signal URL before the module ran
+/// carries the session (closing the session closes it); one to another URL is closed and the
+/// session opens its own.
+#[tokio::test]
+async fn a_socket_the_page_opened_first_carries_the_session() {
+    let s = start(SignalOptions::default(), None).await;
+    let mut b = Browser::launch().await;
+    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
+    let got = b
+        .eval(
+            &tab,
+            r#"(async () => {
+                const natkit = await import("/natkit.js");
+                const url = new URL("/v1/ws", location.href);
+                url.protocol = "ws:";
+                const settle = () => new Promise((r) => setTimeout(r, 200));
+                const mine = new WebSocket(url);
+                const a = await natkit.connect({ room: "early", relay: "never", socket: mine });
+                const joined = [mine.readyState, a.peerId !== null];
+                a.close();
+                await settle();
+                const other = new WebSocket(url.href + "?other=1");
+                const b = await natkit.connect({ room: "early", relay: "never", socket: other });
+                await settle();
+                return JSON.stringify([...joined, mine.readyState, other.readyState, b.peerId !== null]);
+            })()"#,
+        )
+        .await;
+    // OPEN and joined; CLOSED once the session closed; the other CLOSED, and joined anyway.
+    assert_eq!(got, "[1,true,3,3,true]");
+}
+
 /// The summary a browser forms from what it sees.
 #[tokio::test]
 async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {
