@@ -327,11 +327,19 @@ impl Browser {
     }
 }
 
+/// What `script` evaluates to in a page of a fresh server (its `/healthz`; `/natkit.js` is
+/// imported from there).
+async fn eval_in_a_page(script: &str) -> String {
+    let s = start(SignalOptions::default(), None).await;
+    let mut b = Browser::launch().await;
+    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
+    b.eval(&tab, script).await
+}
+
 /// `natkit.js`'s `decide`, in Chromium, against every row of the one pair-rule table
 /// (crates/peer-core/pair_rule.tsv, the table natkit-peer's and the Python package's tests read).
 #[tokio::test]
 async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
-    let s = start(SignalOptions::default(), None).await;
     let table = include_str!("../../peer-core/pair_rule.tsv");
     let rows: Vec<Vec<&str>> = table
         .lines()
@@ -340,8 +348,6 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
         .map(|l| l.split('\t').collect())
         .collect();
     assert!(rows.len() > 81);
-    let mut b = Browser::launch().await;
-    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
     let script = format!(
         r#"(async () => {{
             const natkit = await import("/natkit.js");
@@ -361,7 +367,7 @@ async fn natkit_js_decides_every_row_of_the_shared_pair_rule_table() {
         rows = serde_json::to_string(&rows).unwrap()
     );
     let got: Vec<(String, String, bool)> =
-        serde_json::from_str(&b.eval(&tab, &script).await).unwrap();
+        serde_json::from_str(&eval_in_a_page(&script).await).unwrap();
     assert_eq!(got.len(), rows.len());
     for (row, (policy, rule, reason)) in rows.iter().zip(got) {
         assert_eq!(
@@ -397,12 +403,7 @@ async fn the_pages_probe_takes_the_check_servers_preload() {
 /// session opens its own.
 #[tokio::test]
 async fn a_socket_the_page_opened_first_carries_the_session() {
-    let s = start(SignalOptions::default(), None).await;
-    let mut b = Browser::launch().await;
-    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
-    let got = b
-        .eval(
-            &tab,
+    let got = eval_in_a_page(
             r#"(async () => {
                 const natkit = await import("/natkit.js");
                 const url = new URL("/v1/ws", location.href);
@@ -427,12 +428,7 @@ async fn a_socket_the_page_opened_first_carries_the_session() {
 /// The summary a browser forms from what it sees.
 #[tokio::test]
 async fn natkit_js_forms_its_nat_summary_from_what_the_browser_sees() {
-    let s = start(SignalOptions::default(), None).await;
-    let mut b = Browser::launch().await;
-    let tab = b.open(&format!("http://{}/healthz", s.http)).await;
-    let got = b
-        .eval(
-            &tab,
+    let got = eval_in_a_page(
             r#"import("/natkit.js").then((n) => JSON.stringify([
                 n.summaryFrom({ mappings: ["198.51.100.1:1000", "198.51.100.1:1001"], udpRelay: true, turnTried: false }),
                 n.summaryFrom({ mappings: ["198.51.100.1:1000"], udpRelay: false, turnTried: false }),
