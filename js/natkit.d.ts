@@ -120,9 +120,11 @@ export declare function connect(options: ConnectOptions): Promise<Session>;
 /** This side's ICE policy by the pair rule; `role` matters where one relay hop is enough (the answerer relays). */
 export declare function decide(mode: RelayMode, local: NatSummary | null, remote: NatSummary | null, role?: "offerer" | "answerer"): Decision;
 export declare function summaryFrom(seen: { mappings: string[]; udpRelay: boolean; turnTried: boolean }): NatSummary | null;
-/** Probes this browser's NAT against natkit-signal's relay (`/v1/check-servers`). */
+/** Probes this browser's NAT against natkit-signal's relay (`/v1/check-servers?turn=false`, then
+ * with TURN only when no mapping came back). */
 export declare function probe(httpBase: string, token?: string | null, timeoutMs?: number, details?: false): Promise<NatSummary | null>;
-/** With `details`: also TURN over every transport, and what was seen (the check page's view). */
+/** With `details`: also TURN over every transport (`/v1/check-servers`), and what was seen (the
+ * check page's view). */
 export declare function probe(httpBase: string, token: string | null | undefined, timeoutMs: number, details: true): Promise<{
   nat: NatSummary | null; stunUrls: string[]; mappings: string[]; relayed: string[]; relayProtocols: string[];
 }>;
