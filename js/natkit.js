@@ -554,7 +554,9 @@ export async function connect(options) {
     session._probe.then((nat) => { session.nat = nat; session._emit("probe", { nat }); });
   }
   await session._joinFrom(0, Date.now() + opts.timeout);
-  // The peer that joins where others are offers, to the first of them.
-  if (session.peers.length) session._offerTo(session.peers[0]);
+  // The peer that joins where others are offers, to the first of them: once `connect` has
+  // returned, so that listeners added then hear all of it (unless `channel(peerId)` came first).
+  const first = session.peers[0];
+  if (first) setTimeout(() => { if (!session._closed && !session._links.has(first) && session.peers.includes(first)) session._offerTo(first); });
   return session;
 }

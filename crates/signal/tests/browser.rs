@@ -258,6 +258,9 @@ async fn chromium_and_natkit_peer(peer_first: bool) {
                 && st["selected"].is_object()
             {
                 assert_eq!(st["selected"]["local"], "relay", "{st}");
+                // The page offered at once (`relay=1` needs no probe): its `policy` listener,
+                // attached when `connect` returned, still heard the decision.
+                assert_eq!(st["policy"]["rule"], "relay-always", "{st}");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
