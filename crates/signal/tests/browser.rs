@@ -411,15 +411,18 @@ async fn a_socket_the_page_opened_first_carries_the_session() {
                 const natkit = await import("/natkit.js");
                 const url = new URL("/v1/ws", location.href);
                 url.protocol = "ws:";
-                const settle = () => new Promise((r) => setTimeout(r, 200));
+                // Up to 5 s for a socket to be CLOSED.
+                const settle = async (ws) => {
+                    for (let i = 0; i < 100 && ws.readyState !== 3; i++) await new Promise((r) => setTimeout(r, 50));
+                };
                 const mine = new WebSocket(url);
                 const a = await natkit.connect({ room: "early", relay: "never", socket: mine });
                 const joined = [mine.readyState, a.peerId !== null];
                 a.close();
-                await settle();
+                await settle(mine);
                 const other = new WebSocket(url.href + "?other=1");
                 const b = await natkit.connect({ room: "early", relay: "never", socket: other });
-                await settle();
+                await settle(other);
                 return JSON.stringify([...joined, mine.readyState, other.readyState, b.peerId !== null]);
             })()"#,
         )
