@@ -108,9 +108,9 @@ fn main() {
         ),
     ] {
         let mut lab = Lab::with_sites(&sites);
-        // Every page load comes from the one NAT'ed browser site and mints TURN credentials
-        // (natkit.js's page two: the probe's and the welcome's), past the default 30 a minute
-        // per IP within the run: no limit here.
+        // Every page load comes from the one NAT'ed browser site and mints a TURN credential
+        // with its welcome: thirty loads in a minute or two, the default limit per IP (natkit.js's
+        // page minted two before its probe asked `?turn=false`). No limit here.
         let url = lab
             .start_natkit_signal_with("bench", &[("NATKIT_SIGNAL_CREDENTIALS_PER_MINUTE", "0")])
             .0;

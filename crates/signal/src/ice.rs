@@ -111,11 +111,12 @@ impl IceConfig {
         servers
     }
 
-    /// [`IceConfig::mint_for_check`]'s `stun:` URLs alone, without a credential: what a probe
-    /// needs while UDP gets out (it asks for TURN only when no mapping came back).
-    pub fn stun_for_check(&self, now: u64) -> Vec<IceServer> {
-        // The throwaway credential is only computed here; it is never handed out.
-        self.mint_for_check("stun-only", now)
+    /// [`IceConfig::mint_for_check`]'s `stun:` URLs for `user` alone, without a credential:
+    /// what a probe needs while UDP gets out (it asks for TURN only when no mapping came back).
+    /// `user` picks the fleet relay, as it does for credentials.
+    pub fn stun_for_check(&self, user: &str, now: u64) -> Vec<IceServer> {
+        // The credential is computed on the way (one HMAC) and never handed out.
+        self.mint_for_check(user, now)
             .into_iter()
             .map(|s| s.urls.into_iter().filter(|u| u.starts_with("stun:")))
             .map(|urls| IceServer {

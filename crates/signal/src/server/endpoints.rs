@@ -44,7 +44,10 @@ pub(super) async fn check_servers(
             return refused(&st, r);
         }
         return Json(IceServers {
-            ice_servers: st.ice.stun_for_check(st.clock.unix()),
+            // A fresh name, as for credentials: probes spread over a fleet's relays.
+            ice_servers: st
+                .ice
+                .stun_for_check(&format!("http-{}", peer_id()), st.clock.unix()),
             ttl: st.ice.ttl,
         })
         .into_response();
